@@ -1,0 +1,949 @@
+//! Reads what each scheme signs out of a request: signatures, timestamp, id and the exact
+//! signed bytes. Parsing only; comparison happens in the verifier.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+use super::generic::{GenericHmac, Part};
+use super::{Scheme, SchemeId};
+use crate::encoding::{Encoding, hex};
+use crate::event::{DedupRecipe, Field};
+use crate::headers::Headers;
+use crate::reason::{Reason, Rejection};
+
+/// Most signature entries considered in one request; more is treated as malformed, so a
+/// header with thousands of entries costs bounded time.
+pub(crate) const MAX_SIGNATURES: usize = 32;
+
+/// The signed bytes, as pieces fed to the MAC in order.
+pub(crate) type Message<'a> = Vec<Cow<'a, [u8]>>;
+
+/// Everything the verifier needs from one request.
+#[derive(Debug)]
+pub(crate) struct Extracted<'a> {
+    /// Alternative signed messages; a signature over any of them counts (Twilio's port
+    /// variants). Almost always one.
+    pub(crate) messages: Vec<Message<'a>>,
+    /// Decoded candidate signatures (entries that failed to decode are dropped: they can
+    /// never match).
+    pub(crate) signatures: Vec<Vec<u8>>,
+    /// The signed timestamp in Unix milliseconds and where it came from.
+    pub(crate) timestamp: Option<(i64, &'static str)>,
+    /// Check the window only after the signature (the timestamp is read from the body).
+    pub(crate) timestamp_after_signature: bool,
+    /// Twilio: the `bodySHA256` the signed URL carries.
+    pub(crate) body_sha256: Option<String>,
+    pub(crate) mismatch: Reason,
+    pub(crate) signature_location: &'static str,
+    pub(crate) delivery_id: Field,
+    pub(crate) event_type: Field,
+    pub(crate) dedup: DedupRecipe,
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
+impl<'a> Extracted<'a> {
+    fn new(messages: Vec<Message<'a>>, signature_location: &'static str) -> Self {
+        Extracted {
+            messages,
+            signatures: Vec::new(),
+            timestamp: None,
+            timestamp_after_signature: false,
+            body_sha256: None,
+            mismatch: Reason::SignatureMismatch,
+            signature_location,
+            delivery_id: Field::Known(None),
+            event_type: Field::Known(None),
+            dedup: DedupRecipe::Body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn reject(reason: Reason, location: &'static str) -> Rejection {
+    Rejection::new(reason, location)
+}
+
+/// The one value of a header: `None` when absent or empty; malformed when it appears with
+/// different values or is not visible ASCII.
+pub(crate) fn single<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    name: &'static str,
+) -> Result<Option<&'h str>, Rejection> {
+    let mut found: Option<&'h [u8]> = None;
+    for value in headers.get_all(name) {
+        let value = value.trim_ascii();
+        if value.is_empty() {
+            continue;
+        }
+        match found {
+            Some(previous) if previous != value => {
+                return Err(reject(Reason::MalformedHeader, name));
+            }
+            _ => found = Some(value),
+        }
+    }
+    match found {
+        None => Ok(None),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if text.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()) => {
+                Ok(Some(text))
+            }
+            _ => Err(reject(Reason::MalformedHeader, name)),
+        },
+    }
+}
+
+pub(crate) fn required<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    name: &'static str,
+) -> Result<&'h str, Rejection> {
+    single(headers, name)?.ok_or_else(|| reject(Reason::MissingHeader, name))
+}
+
+/// The first of several header spellings that is present (Svix's `svix-*` / `webhook-*`).
+fn first_of<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    names: &[&'static str],
+) -> Result<Option<(&'static str, &'h str)>, Rejection> {
+    for name in names {
+        if let Some(value) = single(headers, name)? {
+            return Ok(Some((name, value)));
+        }
+    }
+    Ok(None)
+}
+
+/// Strict Unix seconds: ASCII digits only (no sign, no fraction), converted to milliseconds.
+pub(crate) fn parse_unix_seconds(text: &str) -> Option<i64> {
+    parse_digits(text)?.checked_mul(1000)
+}
+
+fn parse_digits(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok()
+}
+
+fn timestamp_seconds(text: &str, location: &'static str) -> Result<(i64, &'static str), Rejection> {
+    parse_unix_seconds(text)
+        .map(|ms| (ms, location))
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, location))
+}
+
+fn rfc3339_millis(text: &str) -> Option<i64> {
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+fn bytes(text: &str) -> Cow<'_, [u8]> {
+    Cow::Borrowed(text.as_bytes())
+}
+
+fn literal(text: &'static str) -> Cow<'static, [u8]> {
+    Cow::Borrowed(text.as_bytes())
+}
+
+fn known<H: Headers + ?Sized>(headers: &H, names: &[&'static str]) -> Field {
+    let value = names
+        .iter()
+        .find_map(|name| single(headers, name).ok().flatten())
+        .map(str::to_owned);
+    Field::Known(value)
+}
+
+fn collect_headers<H: Headers + ?Sized>(
+    headers: &H,
+    names: &[&'static str],
+) -> Vec<(&'static str, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            single(headers, name)
+                .ok()
+                .flatten()
+                .map(|v| (*name, v.to_owned()))
+        })
+        .collect()
+}
+
+/// Pushes a decoded candidate, enforcing [`MAX_SIGNATURES`].
+fn push_candidate(
+    out: &mut Vec<Vec<u8>>,
+    seen: &mut usize,
+    encoding: Encoding,
+    text: &str,
+    location: &'static str,
+) -> Result<(), Rejection> {
+    *seen = seen.saturating_add(1);
+    if *seen > MAX_SIGNATURES {
+        return Err(reject(Reason::MalformedHeader, location));
+    }
+    if let Some(decoded) = encoding.decode(text.as_bytes()) {
+        out.push(decoded);
+    }
+    Ok(())
+}
+
+pub(crate) fn extract<'a, H: Headers + ?Sized>(
+    scheme: &Scheme,
+    headers: &'a H,
+    body: &'a [u8],
+    url: Option<&'a str>,
+) -> Result<Extracted<'a>, Rejection> {
+    match scheme {
+        Scheme::Generic(generic) => generic_hmac(generic, headers, body),
+        Scheme::Preset(id) => preset(*id, headers, body, url),
+    }
+}
+
+fn preset<'a, H: Headers + ?Sized>(
+    id: SchemeId,
+    h: &'a H,
+    body: &'a [u8],
+    url: Option<&'a str>,
+) -> Result<Extracted<'a>, Rejection> {
+    const BODY_TYPE: &[&[&str]] = &[&["type"]];
+    let mut out = match id {
+        SchemeId::StandardWebhooksV1 | SchemeId::GitlabSigning => {
+            standard(h, body, &["webhook-"], "v1", Encoding::Base64)?
+        }
+        SchemeId::StandardWebhooksV1a => standard(h, body, &["webhook-"], "v1a", Encoding::Base64)?,
+        SchemeId::Svix => standard(h, body, &["svix-", "webhook-"], "v1", Encoding::Base64)?,
+        SchemeId::Stripe => key_value(h, body, KeyValue::STRIPE)?,
+        SchemeId::Prefinery => key_value(h, body, KeyValue::PREFINERY)?,
+        SchemeId::Paddle => key_value(h, body, KeyValue::PADDLE)?,
+        SchemeId::Github => prefixed(
+            h,
+            "X-Hub-Signature-256",
+            "sha256=",
+            Encoding::Hex,
+            vec![Cow::Borrowed(body)],
+        )?,
+        SchemeId::GithubSha1 | SchemeId::Intercom => prefixed(
+            h,
+            "X-Hub-Signature",
+            "sha1=",
+            Encoding::Hex,
+            vec![Cow::Borrowed(body)],
+        )?,
+        SchemeId::Shopify => {
+            let name = if single(h, "X-Shopify-Hmac-Sha256")?.is_some() {
+                "X-Shopify-Hmac-Sha256"
+            } else {
+                "shopify-hmac-sha256"
+            };
+            bare(h, name, Encoding::Base64, vec![Cow::Borrowed(body)])?
+        }
+        SchemeId::Linear => linear(h, body)?,
+        SchemeId::Square => {
+            let url = url.ok_or_else(|| reject(Reason::MissingHeader, "url"))?;
+            bare(
+                h,
+                "x-square-hmacsha256-signature",
+                Encoding::Base64,
+                vec![bytes(url), Cow::Borrowed(body)],
+            )?
+        }
+        SchemeId::Slack => versioned(h, body, "X-Slack-Signature", "X-Slack-Request-Timestamp")?,
+        SchemeId::Zoom => versioned(h, body, "x-zm-signature", "x-zm-request-timestamp")?,
+        SchemeId::TwitchEventsub => twitch(h, body)?,
+        SchemeId::Discord => asymmetric(
+            h,
+            body,
+            "X-Signature-Ed25519",
+            "X-Signature-Timestamp",
+            Encoding::HexAnyCase,
+        )?,
+        SchemeId::Sendgrid => asymmetric(
+            h,
+            body,
+            "X-Twilio-Email-Event-Webhook-Signature",
+            "X-Twilio-Email-Event-Webhook-Timestamp",
+            Encoding::Base64,
+        )?,
+        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
+            let url = url.ok_or_else(|| reject(Reason::MissingHeader, "url"))?;
+            twilio(h, body, url, id == SchemeId::TwilioBodySha256)?
+        }
+        SchemeId::Mailgun => mailgun(body)?,
+        SchemeId::GitlabToken => {
+            let token = required(h, "X-Gitlab-Token")?;
+            let mut out = Extracted::new(Vec::new(), "X-Gitlab-Token");
+            out.signatures.push(token.as_bytes().to_vec());
+            out.mismatch = Reason::TokenMismatch;
+            out
+        }
+    };
+    // What each provider says about the event, and how retries are recognised.
+    match id {
+        SchemeId::StandardWebhooksV1 | SchemeId::StandardWebhooksV1a | SchemeId::Svix => {
+            out.event_type = Field::Json(BODY_TYPE);
+        }
+        SchemeId::GitlabSigning | SchemeId::GitlabToken => {
+            out.event_type = known(h, &["X-Gitlab-Event"]);
+            out.headers = collect_headers(
+                h,
+                &[
+                    "X-Gitlab-Event",
+                    "X-Gitlab-Event-UUID",
+                    "X-Gitlab-Webhook-UUID",
+                    "X-Gitlab-Instance",
+                    "Idempotency-Key",
+                ],
+            );
+            if id == SchemeId::GitlabToken {
+                out.delivery_id = known(h, &["Idempotency-Key", "X-Gitlab-Event-UUID"]);
+            }
+        }
+        SchemeId::Stripe => {
+            out.event_type = Field::Json(BODY_TYPE);
+            out.delivery_id = Field::Json(&[&["id"]]);
+            out.dedup = DedupRecipe::Json(&[&["id"]]);
+        }
+        SchemeId::Prefinery => out.event_type = Field::Json(&[&["event"]]),
+        SchemeId::Paddle => {
+            out.event_type = Field::Json(&[&["event_type"]]);
+            out.delivery_id = Field::Json(&[&["notification_id"], &["event_id"]]);
+            out.dedup = DedupRecipe::Json(&[&["event_id"], &["notification_id"]]);
+        }
+        SchemeId::Github | SchemeId::GithubSha1 => {
+            out.event_type = known(h, &["X-GitHub-Event"]);
+            out.delivery_id = known(h, &["X-GitHub-Delivery"]);
+            out.headers = collect_headers(
+                h,
+                &["X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID"],
+            );
+        }
+        SchemeId::Intercom => {
+            out.event_type = Field::Json(&[&["topic"]]);
+            out.delivery_id = Field::Json(&[&["id"]]);
+            out.dedup = DedupRecipe::Json(&[&["id"]]);
+        }
+        SchemeId::Shopify => {
+            let names: &[&'static str] = &["X-Shopify-Topic", "shopify-topic"];
+            out.event_type = known(h, names);
+            out.delivery_id = known(
+                h,
+                &[
+                    "X-Shopify-Event-Id",
+                    "X-Shopify-Webhook-Id",
+                    "shopify-event-id",
+                ],
+            );
+            out.headers = collect_headers(
+                h,
+                &[
+                    "X-Shopify-Topic",
+                    "X-Shopify-Shop-Domain",
+                    "X-Shopify-API-Version",
+                    "X-Shopify-Webhook-Id",
+                    "X-Shopify-Event-Id",
+                    "X-Shopify-Triggered-At",
+                ],
+            );
+        }
+        SchemeId::Slack => {
+            out.event_type = Field::Json(&[&["event", "type"], &["type"]]);
+            out.delivery_id = Field::Json(&[&["event_id"]]);
+            out.dedup = DedupRecipe::Json(&[&["event_id"]]);
+            out.headers = collect_headers(h, &["X-Slack-Retry-Num", "X-Slack-Retry-Reason"]);
+        }
+        SchemeId::Zoom => {
+            out.event_type = Field::Json(&[&["event"]]);
+            out.delivery_id = known(h, &["x-zm-trackingid"]);
+        }
+        SchemeId::Square => {
+            out.event_type = Field::Json(BODY_TYPE);
+            out.delivery_id = Field::Json(&[&["event_id"]]);
+            out.dedup = DedupRecipe::Json(&[&["event_id"]]);
+        }
+        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
+            out.delivery_id = known(h, &["I-Twilio-Idempotency-Token"]);
+            out.dedup = DedupRecipe::UrlAndBody(url.unwrap_or_default().to_owned());
+        }
+        SchemeId::Mailgun => {
+            out.event_type = Field::Json(&[&["event-data", "event"]]);
+            out.delivery_id = Field::Json(&[&["event-data", "id"]]);
+        }
+        SchemeId::Discord => {
+            out.event_type = Field::Json(BODY_TYPE);
+            out.delivery_id = Field::Json(&[&["id"]]);
+            out.dedup = DedupRecipe::Json(&[&["id"]]);
+        }
+        SchemeId::TwitchEventsub => {
+            out.event_type = known(h, &["Twitch-Eventsub-Subscription-Type"]);
+            out.headers = collect_headers(
+                h,
+                &[
+                    "Twitch-Eventsub-Message-Type",
+                    "Twitch-Eventsub-Subscription-Type",
+                    "Twitch-Eventsub-Subscription-Version",
+                ],
+            );
+        }
+        SchemeId::Linear => {
+            out.event_type = known(h, &["Linear-Event"]);
+            out.delivery_id = known(h, &["Linear-Delivery"]);
+        }
+        SchemeId::Sendgrid => {}
+    }
+    Ok(out)
+}
+
+/// Standard Webhooks and its white-labels: `{id}.{timestamp}.{body}`, a space-separated list
+/// of `version,signature` entries; entries of other versions are skipped.
+fn standard<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    families: &[&'static str],
+    version: &str,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let spelled = |suffix: &str| -> Vec<&'static str> {
+        families
+            .iter()
+            .map(|family| match (*family, suffix) {
+                ("svix-", "id") => "svix-id",
+                ("svix-", "timestamp") => "svix-timestamp",
+                ("svix-", _) => "svix-signature",
+                (_, "id") => "webhook-id",
+                (_, "timestamp") => "webhook-timestamp",
+                _ => "webhook-signature",
+            })
+            .collect()
+    };
+    let (_, id) =
+        first_of(h, &spelled("id"))?.ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
+    let (ts_name, ts) = first_of(h, &spelled("timestamp"))?
+        .ok_or_else(|| reject(Reason::MissingHeader, "webhook-timestamp"))?;
+    let (sig_name, _) = first_of(h, &spelled("signature"))?
+        .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
+
+    let message = vec![
+        bytes(id),
+        literal("."),
+        bytes(ts),
+        literal("."),
+        Cow::Borrowed(body),
+    ];
+    let mut out = Extracted::new(vec![message], sig_name);
+    out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
+    let mut seen = 0;
+    for value in h.get_all(sig_name) {
+        let Ok(value) = std::str::from_utf8(value) else {
+            return Err(reject(Reason::MalformedHeader, sig_name));
+        };
+        for entry in value.split(' ').filter(|e| !e.is_empty()) {
+            if let Some((entry_version, signature)) = entry.split_once(',') {
+                if entry_version == version {
+                    push_candidate(
+                        &mut out.signatures,
+                        &mut seen,
+                        encoding,
+                        signature,
+                        sig_name,
+                    )?;
+                }
+            }
+        }
+    }
+    out.delivery_id = Field::Known(Some(id.to_owned()));
+    out.dedup = DedupRecipe::SignedId(id.to_owned());
+    Ok(out)
+}
+
+/// Headers of `key=value` elements: Stripe and Prefinery (`t=…,v1=…`), Paddle (`ts=…;h1=…`).
+#[derive(Debug, Clone, Copy)]
+struct KeyValue {
+    header: &'static str,
+    separator: char,
+    timestamp_key: &'static str,
+    signature_key: &'static str,
+    joiner: &'static str,
+    /// Paddle treats an empty `h1=` as malformed; Stripe's libraries see a signature that
+    /// does not match.
+    empty_signature_malformed: bool,
+    /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
+    /// header is malformed.
+    no_signature: Reason,
+}
+
+impl KeyValue {
+    const STRIPE: KeyValue = KeyValue {
+        header: "Stripe-Signature",
+        separator: ',',
+        timestamp_key: "t",
+        signature_key: "v1",
+        joiner: ".",
+        empty_signature_malformed: false,
+        no_signature: Reason::NoSupportedSignature,
+    };
+    const PREFINERY: KeyValue = KeyValue {
+        header: "X-Prefinery-Signature",
+        ..KeyValue::STRIPE
+    };
+    const PADDLE: KeyValue = KeyValue {
+        header: "Paddle-Signature",
+        separator: ';',
+        timestamp_key: "ts",
+        signature_key: "h1",
+        joiner: ":",
+        empty_signature_malformed: true,
+        no_signature: Reason::MalformedHeader,
+    };
+}
+
+fn key_value<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    kv: KeyValue,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, kv.header)?;
+    let malformed = || reject(Reason::MalformedHeader, kv.header);
+    let mut timestamp: Option<&str> = None;
+    let mut signatures: Vec<&str> = Vec::new();
+    for element in value
+        .split(kv.separator)
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (key, val) = element.split_once('=').ok_or_else(malformed)?;
+        if key == kv.timestamp_key {
+            if timestamp.is_some() {
+                return Err(malformed());
+            }
+            timestamp = Some(val);
+        } else if key == kv.signature_key {
+            if val.is_empty() && kv.empty_signature_malformed {
+                return Err(malformed());
+            }
+            signatures.push(val);
+        }
+    }
+    let ts = timestamp.filter(|t| !t.is_empty()).ok_or_else(malformed)?;
+    let parsed_ts = timestamp_seconds(ts, kv.header)?;
+    if signatures.is_empty() {
+        return Err(reject(kv.no_signature, kv.header));
+    }
+    let message = vec![bytes(ts), literal(kv.joiner), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], kv.header);
+    out.timestamp = Some(parsed_ts);
+    let mut seen = 0;
+    for signature in signatures {
+        push_candidate(
+            &mut out.signatures,
+            &mut seen,
+            Encoding::Hex,
+            signature,
+            kv.header,
+        )?;
+    }
+    Ok(out)
+}
+
+/// One signature after a fixed prefix (`sha256=…`); a value without the prefix is malformed.
+fn prefixed<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    header: &'static str,
+    prefix: &str,
+    encoding: Encoding,
+    message: Message<'a>,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let signature = value
+        .strip_prefix(prefix)
+        .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
+    let mut out = Extracted::new(vec![message], header);
+    push_candidate(&mut out.signatures, &mut 0, encoding, signature, header)?;
+    Ok(out)
+}
+
+/// One signature, no prefix.
+fn bare<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    header: &'static str,
+    encoding: Encoding,
+    message: Message<'a>,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let mut out = Extracted::new(vec![message], header);
+    push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
+    Ok(out)
+}
+
+/// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`. A value without `=` is malformed;
+/// another version simply does not match.
+fn versioned<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    header: &'static str,
+    timestamp_header: &'static str,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let ts = required(h, timestamp_header)?;
+    let (version, signature) = value
+        .split_once('=')
+        .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
+    let message = vec![literal("v0:"), bytes(ts), literal(":"), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], header);
+    out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
+    if version == "v0" {
+        push_candidate(
+            &mut out.signatures,
+            &mut 0,
+            Encoding::Hex,
+            signature,
+            header,
+        )?;
+    }
+    Ok(out)
+}
+
+fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+    const SIGNATURE: &str = "Twitch-Eventsub-Message-Signature";
+    const TIMESTAMP: &str = "Twitch-Eventsub-Message-Timestamp";
+    let id = required(h, "Twitch-Eventsub-Message-Id")?;
+    let ts = required(h, TIMESTAMP)?;
+    let value = required(h, SIGNATURE)?;
+    let signature = value
+        .strip_prefix("sha256=")
+        .ok_or_else(|| reject(Reason::MalformedHeader, SIGNATURE))?;
+    // The header bytes are signed verbatim; the parsed time is only for the window.
+    let message = vec![bytes(id), bytes(ts), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], SIGNATURE);
+    let ms = rfc3339_millis(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, TIMESTAMP))?;
+    out.timestamp = Some((ms, TIMESTAMP));
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Hex,
+        signature,
+        SIGNATURE,
+    )?;
+    out.delivery_id = Field::Known(Some(id.to_owned()));
+    out.dedup = DedupRecipe::SignedId(id.to_owned());
+    Ok(out)
+}
+
+/// Linear: hex over the body; freshness from the body's `webhookTimestamp` (milliseconds),
+/// else the `Linear-Timestamp` header. The window is checked after the signature, because
+/// the timestamp is only trustworthy once the body is.
+fn linear<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+    let mut out = bare(
+        h,
+        "Linear-Signature",
+        Encoding::Hex,
+        vec![Cow::Borrowed(body)],
+    )?;
+    let from_body = crate::json::field(body, &["webhookTimestamp"]);
+    let (text, location) = match (&from_body, single(h, "Linear-Timestamp")?) {
+        (Some(text), _) => (text.as_str(), "webhookTimestamp"),
+        (None, Some(text)) => (text, "Linear-Timestamp"),
+        (None, None) => return Err(reject(Reason::MissingHeader, "webhookTimestamp")),
+    };
+    let ms = parse_digits(text).ok_or_else(|| reject(Reason::InvalidTimestamp, location))?;
+    out.timestamp = Some((ms, location));
+    out.timestamp_after_signature = true;
+    Ok(out)
+}
+
+/// Discord (Ed25519) and SendGrid (ECDSA): a signature over `{timestamp}{body}`.
+fn asymmetric<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    header: &'static str,
+    timestamp_header: &'static str,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let ts = required(h, timestamp_header)?;
+    let mut out = Extracted::new(vec![vec![bytes(ts), Cow::Borrowed(body)]], header);
+    out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
+    push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
+    Ok(out)
+}
+
+/// Twilio: HMAC-SHA1 over the URL followed by the sorted form parameters, or, for JSON
+/// bodies, over the URL alone carrying `bodySHA256`. The URL is tried as given, without its
+/// port and with the default port, as Twilio's own libraries do.
+fn twilio<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    url: &'a str,
+    require_body_hash: bool,
+) -> Result<Extracted<'a>, Rejection> {
+    const HEADER: &str = "X-Twilio-Signature";
+    let value = required(h, HEADER)?;
+    let body_sha256 = query_param(url, "bodySHA256");
+    if require_body_hash && body_sha256.is_none() {
+        return Err(reject(Reason::BodyHashMismatch, "bodySHA256"));
+    }
+    let params: Vec<u8> = if body_sha256.is_some() {
+        Vec::new()
+    } else {
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k.into_bytes(), v.into_bytes()])
+            .flatten()
+            .collect()
+    };
+    let messages = url_variants(url)
+        .into_iter()
+        .map(|variant| vec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())])
+        .collect();
+    let mut out = Extracted::new(messages, HEADER);
+    out.body_sha256 = body_sha256;
+    push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
+    Ok(out)
+}
+
+/// The value of query parameter `name`, decoded.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The URL as given, without an explicit port, and with the scheme's default port.
+fn url_variants(url: &str) -> Vec<String> {
+    let mut variants = vec![url.to_owned()];
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return variants;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    // A port follows the last ':' unless that ':' is inside an IPv6 literal.
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
+        _ => (host_port, None),
+    };
+    let rebuild = |port: Option<&str>| {
+        let user = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{scheme}://{user}{host}{port}{tail}")
+    };
+    if port.is_some() {
+        variants.push(rebuild(None));
+    } else {
+        let default = if scheme.eq_ignore_ascii_case("https") {
+            "443"
+        } else {
+            "80"
+        };
+        variants.push(rebuild(Some(default)));
+    }
+    variants
+}
+
+/// Mailgun: the signature lives in the body, JSON (`signature.{timestamp,token,signature}`)
+/// or form fields; it covers `{timestamp}{token}` only, not the event.
+fn mailgun(body: &[u8]) -> Result<Extracted<'_>, Rejection> {
+    const LOCATION: &str = "signature";
+    let is_json = body.trim_ascii_start().first() == Some(&b'{');
+    let field = |name: &str| -> Option<String> {
+        if is_json {
+            crate::json::field(body, &["signature", name])
+        } else {
+            form_urlencoded::parse(body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        }
+        .filter(|v| !v.is_empty())
+    };
+    let (Some(ts), Some(token), Some(signature)) =
+        (field("timestamp"), field("token"), field("signature"))
+    else {
+        return Err(reject(Reason::MissingSignature, LOCATION));
+    };
+    let timestamp = timestamp_seconds(&ts, "signature.timestamp")?;
+    let dedup = DedupRecipe::SignedId(token.clone());
+    let message = vec![Cow::Owned(ts.into_bytes()), Cow::Owned(token.into_bytes())];
+    let mut out = Extracted::new(vec![message], LOCATION);
+    out.timestamp = Some(timestamp);
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Hex,
+        &signature,
+        LOCATION,
+    )?;
+    out.dedup = dedup;
+    Ok(out)
+}
+
+fn generic_hmac<'a, H: Headers + ?Sized>(
+    g: &GenericHmac,
+    h: &'a H,
+    body: &'a [u8],
+) -> Result<Extracted<'a>, Rejection> {
+    // Header names of a generic scheme are only known at run time; rejections name the role.
+    const SIGNATURE: &str = "signature header";
+    let values = h.get_all(&g.signature_header);
+    let id = match &g.id_header {
+        Some(name) => single_dynamic(h, name, "id header")?,
+        None => None,
+    };
+    let ts = match &g.timestamp_header {
+        Some(name) => single_dynamic(h, name, "timestamp header")?,
+        None => None,
+    };
+    let mut message: Message<'a> = Vec::with_capacity(g.template.len());
+    for part in &g.template {
+        message.push(match part {
+            Part::Literal(text) => Cow::Owned(text.clone()),
+            Part::Body => Cow::Borrowed(body),
+            Part::Id => bytes(id.ok_or_else(|| reject(Reason::MissingHeader, "id header"))?),
+            Part::Timestamp => {
+                bytes(ts.ok_or_else(|| reject(Reason::MissingHeader, "timestamp header"))?)
+            }
+        });
+    }
+    let mut entries: Vec<&str> = Vec::new();
+    for value in &values {
+        let value =
+            std::str::from_utf8(value).map_err(|_| reject(Reason::MalformedHeader, SIGNATURE))?;
+        match g.separator {
+            Some(separator) => entries.extend(
+                value
+                    .split(separator)
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty()),
+            ),
+            None => entries.push(value.trim()),
+        }
+    }
+    entries.retain(|e| !e.is_empty());
+    if entries.is_empty() {
+        return Err(reject(Reason::MissingHeader, SIGNATURE));
+    }
+    let mut out = Extracted::new(vec![message], SIGNATURE);
+    let mut seen = 0;
+    let mut prefixed = 0usize;
+    for entry in entries {
+        if let Some(signature) = entry.strip_prefix(g.prefix.as_str()) {
+            prefixed = prefixed.saturating_add(1);
+            push_candidate(
+                &mut out.signatures,
+                &mut seen,
+                g.encoding,
+                signature,
+                SIGNATURE,
+            )?;
+        }
+    }
+    if prefixed == 0 {
+        return Err(reject(Reason::MalformedHeader, SIGNATURE));
+    }
+    if g.template.contains(&Part::Timestamp) {
+        if let Some(ts) = ts {
+            out.timestamp = Some(timestamp_seconds(ts, "timestamp header")?);
+        }
+    }
+    out.delivery_id = Field::Known(id.map(str::to_owned));
+    out.dedup = match id {
+        Some(id) if g.signs_id() => DedupRecipe::SignedId(id.to_owned()),
+        _ => DedupRecipe::Body,
+    };
+    Ok(out)
+}
+
+fn single_dynamic<'h, H: Headers + ?Sized>(
+    h: &'h H,
+    name: &str,
+    role: &'static str,
+) -> Result<Option<&'h str>, Rejection> {
+    let mut found: Option<&'h [u8]> = None;
+    for value in h.get_all(name) {
+        let value = value.trim_ascii();
+        if value.is_empty() {
+            continue;
+        }
+        match found {
+            Some(previous) if previous != value => {
+                return Err(reject(Reason::MalformedHeader, role));
+            }
+            _ => found = Some(value),
+        }
+    }
+    found
+        .map(|b| std::str::from_utf8(b).map_err(|_| reject(Reason::MalformedHeader, role)))
+        .transpose()
+}
+
+/// Lowercase hex SHA-256 of `body`, for Twilio's `bodySHA256`.
+pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_variants_cover_port_quirks() {
+        assert_eq!(
+            url_variants("https://example.com/path?a=1"),
+            vec![
+                "https://example.com/path?a=1",
+                "https://example.com:443/path?a=1"
+            ]
+        );
+        assert_eq!(
+            url_variants("http://user:pw@example.com:1234/x"),
+            vec![
+                "http://user:pw@example.com:1234/x",
+                "http://user:pw@example.com/x"
+            ]
+        );
+        assert_eq!(
+            url_variants("http://[::1]/x"),
+            vec!["http://[::1]/x", "http://[::1]:80/x"]
+        );
+        assert_eq!(url_variants("no-scheme"), vec!["no-scheme"]);
+    }
+
+    #[test]
+    fn strict_timestamps() {
+        assert_eq!(parse_unix_seconds("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_unix_seconds("1700000000.0"), None);
+        assert_eq!(parse_unix_seconds("-5"), None);
+        assert_eq!(parse_unix_seconds("+5"), None);
+        assert_eq!(parse_unix_seconds(""), None);
+        assert_eq!(parse_unix_seconds("99999999999999999999"), None);
+        assert_eq!(parse_unix_seconds("9223372036854775807"), None);
+        assert_eq!(
+            rfc3339_millis("2023-11-14T22:13:20.123456789Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(rfc3339_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn single_rejects_conflicting_repeats() {
+        let h = [("x", "a"), ("X", "a")];
+        assert_eq!(single(&h, "x").unwrap(), Some("a"));
+        let h = [("x", "a"), ("X", "b")];
+        assert_eq!(
+            single(&h, "x").unwrap_err().reason(),
+            Reason::MalformedHeader
+        );
+        let h = [("x", "  ")];
+        assert_eq!(single(&h, "x").unwrap(), None);
+    }
+}

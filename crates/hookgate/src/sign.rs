@@ -1,0 +1,506 @@
+//! The sender's side: produce the headers a provider would add, for tests, the `hookgate
+//! send` command and in-house senders.
+//!
+//! The signed bytes come from the same extraction code the verifier uses, so a signature
+//! made here verifies exactly when the layouts agree.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ed25519_dalek::Signer as _;
+use hmac::{Hmac, Mac};
+use p256::pkcs8::DecodePrivateKey;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use crate::encoding::{BASE64, Encoding, decode_base64_secret, hex};
+use crate::error::ConfigError;
+use crate::scheme::extract;
+use crate::scheme::generic::GenericHmac;
+use crate::scheme::{HmacAlgorithm, Scheme, SchemeId};
+use crate::secret::KeyBytes;
+use base64::Engine as _;
+
+/// What to sign: the body and, where the scheme uses them, an id, a timestamp and a URL.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SignRequest {
+    body: Bytes,
+    id: Option<String>,
+    timestamp: Option<i64>,
+    url: Option<String>,
+    event_type: Option<String>,
+}
+
+impl SignRequest {
+    /// A request to sign `body`.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        SignRequest {
+            body: body.into(),
+            id: None,
+            timestamp: None,
+            url: None,
+            event_type: None,
+        }
+    }
+
+    /// The delivery id (default: derived from the body and timestamp).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The timestamp in Unix seconds (default: now).
+    pub fn timestamp(mut self, unix_seconds: i64) -> Self {
+        self.timestamp = Some(unix_seconds);
+        self
+    }
+
+    /// The URL the delivery goes to (required by Twilio and Square).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The event type, sent in the scheme's event header where it has one.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+}
+
+/// A signed delivery: the headers to send, the body (Mailgun carries its signature in the
+/// body) and the URL to call (Twilio's JSON scheme adds `bodySHA256` to it).
+#[derive(Debug, Clone)]
+pub struct SignedDelivery {
+    /// Headers as `(name, value)`, signature included.
+    pub headers: Vec<(String, String)>,
+    /// The body to send.
+    pub body: Bytes,
+    /// The URL to send to, where the scheme signs one.
+    pub url: Option<String>,
+}
+
+/// Signs deliveries for a scheme with one key.
+pub struct Signer {
+    scheme: Scheme,
+    key: SigningKey,
+}
+
+enum SigningKey {
+    Hmac(KeyBytes, HmacAlgorithm),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    P256(Box<p256::ecdsa::SigningKey>),
+    Token(KeyBytes),
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.scheme.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer for `scheme` with `secret`: the shared secret for HMAC schemes, `whsk_…`
+    /// (or a hex seed for Discord) for Ed25519, a base64 PKCS#8 DER private key for SendGrid.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidKey`] for an undecodable secret, [`ConfigError::CannotSign`]
+    /// when given a public key.
+    pub fn new(scheme: impl Into<Scheme>, secret: &str) -> Result<Signer, ConfigError> {
+        let scheme = scheme.into();
+        let invalid = |problem| ConfigError::InvalidKey {
+            index: 0,
+            scheme: scheme.name().to_owned(),
+            problem,
+        };
+        let key = match &scheme {
+            Scheme::Preset(SchemeId::StandardWebhooksV1a) => {
+                if secret.trim().starts_with("whpk_") {
+                    return Err(ConfigError::CannotSign(
+                        scheme.name().to_owned(),
+                        "a whpk_ public key only verifies; sign with the whsk_ key",
+                    ));
+                }
+                let encoded = secret.trim().strip_prefix("whsk_").unwrap_or(secret.trim());
+                SigningKey::Ed25519(Box::new(ed25519_signing_key(encoded).map_err(invalid)?))
+            }
+            Scheme::Preset(SchemeId::Discord) => {
+                let bytes = base16ct::mixed::decode_vec(secret.trim())
+                    .map_err(|_| invalid("expected a hex Ed25519 private key"))?;
+                let seed: [u8; 32] = match bytes.len() {
+                    32 | 64 => bytes
+                        .get(..32)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| invalid("bad key"))?,
+                    _ => return Err(invalid("an Ed25519 private key has 32 (or 64) bytes")),
+                };
+                SigningKey::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(&seed)))
+            }
+            Scheme::Preset(SchemeId::Sendgrid) => {
+                let der = decode_base64_secret(secret)
+                    .ok_or_else(|| invalid("expected a base64 PKCS#8 DER private key"))?;
+                let key = p256::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|_| {
+                    ConfigError::CannotSign(
+                        scheme.name().to_owned(),
+                        "SendGrid signs with a P-256 PKCS#8 private key",
+                    )
+                })?;
+                SigningKey::P256(Box::new(key))
+            }
+            Scheme::Preset(SchemeId::GitlabToken) => {
+                SigningKey::Token(KeyBytes::new(secret.as_bytes().to_vec()))
+            }
+            _ => match crate::verifier::prepare(&scheme, secret).map_err(invalid)? {
+                crate::verifier::Material::HmacSha256(key) => {
+                    SigningKey::Hmac(key, HmacAlgorithm::Sha256)
+                }
+                crate::verifier::Material::HmacSha1(key) => {
+                    SigningKey::Hmac(key, HmacAlgorithm::Sha1)
+                }
+                _ => {
+                    return Err(ConfigError::CannotSign(
+                        scheme.name().to_owned(),
+                        "not a shared-secret scheme",
+                    ));
+                }
+            },
+        };
+        Ok(Signer { scheme, key })
+    }
+
+    /// Signs one delivery.
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingUrl`] for a URL-signing scheme without a URL.
+    pub fn sign(&self, request: &SignRequest) -> Result<SignedDelivery, ConfigError> {
+        let ts = request.timestamp.unwrap_or_else(now_unix);
+        let id = request.id.clone().unwrap_or_else(|| {
+            let digest = Sha256::new()
+                .chain_update(ts.to_be_bytes())
+                .chain_update(&request.body)
+                .finalize();
+            format!("msg_{}", hex(digest.get(..12).unwrap_or_default()))
+        });
+        let event_type = request.event_type.clone();
+        let mut url = request.url.clone();
+        let mut body = request.body.clone();
+        let layout = Layout::of(&self.scheme, &id, ts, event_type.as_deref())?;
+
+        if let Scheme::Preset(id) = &self.scheme {
+            if id.signs_url() && url.is_none() {
+                return Err(ConfigError::MissingUrl(id.as_str().to_owned()));
+            }
+        }
+        if matches!(self.scheme, Scheme::Preset(SchemeId::TwilioBodySha256)) {
+            let base = url.unwrap_or_default();
+            let joiner = if base.contains('?') { '&' } else { '?' };
+            url = Some(format!(
+                "{base}{joiner}bodySHA256={}",
+                extract::body_sha256_hex(&body)
+            ));
+        }
+        if matches!(self.scheme, Scheme::Preset(SchemeId::Mailgun)) {
+            body = self.mailgun_body(&id, ts, &body);
+            return Ok(SignedDelivery {
+                headers: layout.headers,
+                body,
+                url,
+            });
+        }
+        if let SigningKey::Token(token) = &self.key {
+            let mut headers = layout.headers;
+            headers.push((
+                layout.signature_header.to_owned(),
+                String::from_utf8_lossy(token.as_slice()).into_owned(),
+            ));
+            return Ok(SignedDelivery { headers, body, url });
+        }
+
+        // Ask the verifier's extraction which bytes it will check, using a placeholder.
+        let mut probe = layout.headers.clone();
+        probe.push((layout.signature_header.to_owned(), (layout.format)("00")));
+        let extracted =
+            extract::extract(&self.scheme, &probe, &body, url.as_deref()).map_err(|_| {
+                ConfigError::CannotSign(
+                    self.scheme.name().to_owned(),
+                    "the request does not fit the scheme",
+                )
+            })?;
+        let message: Vec<u8> = extracted
+            .messages
+            .first()
+            .map(|m| m.concat())
+            .unwrap_or_default();
+        let encoded = self.sign_bytes(&message, layout.encoding);
+        let mut headers = layout.headers;
+        headers.push((
+            layout.signature_header.to_owned(),
+            (layout.format)(&encoded),
+        ));
+        Ok(SignedDelivery { headers, body, url })
+    }
+
+    fn sign_bytes(&self, message: &[u8], encoding: Encoding) -> String {
+        let raw = match &self.key {
+            SigningKey::Hmac(key, HmacAlgorithm::Sha256) => mac::<Hmac<Sha256>>(key, message),
+            SigningKey::Hmac(key, HmacAlgorithm::Sha1) => mac::<Hmac<Sha1>>(key, message),
+            SigningKey::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
+            SigningKey::P256(key) => {
+                let signature: p256::ecdsa::Signature =
+                    p256::ecdsa::signature::Signer::sign(key.as_ref(), message);
+                signature.to_der().as_bytes().to_vec()
+            }
+            SigningKey::Token(token) => token.as_slice().to_vec(),
+        };
+        encoding.encode(&raw)
+    }
+
+    fn mailgun_body(&self, token: &str, ts: i64, event: &Bytes) -> Bytes {
+        let message = format!("{ts}{token}");
+        let signature = self.sign_bytes(message.as_bytes(), Encoding::Hex);
+        let event_data = serde_json::from_slice::<serde_json::Value>(event).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(event).into_owned())
+        });
+        let wrapped = serde_json::json!({
+            "signature": { "timestamp": ts.to_string(), "token": token, "signature": signature },
+            "event-data": event_data,
+        });
+        Bytes::from(wrapped.to_string())
+    }
+}
+
+fn mac<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &[u8]) -> Vec<u8> {
+    match <M as hmac::digest::KeyInit>::new_from_slice(key.as_slice()) {
+        Ok(mut mac) => {
+            mac.update(message);
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Headers a scheme sends besides the signature, the signature header's name and how its
+/// value is written around the encoded signature.
+struct Layout {
+    headers: Vec<(String, String)>,
+    signature_header: String,
+    encoding: Encoding,
+    format: Box<dyn Fn(&str) -> String>,
+}
+
+impl Layout {
+    fn of(
+        scheme: &Scheme,
+        id: &str,
+        ts: i64,
+        event_type: Option<&str>,
+    ) -> Result<Layout, ConfigError> {
+        let h = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let plain = |header: &str, headers: Vec<(String, String)>, encoding| Layout {
+            headers,
+            signature_header: header.to_owned(),
+            encoding,
+            format: Box::new(|s: &str| s.to_owned()),
+        };
+        let with_prefix =
+            |header: &str, headers: Vec<(String, String)>, prefix: &'static str| Layout {
+                headers,
+                signature_header: header.to_owned(),
+                encoding: Encoding::Hex,
+                format: Box::new(move |s: &str| format!("{prefix}{s}")),
+            };
+        let event = |name: &str| event_type.map(|t| (name.to_owned(), t.to_owned()));
+        let preset = match scheme {
+            Scheme::Preset(preset) => *preset,
+            Scheme::Generic(g) => return Ok(generic_layout(g, id, ts)),
+        };
+        let standard = |family: &str, version: &'static str| Layout {
+            headers: h(&[
+                (&format!("{family}id"), id.to_owned()),
+                (&format!("{family}timestamp"), ts.to_string()),
+            ]),
+            signature_header: format!("{family}signature"),
+            encoding: Encoding::Base64,
+            format: Box::new(move |s: &str| format!("{version},{s}")),
+        };
+        let mut layout = match preset {
+            SchemeId::StandardWebhooksV1 | SchemeId::GitlabSigning => standard("webhook-", "v1"),
+            SchemeId::StandardWebhooksV1a => standard("webhook-", "v1a"),
+            SchemeId::Svix => standard("svix-", "v1"),
+            SchemeId::Stripe | SchemeId::Prefinery | SchemeId::Paddle => {
+                let (header, template): (&str, fn(i64, &str) -> String) = match preset {
+                    SchemeId::Stripe => ("Stripe-Signature", |ts, s| format!("t={ts},v1={s}")),
+                    SchemeId::Prefinery => {
+                        ("X-Prefinery-Signature", |ts, s| format!("t={ts},v1={s}"))
+                    }
+                    _ => ("Paddle-Signature", |ts, s| format!("ts={ts};h1={s}")),
+                };
+                Layout {
+                    headers: Vec::new(),
+                    signature_header: header.to_owned(),
+                    encoding: Encoding::Hex,
+                    format: Box::new(move |s: &str| template(ts, s)),
+                }
+            }
+            SchemeId::Github => with_prefix(
+                "X-Hub-Signature-256",
+                h(&[("X-GitHub-Delivery", id.to_owned())]),
+                "sha256=",
+            ),
+            SchemeId::GithubSha1 => with_prefix(
+                "X-Hub-Signature",
+                h(&[("X-GitHub-Delivery", id.to_owned())]),
+                "sha1=",
+            ),
+            SchemeId::Intercom => with_prefix("X-Hub-Signature", Vec::new(), "sha1="),
+            SchemeId::Shopify => plain(
+                "X-Shopify-Hmac-Sha256",
+                h(&[("X-Shopify-Event-Id", id.to_owned())]),
+                Encoding::Base64,
+            ),
+            SchemeId::Slack => with_prefix(
+                "X-Slack-Signature",
+                h(&[("X-Slack-Request-Timestamp", ts.to_string())]),
+                "v0=",
+            ),
+            SchemeId::Zoom => with_prefix(
+                "x-zm-signature",
+                h(&[("x-zm-request-timestamp", ts.to_string())]),
+                "v0=",
+            ),
+            SchemeId::Twilio | SchemeId::TwilioBodySha256 => plain(
+                "X-Twilio-Signature",
+                h(&[("I-Twilio-Idempotency-Token", id.to_owned())]),
+                Encoding::Base64,
+            ),
+            SchemeId::Square => plain(
+                "x-square-hmacsha256-signature",
+                Vec::new(),
+                Encoding::Base64,
+            ),
+            SchemeId::Sendgrid => plain(
+                "X-Twilio-Email-Event-Webhook-Signature",
+                h(&[("X-Twilio-Email-Event-Webhook-Timestamp", ts.to_string())]),
+                Encoding::Base64,
+            ),
+            SchemeId::Discord => plain(
+                "X-Signature-Ed25519",
+                h(&[("X-Signature-Timestamp", ts.to_string())]),
+                Encoding::Hex,
+            ),
+            SchemeId::TwitchEventsub => {
+                let at = time::OffsetDateTime::from_unix_timestamp(ts)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .ok_or(ConfigError::CannotSign(
+                        preset.as_str().to_owned(),
+                        "timestamp out of range",
+                    ))?;
+                with_prefix(
+                    "Twitch-Eventsub-Message-Signature",
+                    h(&[
+                        ("Twitch-Eventsub-Message-Id", id.to_owned()),
+                        ("Twitch-Eventsub-Message-Timestamp", at),
+                        ("Twitch-Eventsub-Message-Type", "notification".to_owned()),
+                    ]),
+                    "sha256=",
+                )
+            }
+            SchemeId::Linear => plain(
+                "Linear-Signature",
+                h(&[
+                    ("Linear-Delivery", id.to_owned()),
+                    ("Linear-Timestamp", ts.saturating_mul(1000).to_string()),
+                ]),
+                Encoding::Hex,
+            ),
+            SchemeId::GitlabToken => plain(
+                "X-Gitlab-Token",
+                h(&[("Idempotency-Key", id.to_owned())]),
+                Encoding::Hex,
+            ),
+            SchemeId::Mailgun => plain("", Vec::new(), Encoding::Hex),
+        };
+        let event_header = match preset {
+            SchemeId::Github | SchemeId::GithubSha1 => event("X-GitHub-Event"),
+            SchemeId::Shopify => event("X-Shopify-Topic"),
+            SchemeId::GitlabToken | SchemeId::GitlabSigning => event("X-Gitlab-Event"),
+            SchemeId::Linear => event("Linear-Event"),
+            SchemeId::TwitchEventsub => event("Twitch-Eventsub-Subscription-Type"),
+            _ => None,
+        };
+        layout.headers.extend(event_header);
+        Ok(layout)
+    }
+}
+
+fn generic_layout(g: &GenericHmac, id: &str, ts: i64) -> Layout {
+    let mut headers = Vec::new();
+    if let Some(name) = &g.id_header {
+        headers.push((name.clone(), id.to_owned()));
+    }
+    if let Some(name) = &g.timestamp_header {
+        headers.push((name.clone(), ts.to_string()));
+    }
+    let prefix = g.prefix.clone();
+    Layout {
+        headers,
+        signature_header: g.signature_header.clone(),
+        encoding: g.encoding,
+        format: Box::new(move |s: &str| format!("{prefix}{s}")),
+    }
+}
+
+/// An Ed25519 signing key from base64: a 32-byte seed, or Svix's 64-byte seed || public key.
+pub(crate) fn ed25519_signing_key(
+    encoded: &str,
+) -> Result<ed25519_dalek::SigningKey, &'static str> {
+    let bytes = decode_base64_secret(encoded).ok_or("expected whsk_ followed by base64")?;
+    let seed: [u8; 32] = match bytes.len() {
+        32 | 64 => bytes
+            .get(..32)
+            .and_then(|s| s.try_into().ok())
+            .ok_or("bad key length")?,
+        _ => return Err("an Ed25519 signing key has 32 or 64 bytes"),
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if let Some(public) = bytes.get(32..) {
+        if public != key.verifying_key().as_bytes() {
+            return Err("the whsk_ key's public half does not match its seed");
+        }
+    }
+    Ok(key)
+}
+
+/// The `whpk_` public key matching a `whsk_` signing key, for printing after key generation.
+pub fn standard_webhooks_public_key(whsk: &str) -> Result<String, ConfigError> {
+    let encoded = whsk.trim().strip_prefix("whsk_").unwrap_or(whsk.trim());
+    let key = ed25519_signing_key(encoded).map_err(|problem| ConfigError::InvalidKey {
+        index: 0,
+        scheme: SchemeId::StandardWebhooksV1a.as_str().to_owned(),
+        problem,
+    })?;
+    Ok(format!(
+        "whpk_{}",
+        BASE64.encode(key.verifying_key().as_bytes())
+    ))
+}

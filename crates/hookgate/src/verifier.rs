@@ -1,0 +1,624 @@
+//! The verifier: a scheme, a keyring, a clock and a window, checked once at build time.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use p256::pkcs8::DecodePublicKey;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::clock::{Clock, SystemClock, unix_millis};
+use crate::encoding::decode_base64_secret;
+use crate::error::ConfigError;
+use crate::event::VerifiedEvent;
+use crate::headers::Headers;
+use crate::keyring::{Key, Keyring};
+use crate::reason::{Reason, Rejection};
+use crate::scheme::extract::{self, Extracted, Message, body_sha256_hex};
+use crate::scheme::generic::SecretFormat;
+use crate::scheme::{HmacAlgorithm, Scheme, SchemeId, Window};
+use crate::secret::{KeyBytes, Secret};
+
+/// Verifies deliveries of one scheme against a keyring.
+///
+/// Cheap to clone (shared internally) and safe to share between threads.
+///
+/// ```
+/// use hookgate::{FixedClock, SchemeId, Verifier};
+///
+/// let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
+///     .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+///     .clock(FixedClock::from_unix(1614265330))
+///     .build()?;
+/// let headers = [
+///     ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+///     ("webhook-timestamp", "1614265330"),
+///     ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+/// ];
+/// let event = verifier.verify(&headers, r#"{"test": 2432232314}"#).expect("authentic");
+/// assert_eq!(event.dedup_key(), "standard-webhooks-v1:id:msg_p5jXN8AQM9LWM0D4loKWxJek");
+///
+/// let forged = verifier.verify(&headers, r#"{"test": 1}"#).unwrap_err();
+/// assert_eq!(forged.code(), "signature_mismatch");
+/// assert_eq!(forged.status(), 401);
+/// # Ok::<(), hookgate::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    scheme: Scheme,
+    name: Arc<str>,
+    keys: Vec<PreparedKey>,
+    window: Option<CheckedWindow>,
+    clock: Arc<dyn Clock>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CheckedWindow {
+    tolerance_ms: i64,
+    accept_future: bool,
+}
+
+pub(crate) struct PreparedKey {
+    id: Arc<str>,
+    not_after: Option<SystemTime>,
+    material: Material,
+}
+
+/// Key material decoded for the scheme's algorithm.
+pub(crate) enum Material {
+    HmacSha256(KeyBytes),
+    HmacSha1(KeyBytes),
+    Ed25519(ed25519_dalek::VerifyingKey),
+    P256(p256::ecdsa::VerifyingKey),
+    /// SHA-256 of a shared token: comparing digests keeps the comparison constant-time
+    /// even when the lengths differ.
+    TokenDigest([u8; 32]),
+}
+
+impl Verifier {
+    /// Starts a verifier for `scheme` (a [`SchemeId`], a [`GenericHmac`](crate::GenericHmac)
+    /// or a [`Scheme`]).
+    pub fn builder(scheme: impl Into<Scheme>) -> VerifierBuilder {
+        VerifierBuilder {
+            scheme: scheme.into(),
+            keyring: Keyring::new(),
+            tolerance: None,
+            timestamp_check: true,
+            accept_future: false,
+            clock: Arc::new(SystemClock),
+            url: None,
+        }
+    }
+
+    /// The scheme's name.
+    pub fn scheme_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
+    }
+
+    /// Verifies a delivery: its headers and its raw body, byte for byte as received.
+    ///
+    /// # Errors
+    /// A [`Rejection`] naming the [`Reason`]: a missing or malformed header (400), a stale
+    /// or future timestamp, or no signature matching a live key (401).
+    pub fn verify<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: impl Into<Bytes>,
+    ) -> Result<VerifiedEvent, Rejection> {
+        self.verify_at_url(headers, body, None)
+    }
+
+    /// Verifies a delivery of a URL-signing scheme (Twilio, Square) at `url`, the full public
+    /// URL the provider called (with its query string); without one, the URL configured on
+    /// the builder is used.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify); `missing_header` (location `url`) when a URL-signing
+    /// scheme has no URL at all.
+    pub fn verify_at_url<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: impl Into<Bytes>,
+        url: Option<&str>,
+    ) -> Result<VerifiedEvent, Rejection> {
+        let inner = &*self.inner;
+        let body: Bytes = body.into();
+        let url = url.or(inner.url.as_deref());
+        let now = inner.clock.now();
+        let now_ms = unix_millis(now);
+        let extracted = extract::extract(&inner.scheme, headers, &body, url)?;
+
+        if !extracted.timestamp_after_signature {
+            self.check_window(&extracted, now_ms)?;
+        }
+        let key_index = self
+            .find_key(&extracted, now)
+            .ok_or_else(|| Rejection::new(extracted.mismatch, extracted.signature_location))?;
+        if let Some(expected) = &extracted.body_sha256 {
+            let actual = body_sha256_hex(&body);
+            if !bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(Rejection::new(Reason::BodyHashMismatch, "bodySHA256"));
+            }
+        }
+        if extracted.timestamp_after_signature {
+            self.check_window(&extracted, now_ms)?;
+        }
+        let key_id = inner
+            .keys
+            .get(key_index)
+            .map(|k| Arc::clone(&k.id))
+            .unwrap_or_else(|| Arc::from(key_index.to_string()));
+        let Extracted {
+            timestamp,
+            delivery_id,
+            event_type,
+            dedup,
+            headers: info,
+            ..
+        } = extracted;
+        Ok(VerifiedEvent {
+            scheme: Arc::clone(&inner.name),
+            key_id,
+            key_index,
+            timestamp_ms: timestamp.map(|(ms, _)| ms),
+            received_at: now,
+            body,
+            headers: info,
+            event_type,
+            delivery_id,
+            dedup,
+            event_type_cell: OnceLock::new(),
+            delivery_id_cell: OnceLock::new(),
+            dedup_cell: OnceLock::new(),
+        })
+    }
+
+    fn check_window(&self, extracted: &Extracted<'_>, now_ms: i64) -> Result<(), Rejection> {
+        let (Some(window), Some((ts_ms, location))) = (self.inner.window, extracted.timestamp)
+        else {
+            return Ok(());
+        };
+        match check_window(ts_ms, now_ms, window.tolerance_ms, window.accept_future) {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(Rejection::new(reason, location)),
+        }
+    }
+
+    /// The index of the first live key any signature matches. Every live key is tried
+    /// against every candidate, and HMAC tags are compared in constant time.
+    fn find_key(&self, extracted: &Extracted<'_>, now: SystemTime) -> Option<usize> {
+        let mut found = None;
+        for (index, key) in self.inner.keys.iter().enumerate() {
+            if key.not_after.is_some_and(|limit| now > limit) {
+                continue;
+            }
+            if key.matches(extracted) && found.is_none() {
+                found = Some(index);
+            }
+        }
+        found
+    }
+}
+
+/// Checks `ts` against `now` with a tolerance in both directions (the future only when
+/// `accept_future` is false); exactly `tolerance` away is accepted. Never overflows.
+pub(crate) fn check_window(
+    ts_ms: i64,
+    now_ms: i64,
+    tolerance_ms: i64,
+    accept_future: bool,
+) -> Result<(), Reason> {
+    let age = i128::from(now_ms).saturating_sub(i128::from(ts_ms));
+    let tolerance = i128::from(tolerance_ms);
+    if age > tolerance {
+        Err(Reason::TimestampTooOld)
+    } else if !accept_future && age.saturating_neg() > tolerance {
+        Err(Reason::TimestampTooNew)
+    } else {
+        Ok(())
+    }
+}
+
+impl PreparedKey {
+    fn matches(&self, extracted: &Extracted<'_>) -> bool {
+        let signatures = &extracted.signatures;
+        match &self.material {
+            Material::HmacSha256(key) => {
+                extracted.messages.iter().fold(Choice::from(0), |acc, m| {
+                    acc | any_equal(&hmac_tag::<Hmac<Sha256>>(key, m), signatures)
+                })
+            }
+            Material::HmacSha1(key) => extracted.messages.iter().fold(Choice::from(0), |acc, m| {
+                acc | any_equal(&hmac_tag::<Hmac<Sha1>>(key, m), signatures)
+            }),
+            Material::TokenDigest(expected) => {
+                signatures.iter().fold(Choice::from(0), |acc, token| {
+                    acc | Sha256::digest(token)[..].ct_eq(&expected[..])
+                })
+            }
+            Material::Ed25519(public) => {
+                return extracted.messages.iter().any(|m| {
+                    let message = m.concat();
+                    signatures.iter().any(|sig| {
+                        ed25519_dalek::Signature::from_slice(sig)
+                            .is_ok_and(|sig| public.verify_strict(&message, &sig).is_ok())
+                    })
+                });
+            }
+            Material::P256(public) => {
+                use p256::ecdsa::signature::Verifier as _;
+                return extracted.messages.iter().any(|m| {
+                    let message = m.concat();
+                    signatures.iter().any(|sig| {
+                        p256::ecdsa::Signature::from_der(sig)
+                            .is_ok_and(|sig| public.verify(&message, &sig).is_ok())
+                    })
+                });
+            }
+        }
+        .into()
+    }
+}
+
+fn hmac_tag<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &Message<'_>) -> Vec<u8> {
+    // `new_from_slice` accepts keys of any length for HMAC; the error arm is unreachable but
+    // handled: an empty tag never equals a signature.
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key.as_slice()) else {
+        return Vec::new();
+    };
+    for part in message {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Constant-time "does any candidate equal `tag`" (a length mismatch is simply unequal; the
+/// length of a tag is public).
+fn any_equal(tag: &[u8], candidates: &[Vec<u8>]) -> Choice {
+    if tag.is_empty() {
+        return Choice::from(0);
+    }
+    candidates
+        .iter()
+        .fold(Choice::from(0), |acc, c| acc | tag.ct_eq(c))
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.inner.name)
+            .field("keys", &self.inner.keys.len())
+            .field("window", &self.inner.window)
+            .field("clock", &self.inner.clock)
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+/// Builder of a [`Verifier`]. Defaults: the scheme's documented window (future timestamps
+/// rejected beyond it), the system clock, no URL.
+#[derive(Debug)]
+#[must_use]
+pub struct VerifierBuilder {
+    scheme: Scheme,
+    keyring: Keyring,
+    tolerance: Option<Duration>,
+    timestamp_check: bool,
+    accept_future: bool,
+    clock: Arc<dyn Clock>,
+    url: Option<String>,
+}
+
+impl VerifierBuilder {
+    /// Adds a secret or public key, written as the provider hands it over.
+    pub fn secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.keyring.push(Key::new(secret));
+        self
+    }
+
+    /// Adds a key (with an id and a not-after time, for rotations).
+    pub fn key(mut self, key: impl Into<Key>) -> Self {
+        self.keyring.push(key);
+        self
+    }
+
+    /// Adds every key of a keyring.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring.keys.extend(keyring.keys);
+        self
+    }
+
+    /// Overrides the scheme's timestamp tolerance (how far from now a timestamp may be).
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
+        self
+    }
+
+    /// Disables the timestamp window explicitly. Replays are then caught only by the dedup
+    /// store, for as long as it remembers a delivery.
+    pub fn without_timestamp_check(mut self) -> Self {
+        self.timestamp_check = false;
+        self
+    }
+
+    /// Accepts timestamps any distance in the future, as Stripe's and Paddle's own libraries
+    /// do. Off by default: a future timestamp extends how long a captured delivery replays.
+    pub fn accept_future_timestamps(mut self, accept: bool) -> Self {
+        self.accept_future = accept;
+        self
+    }
+
+    /// Uses `clock` for "now" (a [`FixedClock`](crate::FixedClock) in tests).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Uses a shared clock.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The public URL the provider calls, for URL-signing schemes (Twilio, Square). It must
+    /// be byte-identical to the URL configured at the provider.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Checks the configuration and decodes every key.
+    ///
+    /// # Errors
+    /// [`ConfigError::EmptyKeyring`], [`ConfigError::InvalidKey`] (an undecodable `whsec_`, a
+    /// public key of the wrong size), [`ConfigError::ZeroTolerance`].
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        self.build_inner(true)
+    }
+
+    /// Like [`build`](Self::build), but a URL-signing scheme may be built without a URL and
+    /// given one per request with [`Verifier::verify_at_url`].
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn build_with_url_per_request(self) -> Result<Verifier, ConfigError> {
+        self.build_inner(false)
+    }
+
+    fn build_inner(self, require_url: bool) -> Result<Verifier, ConfigError> {
+        if self.keyring.is_empty() {
+            return Err(ConfigError::EmptyKeyring);
+        }
+        if let Scheme::Preset(id) = &self.scheme {
+            if require_url && id.signs_url() && self.url.is_none() {
+                return Err(ConfigError::MissingUrl(id.as_str().to_owned()));
+            }
+        }
+        let window = match (self.scheme.window(), self.timestamp_check) {
+            (Window::None, _) | (_, false) => None,
+            (Window::Tolerance(default), true) => {
+                let tolerance = self.tolerance.unwrap_or(default);
+                if tolerance.is_zero() {
+                    return Err(ConfigError::ZeroTolerance);
+                }
+                Some(CheckedWindow {
+                    tolerance_ms: i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX),
+                    accept_future: self.accept_future,
+                })
+            }
+        };
+        let keys = self
+            .keyring
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let material = prepare(&self.scheme, key.secret.expose()).map_err(|problem| {
+                    ConfigError::InvalidKey {
+                        index,
+                        scheme: self.scheme.name().to_owned(),
+                        problem,
+                    }
+                })?;
+                Ok(PreparedKey {
+                    id: key
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| Arc::from(index.to_string())),
+                    not_after: key.not_after,
+                    material,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                name: Arc::from(self.scheme.name()),
+                scheme: self.scheme,
+                keys,
+                window,
+                clock: self.clock,
+                url: self.url,
+            }),
+        })
+    }
+}
+
+/// Decodes key material as the scheme writes it.
+pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'static str> {
+    let raw = |s: &str| {
+        if s.is_empty() {
+            Err("the secret is empty")
+        } else {
+            Ok(KeyBytes::new(s.as_bytes().to_vec()))
+        }
+    };
+    let whsec = |s: &str| {
+        let encoded = s.trim().strip_prefix("whsec_").unwrap_or(s.trim());
+        match decode_base64_secret(encoded) {
+            Some(bytes) if !bytes.is_empty() => Ok(KeyBytes::new(bytes)),
+            _ => Err("expected whsec_ followed by base64 key bytes"),
+        }
+    };
+    match scheme {
+        Scheme::Generic(g) => {
+            let key = match g.secret_format {
+                SecretFormat::Raw => raw(secret)?,
+                SecretFormat::Base64 => whsec(secret)?,
+            };
+            Ok(match g.algorithm {
+                HmacAlgorithm::Sha256 => Material::HmacSha256(key),
+                HmacAlgorithm::Sha1 => Material::HmacSha1(key),
+            })
+        }
+        Scheme::Preset(id) => match id {
+            SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
+                Ok(Material::HmacSha256(whsec(secret)?))
+            }
+            SchemeId::StandardWebhooksV1a => ed25519_public_key_whpk(secret).map(Material::Ed25519),
+            SchemeId::Discord => {
+                let bytes = base16ct::mixed::decode_vec(secret.trim())
+                    .map_err(|_| "expected a hex Ed25519 public key")?;
+                let array: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| "an Ed25519 public key has 32 bytes")?;
+                ed25519_dalek::VerifyingKey::from_bytes(&array)
+                    .map(Material::Ed25519)
+                    .map_err(|_| "not a valid Ed25519 public key")
+            }
+            SchemeId::Sendgrid => {
+                let der = decode_base64_secret(secret).ok_or("expected a base64 DER public key")?;
+                p256::PublicKey::from_public_key_der(&der)
+                    .map(|pk| Material::P256(p256::ecdsa::VerifyingKey::from(&pk)))
+                    .map_err(|_| "not a P-256 SubjectPublicKeyInfo")
+            }
+            SchemeId::GitlabToken => {
+                if secret.is_empty() {
+                    return Err("the token is empty");
+                }
+                Ok(Material::TokenDigest(
+                    Sha256::digest(secret.as_bytes()).into(),
+                ))
+            }
+            SchemeId::GithubSha1
+            | SchemeId::Intercom
+            | SchemeId::Twilio
+            | SchemeId::TwilioBodySha256 => Ok(Material::HmacSha1(raw(secret)?)),
+            SchemeId::Stripe
+            | SchemeId::Github
+            | SchemeId::Shopify
+            | SchemeId::Slack
+            | SchemeId::Paddle
+            | SchemeId::Square
+            | SchemeId::Mailgun
+            | SchemeId::TwitchEventsub
+            | SchemeId::Zoom
+            | SchemeId::Linear
+            | SchemeId::Prefinery => Ok(Material::HmacSha256(raw(secret)?)),
+        },
+    }
+}
+
+/// A Standard Webhooks v1a verifying key: `whpk_` + base64 of 32 bytes (a `whsk_` signing key
+/// is accepted too and its public half used).
+fn ed25519_public_key_whpk(secret: &str) -> Result<ed25519_dalek::VerifyingKey, &'static str> {
+    let secret = secret.trim();
+    if let Some(signing) = secret.strip_prefix("whsk_") {
+        return crate::sign::ed25519_signing_key(signing).map(|k| k.verifying_key());
+    }
+    let encoded = secret.strip_prefix("whpk_").unwrap_or(secret);
+    let bytes = decode_base64_secret(encoded).ok_or("expected whpk_ followed by base64")?;
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "an Ed25519 public key has 32 bytes")?;
+    ed25519_dalek::VerifyingKey::from_bytes(&array).map_err(|_| "not a valid Ed25519 public key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_edges_are_exact_and_never_overflow() {
+        assert_eq!(
+            check_window(1000, 301_000 + 1000, 300_000, false),
+            Err(Reason::TimestampTooOld)
+        );
+        assert_eq!(check_window(1000, 300_000 + 1000, 300_000, false), Ok(()));
+        assert_eq!(
+            check_window(301_000, 0, 300_000, false),
+            Err(Reason::TimestampTooNew)
+        );
+        assert_eq!(check_window(300_000, 0, 300_000, false), Ok(()));
+        assert_eq!(check_window(i64::MAX, 0, 300_000, true), Ok(()));
+        assert_eq!(
+            check_window(i64::MAX, i64::MIN, 300_000, false),
+            Err(Reason::TimestampTooNew)
+        );
+        assert_eq!(
+            check_window(i64::MIN, i64::MAX, i64::MAX, false),
+            Err(Reason::TimestampTooOld)
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_an_error_not_a_panic() {
+        let err = Verifier::builder(SchemeId::Stripe).build().unwrap_err();
+        assert_eq!(err, ConfigError::EmptyKeyring);
+        let err = Verifier::builder(SchemeId::StandardWebhooksV1)
+            .secret("whsec_!!!")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidKey { index: 0, .. }));
+        assert!(!err.to_string().contains("!!!"));
+        let err = Verifier::builder(SchemeId::Slack)
+            .secret("s")
+            .tolerance(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::ZeroTolerance);
+        let err = Verifier::builder(SchemeId::Square)
+            .secret("s")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingUrl(_)));
+        assert!(
+            Verifier::builder(SchemeId::Square)
+                .secret("s")
+                .build_with_url_per_request()
+                .is_ok()
+        );
+        let err = Verifier::builder(SchemeId::Discord)
+            .secret("abcd")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidKey { .. }));
+        let err = Verifier::builder(SchemeId::Github)
+            .secret("")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidKey { .. }));
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let verifier = Verifier::builder(SchemeId::Github)
+            .secret("hunter2-secret")
+            .build()
+            .unwrap();
+        assert!(!format!("{verifier:?}").contains("hunter2"));
+    }
+}
