@@ -29,9 +29,12 @@ impl FixedClock {
         FixedClock(at)
     }
 
-    /// A clock stopped at `secs` seconds after the Unix epoch.
+    /// A clock stopped at `secs` seconds after the Unix epoch (clamped to the year 9999, so
+    /// an absurd value cannot overflow the platform's time type).
     pub fn from_unix(secs: u64) -> Self {
-        FixedClock(UNIX_EPOCH + Duration::from_secs(secs))
+        const YEAR_9999: u64 = 253_402_300_799;
+        let at = UNIX_EPOCH.checked_add(Duration::from_secs(secs.min(YEAR_9999)));
+        FixedClock(at.unwrap_or(UNIX_EPOCH))
     }
 }
 

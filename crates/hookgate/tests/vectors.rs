@@ -1,6 +1,13 @@
 //! Every provider vector through the public API, with the reason code it names.
 
-#![allow(missing_docs, clippy::arithmetic_side_effects)]
+#![allow(
+    missing_docs,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

@@ -628,24 +628,22 @@ fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
     Ok(out)
 }
 
-/// Linear: hex over the body; freshness from the body's `webhookTimestamp` (milliseconds),
-/// else the `Linear-Timestamp` header. The window is checked after the signature, because
-/// the timestamp is only trustworthy once the body is.
+/// Linear: hex over the body; freshness from the body's `webhookTimestamp` (milliseconds).
+/// The `Linear-Timestamp` header is not signed, so it is never used for the window. The
+/// window is checked after the signature, because the timestamp is only trustworthy once the
+/// body is.
 fn linear<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+    const LOCATION: &str = "webhookTimestamp";
     let mut out = bare(
         h,
         "Linear-Signature",
         Encoding::Hex,
         vec![Cow::Borrowed(body)],
     )?;
-    let from_body = crate::json::field(body, &["webhookTimestamp"]);
-    let (text, location) = match (&from_body, single(h, "Linear-Timestamp")?) {
-        (Some(text), _) => (text.as_str(), "webhookTimestamp"),
-        (None, Some(text)) => (text, "Linear-Timestamp"),
-        (None, None) => return Err(reject(Reason::MissingHeader, "webhookTimestamp")),
-    };
-    let ms = parse_digits(text).ok_or_else(|| reject(Reason::InvalidTimestamp, location))?;
-    out.timestamp = Some((ms, location));
+    let text = crate::json::field(body, &[LOCATION])
+        .ok_or_else(|| reject(Reason::MissingHeader, LOCATION))?;
+    let ms = parse_digits(&text).ok_or_else(|| reject(Reason::InvalidTimestamp, LOCATION))?;
+    out.timestamp = Some((ms, LOCATION));
     out.timestamp_after_signature = true;
     Ok(out)
 }

@@ -4,7 +4,11 @@
     dead_code,
     unreachable_pub,
     missing_docs,
-    clippy::arithmetic_side_effects
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 use std::path::PathBuf;
