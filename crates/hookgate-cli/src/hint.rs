@@ -1,0 +1,304 @@
+//! What to check when a delivery does not verify: one hint per rejection, tailored to the
+//! scheme, plus notes about the body. Nothing here ever sees a secret or a signature.
+
+use hookgate::{Reason, Rejection, SchemeId};
+
+/// Advice printed after `invalid: REASON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Advice {
+    /// The one-line hint.
+    pub(crate) hint: String,
+    /// Further observations (a trailing newline in the body, …).
+    pub(crate) notes: Vec<String>,
+}
+
+/// What the user gave besides the delivery, as far as the hints need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub(crate) scheme: SchemeId,
+    pub(crate) body: &'a [u8],
+    pub(crate) keys: usize,
+    pub(crate) now_given: bool,
+    /// The headers given, to recognise another scheme's signature header.
+    pub(crate) headers: &'a [(String, String)],
+}
+
+/// The advice for `rejection`.
+pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
+    let scheme = cx.scheme;
+    let location = rejection.location();
+    let hint = match rejection.reason() {
+        Reason::SignatureMismatch => mismatch_hint(cx),
+        Reason::BodyHashMismatch => format!(
+            "the bodySHA256 in the signed URL is not the SHA-256 of this body: the body must be \
+             the raw bytes exactly as received, and --url the full URL {} called",
+            provider(scheme)
+        ),
+        Reason::TokenMismatch => {
+            "the X-Gitlab-Token header does not equal any --secret (the webhook's secret token, \
+             compared exactly)"
+                .to_owned()
+        }
+        Reason::MissingHeader => missing_hint(scheme, location, cx.headers),
+        Reason::MalformedHeader => format!(
+            "{location} does not have {}'s syntax, or was given twice with different values",
+            scheme.as_str()
+        ),
+        Reason::InvalidTimestamp => format!("{location} must hold {}", timestamp_format(scheme)),
+        Reason::TimestampTooOld => {
+            if cx.now_given {
+                "the timestamp is older than the window at --now: pass the delivery's own \
+                 timestamp as --now, or widen it with --tolerance SECONDS"
+                    .to_owned()
+            } else {
+                "the timestamp is older than the window (a possible replay): to re-check a \
+                 captured delivery pass --now with its timestamp, or widen it with --tolerance \
+                 SECONDS"
+                    .to_owned()
+            }
+        }
+        Reason::TimestampTooNew => "the timestamp is further ahead of the clock than the window \
+             allows: check the sender's clock (or --now); --accept-future accepts future \
+             timestamps as Stripe's and Paddle's own libraries do"
+            .to_owned(),
+        Reason::NoSupportedSignature => format!(
+            "{location} carries no signature of a version {} accepts (for example only Stripe's \
+             test-mode v0): a downgrade is refused",
+            scheme.as_str()
+        ),
+        Reason::MissingSignature => "the body must carry signature.timestamp, signature.token \
+             and signature.signature (Mailgun puts its signature in the body)"
+            .to_owned(),
+        _ => format!(
+            "see `hookgate schemes` for what {} expects",
+            scheme.as_str()
+        ),
+    };
+    let mut notes = Vec::new();
+    let body_matters = matches!(
+        rejection.reason(),
+        Reason::SignatureMismatch | Reason::BodyHashMismatch
+    ) && signs_raw_body(scheme);
+    if body_matters && cx.body.ends_with(b"\n") {
+        notes.push(format!(
+            "the body ({} bytes) ends with a newline: if the sender's body did not, remove it \
+             (editors and `echo` add one; use printf '%s')",
+            cx.body.len()
+        ));
+    }
+    if body_matters && cx.body.is_empty() {
+        notes.push("the body is empty: was it passed with --body-file or on stdin?".to_owned());
+    }
+    Advice { hint, notes }
+}
+
+fn mismatch_hint(cx: Context<'_>) -> String {
+    let scheme = cx.scheme;
+    let keys = match cx.keys {
+        1 => "the key did not match".to_owned(),
+        n => format!("none of the {n} keys matched"),
+    };
+    let signed = match scheme {
+        SchemeId::Mailgun => {
+            "Mailgun signs signature.timestamp + signature.token, not the event".to_owned()
+        }
+        SchemeId::Twilio => "Twilio signs the URL followed by the sorted form parameters of the \
+             raw body; --url must be exactly the public URL it called (https, host, port, path, \
+             query string), not the URL seen behind a proxy"
+            .to_owned(),
+        SchemeId::TwilioBodySha256 | SchemeId::Square => format!(
+            "{} signs the URL and the raw body bytes; --url must be exactly the public URL it \
+             called (https, host, port, path, query string), not the URL seen behind a proxy",
+            provider(scheme)
+        ),
+        _ => "the signature covers the raw body bytes exactly as sent (re-formatted JSON, a \
+              changed encoding or an added newline break it)"
+            .to_owned(),
+    };
+    format!("{keys}; {signed}; {}", key_format(scheme))
+}
+
+fn missing_hint(scheme: SchemeId, location: &str, headers: &[(String, String)]) -> String {
+    let others = schemes_signed_by(headers, scheme);
+    if !others.is_empty() {
+        return format!(
+            "{} needs the header {location}, but these headers look like {}: is --scheme right?",
+            scheme.as_str(),
+            others.join(" or ")
+        );
+    }
+    match (scheme, location) {
+        (_, "url") => "pass --url with the exact public URL the provider called".to_owned(),
+        (SchemeId::Linear, _) => {
+            format!("the body must carry `{location}` (Linear's signed timestamp, in ms)")
+        }
+        (SchemeId::Mailgun, _) => format!("the body must carry `{location}`"),
+        _ => format!(
+            "{} needs the header {location}: pass it with --header '{location}: VALUE' (names \
+             are case-insensitive)",
+            scheme.as_str()
+        ),
+    }
+}
+
+/// The signature header of each scheme, to recognise a delivery given the wrong `--scheme`.
+const SIGNATURE_HEADERS: &[(&str, &str)] = &[
+    (
+        "webhook-signature",
+        "standard-webhooks-v1, standard-webhooks-v1a, gitlab-signing",
+    ),
+    ("svix-signature", "svix"),
+    ("Stripe-Signature", "stripe"),
+    ("X-Hub-Signature-256", "github"),
+    ("X-Hub-Signature", "github-sha1, intercom"),
+    ("X-Shopify-Hmac-Sha256", "shopify"),
+    ("X-Slack-Signature", "slack"),
+    ("X-Twilio-Signature", "twilio, twilio-body-sha256"),
+    ("Paddle-Signature", "paddle"),
+    ("x-square-hmacsha256-signature", "square"),
+    ("X-Twilio-Email-Event-Webhook-Signature", "sendgrid"),
+    ("X-Signature-Ed25519", "discord"),
+    ("Twitch-Eventsub-Message-Signature", "twitch-eventsub"),
+    ("x-zm-signature", "zoom"),
+    ("Linear-Signature", "linear"),
+    ("X-Gitlab-Token", "gitlab-token"),
+    ("X-Prefinery-Signature", "prefinery"),
+];
+
+/// The schemes (other than `scheme`) whose signature header is among `headers`.
+fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'static str> {
+    SIGNATURE_HEADERS
+        .iter()
+        .filter(|(name, _)| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name)))
+        .map(|(_, ids)| *ids)
+        .filter(|ids| !ids.split(", ").any(|id| id == scheme.as_str()))
+        .collect()
+}
+
+fn timestamp_format(scheme: SchemeId) -> &'static str {
+    match scheme {
+        SchemeId::TwitchEventsub => "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z",
+        SchemeId::Linear => "Unix milliseconds as ASCII digits",
+        _ => "Unix seconds as ASCII digits (no sign, no fraction)",
+    }
+}
+
+/// Whether the signature covers the body bytes (so a stray newline matters).
+fn signs_raw_body(scheme: SchemeId) -> bool {
+    !matches!(
+        scheme,
+        SchemeId::Mailgun | SchemeId::Twilio | SchemeId::GitlabToken
+    )
+}
+
+fn provider(scheme: SchemeId) -> &'static str {
+    match scheme {
+        SchemeId::Twilio | SchemeId::TwilioBodySha256 => "Twilio",
+        SchemeId::Square => "Square",
+        _ => "the provider",
+    }
+}
+
+/// How the scheme's key is written: the usual reason a correct-looking secret fails.
+pub(crate) fn key_format(scheme: SchemeId) -> &'static str {
+    match scheme {
+        SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
+            "the whsec_ secret is base64: its decoded bytes are the key (Stripe, by contrast, \
+             uses its whsec_ string as-is)"
+        }
+        SchemeId::StandardWebhooksV1a => {
+            "verify with the whpk_ public key of the whsk_ key that signed"
+        }
+        SchemeId::Stripe => {
+            "Stripe's whsec_ secret is used as-is, prefix included, not base64-decoded; each \
+             endpoint, and test and live mode, has its own secret"
+        }
+        SchemeId::Prefinery => "the project signing secret is used as-is",
+        SchemeId::Paddle => "the notification destination's pdl_ntfset_ secret is used as-is",
+        SchemeId::Github | SchemeId::GithubSha1 => "the webhook secret is used as-is (UTF-8)",
+        SchemeId::Shopify => "the key is the app's client secret, used as-is",
+        SchemeId::Slack => {
+            "the key is the app's Signing Secret (not the deprecated verification token)"
+        }
+        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
+            "the key is the Auth Token of the account that sent the request"
+        }
+        SchemeId::Square => "the key is the webhook subscription's signature key",
+        SchemeId::Mailgun => "the key is the HTTP webhook signing key (not the API key)",
+        SchemeId::Sendgrid => "the key is the base64 DER verification key from Mail Settings",
+        SchemeId::Discord => "the key is the application's hex Ed25519 public key",
+        SchemeId::TwitchEventsub => "the key is the secret given when subscribing",
+        SchemeId::Zoom => "the key is the app's Secret Token",
+        SchemeId::Linear => "the key is the webhook's signing secret",
+        SchemeId::Intercom => "the key is the app's client secret",
+        SchemeId::GitlabToken => "the key is the webhook's secret token",
+        _ => "check the key's format with `hookgate schemes`",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx(scheme: SchemeId, body: &[u8]) -> Context<'_> {
+        Context {
+            scheme,
+            body,
+            keys: 1,
+            now_given: false,
+            headers: &[],
+        }
+    }
+
+    #[test]
+    fn every_scheme_has_a_key_format() {
+        for scheme in SchemeId::ALL {
+            assert!(!key_format(scheme).contains("hookgate schemes"), "{scheme}");
+        }
+    }
+
+    #[test]
+    fn a_missing_header_suggests_the_scheme_the_headers_belong_to() {
+        let headers = vec![("webhook-signature".to_owned(), "v1,x".to_owned())];
+        let rejection = hookgate::verify("stripe", &["k"], &headers, "{}", None)
+            .unwrap_err()
+            .rejection()
+            .cloned()
+            .unwrap();
+        let advice = advise(
+            &rejection,
+            Context {
+                headers: &headers,
+                ..cx(SchemeId::Stripe, b"{}")
+            },
+        );
+        assert!(
+            advice.hint.contains("standard-webhooks-v1"),
+            "{}",
+            advice.hint
+        );
+        assert!(advice.hint.contains("--scheme"));
+        let advice = advise(&rejection, cx(SchemeId::Stripe, b"{}"));
+        assert!(advice.hint.contains("--header 'Stripe-Signature: VALUE'"));
+    }
+
+    #[test]
+    fn a_trailing_newline_is_pointed_out_where_the_body_is_signed() {
+        let rejection = hookgate::verify(
+            "github",
+            &["k"],
+            &[("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64)))],
+            "{}\n",
+            None,
+        )
+        .unwrap_err()
+        .rejection()
+        .cloned()
+        .unwrap();
+        let advice = advise(&rejection, cx(SchemeId::Github, b"{}\n"));
+        assert!(advice.hint.contains("raw body"));
+        assert!(advice.notes.iter().any(|n| n.contains("newline")));
+        let advice = advise(&rejection, cx(SchemeId::Twilio, b"a=1\n"));
+        assert!(advice.notes.is_empty());
+    }
+}
