@@ -1,0 +1,93 @@
+//! Dead letters: events whose handler failed permanently or ran out of attempts. They stay
+//! until replayed (or pruned, if a dead-letter retention is set).
+
+use rusqlite::params;
+
+use crate::event::EventId;
+use crate::log::{LogEntry, LogQuery};
+use crate::{Inbox, InboxError, Status};
+
+/// Which dead letters [`Inbox::replay_dead_letters`] puts back in the queue.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Every dead letter.
+    All,
+    /// One event, if it is dead.
+    Id(EventId),
+    /// These events, those that are dead.
+    Ids(Vec<EventId>),
+    /// Every dead letter of this event type.
+    EventType(String),
+}
+
+impl Inbox {
+    /// Dead letters, newest first, optionally of one event type; each entry carries
+    /// `dead_at` and the `last_error` that killed it. Test deliveries are included.
+    ///
+    /// # Errors
+    /// As [`Inbox::query`].
+    pub async fn dead_letters(
+        &self,
+        event_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, InboxError> {
+        let mut query = LogQuery::new()
+            .status(Status::Dead)
+            .include_test(true)
+            .limit(limit);
+        if let Some(event_type) = event_type {
+            query = query.event_type(event_type);
+        }
+        self.query(query).await
+    }
+
+    /// Puts dead letters back in the queue (status `queued`, due now, attempts counted
+    /// from zero again, the attempt history kept). Returns how many were replayed; events
+    /// that are not dead are left alone.
+    ///
+    /// # Errors
+    /// [`InboxError::Closed`] or [`InboxError::Database`].
+    pub async fn replay_dead_letters(&self, which: Replay) -> Result<u64, InboxError> {
+        self.write(true, move |conn, now| {
+            let mut stmt = conn.prepare_cached(
+                "CREATE TEMP TABLE IF NOT EXISTS replay_ids (id INTEGER PRIMARY KEY)",
+            )?;
+            stmt.execute([])?;
+            conn.execute("DELETE FROM temp.replay_ids", [])?;
+            let selected = "INSERT INTO temp.replay_ids (id) SELECT id FROM events
+                            WHERE status = 'dead'";
+            match &which {
+                Replay::All => conn.execute(selected, [])?,
+                Replay::Id(id) => {
+                    conn.execute(&format!("{selected} AND id = ?1"), params![id.get()])?
+                }
+                Replay::Ids(ids) => {
+                    let mut stmt = conn.prepare_cached(&format!("{selected} AND id = ?1"))?;
+                    let mut count = 0usize;
+                    for id in ids {
+                        count = count.saturating_add(stmt.execute(params![id.get()])?);
+                    }
+                    count
+                }
+                Replay::EventType(event_type) => conn.execute(
+                    &format!("{selected} AND event_type = ?1"),
+                    params![event_type],
+                )?,
+            };
+            conn.execute(
+                "DELETE FROM dead_letters WHERE event_id IN (SELECT id FROM temp.replay_ids)",
+                [],
+            )?;
+            let replayed = conn.execute(
+                "UPDATE events SET status = 'queued', attempts = 0, due_at = ?1,
+                     lease_token = NULL, updated_at = ?1
+                 WHERE id IN (SELECT id FROM temp.replay_ids)",
+                params![now],
+            )?;
+            conn.execute("DELETE FROM temp.replay_ids", [])?;
+            Ok(u64::try_from(replayed).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+}

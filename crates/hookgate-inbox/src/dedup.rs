@@ -1,0 +1,112 @@
+//! The inbox as a dedup store: claims in process memory, committed keys in the database.
+//!
+//! A claim is an in-process entry with a short lifetime: it only has to stop concurrent
+//! copies of a delivery while the first one is being stored, and a crash must drop it (a
+//! claim that outlived its process would block the sender's retry). A committed key is the
+//! `dedup` row that [`Inbox::enqueue`] writes in the event's own transaction, so committing
+//! after an enqueue into this inbox costs nothing. When another sink is used with this
+//! store, [`commit`](Inbox::commit_key) writes the row itself.
+//!
+//! Across processes sharing one database file, claims are not shared; two processes can
+//! then both accept the same delivery at the same moment, but the enqueue transaction checks
+//! the dedup row again, so only one copy is stored and both answer 2xx after it is durable.
+
+// Used by the DedupStore implementation and the tests until the core trait lands.
+#![allow(dead_code)]
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::inbox::ClaimAttempt;
+use crate::time::add;
+use crate::{Inbox, InboxError};
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyClaim {
+    /// Claimed, with this token.
+    New(u64),
+    /// Another request holds a live claim.
+    InFlight,
+    /// Stored already.
+    Duplicate,
+}
+
+/// The state of a key, without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyLookup {
+    Absent,
+    InFlight,
+    Committed,
+}
+
+impl Inbox {
+    /// Claims `key` for a hand-off, unless it is claimed or stored already.
+    pub(crate) async fn claim_key(&self, key: &str) -> Result<KeyClaim, InboxError> {
+        let now = self.now_ms();
+        let ttl = self.inner.config.claim_ttl;
+        let token = match self.claims().try_claim(key, now, ttl) {
+            ClaimAttempt::Held => return Ok(KeyClaim::InFlight),
+            ClaimAttempt::New(token) => token,
+        };
+        // Claimed first, checked second: a holder removes its claim only after its event
+        // was committed, so a claim that succeeds here sees that commit.
+        match self.is_committed(key).await {
+            Ok(false) => Ok(KeyClaim::New(token)),
+            Ok(true) => {
+                self.claims().remove(key, token);
+                Ok(KeyClaim::Duplicate)
+            }
+            Err(err) => {
+                self.claims().remove(key, token);
+                Err(err)
+            }
+        }
+    }
+
+    /// Marks `key` as handed off. Free when this inbox stored the event; otherwise writes
+    /// the dedup entry.
+    pub(crate) async fn commit_key(&self, key: &str, token: u64) -> Result<(), InboxError> {
+        if self.claims().remove(key, token) == Some(true) {
+            return Ok(());
+        }
+        let key = key.to_owned();
+        let ttl = self.inner.config.committed_ttl;
+        self.write(false, move |conn, now| {
+            conn.prepare_cached(
+                "INSERT INTO dedup (key, event_id, expires_at) VALUES (?1, NULL, ?2)
+                 ON CONFLICT(key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            )?
+            .execute(params![key, add(now, ttl)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up the claim made with `token`, if it still holds the key.
+    pub(crate) fn release_key(&self, key: &str, token: u64) {
+        self.claims().remove(key, token);
+    }
+
+    /// The state of `key`.
+    pub(crate) async fn lookup_key(&self, key: &str) -> Result<KeyLookup, InboxError> {
+        if self.is_committed(key).await? {
+            return Ok(KeyLookup::Committed);
+        }
+        if self.claims().is_held(key, self.now_ms()) {
+            return Ok(KeyLookup::InFlight);
+        }
+        Ok(KeyLookup::Absent)
+    }
+
+    async fn is_committed(&self, key: &str) -> Result<bool, InboxError> {
+        let key = key.to_owned();
+        self.read(move |conn, now| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM dedup WHERE key = ?1 AND expires_at > ?2")?
+                .query_row(params![key, now], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+}

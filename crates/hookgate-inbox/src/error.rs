@@ -1,0 +1,48 @@
+//! The one error type of the inbox.
+
+use std::sync::Arc;
+
+/// Why an inbox operation failed.
+///
+/// Cheap to clone: one failed group commit is reported to every caller whose write it held.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InboxError {
+    /// Too many writes are waiting for the database (see
+    /// [`InboxBuilder::queue_capacity`](crate::InboxBuilder::queue_capacity)). Nothing was
+    /// written; the sender should retry later.
+    #[error("the inbox is full: too many writes are waiting")]
+    Full,
+    /// The inbox's writer thread has stopped (the inbox was closed, or the thread failed).
+    #[error("the inbox is closed")]
+    Closed,
+    /// SQLite reported an error (I/O error, disk full, corrupt file, locked by another
+    /// process for too long).
+    #[error("inbox database error: {0}")]
+    Database(#[source] Arc<rusqlite::Error>),
+    /// A setting was out of range; the message names it.
+    #[error("invalid inbox configuration: {0}")]
+    Config(String),
+    /// The database file was written by a newer version of hookgate-inbox.
+    #[error(
+        "the inbox database has schema version {found}, newer than the {supported} this version understands"
+    )]
+    SchemaTooNew {
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+    /// A stored row could not be decoded (for example an unknown status).
+    #[error("corrupt inbox row: {0}")]
+    Corrupt(String),
+    /// The work could not be run (the Tokio runtime is shutting down).
+    #[error("inbox task failed: {0}")]
+    Task(String),
+}
+
+impl From<rusqlite::Error> for InboxError {
+    fn from(err: rusqlite::Error) -> Self {
+        InboxError::Database(Arc::new(err))
+    }
+}

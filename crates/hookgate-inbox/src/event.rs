@@ -1,0 +1,233 @@
+//! The stored event: its id, its status, and what a handler receives.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use hookgate::VerifiedEvent;
+
+use crate::InboxError;
+use crate::time::to_millis;
+
+/// The inbox's id for a stored event: increasing in arrival order, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(i64);
+
+impl EventId {
+    /// The id with the given value (as shown by the event log).
+    pub const fn new(value: i64) -> Self {
+        EventId(value)
+    }
+
+    /// The id's value.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where an event is in its life. See the crate docs for the transitions.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Durably stored, waiting for its first attempt.
+    Received,
+    /// Waiting to be taken again without having failed: its lease was released at shutdown,
+    /// or it was replayed from the dead letters.
+    Queued,
+    /// Leased by a worker whose handler is running (or whose process died: the lease then
+    /// expires and another worker takes it).
+    Processing,
+    /// The handler succeeded. Kept for the retention period, then pruned.
+    Processed,
+    /// The last attempt failed; another is scheduled.
+    Failed,
+    /// Dead letter: a permanent failure, or the attempts ran out. Waits for a replay.
+    Dead,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 6] = [
+        Status::Received,
+        Status::Queued,
+        Status::Processing,
+        Status::Processed,
+        Status::Failed,
+        Status::Dead,
+    ];
+
+    /// The name stored in the database and shown by the event log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Received => "received",
+            Status::Queued => "queued",
+            Status::Processing => "processing",
+            Status::Processed => "processed",
+            Status::Failed => "failed",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = InboxError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| InboxError::Corrupt(format!("unknown status {s:?}")))
+    }
+}
+
+/// An event as a handler receives it: the verified delivery plus its inbox bookkeeping.
+///
+/// The fields mirror [`VerifiedEvent`]'s; the body is byte for byte what was verified.
+#[derive(Clone)]
+pub struct InboxEvent {
+    pub(crate) id: EventId,
+    pub(crate) dedup_key: String,
+    pub(crate) scheme: String,
+    pub(crate) delivery_id: Option<String>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) timestamp: Option<SystemTime>,
+    pub(crate) received_at: SystemTime,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) attempt: u32,
+    pub(crate) is_test: bool,
+}
+
+impl InboxEvent {
+    /// The inbox's id of the event.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The authenticated dedup key ([`VerifiedEvent::dedup_key`]).
+    pub fn dedup_key(&self) -> &str {
+        &self.dedup_key
+    }
+
+    /// The scheme that verified it.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The provider's delivery id, where the scheme carries one.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.delivery_id.as_deref()
+    }
+
+    /// The event type, where the scheme carries one.
+    pub fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
+    }
+
+    /// The signed timestamp, where the scheme has one.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        self.timestamp
+    }
+
+    /// When the gate accepted the delivery.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// The raw body as verified.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The informational headers the scheme documents, as received.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Which attempt this is, from 1. Above 1 the handler already saw the event (it failed,
+    /// or a process died while running it): handlers must be idempotent.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether the event is flagged as a test delivery.
+    pub fn is_test(&self) -> bool {
+        self.is_test
+    }
+}
+
+impl fmt::Debug for InboxEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboxEvent")
+            .field("id", &self.id)
+            .field("scheme", &self.scheme)
+            .field("delivery_id", &self.delivery_id)
+            .field("event_type", &self.event_type)
+            .field("dedup_key", &self.dedup_key)
+            .field("attempt", &self.attempt)
+            .field("is_test", &self.is_test)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the inbox writes for a verified event (owned, so it can cross to the writer thread).
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub(crate) dedup_key: String,
+    pub(crate) scheme: String,
+    pub(crate) delivery_id: Option<String>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) signed_at_ms: Option<i64>,
+    pub(crate) received_at_ms: i64,
+    pub(crate) body: Bytes,
+    pub(crate) headers_json: String,
+    pub(crate) is_test: bool,
+}
+
+impl NewEvent {
+    pub(crate) fn from_verified(event: &VerifiedEvent, is_test: bool) -> Self {
+        let headers: Vec<(&str, &str)> = event
+            .headers()
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        NewEvent {
+            dedup_key: event.dedup_key().to_owned(),
+            scheme: event.scheme().to_owned(),
+            delivery_id: event.delivery_id().map(str::to_owned),
+            event_type: event.event_type().map(str::to_owned),
+            signed_at_ms: event.timestamp_millis(),
+            received_at_ms: to_millis(event.received_at()),
+            body: event.body().clone(),
+            headers_json: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".to_owned()),
+            is_test,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
+        }
+        assert!("done".parse::<Status>().is_err());
+    }
+}

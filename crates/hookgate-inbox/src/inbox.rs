@@ -1,0 +1,788 @@
+//! The inbox handle: opening the database, enqueueing, claims, pruning and statistics.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use hookgate::{Clock, SystemClock, VerifiedEvent};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, watch};
+
+use crate::event::{EventId, NewEvent};
+use crate::time::{add, sub, to_millis};
+use crate::writer::{Call, Work, WriterShared};
+use crate::{InboxError, schema, writer};
+
+/// Default lifetime of an uncommitted claim: 30 seconds (as the core's in-memory store).
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30);
+/// Default lifetime of a dedup entry: 72 hours, the longest common sender retry horizon.
+pub const DEFAULT_COMMITTED_TTL: Duration = Duration::from_secs(72 * 60 * 60);
+/// Default time a processed event is kept in the event log: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Default interval of the scheduled pruning: 10 minutes.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// Default most jobs in one group commit: 1024.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default most writes waiting for the writer thread: 16 384.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+
+/// The longest lifetime or retention accepted: 10 years.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 60 * 60);
+/// Most rows one prune job deletes per table, so one prune never holds the writer long.
+const PRUNE_CHUNK: i64 = 5_000;
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Decides whether a verified delivery is a test delivery (excluded from the event log
+/// by default).
+pub type TestFilter = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
+
+/// The durable inbox: a SQLite database that is at once a hookgate sink, a dedup store,
+/// the queue a [`Worker`](crate::Worker) drains, and an event log.
+///
+/// Cheap to clone; clones share the writer thread and the connections. The writer thread
+/// stops once every clone is dropped, after finishing the writes already queued.
+#[derive(Clone)]
+pub struct Inbox {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    path: PathBuf,
+    tx: mpsc::Sender<Box<dyn Work>>,
+    pub(crate) writer: Arc<WriterShared>,
+    readers: Mutex<Vec<Connection>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    claims: Mutex<Claims>,
+    pub(crate) config: Config,
+    test_filter: Option<TestFilter>,
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    /// Dropped with the inbox, which stops the pruning thread.
+    _stop_pruner: Option<std::sync::mpsc::Sender<()>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) claim_ttl: Duration,
+    pub(crate) committed_ttl: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) dead_retention: Option<Duration>,
+}
+
+/// Whether [`Inbox::enqueue`] stored the event.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored (and durable) under this id.
+    Stored(EventId),
+    /// A copy with the same dedup key is already stored (and durable); nothing was written.
+    /// The id is that copy's, unless it was pruned.
+    Duplicate(Option<EventId>),
+}
+
+/// Counters since the inbox was opened, for benchmarks and metrics.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxStats {
+    /// Transactions committed by the writer (each one fsync of the WAL).
+    pub commits: u64,
+    /// Jobs in those transactions (enqueues, leases, completions, prunes, …).
+    pub jobs: u64,
+    /// The most jobs one transaction held.
+    pub largest_batch: u64,
+    /// Transactions that failed to commit (every caller in them got an error).
+    pub failed_commits: u64,
+    /// Events stored by [`Inbox::enqueue`].
+    pub events_stored: u64,
+    /// Enqueues answered [`Enqueued::Duplicate`].
+    pub duplicates: u64,
+}
+
+impl InboxStats {
+    /// Jobs per commit on average: how many callers shared each fsync.
+    pub fn average_batch(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            // Precision loss above 2^53 jobs is irrelevant for an average.
+            #[allow(clippy::cast_precision_loss)]
+            let ratio = self.jobs as f64 / self.commits as f64;
+            ratio
+        }
+    }
+}
+
+/// What one [`Inbox::prune`] removed.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Expired dedup entries.
+    pub dedup_entries: u64,
+    /// Processed events older than the retention (with their attempt history).
+    pub processed_events: u64,
+    /// Dead letters older than the dead-letter retention, if one is set.
+    pub dead_events: u64,
+}
+
+impl PruneReport {
+    fn add(&mut self, other: PruneReport) {
+        self.dedup_entries = self.dedup_entries.saturating_add(other.dedup_entries);
+        self.processed_events = self.processed_events.saturating_add(other.processed_events);
+        self.dead_events = self.dead_events.saturating_add(other.dead_events);
+    }
+
+    fn is_partial(&self) -> bool {
+        let chunk = u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX);
+        self.dedup_entries >= chunk || self.processed_events >= chunk || self.dead_events >= chunk
+    }
+}
+
+/// Settings of an [`Inbox`]; every value is checked by [`open`](Self::open).
+#[must_use]
+pub struct InboxBuilder {
+    path: PathBuf,
+    config: Config,
+    prune_interval: Option<Duration>,
+    max_batch: usize,
+    queue_capacity: usize,
+    clock: Arc<dyn Clock>,
+    test_filter: Option<TestFilter>,
+}
+
+impl fmt::Debug for InboxBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboxBuilder")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .field("prune_interval", &self.prune_interval)
+            .field("max_batch", &self.max_batch)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("clock", &self.clock)
+            .field("test_filter", &self.test_filter.is_some())
+            .finish()
+    }
+}
+
+impl InboxBuilder {
+    /// How long a claim that is never committed blocks other copies of its delivery
+    /// (default [`DEFAULT_CLAIM_TTL`]). Claims live in process memory: a crash drops them.
+    pub fn claim_ttl(mut self, ttl: Duration) -> Self {
+        self.config.claim_ttl = ttl;
+        self
+    }
+
+    /// How long a stored delivery's dedup entry lives, the sender's retry horizon (default
+    /// [`DEFAULT_COMMITTED_TTL`]). A copy arriving later is stored again.
+    pub fn committed_ttl(mut self, ttl: Duration) -> Self {
+        self.config.committed_ttl = ttl;
+        self
+    }
+
+    /// How long processed events stay in the event log after they finished (default
+    /// [`DEFAULT_RETENTION`]).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// Prunes dead letters this long after they died (default: dead letters are kept until
+    /// replayed).
+    pub fn dead_letter_retention(mut self, retention: Duration) -> Self {
+        self.config.dead_retention = Some(retention);
+        self
+    }
+
+    /// How often a background thread prunes (default [`DEFAULT_PRUNE_INTERVAL`]).
+    pub fn prune_interval(mut self, interval: Duration) -> Self {
+        self.prune_interval = Some(interval);
+        self
+    }
+
+    /// Turns the scheduled pruning off; call [`Inbox::prune`] yourself.
+    pub fn no_scheduled_pruning(mut self) -> Self {
+        self.prune_interval = None;
+        self
+    }
+
+    /// The most writes one group commit holds (default [`DEFAULT_MAX_BATCH`]). `1` turns
+    /// group commit off: one transaction, one fsync per write.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// The most writes waiting for the writer (default [`DEFAULT_QUEUE_CAPACITY`]). Past
+    /// it, [`Inbox::enqueue`] fails with [`InboxError::Full`] (the gate answers 503).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// The clock for every stored instant, lease and expiry (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Flags deliveries for which `filter` returns true as test deliveries: they are
+    /// processed like any other but left out of the event log unless asked for.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// // Stripe marks test-mode events with "livemode": false.
+    /// let inbox = hookgate_inbox::Inbox::builder(dir.path().join("inbox.db"))
+    ///     .test_filter(|event| {
+    ///         let body = std::str::from_utf8(event.body()).unwrap_or("");
+    ///         body.contains("\"livemode\":false") || body.contains("\"livemode\": false")
+    ///     })
+    ///     .open()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn test_filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&VerifiedEvent) -> bool + Send + Sync + 'static,
+    {
+        self.test_filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Opens (creating if needed) the database and starts the writer thread, and the
+    /// pruning thread unless turned off.
+    ///
+    /// # Errors
+    /// [`InboxError::Config`] for a setting out of range, [`InboxError::Database`] when the
+    /// file cannot be opened or switched to WAL, [`InboxError::SchemaTooNew`] for a file
+    /// written by a newer version.
+    pub fn open(self) -> Result<Inbox, InboxError> {
+        self.validate()?;
+        let conn = schema::open_writer(&self.path)?;
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (wake, _) = watch::channel(0);
+        let shared = Arc::new(WriterShared {
+            clock: self.clock.clone(),
+            max_batch: self.max_batch,
+            commits: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            wake,
+        });
+        writer::spawn(conn, rx, shared.clone())?;
+        let (stop_pruner, stop_rx) = match self.prune_interval {
+            Some(_) => {
+                let (stop, rx) = std::sync::mpsc::channel();
+                (Some(stop), Some(rx))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(Inner {
+            path: self.path,
+            tx,
+            writer: shared,
+            readers: Mutex::new(Vec::new()),
+            clock: self.clock,
+            claims: Mutex::new(Claims::default()),
+            config: self.config,
+            test_filter: self.test_filter,
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            _stop_pruner: stop_pruner,
+        });
+        if let (Some(interval), Some(stop_rx)) = (self.prune_interval, stop_rx) {
+            spawn_pruner(Arc::downgrade(&inner), interval, stop_rx)?;
+        }
+        Ok(Inbox { inner })
+    }
+
+    fn validate(&self) -> Result<(), InboxError> {
+        let check = |name: &str, d: Duration| {
+            if d.is_zero() || d > MAX_DURATION {
+                Err(InboxError::Config(format!(
+                    "{name} must be between 1 ms and 10 years, got {d:?}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        check("claim_ttl", self.config.claim_ttl)?;
+        check("committed_ttl", self.config.committed_ttl)?;
+        check("retention", self.config.retention)?;
+        if let Some(dead) = self.config.dead_retention {
+            check("dead_letter_retention", dead)?;
+        }
+        if let Some(interval) = self.prune_interval {
+            check("prune_interval", interval)?;
+        }
+        if !(1..=100_000).contains(&self.max_batch) {
+            return Err(InboxError::Config(format!(
+                "max_batch must be between 1 and 100000, got {}",
+                self.max_batch
+            )));
+        }
+        if !(1..=10_000_000).contains(&self.queue_capacity) {
+            return Err(InboxError::Config(format!(
+                "queue_capacity must be between 1 and 10000000, got {}",
+                self.queue_capacity
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Inbox {
+    /// Opens the inbox at `path` with the defaults.
+    ///
+    /// # Errors
+    /// As [`InboxBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Inbox, InboxError> {
+        Inbox::builder(path).open()
+    }
+
+    /// Starts configuring an inbox stored at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> InboxBuilder {
+        InboxBuilder {
+            path: path.as_ref().to_path_buf(),
+            config: Config {
+                claim_ttl: DEFAULT_CLAIM_TTL,
+                committed_ttl: DEFAULT_COMMITTED_TTL,
+                retention: DEFAULT_RETENTION,
+                dead_retention: None,
+            },
+            prune_interval: Some(DEFAULT_PRUNE_INTERVAL),
+            max_batch: DEFAULT_MAX_BATCH,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            clock: Arc::new(SystemClock),
+            test_filter: None,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Durably stores a verified event, unless a copy with the same dedup key is already
+    /// stored. Returns once the transaction holding it is committed (fsynced); concurrent
+    /// calls share that commit.
+    ///
+    /// The event row and its dedup entry are written in one transaction: there is no moment
+    /// where one exists without the other.
+    ///
+    /// # Errors
+    /// [`InboxError::Full`] when too many writes are waiting, [`InboxError::Closed`] when
+    /// the writer stopped, [`InboxError::Database`] when the transaction failed. In every
+    /// error case nothing was stored.
+    pub async fn enqueue(&self, event: &VerifiedEvent) -> Result<Enqueued, InboxError> {
+        let is_test = self
+            .inner
+            .test_filter
+            .as_ref()
+            .is_some_and(|filter| filter(event));
+        let new = NewEvent::from_verified(event, is_test);
+        let key = new.dedup_key.clone();
+        let ttl = self.inner.config.committed_ttl;
+        let outcome = self
+            .write_now(true, move |conn, now| insert_event(conn, now, &new, ttl))
+            .await?;
+        match outcome {
+            Enqueued::Stored(_) => self.inner.stored.fetch_add(1, Ordering::Relaxed),
+            Enqueued::Duplicate(_) => self.inner.duplicates.fetch_add(1, Ordering::Relaxed),
+        };
+        self.claims().mark_stored(&key);
+        Ok(outcome)
+    }
+
+    /// Counters since the inbox was opened.
+    pub fn stats(&self) -> InboxStats {
+        let w = &self.inner.writer;
+        InboxStats {
+            commits: w.commits.load(Ordering::Relaxed),
+            jobs: w.jobs.load(Ordering::Relaxed),
+            largest_batch: w.largest_batch.load(Ordering::Relaxed),
+            failed_commits: w.failed_commits.load(Ordering::Relaxed),
+            events_stored: self.inner.stored.load(Ordering::Relaxed),
+            duplicates: self.inner.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Deletes expired dedup entries, processed events past the retention (with their
+    /// attempt history) and, if a dead-letter retention is set, old dead letters. Runs in
+    /// chunks so other writes are not held up.
+    ///
+    /// # Errors
+    /// [`InboxError::Closed`] or [`InboxError::Database`].
+    pub async fn prune(&self) -> Result<PruneReport, InboxError> {
+        let mut total = PruneReport::default();
+        loop {
+            let config = self.inner.config;
+            let report = self
+                .write(false, move |conn, now| prune_chunk(conn, now, &config))
+                .await?;
+            total.add(report);
+            if !report.is_partial() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Marks an event as a test delivery (or not). Returns whether the event exists.
+    ///
+    /// # Errors
+    /// [`InboxError::Closed`] or [`InboxError::Database`].
+    pub async fn set_test(&self, id: EventId, is_test: bool) -> Result<bool, InboxError> {
+        self.write(false, move |conn, now| {
+            let changed = conn.execute(
+                "UPDATE events SET is_test = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.get(), is_test, now],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// A write that waits for room in the writer's queue.
+    pub(crate) async fn write<T, F>(&self, wakes: bool, f: F) -> Result<T, InboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let (job, rx) = Call::job(wakes, f);
+        self.inner
+            .tx
+            .send(job)
+            .await
+            .map_err(|_| InboxError::Closed)?;
+        rx.await.map_err(|_| InboxError::Closed)?
+    }
+
+    /// A write that fails with [`InboxError::Full`] instead of waiting for room.
+    pub(crate) async fn write_now<T, F>(&self, wakes: bool, f: F) -> Result<T, InboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let (job, rx) = Call::job(wakes, f);
+        self.inner.tx.try_send(job).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => InboxError::Full,
+            mpsc::error::TrySendError::Closed(_) => InboxError::Closed,
+        })?;
+        rx.await.map_err(|_| InboxError::Closed)?
+    }
+
+    /// A query on a reader connection, off the async threads.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, InboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.lock_readers().pop() {
+                Some(conn) => conn,
+                None => schema::open_reader(&inner.path)?,
+            };
+            let result = f(&conn, inner.now_ms());
+            let mut idle = inner.lock_readers();
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|err| InboxError::Task(err.to_string()))?
+    }
+
+    /// Receives a new value whenever a commit may have made events due.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.writer.wake.subscribe()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
+    pub(crate) fn claims(&self) -> MutexGuard<'_, Claims> {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn lock_readers(&self) -> MutexGuard<'_, Vec<Connection>> {
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("path", &self.inner.path)
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn insert_event(
+    conn: &Connection,
+    now: i64,
+    event: &NewEvent,
+    ttl: Duration,
+) -> Result<Enqueued, InboxError> {
+    let existing: Option<Option<i64>> = conn
+        .prepare_cached("SELECT event_id FROM dedup WHERE key = ?1 AND expires_at > ?2")?
+        .query_row(params![event.dedup_key, now], |row| row.get(0))
+        .optional()?;
+    if let Some(existing) = existing {
+        return Ok(Enqueued::Duplicate(existing.map(EventId::new)));
+    }
+    conn.prepare_cached(
+        "INSERT INTO events (dedup_key, scheme, delivery_id, event_type, signed_at,
+             received_at, body, headers, is_test, status, attempts, due_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'received', 0, ?10, ?10)",
+    )?
+    .execute(params![
+        event.dedup_key,
+        event.scheme,
+        event.delivery_id,
+        event.event_type,
+        event.signed_at_ms,
+        event.received_at_ms,
+        &event.body[..],
+        event.headers_json,
+        event.is_test,
+        now,
+    ])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO dedup (key, event_id, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET event_id = excluded.event_id,
+                                        expires_at = excluded.expires_at",
+    )?
+    .execute(params![event.dedup_key, id, add(now, ttl)])?;
+    Ok(Enqueued::Stored(EventId::new(id)))
+}
+
+fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneReport, InboxError> {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let dedup_entries = conn.execute(
+        "DELETE FROM dedup WHERE key IN
+             (SELECT key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
+        params![now, PRUNE_CHUNK],
+    )?;
+    let processed_events = delete_finished(conn, "processed", sub(now, config.retention))?;
+    let dead_events = match config.dead_retention {
+        Some(retention) => delete_finished(conn, "dead", sub(now, retention))?,
+        None => 0,
+    };
+    Ok(PruneReport {
+        dedup_entries: count(dedup_entries),
+        processed_events: count(processed_events),
+        dead_events: count(dead_events),
+    })
+}
+
+/// Deletes up to one chunk of events in `status` that finished before `before`, with their
+/// attempts and dead-letter rows.
+fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize, InboxError> {
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id INTEGER PRIMARY KEY)",
+        [],
+    )?;
+    conn.execute("DELETE FROM temp.prune_ids", [])?;
+    conn.execute(
+        "INSERT INTO temp.prune_ids (id)
+             SELECT id FROM events WHERE status = ?1 AND finished_at <= ?2 LIMIT ?3",
+        params![status, before, PRUNE_CHUNK],
+    )?;
+    conn.execute(
+        "DELETE FROM attempts WHERE event_id IN (SELECT id FROM temp.prune_ids)",
+        [],
+    )?;
+    conn.execute(
+        "DELETE FROM dead_letters WHERE event_id IN (SELECT id FROM temp.prune_ids)",
+        [],
+    )?;
+    let deleted = conn.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM temp.prune_ids)",
+        [],
+    )?;
+    conn.execute("DELETE FROM temp.prune_ids", [])?;
+    Ok(deleted)
+}
+
+fn spawn_pruner(
+    inner: Weak<Inner>,
+    interval: Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Result<(), InboxError> {
+    std::thread::Builder::new()
+        .name("hookgate-inbox-pruner".to_owned())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval)
+            {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                prune_blocking(&inner);
+            }
+        })
+        .map(drop)
+        .map_err(|err| InboxError::Task(format!("cannot start the pruning thread: {err}")))
+}
+
+fn prune_blocking(inner: &Inner) {
+    loop {
+        let config = inner.config;
+        let (job, rx) = Call::job(false, move |conn, now| prune_chunk(conn, now, &config));
+        if inner.tx.blocking_send(job).is_err() {
+            return;
+        }
+        match rx.blocking_recv() {
+            Ok(Ok(report)) => {
+                if report != PruneReport::default() {
+                    tracing::debug!(?report, "inbox pruned");
+                }
+                if !report.is_partial() {
+                    return;
+                }
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "inbox pruning failed");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// In-process claims of dedup keys: which deliveries are being handed off right now.
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    map: HashMap<String, ClaimEntry>,
+    next_token: u64,
+    sweep_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClaimEntry {
+    token: u64,
+    expires_ms: i64,
+    /// The inbox stored the event (or found it stored): the key is durable already.
+    stored: bool,
+}
+
+/// The answer of [`Claims::try_claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimAttempt {
+    New(u64),
+    Held,
+}
+
+impl Claims {
+    /// Claims `key` unless a live claim holds it.
+    pub(crate) fn try_claim(&mut self, key: &str, now_ms: i64, ttl: Duration) -> ClaimAttempt {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, entry| entry.expires_ms > now_ms);
+            self.sweep_at = self.map.len().saturating_mul(2).max(1024);
+        }
+        if let Some(entry) = self.map.get(key) {
+            if entry.expires_ms > now_ms {
+                return ClaimAttempt::Held;
+            }
+        }
+        self.next_token = self.next_token.wrapping_add(1);
+        let token = self.next_token;
+        self.map.insert(
+            key.to_owned(),
+            ClaimEntry {
+                token,
+                expires_ms: add(now_ms, ttl),
+                stored: false,
+            },
+        );
+        ClaimAttempt::New(token)
+    }
+
+    /// Whether a live claim holds `key`.
+    pub(crate) fn is_held(&self, key: &str, now_ms: i64) -> bool {
+        self.map
+            .get(key)
+            .is_some_and(|entry| entry.expires_ms > now_ms)
+    }
+
+    /// Removes the claim made with `token`; returns whether the inbox stored its event.
+    /// `None` when the claim is gone or belongs to another token.
+    pub(crate) fn remove(&mut self, key: &str, token: u64) -> Option<bool> {
+        match self.map.get(key) {
+            Some(entry) if entry.token == token => {
+                let stored = entry.stored;
+                self.map.remove(key);
+                Some(stored)
+            }
+            _ => None,
+        }
+    }
+
+    fn mark_stored(&mut self, key: &str) {
+        if let Some(entry) = self.map.get_mut(key) {
+            entry.stored = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_expire_and_check_tokens() {
+        let mut claims = Claims::default();
+        let ttl = Duration::from_millis(100);
+        let ClaimAttempt::New(token) = claims.try_claim("k", 1_000, ttl) else {
+            panic!("first claim must be new")
+        };
+        assert_eq!(claims.try_claim("k", 1_050, ttl), ClaimAttempt::Held);
+        assert!(claims.is_held("k", 1_099));
+        assert!(!claims.is_held("k", 1_100));
+        // Expired: a new claim takes over, and the old token no longer releases it.
+        let ClaimAttempt::New(second) = claims.try_claim("k", 1_100, ttl) else {
+            panic!("expired claim must be replaced")
+        };
+        assert_ne!(token, second);
+        assert_eq!(claims.remove("k", token), None);
+        claims.mark_stored("k");
+        assert_eq!(claims.remove("k", second), Some(true));
+        assert!(!claims.is_held("k", 1_100));
+    }
+
+    #[test]
+    fn rejects_out_of_range_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let err = Inbox::builder(&path)
+            .claim_ttl(Duration::ZERO)
+            .open()
+            .unwrap_err();
+        assert!(err.to_string().contains("claim_ttl"), "{err}");
+        let err = Inbox::builder(&path).max_batch(0).open().unwrap_err();
+        assert!(err.to_string().contains("max_batch"), "{err}");
+        let err = Inbox::builder(&path)
+            .retention(Duration::MAX)
+            .open()
+            .unwrap_err();
+        assert!(err.to_string().contains("retention"), "{err}");
+    }
+}

@@ -1,0 +1,150 @@
+//! # hookgate-inbox
+//!
+//! The embedded durable inbox for [`hookgate`]: a SQLite database that makes "answer 2xx only
+//! after the event is durably stored" true on one machine, and a worker that processes the
+//! stored events reliably afterwards.
+//!
+//! One [`Inbox`] is at once
+//! - a **sink** for the gate: [`Inbox::enqueue`] returns only after the transaction holding
+//!   the event is committed and fsynced;
+//! - a **dedup store**: the event and its dedup entry are written in the same transaction,
+//!   so there is never one without the other;
+//! - the **queue** a [`Worker`] drains, running your async [`Handler`] at least once per
+//!   event, with retries, dead letters and graceful shutdown;
+//! - an **event log** you can query ([`Inbox::query`]): what arrived, when, from which
+//!   scheme, with what status, how long it took and what went wrong.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use hookgate::{SchemeId, SignRequest, Signer, Verifier};
+//! use hookgate_inbox::{Enqueued, HandlerResult, Inbox, InboxEvent, Status, Worker};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let inbox = Inbox::open(dir.path().join("inbox.db"))?;
+//!
+//! // The handler: any async fn of an InboxEvent. Err or Retry is retried with backoff.
+//! let worker = Worker::builder(inbox.clone(), |event: InboxEvent| async move {
+//!     println!("{:?} {}", event.event_type(), String::from_utf8_lossy(event.body()));
+//!     HandlerResult::Ok
+//! })
+//! .start()?;
+//!
+//! // A verified delivery (here signed locally) is stored durably before we answer 2xx.
+//! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+//! let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)?
+//!     .sign(&SignRequest::new(r#"{"type":"invoice.paid"}"#).id("msg_1"))?;
+//! let verifier = Verifier::builder(SchemeId::StandardWebhooksV1).secret(secret).build()?;
+//! let event = verifier.verify(&delivery.headers, delivery.body.clone())?;
+//! assert!(matches!(inbox.enqueue(&event).await?, Enqueued::Stored(_)));
+//! // A retry of the same delivery is recognised by its dedup key.
+//! assert!(matches!(inbox.enqueue(&event).await?, Enqueued::Duplicate(_)));
+//!
+//! # while inbox.status_counts().await?.processed == 0 {
+//! #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! # }
+//! worker.shutdown().await;
+//! assert_eq!(inbox.status_counts().await?.get(Status::Processed), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Durability guarantees
+//!
+//! The database runs in WAL mode with `synchronous=FULL`: a commit returns only after the
+//! write-ahead log is fsynced, so an event whose enqueue returned `Ok` survives a killed
+//! process, an OS crash and a power cut, as far as the disk honours fsync. What it does
+//! not give:
+//! - protection against a disk that lies about fsync (some consumer drives and virtual
+//!   disks with write caching), or against losing the disk itself — replicate or back up
+//!   the file (`VACUUM INTO`, Litestream) for that;
+//! - sharing over a network file system: SQLite's locking is unreliable there, and WAL
+//!   needs shared memory; keep the file on a local disk;
+//! - exactly-once processing: a handler can be run again for an event it already handled
+//!   (after a crash, an expired lease or a lost result), so handlers must be idempotent.
+//!
+//! **Group commit.** All writes go through one writer thread. While one transaction is
+//! being fsynced, new writes queue up; the next transaction takes them all (up to
+//! [`InboxBuilder::max_batch`]) and one fsync answers them all. Each caller is answered only
+//! after the commit that holds its write, so sharing an fsync never weakens the guarantee;
+//! it lets throughput grow with concurrency. [`Inbox::stats`] shows commits and batch sizes.
+//!
+//! ## Status lifecycle
+//!
+//! ```text
+//!                 lease                success
+//!  received ───────────────▶ processing ─────────▶ processed ──(retention)──▶ pruned
+//!  queued   ───────────────▶     │  ▲
+//!  failed   ──(backoff due)─▶    │  └──(lease expired: crash)── processing
+//!     ▲                          │
+//!     └──────── retry ───────────┤
+//!                                ├── permanent failure / attempts exhausted ──▶ dead
+//!                                └── released at shutdown ──▶ queued
+//!  dead ──(replay)──▶ queued
+//! ```
+//!
+//! - [`Status::Received`]: stored, not attempted yet.
+//! - [`Status::Processing`]: leased by a worker; the lease is renewed while the handler runs
+//!   and expires if the process dies, after which the event is taken again.
+//! - [`Status::Failed`]: an attempt failed; the next is scheduled.
+//! - [`Status::Queued`]: given back without failing (released at shutdown, or replayed from
+//!   the dead letters).
+//! - [`Status::Processed`]: done; pruned after the retention ([`DEFAULT_RETENTION`]).
+//! - [`Status::Dead`]: a permanent failure or the attempts ran out; listed by
+//!   [`Inbox::dead_letters`] and put back by [`Inbox::replay_dead_letters`].
+//!
+//! ## Retry policy defaults
+//!
+//! Exponential backoff with full jitter ([`RetryPolicy`]): after the `n`-th failed attempt
+//! the next waits a random time in `[0, min(1 h, 1 s × 2ⁿ⁻¹)]`; after 12 attempts the event
+//! is a dead letter. A handler can ask for a specific delay
+//! ([`HandlerResult::retry_after`]). A panic or a timeout (5 minutes by default) counts as
+//! a failed attempt; so does an attempt cut short by a crash.
+//!
+//! ## Other defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | dedup entry lifetime ([`InboxBuilder::committed_ttl`]) | 72 hours |
+//! | uncommitted claim lifetime ([`InboxBuilder::claim_ttl`]) | 30 seconds |
+//! | processed-event retention ([`InboxBuilder::retention`]) | 7 days |
+//! | dead letters | kept until replayed |
+//! | pruning interval ([`InboxBuilder::prune_interval`]) | 10 minutes |
+//! | worker concurrency / lease / poll interval | 8 / 30 s / 1 s |
+//!
+//! ## Ordering
+//!
+//! Providers deliver out of order. [`AggregateVersions`] keeps the highest version (or
+//! timestamp) applied per aggregate so a handler can skip an event older than what it
+//! already applied.
+
+mod dead;
+mod dedup;
+mod error;
+mod event;
+mod inbox;
+mod log;
+mod ordering;
+mod queue;
+mod schema;
+mod time;
+mod worker;
+mod writer;
+
+pub use dead::Replay;
+pub use error::InboxError;
+pub use event::{EventId, InboxEvent, Status};
+pub use inbox::{
+    DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, Enqueued, Inbox, InboxBuilder, InboxStats,
+    PruneReport, TestFilter,
+};
+pub use log::{Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts};
+pub use ordering::{Advance, AggregateVersions};
+pub use worker::{
+    BoxFuture, DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SHUTDOWN_GRACE, Handler,
+    HandlerResult, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+};
