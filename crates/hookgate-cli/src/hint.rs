@@ -141,37 +141,19 @@ fn missing_hint(scheme: SchemeId, location: &str, headers: &[(String, String)]) 
     }
 }
 
-/// The signature header of each scheme, to recognise a delivery given the wrong `--scheme`.
-const SIGNATURE_HEADERS: &[(&str, &str)] = &[
-    (
-        "webhook-signature",
-        "standard-webhooks-v1, standard-webhooks-v1a, gitlab-signing",
-    ),
-    ("svix-signature", "svix"),
-    ("Stripe-Signature", "stripe"),
-    ("X-Hub-Signature-256", "github"),
-    ("X-Hub-Signature", "github-sha1, intercom"),
-    ("X-Shopify-Hmac-Sha256", "shopify"),
-    ("X-Slack-Signature", "slack"),
-    ("X-Twilio-Signature", "twilio, twilio-body-sha256"),
-    ("Paddle-Signature", "paddle"),
-    ("x-square-hmacsha256-signature", "square"),
-    ("X-Twilio-Email-Event-Webhook-Signature", "sendgrid"),
-    ("X-Signature-Ed25519", "discord"),
-    ("Twitch-Eventsub-Message-Signature", "twitch-eventsub"),
-    ("x-zm-signature", "zoom"),
-    ("Linear-Signature", "linear"),
-    ("X-Gitlab-Token", "gitlab-token"),
-    ("X-Prefinery-Signature", "prefinery"),
-];
-
-/// The schemes (other than `scheme`) whose signature header is among `headers`.
+/// The schemes (other than `scheme`) whose signature header is among `headers`, to recognise a
+/// delivery given the wrong `--scheme`.
 fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'static str> {
-    SIGNATURE_HEADERS
-        .iter()
-        .filter(|(name, _)| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name)))
-        .map(|(_, ids)| *ids)
-        .filter(|ids| !ids.split(", ").any(|id| id == scheme.as_str()))
+    let present = |name: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name));
+    let own = scheme.signature_header();
+    SchemeId::ALL
+        .into_iter()
+        .filter(|id| *id != scheme)
+        .filter(|id| {
+            id.signature_header()
+                .is_some_and(|h| present(h) && Some(h) != own)
+        })
+        .map(SchemeId::as_str)
         .collect()
 }
 

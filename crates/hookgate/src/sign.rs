@@ -172,6 +172,29 @@ impl Signer {
         Ok(Signer { scheme, key })
     }
 
+    /// The key a receiver verifies with, written as the verifier expects it, for asymmetric
+    /// schemes (`whpk_…` for Standard Webhooks v1a, hex for Discord, base64 DER for SendGrid);
+    /// `None` for shared-secret schemes, where the receiver holds the same secret.
+    pub fn verifying_key(&self) -> Option<String> {
+        match &self.key {
+            SigningKey::Ed25519(key) => {
+                let public = key.verifying_key();
+                Some(match self.scheme {
+                    Scheme::Preset(SchemeId::Discord) => hex(public.as_bytes()),
+                    _ => format!("whpk_{}", BASE64.encode(public.as_bytes())),
+                })
+            }
+            SigningKey::P256(key) => {
+                use p256::pkcs8::EncodePublicKey as _;
+                key.verifying_key()
+                    .to_public_key_der()
+                    .ok()
+                    .map(|der| BASE64.encode(der.as_bytes()))
+            }
+            SigningKey::Hmac(..) | SigningKey::Token(_) => None,
+        }
+    }
+
     /// Signs one delivery.
     ///
     /// # Errors
@@ -503,4 +526,52 @@ pub fn standard_webhooks_public_key(whsk: &str) -> Result<String, ConfigError> {
         "whpk_{}",
         BASE64.encode(key.verifying_key().as_bytes())
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FixedClock, Verifier};
+
+    #[test]
+    fn layouts_use_the_documented_signature_header() {
+        for id in SchemeId::ALL {
+            let Some(header) = id.signature_header() else {
+                continue;
+            };
+            let layout = Layout::of(&Scheme::Preset(id), "msg", 1_700_000_000, None).unwrap();
+            assert_eq!(layout.signature_header, header, "{id}");
+        }
+    }
+
+    #[test]
+    fn asymmetric_signers_report_the_key_receivers_verify_with() {
+        let cases = [
+            (
+                SchemeId::StandardWebhooksV1a,
+                "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==",
+            ),
+            (
+                SchemeId::Discord,
+                "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+            ),
+        ];
+        for (scheme, private) in cases {
+            let signer = Signer::new(scheme, private).unwrap();
+            let public = signer.verifying_key().unwrap();
+            let signed = signer
+                .sign(&SignRequest::new("{}").timestamp(1_700_000_000))
+                .unwrap();
+            let verifier = Verifier::builder(scheme)
+                .secret(public)
+                .clock(FixedClock::from_unix(1_700_000_000))
+                .build()
+                .unwrap();
+            assert!(verifier.verify(&signed.headers, "{}").is_ok(), "{scheme}");
+        }
+        assert_eq!(
+            Signer::new(SchemeId::Github, "s").unwrap().verifying_key(),
+            None
+        );
+    }
 }

@@ -234,6 +234,41 @@ impl SchemeId {
         Window::Tolerance(Duration::from_secs(secs))
     }
 
+    /// The header that carries the signature (or GitLab's token); `None` for Mailgun, whose
+    /// signature travels in the body.
+    pub fn signature_header(self) -> Option<&'static str> {
+        Some(match self {
+            SchemeId::StandardWebhooksV1
+            | SchemeId::StandardWebhooksV1a
+            | SchemeId::GitlabSigning => "webhook-signature",
+            SchemeId::Svix => "svix-signature",
+            SchemeId::Stripe => "Stripe-Signature",
+            SchemeId::Prefinery => "X-Prefinery-Signature",
+            SchemeId::Paddle => "Paddle-Signature",
+            SchemeId::Github => "X-Hub-Signature-256",
+            SchemeId::GithubSha1 | SchemeId::Intercom => "X-Hub-Signature",
+            SchemeId::Shopify => "X-Shopify-Hmac-Sha256",
+            SchemeId::Slack => "X-Slack-Signature",
+            SchemeId::Zoom => "x-zm-signature",
+            SchemeId::Twilio | SchemeId::TwilioBodySha256 => "X-Twilio-Signature",
+            SchemeId::Square => "x-square-hmacsha256-signature",
+            SchemeId::Sendgrid => "X-Twilio-Email-Event-Webhook-Signature",
+            SchemeId::Discord => "X-Signature-Ed25519",
+            SchemeId::TwitchEventsub => "Twitch-Eventsub-Message-Signature",
+            SchemeId::Linear => "Linear-Signature",
+            SchemeId::GitlabToken => "X-Gitlab-Token",
+            SchemeId::Mailgun => return None,
+        })
+    }
+
+    /// The default timestamp tolerance, or `None` when the scheme signs no timestamp.
+    pub fn default_tolerance(self) -> Option<Duration> {
+        match self.window() {
+            Window::None => None,
+            Window::Tolerance(tolerance) => Some(tolerance),
+        }
+    }
+
     /// Whether the scheme signs the request URL (the public URL must be configured).
     pub fn signs_url(self) -> bool {
         matches!(
