@@ -786,3 +786,76 @@ mod tests {
         assert!(err.to_string().contains("retention"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+
+    /// While the writer is busy, enqueues pile up and are committed together: one
+    /// transaction (one fsync) answers all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_enqueues_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::builder(dir.path().join("inbox.db"))
+            .no_scheduled_pruning()
+            .open()
+            .unwrap();
+        // Hold the writer thread inside a job until released.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                inbox
+                    .write(false, move |_, _| {
+                        entered_tx.send(()).ok();
+                        release_rx.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || entered_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let before = inbox.stats();
+
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let signer = hookgate::Signer::new(hookgate::SchemeId::StandardWebhooksV1, secret).unwrap();
+        let verifier = hookgate::Verifier::builder(hookgate::SchemeId::StandardWebhooksV1)
+            .secret(secret)
+            .build()
+            .unwrap();
+        let mut senders = Vec::new();
+        for n in 0..64 {
+            let delivery = signer
+                .sign(&hookgate::SignRequest::new("{}").id(format!("msg_{n}")))
+                .unwrap();
+            let event = verifier.verify(&delivery.headers, delivery.body).unwrap();
+            let inbox = inbox.clone();
+            senders.push(tokio::spawn(async move { inbox.enqueue(&event).await }));
+        }
+        // Every enqueue is queued behind the blocked job (the queue length is what the
+        // writer will take next); none is answered yet.
+        while inbox.inner.tx.max_capacity() - inbox.inner.tx.capacity() < 64 {
+            tokio::task::yield_now().await;
+        }
+        assert!(senders.iter().all(|s| !s.is_finished()));
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for sender in senders {
+            assert!(matches!(
+                sender.await.unwrap().unwrap(),
+                Enqueued::Stored(_)
+            ));
+        }
+        let after = inbox.stats();
+        assert_eq!(
+            after.commits - before.commits,
+            2,
+            "the blocker's commit, then one for all 64"
+        );
+        assert_eq!(after.largest_batch, 64);
+    }
+}

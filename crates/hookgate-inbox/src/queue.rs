@@ -232,3 +232,167 @@ fn complete_attempt(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::UNIX_EPOCH;
+
+    use hookgate::{Clock, SchemeId, SignRequest, Signer, Verifier};
+
+    use super::*;
+    use crate::Status;
+
+    #[derive(Debug)]
+    struct ManualClock(Mutex<SystemTime>);
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            let mut now = self.0.lock().unwrap();
+            *now = now.checked_add(by).unwrap();
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    async fn inbox_with_one_event() -> (tempfile::TempDir, Arc<ManualClock>, Inbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let start = UNIX_EPOCH.checked_add(Duration::from_secs(1_700_000_000));
+        let clock = Arc::new(ManualClock(Mutex::new(start.unwrap())));
+        let inbox = Inbox::builder(dir.path().join("inbox.db"))
+            .clock(clock.clone())
+            .no_scheduled_pruning()
+            .open()
+            .unwrap();
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)
+            .unwrap()
+            .sign(&SignRequest::new("{}").id("msg_1"))
+            .unwrap();
+        let event = Verifier::builder(SchemeId::StandardWebhooksV1)
+            .secret(secret)
+            .build()
+            .unwrap()
+            .verify(&delivery.headers, delivery.body)
+            .unwrap();
+        inbox.enqueue(&event).await.unwrap();
+        (dir, clock, inbox)
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_hands_the_event_over_again() {
+        let (_dir, clock, inbox) = inbox_with_one_event().await;
+        let lease = Duration::from_secs(30);
+
+        let first = inbox.lease(10, lease).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].event.attempt(), 1);
+        // Leased: nobody else gets it, even just before the lease ends.
+        clock.advance(Duration::from_secs(29));
+        assert!(inbox.lease(10, lease).await.unwrap().is_empty());
+
+        // The holder "crashed": once the lease ends the event is due again, as attempt 2.
+        clock.advance(Duration::from_secs(2));
+        let second = inbox.lease(10, lease).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].event.id(), first[0].event.id());
+        assert_eq!(second[0].event.attempt(), 2);
+        assert_ne!(second[0].token, first[0].token);
+
+        // The first holder's late result is refused; the current holder's counts.
+        let id = first[0].event.id();
+        let at = clock.now();
+        let late = inbox
+            .complete(
+                id,
+                first[0].token,
+                1,
+                at,
+                Duration::ZERO,
+                Completion::Processed,
+            )
+            .await
+            .unwrap();
+        assert!(!late);
+        let current = inbox
+            .complete(
+                id,
+                second[0].token,
+                2,
+                at,
+                Duration::from_millis(5),
+                Completion::Processed,
+            )
+            .await
+            .unwrap();
+        assert!(current);
+        let entry = inbox.entry(id).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Processed);
+        assert_eq!(entry.attempts, 2);
+        assert_eq!(entry.processing_duration, Some(Duration::from_millis(5)));
+    }
+
+    #[tokio::test]
+    async fn renewing_keeps_the_lease_and_release_gives_the_attempt_back() {
+        let (_dir, clock, inbox) = inbox_with_one_event().await;
+        let lease = Duration::from_secs(30);
+        let held = inbox.lease(1, lease).await.unwrap();
+        let id = held[0].event.id();
+        let token = held[0].token;
+
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(inbox.renew(vec![(id, token)], lease).await.unwrap(), 1);
+        clock.advance(Duration::from_secs(20));
+        assert!(inbox.lease(1, lease).await.unwrap().is_empty(), "renewed");
+        let entry = inbox.entry(id).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Processing);
+        assert!(entry.lease_until.is_some());
+
+        assert_eq!(inbox.release(vec![(id, token)]).await.unwrap(), 1);
+        let entry = inbox.entry(id).await.unwrap().unwrap();
+        assert_eq!((entry.status, entry.attempts), (Status::Queued, 0));
+        let again = inbox.lease(1, lease).await.unwrap();
+        assert_eq!(again[0].event.attempt(), 1);
+        // A stale token renews nothing.
+        assert_eq!(inbox.renew(vec![(id, token)], lease).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_for_its_time() {
+        let (_dir, clock, inbox) = inbox_with_one_event().await;
+        let lease = Duration::from_secs(30);
+        let held = inbox.lease(1, lease).await.unwrap();
+        let id = held[0].event.id();
+        let retry_at = crate::time::add(inbox.now_ms(), Duration::from_secs(60));
+        let completion = Completion::Retry {
+            at_ms: retry_at,
+            error: "downstream 502".to_owned(),
+        };
+        let at = clock.now();
+        assert!(
+            inbox
+                .complete(id, held[0].token, 1, at, Duration::ZERO, completion)
+                .await
+                .unwrap()
+        );
+        let entry = inbox.entry(id).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Failed);
+        assert_eq!(entry.last_error.as_deref(), Some("downstream 502"));
+        assert_eq!(
+            entry.next_attempt_at.map(crate::time::to_millis),
+            Some(retry_at)
+        );
+
+        clock.advance(Duration::from_secs(59));
+        assert!(inbox.lease(1, lease).await.unwrap().is_empty());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(inbox.lease(1, lease).await.unwrap().len(), 1);
+        let history = inbox.attempts(id).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, "retry");
+    }
+}
