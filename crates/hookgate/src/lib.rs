@@ -29,6 +29,14 @@
 //! For a one-off check there is [`verify`], which builds the verifier and verifies in one
 //! call.
 //!
+//! ## Receiving: the Gate
+//!
+//! A server does more than verify: it must not lose an event and should not process one
+//! twice. A [`Gate`] verifies, deduplicates through a [`DedupStore`] and hands each event to
+//! a [`Sink`], answering 2xx only once the sink has it; the [`gate`] module documents this
+//! at-least-once contract and what every status and code tells the sender. The framework
+//! adapters only translate requests to the gate and its [`Outcome`] back to responses.
+//!
 //! ## Schemes
 //!
 //! [`SchemeId`] lists the presets (Standard Webhooks v1/v1a, Svix, Stripe, GitHub, Shopify,
@@ -60,9 +68,11 @@
 //!   a timestamp and token, not the event; Twilio and Square need the exact public URL.
 
 mod clock;
+pub mod dedup;
 mod encoding;
 mod error;
 mod event;
+pub mod gate;
 mod headers;
 mod json;
 mod keyring;
@@ -70,20 +80,26 @@ mod reason;
 mod scheme;
 mod secret;
 mod sign;
+pub mod sink;
 mod verifier;
 
 use bytes::Bytes;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use dedup::{DedupStore, MemoryDedupStore};
 pub use encoding::Encoding;
 pub use error::{ConfigError, Error};
 pub use event::VerifiedEvent;
+pub use gate::{
+    BoxFuture, Gate, GateBuilder, GateConfigError, Outcome, OutcomeKind, ReceiveFuture,
+};
 pub use headers::Headers;
 pub use keyring::{Key, Keyring};
 pub use reason::{Reason, Rejection};
 pub use scheme::{GenericHmac, GenericHmacBuilder, HmacAlgorithm, Scheme, SchemeId};
 pub use secret::Secret;
 pub use sign::{SignRequest, SignedDelivery, Signer, standard_webhooks_public_key};
+pub use sink::{ChannelSink, Sink, SinkError};
 pub use verifier::{Verifier, VerifierBuilder};
 
 /// Verifies one delivery in one call, with the scheme's default window and the system clock.
