@@ -11,9 +11,8 @@
 //! then both accept the same delivery at the same moment, but the enqueue transaction checks
 //! the dedup row again, so only one copy is stored and both answer 2xx after it is durable.
 
-// Used by the DedupStore implementation and the tests until the core trait lands.
-#![allow(dead_code)]
-
+use hookgate::BoxFuture;
+use hookgate::dedup::{Claim, ClaimToken, DedupError, DedupStore, KeyState};
 use rusqlite::{OptionalExtension, params};
 
 use crate::inbox::ClaimAttempt;
@@ -108,5 +107,50 @@ impl Inbox {
                 .is_some())
         })
         .await
+    }
+}
+
+/// The inbox as the gate's dedup store. Pair it with the same inbox as the sink: the
+/// commit is then free, because the enqueue already wrote the dedup entry.
+impl DedupStore for Inbox {
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, DedupError>> {
+        Box::pin(async move {
+            match self.claim_key(key).await.map_err(DedupError::new)? {
+                KeyClaim::New(token) => Ok(Claim::New(ClaimToken::new(token))),
+                KeyClaim::InFlight => Ok(Claim::InFlight),
+                KeyClaim::Duplicate => Ok(Claim::Duplicate),
+            }
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        key: &'a str,
+        token: ClaimToken,
+    ) -> BoxFuture<'a, Result<(), DedupError>> {
+        Box::pin(async move {
+            self.commit_key(key, token.get())
+                .await
+                .map_err(DedupError::new)
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: ClaimToken,
+    ) -> BoxFuture<'a, Result<(), DedupError>> {
+        self.release_key(key, token.get());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeyState, DedupError>> {
+        Box::pin(async move {
+            Ok(match self.lookup_key(key).await.map_err(DedupError::new)? {
+                KeyLookup::Absent => KeyState::Absent,
+                KeyLookup::InFlight => KeyState::InFlight,
+                KeyLookup::Committed => KeyState::Committed,
+            })
+        })
     }
 }

@@ -129,6 +129,7 @@ mod log;
 mod ordering;
 mod queue;
 mod schema;
+mod sink;
 mod time;
 mod worker;
 mod writer;
@@ -136,6 +137,7 @@ mod writer;
 pub use dead::Replay;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};
+pub use hookgate::BoxFuture;
 pub use inbox::{
     DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, Enqueued, Inbox, InboxBuilder, InboxStats,
@@ -144,7 +146,7 @@ pub use inbox::{
 pub use log::{Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts};
 pub use ordering::{Advance, AggregateVersions};
 pub use worker::{
-    BoxFuture, DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SHUTDOWN_GRACE, Handler,
     HandlerResult, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };

@@ -42,7 +42,7 @@ impl Completion {
 impl Inbox {
     /// Leases up to `limit` due events for `lease`, oldest due first, counting an attempt
     /// for each.
-    pub(crate) async fn lease(
+    pub(crate) async fn lease_events(
         &self,
         limit: usize,
         lease: Duration,
@@ -53,7 +53,7 @@ impl Inbox {
     }
 
     /// Extends the leases of events still held; returns how many were extended.
-    pub(crate) async fn renew(
+    pub(crate) async fn renew_leases(
         &self,
         held: Vec<(EventId, i64)>,
         lease: Duration,
@@ -79,7 +79,7 @@ impl Inbox {
     /// Records the end of an attempt. Returns false when the lease was lost meanwhile (it
     /// expired and another worker took the event, or it was released): then nothing
     /// changes.
-    pub(crate) async fn complete(
+    pub(crate) async fn record_attempt(
         &self,
         id: EventId,
         token: i64,
@@ -106,7 +106,10 @@ impl Inbox {
 
     /// Gives events back without counting the attempt (a graceful shutdown that could not
     /// wait for their handlers). Returns how many were released.
-    pub(crate) async fn release(&self, held: Vec<(EventId, i64)>) -> Result<usize, InboxError> {
+    pub(crate) async fn release_leases(
+        &self,
+        held: Vec<(EventId, i64)>,
+    ) -> Result<usize, InboxError> {
         self.write(true, move |conn, now| {
             let mut stmt = conn.prepare_cached(
                 "UPDATE events SET status = 'queued', due_at = ?3, lease_token = NULL,
@@ -288,16 +291,16 @@ mod tests {
         let (_dir, clock, inbox) = inbox_with_one_event().await;
         let lease = Duration::from_secs(30);
 
-        let first = inbox.lease(10, lease).await.unwrap();
+        let first = inbox.lease_events(10, lease).await.unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].event.attempt(), 1);
         // Leased: nobody else gets it, even just before the lease ends.
         clock.advance(Duration::from_secs(29));
-        assert!(inbox.lease(10, lease).await.unwrap().is_empty());
+        assert!(inbox.lease_events(10, lease).await.unwrap().is_empty());
 
         // The holder "crashed": once the lease ends the event is due again, as attempt 2.
         clock.advance(Duration::from_secs(2));
-        let second = inbox.lease(10, lease).await.unwrap();
+        let second = inbox.lease_events(10, lease).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].event.id(), first[0].event.id());
         assert_eq!(second[0].event.attempt(), 2);
@@ -307,7 +310,7 @@ mod tests {
         let id = first[0].event.id();
         let at = clock.now();
         let late = inbox
-            .complete(
+            .record_attempt(
                 id,
                 first[0].token,
                 1,
@@ -319,7 +322,7 @@ mod tests {
             .unwrap();
         assert!(!late);
         let current = inbox
-            .complete(
+            .record_attempt(
                 id,
                 second[0].token,
                 2,
@@ -340,32 +343,41 @@ mod tests {
     async fn renewing_keeps_the_lease_and_release_gives_the_attempt_back() {
         let (_dir, clock, inbox) = inbox_with_one_event().await;
         let lease = Duration::from_secs(30);
-        let held = inbox.lease(1, lease).await.unwrap();
+        let held = inbox.lease_events(1, lease).await.unwrap();
         let id = held[0].event.id();
         let token = held[0].token;
 
         clock.advance(Duration::from_secs(20));
-        assert_eq!(inbox.renew(vec![(id, token)], lease).await.unwrap(), 1);
+        assert_eq!(
+            inbox.renew_leases(vec![(id, token)], lease).await.unwrap(),
+            1
+        );
         clock.advance(Duration::from_secs(20));
-        assert!(inbox.lease(1, lease).await.unwrap().is_empty(), "renewed");
+        assert!(
+            inbox.lease_events(1, lease).await.unwrap().is_empty(),
+            "renewed"
+        );
         let entry = inbox.entry(id).await.unwrap().unwrap();
         assert_eq!(entry.status, Status::Processing);
         assert!(entry.lease_until.is_some());
 
-        assert_eq!(inbox.release(vec![(id, token)]).await.unwrap(), 1);
+        assert_eq!(inbox.release_leases(vec![(id, token)]).await.unwrap(), 1);
         let entry = inbox.entry(id).await.unwrap().unwrap();
         assert_eq!((entry.status, entry.attempts), (Status::Queued, 0));
-        let again = inbox.lease(1, lease).await.unwrap();
+        let again = inbox.lease_events(1, lease).await.unwrap();
         assert_eq!(again[0].event.attempt(), 1);
         // A stale token renews nothing.
-        assert_eq!(inbox.renew(vec![(id, token)], lease).await.unwrap(), 0);
+        assert_eq!(
+            inbox.renew_leases(vec![(id, token)], lease).await.unwrap(),
+            0
+        );
     }
 
     #[tokio::test]
     async fn a_retry_waits_for_its_time() {
         let (_dir, clock, inbox) = inbox_with_one_event().await;
         let lease = Duration::from_secs(30);
-        let held = inbox.lease(1, lease).await.unwrap();
+        let held = inbox.lease_events(1, lease).await.unwrap();
         let id = held[0].event.id();
         let retry_at = crate::time::add(inbox.now_ms(), Duration::from_secs(60));
         let completion = Completion::Retry {
@@ -375,7 +387,7 @@ mod tests {
         let at = clock.now();
         assert!(
             inbox
-                .complete(id, held[0].token, 1, at, Duration::ZERO, completion)
+                .record_attempt(id, held[0].token, 1, at, Duration::ZERO, completion)
                 .await
                 .unwrap()
         );
@@ -388,9 +400,9 @@ mod tests {
         );
 
         clock.advance(Duration::from_secs(59));
-        assert!(inbox.lease(1, lease).await.unwrap().is_empty());
+        assert!(inbox.lease_events(1, lease).await.unwrap().is_empty());
         clock.advance(Duration::from_secs(1));
-        assert_eq!(inbox.lease(1, lease).await.unwrap().len(), 1);
+        assert_eq!(inbox.lease_events(1, lease).await.unwrap().len(), 1);
         let history = inbox.attempts(id).await.unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].outcome, "retry");

@@ -7,10 +7,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::InboxEvent;
+use hookgate::BoxFuture;
 
-/// A boxed, sendable future, as [`Handler::handle`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::InboxEvent;
 
 /// The user's processing of one event.
 ///

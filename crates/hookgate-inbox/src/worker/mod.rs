@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use handler::{BoxFuture, Handler, HandlerResult};
+pub use handler::{Handler, HandlerResult};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
 
 use crate::event::EventId;
@@ -331,7 +331,7 @@ async fn run(
         let mut pause = settings.poll_interval;
         if free > 0 {
             wake.borrow_and_update();
-            match shared.inbox.lease(free, shared.lease).await {
+            match shared.inbox.lease_events(free, shared.lease).await {
                 Ok(batch) => {
                     if !batch.is_empty() {
                         let mut held = shared.held();
@@ -385,7 +385,7 @@ async fn run(
     while tasks.join_next().await.is_some() {}
     let unfinished = shared.held_list();
     if !unfinished.is_empty() {
-        match shared.inbox.release(unfinished).await {
+        match shared.inbox.release_leases(unfinished).await {
             Ok(released) => report.released = u64::try_from(released).unwrap_or(u64::MAX),
             Err(err) => {
                 tracing::warn!(error = %err, "inbox worker could not release its leases; they will expire");
@@ -400,7 +400,7 @@ async fn renew_leases(shared: &Shared) {
     if held.is_empty() {
         return;
     }
-    if let Err(err) = shared.inbox.renew(held, shared.lease).await {
+    if let Err(err) = shared.inbox.renew_leases(held, shared.lease).await {
         tracing::warn!(error = %err, "inbox worker could not renew its leases");
     }
 }
@@ -456,8 +456,7 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
             Completion::Dead { .. } => &shared.counters.dead,
         };
         match shared
-            .inbox
-            .complete(id, token, attempt, started_at, duration, completion)
+            .inbox.record_attempt(id, token, attempt, started_at, duration, completion)
             .await
         {
             Ok(true) => Counters::bump(counter),

@@ -1,0 +1,42 @@
+//! The inbox as the gate's sink.
+
+use hookgate::{BoxFuture, Gate, GateBuilder, Sink, SinkError, VerifiedEvent, Verifier};
+
+use crate::{Inbox, InboxError};
+
+/// `Ok` only once the event (or an earlier copy with the same dedup key) is committed to
+/// disk, so the gate's 2xx always follows a durable copy. [`InboxError::Full`] becomes
+/// [`SinkError::full`]; every other error becomes [`SinkError::unavailable`]. Either way
+/// nothing was stored and the gate answers 503.
+impl Sink for Inbox {
+    fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            match Inbox::enqueue(self, &event).await {
+                Ok(_) => Ok(()),
+                Err(InboxError::Full) => Err(SinkError::full()),
+                Err(err) => Err(SinkError::unavailable(err)),
+            }
+        })
+    }
+}
+
+impl Inbox {
+    /// A [`Gate`] builder with this inbox as both the dedup store and the sink: the usual
+    /// set-up, in which a 2xx means the event and its dedup entry were committed together.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use hookgate::{SchemeId, Verifier};
+    ///
+    /// let inbox = hookgate_inbox::Inbox::open(dir.path().join("inbox.db"))?;
+    /// let verifier = Verifier::builder(SchemeId::Stripe).secret("whsec_test").build()?;
+    /// let gate = inbox.gate(verifier).build()?;
+    /// # let _ = gate;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn gate(&self, verifier: Verifier) -> GateBuilder {
+        Gate::builder(verifier)
+            .dedup(self.clone())
+            .sink(self.clone())
+    }
+}
