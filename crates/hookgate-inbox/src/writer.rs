@@ -21,6 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::InboxError;
 use crate::time::to_millis;
 
+/// Jobs per committed transaction (callers sharing one fsync).
+const BATCH_SIZE: &str = "hookgate_inbox_commit_batch_size";
+/// Transactions that failed to commit.
+const FAILED_COMMITS: &str = "hookgate_inbox_failed_commits_total";
+
 /// One unit of work for the writer thread.
 pub(crate) trait Work: Send {
     /// Runs inside the batch's transaction (in a savepoint). Returns whether to keep its
@@ -147,6 +152,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &
     let outcome = run_all(conn, batch, now_ms);
     match &outcome {
         Ok(wake) => {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::histogram!(BATCH_SIZE).record(size as f64);
             shared.commits.fetch_add(1, Ordering::Relaxed);
             shared.jobs.fetch_add(size, Ordering::Relaxed);
             shared.largest_batch.fetch_max(size, Ordering::Relaxed);
@@ -157,6 +164,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &
             }
         }
         Err(err) => {
+            metrics::counter!(FAILED_COMMITS).increment(1);
             shared.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %err, jobs = size, "inbox group commit failed");
         }

@@ -424,3 +424,81 @@ async fn bad_worker_settings_are_reported() {
         .unwrap_err();
     assert!(err.to_string().contains("max_attempts"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processed_events_and_old_dead_letters_are_pruned_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(common::ManualClock::new());
+    let hour = Duration::from_secs(3600);
+    let inbox = Inbox::builder(dir.path().join("inbox.db"))
+        .clock(clock.clone())
+        .retention(hour)
+        .dead_letter_retention(2 * hour)
+        .committed_ttl(72 * hour)
+        .no_scheduled_pruning()
+        .open()
+        .unwrap();
+    let ok = store(&inbox, "msg_ok", "ok").await;
+    let bad = store(&inbox, "msg_bad", "bad").await;
+    let worker = fast(Worker::builder(
+        inbox.clone(),
+        |event: InboxEvent| async move {
+            if event.event_type() == Some("bad") {
+                HandlerResult::fail("rejected")
+            } else {
+                HandlerResult::Ok
+            }
+        },
+    ))
+    .start()
+    .unwrap();
+    wait_for(&inbox, Status::Processed, 1).await;
+    wait_for(&inbox, Status::Dead, 1).await;
+    worker.shutdown().await;
+
+    assert_eq!(
+        inbox.prune().await.unwrap(),
+        hookgate_inbox::PruneReport::default()
+    );
+    clock.advance(hour + Duration::from_secs(1));
+    let report = inbox.prune().await.unwrap();
+    assert_eq!((report.processed_events, report.dead_events), (1, 0));
+    assert!(inbox.entry(ok).await.unwrap().is_none());
+    assert!(inbox.attempts(ok).await.unwrap().is_empty());
+    // The dedup entry outlives the pruned event: a late retry is still a duplicate.
+    assert_eq!(
+        inbox.enqueue(&event("msg_ok", "ok")).await.unwrap(),
+        Enqueued::Duplicate(Some(ok))
+    );
+
+    clock.advance(hour);
+    let report = inbox.prune().await.unwrap();
+    assert_eq!((report.processed_events, report.dead_events), (0, 1));
+    assert!(inbox.entry(bad).await.unwrap().is_none());
+    assert!(inbox.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn scheduled_pruning_runs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let clock = Arc::new(common::ManualClock::new());
+    let inbox = Inbox::builder(&path)
+        .clock(clock.clone())
+        .committed_ttl(Duration::from_secs(60))
+        .prune_interval(Duration::from_millis(10))
+        .open()
+        .unwrap();
+    store(&inbox, "msg_1", "a").await;
+    let dedup_rows = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("SELECT count(*) FROM dedup", [], |row| row.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(dedup_rows(), 1);
+    clock.advance(Duration::from_secs(61));
+    eventually("the pruner to remove the expired entry", || async {
+        dedup_rows() == 0
+    })
+    .await;
+}

@@ -22,6 +22,13 @@ use crate::time::add;
 use crate::{Inbox, InboxError};
 use handler::CatchPanic;
 
+/// Handler attempts. Labels: `scheme`, `outcome` (`processed`, `retry`, `dead`).
+const ATTEMPTS: &str = "hookgate_process_attempts_total";
+/// Seconds a handler ran. Labels: `scheme`, `outcome`.
+const PROCESS_SECONDS: &str = "hookgate_process_duration_seconds";
+/// Longest delivery id or event type written to a span; longer ones are cut.
+const MAX_FIELD_LEN: usize = 128;
+
 /// Default handlers running at once: 8.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Default lease (visibility timeout): 30 seconds, renewed every third of it while the
@@ -409,11 +416,12 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
     let Leased { event, token } = leased;
     let id = event.id();
     let attempt = event.attempt();
+    let scheme = event.scheme().to_owned();
     let span = tracing::info_span!(
         "webhook.process",
-        scheme = %event.scheme(),
-        delivery_id = event.delivery_id().unwrap_or(""),
-        event_type = event.event_type().unwrap_or(""),
+        scheme = %scheme,
+        delivery_id = cut(event.delivery_id().unwrap_or("")),
+        event_type = cut(event.event_type().unwrap_or("")),
         event_id = id.get(),
         attempt,
         outcome = tracing::field::Empty,
@@ -455,6 +463,10 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
             Completion::Retry { .. } => &shared.counters.retried,
             Completion::Dead { .. } => &shared.counters.dead,
         };
+        let outcome = outcome_name(&completion);
+        metrics::histogram!(PROCESS_SECONDS, "scheme" => scheme.clone(), "outcome" => outcome)
+            .record(duration.as_secs_f64());
+        metrics::counter!(ATTEMPTS, "scheme" => scheme, "outcome" => outcome).increment(1);
         match shared
             .inbox.record_attempt(id, token, attempt, started_at, duration, completion)
             .await
@@ -501,4 +513,13 @@ fn outcome_name(completion: &Completion) -> &'static str {
         Completion::Retry { .. } => "retry",
         Completion::Dead { .. } => "dead",
     }
+}
+
+/// `text` cut to at most [`MAX_FIELD_LEN`] bytes, on a character boundary.
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(MAX_FIELD_LEN);
+    while !text.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    text.get(..end).unwrap_or("")
 }
