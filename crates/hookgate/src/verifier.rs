@@ -239,11 +239,11 @@ impl PreparedKey {
         match &self.material {
             Material::HmacSha256(key) => {
                 extracted.messages.iter().fold(Choice::from(0), |acc, m| {
-                    acc | any_equal(&hmac_tag::<Hmac<Sha256>>(key, m), signatures)
+                    acc | any_equal(hmac_tag::<Hmac<Sha256>>(key, m).as_deref(), signatures)
                 })
             }
             Material::HmacSha1(key) => extracted.messages.iter().fold(Choice::from(0), |acc, m| {
-                acc | any_equal(&hmac_tag::<Hmac<Sha1>>(key, m), signatures)
+                acc | any_equal(hmac_tag::<Hmac<Sha1>>(key, m).as_deref(), signatures)
             }),
             Material::TokenDigest(expected) => {
                 signatures.iter().fold(Choice::from(0), |acc, token| {
@@ -274,24 +274,25 @@ impl PreparedKey {
     }
 }
 
-fn hmac_tag<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &Message<'_>) -> Vec<u8> {
+fn hmac_tag<M: Mac + hmac::digest::KeyInit>(
+    key: &KeyBytes,
+    message: &Message<'_>,
+) -> Option<hmac::digest::Output<M>> {
     // `new_from_slice` accepts keys of any length for HMAC; the error arm is unreachable but
-    // handled: an empty tag never equals a signature.
-    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key.as_slice()) else {
-        return Vec::new();
-    };
+    // handled: no tag never equals a signature.
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key.as_slice()).ok()?;
     for part in message {
         mac.update(part);
     }
-    mac.finalize().into_bytes().to_vec()
+    Some(mac.finalize().into_bytes())
 }
 
 /// Constant-time "does any candidate equal `tag`" (a length mismatch is simply unequal; the
 /// length of a tag is public).
-fn any_equal(tag: &[u8], candidates: &[Vec<u8>]) -> Choice {
-    if tag.is_empty() {
+fn any_equal(tag: Option<&[u8]>, candidates: &[Vec<u8>]) -> Choice {
+    let Some(tag) = tag.filter(|t| !t.is_empty()) else {
         return Choice::from(0);
-    }
+    };
     candidates
         .iter()
         .fold(Choice::from(0), |acc, c| acc | tag.ct_eq(c))

@@ -70,27 +70,35 @@ pub(crate) fn single<'h, H: Headers + ?Sized>(
     headers: &'h H,
     name: &'static str,
 ) -> Result<Option<&'h str>, Rejection> {
+    single_value(headers, name).map_err(|()| reject(Reason::MalformedHeader, name))
+}
+
+/// The one value of a header (absent or blank: `None`); `Err` when it repeats with different
+/// values or holds anything but visible ASCII.
+fn single_value<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    name: &str,
+) -> Result<Option<&'h str>, ()> {
     let mut found: Option<&'h [u8]> = None;
-    for value in headers.get_all(name) {
+    let mut conflict = false;
+    headers.visit(name, &mut |value| {
         let value = value.trim_ascii();
-        if value.is_empty() {
-            continue;
-        }
         match found {
-            Some(previous) if previous != value => {
-                return Err(reject(Reason::MalformedHeader, name));
-            }
+            _ if value.is_empty() => {}
+            Some(previous) if previous != value => conflict = true,
             _ => found = Some(value),
         }
+        !conflict
+    });
+    if conflict {
+        return Err(());
     }
     match found {
         None => Ok(None),
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) if text.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()) => {
-                Ok(Some(text))
-            }
-            _ => Err(reject(Reason::MalformedHeader, name)),
-        },
+        Some(bytes) if bytes.iter().all(|b| (0x20..0x7f).contains(b)) => {
+            std::str::from_utf8(bytes).map(Some).map_err(|_| ())
+        }
+        Some(_) => Err(()),
     }
 }
 
@@ -208,10 +216,10 @@ fn preset<'a, H: Headers + ?Sized>(
     const BODY_TYPE: &[&[&str]] = &[&["type"]];
     let mut out = match id {
         SchemeId::StandardWebhooksV1 | SchemeId::GitlabSigning => {
-            standard(h, body, &["webhook-"], "v1", Encoding::Base64)?
+            standard(h, body, WEBHOOK, "v1", Encoding::Base64)?
         }
-        SchemeId::StandardWebhooksV1a => standard(h, body, &["webhook-"], "v1a", Encoding::Base64)?,
-        SchemeId::Svix => standard(h, body, &["svix-", "webhook-"], "v1", Encoding::Base64)?,
+        SchemeId::StandardWebhooksV1a => standard(h, body, WEBHOOK, "v1a", Encoding::Base64)?,
+        SchemeId::Svix => standard(h, body, SVIX, "v1", Encoding::Base64)?,
         SchemeId::Stripe => key_value(h, body, KeyValue::STRIPE)?,
         SchemeId::Prefinery => key_value(h, body, KeyValue::PREFINERY)?,
         SchemeId::Paddle => key_value(h, body, KeyValue::PADDLE)?,
@@ -393,33 +401,41 @@ fn preset<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
+/// The header names of a Standard Webhooks family, in order of preference.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    id: &'static [&'static str],
+    timestamp: &'static [&'static str],
+    signature: &'static [&'static str],
+}
+
+const WEBHOOK: Family = Family {
+    id: &["webhook-id"],
+    timestamp: &["webhook-timestamp"],
+    signature: &["webhook-signature"],
+};
+
+/// Svix sends `svix-*`, or `webhook-*` when white-labelled.
+const SVIX: Family = Family {
+    id: &["svix-id", "webhook-id"],
+    timestamp: &["svix-timestamp", "webhook-timestamp"],
+    signature: &["svix-signature", "webhook-signature"],
+};
+
 /// Standard Webhooks and its white-labels: `{id}.{timestamp}.{body}`, a space-separated list
 /// of `version,signature` entries; entries of other versions are skipped.
 fn standard<'a, H: Headers + ?Sized>(
     h: &'a H,
     body: &'a [u8],
-    families: &[&'static str],
+    family: Family,
     version: &str,
     encoding: Encoding,
 ) -> Result<Extracted<'a>, Rejection> {
-    let spelled = |suffix: &str| -> Vec<&'static str> {
-        families
-            .iter()
-            .map(|family| match (*family, suffix) {
-                ("svix-", "id") => "svix-id",
-                ("svix-", "timestamp") => "svix-timestamp",
-                ("svix-", _) => "svix-signature",
-                (_, "id") => "webhook-id",
-                (_, "timestamp") => "webhook-timestamp",
-                _ => "webhook-signature",
-            })
-            .collect()
-    };
     let (_, id) =
-        first_of(h, &spelled("id"))?.ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
-    let (ts_name, ts) = first_of(h, &spelled("timestamp"))?
+        first_of(h, family.id)?.ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
+    let (ts_name, ts) = first_of(h, family.timestamp)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-timestamp"))?;
-    let (sig_name, _) = first_of(h, &spelled("signature"))?
+    let (sig_name, _) = first_of(h, family.signature)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
 
     let message = vec![
@@ -432,24 +448,31 @@ fn standard<'a, H: Headers + ?Sized>(
     let mut out = Extracted::new(vec![message], sig_name);
     out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
     let mut seen = 0;
-    for value in h.get_all(sig_name) {
+    let mut result = Ok(());
+    h.visit(sig_name, &mut |value| {
         let Ok(value) = std::str::from_utf8(value) else {
-            return Err(reject(Reason::MalformedHeader, sig_name));
+            result = Err(reject(Reason::MalformedHeader, sig_name));
+            return false;
         };
         for entry in value.split(' ').filter(|e| !e.is_empty()) {
             if let Some((entry_version, signature)) = entry.split_once(',') {
                 if entry_version == version {
-                    push_candidate(
+                    result = push_candidate(
                         &mut out.signatures,
                         &mut seen,
                         encoding,
                         signature,
                         sig_name,
-                    )?;
+                    );
+                    if result.is_err() {
+                        return false;
+                    }
                 }
             }
         }
-    }
+        true
+    });
+    result?;
     out.delivery_id = Field::Known(Some(id.to_owned()));
     out.dedup = DedupRecipe::SignedId(id.to_owned());
     Ok(out)
@@ -866,22 +889,7 @@ fn single_dynamic<'h, H: Headers + ?Sized>(
     name: &str,
     role: &'static str,
 ) -> Result<Option<&'h str>, Rejection> {
-    let mut found: Option<&'h [u8]> = None;
-    for value in h.get_all(name) {
-        let value = value.trim_ascii();
-        if value.is_empty() {
-            continue;
-        }
-        match found {
-            Some(previous) if previous != value => {
-                return Err(reject(Reason::MalformedHeader, role));
-            }
-            _ => found = Some(value),
-        }
-    }
-    found
-        .map(|b| std::str::from_utf8(b).map_err(|_| reject(Reason::MalformedHeader, role)))
-        .transpose()
+    single_value(h, name).map_err(|()| reject(Reason::MalformedHeader, role))
 }
 
 /// Lowercase hex SHA-256 of `body`, for Twilio's `bodySHA256`.
