@@ -112,6 +112,88 @@ pub struct InboxEvent {
 }
 
 impl InboxEvent {
+    /// An event built by hand: to unit-test a handler, or to feed handlers from another
+    /// source. Received now, attempt 1, no delivery id, type, timestamp or headers; the
+    /// `with_*` methods set those.
+    ///
+    /// ```
+    /// use hookgate_inbox::{EventId, InboxEvent};
+    ///
+    /// let event = InboxEvent::new(EventId::new(1), "stripe", "stripe:id:evt_1", "{}")
+    ///     .with_event_type("invoice.paid")
+    ///     .with_attempt(2);
+    /// assert_eq!((event.event_type(), event.attempt()), (Some("invoice.paid"), 2));
+    /// ```
+    pub fn new(
+        id: EventId,
+        scheme: impl Into<String>,
+        dedup_key: impl Into<String>,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        InboxEvent {
+            id,
+            dedup_key: dedup_key.into(),
+            scheme: scheme.into(),
+            delivery_id: None,
+            event_type: None,
+            timestamp: None,
+            received_at: SystemTime::now(),
+            body: body.into(),
+            headers: Vec::new(),
+            attempt: 1,
+            is_test: false,
+        }
+    }
+
+    /// Sets the delivery id.
+    #[must_use]
+    pub fn with_delivery_id(mut self, delivery_id: impl Into<String>) -> Self {
+        self.delivery_id = Some(delivery_id.into());
+        self
+    }
+
+    /// Sets the event type.
+    #[must_use]
+    pub fn with_event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Sets the signed timestamp.
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets when it was received.
+    #[must_use]
+    pub fn with_received_at(mut self, received_at: SystemTime) -> Self {
+        self.received_at = received_at;
+        self
+    }
+
+    /// Sets the informational headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the attempt number (from 1).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Flags it as a test delivery.
+    #[must_use]
+    pub fn with_test(mut self, is_test: bool) -> Self {
+        self.is_test = is_test;
+        self
+    }
+
     /// The inbox's id of the event.
     pub fn id(&self) -> EventId {
         self.id

@@ -26,6 +26,8 @@ use handler::CatchPanic;
 const ATTEMPTS: &str = "hookgate_process_attempts_total";
 /// Seconds a handler ran. Labels: `scheme`, `outcome`.
 const PROCESS_SECONDS: &str = "hookgate_process_duration_seconds";
+/// The longest lease accepted: 24 hours.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest delivery id or event type written to a span; longer ones are cut.
 const MAX_FIELD_LEN: usize = 128;
 
@@ -112,7 +114,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// The lease, or visibility timeout (default [`DEFAULT_LEASE`], at least 10 ms): how
+    /// The lease, or visibility timeout (default [`DEFAULT_LEASE`], 10 ms to 24 h): how
     /// long after a crash an event is taken again. Leases of running handlers are renewed.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -158,9 +160,9 @@ impl WorkerBuilder {
                 self.concurrency
             )));
         }
-        if self.lease < Duration::from_millis(10) {
+        if self.lease < Duration::from_millis(10) || self.lease > MAX_LEASE {
             return Err(InboxError::Config(format!(
-                "the lease must be at least 10 ms, got {:?}",
+                "the lease must be between 10 ms and 24 h, got {:?}",
                 self.lease
             )));
         }
@@ -365,8 +367,9 @@ async fn run(
                     break;
                 }
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            // Before completions, so a steady stream of them cannot starve the renewal.
             _ = renew.tick() => renew_leases(&shared).await,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             Ok(()) = wake.changed(), if room => {}
             () = tokio::time::sleep(pause), if room => {}
         }
@@ -379,12 +382,12 @@ async fn run(
     while !tasks.is_empty() {
         tokio::select! {
             biased;
+            _ = renew.tick() => renew_leases(&shared).await,
             joined = tasks.join_next() => {
                 if joined.is_some() {
                     report.finished = report.finished.saturating_add(1);
                 }
             }
-            _ = renew.tick() => renew_leases(&shared).await,
             () = &mut deadline => break,
         }
     }
