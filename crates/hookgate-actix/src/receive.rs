@@ -1,0 +1,66 @@
+//! The path every request takes: body limit, raw bytes, the gate. Shared by the middleware
+//! and the extractors so that they cannot drift apart.
+
+use actix_web::dev::Payload;
+use actix_web::http::Uri;
+use actix_web::http::header::HeaderMap;
+use bytes::Bytes;
+use hookgate::Outcome;
+
+use crate::body::{BodyError, declared_too_large, read_limited};
+use crate::config::Settings;
+use crate::error::{WebhookError, WebhookErrorKind};
+use crate::headers::ActixHeaders;
+
+/// Which of the gate's calls to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// [`Gate::receive`](hookgate::Gate::receive): verify, deduplicate, hand off.
+    Receive,
+    /// [`Gate::verify_only`](hookgate::Gate::verify_only): verify and hand the event back.
+    VerifyOnly,
+}
+
+/// A decided request: the gate's outcome and the raw body it was given.
+pub(crate) struct Decided {
+    pub(crate) outcome: Outcome,
+    pub(crate) body: Bytes,
+}
+
+/// Reads the body under the gate's limit and asks the gate.
+///
+/// # Errors
+/// `413 body_too_large` (as an outcome) when `Content-Length` announces more than the limit
+/// (the body is not read) or the stream passes it (reading stops there);
+/// `400 body_unreadable` when the stream fails.
+pub(crate) async fn decide(
+    settings: &Settings,
+    mode: Mode,
+    headers: &HeaderMap,
+    uri: &Uri,
+    payload: &mut Payload,
+) -> Result<Decided, WebhookError> {
+    let gate = &settings.gate;
+    let limit = gate.max_body_bytes();
+    if declared_too_large(headers, limit) {
+        return Err(WebhookError::from(gate.body_too_large()));
+    }
+    let body = match read_limited(payload, limit).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Err(WebhookError::from(gate.body_too_large())),
+        Err(BodyError::Unreadable(error)) => {
+            tracing::debug!(%error, "webhook body unreadable");
+            return Err(WebhookError::new(WebhookErrorKind::BodyUnreadable).with_source(error));
+        }
+    };
+    let url = settings.url_for(uri);
+    let headers = ActixHeaders::new(headers);
+    let future = match mode {
+        Mode::Receive => gate.receive(&headers, body.clone(), url.as_deref()),
+        Mode::VerifyOnly => gate.verify_only(&headers, body.clone(), url.as_deref()),
+    };
+    Ok(Decided {
+        outcome: future.await,
+        body,
+    })
+}

@@ -1,0 +1,3 @@
+//! Receive signed webhooks with actix-web (work in progress).
+
+fn main() {}

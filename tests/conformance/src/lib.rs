@@ -1,0 +1,1 @@
+//! The conformance table: see `tests/conformance.rs`.
