@@ -1,12 +1,22 @@
-//! The `hookgate` command: verify a captured webhook delivery and say why it fails, sign one
-//! as a provider would, and list the schemes hookgate knows.
+//! The `hookgate` command: run a durable webhook receiver (`serve`), send signed deliveries
+//! to an endpoint (`send`), audit any receiver's security (`audit`), inspect the event log
+//! and dead letters (`inbox`), verify a captured delivery and say why it fails (`verify`),
+//! sign one as a provider would (`sign`), and list the schemes hookgate knows (`schemes`).
 //!
-//! Exit status: 0 valid (or done), 1 invalid delivery, 2 usage or configuration error (the
-//! message on stderr). Secrets and expected signatures are never printed.
+//! Exit status: 0 valid (or done), 1 invalid delivery (or failed deliveries, failed audit
+//! checks), 2 usage or configuration error (the message on stderr). Secrets and expected
+//! signatures are never printed.
 
+mod audit;
+mod client;
+mod duration;
 mod error;
 mod hint;
+mod inbox;
 mod input;
+mod outgoing;
+mod send;
+mod serve;
 mod sign;
 mod verify;
 
@@ -16,7 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hookgate::SchemeId;
 
-/// Verify, sign and inspect webhook deliveries for every provider hookgate knows.
+/// Receive webhooks safely, send and audit them, for every provider hookgate knows.
 #[derive(Debug, Parser)]
 #[command(name = "hookgate", version, propagate_version = true)]
 struct Cli {
@@ -68,6 +78,54 @@ enum Command {
 
     /// List the scheme ids with a one-line description each.
     Schemes,
+
+    /// Run a webhook receiver in front of any application: verify, deduplicate, store
+    /// durably, then forward, pipe or print each event, with retries and dead letters.
+    ///
+    /// With no --secret and no --config, the first start generates a Standard Webhooks
+    /// secret, keeps it in the data directory and prints it: the receiver works with no
+    /// set-up. `listening on ADDR` is printed once the socket is bound (the actual address,
+    /// so `--listen 127.0.0.1:0` picks a free port).
+    ///
+    /// Endpoints answer 2xx only once the event is committed to the SQLite inbox in the
+    /// data directory; GET /healthz answers `ok`, GET /metrics the Prometheus metrics.
+    /// SIGTERM or Ctrl-C stops taking requests, lets running handlers finish and exits.
+    ///
+    /// Example:
+    ///
+    ///   hookgate serve --forward http://127.0.0.1:3000/events
+    #[command(verbatim_doc_comment)]
+    Serve(serve::ServeArgs),
+
+    /// Sign deliveries as a provider would and POST them to an endpoint, retrying non-2xx
+    /// answers on a provider's schedule; prints each attempt and a summary.
+    ///
+    /// Exit status: 0 when every delivery got a 2xx, 1 when some did not, 2 usage error.
+    ///
+    /// Example:
+    ///
+    ///   hookgate send http://127.0.0.1:8787/webhooks --secret whsec_... --count 100 \
+    ///     --concurrency 8
+    #[command(verbatim_doc_comment)]
+    Send(send::SendArgs),
+
+    /// Send a battery of forged, replayed and malformed deliveries to a receiver written in
+    /// any language and say what it gets wrong.
+    ///
+    /// Each check prints what was expected, what was observed, PASS/FAIL (or WARN, UNKNOWN
+    /// where an outside observer cannot tell, N/A where the scheme makes it moot) and why
+    /// it matters. Exit status: 0 when nothing failed, 1 when the endpoint accepts anything
+    /// forged, replayed or oversized (or rejects a valid delivery), 2 usage error.
+    ///
+    /// Example:
+    ///
+    ///   hookgate audit https://hooks.example.com/stripe --scheme stripe \
+    ///     --secret whsec_... --report audit.md
+    #[command(verbatim_doc_comment)]
+    Audit(audit::AuditArgs),
+
+    /// Inspect the receiver's event log and dead letters, and replay events.
+    Inbox(inbox::InboxArgs),
 }
 
 /// What a command printed and how it ended.
@@ -91,7 +149,7 @@ impl Output {
 pub(crate) enum Status {
     /// Exit status 0: done, or the delivery is valid.
     Success,
-    /// Exit status 1: the delivery is invalid.
+    /// Exit status 1: the delivery is invalid (or deliveries failed, checks failed).
     Invalid,
 }
 
@@ -101,6 +159,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Schemes => Ok(schemes()),
+        Command::Serve(args) => run_async(serve::run(args)),
+        Command::Send(args) => run_async(send::run(args)),
+        Command::Audit(args) => run_async(audit::run(args)),
+        Command::Inbox(args) => run_async(inbox::run(args)),
     };
     match result {
         Ok(output) => {
@@ -119,6 +181,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs an async command on a multi-threaded Tokio runtime.
+fn run_async(
+    command: impl std::future::Future<Output = Result<Output, error::CliError>>,
+) -> Result<Output, error::CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| error::CliError::new(format!("cannot start the async runtime: {e}")))?
+        .block_on(command)
+}
+
+/// Writes one line on stdout at once (long-running commands report as they go). A closed
+/// stdout is ignored, as for the buffered output.
+pub(crate) fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// `hookgate schemes`: every id with its description.

@@ -1,0 +1,474 @@
+//! `hookgate inbox`: the receiver's event log and dead letters, read from the SQLite inbox
+//! in the data directory (while `hookgate serve` runs, too).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hookgate_inbox::{
+    EventId, Inbox, InboxError, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay, Status,
+};
+use serde::Serialize;
+
+use crate::client::snippet;
+use crate::duration::{human, parse_instant, rfc3339};
+use crate::error::CliError;
+use crate::{Output, Status as ExitStatus};
+
+/// The data directory used when none is given.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./hookgate-data";
+/// The name of the endpoint configured by flags (and of a config's endpoint without one).
+pub(crate) const DEFAULT_ENDPOINT: &str = "default";
+
+/// Arguments of `hookgate inbox`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InboxArgs {
+    /// The data directory of `hookgate serve`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    data_dir: PathBuf,
+
+    /// Which endpoint's inbox, by its name in the config file (each endpoint has its own
+    /// database). Default: the only one, or `default`.
+    #[arg(long, value_name = "NAME", global = true)]
+    endpoint: Option<String>,
+
+    #[command(subcommand)]
+    command: InboxCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum InboxCommand {
+    /// What arrived, newest first: id, status, type, attempts, received, duration, error.
+    List(ListArgs),
+    /// One event: its log entry, attempt history and body.
+    Show {
+        /// The event's id (first column of `list`).
+        id: i64,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How many events are in each status.
+    Stats {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put events back in the queue: dead letters by id, or every dead letter. A running
+    /// `hookgate serve` picks them up within its poll interval.
+    Replay {
+        /// The ids of the dead letters to replay.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "dead",
+            conflicts_with = "dead"
+        )]
+        ids: Vec<i64>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// Only events in this status (repeatable): received, queued, processing, processed,
+    /// failed, dead.
+    #[arg(long, value_name = "S", value_parser = parse_status)]
+    status: Vec<Status>,
+    /// Only events of this type.
+    #[arg(long = "type", value_name = "T")]
+    event_type: Option<String>,
+    /// Only events received since: RFC 3339, Unix seconds, or a duration ago (10m, 2h, 3d).
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// At most this many events.
+    #[arg(long, value_name = "N", default_value_t = 100, conflicts_with = "all")]
+    limit: usize,
+    /// Every matching event.
+    #[arg(long)]
+    all: bool,
+    /// Include test deliveries.
+    #[arg(long)]
+    include_test: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One event in `list --json` and `show --json`.
+#[derive(Debug, Serialize)]
+struct EntryJson<'a> {
+    id: i64,
+    status: &'a str,
+    scheme: &'a str,
+    dedup_key: &'a str,
+    delivery_id: Option<&'a str>,
+    event_type: Option<&'a str>,
+    signed_at: Option<String>,
+    received_at: String,
+    attempts: u32,
+    next_attempt_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_ms: Option<u128>,
+    last_error: Option<&'a str>,
+    dead_at: Option<String>,
+    is_test: bool,
+    body_len: u64,
+}
+
+impl<'a> EntryJson<'a> {
+    fn new(entry: &'a LogEntry) -> Self {
+        EntryJson {
+            id: entry.id.get(),
+            status: entry.status.as_str(),
+            scheme: &entry.scheme,
+            dedup_key: &entry.dedup_key,
+            delivery_id: entry.delivery_id.as_deref(),
+            event_type: entry.event_type.as_deref(),
+            signed_at: entry.signed_at.map(rfc3339),
+            received_at: rfc3339(entry.received_at),
+            attempts: entry.attempts,
+            next_attempt_at: entry.next_attempt_at.map(rfc3339),
+            started_at: entry.started_at.map(rfc3339),
+            finished_at: entry.finished_at.map(rfc3339),
+            duration_ms: entry.processing_duration.map(|d| d.as_millis()),
+            last_error: entry.last_error.as_deref(),
+            dead_at: entry.dead_at.map(rfc3339),
+            is_test: entry.is_test,
+            body_len: entry.body_len,
+        }
+    }
+}
+
+/// Runs `hookgate inbox`.
+///
+/// # Errors
+/// No inbox in the data directory, an unknown event, or a database error.
+pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
+    let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
+    let inbox = Inbox::builder(&path)
+        .no_scheduled_pruning()
+        .open()
+        .map_err(|e| database_error(&path, &e))?;
+    let fail = |e: InboxError| database_error(&path, &e);
+    match args.command {
+        InboxCommand::List(list_args) => list(&inbox, list_args).await.map_err(fail),
+        InboxCommand::Show { id, json } => show(&inbox, id, json, &path).await,
+        InboxCommand::Stats { json } => stats(&inbox, json).await.map_err(fail),
+        InboxCommand::Replay { ids, dead } => {
+            let which = if dead {
+                Replay::All
+            } else {
+                Replay::Ids(ids.iter().copied().map(EventId::new).collect())
+            };
+            let replayed = inbox.replay_dead_letters(which).await.map_err(fail)?;
+            let mut out = format!("replayed {replayed} dead letter(s)\n");
+            if !dead && usize::try_from(replayed).ok() != Some(ids.len()) {
+                out.push_str(
+                    "note: only dead letters are replayed; the other ids were left alone\n",
+                );
+            }
+            Ok(Output::new(out, ExitStatus::Success))
+        }
+    }
+}
+
+/// The database file of `endpoint` in `data_dir`: `inbox.db` for the default endpoint,
+/// `inbox-NAME.db` for a named one.
+pub(crate) fn inbox_path(data_dir: &Path, endpoint: &str) -> PathBuf {
+    if endpoint == DEFAULT_ENDPOINT {
+        data_dir.join("inbox.db")
+    } else {
+        data_dir.join(format!("inbox-{endpoint}.db"))
+    }
+}
+
+/// Finds the inbox to read, without creating one.
+fn existing_inbox(data_dir: &Path, endpoint: Option<&str>) -> Result<PathBuf, CliError> {
+    if let Some(name) = endpoint {
+        let path = inbox_path(data_dir, name);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(CliError::new(format!(
+                "no inbox for endpoint {name:?} in {} ({} does not exist)",
+                data_dir.display(),
+                path.display()
+            )))
+        };
+    }
+    let default = inbox_path(data_dir, DEFAULT_ENDPOINT);
+    if default.is_file() {
+        return Ok(default);
+    }
+    let named: Vec<String> = std::fs::read_dir(data_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| {
+                    n.strip_prefix("inbox-")
+                        .and_then(|n| n.strip_suffix(".db"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match named.as_slice() {
+        [only] => Ok(inbox_path(data_dir, only)),
+        [] => Err(CliError::new(format!(
+            "no inbox in {}: run `hookgate serve` first, or pass the --data-dir it uses",
+            data_dir.display()
+        ))),
+        several => Err(CliError::new(format!(
+            "{} holds several endpoints' inboxes; choose one with --endpoint: {}",
+            data_dir.display(),
+            several.join(", ")
+        ))),
+    }
+}
+
+fn database_error(path: &Path, error: &InboxError) -> CliError {
+    CliError::new(format!("inbox {}: {error}", path.display()))
+}
+
+fn parse_status(text: &str) -> Result<Status, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "unknown status; one of {}",
+            Status::ALL.map(Status::as_str).join(", ")
+        )
+    })
+}
+
+async fn list(inbox: &Inbox, args: ListArgs) -> Result<Output, InboxError> {
+    let mut query = LogQuery::new().include_test(args.include_test);
+    for status in &args.status {
+        query = query.status(*status);
+    }
+    if let Some(event_type) = &args.event_type {
+        query = query.event_type(event_type.clone());
+    }
+    if let Some(since) = &args.since {
+        let at = parse_instant(since, SystemTime::now())
+            .map_err(|e| InboxError::Config(format!("--since: {e}")))?;
+        query = query.received_after(at);
+    }
+    let wanted = if args.all {
+        usize::MAX
+    } else {
+        args.limit.max(1)
+    };
+    let mut entries: Vec<LogEntry> = Vec::new();
+    // Pages of at most MAX_LOG_LIMIT rows, newest first.
+    while entries.len() < wanted {
+        let page_size = wanted.saturating_sub(entries.len()).min(MAX_LOG_LIMIT);
+        let mut page_query = query.clone().limit(page_size);
+        if let Some(last) = entries.last() {
+            page_query = page_query.before_id(last.id);
+        }
+        let page = inbox.query(page_query).await?;
+        let done = page.len() < page_size;
+        entries.extend(page);
+        if done {
+            break;
+        }
+    }
+    let mut out = String::new();
+    if args.json {
+        for entry in &entries {
+            out.push_str(&serde_json::to_string(&EntryJson::new(entry)).unwrap_or_default());
+            out.push('\n');
+        }
+    } else {
+        out.push_str(&table(&entries));
+        if !args.all && entries.len() == wanted {
+            crate::note(&format!(
+                "showing the newest {wanted}; --limit N or --all for more"
+            ));
+        }
+    }
+    Ok(Output::new(out, ExitStatus::Success))
+}
+
+/// The `list` table.
+fn table(entries: &[LogEntry]) -> String {
+    let mut out = format!(
+        "{:>8}  {:<10}  {:<24}  {:>8}  {:<24}  {:>9}  {}\n",
+        "ID", "STATUS", "TYPE", "ATTEMPTS", "RECEIVED", "DURATION", "LAST ERROR"
+    );
+    for entry in entries {
+        out.push_str(&format!(
+            "{:>8}  {:<10}  {:<24}  {:>8}  {:<24}  {:>9}  {}\n",
+            entry.id,
+            entry.status.as_str(),
+            snippet(entry.event_type.as_deref().unwrap_or("-").as_bytes(), 24),
+            entry.attempts,
+            rfc3339(entry.received_at),
+            entry
+                .processing_duration
+                .map(human)
+                .unwrap_or_else(|| "-".to_owned()),
+            snippet(entry.last_error.as_deref().unwrap_or("").as_bytes(), 80),
+        ));
+    }
+    out
+}
+
+async fn show(inbox: &Inbox, id: i64, json: bool, path: &Path) -> Result<Output, CliError> {
+    let fail = |e: InboxError| database_error(path, &e);
+    let id = EventId::new(id);
+    let Some(entry) = inbox.entry(id).await.map_err(fail)? else {
+        return Err(CliError::new(format!("no event {id} in this inbox")));
+    };
+    let attempts = inbox.attempts(id).await.map_err(fail)?;
+    let event = inbox.event(id).await.map_err(fail)?;
+    let body = event.as_ref().map(|e| e.body().clone()).unwrap_or_default();
+    let mut out = String::new();
+    if json {
+        let attempts: Vec<serde_json::Value> = attempts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "attempt": a.attempt,
+                    "started_at": rfc3339(a.started_at),
+                    "finished_at": rfc3339(a.finished_at),
+                    "duration_ms": a.finished_at.duration_since(a.started_at).unwrap_or_default().as_millis(),
+                    "outcome": a.outcome,
+                    "error": a.error,
+                })
+            })
+            .collect();
+        let mut value = serde_json::to_value(EntryJson::new(&entry)).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("attempt_history".to_owned(), attempts.into());
+            object.insert(
+                "body".to_owned(),
+                String::from_utf8_lossy(&body).into_owned().into(),
+            );
+            if let Some(event) = &event {
+                let headers: Vec<serde_json::Value> = event
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| serde_json::json!([n, v]))
+                    .collect();
+                object.insert("headers".to_owned(), headers.into());
+            }
+        }
+        out.push_str(&value.to_string());
+        out.push('\n');
+        return Ok(Output::new(out, ExitStatus::Success));
+    }
+    let optional = |at: Option<SystemTime>| at.map(rfc3339).unwrap_or_else(|| "-".to_owned());
+    out.push_str(&format!("id: {}\n", entry.id));
+    out.push_str(&format!("status: {}\n", entry.status));
+    out.push_str(&format!("scheme: {}\n", entry.scheme));
+    out.push_str(&format!(
+        "dedup key: {}\n",
+        snippet(entry.dedup_key.as_bytes(), 200)
+    ));
+    if let Some(id) = &entry.delivery_id {
+        out.push_str(&format!("delivery id: {}\n", snippet(id.as_bytes(), 200)));
+    }
+    if let Some(event_type) = &entry.event_type {
+        out.push_str(&format!(
+            "event type: {}\n",
+            snippet(event_type.as_bytes(), 200)
+        ));
+    }
+    out.push_str(&format!("signed at: {}\n", optional(entry.signed_at)));
+    out.push_str(&format!("received at: {}\n", rfc3339(entry.received_at)));
+    out.push_str(&format!("attempts: {}\n", entry.attempts));
+    if let Some(next) = entry.next_attempt_at {
+        if matches!(
+            entry.status,
+            Status::Failed | Status::Queued | Status::Received
+        ) {
+            out.push_str(&format!("next attempt: {}\n", rfc3339(next)));
+        }
+    }
+    if let Some(duration) = entry.processing_duration {
+        out.push_str(&format!("last duration: {}\n", human(duration)));
+    }
+    if let Some(error) = &entry.last_error {
+        out.push_str(&format!("last error: {}\n", snippet(error.as_bytes(), 500)));
+    }
+    if let Some(dead) = entry.dead_at {
+        out.push_str(&format!("dead since: {}\n", rfc3339(dead)));
+    }
+    for attempt in &attempts {
+        let took = attempt
+            .finished_at
+            .duration_since(attempt.started_at)
+            .unwrap_or(Duration::ZERO);
+        out.push_str(&format!(
+            "attempt {}: {} at {} ({}){}\n",
+            attempt.attempt,
+            attempt.outcome,
+            rfc3339(attempt.started_at),
+            human(took),
+            attempt
+                .error
+                .as_deref()
+                .map(|e| format!(": {}", snippet(e.as_bytes(), 300)))
+                .unwrap_or_default()
+        ));
+    }
+    out.push_str(&format!("body ({} bytes):\n", body.len()));
+    out.push_str(&snippet(&body, 4000));
+    out.push('\n');
+    Ok(Output::new(out, ExitStatus::Success))
+}
+
+async fn stats(inbox: &Inbox, json: bool) -> Result<Output, InboxError> {
+    let counts = inbox.status_counts().await?;
+    let mut out = String::new();
+    if json {
+        let mut object = serde_json::Map::new();
+        for status in Status::ALL {
+            object.insert(status.as_str().to_owned(), counts.get(status).into());
+        }
+        object.insert("pending".to_owned(), counts.pending().into());
+        object.insert("total".to_owned(), counts.total().into());
+        out.push_str(&serde_json::Value::Object(object).to_string());
+        out.push('\n');
+    } else {
+        for status in Status::ALL {
+            out.push_str(&format!("{:<11} {}\n", status.as_str(), counts.get(status)));
+        }
+        out.push_str(&format!("{:<11} {}\n", "pending", counts.pending()));
+        out.push_str(&format!("{:<11} {}\n", "total", counts.total()));
+    }
+    Ok(Output::new(out, ExitStatus::Success))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_has_its_own_database() {
+        let dir = Path::new("/data");
+        assert_eq!(inbox_path(dir, "default"), Path::new("/data/inbox.db"));
+        assert_eq!(
+            inbox_path(dir, "stripe"),
+            Path::new("/data/inbox-stripe.db")
+        );
+    }
+
+    #[test]
+    fn a_missing_inbox_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = existing_inbox(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("hookgate serve"), "{err}");
+        std::fs::write(dir.path().join("inbox-a.db"), b"").unwrap();
+        assert_eq!(
+            existing_inbox(dir.path(), None).unwrap(),
+            dir.path().join("inbox-a.db")
+        );
+        std::fs::write(dir.path().join("inbox-b.db"), b"").unwrap();
+        assert!(existing_inbox(dir.path(), None).is_err());
+        assert!(existing_inbox(dir.path(), Some("b")).is_ok());
+    }
+}
