@@ -2,7 +2,8 @@
 //! that turns criterion's measurements into the ratio table of `docs/BENCHMARKS.md`.
 //!
 //! Run the verify-path benchmarks with `cargo bench -p hookgate-bench --bench verify`, then
-//! `cargo run -p hookgate-bench --bin bench-report` to print the table.
+//! `cargo run -p hookgate-bench --bin bench-report` to print the table; run the HTTP load
+//! benchmark with `cargo run --release -p hookgate-bench --bin hookgate-load -- --quick`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,4 +55,5 @@ pub fn signed_headers(
     Ok(signer.sign(&request)?.headers)
 }
 
+pub mod load;
 pub mod report;

@@ -1,0 +1,205 @@
+//! The HTTP receive-path load benchmark.
+//!
+//! ```sh
+//! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
+//!     [--duration SECS] [--connections 1,16,64] [--dedup-keys N]
+//! ```
+//!
+//! For each framework it measures the bare baseline, then the Gate with the in-memory sink and
+//! with the SQLite inbox, at each connection count, and reports req/s, p50/p99/p99.9 latency
+//! and the ratio to the baseline measured in the same run. `--dedup-keys N` instead measures
+//! the resident memory of the in-memory dedup store holding N committed keys.
+
+use std::time::Duration;
+
+use hookgate::MemoryDedupStore;
+use hookgate::dedup::{Claim, DedupStore};
+use hookgate_bench::load::{self, Framework, LoadConfig, RunResult, Setup};
+
+struct Options {
+    quick: bool,
+    json: bool,
+    duration: Option<Duration>,
+    connections: Vec<usize>,
+    dedup_keys: Option<u64>,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        json: false,
+        duration: None,
+        connections: vec![1, 16, 64],
+        dedup_keys: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--json" => options.json = true,
+            "--duration" => {
+                let secs: f64 = value("--duration")?
+                    .parse()
+                    .map_err(|_| "--duration takes seconds".to_owned())?;
+                options.duration = Some(
+                    Duration::try_from_secs_f64(secs).map_err(|_| "bad --duration".to_owned())?,
+                );
+            }
+            "--connections" => {
+                options.connections = value("--connections")?
+                    .split(',')
+                    .map(|c| {
+                        c.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("bad connection count `{c}`"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if options.connections.contains(&0) {
+                    return Err("connection counts must be at least 1".into());
+                }
+            }
+            "--dedup-keys" => {
+                options.dedup_keys = Some(
+                    value("--dedup-keys")?
+                        .parse()
+                        .map_err(|_| "--dedup-keys takes a count".to_owned())?,
+                );
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] [--dedup-keys N]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (see --help)")),
+        }
+    }
+    Ok(options)
+}
+
+fn main() {
+    let options = match parse() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("hookgate-load: {message}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookgate-load: cannot start the runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    let result = match options.dedup_keys {
+        Some(keys) => runtime.block_on(dedup_memory(keys, options.json)),
+        None => runtime.block_on(run_all(&options)),
+    };
+    if let Err(error) = result {
+        eprintln!("hookgate-load: {error}");
+        std::process::exit(1);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run_all(options: &Options) -> Result<(), BoxError> {
+    let measure = options.duration.unwrap_or(if options.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    });
+    let warm_up = measure.checked_div(5).unwrap_or_default().min(Duration::from_secs(1));
+    let mut results: Vec<RunResult> = Vec::new();
+    for framework in [Framework::Axum] {
+        for &connections in &options.connections {
+            let mut baseline_rps = None;
+            for setup in [Setup::Baseline, Setup::GateMemory, Setup::GateInbox] {
+                let server = load::start(framework, setup).await?;
+                let recorded = load::drive(
+                    server.addr,
+                    LoadConfig {
+                        connections,
+                        warm_up,
+                        measure,
+                    },
+                )
+                .await?;
+                server.stop().await;
+                let requests = u64::try_from(recorded.latencies_us.len()).unwrap_or(u64::MAX);
+                let rps = load::rate(requests, measure);
+                let baseline = *baseline_rps.get_or_insert(rps);
+                let result = RunResult {
+                    framework: framework.name(),
+                    setup: setup.name(),
+                    connections,
+                    requests,
+                    errors: recorded.errors,
+                    rps,
+                    p50_us: load::percentile(&recorded.latencies_us, 0.50),
+                    p99_us: load::percentile(&recorded.latencies_us, 0.99),
+                    p999_us: load::percentile(&recorded.latencies_us, 0.999),
+                    ratio_to_baseline: if baseline > 0.0 { rps / baseline } else { 0.0 },
+                };
+                if !options.json {
+                    println!(
+                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  ×{:.2} of baseline  ({} errors)",
+                        result.framework,
+                        result.setup,
+                        result.connections,
+                        result.rps,
+                        result.p50_us,
+                        result.p99_us,
+                        result.p999_us,
+                        result.ratio_to_baseline,
+                        result.errors
+                    );
+                }
+                results.push(result);
+            }
+        }
+    }
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}
+
+async fn dedup_memory(keys: u64, json: bool) -> Result<(), BoxError> {
+    let before = load::resident_bytes().unwrap_or(0);
+    let store = MemoryDedupStore::builder().max_keys(keys.max(1)).build()?;
+    for i in 0..keys {
+        let key = format!("standard-webhooks-v1:id:msg_{i:024}");
+        if let Claim::New(token) = store.claim(&key).await? {
+            store.commit(&key, token).await?;
+        }
+    }
+    store.run_pending_tasks();
+    let after = load::resident_bytes().unwrap_or(0);
+    let grown = after.saturating_sub(before);
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "memory sizes are far below 2^52"
+    )]
+    let (mib, per_key) = (
+        grown as f64 / (1024.0 * 1024.0),
+        grown as f64 / keys.max(1) as f64,
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "dedup_keys": keys, "stored": store.key_count(), "resident_bytes": grown, "bytes_per_key": per_key })
+        );
+    } else {
+        println!(
+            "in-memory dedup store: {} keys stored, resident memory grew {mib:.1} MiB ({per_key:.0} bytes/key)",
+            store.key_count()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Runs the load binary for one second per case so the harness cannot rot. It checks the
+//! shape of the JSON and that requests succeeded, never speed.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+use std::process::Command;
+
+#[test]
+fn quick_json_run_reports_every_setup() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--quick",
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "1,4",
+        ])
+        .output()
+        .expect("the load binary runs");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("JSON array on stdout");
+
+    let mut seen = Vec::new();
+    for run in &runs {
+        for field in [
+            "requests",
+            "errors",
+            "rps",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "ratio_to_baseline",
+            "connections",
+        ] {
+            assert!(run[field].is_number(), "{field} missing in {run}");
+        }
+        let framework = run["framework"].as_str().unwrap();
+        let setup = run["setup"].as_str().unwrap();
+        assert!(["axum", "actix"].contains(&framework), "{run}");
+        assert!(
+            ["baseline", "gate-memory", "gate-inbox"].contains(&setup),
+            "{run}"
+        );
+        assert!(
+            run["requests"].as_u64().unwrap() > 0,
+            "no request succeeded: {run}"
+        );
+        assert_eq!(run["errors"].as_u64().unwrap(), 0, "requests failed: {run}");
+        if setup == "baseline" {
+            assert!((run["ratio_to_baseline"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        }
+        seen.push((
+            framework.to_owned(),
+            setup.to_owned(),
+            run["connections"].as_u64().unwrap(),
+        ));
+    }
+    for setup in ["baseline", "gate-memory", "gate-inbox"] {
+        for connections in [1, 4] {
+            assert!(
+                seen.contains(&("axum".to_owned(), setup.to_owned(), connections)),
+                "missing axum {setup} {connections}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dedup_memory_mode_reports_per_key_cost() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args(["--dedup-keys", "20000", "--json"])
+        .output()
+        .expect("the load binary runs");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["dedup_keys"], 20000);
+    assert_eq!(report["stored"], 20000);
+    assert!(report["bytes_per_key"].is_number());
+}
+
+#[test]
+fn bad_arguments_exit_with_usage_error() {
+    let status = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .arg("--connections")
+        .arg("0")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
