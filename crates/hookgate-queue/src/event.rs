@@ -1,0 +1,110 @@
+//! What a queue worker's handler receives.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::Envelope;
+
+/// An event as a queue worker's [`Handler`](crate::Handler) receives it: the envelope plus
+/// the queue's bookkeeping.
+///
+/// It mirrors the inbox's `InboxEvent`, so a handler reads the same fields whichever
+/// backend delivers the event.
+#[derive(Clone)]
+pub struct QueuedEvent {
+    envelope: Envelope,
+    id: String,
+    attempt: u32,
+}
+
+impl QueuedEvent {
+    /// An event read from a queue: `id` is the queue's id for the message, `attempt` which
+    /// attempt this is, from 1.
+    pub fn new(envelope: Envelope, id: impl Into<String>, attempt: u32) -> Self {
+        QueuedEvent {
+            envelope,
+            id: id.into(),
+            attempt,
+        }
+    }
+
+    /// The queue's id of this copy of the event: a Redis stream entry id
+    /// (`1700000000000-0`) or a JetStream stream sequence. A retried event gets a new one on
+    /// Redis; use [`dedup_key`](Self::dedup_key) to recognise an event.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which attempt this is, from 1. Above 1 the event was handed to a handler before (it
+    /// failed, or a consumer died while running it): handlers must be idempotent.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The authenticated dedup key: the same for every copy and retry of a delivery.
+    pub fn dedup_key(&self) -> &str {
+        &self.envelope.dedup_key
+    }
+
+    /// The scheme that verified it.
+    pub fn scheme(&self) -> &str {
+        &self.envelope.scheme
+    }
+
+    /// The provider's delivery id, where the scheme carries one.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.envelope.delivery_id.as_deref()
+    }
+
+    /// The event type, where the scheme carries one.
+    pub fn event_type(&self) -> Option<&str> {
+        self.envelope.event_type.as_deref()
+    }
+
+    /// The signed timestamp, where the scheme has one.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        self.envelope.timestamp()
+    }
+
+    /// When the gate accepted the delivery.
+    pub fn received_at(&self) -> SystemTime {
+        self.envelope.received_at()
+    }
+
+    /// The keyring entry that matched.
+    pub fn key_id(&self) -> &str {
+        &self.envelope.key_id
+    }
+
+    /// The raw body as verified.
+    pub fn body(&self) -> &Bytes {
+        &self.envelope.body
+    }
+
+    /// The informational headers the scheme documents, as received.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.envelope.headers
+    }
+
+    /// The whole envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Takes the envelope out.
+    pub fn into_envelope(self) -> Envelope {
+        self.envelope
+    }
+}
+
+impl fmt::Debug for QueuedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedEvent")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("envelope", &self.envelope)
+            .finish()
+    }
+}
