@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(rejection.to_string(), "413 body_too_large");
         let response = rejection.into_response();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(response.extensions().get::<Outcome>().unwrap().code(), "body_too_large");
+        assert_eq!(
+            response.extensions().get::<Outcome>().unwrap().code(),
+            "body_too_large"
+        );
         assert!(response.extensions().get::<WebhookRejection>().is_some());
     }
 }

@@ -100,8 +100,9 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Collecting { collect, parts } => {
+                    let collected = ready!(collect.poll(cx));
                     let parts = take_parts(parts);
-                    match ready!(collect.poll(cx)) {
+                    match collected {
                         Ok(collected) => {
                             let body = collected.to_bytes();
                             let decision = decide(this.shared, &parts, body);
@@ -274,8 +275,14 @@ mod tests {
         assert!(!declared_too_large(&headers, &body, 10));
         headers.insert(header::CONTENT_LENGTH, "11".parse().unwrap());
         assert!(declared_too_large(&headers, &body, 10));
-        headers.insert(header::CONTENT_LENGTH, "99999999999999999999999".parse().unwrap());
-        assert!(!declared_too_large(&headers, &body, 10), "unparsable: read and count");
+        headers.insert(
+            header::CONTENT_LENGTH,
+            "99999999999999999999999".parse().unwrap(),
+        );
+        assert!(
+            !declared_too_large(&headers, &body, 10),
+            "unparsable: read and count"
+        );
 
         let known = Full::new(Bytes::from_static(b"0123456789A"));
         assert!(declared_too_large(&HeaderMap::new(), &known, 10));
@@ -295,6 +302,9 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        assert_eq!(public_url("https://h.example", &parts), "https://h.example/x");
+        assert_eq!(
+            public_url("https://h.example", &parts),
+            "https://h.example/x"
+        );
     }
 }

@@ -121,7 +121,9 @@ impl BodyReadError {
     pub(crate) fn into_response(self) -> Response<Bytes> {
         let mut response = Response::new(Bytes::from_static(BODY_UNREADABLE.as_bytes()));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, TEXT_PLAIN);
         response.extensions_mut().insert(self);
         response
     }
