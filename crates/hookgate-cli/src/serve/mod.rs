@@ -1,12 +1,602 @@
-//! `hookgate serve`.
+//! `hookgate serve`: a webhook receiver any application can put in front of itself.
+//!
+//! Each endpoint is a path with a scheme and a keyring. A request to it goes through
+//! `hookgate-tower`'s [`GateService`] in gate mode (body limit, verification, replay window,
+//! dedup, enqueue) with the endpoint's own SQLite [`Inbox`] as dedup store and sink, so the
+//! sender gets a 2xx only once the event is on disk. A [`Worker`] per endpoint then forwards,
+//! pipes or prints each stored event, with the inbox's retries and dead letters.
+//!
+//! Human-readable information goes to stderr; stdout carries only the events printed when
+//! there is neither `--forward` nor `--exec`, one JSON line each.
 
-use crate::Output;
+mod config;
+mod process;
+mod tls;
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookgate::{Key, Verifier};
+use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
+use hookgate_tower::{GateService, RawBody, ResponseBody};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::client::HttpClient;
+use crate::duration::parse_duration;
 use crate::error::CliError;
+use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
+use crate::input;
+use crate::{Output, Status as ExitStatus};
+use config::{Action, Endpoint, KeySpec, Retry};
+use process::{Processor, Target};
+
+/// The address used when none is given.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// How long open connections get to finish at shutdown.
+const CONNECTION_GRACE: Duration = Duration::from_secs(10);
 
 /// Arguments of `hookgate serve`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {}
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free port; the actual address is printed).
+    /// Default: 127.0.0.1:8787.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
 
-pub(crate) async fn run(_args: ServeArgs) -> Result<Output, CliError> {
-    Err(CliError::new("not yet"))
+    /// The endpoint's path.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/webhooks",
+        conflicts_with = "config"
+    )]
+    path: String,
+
+    /// The scheme the endpoint verifies (list: `hookgate schemes`).
+    #[arg(
+        long,
+        value_name = "ID",
+        value_parser = crate::parse_scheme,
+        default_value = "standard-webhooks-v1",
+        conflicts_with = "config"
+    )]
+    scheme: hookgate::SchemeId,
+
+    /// A secret or public key, as the provider shows it. Repeat it during a rotation.
+    /// Without any (and without --config), a Standard Webhooks secret is generated on first
+    /// start, kept in the data directory and printed.
+    #[arg(
+        long = "secret",
+        value_name = "KEY",
+        env = "HOOKGATE_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        conflicts_with = "config"
+    )]
+    secrets: Vec<String>,
+
+    /// A file with one key per line, tried after the --secret keys.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    secret_file: Option<PathBuf>,
+
+    /// The timestamp window in seconds (default: the scheme's own).
+    #[arg(long, value_name = "S", conflicts_with = "config")]
+    tolerance: Option<u64>,
+
+    /// The largest body accepted, in bytes; larger ones get 413 before being read whole.
+    /// Default: 2 MiB.
+    #[arg(long, value_name = "BYTES", conflicts_with = "config")]
+    max_body: Option<usize>,
+
+    /// The public URL the provider calls, for URL-signing schemes (twilio, square).
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    public_url: Option<String>,
+
+    /// Where the inbox database (and a generated secret) live. Default: ./hookgate-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// POST each verified event to the application at URL: a JSON envelope with the
+    /// original body, and an Idempotency-Key header carrying the event's dedup key.
+    /// Non-2xx or no answer in --timeout is retried.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["exec", "config"])]
+    forward: Option<String>,
+
+    /// Pipe each verified event's JSON envelope to `sh -c CMD` (with HOOKGATE_EVENT_ID,
+    /// HOOKGATE_DEDUP_KEY, HOOKGATE_EVENT_TYPE, HOOKGATE_ATTEMPT in its environment); a
+    /// non-zero exit is retried.
+    #[arg(long, value_name = "CMD", conflicts_with = "config")]
+    exec: Option<String>,
+
+    /// A TOML file declaring several endpoints (path, scheme, keys with not_after,
+    /// tolerance, forward or exec, retry); see the README for its format.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Attempts per event before it becomes a dead letter.
+    #[arg(long, value_name = "N", default_value_t = hookgate_inbox::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+
+    /// The first retry's backoff ceiling; it doubles per attempt (full jitter).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    retry_base: Duration,
+
+    /// The largest backoff ceiling.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    retry_cap: Duration,
+
+    /// Events processed at once, per endpoint.
+    #[arg(long, value_name = "N", default_value_t = hookgate_inbox::DEFAULT_CONCURRENCY)]
+    workers: usize,
+
+    /// How long --forward waits for the application's answer, and --exec for the command.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    timeout: Duration,
+}
+
+/// One endpoint, running.
+struct Running {
+    endpoint: Endpoint,
+    inbox: Inbox,
+    service: GateService<Unreachable>,
+    worker: WorkerHandle,
+}
+
+/// What every request needs.
+struct Router {
+    endpoints: Vec<Running>,
+    metrics: Option<PrometheusHandle>,
+}
+
+type ResponseBodyOf = Either<ResponseBody<Full<Bytes>>, Full<Bytes>>;
+
+/// Runs `hookgate serve` until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// A configuration problem, an address that cannot be bound, an inbox that cannot be
+/// opened.
+pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
+    let file = args.config.as_deref().map(config::read).transpose()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        CliError::new(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let retry = Retry {
+        max_attempts: args.max_attempts,
+        base: args.retry_base,
+        cap: args.retry_cap,
+    };
+    let endpoints = match &file {
+        Some(file) => config::endpoints(file, retry)?,
+        None => vec![flag_endpoint(&args, &data_dir, retry)?],
+    };
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.listen.clone()))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let tls_files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => file
+            .as_ref()
+            .and_then(|f| f.tls.as_ref())
+            .map(|t| (t.cert.clone(), t.key.clone())),
+    };
+    let tls = match &tls_files {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    if args.workers == 0 || args.workers > 10_000 {
+        return Err(CliError::new("--workers must be between 1 and 10000"));
+    }
+    if args.timeout.is_zero() {
+        return Err(CliError::new("--timeout must not be zero"));
+    }
+
+    let metrics = PrometheusBuilder::new().install_recorder().ok();
+    if metrics.is_none() {
+        crate::note("metrics are unavailable (a recorder is already installed)");
+    }
+    let client = HttpClient::new(None, args.timeout, 64)?;
+    let mut running = Vec::new();
+    for endpoint in endpoints {
+        running.push(start_endpoint(endpoint, &data_dir, &client, &args)?);
+    }
+
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| CliError::new(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(format!("cannot read the bound address: {e}")))?;
+    let origin = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    for run in &running {
+        let e = &run.endpoint;
+        crate::note(&format!(
+            "endpoint {}: POST {origin}{} ({}) → {}; inbox {}",
+            e.name,
+            e.path,
+            e.scheme,
+            describe_action(&e.action),
+            run.inbox.path().display()
+        ));
+    }
+    let router = Arc::new(Router {
+        endpoints: running,
+        metrics: metrics.clone(),
+    });
+    if let Some(handle) = metrics {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    eprintln_flush(&format!("listening on {addr}"));
+
+    serve(listener, tls, Arc::clone(&router)).await;
+
+    crate::note("shutting down: finishing the events being processed");
+    let Ok(router) = Arc::try_unwrap(router) else {
+        return Err(CliError::new(
+            "internal error: connections outlived the shutdown",
+        ));
+    };
+    for run in router.endpoints {
+        let report = run.worker.shutdown().await;
+        crate::note(&format!(
+            "endpoint {}: {} finished, {} given back to the queue",
+            run.endpoint.name, report.finished, report.released
+        ));
+    }
+    Ok(Output::new(Vec::new(), ExitStatus::Success))
+}
+
+/// Accepts connections until a shutdown signal, then lets open ones finish.
+async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, router: Arc<Router>) {
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    crate::note(&format!("accept failed: {error}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = Arc::clone(&router);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let router = Arc::clone(&router);
+            async move { Ok::<_, Infallible>(router.route(request).await) }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        match &tls {
+            None => {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(CONNECTION_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        crate::note("some connections were still open after 10 s: closed");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+impl Router {
+    async fn route(&self, request: Request<Incoming>) -> Response<ResponseBodyOf> {
+        let path = request.uri().path();
+        if let Some(run) = self.endpoints.iter().find(|r| r.endpoint.path == path) {
+            if request.method() != Method::POST {
+                let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed\n");
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                return response;
+            }
+            let mut service = run.service.clone();
+            return match service.call(request).await {
+                Ok(response) => response.map(Either::Left),
+                Err(never) => match never {},
+            };
+        }
+        match (request.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/metrics") => self.metrics().await,
+            _ => plain(StatusCode::NOT_FOUND, "not_found\n"),
+        }
+    }
+
+    /// The Prometheus text exposition, with the inboxes' event counts refreshed.
+    async fn metrics(&self) -> Response<ResponseBodyOf> {
+        let Some(handle) = &self.metrics else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable\n");
+        };
+        for run in &self.endpoints {
+            if let Ok(counts) = run.inbox.status_counts().await {
+                for status in Status::ALL {
+                    #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+                    let value = counts.get(status) as f64;
+                    metrics::gauge!(
+                        "hookgate_inbox_events",
+                        "endpoint" => run.endpoint.name.clone(),
+                        "status" => status.as_str()
+                    )
+                    .set(value);
+                }
+                #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+                let pending = counts.pending() as f64;
+                metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
+                    .set(pending);
+            }
+        }
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(handle.render()))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBodyOf> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The one endpoint of the flags, with a generated secret on a first run without keys.
+fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endpoint, CliError> {
+    config::check_path(&args.path).map_err(CliError::new)?;
+    let mut secrets = args.secrets.clone();
+    if let Some(path) = &args.secret_file {
+        secrets = input::collect_secrets(&secrets, Some(path))?;
+    }
+    if secrets.is_empty() {
+        let (secret, generated) = config::stored_secret(data_dir)?;
+        let path = data_dir.join("secret");
+        if generated {
+            crate::note(&format!(
+                "no --secret given: generated this {} secret, kept in {} (senders sign with \
+                 it):\n\n    {secret}\n",
+                args.scheme,
+                path.display()
+            ));
+        } else {
+            crate::note(&format!(
+                "no --secret given: using the secret kept in {}",
+                path.display()
+            ));
+        }
+        secrets.push(secret);
+    }
+    let action = match (&args.forward, &args.exec) {
+        (Some(url), _) => {
+            crate::client::parse_url(url, "--forward")?;
+            Action::Forward(url.clone())
+        }
+        (None, Some(command)) => Action::Exec(command.clone()),
+        (None, None) => Action::Print,
+    };
+    Ok(Endpoint {
+        name: DEFAULT_ENDPOINT.to_owned(),
+        path: args.path.clone(),
+        scheme: args.scheme,
+        keys: secrets
+            .into_iter()
+            .map(|secret| KeySpec {
+                secret,
+                not_after: None,
+            })
+            .collect(),
+        tolerance: args.tolerance.map(Duration::from_secs),
+        max_body: args.max_body,
+        action,
+        public_url: args.public_url.clone(),
+        retry,
+    })
+}
+
+/// Opens an endpoint's inbox, builds its gate and starts its worker.
+fn start_endpoint(
+    endpoint: Endpoint,
+    data_dir: &Path,
+    client: &HttpClient,
+    args: &ServeArgs,
+) -> Result<Running, CliError> {
+    let context = |problem: String| CliError::new(format!("endpoint {}: {problem}", endpoint.name));
+    let mut builder = Verifier::builder(endpoint.scheme);
+    for spec in &endpoint.keys {
+        let mut key = Key::new(spec.secret.as_str());
+        if let Some(at) = spec.not_after {
+            key = key.not_after(at);
+        }
+        builder = builder.key(key);
+    }
+    if let Some(tolerance) = endpoint.tolerance {
+        if tolerance.is_zero() {
+            return Err(context(
+                "the tolerance must be at least 1 second".to_owned(),
+            ));
+        }
+        builder = builder.tolerance(tolerance);
+    }
+    if let Some(url) = &endpoint.public_url {
+        builder = builder.url(url.as_str());
+    }
+    let verifier = builder.build().map_err(|e| match e {
+        hookgate::ConfigError::MissingUrl(scheme) => context(format!(
+            "scheme {scheme} signs the request URL: give the exact public URL the provider \
+             calls (--public-url, or public_url in the config)"
+        )),
+        other => context(other.to_string()),
+    })?;
+    let path = inbox_path(data_dir, &endpoint.name);
+    let inbox = Inbox::open(&path)
+        .map_err(|e| context(format!("cannot open the inbox {}: {e}", path.display())))?;
+    let mut gate = inbox.gate(verifier);
+    if let Some(limit) = endpoint.max_body {
+        gate = gate.max_body_bytes(limit);
+    }
+    let gate = gate.build().map_err(|e| context(e.to_string()))?;
+    let processor = Processor {
+        endpoint: Arc::from(endpoint.name.as_str()),
+        action: Target::new(&endpoint.action, client)?,
+        timeout: args.timeout,
+    };
+    let policy = RetryPolicy::new()
+        .base(endpoint.retry.base)
+        .cap(endpoint.retry.cap)
+        .max_attempts(endpoint.retry.max_attempts);
+    let worker = Worker::builder(inbox.clone(), processor)
+        .concurrency(args.workers)
+        .retry(policy)
+        .handler_timeout(args.timeout.saturating_add(Duration::from_secs(10)))
+        .start()
+        .map_err(|e| context(e.to_string()))?;
+    Ok(Running {
+        service: GateService::new(Unreachable, gate),
+        endpoint,
+        inbox,
+        worker,
+    })
+}
+
+fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Forward(url) => format!("forward to {url}"),
+        Action::Exec(command) => format!("exec {command:?}"),
+        Action::Print => "print to stdout".to_owned(),
+    }
+}
+
+/// A line on stderr, flushed at once (tests and scripts wait for `listening on`).
+fn eprintln_flush(line: &str) {
+    use std::io::Write as _;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{line}").and_then(|()| stderr.flush());
+}
+
+/// The inner service of the gate-mode middleware: never called, since in gate mode the
+/// middleware answers every request itself.
+#[derive(Debug, Clone, Copy)]
+struct Unreachable;
+
+impl Service<Request<RawBody>> for Unreachable {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<RawBody>) -> Self::Future {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"internal_error\n")));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        std::future::ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    #[test]
+    fn listening_address_default_is_local() {
+        let addr: SocketAddr = DEFAULT_LISTEN.parse().unwrap();
+        assert!(addr.ip().is_loopback());
+    }
 }
