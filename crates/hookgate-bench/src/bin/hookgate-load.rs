@@ -114,9 +114,12 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
     } else {
         Duration::from_secs(10)
     });
-    let warm_up = measure.checked_div(5).unwrap_or_default().min(Duration::from_secs(1));
+    let warm_up = measure
+        .checked_div(5)
+        .unwrap_or_default()
+        .min(Duration::from_secs(1));
     let mut results: Vec<RunResult> = Vec::new();
-    for framework in [Framework::Axum] {
+    for framework in [Framework::Axum, Framework::Actix] {
         for &connections in &options.connections {
             let mut baseline_rps = None;
             for setup in [Setup::Baseline, Setup::GateMemory, Setup::GateInbox] {

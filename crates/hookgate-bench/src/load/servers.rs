@@ -19,6 +19,8 @@ use super::SECRET;
 pub enum Framework {
     /// axum 0.8 (with `hookgate-tower`).
     Axum,
+    /// actix-web 4 (with `hookgate-actix`).
+    Actix,
 }
 
 impl Framework {
@@ -26,6 +28,7 @@ impl Framework {
     pub fn name(self) -> &'static str {
         match self {
             Framework::Axum => "axum",
+            Framework::Actix => "actix",
         }
     }
 }
@@ -57,22 +60,41 @@ impl Setup {
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    running: Running,
     _data: Option<tempfile::TempDir>,
 }
 
+#[derive(Debug)]
+enum Running {
+    /// An axum server on this runtime.
+    Tokio {
+        shutdown: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    },
+    /// An actix-web server on its own thread and actix system.
+    Actix {
+        handle: actix_web::dev::ServerHandle,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
 impl RunningServer {
-    /// Stops accepting, lets open requests finish and waits for the server task.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+    /// Stops accepting, lets open requests finish and waits for the server.
+    pub async fn stop(self) {
+        match self.running {
+            Running::Tokio { shutdown, task } => {
+                let _ = shutdown.send(());
+                let _ = task.await;
+            }
+            Running::Actix { handle, thread } => {
+                handle.stop(true).await;
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
         }
-        let _ = self.task.await;
     }
 }
 
-fn verifier() -> Result<Verifier, Box<dyn std::error::Error + Send + Sync>> {
+fn verifier() -> Result<Verifier, BoxError> {
     Ok(Verifier::builder(SchemeId::StandardWebhooksV1)
         .secret(SECRET)
         .build()?)
@@ -82,36 +104,106 @@ fn verifier() -> Result<Verifier, Box<dyn std::error::Error + Send + Sync>> {
 ///
 /// # Errors
 /// When the port cannot be bound, the inbox cannot be created or the gate is misconfigured.
-pub async fn start(
-    framework: Framework,
-    setup: Setup,
-) -> Result<RunningServer, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, BoxError> {
     match framework {
         Framework::Axum => start_axum(setup).await,
+        Framework::Actix => start_actix(setup),
     }
 }
 
-async fn start_axum(
+/// The gate of a setup, with the task that drains its channel sink when there is one.
+fn gate_for(
     setup: Setup,
-) -> Result<RunningServer, Box<dyn std::error::Error + Send + Sync>> {
-    let mut data = None;
-    let router = match setup {
-        Setup::Baseline => Router::new().route(
-            "/webhooks",
-            post(|_body: Bytes| async { http::StatusCode::OK }),
-        ),
+) -> Result<
+    (
+        Option<Gate>,
+        Option<tempfile::TempDir>,
+        Option<hookgate::sink::ChannelReceiver>,
+    ),
+    BoxError,
+> {
+    match setup {
+        Setup::Baseline => Ok((None, None, None)),
         Setup::GateMemory => {
-            let (sink, mut receiver) = ChannelSink::bounded(65_536);
-            tokio::spawn(async move { while receiver.recv().await.is_some() {} });
-            let gate = Gate::builder(verifier()?).sink(sink).build()?;
-            gated(gate)
+            let (sink, receiver) = ChannelSink::bounded(65_536);
+            Ok((
+                Some(Gate::builder(verifier()?).sink(sink).build()?),
+                None,
+                Some(receiver),
+            ))
         }
         Setup::GateInbox => {
             let dir = tempfile::tempdir()?;
             let inbox = Inbox::open(dir.path().join("inbox.db"))?;
-            data = Some(dir);
-            gated(inbox.gate(verifier()?).build()?)
+            Ok((Some(inbox.gate(verifier()?).build()?), Some(dir), None))
         }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use hookgate_actix::WebhookGate;
+
+    let (gate, data, receiver) = gate_for(setup)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (ready, started) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            if let Some(mut receiver) = receiver {
+                actix_web::rt::spawn(async move { while receiver.recv().await.is_some() {} });
+            }
+            let server = HttpServer::new(move || {
+                let resource = web::resource("/webhooks");
+                match &gate {
+                    Some(gate) => App::new().service(
+                        resource
+                            .wrap(WebhookGate::new(gate.clone()))
+                            .to(HttpResponse::InternalServerError),
+                    ),
+                    None => App::new().service(
+                        resource.to(|_body: web::Bytes| async { HttpResponse::Ok().finish() }),
+                    ),
+                }
+            })
+            .workers(2)
+            .disable_signals()
+            .listen(listener);
+            match server {
+                Ok(server) => {
+                    let server = server.run();
+                    let _ = ready.send(Ok(server.handle()));
+                    let _ = server.await;
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error.to_string()));
+                }
+            }
+        });
+    });
+    let handle = started
+        .recv()
+        .map_err(|_| "the actix server thread ended early")??;
+    Ok(RunningServer {
+        addr,
+        running: Running::Actix { handle, thread },
+        _data: data,
+    })
+}
+
+async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
+    let (gate, data, receiver) = gate_for(setup)?;
+    if let Some(mut receiver) = receiver {
+        tokio::spawn(async move { while receiver.recv().await.is_some() {} });
+    }
+    let router = match gate {
+        None => Router::new().route(
+            "/webhooks",
+            post(|_body: Bytes| async { http::StatusCode::OK }),
+        ),
+        Some(gate) => gated(gate),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -125,8 +217,7 @@ async fn start_axum(
     });
     Ok(RunningServer {
         addr,
-        shutdown: Some(shutdown),
-        task,
+        running: Running::Tokio { shutdown, task },
         _data: data,
     })
 }
