@@ -111,33 +111,40 @@ pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, 
     }
 }
 
-/// The gate of a setup, with the task that drains its channel sink when there is one.
-fn gate_for(
-    setup: Setup,
-) -> Result<
-    (
-        Option<Gate>,
-        Option<tempfile::TempDir>,
-        Option<hookgate::sink::ChannelReceiver>,
-    ),
-    BoxError,
-> {
-    match setup {
-        Setup::Baseline => Ok((None, None, None)),
+/// What a setup runs: its gate (none for the baseline), the inbox's data directory and the
+/// receiving end of a channel sink, to be drained by a task.
+struct Parts {
+    gate: Option<Gate>,
+    data: Option<tempfile::TempDir>,
+    receiver: Option<hookgate::sink::ChannelReceiver>,
+}
+
+fn parts(setup: Setup) -> Result<Parts, BoxError> {
+    Ok(match setup {
+        Setup::Baseline => Parts {
+            gate: None,
+            data: None,
+            receiver: None,
+        },
         Setup::GateMemory => {
             let (sink, receiver) = ChannelSink::bounded(65_536);
-            Ok((
-                Some(Gate::builder(verifier()?).sink(sink).build()?),
-                None,
-                Some(receiver),
-            ))
+            let gate = Gate::builder(verifier()?).sink(sink).build()?;
+            Parts {
+                gate: Some(gate),
+                data: None,
+                receiver: Some(receiver),
+            }
         }
         Setup::GateInbox => {
             let dir = tempfile::tempdir()?;
             let inbox = Inbox::open(dir.path().join("inbox.db"))?;
-            Ok((Some(inbox.gate(verifier()?).build()?), Some(dir), None))
+            Parts {
+                gate: Some(inbox.gate(verifier()?).build()?),
+                data: Some(dir),
+                receiver: None,
+            }
         }
-    }
+    })
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -146,7 +153,11 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
     use hookgate_actix::WebhookGate;
 
-    let (gate, data, receiver) = gate_for(setup)?;
+    let Parts {
+        gate,
+        data,
+        receiver,
+    } = parts(setup)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (ready, started) = std::sync::mpsc::channel();
@@ -194,7 +205,11 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
 }
 
 async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
-    let (gate, data, receiver) = gate_for(setup)?;
+    let Parts {
+        gate,
+        data,
+        receiver,
+    } = parts(setup)?;
     if let Some(mut receiver) = receiver {
         tokio::spawn(async move { while receiver.recv().await.is_some() {} });
     }
