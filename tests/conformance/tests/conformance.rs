@@ -1,0 +1,90 @@
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+//! The conformance table through the core gate, the tower layer and the actix-web
+//! middleware: same case, same status, same code, same `Retry-After`, same number of events.
+//! See `harness/cases.rs` for the table and `harness/runners.rs` for the adapters.
+
+mod harness;
+
+use harness::{Adapter, Case, cases, check_all};
+
+async fn conform(group: &str, cases: Vec<Case>) {
+    assert!(!cases.is_empty(), "{group}: no cases");
+    let problems = check_all(&cases).await;
+    let on_core = cases.iter().filter(|c| c.runs_on_core()).count();
+    println!(
+        "{group}: {} cases through {} ({on_core} on core, the rest exist only on the wire)",
+        cases.len(),
+        Adapter::ALL.map(Adapter::name).join(", ")
+    );
+    assert!(
+        problems.is_empty(),
+        "{group}: {} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gate_contract_row_answers_alike() {
+    conform("contract", cases::contract()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_at_and_over_the_limit_answer_alike() {
+    conform("limits", cases::limits()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_duplicate_deliveries_answer_alike() {
+    conform("concurrency", cases::concurrency()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_answers_alike() {
+    conform("rotation", cases::rotation()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_only_mode_answers_alike() {
+    conform("verify-only", cases::verify_only()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_vector_answers_alike() {
+    let cases = cases::provider_vectors();
+    let valid_schemes: std::collections::BTreeSet<String> = cases
+        .iter()
+        .filter(|c| c.events == 1)
+        .map(|c| c.setup.scheme.as_str().to_owned())
+        .collect();
+    for scheme in hookgate::SchemeId::ALL {
+        assert!(
+            valid_schemes.contains(scheme.as_str()),
+            "no valid vector for {scheme}"
+        );
+    }
+    conform("provider vectors", cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_reports_every_adapter_that_answers_otherwise() {
+    let mut case = cases::contract().remove(0);
+    case.expect = vec![(418, "teapot".to_owned())];
+    case.events = 7;
+    let problems = harness::check(&case).await;
+    for adapter in Adapter::ALL {
+        let tag = format!("[{}]", adapter.name());
+        assert_eq!(
+            problems.iter().filter(|p| p.starts_with(&tag)).count(),
+            2,
+            "{tag} in {problems:#?}"
+        );
+    }
+}

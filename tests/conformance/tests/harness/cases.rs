@@ -1,0 +1,736 @@
+//! The table: every case, with what every adapter must answer.
+
+use bytes::Bytes;
+use hookgate::{Reason, SchemeId, SignRequest, Signer};
+
+use super::vectors::{self, Vector};
+use super::{Case, Framing, KeySpec, Mode, Req, Script, Setup, SinkKind, StoreKind};
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// A key the receiver does not hold.
+pub const OTHER_SECRET: &str = "whsec_dGhpcyBpcyBhbm90aGVyIGtleSBlbnRpcmVseQ==";
+/// The rotated-in key.
+pub const NEW_SECRET: &str = "whsec_bmV3IGtleSBhZnRlciB0aGUgcm90YXRpb24h";
+pub const NOW: u64 = 1_700_000_000;
+/// A small limit, so that bodies around it fit in a socket buffer.
+pub const LIMIT: usize = 1024;
+pub const BODY: &str = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
+
+fn ok(code: &str) -> (u16, String) {
+    (200, code.to_owned())
+}
+
+fn answer(status: u16, code: &str) -> (u16, String) {
+    (status, code.to_owned())
+}
+
+/// The Standard Webhooks set-up most cases use.
+pub fn standard() -> Setup {
+    Setup {
+        scheme: SchemeId::StandardWebhooksV1,
+        keys: vec![KeySpec {
+            secret: SECRET.to_owned(),
+            not_after: None,
+        }],
+        now: NOW,
+        tolerance: None,
+        url_per_request: false,
+        limit: LIMIT,
+        sink: SinkKind::Channel(64),
+        store: StoreKind::Memory,
+        success_status: 200,
+    }
+}
+
+/// A delivery signed with `secret` at `timestamp`.
+pub fn signed_with(secret: &str, id: &str, timestamp: u64, body: impl Into<Bytes>) -> Req {
+    let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)
+        .unwrap()
+        .sign(
+            &SignRequest::new(body)
+                .id(id)
+                .timestamp(i64::try_from(timestamp).unwrap()),
+        )
+        .unwrap();
+    Req::new(delivery.headers, delivery.body)
+}
+
+/// A genuine delivery.
+pub fn signed(id: &str) -> Req {
+    signed_with(SECRET, id, NOW, BODY)
+}
+
+/// A genuine delivery whose body is exactly `len` bytes of JSON.
+pub fn sized(id: &str, len: usize) -> Req {
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(len - 10));
+    assert_eq!(body.len(), len);
+    signed_with(SECRET, id, NOW, body)
+}
+
+fn key(id: &str) -> String {
+    format!("standard-webhooks-v1:id:{id}")
+}
+
+fn case(
+    name: &str,
+    setup: Setup,
+    script: Script,
+    expect: Vec<(u16, String)>,
+    events: usize,
+) -> Case {
+    Case {
+        name: name.to_owned(),
+        setup,
+        mode: Mode::Receive,
+        origin: None,
+        script,
+        expect,
+        events,
+    }
+}
+
+fn one(name: &str, req: Req, expect: (u16, String), events: usize) -> Case {
+    case(
+        name,
+        standard(),
+        Script::Sequential(vec![req]),
+        vec![expect],
+        events,
+    )
+}
+
+/// Each row of the Gate contract, in gate mode.
+pub fn contract() -> Vec<Case> {
+    let good = signed("msg_rows");
+    vec![
+        one(
+            "verified, new: accepted",
+            signed("msg_new"),
+            ok("accepted"),
+            1,
+        ),
+        case(
+            "verified, already handed off: duplicate",
+            standard(),
+            Script::Sequential(vec![
+                signed("msg_dup"),
+                signed("msg_dup"),
+                signed("msg_dup"),
+            ]),
+            vec![ok("accepted"), ok("duplicate"), ok("duplicate")],
+            1,
+        ),
+        case(
+            "the sender's retry (same id, new timestamp and signature) is a duplicate",
+            standard(),
+            Script::Sequential(vec![
+                signed_with(SECRET, "msg_retry", NOW - 60, BODY),
+                signed_with(SECRET, "msg_retry", NOW, BODY),
+            ]),
+            vec![ok("accepted"), ok("duplicate")],
+            1,
+        ),
+        case(
+            "different deliveries are each accepted",
+            standard(),
+            Script::Sequential(vec![signed("msg_a"), signed("msg_b"), signed("msg_c")]),
+            vec![ok("accepted"), ok("accepted"), ok("accepted")],
+            3,
+        ),
+        one(
+            "signature header missing: 400",
+            good.clone().without("webhook-signature"),
+            answer(400, "missing_header"),
+            0,
+        ),
+        one(
+            "id header missing: 400",
+            good.clone().without("webhook-id"),
+            answer(400, "missing_header"),
+            0,
+        ),
+        one(
+            "timestamp header missing: 400",
+            good.clone().without("webhook-timestamp"),
+            answer(400, "missing_header"),
+            0,
+        ),
+        one(
+            "no headers at all: 400",
+            Req::new(Vec::new(), BODY),
+            answer(400, "missing_header"),
+            0,
+        ),
+        one(
+            "id header repeated with another value: 400",
+            good.clone().adding("webhook-id", "msg_other"),
+            answer(400, "malformed_header"),
+            0,
+        ),
+        one(
+            "timestamp not a number: 400",
+            good.clone().replacing("webhook-timestamp", "yesterday"),
+            answer(400, "invalid_timestamp"),
+            0,
+        ),
+        one(
+            "signature header with no known signature in it: 401",
+            good.clone().replacing("webhook-signature", "garbage"),
+            answer(401, "signature_mismatch"),
+            0,
+        ),
+        one(
+            "body changed: 401",
+            good.clone().body(r#"{"type":"invoice.refunded"}"#),
+            answer(401, "signature_mismatch"),
+            0,
+        ),
+        one(
+            "body with a trailing newline the sender never signed: 401",
+            good.clone().body(format!("{BODY}\n")),
+            answer(401, "signature_mismatch"),
+            0,
+        ),
+        one(
+            "signed with a key we do not hold: 401",
+            signed_with(OTHER_SECRET, "msg_rows", NOW, BODY),
+            answer(401, "signature_mismatch"),
+            0,
+        ),
+        one(
+            "stale timestamp: 401",
+            signed_with(SECRET, "msg_rows", NOW - 3600, BODY),
+            answer(401, "timestamp_too_old"),
+            0,
+        ),
+        one(
+            "timestamp in the future: 401",
+            signed_with(SECRET, "msg_rows", NOW + 3600, BODY),
+            answer(401, "timestamp_too_new"),
+            0,
+        ),
+        case(
+            "Stripe: only a test-mode v0 signature: 401",
+            Setup {
+                scheme: SchemeId::Stripe,
+                keys: vec![KeySpec {
+                    secret: "whsec_stripe_test".to_owned(),
+                    not_after: None,
+                }],
+                ..standard()
+            },
+            Script::Sequential(vec![Req::new(
+                vec![(
+                    "Stripe-Signature".to_owned(),
+                    format!(
+                        "t={NOW},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
+                    ),
+                )],
+                BODY,
+            )]),
+            vec![answer(401, "no_supported_signature")],
+            0,
+        ),
+        case(
+            "a forgery stores nothing: the genuine delivery is still new",
+            standard(),
+            Script::Sequential(vec![good.clone().body("{}"), good.clone(), good.clone()]),
+            vec![
+                answer(401, "signature_mismatch"),
+                ok("accepted"),
+                ok("duplicate"),
+            ],
+            1,
+        ),
+        case(
+            "sink at capacity: 503 sink_full; the claim is released, so the retry is sink_full again, not in_flight",
+            Setup {
+                sink: SinkKind::Channel(1),
+                ..standard()
+            },
+            Script::Sequential(vec![
+                signed("msg_fill"),
+                signed("msg_full"),
+                signed("msg_full"),
+            ]),
+            vec![
+                ok("accepted"),
+                answer(503, "sink_full"),
+                answer(503, "sink_full"),
+            ],
+            1,
+        ),
+        one_with(
+            "sink down: 503 sink_unavailable",
+            Setup {
+                sink: SinkKind::Closed,
+                ..standard()
+            },
+            vec![signed("msg_down"), signed("msg_down")],
+            vec![
+                answer(503, "sink_unavailable"),
+                answer(503, "sink_unavailable"),
+            ],
+            0,
+        ),
+        one_with(
+            "sink hangs past the deadline: 503 timeout",
+            Setup {
+                sink: SinkKind::Hanging,
+                ..standard()
+            },
+            vec![signed("msg_slow")],
+            vec![answer(503, "timeout")],
+            0,
+        ),
+        one_with(
+            "dedup store down: fails closed with 503 dedup_unavailable",
+            Setup {
+                store: StoreKind::Down,
+                ..standard()
+            },
+            vec![signed("msg_nostore"), signed("msg_nostore")],
+            vec![
+                answer(503, "dedup_unavailable"),
+                answer(503, "dedup_unavailable"),
+            ],
+            0,
+        ),
+        one_with(
+            "another copy in flight (claimed elsewhere): 503 in_flight",
+            Setup {
+                store: StoreKind::Claimed(key("msg_claimed")),
+                ..standard()
+            },
+            vec![signed("msg_claimed"), signed("msg_other_one")],
+            vec![answer(503, "in_flight"), ok("accepted")],
+            1,
+        ),
+        one_with(
+            "already committed by another replica: duplicate, nothing enqueued",
+            Setup {
+                store: StoreKind::Committed(key("msg_committed")),
+                ..standard()
+            },
+            vec![signed("msg_committed")],
+            vec![ok("duplicate")],
+            0,
+        ),
+        one_with(
+            "configured success status 202",
+            Setup {
+                success_status: 202,
+                ..standard()
+            },
+            vec![
+                signed("msg_202"),
+                signed("msg_202"),
+                good.clone().body("{}"),
+            ],
+            vec![
+                answer(202, "accepted"),
+                answer(202, "duplicate"),
+                answer(401, "signature_mismatch"),
+            ],
+            1,
+        ),
+    ]
+}
+
+fn one_with(
+    name: &str,
+    setup: Setup,
+    reqs: Vec<Req>,
+    expect: Vec<(u16, String)>,
+    events: usize,
+) -> Case {
+    case(name, setup, Script::Sequential(reqs), expect, events)
+}
+
+/// Bodies at and over the limit, with a length, chunked, and announced but never sent.
+pub fn limits() -> Vec<Case> {
+    let at = || sized("msg_at_limit", LIMIT);
+    let over = || sized("msg_over_limit", LIMIT + 1);
+    let big = || sized("msg_big", 64 * 1024);
+    vec![
+        one(
+            "body exactly at the limit: accepted",
+            at(),
+            ok("accepted"),
+            1,
+        ),
+        one(
+            "body one byte over the limit (Content-Length): 413",
+            over(),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "body at the limit, chunked: accepted",
+            at().framing(Framing::Chunked(100)),
+            ok("accepted"),
+            1,
+        ),
+        one(
+            "body one byte over the limit, chunked: 413",
+            over().framing(Framing::Chunked(100)),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "body in one-byte chunks: reassembled and accepted",
+            signed("msg_tiny_chunks").framing(Framing::Chunked(1)),
+            ok("accepted"),
+            1,
+        ),
+        one(
+            "body in a single chunk: accepted",
+            signed("msg_one_chunk").framing(Framing::Chunked(1 << 20)),
+            ok("accepted"),
+            1,
+        ),
+        one(
+            "64 KiB body (Content-Length): 413",
+            big(),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "64 KiB body, chunked: 413 once the limit is passed",
+            big().framing(Framing::Chunked(4096)),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "1 GB announced, never sent: 413 before reading",
+            signed("msg_announced").framing(Framing::DeclaredOnly(1 << 30)),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "limit + 1 announced, never sent: 413 before reading",
+            signed("msg_announced").framing(Framing::DeclaredOnly(LIMIT as u64 + 1)),
+            answer(413, "body_too_large"),
+            0,
+        ),
+        one(
+            "empty body, signed: accepted",
+            signed_with(SECRET, "msg_empty", NOW, ""),
+            ok("accepted"),
+            1,
+        ),
+        case(
+            "an oversized copy stores nothing: the genuine one is still new",
+            standard(),
+            Script::Sequential(vec![
+                signed("msg_then").body(vec![b' '; LIMIT + 1]),
+                signed("msg_then").framing(Framing::Chunked(7)),
+                signed("msg_then"),
+            ]),
+            vec![
+                answer(413, "body_too_large"),
+                ok("accepted"),
+                ok("duplicate"),
+            ],
+            1,
+        ),
+    ]
+}
+
+/// Concurrent deliveries: copies in flight, and many different deliveries at once.
+pub fn concurrency() -> Vec<Case> {
+    let copies = 8;
+    let mut expect = vec![ok("accepted")];
+    expect.extend((0..copies).map(|_| answer(503, "in_flight")));
+    expect.push(ok("duplicate"));
+    let distinct: Vec<Req> = (0..16)
+        .map(|i| signed(&format!("msg_parallel_{i}")))
+        .collect();
+    vec![
+        case(
+            "copies arriving while the first is in the sink: 503 in_flight, never 2xx before it is durable",
+            Setup {
+                sink: SinkKind::Held,
+                ..standard()
+            },
+            Script::Held {
+                first: signed("msg_concurrent"),
+                copies: (0..copies).map(|_| signed("msg_concurrent")).collect(),
+                after: vec![signed("msg_concurrent")],
+            },
+            expect,
+            1,
+        ),
+        case(
+            "a chunked copy in flight is answered like any other",
+            Setup {
+                sink: SinkKind::Held,
+                ..standard()
+            },
+            Script::Held {
+                first: signed("msg_mixed").framing(Framing::Chunked(5)),
+                copies: vec![
+                    signed("msg_mixed"),
+                    signed("msg_mixed").framing(Framing::Chunked(3)),
+                ],
+                after: vec![signed("msg_mixed").framing(Framing::Chunked(11))],
+            },
+            vec![
+                ok("accepted"),
+                answer(503, "in_flight"),
+                answer(503, "in_flight"),
+                ok("duplicate"),
+            ],
+            1,
+        ),
+        case(
+            "16 different deliveries at once: all accepted",
+            standard(),
+            Script::Concurrent(distinct),
+            (0..16).map(|_| ok("accepted")).collect(),
+            16,
+        ),
+    ]
+}
+
+/// Key rotation: old and new keys overlap, then the old one expires.
+pub fn rotation() -> Vec<Case> {
+    let rotating = |old_not_after: u64| Setup {
+        keys: vec![
+            KeySpec {
+                secret: SECRET.to_owned(),
+                not_after: Some(old_not_after),
+            },
+            KeySpec {
+                secret: NEW_SECRET.to_owned(),
+                not_after: None,
+            },
+        ],
+        ..standard()
+    };
+    vec![
+        one_with(
+            "during the overlap both keys verify",
+            rotating(NOW + 3600),
+            vec![
+                signed_with(SECRET, "msg_old_key", NOW, BODY),
+                signed_with(NEW_SECRET, "msg_new_key", NOW, BODY),
+            ],
+            vec![ok("accepted"), ok("accepted")],
+            2,
+        ),
+        one_with(
+            "the same delivery re-signed with the new key is a duplicate",
+            rotating(NOW + 3600),
+            vec![
+                signed_with(SECRET, "msg_resigned", NOW, BODY),
+                signed_with(NEW_SECRET, "msg_resigned", NOW, BODY),
+            ],
+            vec![ok("accepted"), ok("duplicate")],
+            1,
+        ),
+        one_with(
+            "after the overlap the old key no longer verifies",
+            rotating(NOW - 1),
+            vec![
+                signed_with(SECRET, "msg_expired_key", NOW, BODY),
+                signed_with(NEW_SECRET, "msg_expired_key", NOW, BODY),
+            ],
+            vec![answer(401, "signature_mismatch"), ok("accepted")],
+            1,
+        ),
+        one_with(
+            "a key we never held, during a rotation",
+            rotating(NOW + 3600),
+            vec![signed_with(OTHER_SECRET, "msg_stranger", NOW, BODY)],
+            vec![answer(401, "signature_mismatch")],
+            0,
+        ),
+    ]
+}
+
+/// Verify-only mode: the handler gets the event and the raw body; everything else is
+/// answered by the middleware.
+pub fn verify_only() -> Vec<Case> {
+    let verify_only = |name: &str, setup: Setup, reqs: Vec<Req>, expect, events| Case {
+        mode: Mode::VerifyOnly,
+        ..one_with(name, setup, reqs, expect, events)
+    };
+    let no_store = || Setup {
+        store: StoreKind::Absent,
+        ..standard()
+    };
+    vec![
+        verify_only(
+            "verified: the handler gets the event and the raw body",
+            no_store(),
+            vec![signed("msg_vo")],
+            vec![ok("verified")],
+            1,
+        ),
+        verify_only(
+            "without a dedup store every copy reaches the handler",
+            no_store(),
+            vec![signed("msg_vo_twice"), signed("msg_vo_twice")],
+            vec![ok("verified"), ok("verified")],
+            2,
+        ),
+        verify_only(
+            "a chunked delivery reaches the handler whole",
+            no_store(),
+            vec![sized("msg_vo_chunked", LIMIT).framing(Framing::Chunked(33))],
+            vec![ok("verified")],
+            1,
+        ),
+        verify_only(
+            "a forgery never reaches the handler",
+            no_store(),
+            vec![
+                signed("msg_vo").body("{}"),
+                signed("msg_vo").without("webhook-id"),
+            ],
+            vec![
+                answer(401, "signature_mismatch"),
+                answer(400, "missing_header"),
+            ],
+            0,
+        ),
+        verify_only(
+            "over the limit, chunked: 413 and no handler",
+            no_store(),
+            vec![
+                sized("msg_vo_big", LIMIT + 1).framing(Framing::Chunked(64)),
+                sized("msg_vo_big", LIMIT + 1),
+            ],
+            vec![answer(413, "body_too_large"), answer(413, "body_too_large")],
+            0,
+        ),
+        verify_only(
+            "already committed (shared store): duplicate, no handler",
+            Setup {
+                store: StoreKind::Committed(key("msg_vo_done")),
+                ..standard()
+            },
+            vec![signed("msg_vo_done"), signed("msg_vo_fresh")],
+            vec![ok("duplicate"), ok("verified")],
+            1,
+        ),
+        verify_only(
+            "claimed elsewhere: 503 in_flight, no handler",
+            Setup {
+                store: StoreKind::Claimed(key("msg_vo_claimed")),
+                ..standard()
+            },
+            vec![signed("msg_vo_claimed")],
+            vec![answer(503, "in_flight")],
+            0,
+        ),
+        verify_only(
+            "dedup store down: 503, no handler",
+            Setup {
+                store: StoreKind::Down,
+                ..standard()
+            },
+            vec![signed("msg_vo_nostore")],
+            vec![answer(503, "dedup_unavailable")],
+            0,
+        ),
+        verify_only(
+            "configured success status 202 is the handler's too",
+            Setup {
+                success_status: 202,
+                ..no_store()
+            },
+            vec![signed("msg_vo_202")],
+            vec![answer(202, "verified")],
+            1,
+        ),
+    ]
+}
+
+/// Every provider vector, in gate mode (valid ones twice: accepted, then duplicate), and
+/// the valid ones in verify-only mode too.
+pub fn provider_vectors() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for vector in vectors::load() {
+        let expected = vector
+            .strict_expect
+            .clone()
+            .unwrap_or_else(|| vector.expect.clone());
+        let req = vector_request(&vector);
+        let setup = vector_setup(&vector);
+        let origin = vector.url.as_deref().map(|url| split_url(url).0.to_owned());
+        if expected == "valid" {
+            cases.push(Case {
+                name: format!("vector {} [{}]", vector.id, vector.case),
+                setup: setup.clone(),
+                mode: Mode::Receive,
+                origin: origin.clone(),
+                script: Script::Sequential(vec![req.clone(), req.clone()]),
+                expect: vec![ok("accepted"), ok("duplicate")],
+                events: 1,
+            });
+            cases.push(Case {
+                name: format!("vector {} [{}], verify-only", vector.id, vector.case),
+                setup: Setup {
+                    store: StoreKind::Absent,
+                    ..setup
+                },
+                mode: Mode::VerifyOnly,
+                origin,
+                script: Script::Sequential(vec![req]),
+                expect: vec![ok("verified")],
+                events: 1,
+            });
+        } else {
+            let reason = Reason::from_code(&expected)
+                .unwrap_or_else(|| panic!("{}: unknown code {expected}", vector.id));
+            cases.push(Case {
+                name: format!("vector {} [{}]", vector.id, vector.case),
+                setup,
+                mode: Mode::Receive,
+                origin,
+                script: Script::Sequential(vec![req]),
+                expect: vec![(reason.status(), expected)],
+                events: 0,
+            });
+        }
+    }
+    cases
+}
+
+fn vector_setup(vector: &Vector) -> Setup {
+    Setup {
+        scheme: vector.scheme.parse().unwrap(),
+        keys: vec![KeySpec {
+            secret: vector.secret.clone(),
+            not_after: None,
+        }],
+        now: vector.now,
+        tolerance: vector.tolerance_s,
+        // URL-signing schemes: the URL is the origin plus the request's path, per request.
+        url_per_request: true,
+        limit: 1 << 20,
+        sink: SinkKind::Channel(16),
+        store: StoreKind::Memory,
+        success_status: 200,
+    }
+}
+
+fn vector_request(vector: &Vector) -> Req {
+    let headers = vector.header_pairs();
+    let req = Req::new(headers, vector.body_bytes());
+    match vector.url.as_deref() {
+        Some(url) => req.path(split_url(url).1),
+        None => req,
+    }
+}
+
+/// `https://host[:port]/path?query` → (`https://host[:port]`, `/path?query`).
+fn split_url(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").unwrap() + 3;
+    match url[after_scheme..].find('/') {
+        Some(slash) => url.split_at(after_scheme + slash),
+        None => (url, "/"),
+    }
+}

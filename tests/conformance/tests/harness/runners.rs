@@ -1,0 +1,302 @@
+//! One runner per adapter: the core gate called directly, the tower layer behind hyper, the
+//! actix-web middleware behind actix-web's server. Both servers listen on 127.0.0.1.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use hookgate::{Gate, VerifiedEvent};
+use hookgate_actix::{VerifiedWebhook, WebhookGate};
+use hookgate_tower::{GateLayer, RawBody};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::{Layer as _, service_fn};
+
+use super::fixture::{Built, build};
+use super::{Adapter, Answer, Case, Mode, Req, Run, Script, client};
+
+/// What the handler answers in verify-only mode once it has checked the event and the raw
+/// body it was given; the same word the core gate's outcome carries.
+const HANDLED: &str = "verified";
+/// What the handler answers when the middleware passed on something it should not have.
+const HANDLER_SAW_WRONG: &str = "handler_saw_something_wrong";
+/// What the handler answers in gate mode, where it must never run.
+const HANDLER_RAN: &str = "handler_ran_in_gate_mode";
+
+/// Where requests go.
+#[derive(Clone)]
+enum Target {
+    Core {
+        gate: Gate,
+        mode: Mode,
+        origin: Option<String>,
+        handled: Arc<AtomicUsize>,
+    },
+    Http(SocketAddr),
+}
+
+impl Target {
+    async fn send(&self, req: &Req) -> Answer {
+        match self {
+            Target::Http(addr) => client::send(*addr, req).await,
+            Target::Core {
+                gate,
+                mode,
+                origin,
+                handled,
+            } => {
+                let url = origin
+                    .as_ref()
+                    .map(|origin| format!("{origin}{}", req.path));
+                let outcome = match mode {
+                    Mode::Receive => gate.receive(&req.headers, req.body.clone(), url.as_deref()),
+                    Mode::VerifyOnly => {
+                        gate.verify_only(&req.headers, req.body.clone(), url.as_deref())
+                    }
+                }
+                .await;
+                if outcome.event().is_some() {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                }
+                Answer {
+                    status: outcome.status(),
+                    code: outcome.body().to_owned(),
+                    retry_after: outcome
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                    content_type: None,
+                }
+            }
+        }
+    }
+}
+
+/// Runs `case` through `adapter` with a fresh gate.
+pub async fn run(adapter: Adapter, case: &Case) -> Run {
+    let mut built = build(case).await;
+    let (target, server) = match adapter {
+        Adapter::Core => (
+            Target::Core {
+                gate: built.gate.clone(),
+                mode: case.mode,
+                origin: case.origin.clone(),
+                handled: built.handled.clone(),
+            },
+            Server::None,
+        ),
+        Adapter::Tower => {
+            let (addr, server) = serve_tower(case, &built).await;
+            (Target::Http(addr), server)
+        }
+        Adapter::Actix => {
+            let (addr, server) = serve_actix(case, &built);
+            (Target::Http(addr), server)
+        }
+    };
+    let answers = play(&target, &case.script, &built).await;
+    server.stop().await;
+    Run {
+        answers,
+        events: built.events(),
+    }
+}
+
+async fn play(target: &Target, script: &Script, built: &Built) -> Vec<Answer> {
+    match script {
+        Script::Sequential(reqs) => {
+            let mut answers = Vec::new();
+            for req in reqs {
+                answers.push(target.send(req).await);
+            }
+            answers
+        }
+        Script::Concurrent(reqs) => concurrently(target, reqs).await,
+        Script::Held {
+            first,
+            copies,
+            after,
+        } => {
+            let held = built
+                .held
+                .clone()
+                .expect("a held script needs SinkKind::Held");
+            let first_answer = {
+                let target = target.clone();
+                let first = first.clone();
+                tokio::spawn(async move { target.send(&first).await })
+            };
+            held.entered().await;
+            let mut answers = concurrently(target, copies).await;
+            held.open();
+            answers.insert(0, first_answer.await.unwrap());
+            for req in after {
+                answers.push(target.send(req).await);
+            }
+            answers
+        }
+    }
+}
+
+/// Sends all of `reqs` at once; answers in the listed order.
+async fn concurrently(target: &Target, reqs: &[Req]) -> Vec<Answer> {
+    let mut tasks = JoinSet::new();
+    for (index, req) in reqs.iter().enumerate() {
+        let target = target.clone();
+        let req = req.clone();
+        tasks.spawn(async move { (index, target.send(&req).await) });
+    }
+    let mut answers: Vec<Option<Answer>> = vec![None; reqs.len()];
+    while let Some(result) = tasks.join_next().await {
+        let (index, answer) = result.unwrap();
+        answers[index] = Some(answer);
+    }
+    answers.into_iter().map(Option::unwrap).collect()
+}
+
+/// A running server to stop at the end of a run.
+enum Server {
+    None,
+    Tower(tokio::task::JoinHandle<()>),
+    Actix(actix_web::dev::ServerHandle),
+}
+
+impl Server {
+    async fn stop(self) {
+        match self {
+            Server::None => {}
+            Server::Tower(accept_loop) => accept_loop.abort(),
+            Server::Actix(handle) => handle.stop(false).await,
+        }
+    }
+}
+
+// --- tower: GateLayer around a service_fn, served by hyper ---
+
+async fn serve_tower(case: &Case, built: &Built) -> (SocketAddr, Server) {
+    let mut layer = match case.mode {
+        Mode::Receive => GateLayer::new(built.gate.clone()),
+        Mode::VerifyOnly => GateLayer::verify_only(built.gate.clone()),
+    };
+    if let Some(origin) = &case.origin {
+        layer = layer.public_origin(origin).unwrap();
+    }
+    let handled = built.handled.clone();
+    let success = built.gate.success_status();
+    let mode = case.mode;
+    let service = layer.layer(service_fn(move |request: http::Request<RawBody>| {
+        let handled = handled.clone();
+        async move {
+            let (status, text) = match mode {
+                Mode::Receive => (500, HANDLER_RAN),
+                Mode::VerifyOnly => {
+                    let event = request.extensions().get::<VerifiedEvent>().cloned();
+                    let body = request.into_body().into_bytes();
+                    handle(event.as_ref(), &body, &handled, success)
+                }
+            };
+            let response = http::Response::builder()
+                .status(status)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(text.as_bytes())))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, Server::Tower(accept_loop))
+}
+
+/// The verify-only handler of both HTTP adapters: checks that it got the event and the raw
+/// body it was verified over, counts it, and answers.
+fn handle(
+    event: Option<&VerifiedEvent>,
+    body: &[u8],
+    handled: &AtomicUsize,
+    success: u16,
+) -> (u16, &'static str) {
+    match event {
+        Some(event) if event.body().as_ref() == body => {
+            handled.fetch_add(1, Ordering::SeqCst);
+            (success, HANDLED)
+        }
+        _ => (500, HANDLER_SAW_WRONG),
+    }
+}
+
+// --- actix: WebhookGate around an app, served by actix-web's HttpServer ---
+
+/// What the actix handler needs.
+#[derive(Clone)]
+struct ActixState {
+    handled: Arc<AtomicUsize>,
+    success: u16,
+}
+
+fn serve_actix(case: &Case, built: &Built) -> (SocketAddr, Server) {
+    let mut middleware = match case.mode {
+        Mode::Receive => WebhookGate::new(built.gate.clone()),
+        Mode::VerifyOnly => WebhookGate::verify_only(built.gate.clone()),
+    };
+    if let Some(origin) = &case.origin {
+        middleware = middleware.public_origin(origin);
+    }
+    assert!(middleware.config().error().is_none(), "{}", case.name);
+    let state = ActixState {
+        handled: built.handled.clone(),
+        success: built.gate.success_status(),
+    };
+    let mode = case.mode;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(middleware.clone());
+        match mode {
+            Mode::Receive => app.default_service(web::to(|| async {
+                HttpResponse::InternalServerError().body(HANDLER_RAN)
+            })),
+            Mode::VerifyOnly => app.default_service(web::to(actix_verified)),
+        }
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (addr, Server::Actix(handle))
+}
+
+async fn actix_verified(
+    VerifiedWebhook(event): VerifiedWebhook,
+    body: web::Bytes,
+    state: web::Data<ActixState>,
+) -> HttpResponse {
+    let (status, text) = handle(Some(&event), &body, &state.handled, state.success);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .insert_header(("content-type", "text/plain; charset=utf-8"))
+        .body(text)
+}
