@@ -23,9 +23,10 @@
 //! - the same request verified through an `http::HeaderMap` and through `(name, value)`
 //!   pairs gets different answers;
 //! - a verified event's dedup key does not start with its scheme name;
-//! - the [`Gate`](hookgate::Gate) answers a status outside its contract, enqueues on a
-//!   rejection, fails to enqueue on `accepted`, or does not answer `duplicate` to a verified
-//!   delivery sent twice.
+//! - the [`Gate`](hookgate::Gate) or the tower middleware answers a status outside the
+//!   contract table, enqueues on a rejection, fails to enqueue on `accepted`, or does not
+//!   answer `duplicate` to a verified delivery sent twice; in verify-only mode the inner
+//!   service gets a raw body different from the verified event's.
 //!
 //! Seeds: [`seeds::all`] builds them (valid signed deliveries and near misses); the
 //! `write-seeds` binary writes them under `fuzz/seeds/<target>/seed-*`. What the fuzzing
@@ -33,6 +34,7 @@
 
 pub mod seeds;
 pub mod targets;
+pub mod tower_target;
 
 mod input;
 mod keys;
@@ -65,6 +67,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("mailgun_body", targets::mailgun_body),
     ("generic_hmac", targets::generic_hmac),
     ("gate", targets::gate),
+    ("tower_service", tower_target::tower_service),
 ];
 
 /// The harness of target `name`.

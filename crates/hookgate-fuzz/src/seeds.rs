@@ -69,6 +69,7 @@ pub fn all() -> Vec<Seed> {
     out.extend(mailgun());
     out.extend(generic());
     out.extend(gate());
+    out.extend(tower());
     out
 }
 
@@ -383,5 +384,45 @@ fn gate() -> Vec<Seed> {
     let mut huge = b"github\nX-Hub-Signature-256: sha256=00\n\n".to_vec();
     huge.resize(crate::targets::GATE_BODY_LIMIT.saturating_add(64), b'x');
     out.push(seed("gate", "body-too-large", huge, &[]));
+    out
+}
+
+fn tower() -> Vec<Seed> {
+    let mut out = Vec::new();
+    for (scheme, mode, chunk) in [
+        (SchemeId::Stripe, "receive", ""),
+        (SchemeId::StandardWebhooksV1, "verify", ""),
+        (SchemeId::Github, "receive", " 7"),
+        (SchemeId::Twilio, "verify", " 3"),
+        (SchemeId::Square, "receive", ""),
+        (SchemeId::Mailgun, "verify", ""),
+    ] {
+        let Some(d) = sign(scheme, BODY, "msg_tower_1", NOW) else {
+            continue;
+        };
+        let mut text = format!("{scheme} {mode}{chunk}\nPOST /twilio?tenant=7\n");
+        for (name, value) in &d.headers {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        text.push('\n');
+        let mut data = text.into_bytes();
+        data.extend_from_slice(&d.body);
+        let label = format!("{scheme} {mode}");
+        out.push(Seed {
+            target: "tower_service",
+            name: format!("seed-{scheme}-{mode}"),
+            data,
+            verifies: vec![label],
+        });
+    }
+    let mut big = b"github receive\nPOST /hooks\ncontent-length: 999999\n\n".to_vec();
+    big.extend_from_slice(b"{}");
+    out.push(seed("tower_service", "content-length-over-limit", big, &[]));
+    out.push(seed(
+        "tower_service",
+        "bad-request-line",
+        b"stripe receive\nP\xffST /\n\n".to_vec(),
+        &[],
+    ));
     out
 }

@@ -321,7 +321,7 @@ pub fn pick_scheme(line: &[u8]) -> SchemeId {
         .unwrap_or(SchemeId::Stripe)
 }
 
-fn block_on<F: std::future::Future>(future: F) -> Option<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Option<F::Output> {
     thread_local! {
         static RUNTIME: Option<tokio::runtime::Runtime> =
             tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
