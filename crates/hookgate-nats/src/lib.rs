@@ -1,0 +1,84 @@
+//! # hookgate-nats
+//!
+//! Run a fleet of [`hookgate`] receivers on NATS JetStream: every replica publishes the
+//! events it accepts to one stream, and workers on any machine pull them.
+//!
+//! - [`JetStreamSink`]: the [sink](hookgate::Sink). Publishes the
+//!   [envelope](hookgate_queue::Envelope) (the stable JSON shared with the Redis backend)
+//!   with `Nats-Msg-Id` = the dedup key, so JetStream drops a second copy within its
+//!   duplicate window, and answers only after JetStream's publish ack. The stream is
+//!   created (file storage, work-queue retention) or checked at start-up.
+//! - [`JetStreamWorker`]: a durable pull consumer running your [`Handler`] at least once per
+//!   event: ack, nak with the backoff delay, term after publishing to a dead-letter subject;
+//!   a dead consumer's messages are redelivered after the lease (`ack_wait`).
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use hookgate::{Gate, MemoryDedupStore, SchemeId, Verifier};
+//! use hookgate_nats::{HandlerResult, JetStreamSink, JetStreamWorker, QueuedEvent};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // On every receiver replica:
+//! let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
+//!     .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+//!     .build()?;
+//! let gate = Gate::builder(verifier)
+//!     // A shared store (hookgate-redis) dedups over the whole retry horizon; JetStream's
+//!     // Nats-Msg-Id window covers copies racing on different replicas meanwhile.
+//!     .dedup(MemoryDedupStore::new())
+//!     .sink(JetStreamSink::connect("nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in").await?)
+//!     .build()?;
+//!
+//! // On every consumer machine:
+//! let worker = JetStreamWorker::builder("nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in", |event: QueuedEvent| async move {
+//!     println!("{} attempt {}", event.dedup_key(), event.attempt());
+//!     HandlerResult::Ok
+//! })?
+//! .start()
+//! .await?;
+//! worker.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Failure behaviour
+//!
+//! - **Fail closed.** No publish ack within the ack timeout (2 s by default): NATS down,
+//!   JetStream unavailable, no stream for the subject. The enqueue fails and the gate
+//!   answers 503 with `Retry-After`, releasing its dedup claim. A publish that did reach
+//!   JetStream but whose ack was lost is stored once: the sender's retry carries the same
+//!   `Nats-Msg-Id`.
+//! - **Reconnects by itself**: the `async-nats` client reconnects in the background for as
+//!   long as it takes; no restart is needed.
+//! - **At least once**: a handler can see an event again (a consumer died after the handler
+//!   succeeded but before the ack reached JetStream, or a copy arrived after the duplicate
+//!   window): deduplicate on [`QueuedEvent::dedup_key`].
+//!
+//! ## URLs
+//!
+//! | constructor | query parameters |
+//! |---|---|
+//! | [`JetStreamSink::connect`] | `stream`, `subject`, `duplicate_window_ms`, `ack_timeout_ms` |
+//! | [`JetStreamWorker::builder`] | `stream`, `subject`, `consumer`, `dead_subject`, `dead_stream` |
+//!
+//! Works with nats-server 2.9 and later.
+
+mod error;
+mod sink;
+mod stream;
+mod url;
+mod worker;
+
+pub use async_nats;
+pub use error::Error;
+pub use hookgate_queue::{
+    ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
+    ShutdownReport, WorkerStats,
+};
+pub use sink::{DEFAULT_DUPLICATE_WINDOW, JetStreamSink, JetStreamSinkBuilder};
+pub use url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT};
+pub use worker::{
+    ATTEMPTS_HEADER, DEFAULT_CONCURRENCY, DEFAULT_CONSUMER, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE, ERROR_HEADER, JetStreamWorker, JetStreamWorkerBuilder,
+    JetStreamWorkerHandle,
+};
