@@ -531,6 +531,36 @@ fn twilio_re_encoded_bodies_keep_their_dedup_key() {
     assert_eq!(verify(SchemeId::Twilio, &replay).unwrap(), original);
 }
 
+/// A documented limit: headers a provider does not sign (GitHub's event and delivery
+/// headers, Shopify's topic, GitLab's event, Linear's, Twitch's subscription type) are
+/// hints. A captured delivery replayed with another `X-GitHub-Event` still verifies and
+/// reports the new type; only the dedup key (from signed content) is unchanged, so within
+/// the dedup horizon it is answered as a duplicate.
+#[test]
+fn unsigned_headers_are_hints_not_facts() {
+    let d = sign_at(SchemeId::Github, "{}", "msg_gh", NOW);
+    let mut headers = d.headers.clone();
+    headers.push(("X-GitHub-Event".to_owned(), "push".to_owned()));
+    let original = verifier_at(SchemeId::Github, at_millis(NOW * 1000))
+        .verify(&headers, d.body.clone())
+        .unwrap();
+    let spoofed_headers = vec![
+        (
+            "X-Hub-Signature-256".to_owned(),
+            header(&d, "X-Hub-Signature-256").to_owned(),
+        ),
+        ("X-GitHub-Event".to_owned(), "deployment".to_owned()),
+        ("X-GitHub-Delivery".to_owned(), "another-id".to_owned()),
+    ];
+    let spoofed = verifier_at(SchemeId::Github, at_millis(NOW * 1000))
+        .verify(&spoofed_headers, d.body.clone())
+        .unwrap();
+    assert_eq!(original.event_type(), Some("push"));
+    assert_eq!(spoofed.event_type(), Some("deployment"));
+    assert_eq!(spoofed.delivery_id(), Some("another-id"));
+    assert_eq!(spoofed.dedup_key(), original.dedup_key());
+}
+
 // --- Secrets: metrics and tracing output ---
 
 /// Everything a recorder was told: metric names, label keys and values, descriptions.
