@@ -84,7 +84,7 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
         .unwrap_or(0);
-    let rounded = nanos - nanos % 1_000_000;
+    let rounded = nanos.saturating_sub(nanos.rem_euclid(1_000_000));
     time::OffsetDateTime::from_unix_timestamp_nanos(rounded)
         .ok()
         .and_then(|t| {

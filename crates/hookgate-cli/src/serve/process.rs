@@ -93,7 +93,7 @@ pub(super) struct Processor {
 /// An [`Action`] ready to run.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
-    Forward { uri: Uri, client: HttpClient },
+    Forward { uri: Uri, client: Box<HttpClient> },
     Exec(String),
     Print,
 }
@@ -106,7 +106,7 @@ impl Target {
         Ok(match action {
             Action::Forward(url) => Target::Forward {
                 uri: crate::client::parse_url(url, "--forward")?,
-                client: client.clone(),
+                client: Box::new(client.clone()),
             },
             Action::Exec(command) => Target::Exec(command.clone()),
             Action::Print => Target::Print,
