@@ -94,6 +94,27 @@ enum Command {
     /// Example:
     ///
     ///   hookgate serve --forward http://127.0.0.1:3000/events
+    ///
+    /// A config file (--config hookgate.toml) declares several endpoints:
+    ///
+    ///   listen = "0.0.0.0:8787"              # optional; --listen wins
+    ///   data_dir = "/var/lib/hookgate"       # optional; --data-dir wins
+    ///   [tls]                                # optional; --tls-cert/--tls-key win
+    ///   cert = "cert.pem"
+    ///   key = "key.pem"
+    ///
+    ///   [[endpoint]]
+    ///   name = "stripe"                      # names its inbox: inbox-stripe.db
+    ///   path = "/webhooks/stripe"
+    ///   scheme = "stripe"
+    ///   tolerance = 300                      # seconds; optional
+    ///   max_body = 1048576                   # bytes; optional
+    ///   forward = "http://127.0.0.1:3000/stripe"   # or exec = "CMD"; neither: print
+    ///   keys = [
+    ///     { secret_env = "STRIPE_SECRET" },  # or secret = "...", secret_file = "..."
+    ///     { secret_env = "STRIPE_OLD", not_after = "2025-07-01T00:00:00Z" },
+    ///   ]
+    ///   retry = { max_attempts = 12, base = "1s", cap = "1h" }   # optional
     #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
 

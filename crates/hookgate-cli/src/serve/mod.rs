@@ -120,8 +120,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "CMD", conflicts_with = "config")]
     exec: Option<String>,
 
-    /// A TOML file declaring several endpoints (path, scheme, keys with not_after,
-    /// tolerance, forward or exec, retry); see the README for its format.
+    /// A TOML file declaring several endpoints, each with its own inbox (see `hookgate
+    /// serve --help` for the format); replaces the endpoint flags.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
