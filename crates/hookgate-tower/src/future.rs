@@ -192,15 +192,16 @@ impl PassOn {
 /// In verify-only mode a `verified` outcome goes on to the inner service; everything else
 /// is answered by the middleware.
 fn pass_on(mode: Mode, outcome: Outcome) -> Result<PassOn, Outcome> {
-    if mode != Mode::VerifyOnly || outcome.kind() != OutcomeKind::Verified {
-        return Err(outcome);
-    }
-    if outcome.event().is_none() {
+    let verified = mode == Mode::VerifyOnly
+        && outcome.kind() == OutcomeKind::Verified
+        && outcome.event().is_some();
+    if !verified {
         return Err(outcome);
     }
     match outcome.into_event() {
         Some(event) => Ok(PassOn { event }),
-        // Checked just above.
+        // Unreachable: the event was there a line above. Refuse rather than pass on an
+        // unverified request.
         None => Err(Outcome::body_too_large()),
     }
 }

@@ -1,4 +1,3 @@
-#![cfg(feature = "axum")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
