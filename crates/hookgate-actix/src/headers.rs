@@ -1,6 +1,6 @@
 //! actix-web's header map seen through [`hookgate::Headers`].
 
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::HeaderMap;
 
 /// actix-web's request headers as [`hookgate::Headers`], so a [`Verifier`](hookgate::Verifier)
 /// or a [`Gate`](hookgate::Gate) can read them directly.
@@ -37,14 +37,29 @@ impl<'a> ActixHeaders<'a> {
 
 impl hookgate::Headers for ActixHeaders<'_> {
     fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        // A name that is not a valid header name matches nothing.
-        self.0.get_all(name).map(HeaderValue::as_bytes).collect()
+        let mut values = Vec::new();
+        self.visit(name, &mut |value| {
+            values.push(value);
+            true
+        });
+        values
+    }
+
+    /// Walks the map instead of looking `name` up: parsing a lookup name into an `http` 0.2
+    /// `HeaderName` allocates for every non-standard header, and requests have few headers.
+    fn visit<'a>(&'a self, name: &str, visit: &mut dyn FnMut(&'a [u8]) -> bool) {
+        let map: &'a HeaderMap = self.0;
+        for (key, value) in map {
+            if key.as_str().eq_ignore_ascii_case(name) && !visit(value.as_bytes()) {
+                break;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::HeaderName;
+    use actix_web::http::header::{HeaderName, HeaderValue};
     use hookgate::Headers as _;
 
     use super::*;
@@ -63,6 +78,13 @@ mod tests {
         assert!(headers.get_all("webhook-signature").is_empty());
         assert!(headers.get_all("").is_empty());
         assert_eq!(headers.inner().len(), 2);
+
+        let mut seen = Vec::new();
+        headers.visit("WEBHOOK-ID", &mut |value| {
+            seen.push(value);
+            false
+        });
+        assert_eq!(seen, vec![b"a".as_slice()], "visiting stops when told to");
     }
 
     #[test]
