@@ -71,8 +71,9 @@ for target in "${TARGETS[@]}"; do
   if [ "${PROMOTE:-0}" = 1 ] && [ "$status" -eq 0 ]; then
     small="target/small/$target"
     rm -rf "$small" && mkdir -p "$small"
-    find "target/corpus/$target" "corpus/$target" -type f -size -"$(( ${PROMOTE_MAX_BYTES:-512} + 1 ))"c \
-      -exec cp -t "$small" {} +
+    for dir in "corpus/$target" "target/corpus/$target"; do
+      find "$dir" -type f -size -"$(( ${PROMOTE_MAX_BYTES:-512} + 1 ))"c -exec cp -f -t "$small" {} +
+    done
     rm -f "corpus/$target"/*
     cargo fuzz run "$target" "corpus/$target" "$small" -- -set_cover_merge=1 -use_counters=0 \
       >>"$log" 2>&1 || true
