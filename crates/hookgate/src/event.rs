@@ -31,6 +31,9 @@ pub(crate) enum DedupRecipe {
     Body,
     /// SHA-256 of the signed URL and body (URL-signing schemes).
     UrlAndBody(String),
+    /// A digest of the signed content computed during verification (Twilio's form
+    /// parameters are signed decoded and sorted, so the raw body is not canonical).
+    SignedContentDigest(String),
 }
 
 /// Longest id kept verbatim in a dedup key; longer ids are hashed.
@@ -159,6 +162,7 @@ impl VerifiedEvent {
                 hasher.update(&self.body);
                 format!("{scheme}:sha256:{}", hex(&hasher.finalize()))
             }
+            DedupRecipe::SignedContentDigest(digest) => format!("{scheme}:sha256:{digest}"),
         }
     }
 }

@@ -16,6 +16,11 @@ use crate::reason::{Reason, Rejection};
 /// header with thousands of entries costs bounded time.
 pub(crate) const MAX_SIGNATURES: usize = 32;
 
+/// Most Ed25519 entries considered in one Standard Webhooks v1a header. Each costs a full
+/// verification over the body (HMAC tags are computed once per key instead); senders send one
+/// per active key, so 4 leaves room for a rotation.
+pub(crate) const MAX_ASYMMETRIC_SIGNATURES: usize = 4;
+
 /// The signed bytes, as pieces fed to the MAC in order.
 pub(crate) type Message<'a> = Vec<Cow<'a, [u8]>>;
 
@@ -185,8 +190,20 @@ fn push_candidate(
     text: &str,
     location: &'static str,
 ) -> Result<(), Rejection> {
+    push_candidate_up_to(out, seen, MAX_SIGNATURES, encoding, text, location)
+}
+
+/// Pushes a decoded candidate; more than `limit` entries are malformed.
+fn push_candidate_up_to(
+    out: &mut Vec<Vec<u8>>,
+    seen: &mut usize,
+    limit: usize,
+    encoding: Encoding,
+    text: &str,
+    location: &'static str,
+) -> Result<(), Rejection> {
     *seen = seen.saturating_add(1);
-    if *seen > MAX_SIGNATURES {
+    if *seen > limit {
         return Err(reject(Reason::MalformedHeader, location));
     }
     if let Some(decoded) = encoding.decode(text.as_bytes()) {
@@ -370,7 +387,6 @@ fn preset<'a, H: Headers + ?Sized>(
         }
         SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
             out.delivery_id = known(h, &["I-Twilio-Idempotency-Token"]);
-            out.dedup = DedupRecipe::UrlAndBody(url.unwrap_or_default().to_owned());
         }
         SchemeId::Mailgun => {
             out.event_type = Field::Json(&[&["event-data", "event"]]);
@@ -449,6 +465,11 @@ fn standard<'a, H: Headers + ?Sized>(
     out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
     let mut seen = 0;
     let mut result = Ok(());
+    let limit = if version == "v1a" {
+        MAX_ASYMMETRIC_SIGNATURES
+    } else {
+        MAX_SIGNATURES
+    };
     h.visit(sig_name, &mut |value| {
         let Ok(value) = std::str::from_utf8(value) else {
             result = Err(reject(Reason::MalformedHeader, sig_name));
@@ -457,9 +478,10 @@ fn standard<'a, H: Headers + ?Sized>(
         for entry in value.split(' ').filter(|e| !e.is_empty()) {
             if let Some((entry_version, signature)) = entry.split_once(',') {
                 if entry_version == version {
-                    result = push_candidate(
+                    result = push_candidate_up_to(
                         &mut out.signatures,
                         &mut seen,
+                        limit,
                         encoding,
                         signature,
                         sig_name,
@@ -716,14 +738,32 @@ fn twilio<'a, H: Headers + ?Sized>(
             .flatten()
             .collect()
     };
+    // The dedup key must not change when a replay re-encodes the form body (`%2B` vs `%2b`,
+    // parameter order): for form bodies it is a digest of what is signed, the URL and the
+    // sorted, decoded parameters. A JSON body is covered byte for byte by `bodySHA256`.
+    let dedup = twilio_dedup(url, &params, body_sha256.is_some());
     let messages = url_variants(url)
         .into_iter()
         .map(|variant| vec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())])
         .collect();
     let mut out = Extracted::new(messages, HEADER);
+    out.dedup = dedup;
     out.body_sha256 = body_sha256;
     push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
     Ok(out)
+}
+
+/// For form bodies, the digest of the signed URL and sorted parameters; for JSON bodies the
+/// URL and raw body, whose bytes the signed `bodySHA256` pins.
+fn twilio_dedup(url: &str, params: &[u8], body_is_hashed: bool) -> DedupRecipe {
+    if body_is_hashed {
+        return DedupRecipe::UrlAndBody(url.to_owned());
+    }
+    let mut hasher = Sha256::new();
+    hasher.update((url.len() as u64).to_be_bytes());
+    hasher.update(url.as_bytes());
+    hasher.update(params);
+    DedupRecipe::SignedContentDigest(hex(&hasher.finalize()))
 }
 
 /// The value of query parameter `name`, decoded.
@@ -938,6 +978,52 @@ mod tests {
             Some(1_700_000_000_123)
         );
         assert_eq!(rfc3339_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn twilio_dedup_follows_the_signed_parameters_not_the_raw_encoding() {
+        let url = "https://example.com/sms";
+        let key = |body: &[u8]| {
+            let headers = [("X-Twilio-Signature", "AAAA")];
+            let out = twilio(&headers, body, url, false).unwrap();
+            match out.dedup {
+                DedupRecipe::SignedContentDigest(digest) => digest,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let original = key(b"From=%2B1555&Body=hi");
+        assert_eq!(key(b"Body=hi&From=%2b1555&"), original);
+        assert_ne!(key(b"From=%2B1556&Body=hi"), original);
+    }
+
+    #[test]
+    fn v1a_headers_carry_at_most_a_few_signatures() {
+        let entry = format!("v1a,{}", "A".repeat(86) + "==");
+        let headers = |n: usize| {
+            vec![
+                ("webhook-id".to_owned(), "msg".to_owned()),
+                ("webhook-timestamp".to_owned(), "1".to_owned()),
+                (
+                    "webhook-signature".to_owned(),
+                    vec![entry.as_str(); n].join(" "),
+                ),
+            ]
+        };
+        let four = headers(MAX_ASYMMETRIC_SIGNATURES);
+        assert!(standard(&four, b"{}", WEBHOOK, "v1a", Encoding::Base64).is_ok());
+        let five = headers(MAX_ASYMMETRIC_SIGNATURES + 1);
+        let err = standard(&five, b"{}", WEBHOOK, "v1a", Encoding::Base64).unwrap_err();
+        assert_eq!(err.reason(), Reason::MalformedHeader);
+        // HMAC entries keep the larger limit.
+        let many_v1 = vec![
+            (
+                "webhook-signature".to_owned(),
+                vec!["v1,AAAA"; MAX_SIGNATURES].join(" "),
+            ),
+            four[0].clone(),
+            four[1].clone(),
+        ];
+        assert!(standard(&many_v1, b"{}", WEBHOOK, "v1", Encoding::Base64).is_ok());
     }
 
     #[test]
