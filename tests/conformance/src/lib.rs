@@ -6,7 +6,11 @@
 //!   [`Gate::verify_only`](hookgate::Gate::verify_only) called directly;
 //! - **tower**: `hookgate_tower::GateLayer` around a service, served by hyper on 127.0.0.1;
 //! - **actix**: `hookgate_actix::WebhookGate` around an actix-web app, served by actix-web's
-//!   `HttpServer` on 127.0.0.1.
+//!   `HttpServer` on 127.0.0.1;
+//! - for verify-only cases, the extractors alone as well: **actix-extractor**
+//!   (`hookgate_actix::VerifiedWebhook` with a `WebhookConfig` in `app_data`) and
+//!   **axum-extractor** (`hookgate_tower::VerifiedWebhook` with the gate as axum state; not for
+//!   cases with a public origin, which that extractor does not take).
 //!
 //! The HTTP adapters are driven over real TCP by a small raw HTTP/1.1 client, so the cases
 //! control the framing (`Content-Length`, `Transfer-Encoding: chunked`, a length announced

@@ -253,19 +253,46 @@ impl Run {
 /// The adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adapter {
+    /// The gate called directly.
     Core,
+    /// `hookgate_tower::GateLayer` behind hyper.
     Tower,
+    /// `hookgate_actix::WebhookGate` behind actix-web.
     Actix,
+    /// Verify-only cases: `hookgate_actix::VerifiedWebhook` alone, with a `WebhookConfig` in
+    /// `app_data`.
+    ActixExtractor,
+    /// Verify-only cases without a public origin: `hookgate_tower::VerifiedWebhook` alone,
+    /// with the gate as axum state (it takes URL-signing schemes' URL from the verifier only).
+    AxumExtractor,
 }
 
 impl Adapter {
-    pub const ALL: [Adapter; 3] = [Adapter::Core, Adapter::Tower, Adapter::Actix];
+    pub const ALL: [Adapter; 5] = [
+        Adapter::Core,
+        Adapter::Tower,
+        Adapter::Actix,
+        Adapter::ActixExtractor,
+        Adapter::AxumExtractor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Adapter::Core => "core",
             Adapter::Tower => "tower",
             Adapter::Actix => "actix",
+            Adapter::ActixExtractor => "actix-extractor",
+            Adapter::AxumExtractor => "axum-extractor",
+        }
+    }
+
+    /// Whether this adapter can run `case`.
+    pub fn runs(self, case: &Case) -> bool {
+        match self {
+            Adapter::Core => case.runs_on_core(),
+            Adapter::Tower | Adapter::Actix => true,
+            Adapter::ActixExtractor => case.mode == Mode::VerifyOnly,
+            Adapter::AxumExtractor => case.mode == Mode::VerifyOnly && case.origin.is_none(),
         }
     }
 }
@@ -286,7 +313,7 @@ pub async fn check(case: &Case) -> Vec<String> {
     let mut problems = Vec::new();
     let mut runs: Vec<(Adapter, Run)> = Vec::new();
     for adapter in Adapter::ALL {
-        if adapter == Adapter::Core && !case.runs_on_core() {
+        if !adapter.runs(case) {
             continue;
         }
         let run = runners::run(adapter, case).await;

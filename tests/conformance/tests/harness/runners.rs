@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use hookgate::{Gate, VerifiedEvent};
-use hookgate_actix::{VerifiedWebhook, WebhookGate};
+use hookgate_actix::{VerifiedWebhook, WebhookConfig, WebhookGate};
 use hookgate_tower::{GateLayer, RawBody};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -99,6 +99,14 @@ pub async fn run(adapter: Adapter, case: &Case) -> Run {
             let (addr, server) = serve_actix(case, &built);
             (Target::Http(addr), server)
         }
+        Adapter::ActixExtractor => {
+            let (addr, server) = serve_actix_extractor(case, &built);
+            (Target::Http(addr), server)
+        }
+        Adapter::AxumExtractor => {
+            let (addr, server) = serve_axum_extractor(&built).await;
+            (Target::Http(addr), server)
+        }
     };
     let answers = play(&target, &case.script, &built).await;
     server.stop().await;
@@ -163,6 +171,7 @@ async fn concurrently(target: &Target, reqs: &[Req]) -> Vec<Answer> {
 /// A running server to stop at the end of a run.
 enum Server {
     None,
+    /// An accept loop on this runtime (hyper, axum).
     Tower(tokio::task::JoinHandle<()>),
     Actix(actix_web::dev::ServerHandle),
 }
@@ -246,7 +255,7 @@ fn handle(
 
 // --- actix: WebhookGate around an app, served by actix-web's HttpServer ---
 
-/// What the actix handler needs.
+/// What the handlers need (actix and axum alike).
 #[derive(Clone)]
 struct ActixState {
     handled: Arc<AtomicUsize>,
@@ -299,4 +308,73 @@ async fn actix_verified(
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .insert_header(("content-type", "text/plain; charset=utf-8"))
         .body(text)
+}
+
+// --- extractors alone, verify-only cases: no middleware, the gate from app data or state ---
+
+fn serve_actix_extractor(case: &Case, built: &Built) -> (SocketAddr, Server) {
+    let mut config = WebhookConfig::new(built.gate.clone());
+    if let Some(origin) = &case.origin {
+        config = config.public_origin(origin);
+    }
+    assert!(config.error().is_none(), "{}", case.name);
+    let state = ActixState {
+        handled: built.handled.clone(),
+        success: built.gate.success_status(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(config.clone())
+            .app_data(web::Data::new(state.clone()))
+            .default_service(web::to(actix_extracted))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (addr, Server::Actix(handle))
+}
+
+async fn actix_extracted(
+    state: web::Data<ActixState>,
+    VerifiedWebhook(event): VerifiedWebhook,
+) -> HttpResponse {
+    let (status, text) = handle(Some(&event), event.body(), &state.handled, state.success);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .insert_header(("content-type", "text/plain; charset=utf-8"))
+        .body(text)
+}
+
+async fn serve_axum_extractor(built: &Built) -> (SocketAddr, Server) {
+    let state = ActixState {
+        handled: built.handled.clone(),
+        success: built.gate.success_status(),
+    };
+    let router = axum::Router::new()
+        .fallback(axum_extracted)
+        .with_state(built.gate.clone())
+        .layer(axum::Extension(state));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept_loop = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, Server::Tower(accept_loop))
+}
+
+async fn axum_extracted(
+    axum::Extension(state): axum::Extension<ActixState>,
+    hookgate_tower::VerifiedWebhook(event): hookgate_tower::VerifiedWebhook,
+) -> http::Response<Full<Bytes>> {
+    let (status, text) = handle(Some(&event), event.body(), &state.handled, state.success);
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .unwrap()
 }
