@@ -514,14 +514,11 @@ fn twilio_parameter_boundaries_are_not_signed() {
     );
 }
 
-/// FINDING (open): Twilio signs the decoded, sorted form parameters, but the dedup key of a
-/// Twilio delivery is SHA-256 over the URL and the *raw* body. Anyone who captured one
-/// delivery can re-encode its body (`%2B` → `%2b`, reorder parameters, append `&`) and get a
-/// delivery that still verifies under a different dedup key; Twilio signs no timestamp, so
-/// nothing else stops the replay. Fix in the core: derive the Twilio dedup key from the
-/// signed content (URL + sorted decoded parameters, i.e. the HMAC message), not the raw body.
+/// FINDING F1 (fixed): Twilio signs the decoded, sorted form parameters, so a replayer can
+/// re-encode a captured body (`%2B` → `%2b`, reorder parameters, append `&`) and it still
+/// verifies. The dedup key is therefore a digest of the signed content (URL + sorted decoded
+/// parameters), not of the raw body, so the re-encoded copy is still a duplicate.
 #[test]
-#[ignore = "open finding: Twilio dedup key is malleable; see docs/SECURITY.md"]
 fn twilio_re_encoded_bodies_keep_their_dedup_key() {
     let twilio = signed(SchemeId::Twilio, "evt");
     let original = verify(SchemeId::Twilio, &twilio).unwrap();
