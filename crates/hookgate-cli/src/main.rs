@@ -95,6 +95,15 @@ enum Command {
     ///
     ///   hookgate serve --forward http://127.0.0.1:3000/events
     ///
+    /// A fleet of replicas behind one load balancer shares its dedup store in Redis
+    /// (--dedup) and hands events to a queue that consumers on other machines read
+    /// (--queue, a Redis stream or a NATS JetStream stream). A --queue endpoint processes
+    /// nothing itself: no local worker, so no --forward or --exec.
+    ///
+    ///   hookgate serve --dedup 'redis://10.0.0.5:6379/?prefix=hookgate:dedup:' \
+    ///     --queue 'redis://10.0.0.5:6379/?stream=webhooks'
+    ///   hookgate serve --queue 'nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in'
+    ///
     /// A config file (--config hookgate.toml) declares several endpoints:
     ///
     ///   listen = "0.0.0.0:8787"              # optional; --listen wins
@@ -109,7 +118,10 @@ enum Command {
     ///   scheme = "stripe"
     ///   tolerance = 300                      # seconds; optional
     ///   max_body = 1048576                   # bytes; optional
-    ///   forward = "http://127.0.0.1:3000/stripe"   # or exec = "CMD"; neither: print
+    ///   forward = "http://127.0.0.1:3000/stripe"   # or exec = "CMD", or queue = "URL"
+    ///                                        #   (redis:// or nats://); none: print
+    ///   dedup = "redis://10.0.0.5:6379/"     # optional: shared dedup store
+    ///   dedup_fail_open = false              # optional: accept while Redis is down
     ///   keys = [
     ///     { secret_env = "STRIPE_SECRET" },  # or secret = "...", secret_file = "..."
     ///     { secret_env = "STRIPE_OLD", not_after = "2025-07-01T00:00:00Z" },

@@ -15,7 +15,9 @@
 //! scheme = "stripe"
 //! tolerance = 300                  # seconds; optional
 //! max_body = 1048576               # bytes; optional
-//! forward = "http://127.0.0.1:3000/stripe"   # or exec = "cmd", or neither: print
+//! forward = "http://127.0.0.1:3000/stripe"   # or exec = "cmd", or queue = "URL", or none: print
+//! dedup = "redis://127.0.0.1:6379/?prefix=hookgate:dedup:"   # optional: shared by replicas
+//! dedup_fail_open = false          # optional: accept on while Redis is down
 //! keys = [
 //!   { secret = "whsec_new" },
 //!   { secret_env = "OLD_STRIPE_SECRET", not_after = "2025-07-01T00:00:00Z" },
@@ -66,6 +68,10 @@ pub(super) struct EndpointFile {
     max_body: Option<usize>,
     forward: Option<String>,
     exec: Option<String>,
+    queue: Option<String>,
+    dedup: Option<String>,
+    #[serde(default)]
+    dedup_fail_open: bool,
     public_url: Option<String>,
     retry: Option<RetryFile>,
 }
@@ -113,6 +119,61 @@ pub(super) enum Action {
     Exec(String),
     /// Print the envelope as one JSON line.
     Print,
+    /// Append the envelope to a Redis stream or a NATS JetStream stream (this URL), for
+    /// consumers elsewhere: nothing is processed locally.
+    Queue(String),
+}
+
+/// The queue backend a `queue` URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QueueKind {
+    Redis,
+    Nats,
+}
+
+/// Which backend a `--queue` URL names.
+pub(super) fn queue_kind(url: &str) -> Result<QueueKind, String> {
+    if is_redis(url) {
+        Ok(QueueKind::Redis)
+    } else if url.starts_with("nats://") {
+        Ok(QueueKind::Nats)
+    } else {
+        Err(format!(
+            "the queue URL {} must start with redis://, redis+unix:// or nats://",
+            redact(url)
+        ))
+    }
+}
+
+/// Checks a `--dedup` URL: only Redis is a shared dedup store.
+pub(super) fn check_dedup(url: &str) -> Result<(), String> {
+    if is_redis(url) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the dedup URL {} must start with redis:// or redis+unix://",
+            redact(url)
+        ))
+    }
+}
+
+fn is_redis(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("redis+unix://")
+}
+
+/// A URL without its user and password, for messages.
+pub(super) fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(host_end);
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// How failed processing is retried.
@@ -133,6 +194,10 @@ pub(super) struct Endpoint {
     pub(super) tolerance: Option<Duration>,
     pub(super) max_body: Option<usize>,
     pub(super) action: Action,
+    /// A shared Redis dedup store instead of the inbox.
+    pub(super) dedup: Option<String>,
+    /// Wrap the Redis dedup store in `FailOpenDedupStore`.
+    pub(super) dedup_fail_open: bool,
     pub(super) public_url: Option<String>,
     pub(super) retry: Retry,
 }
@@ -187,15 +252,33 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
         if keys.is_empty() {
             return Err(at("no keys: add keys = [{ secret = \"...\" }]".to_owned()));
         }
-        let action = match (&spec.forward, &spec.exec) {
-            (Some(_), Some(_)) => return Err(at("forward and exec are exclusive".to_owned())),
-            (Some(url), None) => {
+        let action = match (&spec.forward, &spec.exec, &spec.queue) {
+            (Some(_), Some(_), _) => {
+                return Err(at("forward and exec are exclusive".to_owned()));
+            }
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(at(
+                    "queue hands events to consumers on other machines, so it \
+                     cannot be combined with forward or exec (which process them here)"
+                        .to_owned(),
+                ));
+            }
+            (Some(url), None, None) => {
                 crate::client::parse_url(url, "forward").map_err(|e| at(e.to_string()))?;
                 Action::Forward(url.clone())
             }
-            (None, Some(command)) => Action::Exec(command.clone()),
-            (None, None) => Action::Print,
+            (None, Some(command), None) => Action::Exec(command.clone()),
+            (None, None, Some(url)) => {
+                queue_kind(url).map_err(at)?;
+                Action::Queue(url.clone())
+            }
+            (None, None, None) => Action::Print,
         };
+        if let Some(url) = &spec.dedup {
+            check_dedup(url).map_err(at)?;
+        } else if spec.dedup_fail_open {
+            return Err(at("dedup_fail_open needs dedup = \"redis://…\"".to_owned()));
+        }
         let retry = match &spec.retry {
             Some(r) => retry_from(r, retry).map_err(at)?,
             None => retry,
@@ -208,6 +291,8 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             tolerance: spec.tolerance.map(Duration::from_secs),
             max_body: spec.max_body,
             action,
+            dedup: spec.dedup.clone(),
+            dedup_fail_open: spec.dedup_fail_open,
             public_url: spec.public_url.clone(),
             retry,
         });
@@ -410,6 +495,52 @@ mod tests {
             toml::from_str::<File>("[[endpoint]]\npath='/x'\nscheme='github'\ncolour='red'")
                 .is_err()
         );
+        let base = "[[endpoint]]\npath='/x'\nscheme='github'\nkeys=[{secret='s'}]\n";
+        assert!(
+            bad(&format!("{base}queue='nats://h/'\nforward='http://h/'"))
+                .contains("cannot be combined with forward or exec")
+        );
+        assert!(bad(&format!("{base}queue='amqp://h/'")).contains("must start with redis://"));
+        assert!(
+            bad(&format!("{base}dedup='nats://h/'")).contains("dedup URL nats://h/ must start")
+        );
+        assert!(bad(&format!("{base}dedup_fail_open=true")).contains("needs dedup"));
+    }
+
+    #[test]
+    fn a_config_endpoint_can_share_dedup_and_queue() {
+        let file: File = toml::from_str(
+            r#"
+            [[endpoint]]
+            path = "/x"
+            scheme = "github"
+            keys = [{ secret = "s" }]
+            dedup = "redis://127.0.0.1:6379/?prefix=p:"
+            dedup_fail_open = true
+            queue = "nats://127.0.0.1:4222/?stream=S&subject=s"
+            "#,
+        )
+        .unwrap();
+        let endpoints = endpoints(&file, retry()).unwrap();
+        assert_eq!(
+            endpoints[0].action,
+            Action::Queue("nats://127.0.0.1:4222/?stream=S&subject=s".to_owned())
+        );
+        assert_eq!(
+            endpoints[0].dedup.as_deref(),
+            Some("redis://127.0.0.1:6379/?prefix=p:")
+        );
+        assert!(endpoints[0].dedup_fail_open);
+    }
+
+    #[test]
+    fn urls_in_messages_hide_passwords() {
+        assert_eq!(
+            redact("redis://user:pw@h:6379/?stream=s"),
+            "redis://***@h:6379/?stream=s"
+        );
+        assert_eq!(redact("nats://h:4222/"), "nats://h:4222/");
+        assert_eq!(queue_kind("redis+unix:///tmp/r.sock"), Ok(QueueKind::Redis));
     }
 
     #[test]

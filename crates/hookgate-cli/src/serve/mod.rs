@@ -6,6 +6,11 @@
 //! sender gets a 2xx only once the event is on disk. A [`Worker`] per endpoint then forwards,
 //! pipes or prints each stored event, with the inbox's retries and dead letters.
 //!
+//! For a fleet of replicas, `--dedup redis://…` makes the dedup store a shared
+//! [`RedisDedupStore`] (fail closed, or [`FailOpenDedupStore`] with `--dedup-fail-open`),
+//! and `--queue redis://…|nats://…` makes the sink a Redis stream or a JetStream stream that
+//! consumers on other machines read: such an endpoint has no local worker.
+//!
 //! Human-readable information goes to stderr; stdout carries only the events printed when
 //! there is neither `--forward` nor `--exec`, one JSON line each.
 
@@ -19,8 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookgate::{Key, Verifier};
+use hookgate::{Gate, GateBuilder, Key, Verifier};
 use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
+use hookgate_nats::JetStreamSink;
+use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink};
 use hookgate_tower::{GateService, RawBody, ResponseBody};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
@@ -39,7 +46,7 @@ use crate::error::CliError;
 use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
 use crate::input;
 use crate::{Output, Status as ExitStatus};
-use config::{Action, Endpoint, KeySpec, Retry};
+use config::{Action, Endpoint, KeySpec, QueueKind, Retry};
 use process::{Processor, Target};
 
 /// The address used when none is given.
@@ -111,14 +118,36 @@ pub(crate) struct ServeArgs {
     /// POST each verified event to the application at URL: a JSON envelope with the
     /// original body, and an Idempotency-Key header carrying the event's dedup key.
     /// Non-2xx or no answer in --timeout is retried.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["exec", "config"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["exec", "queue", "config"])]
     forward: Option<String>,
 
     /// Pipe each verified event's JSON envelope to `sh -c CMD` (with HOOKGATE_EVENT_ID,
     /// HOOKGATE_DEDUP_KEY, HOOKGATE_EVENT_TYPE, HOOKGATE_ATTEMPT in its environment); a
     /// non-zero exit is retried.
-    #[arg(long, value_name = "CMD", conflicts_with = "config")]
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["queue", "config"])]
     exec: Option<String>,
+
+    /// Hand each verified event to a queue for consumers on other machines instead of
+    /// processing it here: redis://HOST:6379/?stream=NAME (a Redis stream, XADD) or
+    /// nats://HOST:4222/?stream=NAME&subject=SUBJ (a JetStream stream, created if missing).
+    /// The 2xx is sent once the queue acknowledged the event. No local worker runs for the
+    /// endpoint, so --forward, --exec and the retry flags do not apply. Without --dedup, the
+    /// local inbox deduplicates, per replica only.
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    queue: Option<String>,
+
+    /// Deduplicate in Redis instead of the local inbox, so that replicas behind one load
+    /// balancer share what they have seen: redis://HOST:6379/?prefix=P&claim_ttl_ms=N&
+    /// committed_ttl_ms=N. While Redis is unreachable the endpoint answers 503 (fail
+    /// closed) unless --dedup-fail-open.
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    dedup: Option<String>,
+
+    /// With --dedup: while Redis is unreachable, keep accepting with a per-replica,
+    /// in-memory dedup store instead of answering 503 (duplicates across replicas can then
+    /// get through).
+    #[arg(long, requires = "dedup", conflicts_with = "config")]
+    dedup_fail_open: bool,
 
     /// A TOML file declaring several endpoints, each with its own inbox (see `hookgate
     /// serve --help` for the format); replaces the endpoint flags.
@@ -157,9 +186,11 @@ pub(crate) struct ServeArgs {
 /// One endpoint, running.
 struct Running {
     endpoint: Endpoint,
-    inbox: Inbox,
+    /// The local inbox, unless both dedup and sink are elsewhere.
+    inbox: Option<Inbox>,
     service: GateService<Unreachable>,
-    worker: WorkerHandle,
+    /// The local worker, unless the endpoint hands its events to a queue.
+    worker: Option<WorkerHandle>,
 }
 
 /// What every request needs.
@@ -227,7 +258,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     let client = HttpClient::new(None, args.timeout, 64)?;
     let mut running = Vec::new();
     for endpoint in endpoints {
-        running.push(start_endpoint(endpoint, &data_dir, &client, &args)?);
+        running.push(start_endpoint(endpoint, &data_dir, &client, &args).await?);
     }
 
     let listener = TcpListener::bind(&listen)
@@ -239,14 +270,41 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     let origin = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     for run in &running {
         let e = &run.endpoint;
+        let dedup = match (&e.dedup, &run.inbox) {
+            (Some(url), _) => format!(
+                "dedup in Redis {}{}",
+                config::redact(url),
+                if e.dedup_fail_open {
+                    " (fail open)"
+                } else {
+                    ""
+                }
+            ),
+            (None, Some(inbox)) => format!("inbox {}", inbox.path().display()),
+            (None, None) => String::new(),
+        };
         crate::note(&format!(
-            "endpoint {}: POST {origin}{} ({}) → {}; inbox {}",
+            "endpoint {}: POST {origin}{} ({}) → {}; {dedup}",
             e.name,
             e.path,
             e.scheme,
             describe_action(&e.action),
-            run.inbox.path().display()
         ));
+        if matches!(e.action, Action::Queue(_)) {
+            crate::note(&format!(
+                "endpoint {}: events go to the queue for consumers elsewhere; this process \
+                 does not process them (no local worker)",
+                e.name
+            ));
+            if e.dedup.is_none() {
+                crate::note(&format!(
+                    "warning: endpoint {}: without --dedup redis://… dedup is per replica (this \
+                     replica's inbox): replicas behind one load balancer can each queue the \
+                     same delivery",
+                    e.name
+                ));
+            }
+        }
     }
     let router = Arc::new(Router {
         endpoints: running,
@@ -272,7 +330,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
         ));
     };
     for run in router.endpoints {
-        let report = run.worker.shutdown().await;
+        let Some(worker) = run.worker else {
+            continue;
+        };
+        let report = worker.shutdown().await;
         crate::note(&format!(
             "endpoint {}: {} finished, {} given back to the queue",
             run.endpoint.name, report.finished, report.released
@@ -394,7 +455,10 @@ impl Router {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable\n");
         };
         for run in &self.endpoints {
-            if let Ok(counts) = run.inbox.status_counts().await {
+            let (Some(inbox), Some(_)) = (&run.inbox, &run.worker) else {
+                continue;
+            };
+            if let Ok(counts) = inbox.status_counts().await {
                 for status in Status::ALL {
                     #[allow(clippy::cast_precision_loss, reason = "a gauge")]
                     let value = counts.get(status) as f64;
@@ -457,14 +521,27 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         }
         secrets.push(secret);
     }
-    let action = match (&args.forward, &args.exec) {
-        (Some(url), _) => {
+    let action = match (&args.forward, &args.exec, &args.queue) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(CliError::new(
+                "--queue hands events to consumers on other machines, so it cannot be combined \
+                 with --forward or --exec (which process them here)",
+            ));
+        }
+        (Some(url), _, None) => {
             crate::client::parse_url(url, "--forward")?;
             Action::Forward(url.clone())
         }
-        (None, Some(command)) => Action::Exec(command.clone()),
-        (None, None) => Action::Print,
+        (None, Some(command), None) => Action::Exec(command.clone()),
+        (None, None, Some(url)) => {
+            config::queue_kind(url).map_err(|e| CliError::new(format!("--queue: {e}")))?;
+            Action::Queue(url.clone())
+        }
+        (None, None, None) => Action::Print,
     };
+    if let Some(url) = &args.dedup {
+        config::check_dedup(url).map_err(|e| CliError::new(format!("--dedup: {e}")))?;
+    }
     Ok(Endpoint {
         name: DEFAULT_ENDPOINT.to_owned(),
         path: args.path.clone(),
@@ -479,13 +556,15 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         tolerance: args.tolerance.map(Duration::from_secs),
         max_body: args.max_body,
         action,
+        dedup: args.dedup.clone(),
+        dedup_fail_open: args.dedup_fail_open,
         public_url: args.public_url.clone(),
         retry,
     })
 }
 
 /// Opens an endpoint's inbox, builds its gate and starts its worker.
-fn start_endpoint(
+async fn start_endpoint(
     endpoint: Endpoint,
     data_dir: &Path,
     client: &HttpClient,
@@ -518,14 +597,35 @@ fn start_endpoint(
         )),
         other => context(other.to_string()),
     })?;
-    let path = inbox_path(data_dir, &endpoint.name);
-    let inbox = Inbox::open(&path)
-        .map_err(|e| context(format!("cannot open the inbox {}: {e}", path.display())))?;
-    let mut gate = inbox.gate(verifier);
+    let queue = match &endpoint.action {
+        Action::Queue(url) => Some(url.as_str()),
+        _ => None,
+    };
+    let inbox = if queue.is_some() && endpoint.dedup.is_some() {
+        None
+    } else {
+        let path = inbox_path(data_dir, &endpoint.name);
+        Some(
+            Inbox::open(&path)
+                .map_err(|e| context(format!("cannot open the inbox {}: {e}", path.display())))?,
+        )
+    };
+    let mut gate = build_gate(&endpoint, verifier, inbox.as_ref())
+        .await
+        .map_err(context)?;
     if let Some(limit) = endpoint.max_body {
         gate = gate.max_body_bytes(limit);
     }
     let gate = gate.build().map_err(|e| context(e.to_string()))?;
+    let service = GateService::new(Unreachable, gate);
+    let (Some(local), None) = (&inbox, queue) else {
+        return Ok(Running {
+            service,
+            endpoint,
+            inbox,
+            worker: None,
+        });
+    };
     let processor = Processor {
         endpoint: Arc::from(endpoint.name.as_str()),
         action: Target::new(&endpoint.action, client)?,
@@ -535,17 +635,60 @@ fn start_endpoint(
         .base(endpoint.retry.base)
         .cap(endpoint.retry.cap)
         .max_attempts(endpoint.retry.max_attempts);
-    let worker = Worker::builder(inbox.clone(), processor)
+    let worker = Worker::builder(local.clone(), processor)
         .concurrency(args.workers)
         .retry(policy)
         .handler_timeout(args.timeout.saturating_add(Duration::from_secs(10)))
         .start()
         .map_err(|e| context(e.to_string()))?;
     Ok(Running {
-        service: GateService::new(Unreachable, gate),
+        service,
         endpoint,
         inbox,
-        worker,
+        worker: Some(worker),
+    })
+}
+
+/// The gate's dedup store and sink: Redis or the inbox for dedup, a queue or the inbox as
+/// the sink. Connects to Redis and NATS now, so that a wrong URL fails at start.
+async fn build_gate(
+    endpoint: &Endpoint,
+    verifier: Verifier,
+    inbox: Option<&Inbox>,
+) -> Result<GateBuilder, String> {
+    let builder = Gate::builder(verifier);
+    let builder = match (&endpoint.dedup, inbox) {
+        (Some(url), _) => {
+            let store = RedisDedupStore::connect(url)
+                .await
+                .map_err(|e| format!("--dedup {}: {e}", config::redact(url)))?;
+            if endpoint.dedup_fail_open {
+                builder.dedup(FailOpenDedupStore::new(store))
+            } else {
+                builder.dedup(store)
+            }
+        }
+        (None, Some(inbox)) => builder.dedup(inbox.clone()),
+        (None, None) => return Err("internal error: no dedup store".to_owned()),
+    };
+    Ok(match (&endpoint.action, inbox) {
+        (Action::Queue(url), _) => {
+            let shown = config::redact(url);
+            match config::queue_kind(url)? {
+                QueueKind::Redis => builder.sink(
+                    RedisStreamSink::connect(url)
+                        .await
+                        .map_err(|e| format!("--queue {shown}: {e}"))?,
+                ),
+                QueueKind::Nats => builder.sink(
+                    JetStreamSink::connect(url)
+                        .await
+                        .map_err(|e| format!("--queue {shown}: {e}"))?,
+                ),
+            }
+        }
+        (_, Some(inbox)) => builder.sink(inbox.clone()),
+        (_, None) => return Err("internal error: no sink".to_owned()),
     })
 }
 
@@ -554,6 +697,7 @@ fn describe_action(action: &Action) -> String {
         Action::Forward(url) => format!("forward to {url}"),
         Action::Exec(command) => format!("exec {command:?}"),
         Action::Print => "print to stdout".to_owned(),
+        Action::Queue(url) => format!("queue {}", config::redact(url)),
     }
 }
 

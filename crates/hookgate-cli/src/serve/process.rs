@@ -110,6 +110,11 @@ impl Target {
             },
             Action::Exec(command) => Target::Exec(command.clone()),
             Action::Print => Target::Print,
+            Action::Queue(_) => {
+                return Err(crate::error::CliError::new(
+                    "internal error: a queue endpoint has no local processor",
+                ));
+            }
         })
     }
 }
