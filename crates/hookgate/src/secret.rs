@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// A secret or key as the provider hands it over (`whsec_…`, a token, a public key).
 ///
@@ -34,6 +34,9 @@ impl From<String> for Secret {
     }
 }
 
+/// The wrapped `Zeroizing<String>` wipes the bytes when a `Secret` is dropped.
+impl ZeroizeOnDrop for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -60,6 +63,9 @@ impl fmt::Debug for KeyBytes {
     }
 }
 
+/// The wrapped `Zeroizing<Vec<u8>>` wipes the bytes when `KeyBytes` are dropped.
+impl ZeroizeOnDrop for KeyBytes {}
+
 impl Zeroize for KeyBytes {
     fn zeroize(&mut self) {
         self.0.zeroize();
@@ -76,5 +82,8 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
         assert!(!format!("{:?}", KeyBytes::new(b"abc".to_vec())).contains("abc"));
         assert_eq!(secret.expose(), "whsec_supersecret");
+        fn wiped_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+        wiped_on_drop(&secret);
+        wiped_on_drop(&KeyBytes::new(vec![1]));
     }
 }

@@ -81,7 +81,7 @@ pub(crate) enum Material {
     P256(p256::ecdsa::VerifyingKey),
     /// SHA-256 of a shared token: comparing digests keeps the comparison constant-time
     /// even when the lengths differ.
-    TokenDigest([u8; 32]),
+    TokenDigest(zeroize::Zeroizing<[u8; 32]>),
 }
 
 impl Verifier {
@@ -510,9 +510,8 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                 if secret.is_empty() {
                     return Err("the token is empty");
                 }
-                Ok(Material::TokenDigest(
-                    Sha256::digest(secret.as_bytes()).into(),
-                ))
+                let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+                Ok(Material::TokenDigest(zeroize::Zeroizing::new(digest)))
             }
             SchemeId::GithubSha1
             | SchemeId::Intercom
