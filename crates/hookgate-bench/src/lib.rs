@@ -5,8 +5,6 @@
 //! `cargo run -p hookgate-bench --bin bench-report` to print the table; run the HTTP load
 //! benchmark with `cargo run --release -p hookgate-bench --bin hookgate-load -- --quick`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hookgate::{SchemeId, SignRequest, Signer};
 
 /// The Standard Webhooks secret used by every fixture (the specification's test secret).
@@ -32,14 +30,6 @@ pub fn payload(size: usize) -> Vec<u8> {
     body
 }
 
-/// Seconds since the Unix epoch now (fixtures are signed "now" because the peer crates check
-/// timestamps against the system clock).
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Headers of a delivery of `body` signed now with `secret` for `scheme`.
 ///
 /// # Errors
@@ -51,7 +41,8 @@ pub fn signed_headers(
     body: &[u8],
 ) -> Result<Vec<(String, String)>, hookgate::ConfigError> {
     let signer = Signer::new(scheme, secret)?;
-    let request = SignRequest::new(body.to_vec()).id(id).timestamp(now_unix());
+    // Signed now (the default): the peer crates check timestamps against the system clock.
+    let request = SignRequest::new(body.to_vec()).id(id);
     Ok(signer.sign(&request)?.headers)
 }
 

@@ -156,15 +156,21 @@ impl VerifiedEvent {
             },
             DedupRecipe::Body => body_key(),
             DedupRecipe::UrlAndBody(url) => {
-                let mut hasher = Sha256::new();
-                hasher.update((url.len() as u64).to_be_bytes());
-                hasher.update(url.as_bytes());
-                hasher.update(&self.body);
-                format!("{scheme}:sha256:{}", hex(&hasher.finalize()))
+                format!("{scheme}:sha256:{}", url_digest(url, &self.body))
             }
             DedupRecipe::SignedContentDigest(digest) => format!("{scheme}:sha256:{digest}"),
         }
     }
+}
+
+/// Lowercase hex SHA-256 of a URL (length-prefixed, so URL and content cannot trade bytes)
+/// followed by the signed content.
+pub(crate) fn url_digest(url: &str, content: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((url.len() as u64).to_be_bytes());
+    hasher.update(url.as_bytes());
+    hasher.update(content);
+    hex(&hasher.finalize())
 }
 
 fn resolve(field: &Field, body: &[u8]) -> Option<String> {

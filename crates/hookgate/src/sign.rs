@@ -296,14 +296,11 @@ impl Signer {
     }
 }
 
+/// HMAC of one contiguous message, through the verifier's own computation.
 fn mac<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &[u8]) -> Vec<u8> {
-    match <M as hmac::digest::KeyInit>::new_from_slice(key.as_slice()) {
-        Ok(mut mac) => {
-            mac.update(message);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+    crate::verifier::hmac_tag::<M>(key, &vec![std::borrow::Cow::Borrowed(message)])
+        .map(|tag| tag.to_vec())
+        .unwrap_or_default()
 }
 
 fn now_unix() -> i64 {

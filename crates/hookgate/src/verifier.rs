@@ -274,7 +274,7 @@ impl PreparedKey {
     }
 }
 
-fn hmac_tag<M: Mac + hmac::digest::KeyInit>(
+pub(crate) fn hmac_tag<M: Mac + hmac::digest::KeyInit>(
     key: &KeyBytes,
     message: &Message<'_>,
 ) -> Option<hmac::digest::Output<M>> {

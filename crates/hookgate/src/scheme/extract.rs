@@ -759,11 +759,7 @@ fn twilio_dedup(url: &str, params: &[u8], body_is_hashed: bool) -> DedupRecipe {
     if body_is_hashed {
         return DedupRecipe::UrlAndBody(url.to_owned());
     }
-    let mut hasher = Sha256::new();
-    hasher.update((url.len() as u64).to_be_bytes());
-    hasher.update(url.as_bytes());
-    hasher.update(params);
-    DedupRecipe::SignedContentDigest(hex(&hasher.finalize()))
+    DedupRecipe::SignedContentDigest(crate::event::url_digest(url, params))
 }
 
 /// The value of query parameter `name`, decoded.
