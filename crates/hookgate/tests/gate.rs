@@ -2,8 +2,8 @@
 //! event here is signed with `Signer` and verified by a `Verifier` on a fixed clock.
 //!
 //! No test asserts how long anything took. Where time must pass, Tokio's clock is paused
-//! (deadlines), or a very short claim TTL is polled with a generous bound (moka's expiry
-//! runs on the real clock).
+//! (deadlines), or a very short claim TTL is polled with a generous bound (the memory store's
+//! lifetimes run on the real clock).
 
 #![allow(
     missing_docs,
@@ -1172,8 +1172,10 @@ fn the_memory_store_reports_an_honest_estimate_of_bytes_per_key() {
         .unwrap();
     let estimate = MemoryDedupStore::approximate_bytes_per_key() as f64;
     println!("resident {measured} B/key, estimate {estimate} B/key");
+    // The figure is documented as an upper estimate (the tables grow by doubling, so the
+    // cost per key varies with the fill): never below what is spent, nor far above it.
     assert!(
-        estimate >= measured * 0.8 && estimate <= measured * 1.5,
+        estimate >= measured && estimate <= measured * 2.0,
         "the estimate of {estimate} B/key is off: the process spent {measured} B/key"
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
-//!     [--duration SECS] [--connections 1,16,64] [--dedup-keys N]
+//!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
+//!     [--setups baseline,gate-memory,gate-inbox] [--dedup-keys N]
 //! ```
 //!
 //! For each framework it measures the bare baseline, then the Gate with the in-memory sink and
@@ -21,7 +22,25 @@ struct Options {
     json: bool,
     duration: Option<Duration>,
     connections: Vec<usize>,
+    frameworks: Vec<Framework>,
+    setups: Vec<Setup>,
     dedup_keys: Option<u64>,
+}
+
+const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
+[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox] [--dedup-keys N]";
+
+/// A comma-separated list of names, each looked up in `known`.
+fn names<T: Copy>(list: &str, known: &[(&str, T)], what: &str) -> Result<Vec<T>, String> {
+    list.split(',')
+        .map(|name| {
+            known
+                .iter()
+                .find(|(known, _)| *known == name.trim())
+                .map(|(_, value)| *value)
+                .ok_or_else(|| format!("unknown {what} `{name}`"))
+        })
+        .collect()
 }
 
 fn parse() -> Result<Options, String> {
@@ -30,6 +49,8 @@ fn parse() -> Result<Options, String> {
         json: false,
         duration: None,
         connections: vec![1, 16, 64],
+        frameworks: vec![Framework::Axum, Framework::Actix],
+        setups: vec![Setup::Baseline, Setup::GateMemory, Setup::GateInbox],
         dedup_keys: None,
     };
     let mut args = std::env::args().skip(1);
@@ -59,6 +80,18 @@ fn parse() -> Result<Options, String> {
                     return Err("connection counts must be at least 1".into());
                 }
             }
+            "--frameworks" => {
+                let known = [("axum", Framework::Axum), ("actix", Framework::Actix)];
+                options.frameworks = names(&value("--frameworks")?, &known, "framework")?;
+            }
+            "--setups" => {
+                let known = [
+                    ("baseline", Setup::Baseline),
+                    ("gate-memory", Setup::GateMemory),
+                    ("gate-inbox", Setup::GateInbox),
+                ];
+                options.setups = names(&value("--setups")?, &known, "setup")?;
+            }
             "--dedup-keys" => {
                 options.dedup_keys = Some(
                     value("--dedup-keys")?
@@ -67,9 +100,7 @@ fn parse() -> Result<Options, String> {
                 );
             }
             "-h" | "--help" => {
-                println!(
-                    "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] [--dedup-keys N]"
-                );
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (see --help)")),
@@ -119,10 +150,10 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
         .unwrap_or_default()
         .min(Duration::from_secs(1));
     let mut results: Vec<RunResult> = Vec::new();
-    for framework in [Framework::Axum, Framework::Actix] {
+    for &framework in &options.frameworks {
         for &connections in &options.connections {
             let mut baseline_rps = None;
-            for setup in [Setup::Baseline, Setup::GateMemory, Setup::GateInbox] {
+            for &setup in &options.setups {
                 let server = load::start(framework, setup).await?;
                 let recorded = load::drive(
                     server.addr,
@@ -136,7 +167,9 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                 server.stop().await;
                 let requests = u64::try_from(recorded.latencies_us.len()).unwrap_or(u64::MAX);
                 let rps = load::rate(requests, measure);
-                let baseline = *baseline_rps.get_or_insert(rps);
+                if setup == Setup::Baseline {
+                    baseline_rps = Some(rps);
+                }
                 let result = RunResult {
                     framework: framework.name(),
                     setup: setup.name(),
@@ -147,11 +180,11 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     p50_us: load::percentile(&recorded.latencies_us, 0.50),
                     p99_us: load::percentile(&recorded.latencies_us, 0.99),
                     p999_us: load::percentile(&recorded.latencies_us, 0.999),
-                    ratio_to_baseline: if baseline > 0.0 { rps / baseline } else { 0.0 },
+                    ratio_to_baseline: baseline_rps.filter(|b| *b > 0.0).map(|b| rps / b),
                 };
                 if !options.json {
                     println!(
-                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  ×{:.2} of baseline  ({} errors)",
+                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors)",
                         result.framework,
                         result.setup,
                         result.connections,
@@ -159,7 +192,10 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                         result.p50_us,
                         result.p99_us,
                         result.p999_us,
-                        result.ratio_to_baseline,
+                        result.ratio_to_baseline.map_or_else(
+                            || "(no baseline)".to_owned(),
+                            |r| format!("×{r:.2} of baseline")
+                        ),
                         result.errors
                     );
                 }

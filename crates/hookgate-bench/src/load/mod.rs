@@ -38,8 +38,9 @@ pub struct RunResult {
     pub p99_us: u64,
     /// 99.9th percentile latency in microseconds.
     pub p999_us: u64,
-    /// `rps` divided by the same framework's baseline at the same connection count.
-    pub ratio_to_baseline: f64,
+    /// `rps` divided by the same framework's baseline at the same connection count (`null`
+    /// when `--setups` left the baseline out).
+    pub ratio_to_baseline: Option<f64>,
 }
 
 /// Latency percentiles over recorded samples (microseconds), nearest-rank.

@@ -1,15 +1,20 @@
-//! The in-process dedup store, on a bounded `moka` cache with per-entry lifetimes.
+//! The in-process dedup store: a sharded table of 128-bit key digests.
+//!
+//! Why not a general-purpose cache (this store first ran on `moka`): a dedup store holds a
+//! million keys for days, and moka spends about 420 bytes and two concurrent-map writes
+//! (with their epoch-based reclamation and housekeeping) per key, which cost a third of the
+//! gate's throughput and 400 MiB per million keys in `docs/BENCHMARKS.md`. What the store
+//! needs is much narrower than a cache: an atomic insert-if-absent, two fixed lifetimes, and
+//! eviction of the oldest key when full. A mutex per shard over a `HashMap` and a queue in
+//! commit order gives exactly that in about 70 bytes per key.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::ready;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use super::{Claim, ClaimToken, DedupError, DedupStore, KeyState};
@@ -28,36 +33,42 @@ pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30);
 /// senders (Stripe retries for up to 3 days; Prefinery 15 times over about 2 days).
 pub const DEFAULT_COMMITTED_TTL: Duration = Duration::from_secs(72 * 60 * 60);
 
-/// Default capacity: one million keys, about 440 MB when full (see
+/// Default capacity: one million committed keys, about 80 MB when full (see
 /// [`MemoryDedupStore::approximate_bytes_per_key`]); memory grows only with traffic.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 
 /// The longest lifetime accepted for either state: 365 days.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// Resident memory one key costs, measured; see
+/// Resident memory one committed key costs at most, measured; see
 /// [`MemoryDedupStore::approximate_bytes_per_key`].
-const BYTES_PER_KEY: usize = 440;
+const BYTES_PER_KEY: usize = 96;
 
-/// A [`DedupStore`] in process memory, on a bounded [`moka`] cache.
+/// Independent tables, each behind its own mutex, so concurrent requests rarely wait for
+/// one another. A power of two.
+const MAX_SHARDS: u64 = 16;
+
+/// A [`DedupStore`] in process memory.
 ///
-/// - **Atomic claims.** A claim is moka's `entry().or_insert_with()` read with
-///   `is_fresh()`, the only atomic insert-if-absent form: of any number of concurrent
-///   claims of one key, exactly one gets [`Claim::New`].
+/// - **Atomic claims.** A claim checks and inserts under its shard's mutex: of any number of
+///   concurrent claims of one key, exactly one gets [`Claim::New`].
 /// - **Two lifetimes.** Claims expire after the claim TTL ([`DEFAULT_CLAIM_TTL`]),
-///   committed keys after the committed TTL ([`DEFAULT_COMMITTED_TTL`]), through a
-///   per-entry expiry.
-/// - **Bounded.** At most `max_keys` keys ([`DEFAULT_MAX_KEYS`]); beyond that the least
-///   recently used keys are evicted (LRU rather than moka's default TinyLFU, which could
-///   refuse to admit a new claim). An evicted committed key means a late retry of that
-///   delivery is enqueued again: the at-least-once contract holds, only the dedup is lost.
+///   committed keys after the committed TTL ([`DEFAULT_COMMITTED_TTL`]), both to the
+///   millisecond.
+/// - **Bounded.** At most `max_keys` committed keys ([`DEFAULT_MAX_KEYS`]); beyond that the
+///   oldest committed keys are evicted first (they are the closest to expiring anyway).
+///   An evicted key means a late retry of that delivery is enqueued again: the
+///   at-least-once contract holds, only the dedup is lost. Claims in flight are bounded by
+///   the same number; past it, a claim fails and the gate answers `503 dedup_unavailable`.
 /// - **Fixed size per key.** Keys are held as the first 128 bits of the SHA-256 of the dedup
-///   key: about 440 bytes each, whatever the key's length. Two different keys would be
-///   confused with probability about n²/2¹²⁹ (10⁻²⁷ for a million keys).
+///   key: at most about 96 bytes each (see
+///   [`approximate_bytes_per_key`](Self::approximate_bytes_per_key)), whatever the key's
+///   length. Two different keys would be confused with probability about n²/2¹²⁹ (10⁻²⁷
+///   for a million keys).
 /// - **Per process, lost on restart.** Replicas behind a load balancer need a shared store
 ///   (Redis) or a durable one (the SQLite inbox).
 ///
-/// Cheap to clone: clones share the cache.
+/// Cheap to clone: clones share the table.
 ///
 /// ```
 /// use hookgate::dedup::{Claim, DedupStore, KeyState, MemoryDedupStore};
@@ -77,17 +88,34 @@ const BYTES_PER_KEY: usize = 440;
 /// ```
 #[derive(Clone)]
 pub struct MemoryDedupStore {
-    cache: Cache<u128, Slot>,
-    next_token: Arc<AtomicU64>,
+    inner: Arc<Table>,
+}
+
+/// A dedup key's digest: the first 128 bits of its SHA-256.
+type KeyDigest = [u8; 16];
+
+/// Milliseconds since the table was created: the clock of every deadline.
+type Millis = u64;
+
+struct Table {
+    shards: Box<[Mutex<Shard>]>,
+    /// Keys each shard may hold, committed (and, separately, claimed).
+    shard_capacity: usize,
+    started: Instant,
+    next_token: AtomicU64,
     lifetimes: Lifetimes,
     max_keys: u64,
 }
 
-/// What the cache holds for a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Claimed(u64),
-    Committed,
+#[derive(Default)]
+struct Shard {
+    /// Committed keys and when they expire.
+    committed: HashMap<KeyDigest, Millis>,
+    /// The same keys in commit order, which is also expiry order (one lifetime for all):
+    /// expiry and eviction both take from the front.
+    order: VecDeque<KeyDigest>,
+    /// Keys claimed and not committed yet: their token and when the claim expires.
+    claims: HashMap<KeyDigest, (u64, Millis)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,28 +124,34 @@ struct Lifetimes {
     committed: Duration,
 }
 
-impl Lifetimes {
-    fn of(&self, slot: &Slot) -> Duration {
-        match slot {
-            Slot::Claimed(_) => self.claim,
-            Slot::Committed => self.committed,
+impl Shard {
+    fn is_committed(&self, key: &KeyDigest, now: Millis) -> bool {
+        self.committed
+            .get(key)
+            .is_some_and(|&expires| expires > now)
+    }
+
+    fn is_claimed(&self, key: &KeyDigest, now: Millis) -> bool {
+        self.claims
+            .get(key)
+            .is_some_and(|&(_, expires)| expires > now)
+    }
+
+    /// Drops the committed keys that expired by `now`, and the oldest ones beyond `keep`.
+    fn expire_committed(&mut self, now: Millis, keep: usize) {
+        while let Some(oldest) = self.order.front() {
+            let expired = self.committed.get(oldest).is_none_or(|&e| e <= now);
+            if !expired && self.order.len() <= keep {
+                break;
+            }
+            if let Some(oldest) = self.order.pop_front() {
+                self.committed.remove(&oldest);
+            }
         }
     }
-}
 
-impl Expiry<u128, Slot> for Lifetimes {
-    fn expire_after_create(&self, _key: &u128, value: &Slot, _at: Instant) -> Option<Duration> {
-        Some(self.of(value))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &u128,
-        value: &Slot,
-        _at: Instant,
-        _remaining: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.of(value))
+    fn expire_claims(&mut self, now: Millis) {
+        self.claims.retain(|_, &mut (_, expires)| expires > now);
     }
 }
 
@@ -144,119 +178,187 @@ impl MemoryDedupStore {
     }
 
     fn with_checked(max_keys: u64, lifetimes: Lifetimes) -> Self {
-        // The lifetimes were validated (non-zero, at most MAX_TTL), so moka never sees an
-        // absurd duration.
-        let cache = Cache::builder()
-            .max_capacity(max_keys)
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(lifetimes)
-            .build();
+        // As many shards as fit, so that the shards' capacities add up to at most max_keys.
+        let mut shards = MAX_SHARDS;
+        while shards > 1 && shards > max_keys {
+            shards /= 2;
+        }
+        let shard_capacity =
+            usize::try_from(max_keys.checked_div(shards).unwrap_or(1)).unwrap_or(usize::MAX);
+        let shards = (0..shards).map(|_| Mutex::new(Shard::default())).collect();
         MemoryDedupStore {
-            cache,
-            next_token: Arc::new(AtomicU64::new(1)),
-            lifetimes,
-            max_keys,
+            inner: Arc::new(Table {
+                shards,
+                shard_capacity,
+                started: Instant::now(),
+                next_token: AtomicU64::new(1),
+                lifetimes,
+                max_keys,
+            }),
         }
     }
 
     /// How long an uncommitted claim lives.
     pub fn claim_ttl(&self) -> Duration {
-        self.lifetimes.claim
+        self.inner.lifetimes.claim
     }
 
     /// How long a committed key lives.
     pub fn committed_ttl(&self) -> Duration {
-        self.lifetimes.committed
+        self.inner.lifetimes.committed
     }
 
-    /// The capacity in keys.
+    /// The capacity in committed keys.
     pub fn max_keys(&self) -> u64 {
-        self.max_keys
+        self.inner.max_keys
     }
 
-    /// The number of keys held, claimed or committed. Approximate: moka applies insertions,
-    /// expirations and evictions in batches; call
+    /// The number of keys held, claimed or committed. Expired keys are counted until they
+    /// are dropped, which happens as the store is used; call
     /// [`run_pending_tasks`](Self::run_pending_tasks) first for an exact count.
     pub fn key_count(&self) -> u64 {
-        self.cache.entry_count()
+        let held: usize = self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = lock(shard);
+                shard.committed.len().saturating_add(shard.claims.len())
+            })
+            .fold(0, usize::saturating_add);
+        u64::try_from(held).unwrap_or(u64::MAX)
     }
 
-    /// Applies pending expirations and evictions now (moka otherwise does it in batches
-    /// while the store is used).
+    /// Drops every expired key and claim now (otherwise done as the store is used).
     pub fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks();
+        let now = self.inner.now();
+        for shard in self.inner.shards.iter() {
+            let mut shard = lock(shard);
+            shard.expire_committed(now, self.inner.shard_capacity);
+            shard.expire_claims(now);
+        }
     }
 
-    /// An estimate of the memory one key costs, in bytes: 440.
+    /// An upper estimate of the memory one committed key costs, in bytes: 96.
     ///
     /// Keys are held as 128-bit digests, so every key costs the same whatever the length of
-    /// its dedup key. The figure is the process's resident memory per key, measured with
-    /// 10 000 to 1 000 000 committed keys on Linux with glibc's allocator (419 to 430
-    /// bytes), rounded up. It covers moka's entry with its atomics, its hash-table slot, its
-    /// nodes in the LRU and write-order queues and the timer wheel of the per-entry expiry,
-    /// and the allocator's own headers and rounding (the bytes requested from the
-    /// allocator are about 320 per key). It does not cover moka's fixed structures, which do
-    /// not grow with the keys. A test re-measures it, so it stays honest across moka
-    /// upgrades. One million keys take about 440 MB.
+    /// its dedup key: 24 bytes in a hash table that is between 44% and 88% full, plus 16
+    /// bytes in the commit-order queue, whose buffer grows by doubling. So a key costs
+    /// between about 45 and 90 bytes depending on where the tables are in their growth
+    /// (about 80 at the default million keys). A test re-measures the process's resident
+    /// memory per key, so the figure stays honest. One million keys take at most about
+    /// 96 MB.
     pub fn approximate_bytes_per_key() -> usize {
         BYTES_PER_KEY
     }
 
-    fn claim_now(&self, key: &str) -> Claim {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let entry = self
-            .cache
-            .entry(digest(key))
-            .or_insert_with(|| Slot::Claimed(token));
-        if entry.is_fresh() {
-            return Claim::New(ClaimToken::new(token));
-        }
-        match entry.into_value() {
-            Slot::Claimed(_) => Claim::InFlight,
-            Slot::Committed => Claim::Duplicate,
-        }
+    fn claim_now(&self, key: &str) -> Result<Claim, DedupError> {
+        let table = &*self.inner;
+        let now = table.now();
+        table.with_shard(&digest(key), |shard, key| {
+            if shard.is_committed(key, now) {
+                return Ok(Claim::Duplicate);
+            }
+            if shard.is_claimed(key, now) {
+                return Ok(Claim::InFlight);
+            }
+            if shard.claims.len() >= table.shard_capacity {
+                shard.expire_claims(now);
+                if shard.claims.len() >= table.shard_capacity {
+                    return Err(DedupError::new(
+                        "the in-memory dedup store holds its maximum of claims in flight",
+                    ));
+                }
+            }
+            let token = table.next_token.fetch_add(1, Ordering::Relaxed);
+            let expires = now.saturating_add(millis(table.lifetimes.claim));
+            shard.claims.insert(*key, (token, expires));
+            Ok(Claim::New(ClaimToken::new(token)))
+        })
     }
 
-    // Commit and release are compute operations, never a plain `insert`, so they read and
-    // write the key under moka's per-key lock. They cannot interleave with a claim's
-    // insert-if-absent except after a claim expired, which at worst lets a second copy
-    // through: a duplicate, never a loss.
+    /// Commits whatever claim there is: the event is durable, so a concurrent claim that
+    /// took over an expired one has nothing left to protect.
     fn commit_now(&self, key: &str) {
-        self.cache
-            .entry(digest(key))
-            .and_compute_with(|existing| match existing {
-                Some(entry) if *entry.value() == Slot::Committed => Op::Nop,
-                _ => Op::Put(Slot::Committed),
-            });
+        let table = &*self.inner;
+        let now = table.now();
+        table.with_shard(&digest(key), |shard, key| {
+            shard.claims.remove(key);
+            if shard.is_committed(key, now) {
+                return;
+            }
+            // Make room first: this also drops an expired entry of this very key, so the
+            // queue holds each committed key exactly once.
+            shard.expire_committed(now, table.shard_capacity.saturating_sub(1));
+            let expires = now.saturating_add(millis(table.lifetimes.committed));
+            shard.committed.insert(*key, expires);
+            shard.order.push_back(*key);
+        });
     }
 
     fn release_now(&self, key: &str, token: ClaimToken) {
-        self.cache
-            .entry(digest(key))
-            .and_compute_with(|existing| match existing {
-                Some(entry) if *entry.value() == Slot::Claimed(token.get()) => Op::Remove,
-                _ => Op::Nop,
-            });
+        self.inner.with_shard(&digest(key), |shard, key| {
+            if shard
+                .claims
+                .get(key)
+                .is_some_and(|&(held, _)| held == token.get())
+            {
+                shard.claims.remove(key);
+            }
+        });
     }
 
     fn lookup_now(&self, key: &str) -> KeyState {
-        match self.cache.get(&digest(key)) {
-            None => KeyState::Absent,
-            Some(Slot::Claimed(_)) => KeyState::InFlight,
-            Some(Slot::Committed) => KeyState::Committed,
+        let now = self.inner.now();
+        self.inner.with_shard(&digest(key), |shard, key| {
+            if shard.is_committed(key, now) {
+                KeyState::Committed
+            } else if shard.is_claimed(key, now) {
+                KeyState::InFlight
+            } else {
+                KeyState::Absent
+            }
+        })
+    }
+}
+
+impl Table {
+    fn now(&self) -> Millis {
+        millis(self.started.elapsed())
+    }
+
+    /// Runs `f` on the shard of `key`, under its lock.
+    fn with_shard<R>(&self, key: &KeyDigest, f: impl FnOnce(&mut Shard, &KeyDigest) -> R) -> R {
+        // The digest's last byte is uniformly distributed, and the shard count is a power
+        // of two of at most 16, so the index is always in range.
+        let index = usize::from(key[15]) & self.shards.len().saturating_sub(1);
+        match self.shards.get(index) {
+            Some(shard) => f(&mut lock(shard), key),
+            // Unreachable; were it not, an empty shard only costs the dedup of this key.
+            None => f(&mut Shard::default(), key),
         }
     }
 }
 
-/// The cache key of a dedup key: the first 128 bits of its SHA-256, so every key costs the
+/// A shard's lock. A panic while holding it cannot leave a shard half-updated in a way that
+/// matters (each operation is a few map calls), so a poisoned lock is used as it is.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn millis(duration: Duration) -> Millis {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The digest of a dedup key: the first 128 bits of its SHA-256, so every key costs the
 /// same memory whatever its length.
-fn digest(key: &str) -> u128 {
+fn digest(key: &str) -> KeyDigest {
     let hash = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 16];
     for (slot, byte) in first.iter_mut().zip(hash.iter()) {
         *slot = *byte;
     }
-    u128::from_be_bytes(first)
+    first
 }
 
 impl Default for MemoryDedupStore {
@@ -268,17 +370,17 @@ impl Default for MemoryDedupStore {
 impl fmt::Debug for MemoryDedupStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryDedupStore")
-            .field("keys", &self.cache.entry_count())
-            .field("max_keys", &self.max_keys)
-            .field("claim_ttl", &self.lifetimes.claim)
-            .field("committed_ttl", &self.lifetimes.committed)
+            .field("keys", &self.key_count())
+            .field("max_keys", &self.inner.max_keys)
+            .field("claim_ttl", &self.inner.lifetimes.claim)
+            .field("committed_ttl", &self.inner.lifetimes.committed)
             .finish()
     }
 }
 
 impl DedupStore for MemoryDedupStore {
     fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, DedupError>> {
-        Box::pin(ready(Ok(self.claim_now(key))))
+        Box::pin(ready(self.claim_now(key)))
     }
 
     fn commit<'a>(
@@ -461,7 +563,7 @@ mod tests {
                         barrier.wait();
                         (0..200)
                             .filter(|i| {
-                                matches!(store.claim_now(&format!("key-{i}")), Claim::New(_))
+                                matches!(store.claim_now(&format!("key-{i}")), Ok(Claim::New(_)))
                             })
                             .count()
                     })
@@ -482,8 +584,8 @@ mod tests {
             .committed_ttl(Duration::from_secs(3600))
             .build()
             .unwrap();
-        assert!(matches!(store.claim_now("claimed"), Claim::New(_)));
-        let Claim::New(token) = store.claim_now("committed") else {
+        assert!(matches!(store.claim_now("claimed"), Ok(Claim::New(_))));
+        let Ok(Claim::New(token)) = store.claim_now("committed") else {
             panic!("new")
         };
         store.commit_now("committed");
@@ -498,8 +600,8 @@ mod tests {
             }
         }
         assert!(expired, "the claim never expired");
-        assert!(matches!(store.claim_now("claimed"), Claim::New(_)));
-        assert_eq!(store.claim_now("committed"), Claim::Duplicate);
+        assert!(matches!(store.claim_now("claimed"), Ok(Claim::New(_))));
+        assert_eq!(store.claim_now("committed").unwrap(), Claim::Duplicate);
     }
 
     #[test]
@@ -507,7 +609,7 @@ mod tests {
         let store = MemoryDedupStore::builder().max_keys(100).build().unwrap();
         for i in 0..1000 {
             assert!(
-                matches!(store.claim_now(&format!("k{i}")), Claim::New(_)),
+                matches!(store.claim_now(&format!("k{i}")), Ok(Claim::New(_))),
                 "claim {i}"
             );
             store.commit_now(&format!("k{i}"));
@@ -515,7 +617,79 @@ mod tests {
         store.run_pending_tasks();
         assert!(store.key_count() <= 100, "{}", store.key_count());
         // The most recent key is still remembered.
-        assert_eq!(store.claim_now("k999"), Claim::Duplicate);
+        assert_eq!(store.claim_now("k999").unwrap(), Claim::Duplicate);
+    }
+
+    #[test]
+    fn committed_keys_expire_and_can_be_committed_again_once() {
+        let store = MemoryDedupStore::builder()
+            .claim_ttl(Duration::from_millis(300))
+            .committed_ttl(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        store.commit_now("k");
+        assert_eq!(store.lookup_now("k"), KeyState::Committed);
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(store.lookup_now("k"), KeyState::Absent);
+        assert!(matches!(store.claim_now("k"), Ok(Claim::New(_))));
+        store.commit_now("k");
+        store.commit_now("k");
+        assert_eq!(store.claim_now("k").unwrap(), Claim::Duplicate);
+        // Each committed key sits in the commit-order queue exactly once.
+        for shard in store.inner.shards.iter() {
+            let shard = lock(shard);
+            assert_eq!(shard.order.len(), shard.committed.len());
+        }
+        assert_eq!(store.key_count(), 1);
+    }
+
+    #[test]
+    fn the_oldest_committed_keys_are_evicted_first() {
+        let store = MemoryDedupStore::builder().max_keys(32).build().unwrap();
+        for i in 0..10_000 {
+            store.commit_now(&format!("k{i}"));
+        }
+        assert!(store.key_count() <= 32, "{}", store.key_count());
+        assert_eq!(store.lookup_now("k0"), KeyState::Absent);
+        // The newest key of every shard is kept.
+        assert_eq!(store.lookup_now("k9999"), KeyState::Committed);
+    }
+
+    #[test]
+    fn claims_in_flight_are_bounded_and_refused_with_an_error() {
+        let store = MemoryDedupStore::builder()
+            .max_keys(1)
+            .claim_ttl(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        assert!(matches!(store.claim_now("a"), Ok(Claim::New(_))));
+        let refused = store.claim_now("b").unwrap_err();
+        assert!(
+            refused.to_string().contains("claims in flight"),
+            "{refused}"
+        );
+        // The claim expires, and room is made for the next one.
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(matches!(store.claim_now("b"), Ok(Claim::New(_))));
+    }
+
+    #[test]
+    fn small_capacities_are_not_exceeded() {
+        for max_keys in [1_u64, 3, 15, 16, 17, 100] {
+            let store = MemoryDedupStore::builder()
+                .max_keys(max_keys)
+                .build()
+                .unwrap();
+            for i in 0..1000 {
+                store.commit_now(&format!("k{i}"));
+            }
+            assert!(
+                store.key_count() <= max_keys,
+                "{max_keys}: {}",
+                store.key_count()
+            );
+            assert!(store.key_count() >= 1);
+        }
     }
 
     #[test]
@@ -553,6 +727,6 @@ mod tests {
     fn debug_shows_limits() {
         let text = format!("{:?}", MemoryDedupStore::default());
         assert!(text.contains("max_keys: 1000000"), "{text}");
-        assert_eq!(MemoryDedupStore::approximate_bytes_per_key(), 440);
+        assert_eq!(MemoryDedupStore::approximate_bytes_per_key(), 96);
     }
 }

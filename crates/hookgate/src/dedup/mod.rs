@@ -15,7 +15,7 @@
 //! process died, the deadline passed) expires on its own, so a crash can delay the sender's
 //! retry by at most the claim TTL but never swallow it.
 //!
-//! Implementations: [`MemoryDedupStore`] (in-process, on `moka`), and in other crates the
+//! Implementations: [`MemoryDedupStore`] (in-process, a sharded table of key digests), and in other crates the
 //! SQLite inbox and a Redis store shared by a fleet. Write your own by implementing the four
 //! methods; each returns a boxed future so the trait is object-safe
 //! (`Arc<dyn DedupStore>`).
