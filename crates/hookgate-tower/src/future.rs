@@ -34,7 +34,9 @@ pin_project! {
     {
         #[pin]
         state: State<B, S::Future>,
-        inner: S,
+        // Only in verify-only mode: in Gate mode the inner service is never called, so it is
+        // not cloned for every request either.
+        inner: Option<S>,
         shared: Arc<Shared<R>>,
     }
 }
@@ -64,7 +66,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(request: Request<B>, inner: S, shared: Arc<Shared<R>>) -> Self {
+    pub(crate) fn new(request: Request<B>, inner: Option<S>, shared: Arc<Shared<R>>) -> Self {
         let limit = shared.gate.max_body_bytes();
         let (parts, body) = request.into_parts();
         let state = if declared_too_large(&parts.headers, &body, limit) {
@@ -122,11 +124,11 @@ where
                 StateProj::Deciding { decision, parts } => {
                     let outcome = ready!(Pin::new(decision).poll(cx));
                     let parts = take_parts(parts);
-                    match pass_on(this.shared.mode, outcome) {
-                        Ok(request) => {
+                    match pass_on(outcome, this.inner.take()) {
+                        Ok((request, mut inner)) => {
                             let request = request.into_request(parts);
                             State::Inner {
-                                future: this.inner.call(request),
+                                future: inner.call(request),
                             }
                         }
                         Err(outcome) => State::Decided {
@@ -189,17 +191,17 @@ impl PassOn {
     }
 }
 
-/// In verify-only mode a `verified` outcome goes on to the inner service; everything else
-/// is answered by the middleware.
-fn pass_on(mode: Mode, outcome: Outcome) -> Result<PassOn, Outcome> {
-    let verified = mode == Mode::VerifyOnly
-        && outcome.kind() == OutcomeKind::Verified
-        && outcome.event().is_some();
-    if !verified {
+/// In verify-only mode (the only one that holds the inner service) a `verified` outcome goes
+/// on to the inner service; everything else is answered by the middleware.
+fn pass_on<S>(outcome: Outcome, inner: Option<S>) -> Result<(PassOn, S), Outcome> {
+    let Some(inner) = inner else {
+        return Err(outcome);
+    };
+    if outcome.kind() != OutcomeKind::Verified || outcome.event().is_none() {
         return Err(outcome);
     }
     match outcome.into_event() {
-        Some(event) => Ok(PassOn { event }),
+        Some(event) => Ok((PassOn { event }, inner)),
         // Unreachable: the event was there a line above. Refuse rather than pass on an
         // unverified request.
         None => Err(Outcome::body_too_large()),

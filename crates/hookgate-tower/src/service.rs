@@ -101,9 +101,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready goes into the future; this one keeps a clone.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
+        // Verify-only mode: the service that was polled ready goes into the future, and this
+        // one keeps a clone. Gate mode answers every request itself and never calls it.
+        let inner = (self.shared.mode == Mode::VerifyOnly).then(|| {
+            let clone = self.inner.clone();
+            mem::replace(&mut self.inner, clone)
+        });
         ResponseFuture::new(request, inner, Arc::clone(&self.shared))
     }
 }

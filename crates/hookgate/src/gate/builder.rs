@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Gate, Inner};
+use super::{Gate, GateMetrics, Inner};
 use crate::dedup::{DedupStore, MemoryDedupStore};
 use crate::sink::Sink;
 use crate::verifier::Verifier;
@@ -147,8 +147,7 @@ impl GateBuilder {
         if self.retry_after.is_zero() {
             return Err(GateConfigError::ZeroRetryAfter);
         }
-        let scheme_label =
-            metrics::SharedString::from(Arc::<str>::from(self.verifier.scheme_name()));
+        let metrics = GateMetrics::new(self.verifier.scheme_name());
         Ok(Gate {
             inner: Arc::new(Inner {
                 verifier: self.verifier,
@@ -158,7 +157,7 @@ impl GateBuilder {
                 max_body_bytes: self.max_body_bytes,
                 retry_after: self.retry_after,
                 deadline: self.deadline,
-                scheme_label,
+                metrics,
             }),
         })
     }

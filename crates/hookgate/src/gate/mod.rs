@@ -151,10 +151,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::timeout;
 use tracing::Instrument as _;
 
 use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
@@ -175,7 +175,7 @@ pub use builder::{
 pub use future::ReceiveFuture;
 pub use outcome::{Outcome, OutcomeKind};
 
-use telemetry::Trace;
+use telemetry::{GateMetrics, Trace};
 
 /// A boxed, `Send` future: what [`DedupStore`] and [`Sink`] methods return, so that both
 /// traits are object-safe and the gate can hold `Arc<dyn DedupStore>` and `Arc<dyn Sink>`.
@@ -201,7 +201,7 @@ struct Inner {
     max_body_bytes: usize,
     retry_after: Duration,
     deadline: Duration,
-    scheme_label: metrics::SharedString,
+    metrics: Arc<GateMetrics>,
 }
 
 /// Result of the synchronous part of a decision.
@@ -307,7 +307,7 @@ impl Gate {
     /// for adapters that stop reading a body once it passes
     /// [`max_body_bytes`](Self::max_body_bytes).
     pub fn body_too_large(&self) -> Outcome {
-        Trace::start(&self.inner.scheme_label, "receive").finish(Outcome::body_too_large())
+        Trace::start(&self.inner.metrics, "receive").finish(Outcome::body_too_large())
     }
 
     /// The verifier.
@@ -356,7 +356,7 @@ impl Inner {
         body: Bytes,
         url: Option<&str>,
     ) -> Admission {
-        let trace = Trace::start(&self.scheme_label, mode);
+        let trace = Trace::start(&self.metrics, mode);
         if body.len() > self.max_body_bytes {
             return Admission::Decided(trace.finish(Outcome::body_too_large()));
         }
@@ -389,7 +389,7 @@ impl Inner {
 
         let claim = match &self.dedup {
             None => None,
-            Some(store) => match timeout(budget.remaining(), store.claim(&key)).await {
+            Some(store) => match within(|| budget.remaining(), store.claim(&key)).await {
                 Ok(Ok(Claim::New(token))) => Some((store, token)),
                 Ok(Ok(Claim::Duplicate)) => return self.success(OutcomeKind::Duplicate),
                 Ok(Ok(Claim::InFlight)) => {
@@ -410,7 +410,7 @@ impl Inner {
             },
         };
 
-        let refused = match timeout(budget.remaining(), sink.enqueue(event)).await {
+        let refused = match within(|| budget.remaining(), sink.enqueue(event)).await {
             Ok(Ok(())) => None,
             Ok(Err(error)) => {
                 let kind = match error.kind() {
@@ -434,7 +434,7 @@ impl Inner {
 
         let mut outcome = self.success(OutcomeKind::Accepted);
         if let Some((store, token)) = claim {
-            let failure = match timeout(budget.cleanup(), store.commit(&key, token)).await {
+            let failure = match within(|| budget.cleanup(), store.commit(&key, token)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error.to_string()),
                 Err(_elapsed) => Some("the dedup store did not answer the commit in time".into()),
@@ -452,7 +452,7 @@ impl Inner {
         let Some(store) = &self.dedup else {
             return self.success(OutcomeKind::Verified).with_event(event);
         };
-        match timeout(self.deadline, store.lookup(event.dedup_key())).await {
+        match within(|| self.deadline, store.lookup(event.dedup_key())).await {
             Ok(Ok(KeyState::Absent)) => self.success(OutcomeKind::Verified).with_event(event),
             Ok(Ok(KeyState::Committed)) => self.success(OutcomeKind::Duplicate),
             Ok(Ok(KeyState::InFlight)) => self.retry_later(
@@ -485,10 +485,30 @@ async fn release(
     budget: &Budget,
     trace: &Trace,
 ) {
-    match timeout(budget.cleanup(), store.release(key, token)).await {
+    match within(|| budget.cleanup(), store.release(key, token)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => trace.release_failed(&error.to_string()),
         Err(_elapsed) => trace.release_failed("the dedup store did not answer in time"),
+    }
+}
+
+/// The store or the sink did not answer within the time given.
+struct TimedOut;
+
+/// Runs `future` for at most `limit()`. A future that is ready at once (an in-memory store or
+/// sink) gets no timer, nor even a clock reading: arming a timer would cost more than the
+/// work itself.
+async fn within<F: Future>(
+    limit: impl FnOnce() -> Duration,
+    future: F,
+) -> Result<F::Output, TimedOut> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(limit(), future)
+            .await
+            .map_err(|_elapsed| TimedOut),
     }
 }
 

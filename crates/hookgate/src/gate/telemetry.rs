@@ -1,9 +1,10 @@
 //! The `webhook.receive` span and the gate's metrics. Nothing here sees a body or a secret,
 //! and no event id is ever a metric label.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::SharedString;
+use metrics::{Key, Label, Level, Metadata, SharedString};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -32,18 +33,67 @@ pub(super) const DECISION_SECONDS: &str = "hookgate_decision_duration_seconds";
 /// Longest delivery id or event type written to the span; longer ones are cut.
 const MAX_FIELD_LEN: usize = 128;
 
-/// One decision's span, clock and labels.
+/// What the `metrics` macros would pass: the gate's metrics are registered by this module.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The keys of a gate's per-delivery metrics, built once per gate rather than once per
+/// delivery (a key with a label is an allocation). They are looked up in whichever recorder
+/// is installed at the time of each delivery, as the `metrics` macros do.
+pub(super) struct GateMetrics {
+    scheme: SharedString,
+    received: Key,
+    verify_seconds: Key,
+    enqueued: Key,
+    duplicates: Key,
+    in_flight: Key,
+    accepted_seconds: Key,
+}
+
+impl GateMetrics {
+    pub(super) fn new(scheme: &str) -> Arc<GateMetrics> {
+        let scheme = SharedString::from(Arc::<str>::from(scheme));
+        let key =
+            |name: &'static str| Key::from_parts(name, vec![Label::new("scheme", scheme.clone())]);
+        Arc::new(GateMetrics {
+            received: key(RECEIVED),
+            verify_seconds: key(VERIFY_SECONDS),
+            enqueued: key(ENQUEUED),
+            duplicates: key(DUPLICATES),
+            in_flight: key(IN_FLIGHT),
+            accepted_seconds: Key::from_parts(
+                DECISION_SECONDS,
+                vec![
+                    Label::new("scheme", scheme.clone()),
+                    Label::new("outcome", "accepted"),
+                ],
+            ),
+            scheme,
+        })
+    }
+
+    fn count(key: &Key) {
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+    }
+
+    fn record(key: &Key, seconds: f64) {
+        metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+            .record(seconds);
+    }
+}
+
+/// One decision's span, clock and metrics.
 pub(super) struct Trace {
     pub(super) span: Span,
     started: Instant,
-    scheme: SharedString,
+    metrics: Arc<GateMetrics>,
 }
 
 impl Trace {
-    pub(super) fn start(scheme: &SharedString, mode: &'static str) -> Trace {
+    pub(super) fn start(metrics: &Arc<GateMetrics>, mode: &'static str) -> Trace {
         let span = tracing::info_span!(
             "webhook.receive",
-            scheme = &**scheme,
+            scheme = &*metrics.scheme,
             mode,
             delivery_id = Empty,
             event_type = Empty,
@@ -51,17 +101,16 @@ impl Trace {
             status = Empty,
             duration_ms = Empty,
         );
-        metrics::counter!(RECEIVED, "scheme" => scheme.clone()).increment(1);
+        GateMetrics::count(&metrics.received);
         Trace {
             span,
             started: Instant::now(),
-            scheme: scheme.clone(),
+            metrics: Arc::clone(metrics),
         }
     }
 
     pub(super) fn verified(&self, event: &VerifiedEvent, took: std::time::Duration) {
-        metrics::histogram!(VERIFY_SECONDS, "scheme" => self.scheme.clone())
-            .record(took.as_secs_f64());
+        GateMetrics::record(&self.metrics.verify_seconds, took.as_secs_f64());
         // The event type is read from the body: not worth parsing it for a span nobody records.
         if self.span.is_disabled() {
             return;
@@ -75,17 +124,16 @@ impl Trace {
     }
 
     pub(super) fn verify_failed(&self, took: std::time::Duration) {
-        metrics::histogram!(VERIFY_SECONDS, "scheme" => self.scheme.clone())
-            .record(took.as_secs_f64());
+        GateMetrics::record(&self.metrics.verify_seconds, took.as_secs_f64());
     }
 
     pub(super) fn enqueued(&self) {
-        metrics::counter!(ENQUEUED, "scheme" => self.scheme.clone()).increment(1);
+        GateMetrics::count(&self.metrics.enqueued);
     }
 
     pub(super) fn commit_failed(&self, detail: &str) {
-        metrics::counter!(FAILURES, "scheme" => self.scheme.clone(), "reason" => "dedup_commit")
-            .increment(1);
+        let scheme = self.metrics.scheme.clone();
+        metrics::counter!(FAILURES, "scheme" => scheme, "reason" => "dedup_commit").increment(1);
         tracing::warn!(
             parent: &self.span,
             detail,
@@ -105,29 +153,35 @@ impl Trace {
     pub(super) fn finish(self, outcome: Outcome) -> Outcome {
         let code = outcome.code();
         let elapsed = self.started.elapsed();
-        let scheme = self.scheme;
+        let metrics = &*self.metrics;
         self.span.record("outcome", code);
         self.span.record("status", outcome.status());
         self.span.record(
             "duration_ms",
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         );
-        metrics::histogram!(DECISION_SECONDS, "scheme" => scheme.clone(), "outcome" => code)
-            .record(elapsed.as_secs_f64());
+        if outcome.kind() == OutcomeKind::Accepted {
+            GateMetrics::record(&metrics.accepted_seconds, elapsed.as_secs_f64());
+        } else {
+            let scheme = metrics.scheme.clone();
+            metrics::histogram!(DECISION_SECONDS, "scheme" => scheme, "outcome" => code)
+                .record(elapsed.as_secs_f64());
+        }
         let span = &self.span;
         match outcome.kind() {
             OutcomeKind::Accepted | OutcomeKind::Verified => {
                 tracing::debug!(parent: span, outcome = code, "webhook accepted");
             }
             OutcomeKind::Duplicate => {
-                metrics::counter!(DUPLICATES, "scheme" => scheme).increment(1);
+                GateMetrics::count(&metrics.duplicates);
                 tracing::debug!(parent: span, outcome = code, "duplicate webhook, not enqueued again");
             }
             OutcomeKind::InFlight => {
-                metrics::counter!(IN_FLIGHT, "scheme" => scheme).increment(1);
+                GateMetrics::count(&metrics.in_flight);
                 tracing::info!(parent: span, outcome = code, "copy of a webhook in flight, asked to retry");
             }
             OutcomeKind::Rejected(_) | OutcomeKind::BodyTooLarge => {
+                let scheme = metrics.scheme.clone();
                 metrics::counter!(REJECTED, "scheme" => scheme, "reason" => code).increment(1);
                 let location = outcome.rejection().map_or("", |r| r.location());
                 tracing::info!(parent: span, outcome = code, location, "webhook rejected");
@@ -136,6 +190,7 @@ impl Trace {
             | OutcomeKind::SinkUnavailable
             | OutcomeKind::DedupUnavailable
             | OutcomeKind::Timeout => {
+                let scheme = metrics.scheme.clone();
                 metrics::counter!(FAILURES, "scheme" => scheme, "reason" => code).increment(1);
                 let detail = outcome.detail().unwrap_or("");
                 tracing::warn!(parent: span, outcome = code, detail, "webhook deferred, asked to retry");
