@@ -10,6 +10,11 @@
 //! Across processes sharing one database file, claims are not shared; two processes can
 //! then both accept the same delivery at the same moment, but the enqueue transaction checks
 //! the dedup row again, so only one copy is stored and both answer 2xx after it is durable.
+//!
+//! When the inbox is also the sink ([`Inbox::gate`]), a claim does not read the database at
+//! all: the enqueue transaction's own check finds an earlier copy and reports it to the gate
+//! as [`Handoff::AlreadyStored`](hookgate::Handoff), which answers `duplicate`. That saves a
+//! read (and a trip to a blocking thread) per delivery.
 
 use hookgate::BoxFuture;
 use hookgate::dedup::{Claim, ClaimToken, DedupError, DedupStore, KeyState};
@@ -62,6 +67,17 @@ impl Inbox {
         }
     }
 
+    /// Claims `key` in memory only: for a gate whose sink is this inbox, whose enqueue
+    /// checks the database itself.
+    fn claim_in_memory(&self, key: &str) -> KeyClaim {
+        let now = self.now_ms();
+        let ttl = self.inner.config.claim_ttl;
+        match self.claims().try_claim(key, now, ttl) {
+            ClaimAttempt::Held => KeyClaim::InFlight,
+            ClaimAttempt::New(token) => KeyClaim::New(token),
+        }
+    }
+
     /// Marks `key` as handed off. Free when this inbox stored the event; otherwise writes
     /// the dedup entry.
     pub(crate) async fn commit_key(&self, key: &str, token: u64) -> Result<(), InboxError> {
@@ -110,16 +126,23 @@ impl Inbox {
     }
 }
 
+impl From<KeyClaim> for Claim {
+    fn from(claim: KeyClaim) -> Claim {
+        match claim {
+            KeyClaim::New(token) => Claim::New(ClaimToken::new(token)),
+            KeyClaim::InFlight => Claim::InFlight,
+            KeyClaim::Duplicate => Claim::Duplicate,
+        }
+    }
+}
+
 /// The inbox as the gate's dedup store. Pair it with the same inbox as the sink: the
 /// commit is then free, because the enqueue already wrote the dedup entry.
 impl DedupStore for Inbox {
     fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, DedupError>> {
         Box::pin(async move {
-            match self.claim_key(key).await.map_err(DedupError::new)? {
-                KeyClaim::New(token) => Ok(Claim::New(ClaimToken::new(token))),
-                KeyClaim::InFlight => Ok(Claim::InFlight),
-                KeyClaim::Duplicate => Ok(Claim::Duplicate),
-            }
+            let claim = self.claim_key(key).await.map_err(DedupError::new)?;
+            Ok(claim.into())
         })
     }
 
@@ -152,5 +175,36 @@ impl DedupStore for Inbox {
                 KeyLookup::Committed => KeyState::Committed,
             })
         })
+    }
+}
+
+/// The dedup store of [`Inbox::gate`], whose sink is the same inbox: claims in memory only
+/// (see the module documentation); everything else as [`Inbox`]'s.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnSinkDedup(pub(crate) Inbox);
+
+impl DedupStore for OwnSinkDedup {
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, DedupError>> {
+        Box::pin(std::future::ready(Ok(self.0.claim_in_memory(key).into())))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        key: &'a str,
+        token: ClaimToken,
+    ) -> BoxFuture<'a, Result<(), DedupError>> {
+        self.0.commit(key, token)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: ClaimToken,
+    ) -> BoxFuture<'a, Result<(), DedupError>> {
+        self.0.release(key, token)
+    }
+
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeyState, DedupError>> {
+        self.0.lookup(key)
     }
 }

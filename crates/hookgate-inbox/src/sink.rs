@@ -1,6 +1,9 @@
 //! The inbox as the gate's sink.
 
-use hookgate::{BoxFuture, Gate, GateBuilder, Sink, SinkError, VerifiedEvent, Verifier};
+use hookgate::{BoxFuture, Gate, GateBuilder, Handoff, Sink, SinkError, VerifiedEvent, Verifier};
+
+use crate::dedup::OwnSinkDedup;
+use crate::inbox::Enqueued;
 
 use crate::{Inbox, InboxError};
 
@@ -8,11 +11,20 @@ use crate::{Inbox, InboxError};
 /// disk, so the gate's 2xx always follows a durable copy. [`InboxError::Full`] becomes
 /// [`SinkError::full`]; every other error becomes [`SinkError::unavailable`]. Either way
 /// nothing was stored and the gate answers 503.
+///
+/// [`hand_off`](Sink::hand_off) reports an earlier copy found in the dedup table as
+/// [`Handoff::AlreadyStored`], so the gate answers `duplicate`.
 impl Sink for Inbox {
     fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
+        let handed = self.hand_off(event);
+        Box::pin(async move { handed.await.map(drop) })
+    }
+
+    fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
         Box::pin(async move {
             match Inbox::enqueue(self, &event).await {
-                Ok(_) => Ok(()),
+                Ok(Enqueued::Stored(_)) => Ok(Handoff::Enqueued),
+                Ok(Enqueued::Duplicate(_)) => Ok(Handoff::AlreadyStored),
                 Err(InboxError::Full) => Err(SinkError::full()),
                 Err(err) => Err(SinkError::unavailable(err)),
             }
@@ -23,6 +35,8 @@ impl Sink for Inbox {
 impl Inbox {
     /// A [`Gate`] builder with this inbox as both the dedup store and the sink: the usual
     /// set-up, in which a 2xx means the event and its dedup entry were committed together.
+    /// Claims then stay in memory, and the enqueue transaction is the one place that checks
+    /// the database for an earlier copy.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -36,7 +50,7 @@ impl Inbox {
     /// ```
     pub fn gate(&self, verifier: Verifier) -> GateBuilder {
         Gate::builder(verifier)
-            .dedup(self.clone())
+            .dedup(OwnSinkDedup(self.clone()))
             .sink(self.clone())
     }
 }

@@ -55,6 +55,30 @@ async fn accepted_once_then_duplicate_and_stored_once() {
     assert_eq!(inbox.stats().events_stored, 1);
 }
 
+#[tokio::test]
+async fn a_retry_after_a_restart_is_a_duplicate_found_by_the_enqueue_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let d = delivery("msg_before_restart");
+    {
+        let inbox = Inbox::open(&path).unwrap();
+        let gate = inbox.gate(verifier()).build().unwrap();
+        let first = gate.receive(&d.headers, d.body.clone(), None).await;
+        assert_eq!(first.code(), "accepted");
+    }
+    // A new process: no claim, nothing in memory; the key lives only in the file.
+    let inbox = Inbox::open(&path).unwrap();
+    let gate = inbox.gate(verifier()).build().unwrap();
+    let again = gate.receive(&d.headers, d.body.clone(), None).await;
+    assert_eq!((again.status(), again.code()), (200, "duplicate"));
+    assert_eq!(inbox.status_counts().await.unwrap().total(), 1);
+    assert_eq!(inbox.stats().duplicates, 1);
+    // Now the key is also claimed-and-committed in memory: still a duplicate.
+    let third = gate.receive(&d.headers, d.body.clone(), None).await;
+    assert_eq!(third.code(), "duplicate");
+    assert_eq!(inbox.status_counts().await.unwrap().total(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_copies_store_one_event_and_never_2xx_before_it_is_durable() {
     let dir = tempfile::tempdir().unwrap();

@@ -99,7 +99,7 @@ pub use reason::{Reason, Rejection};
 pub use scheme::{GenericHmac, GenericHmacBuilder, HmacAlgorithm, Scheme, SchemeId};
 pub use secret::Secret;
 pub use sign::{SignRequest, SignedDelivery, Signer, standard_webhooks_public_key};
-pub use sink::{ChannelSink, Sink, SinkError};
+pub use sink::{ChannelSink, Handoff, Sink, SinkError};
 pub use verifier::{Verifier, VerifierBuilder};
 
 /// Verifies one delivery in one call, with the scheme's default window and the system clock.

@@ -24,9 +24,9 @@ use bytes::Bytes;
 use hookgate::dedup::{Claim, ClaimToken, DedupError, KeyState};
 use hookgate::sink::ChannelReceiver;
 use hookgate::{
-    BoxFuture, ChannelSink, DedupStore, FixedClock, Gate, GateConfigError, MemoryDedupStore,
-    OutcomeKind, SchemeId, SignRequest, SignedDelivery, Signer, Sink, SinkError, VerifiedEvent,
-    Verifier,
+    BoxFuture, ChannelSink, DedupStore, FixedClock, Gate, GateConfigError, Handoff,
+    MemoryDedupStore, OutcomeKind, SchemeId, SignRequest, SignedDelivery, Signer, Sink, SinkError,
+    VerifiedEvent, Verifier,
 };
 use tokio::sync::{Semaphore, mpsc};
 
@@ -258,6 +258,63 @@ async fn a_failing_sink_gets_503_with_retry_after_and_a_released_claim_and_the_r
     assert_eq!((outcome.status(), outcome.code()), (200, "accepted"));
     assert_eq!(store.lookup(&key).await.unwrap(), KeyState::Committed);
     assert_eq!(drain(&mut events).len(), 1);
+}
+
+/// A sink that deduplicates itself, like the SQLite inbox: it remembers what it stored.
+#[derive(Debug, Default)]
+struct SelfDedupSink {
+    stored: Mutex<Vec<String>>,
+}
+
+impl Sink for SelfDedupSink {
+    fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
+        let stored = self.hand_off(event);
+        Box::pin(async move { stored.await.map(drop) })
+    }
+
+    fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
+        let mut stored = self.stored.lock().unwrap();
+        let key = event.dedup_key().to_owned();
+        let handoff = if stored.contains(&key) {
+            Handoff::AlreadyStored
+        } else {
+            stored.push(key);
+            Handoff::Enqueued
+        };
+        Box::pin(async move { Ok(handoff) })
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_holds_an_earlier_copy_makes_the_answer_duplicate_and_stores_nothing() {
+    let sink = Arc::new(SelfDedupSink::default());
+    // A fresh dedup store on each side stands for a restarted process: only the sink
+    // remembers the first copy.
+    let first = Gate::builder(verifier())
+        .dedup(long_lived_store())
+        .shared_sink(sink.clone())
+        .build()
+        .unwrap();
+    let after_restart = Gate::builder(verifier())
+        .dedup(long_lived_store())
+        .shared_sink(sink.clone())
+        .build()
+        .unwrap();
+    let delivery = signed("msg_stored_before");
+
+    let outcome = first
+        .receive(&delivery.headers, delivery.body.clone(), None)
+        .await;
+    assert_eq!((outcome.status(), outcome.code()), (200, "accepted"));
+    let store = after_restart.dedup_store().unwrap().clone();
+    let key = dedup_key(&delivery);
+    let outcome = after_restart
+        .receive(&delivery.headers, delivery.body.clone(), None)
+        .await;
+    assert_eq!((outcome.status(), outcome.code()), (200, "duplicate"));
+    // The key is committed, so the next copy does not even reach the sink.
+    assert_eq!(store.lookup(&key).await.unwrap(), KeyState::Committed);
+    assert_eq!(sink.stored.lock().unwrap().len(), 1);
 }
 
 /// A dedup store that fails on the chosen operations.

@@ -99,8 +99,10 @@
 //!    [`receive`](Gate::receive) is called.
 //! 3. **Claim** the dedup key ([`DedupStore::claim`]): `duplicate`, `in_flight`, or a new
 //!    claim.
-//! 4. **Enqueue** ([`Sink::enqueue`]); on failure **release** the claim.
-//! 5. **Commit** the dedup key ([`DedupStore::commit`]); then `accepted`.
+//! 4. **Enqueue** ([`Sink::hand_off`], which is [`Sink::enqueue`] unless the sink
+//!    deduplicates itself); on failure **release** the claim.
+//! 5. **Commit** the dedup key ([`DedupStore::commit`]); then `accepted`, or `duplicate`
+//!    when the sink reported that it holds an earlier copy ([`Handoff::AlreadyStored`]).
 //!
 //! Steps 3 to 5 share one [deadline](GateBuilder::deadline) (10 s by default, under the 15 s
 //! the least patient senders wait): a store or sink that does not answer in time yields
@@ -160,7 +162,7 @@ use tracing::Instrument as _;
 use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use crate::event::VerifiedEvent;
 use crate::headers::Headers;
-use crate::sink::{Sink, SinkErrorKind};
+use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
 
 mod builder;
@@ -410,8 +412,12 @@ impl Inner {
             },
         };
 
-        let refused = match within(|| budget.remaining(), sink.enqueue(event)).await {
-            Ok(Ok(())) => None,
+        let mut handed = Handoff::Enqueued;
+        let refused = match within(|| budget.remaining(), sink.hand_off(event)).await {
+            Ok(Ok(handoff)) => {
+                handed = handoff;
+                None
+            }
             Ok(Err(error)) => {
                 let kind = match error.kind() {
                     SinkErrorKind::Full => OutcomeKind::SinkFull,
@@ -430,9 +436,13 @@ impl Inner {
             }
             return outcome;
         }
-        trace.enqueued();
-
-        let mut outcome = self.success(OutcomeKind::Accepted);
+        let mut outcome = match handed {
+            Handoff::AlreadyStored => self.success(OutcomeKind::Duplicate),
+            Handoff::Enqueued => {
+                trace.enqueued();
+                self.success(OutcomeKind::Accepted)
+            }
+        };
         if let Some((store, token)) = claim {
             let failure = match within(|| budget.cleanup(), store.commit(&key, token)).await {
                 Ok(Ok(())) => None,

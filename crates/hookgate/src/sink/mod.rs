@@ -36,11 +36,41 @@ pub trait Sink: fmt::Debug + Send + Sync {
     /// for now, [`Unavailable`](SinkErrorKind::Unavailable) when it cannot be reached or is
     /// closed.
     fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// What the gate calls: [`enqueue`](Self::enqueue), for a sink that can also tell that
+    /// it holds an earlier copy already ([`Handoff::AlreadyStored`]). The SQLite inbox does:
+    /// it checks its dedup table in the transaction that would store the event, so the
+    /// gate's dedup store need not read the database first. The gate then answers
+    /// `duplicate` instead of `accepted`.
+    ///
+    /// The default reports every successful `enqueue` as [`Handoff::Enqueued`].
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
+        let enqueue = self.enqueue(event);
+        Box::pin(async move { enqueue.await.map(|()| Handoff::Enqueued) })
+    }
+}
+
+/// What a sink did with an event it took: see [`Sink::hand_off`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handoff {
+    /// The event is in the sink now.
+    Enqueued,
+    /// The sink holds an earlier copy of this delivery (same dedup key) and did not store
+    /// this one.
+    AlreadyStored,
 }
 
 impl<T: Sink + ?Sized> Sink for Arc<T> {
     fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
         (**self).enqueue(event)
+    }
+
+    fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
+        (**self).hand_off(event)
     }
 }
 
