@@ -62,6 +62,12 @@ fn quick_json_run_reports_every_setup() {
         if setup == "baseline" {
             assert!((run["ratio_to_baseline"].as_f64().unwrap() - 1.0).abs() < 1e-9);
         }
+        // Only the inbox commits to disk, and every commit stores at least one event.
+        if setup == "gate-inbox" {
+            assert!(run["events_per_commit"].as_f64().unwrap() >= 1.0, "{run}");
+        } else {
+            assert!(run["events_per_commit"].is_null(), "{run}");
+        }
         seen.push((
             framework.to_owned(),
             setup.to_owned(),
@@ -76,6 +82,31 @@ fn quick_json_run_reports_every_setup() {
             );
         }
     }
+}
+
+#[test]
+fn a_run_without_its_baseline_reports_no_ratio() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+            "--frameworks",
+            "actix",
+            "--setups",
+            "gate-memory",
+        ])
+        .output()
+        .expect("the load binary runs");
+    assert!(output.status.success());
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["framework"], "actix");
+    assert_eq!(runs[0]["setup"], "gate-memory");
+    assert!(runs[0]["ratio_to_baseline"].is_null());
+    assert!(runs[0]["requests"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -103,4 +134,16 @@ fn bad_arguments_exit_with_usage_error() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn unknown_setups_and_frameworks_are_usage_errors() {
+    for (flag, value) in [("--setups", "gate-redis"), ("--frameworks", "rocket")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(value));
+    }
 }

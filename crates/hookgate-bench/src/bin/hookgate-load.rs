@@ -164,7 +164,9 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     },
                 )
                 .await?;
+                let stats = server.inbox_stats();
                 server.stop().await;
+                let events_per_commit = stats.map(|s| s.average_batch());
                 let requests = u64::try_from(recorded.latencies_us.len()).unwrap_or(u64::MAX);
                 let rps = load::rate(requests, measure);
                 if setup == Setup::Baseline {
@@ -180,11 +182,12 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     p50_us: load::percentile(&recorded.latencies_us, 0.50),
                     p99_us: load::percentile(&recorded.latencies_us, 0.99),
                     p999_us: load::percentile(&recorded.latencies_us, 0.999),
+                    events_per_commit,
                     ratio_to_baseline: baseline_rps.filter(|b| *b > 0.0).map(|b| rps / b),
                 };
                 if !options.json {
                     println!(
-                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors)",
+                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors){}",
                         result.framework,
                         result.setup,
                         result.connections,
@@ -196,7 +199,10 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                             || "(no baseline)".to_owned(),
                             |r| format!("×{r:.2} of baseline")
                         ),
-                        result.errors
+                        result.errors,
+                        result
+                            .events_per_commit
+                            .map_or_else(String::new, |n| format!("  {n:.1} events/commit")),
                     );
                 }
                 results.push(result);
@@ -211,7 +217,10 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
 
 async fn dedup_memory(keys: u64, json: bool) -> Result<(), BoxError> {
     let before = load::resident_bytes().unwrap_or(0);
-    let store = MemoryDedupStore::builder().max_keys(keys.max(1)).build()?;
+    // Room to spare: capacity is enforced per shard, and the point is to hold all N keys.
+    let store = MemoryDedupStore::builder()
+        .max_keys(keys.max(1).saturating_mul(2))
+        .build()?;
     for i in 0..keys {
         let key = format!("standard-webhooks-v1:id:msg_{i:024}");
         if let Claim::New(token) = store.claim(&key).await? {

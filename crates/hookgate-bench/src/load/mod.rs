@@ -38,6 +38,8 @@ pub struct RunResult {
     pub p99_us: u64,
     /// 99.9th percentile latency in microseconds.
     pub p999_us: u64,
+    /// With the inbox: events per group commit (fsync) during the run, on average.
+    pub events_per_commit: Option<f64>,
     /// `rps` divided by the same framework's baseline at the same connection count (`null`
     /// when `--setups` left the baseline out).
     pub ratio_to_baseline: Option<f64>,

@@ -61,6 +61,7 @@ pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
     running: Running,
+    inbox: Option<Inbox>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -79,6 +80,12 @@ enum Running {
 }
 
 impl RunningServer {
+    /// The inbox's counters, for the setup that has one: how many group commits stored
+    /// how many events.
+    pub fn inbox_stats(&self) -> Option<hookgate_inbox::InboxStats> {
+        self.inbox.as_ref().map(Inbox::stats)
+    }
+
     /// Stops accepting, lets open requests finish and waits for the server.
     pub async fn stop(self) {
         match self.running {
@@ -115,6 +122,7 @@ pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, 
 /// receiving end of a channel sink, to be drained by a task.
 struct Parts {
     gate: Option<Gate>,
+    inbox: Option<Inbox>,
     data: Option<tempfile::TempDir>,
     receiver: Option<hookgate::sink::ChannelReceiver>,
 }
@@ -123,6 +131,7 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
     Ok(match setup {
         Setup::Baseline => Parts {
             gate: None,
+            inbox: None,
             data: None,
             receiver: None,
         },
@@ -131,6 +140,7 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
             let gate = Gate::builder(verifier()?).sink(sink).build()?;
             Parts {
                 gate: Some(gate),
+                inbox: None,
                 data: None,
                 receiver: Some(receiver),
             }
@@ -140,6 +150,7 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
             let inbox = Inbox::open(dir.path().join("inbox.db"))?;
             Parts {
                 gate: Some(inbox.gate(verifier()?).build()?),
+                inbox: Some(inbox),
                 data: Some(dir),
                 receiver: None,
             }
@@ -155,6 +166,7 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
 
     let Parts {
         gate,
+        inbox,
         data,
         receiver,
     } = parts(setup)?;
@@ -200,6 +212,7 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
     Ok(RunningServer {
         addr,
         running: Running::Actix { handle, thread },
+        inbox,
         _data: data,
     })
 }
@@ -207,6 +220,7 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
 async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
     let Parts {
         gate,
+        inbox,
         data,
         receiver,
     } = parts(setup)?;
@@ -233,6 +247,7 @@ async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
     Ok(RunningServer {
         addr,
         running: Running::Tokio { shutdown, task },
+        inbox,
         _data: data,
     })
 }
