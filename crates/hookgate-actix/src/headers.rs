@@ -55,6 +55,21 @@ impl hookgate::Headers for ActixHeaders<'_> {
             }
         }
     }
+
+    /// One walk for all the names.
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        let map: &'a HeaderMap = self.0;
+        for (key, value) in map {
+            let wanted = names
+                .iter()
+                .position(|name| key.as_str().eq_ignore_ascii_case(name));
+            if let Some(index) = wanted {
+                if !visit(index, value.as_bytes()) {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,33 @@ pub trait Headers {
             }
         }
     }
+
+    /// Calls `visit(i, value)` with each value of each header named `names[i]` (matched ASCII
+    /// case-insensitively), until it returns `false`. Values of one name come in order; the
+    /// order between names is the implementation's.
+    ///
+    /// The default visits the names one after the other; a map that can walk all its headers
+    /// once ([`http::HeaderMap`], slices of pairs) overrides it, which is cheaper than one
+    /// lookup per name when a scheme reads several headers.
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        let mut going = true;
+        for (index, name) in names.iter().enumerate() {
+            self.visit(name, &mut |value| {
+                going = visit(index, value);
+                going
+            });
+            if !going {
+                break;
+            }
+        }
+    }
+}
+
+/// The position in `names` of `name`, matched ASCII case-insensitively.
+fn position(names: &[&str], name: &str) -> Option<usize> {
+    names
+        .iter()
+        .position(|wanted| wanted.len() == name.len() && wanted.eq_ignore_ascii_case(name))
 }
 
 impl Headers for http::HeaderMap {
@@ -37,6 +64,17 @@ impl Headers for http::HeaderMap {
         for value in http::HeaderMap::get_all(self, name) {
             if !visit(value.as_bytes()) {
                 break;
+            }
+        }
+    }
+
+    // One walk over the map instead of one hashed lookup per name (each parses the name).
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        for (name, value) in self {
+            if let Some(index) = position(names, name.as_str()) {
+                if !visit(index, value.as_bytes()) {
+                    break;
+                }
             }
         }
     }
@@ -57,6 +95,16 @@ impl<K: AsRef<str>, V: AsRef<str>> Headers for [(K, V)] {
             }
         }
     }
+
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        for (key, value) in self {
+            if let Some(index) = position(names, key.as_ref()) {
+                if !visit(index, value.as_ref().as_bytes()) {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>, const N: usize> Headers for [(K, V); N] {
@@ -67,6 +115,10 @@ impl<K: AsRef<str>, V: AsRef<str>, const N: usize> Headers for [(K, V); N] {
     fn visit<'a>(&'a self, name: &str, visit: &mut dyn FnMut(&'a [u8]) -> bool) {
         self.as_slice().visit(name, visit);
     }
+
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        self.as_slice().visit_names(names, visit);
+    }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>> Headers for Vec<(K, V)> {
@@ -76,6 +128,10 @@ impl<K: AsRef<str>, V: AsRef<str>> Headers for Vec<(K, V)> {
 
     fn visit<'a>(&'a self, name: &str, visit: &mut dyn FnMut(&'a [u8]) -> bool) {
         self.as_slice().visit(name, visit);
+    }
+
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        self.as_slice().visit_names(names, visit);
     }
 }
 
@@ -96,11 +152,65 @@ impl<H: Headers + ?Sized> Headers for &H {
     fn visit<'a>(&'a self, name: &str, visit: &mut dyn FnMut(&'a [u8]) -> bool) {
         (**self).visit(name, visit);
     }
+
+    fn visit_names<'a>(&'a self, names: &[&str], visit: &mut dyn FnMut(usize, &'a [u8]) -> bool) {
+        (**self).visit_names(names, visit);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every implementation finds the same values for the same names, one walk or not.
+    #[test]
+    fn visit_names_matches_one_visit_per_name() {
+        let pairs = vec![
+            ("Webhook-Id", "a"),
+            ("other", "x"),
+            ("webhook-signature", "s1"),
+            ("WEBHOOK-ID", "b"),
+            ("webhook-signature", "s2"),
+        ];
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        let mut hash = HashMap::new();
+        hash.insert("Webhook-Id".to_owned(), "a".to_owned());
+        let names = ["webhook-id", "webhook-signature", "absent"];
+        let collect = |headers: &dyn Headers| {
+            let mut seen = vec![Vec::new(); names.len()];
+            headers.visit_names(&names, &mut |index, value| {
+                seen[index].push(value.to_vec());
+                true
+            });
+            seen
+        };
+        let by_name = |headers: &dyn Headers| {
+            names
+                .iter()
+                .map(|name| headers.get_all(name).iter().map(|v| v.to_vec()).collect())
+                .collect::<Vec<Vec<Vec<u8>>>>()
+        };
+        let slice = pairs.as_slice();
+        let array = [pairs[0], pairs[1], pairs[2], pairs[3], pairs[4]];
+        for headers in [&map as &dyn Headers, &pairs, &slice, &array, &hash] {
+            assert_eq!(collect(headers), by_name(headers));
+        }
+        assert_eq!(collect(&map)[0], vec![b"a".to_vec(), b"b".to_vec()]);
+
+        // Stopping early stops the whole walk.
+        let mut calls = 0;
+        map.visit_names(&names, &mut |_, _| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
+    }
 
     #[test]
     fn lookups_ignore_case_and_keep_repeats() {

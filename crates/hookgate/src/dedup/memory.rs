@@ -33,7 +33,7 @@ pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30);
 /// senders (Stripe retries for up to 3 days; Prefinery 15 times over about 2 days).
 pub const DEFAULT_COMMITTED_TTL: Duration = Duration::from_secs(72 * 60 * 60);
 
-/// Default capacity: one million committed keys, about 80 MB when full (see
+/// Default capacity: one million committed keys, about 70 MB when full (see
 /// [`MemoryDedupStore::approximate_bytes_per_key`]); memory grows only with traffic.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 
@@ -245,7 +245,7 @@ impl MemoryDedupStore {
     /// its dedup key: 24 bytes in a hash table that is between 44% and 88% full, plus 16
     /// bytes in the commit-order queue, whose buffer grows by doubling. So a key costs
     /// between about 45 and 90 bytes depending on where the tables are in their growth
-    /// (about 80 at the default million keys). A test re-measures the process's resident
+    /// (69 measured with a million keys). A test re-measures the process's resident
     /// memory per key, so the figure stays honest. One million keys take at most about
     /// 96 MB.
     pub fn approximate_bytes_per_key() -> usize {

@@ -87,14 +87,25 @@ fn single_value<'h, H: Headers + ?Sized>(
     let mut found: Option<&'h [u8]> = None;
     let mut conflict = false;
     headers.visit(name, &mut |value| {
-        let value = value.trim_ascii();
-        match found {
-            _ if value.is_empty() => {}
-            Some(previous) if previous != value => conflict = true,
-            _ => found = Some(value),
-        }
+        note(&mut found, &mut conflict, value);
         !conflict
     });
+    settle(found, conflict)
+}
+
+/// Takes one value of a header that must have one: blank values are ignored, a different
+/// second value is a conflict.
+fn note<'h>(found: &mut Option<&'h [u8]>, conflict: &mut bool, value: &'h [u8]) {
+    let value = value.trim_ascii();
+    match *found {
+        _ if value.is_empty() => {}
+        Some(previous) if previous != value => *conflict = true,
+        _ => *found = Some(value),
+    }
+}
+
+/// The value noted for a header, if it is one value of visible ASCII.
+fn settle(found: Option<&[u8]>, conflict: bool) -> Result<Option<&str>, ()> {
     if conflict {
         return Err(());
     }
@@ -107,24 +118,36 @@ fn single_value<'h, H: Headers + ?Sized>(
     }
 }
 
+/// Most header names [`singles`] reads in one walk.
+const MAX_NAMES: usize = 6;
+
+/// What [`single_value`] says of each of `names` (at most [`MAX_NAMES`]), from one walk
+/// over the headers rather than one lookup per name.
+fn singles<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    names: &[&str],
+) -> [Result<Option<&'h str>, ()>; MAX_NAMES] {
+    let mut found: [Option<&'h [u8]>; MAX_NAMES] = [None; MAX_NAMES];
+    let mut conflict = [false; MAX_NAMES];
+    let names = names.get(..MAX_NAMES).unwrap_or(names);
+    headers.visit_names(names, &mut |index, value| {
+        if let (Some(found), Some(conflict)) = (found.get_mut(index), conflict.get_mut(index)) {
+            note(found, conflict, value);
+        }
+        true
+    });
+    let mut settled = [Ok(None); MAX_NAMES];
+    for ((out, found), conflict) in settled.iter_mut().zip(found).zip(conflict) {
+        *out = settle(found, conflict);
+    }
+    settled
+}
+
 pub(crate) fn required<'h, H: Headers + ?Sized>(
     headers: &'h H,
     name: &'static str,
 ) -> Result<&'h str, Rejection> {
     single(headers, name)?.ok_or_else(|| reject(Reason::MissingHeader, name))
-}
-
-/// The first of several header spellings that is present (Svix's `svix-*` / `webhook-*`).
-fn first_of<'h, H: Headers + ?Sized>(
-    headers: &'h H,
-    names: &[&'static str],
-) -> Result<Option<(&'static str, &'h str)>, Rejection> {
-    for name in names {
-        if let Some(value) = single(headers, name)? {
-            return Ok(Some((name, value)));
-        }
-    }
-    Ok(None)
 }
 
 /// Strict Unix seconds: ASCII digits only (no sign, no fraction), converted to milliseconds.
@@ -420,22 +443,56 @@ fn preset<'a, H: Headers + ?Sized>(
 /// The header names of a Standard Webhooks family, in order of preference.
 #[derive(Debug, Clone, Copy)]
 struct Family {
-    id: &'static [&'static str],
-    timestamp: &'static [&'static str],
-    signature: &'static [&'static str],
+    /// The spellings of the id, timestamp and signature headers, `spellings` of each, in
+    /// order of preference.
+    names: &'static [&'static str],
+    spellings: usize,
+}
+
+impl Family {
+    const ID: usize = 0;
+    const TIMESTAMP: usize = 1;
+    const SIGNATURE: usize = 2;
+
+    /// The preferred spelling of header `slot` that is present, with its value.
+    fn first<'h>(
+        &self,
+        values: &[Result<Option<&'h str>, ()>],
+        slot: usize,
+    ) -> Result<Option<(&'static str, &'h str)>, Rejection> {
+        let spellings = self
+            .names
+            .iter()
+            .zip(values)
+            .skip(slot.saturating_mul(self.spellings))
+            .take(self.spellings);
+        for (name, value) in spellings {
+            match value {
+                Err(()) => return Err(reject(Reason::MalformedHeader, name)),
+                Ok(Some(value)) => return Ok(Some((name, value))),
+                Ok(None) => {}
+            }
+        }
+        Ok(None)
+    }
 }
 
 const WEBHOOK: Family = Family {
-    id: &["webhook-id"],
-    timestamp: &["webhook-timestamp"],
-    signature: &["webhook-signature"],
+    names: &["webhook-id", "webhook-timestamp", "webhook-signature"],
+    spellings: 1,
 };
 
 /// Svix sends `svix-*`, or `webhook-*` when white-labelled.
 const SVIX: Family = Family {
-    id: &["svix-id", "webhook-id"],
-    timestamp: &["svix-timestamp", "webhook-timestamp"],
-    signature: &["svix-signature", "webhook-signature"],
+    names: &[
+        "svix-id",
+        "webhook-id",
+        "svix-timestamp",
+        "webhook-timestamp",
+        "svix-signature",
+        "webhook-signature",
+    ],
+    spellings: 2,
 };
 
 /// Standard Webhooks and its white-labels: `{id}.{timestamp}.{body}`, a space-separated list
@@ -447,11 +504,16 @@ fn standard<'a, H: Headers + ?Sized>(
     version: &str,
     encoding: Encoding,
 ) -> Result<Extracted<'a>, Rejection> {
-    let (_, id) =
-        first_of(h, family.id)?.ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
-    let (ts_name, ts) = first_of(h, family.timestamp)?
+    // One walk over the headers finds all three (and their Svix spellings).
+    let values = singles(h, family.names);
+    let (_, id) = family
+        .first(&values, Family::ID)?
+        .ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
+    let (ts_name, ts) = family
+        .first(&values, Family::TIMESTAMP)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-timestamp"))?;
-    let (sig_name, _) = first_of(h, family.signature)?
+    let (sig_name, _) = family
+        .first(&values, Family::SIGNATURE)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
 
     let message = vec![
@@ -470,6 +532,7 @@ fn standard<'a, H: Headers + ?Sized>(
     } else {
         MAX_SIGNATURES
     };
+    // Every line of the header, so that repeated lines count toward the limit.
     h.visit(sig_name, &mut |value| {
         let Ok(value) = std::str::from_utf8(value) else {
             result = Err(reject(Reason::MalformedHeader, sig_name));
