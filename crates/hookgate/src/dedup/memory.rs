@@ -107,6 +107,8 @@ struct Table {
     max_keys: u64,
 }
 
+/// The maps keep std's randomly keyed SipHash: a sender holding a secret could grind dedup
+/// keys whose digests collide under a fixed hash, and slow every lookup down.
 #[derive(Default)]
 struct Shard {
     /// Committed keys and when they expire.
