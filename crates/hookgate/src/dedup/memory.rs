@@ -2,7 +2,7 @@
 //!
 //! Why not a general-purpose cache (this store first ran on `moka`): a dedup store holds a
 //! million keys for days, and moka spends about 420 bytes and two concurrent-map writes
-//! (with their epoch-based reclamation and housekeeping) per key, which cost a third of the
+//! (with their epoch-based reclamation and housekeeping) per key, which cost a quarter of the
 //! gate's throughput and 400 MiB per million keys in `docs/BENCHMARKS.md`. What the store
 //! needs is much narrower than a cache: an atomic insert-if-absent, two fixed lifetimes, and
 //! eviction of the oldest key when full. A mutex per shard over a `HashMap` and a queue in
