@@ -46,11 +46,9 @@ pub(crate) enum KeyLookup {
 impl Inbox {
     /// Claims `key` for a hand-off, unless it is claimed or stored already.
     pub(crate) async fn claim_key(&self, key: &str) -> Result<KeyClaim, InboxError> {
-        let now = self.now_ms();
-        let ttl = self.inner.config.claim_ttl;
-        let token = match self.claims().try_claim(key, now, ttl) {
-            ClaimAttempt::Held => return Ok(KeyClaim::InFlight),
-            ClaimAttempt::New(token) => token,
+        let token = match self.claim_in_memory(key) {
+            KeyClaim::New(token) => token,
+            held => return Ok(held),
         };
         // Claimed first, checked second: a holder removes its claim only after its event
         // was committed, so a claim that succeeds here sees that commit.

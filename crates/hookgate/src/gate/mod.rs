@@ -412,35 +412,31 @@ impl Inner {
             },
         };
 
-        let mut handed = Handoff::Enqueued;
-        let refused = match within(|| budget.remaining(), sink.hand_off(event)).await {
-            Ok(Ok(handoff)) => {
-                handed = handoff;
-                None
-            }
+        let handed = match within(|| budget.remaining(), sink.hand_off(event)).await {
+            Ok(Ok(handoff)) => Ok(handoff),
             Ok(Err(error)) => {
                 let kind = match error.kind() {
                     SinkErrorKind::Full => OutcomeKind::SinkFull,
                     SinkErrorKind::Unavailable => OutcomeKind::SinkUnavailable,
                 };
-                Some(self.retry_later(kind, error.to_string()))
+                Err(self.retry_later(kind, error.to_string()))
             }
-            Err(_elapsed) => Some(self.retry_later(
+            Err(_elapsed) => Err(self.retry_later(
                 OutcomeKind::Timeout,
                 "the sink did not answer in time".to_owned(),
             )),
         };
-        if let Some(outcome) = refused {
-            if let Some((store, token)) = claim {
-                release(store.as_ref(), &key, token, &budget, trace).await;
-            }
-            return outcome;
-        }
         let mut outcome = match handed {
-            Handoff::AlreadyStored => self.success(OutcomeKind::Duplicate),
-            Handoff::Enqueued => {
+            Ok(Handoff::AlreadyStored) => self.success(OutcomeKind::Duplicate),
+            Ok(Handoff::Enqueued) => {
                 trace.enqueued();
                 self.success(OutcomeKind::Accepted)
+            }
+            Err(refused) => {
+                if let Some((store, token)) = claim {
+                    release(store.as_ref(), &key, token, &budget, trace).await;
+                }
+                return refused;
             }
         };
         if let Some((store, token)) = claim {
