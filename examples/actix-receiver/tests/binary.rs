@@ -6,10 +6,12 @@
     clippy::arithmetic_side_effects
 )]
 //! Runs the example binary as a user would, with the checks every receiver example shares
-//! (`examples/receiver-tests/checks.rs`), and actix's own.
+//! (`examples/test-support/receiver_checks.rs`), and actix's own.
 
-#[path = "../../receiver-tests/checks.rs"]
+#[path = "../../test-support/receiver_checks.rs"]
 mod checks;
+#[path = "../../test-support/example_process.rs"]
+mod example_process;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -34,7 +36,7 @@ fn several_secrets_are_accepted_and_bad_settings_are_reported() {
 
 #[test]
 fn only_post_reaches_the_gate_and_a_bad_public_origin_stops_the_start() {
-    let receiver = checks::Receiver::start(BIN, &[("HOOKGATE_SINK", "memory")]);
+    let receiver = example_process::Receiver::start(BIN, &[("HOOKGATE_SINK", "memory")]);
     let mut stream = TcpStream::connect(&receiver.addr).unwrap();
     write!(
         stream,

@@ -6,10 +6,12 @@
     clippy::arithmetic_side_effects
 )]
 //! Runs the example binary as a user would, with the checks every receiver example shares
-//! (`examples/receiver-tests/checks.rs`).
+//! (`examples/test-support/receiver_checks.rs`).
 
-#[path = "../../receiver-tests/checks.rs"]
+#[path = "../../test-support/receiver_checks.rs"]
 mod checks;
+#[path = "../../test-support/example_process.rs"]
+mod example_process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_axum-receiver");
 
