@@ -1,7 +1,7 @@
 //! `hookgate serve` as a fleet: replicas sharing a Redis dedup store and handing events to a
-//! Redis stream or a NATS JetStream stream, against the real servers on 127.0.0.1 (6379 and
-//! 4222; `bash /work/shared/services.sh` starts them). Every test uses its own random key
-//! prefix and stream name, and deletes them at the end.
+//! Redis stream or a NATS JetStream stream. Every test starts the servers it needs on free
+//! ports (`hookgate-testkit`; skipped where the binary is not installed, failed instead
+//! under `HOOKGATE_REQUIRE_SERVICES=1`).
 
 #![allow(
     missing_docs,
@@ -17,9 +17,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Serve, hookgate};
+use hookgate_testkit::{Nats, Redis};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const REDIS: &str = "redis://127.0.0.1:6379/";
 const N: usize = 50;
 
 fn random_name() -> String {
@@ -50,11 +50,13 @@ async fn send(serve: &Serve, id: &str) -> common::Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_sharing_redis_dedup_queue_each_delivery_once() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let name = random_name();
     let prefix = format!("hookgate-test:{name}:");
     let stream = format!("hookgate-test:{name}:events");
-    let dedup = format!("{REDIS}?prefix={prefix}");
-    let queue = format!("{REDIS}?stream={stream}");
+    let dedup = format!("{redis_url}?prefix={prefix}");
+    let queue = format!("{redis_url}?stream={stream}");
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let args = ["--secret", SECRET, "--dedup", &dedup, "--queue", &queue];
     let a = Serve::start(dir_a.path(), &args);
@@ -71,7 +73,7 @@ async fn two_replicas_sharing_redis_dedup_queue_each_delivery_once() {
     assert_eq!(to_a.code, 0, "{to_a:?}\n{}", a.stderr());
     assert_eq!(to_b.code, 0, "{to_b:?}\n{}", b.stderr());
 
-    let client = redis::Client::open(REDIS).unwrap();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&stream)
@@ -111,10 +113,11 @@ async fn two_replicas_sharing_redis_dedup_queue_each_delivery_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_queue_receives_every_delivery() {
+    let Some(nats) = Nats::start() else { return };
     let name = random_name();
     let stream = format!("HOOKGATE_TEST_{}", name.to_uppercase());
     let subject = format!("hookgate.test.{name}");
-    let queue = format!("nats://127.0.0.1:4222/?stream={stream}&subject={subject}");
+    let queue = format!("{}/?stream={stream}&subject={subject}", nats.url());
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &queue]);
     assert!(
@@ -129,7 +132,7 @@ async fn a_nats_queue_receives_every_delivery() {
     );
 
     let run = send(&serve, &format!("nats-{name}")).await;
-    let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
+    let client = async_nats::connect(nats.address()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
     let messages = jetstream
         .get_stream(&stream)
@@ -203,6 +206,8 @@ async fn queue_with_forward_or_exec_is_a_usage_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_endpoint_shares_redis_dedup() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let name = random_name();
     let prefix = format!("hookgate-test:{name}:");
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +216,7 @@ async fn a_config_endpoint_shares_redis_dedup() {
         &config,
         format!(
             "[[endpoint]]\nname = 'cfg'\npath = '/webhooks'\nscheme = 'standard-webhooks-v1'\n\
-             keys = [{{ secret = '{SECRET}' }}]\ndedup = '{REDIS}?prefix={prefix}'\n"
+             keys = [{{ secret = '{SECRET}' }}]\ndedup = '{redis_url}?prefix={prefix}'\n"
         ),
     )
     .unwrap();
@@ -222,7 +227,7 @@ async fn a_config_endpoint_shares_redis_dedup() {
         serve.stderr()
     );
     let run = send(&serve, &format!("cfg-{name}")).await;
-    let client = redis::Client::open(REDIS).unwrap();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))

@@ -1,4 +1,6 @@
-//! Fleets on a real NATS JetStream (127.0.0.1:4222, started by `shared/services.sh`).
+//! Fleets on a real NATS JetStream: every test starts a `nats-server -js` of its own on a free
+//! port (skipped where `nats-server` is not installed, failed instead under
+//! `HOOKGATE_REQUIRE_SERVICES=1`).
 //! Every test uses streams and subjects of its own and deletes its streams at the end. No
 //! test asserts how long anything took: waits are bounded polls.
 
@@ -24,9 +26,9 @@ use hookgate_nats::{
     ATTEMPTS_HEADER, ERROR_HEADER, Envelope, HandlerResult, JetStreamSink, JetStreamWorker,
     QueuedEvent, RetryPolicy,
 };
+use hookgate_testkit::Nats;
 use tokio::sync::mpsc;
 
-const NATS: &str = "nats://127.0.0.1:4222";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW: u64 = 1_700_000_000;
 
@@ -38,8 +40,8 @@ fn unique() -> (String, String) {
     (format!("HGTEST_{tag}"), format!("hgtest.{tag}.events"))
 }
 
-fn url(stream: &str, subject: &str) -> String {
-    format!("{NATS}/?stream={stream}&subject={subject}")
+fn url(nats: &Nats, stream: &str, subject: &str) -> String {
+    format!("{}/?stream={stream}&subject={subject}", nats.url())
 }
 
 fn verifier() -> Verifier {
@@ -88,12 +90,16 @@ async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: 
     panic!("{what}: not reached within {limit:?}");
 }
 
-async fn context() -> jetstream::Context {
-    jetstream::new(hookgate_nats::async_nats::connect(NATS).await.unwrap())
+async fn context(nats: &Nats) -> jetstream::Context {
+    jetstream::new(
+        hookgate_nats::async_nats::connect(nats.address())
+            .await
+            .unwrap(),
+    )
 }
 
-async fn delete_streams(stream: &str) {
-    let context = context().await;
+async fn delete_streams(nats: &Nats, stream: &str) {
+    let context = context(nats).await;
     let _ = context.delete_stream(stream).await;
     let _ = context.delete_stream(format!("{stream}_DEAD")).await;
 }
@@ -115,12 +121,13 @@ fn recording_handler(
 /// keeps one copy, which the consumer sees once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_receivers_publish_each_delivery_once_and_the_consumer_sees_it_once() {
+    let Some(nats) = Nats::start() else { return };
     let (stream, subject) = unique();
     let receiver = || async {
         Gate::builder(verifier())
             .dedup(MemoryDedupStore::new())
             .sink(
-                JetStreamSink::connect(&url(&stream, &subject))
+                JetStreamSink::connect(&url(&nats, &stream, &subject))
                     .await
                     .unwrap(),
             )
@@ -147,11 +154,11 @@ async fn two_receivers_publish_each_delivery_once_and_the_consumer_sees_it_once(
     for task in tasks {
         task.await.unwrap();
     }
-    let mut info = context().await.get_stream(&stream).await.unwrap();
+    let mut info = context(&nats).await.get_stream(&stream).await.unwrap();
     assert_eq!(info.info().await.unwrap().state.messages, 200);
 
     let seen: Seen = Arc::default();
-    let worker = JetStreamWorker::builder(&url(&stream, &subject), recording_handler(&seen))
+    let worker = JetStreamWorker::builder(&url(&nats, &stream, &subject), recording_handler(&seen))
         .unwrap()
         .start()
         .await
@@ -174,13 +181,14 @@ async fn two_receivers_publish_each_delivery_once_and_the_consumer_sees_it_once(
     worker.shutdown().await;
     // Work-queue retention: acknowledged events are gone.
     assert_eq!(info.info().await.unwrap().state.messages, 0);
-    delete_streams(&stream).await;
+    delete_streams(&nats, &stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
+    let Some(nats) = Nats::start() else { return };
     let (stream, subject) = unique();
-    let sink = JetStreamSink::connect(&url(&stream, &subject))
+    let sink = JetStreamSink::connect(&url(&nats, &stream, &subject))
         .await
         .unwrap();
     for id in ["ok", "flaky", "poison", "exhausted"] {
@@ -207,7 +215,7 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
             }
         }
     };
-    let worker = JetStreamWorker::builder(&url(&stream, &subject), handler)
+    let worker = JetStreamWorker::builder(&url(&nats, &stream, &subject), handler)
         .unwrap()
         .retry(
             RetryPolicy::new()
@@ -242,7 +250,7 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
     assert_eq!(attempts("exhausted"), [1, 2, 3, 4]);
     worker.shutdown().await;
 
-    let context = context().await;
+    let context = context(&nats).await;
     let dead = context.get_stream(format!("{stream}_DEAD")).await.unwrap();
     let mut letters = BTreeMap::new();
     for sequence in 1..=2 {
@@ -265,7 +273,7 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
     assert_eq!(letters["exhausted"].1, "4");
     let mut events = context.get_stream(&stream).await.unwrap();
     assert_eq!(events.info().await.unwrap().state.messages, 0);
-    delete_streams(&stream).await;
+    delete_streams(&nats, &stream).await;
 }
 
 /// Worker A pulls events and dies mid-processing (its runtime, tasks and connection
@@ -273,8 +281,9 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
 /// redelivered after the lease and processes each once, as a second attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another() {
+    let Some(nats) = Nats::start() else { return };
     let (stream, subject) = unique();
-    let sink = JetStreamSink::connect(&url(&stream, &subject))
+    let sink = JetStreamSink::connect(&url(&nats, &stream, &subject))
         .await
         .unwrap();
     let ids: Vec<String> = (0..5).map(|i| format!("evt_{i}")).collect();
@@ -288,7 +297,7 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
         .enable_all()
         .build()
         .unwrap();
-    let url_a = url(&stream, &subject);
+    let url_a = url(&nats, &stream, &subject);
     runtime_a.spawn(async move {
         let handler = move |event: QueuedEvent| {
             let started = started_tx.clone();
@@ -319,12 +328,13 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
     runtime_a.shutdown_background();
 
     let seen: Seen = Arc::default();
-    let worker_b = JetStreamWorker::builder(&url(&stream, &subject), recording_handler(&seen))
-        .unwrap()
-        .poll_interval(Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap();
+    let worker_b =
+        JetStreamWorker::builder(&url(&nats, &stream, &subject), recording_handler(&seen))
+            .unwrap()
+            .poll_interval(Duration::from_millis(200))
+            .start()
+            .await
+            .unwrap();
     let distinct = || {
         let mut keys: Vec<String> = seen
             .lock()
@@ -354,19 +364,20 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
     // delivery counts too.
     assert!(got.iter().all(|(_, attempt)| *attempt >= 2), "{got:?}");
     worker_b.shutdown().await;
-    delete_streams(&stream).await;
+    delete_streams(&nats, &stream).await;
 }
 
 /// Without JetStream's ack there is no 2xx: a stream deleted under a running receiver
 /// gives 503s, and the stream checked at start-up must capture the subject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_publish_ack_means_503_and_streams_are_checked_at_start_up() {
+    let Some(nats) = Nats::start() else { return };
     let (stream, subject) = unique();
     let sink = JetStreamSink::builder()
         .stream(&stream)
         .subject(&subject)
         .ack_timeout(Duration::from_millis(500))
-        .connect(NATS)
+        .connect(&nats.url())
         .await
         .unwrap();
     assert_eq!(
@@ -384,13 +395,13 @@ async fn no_publish_ack_means_503_and_streams_are_checked_at_start_up() {
         "accepted"
     );
 
-    context().await.delete_stream(&stream).await.unwrap();
+    context(&nats).await.delete_stream(&stream).await.unwrap();
     let d = signed("after");
     let outcome = gate.receive(&d.headers, d.body.clone(), None).await;
     assert_eq!(outcome.status(), 503, "{outcome:?}");
     assert_eq!(outcome.code(), "sink_unavailable");
     // The claim was released: once the stream is back, the retry is accepted.
-    let _recreated = JetStreamSink::connect(&url(&stream, &subject))
+    let _recreated = JetStreamSink::connect(&url(&nats, &stream, &subject))
         .await
         .unwrap();
     assert_eq!(
@@ -400,9 +411,12 @@ async fn no_publish_ack_means_503_and_streams_are_checked_at_start_up() {
 
     // An existing stream that does not capture the subject is refused; check-only mode
     // does not create a missing one.
-    let err = JetStreamSink::connect(&format!("{NATS}/?stream={stream}&subject=other.subject"))
-        .await
-        .unwrap_err();
+    let err = JetStreamSink::connect(&format!(
+        "{}/?stream={stream}&subject=other.subject",
+        nats.url()
+    ))
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("does not capture"), "{err}");
     let (missing, missing_subject) = unique();
     assert!(
@@ -410,14 +424,14 @@ async fn no_publish_ack_means_503_and_streams_are_checked_at_start_up() {
             .stream(&missing)
             .subject(missing_subject)
             .check_only()
-            .connect(NATS)
+            .connect(&nats.url())
             .await
             .is_err()
     );
     assert!(
-        JetStreamSink::connect(&format!("{NATS}/?bogus=1"))
+        JetStreamSink::connect(&format!("{}/?bogus=1", nats.url()))
             .await
             .is_err()
     );
-    delete_streams(&stream).await;
+    delete_streams(&nats, &stream).await;
 }

@@ -1,6 +1,6 @@
-//! Fleets on a real Redis (127.0.0.1:6379, started by `shared/services.sh`; the outage test
-//! runs a `redis-server` of its own). Every test uses its own random key prefix and deletes
-//! its keys at the end. No test asserts how long anything took: waits are bounded polls.
+//! Fleets on a real Redis: every test starts a `redis-server` of its own on a free port
+//! (skipped where `redis-server` is not installed, failed instead under
+//! `HOOKGATE_REQUIRE_SERVICES=1`). No test asserts how long anything took: waits are bounded polls.
 
 #![allow(
     missing_docs,
@@ -24,8 +24,10 @@ use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink, Strea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dedup_store_follows_the_state_table_on_a_real_redis() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("dedup");
-    let store = RedisDedupStore::connect(&format!("{REDIS}?prefix={prefix}:"))
+    let store = RedisDedupStore::connect(&format!("{redis_url}?prefix={prefix}:"))
         .await
         .unwrap();
     assert_eq!(store.prefix(), format!("{prefix}:"));
@@ -61,7 +63,7 @@ async fn the_dedup_store_follows_the_state_table_on_a_real_redis() {
     );
 
     // The committed key got the long TTL, the claim the short one.
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     let committed_ttl: i64 = hookgate_redis::redis::cmd("PTTL")
         .arg(format!("{prefix}:k"))
         .query_async(&mut conn)
@@ -77,7 +79,7 @@ async fn the_dedup_store_follows_the_state_table_on_a_real_redis() {
     assert!((1..=30_000).contains(&claim_ttl), "{claim_ttl}");
 
     // Many replicas claiming the same keys at once: exactly one winner per key.
-    let race_url = format!("{REDIS}?prefix={prefix}:race:");
+    let race_url = format!("{redis_url}?prefix={prefix}:race:");
     let mut stores = Vec::new();
     for _ in 0..4 {
         stores.push(RedisDedupStore::connect(&race_url).await.unwrap());
@@ -109,13 +111,15 @@ async fn the_dedup_store_follows_the_state_table_on_a_real_redis() {
 /// sent to both at once, as a sender's retry racing the original would be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_receivers_sharing_redis_put_each_delivery_in_the_stream_exactly_once() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("fleet");
     let stream = format!("{prefix}:events");
     let receiver = || async {
-        let dedup = RedisDedupStore::connect(&format!("{REDIS}?prefix={prefix}:dedup:"))
+        let dedup = RedisDedupStore::connect(&format!("{redis_url}?prefix={prefix}:dedup:"))
             .await
             .unwrap();
-        let sink = RedisStreamSink::connect(&format!("{REDIS}?stream={stream}"))
+        let sink = RedisStreamSink::connect(&format!("{redis_url}?stream={stream}"))
             .await
             .unwrap();
         Gate::builder(verifier())
@@ -152,7 +156,7 @@ async fn two_receivers_sharing_redis_put_each_delivery_in_the_stream_exactly_onc
         task.await.unwrap();
     }
 
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     let counts = keys_in_stream(&mut conn, &stream).await;
     let expected: BTreeMap<String, usize> = (0..200)
         .map(|i| (dedup_key(&format!("msg_{i}")), 1))
@@ -166,7 +170,9 @@ async fn two_receivers_sharing_redis_put_each_delivery_in_the_stream_exactly_onc
 /// exactly once, with no restart of the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_that_dies_gives_503s_then_no_loss_and_no_duplicate_once_back() {
-    let mut redis = ThrowawayRedis::start();
+    let Some(mut redis) = Redis::start_persistent() else {
+        return;
+    };
     let stream = "outage:events";
     let dedup = RedisDedupStore::builder()
         .claim_ttl(Duration::from_secs(2))
@@ -254,16 +260,18 @@ async fn a_redis_that_dies_gives_503s_then_no_loss_and_no_duplicate_once_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_settings_are_checked_and_wait_without_replicas_fails_closed() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("sink");
     assert!(
         RedisStreamSink::builder()
             .stream("")
-            .connect(REDIS)
+            .connect(&redis_url)
             .await
             .is_err()
     );
     assert!(
-        RedisStreamSink::connect(&format!("{REDIS}?max_len=abc"))
+        RedisStreamSink::connect(&format!("{redis_url}?max_len=abc"))
             .await
             .is_err()
     );
@@ -271,7 +279,7 @@ async fn sink_settings_are_checked_and_wait_without_replicas_fails_closed() {
         RedisDedupStore::builder()
             .claim_ttl(Duration::from_secs(10))
             .committed_ttl(Duration::from_secs(1))
-            .connect(REDIS)
+            .connect(&redis_url)
             .await
             .is_err()
     );
@@ -279,7 +287,7 @@ async fn sink_settings_are_checked_and_wait_without_replicas_fails_closed() {
     // The CI Redis has no replica: WAIT 1 cannot be satisfied, so the add is refused
     // (and the gate would answer 503) although the entry reached the primary.
     let sink = RedisStreamSink::connect(&format!(
-        "{REDIS}?stream={prefix}:events&wait_replicas=1&wait_timeout_ms=20"
+        "{redis_url}?stream={prefix}:events&wait_replicas=1&wait_timeout_ms=20"
     ))
     .await
     .unwrap();
@@ -290,13 +298,13 @@ async fn sink_settings_are_checked_and_wait_without_replicas_fails_closed() {
     let trimmed = RedisStreamSink::builder()
         .stream(format!("{prefix}:trimmed"))
         .max_len(10)
-        .connect(REDIS)
+        .connect(&redis_url)
         .await
         .unwrap();
     for i in 0..500 {
         trimmed.add(&envelope(&format!("t{i}"))).await.unwrap();
     }
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     let len: u64 = hookgate_redis::redis::cmd("XLEN")
         .arg(format!("{prefix}:trimmed"))
         .query_async(&mut conn)
@@ -305,7 +313,7 @@ async fn sink_settings_are_checked_and_wait_without_replicas_fails_closed() {
     assert!(len < 500, "{len}");
     cleanup(&mut conn, &prefix).await;
 
-    let dead = StreamDeadLetters::connect(&format!("{REDIS}?stream={prefix}:none"))
+    let dead = StreamDeadLetters::connect(&format!("{redis_url}?stream={prefix}:none"))
         .await
         .unwrap();
     assert!(dead.is_empty().await.unwrap());

@@ -35,9 +35,11 @@ fn fast_policy() -> RetryPolicy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_back_off_then_succeed_and_failures_become_replayable_dead_letters() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("worker");
     let stream = format!("{prefix}:events");
-    let url = format!("{REDIS}?stream={stream}");
+    let url = format!("{redis_url}?stream={stream}");
     let sink = RedisStreamSink::connect(&url).await.unwrap();
     for id in ["ok", "flaky", "poison", "exhausted"] {
         sink.add(&envelope(id)).await.unwrap();
@@ -125,7 +127,7 @@ async fn retries_back_off_then_succeed_and_failures_become_replayable_dead_lette
     let report = worker.shutdown().await;
     assert_eq!(report.released, 0);
     // Handled entries were deleted; nothing waits in the delayed set.
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     assert!(keys_in_stream(&mut conn, &stream).await.is_empty());
     let delayed: u64 = hookgate_redis::redis::cmd("ZCARD")
         .arg(format!("{stream}:delayed"))
@@ -141,9 +143,11 @@ async fn retries_back_off_then_succeed_and_failures_become_replayable_dead_lette
 /// the lease and processes each once, as a second attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("takeover");
     let stream = format!("{prefix}:events");
-    let url = format!("{REDIS}?stream={stream}");
+    let url = format!("{redis_url}?stream={stream}");
     let sink = RedisStreamSink::connect(&url).await.unwrap();
     let ids: Vec<String> = (0..5).map(|i| format!("evt_{i}")).collect();
     for id in &ids {
@@ -225,7 +229,7 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
     assert_eq!(worker_b.consumer(), "consumer-b");
     worker_b.shutdown().await;
 
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     assert!(keys_in_stream(&mut conn, &stream).await.is_empty());
     cleanup(&mut conn, &prefix).await;
 }
@@ -234,9 +238,11 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
 /// cannot finish, without counting the attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_gives_unfinished_events_back_uncounted() {
+    let Some(server) = Redis::start() else { return };
+    let redis_url = server.url();
     let prefix = unique("shutdown");
     let stream = format!("{prefix}:events");
-    let url = format!("{REDIS}?stream={stream}");
+    let url = format!("{redis_url}?stream={stream}");
     let sink = RedisStreamSink::connect(&url).await.unwrap();
     sink.add(&envelope("slow")).await.unwrap();
 
@@ -281,6 +287,6 @@ async fn shutdown_gives_unfinished_events_back_uncounted() {
         .unwrap();
     assert_eq!(attempt, 1);
     next.shutdown().await;
-    let mut conn = conn(REDIS).await;
+    let mut conn = conn(&redis_url).await;
     cleanup(&mut conn, &prefix).await;
 }

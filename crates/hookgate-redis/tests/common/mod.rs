@@ -1,12 +1,9 @@
-//! Helpers for the tests against a real Redis: signed deliveries, unique key prefixes, a
-//! throwaway `redis-server` that a test can kill and restart.
+//! Helpers for the tests against a real Redis: signed deliveries, unique key prefixes. Each
+//! test starts a `redis-server` of its own ([`Redis`], from `hookgate-testkit`).
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hookgate::{
@@ -19,8 +16,7 @@ use hookgate_redis::redis::streams::StreamRangeReply;
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const NOW: u64 = 1_700_000_000;
 
-/// The shared Redis the CI script starts (`shared/services.sh`).
-pub const REDIS: &str = "redis://127.0.0.1:6379/";
+pub use hookgate_testkit::Redis;
 
 /// A prefix no other test or earlier run uses.
 pub fn unique(name: &str) -> String {
@@ -130,107 +126,4 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{what}: not reached within {limit:?}");
-}
-
-/// A `redis-server` of the test's own, on a free port, persisting every write to an
-/// append-only file (fsync always) so that a kill loses nothing acknowledged.
-pub struct ThrowawayRedis {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl ThrowawayRedis {
-    pub fn start() -> ThrowawayRedis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut redis = ThrowawayRedis {
-            child: None,
-            port,
-            dir,
-        };
-        redis.restart();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Starts (again) on the same port and data directory, and waits until it answers.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = spawn_redis(self.port, self.dir.path());
-        self.child = Some(child);
-        for _ in 0..500 {
-            if ping(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "the throwaway redis-server on port {} did not come up",
-            self.port
-        );
-    }
-
-    /// SIGKILL: no shutdown, no final save.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for ThrowawayRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_redis(port: u16, dir: &Path) -> Child {
-    let result = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--daemonize",
-            "no",
-            "--dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match result {
-        Ok(child) => child,
-        Err(err) => panic!(
-            "this test needs the `redis-server` binary on PATH (apt-get install -y redis-server): {err}"
-        ),
-    }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
