@@ -108,6 +108,10 @@ enum Command {
     ///
     ///   listen = "0.0.0.0:8787"              # optional; --listen wins
     ///   data_dir = "/var/lib/hookgate"       # optional; --data-dir wins
+    ///   header_timeout = "30s"               # optional; slower request heads: closed
+    ///   body_timeout = "10s"                 # optional; a trickled body gets 408
+    ///   max_connections = 512                # optional; beyond: 503 over_capacity
+    ///   max_in_flight = 256                  # optional; requests at once, beyond: 503
     ///   [tls]                                # optional; --tls-cert/--tls-key win
     ///   cert = "cert.pem"
     ///   key = "key.pem"
@@ -128,7 +132,7 @@ enum Command {
     ///   ]
     ///   retry = { max_attempts = 12, base = "1s", cap = "1h" }   # optional
     #[command(verbatim_doc_comment)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 
     /// Sign deliveries as a provider would and POST them to an endpoint, retrying non-2xx
     /// answers on a provider's schedule; prints each attempt and a summary.
@@ -192,7 +196,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Schemes => Ok(schemes()),
-        Command::Serve(args) => run_async(serve::run(args)),
+        Command::Serve(args) => run_async(serve::run(*args)),
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),

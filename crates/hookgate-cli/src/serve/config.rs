@@ -4,6 +4,10 @@
 //! ```toml
 //! listen = "127.0.0.1:8787"        # optional; --listen wins
 //! data_dir = "./hookgate-data"     # optional; --data-dir wins
+//! header_timeout = "30s"           # optional; slower request heads are disconnected
+//! body_timeout = "10s"             # optional; a body trickled past it gets 408
+//! max_connections = 512            # optional; beyond, 503 over_capacity
+//! max_in_flight = 256              # optional; requests answered at once, beyond: 503
 //!
 //! [tls]                            # optional; --tls-cert/--tls-key win
 //! cert = "cert.pem"
@@ -42,6 +46,10 @@ use crate::inbox::DEFAULT_ENDPOINT;
 pub(super) struct File {
     pub(super) listen: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
     pub(super) tls: Option<TlsFile>,
     #[serde(default, rename = "endpoint")]
     pub(super) endpoints: Vec<EndpointFile>,

@@ -15,6 +15,7 @@
 //! there is neither `--forward` nor `--exec`, one JSON line each.
 
 mod config;
+mod limits;
 mod process;
 mod tls;
 
@@ -47,6 +48,10 @@ use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
 use crate::input;
 use crate::{Output, Status as ExitStatus};
 use config::{Action, Endpoint, KeySpec, QueueKind, Retry};
+use limits::{
+    ConnectionSlots, DeadlineBody, InFlight, Limits, LingeringIo, OVER_CAPACITY, REFUSED_METRIC,
+    RETRY_AFTER_SECONDS,
+};
 use process::{Processor, Target};
 
 /// The address used when none is given.
@@ -181,6 +186,26 @@ pub(crate) struct ServeArgs {
     /// How long --forward waits for the application's answer, and --exec for the command.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     timeout: Duration,
+
+    /// How long a client gets to send a request's headers; a slower one is disconnected.
+    /// Default: 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    header_timeout: Option<Duration>,
+
+    /// How long a sender gets to send a request's whole body; a body trickled past it is
+    /// answered 408 body_timeout and the connection closed. Default: 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    body_timeout: Option<Duration>,
+
+    /// Connections open at once; beyond, a new connection is answered 503 over_capacity
+    /// with Retry-After and closed. Default: 512.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Webhook requests being answered at once; beyond, 503 over_capacity with
+    /// Retry-After. Default: 256.
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
 }
 
 /// One endpoint, running.
@@ -197,6 +222,8 @@ struct Running {
 struct Router {
     endpoints: Vec<Running>,
     metrics: Option<PrometheusHandle>,
+    in_flight: InFlight,
+    body_timeout: Duration,
 }
 
 type ResponseBodyOf = Either<ResponseBody<Full<Bytes>>, Full<Bytes>>;
@@ -250,6 +277,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     if args.timeout.is_zero() {
         return Err(CliError::new("--timeout must not be zero"));
     }
+    let limits = limits(&args, file.as_ref())?;
 
     let metrics = PrometheusBuilder::new().install_recorder().ok();
     if metrics.is_none() {
@@ -309,6 +337,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     let router = Arc::new(Router {
         endpoints: running,
         metrics: metrics.clone(),
+        in_flight: InFlight::new(limits.max_in_flight),
+        body_timeout: limits.body_timeout,
     });
     if let Some(handle) = metrics {
         tokio::spawn(async move {
@@ -321,7 +351,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     }
     eprintln_flush(&format!("listening on {addr}"));
 
-    serve(listener, tls, Arc::clone(&router)).await;
+    serve(listener, tls, Arc::clone(&router), limits).await;
 
     crate::note("shutting down: finishing the events being processed");
     let Ok(router) = Arc::try_unwrap(router) else {
@@ -342,8 +372,51 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     Ok(Output::new(Vec::new(), ExitStatus::Success))
 }
 
+/// The limits from the flags, else the configuration file, else the defaults.
+fn limits(args: &ServeArgs, file: Option<&config::File>) -> Result<Limits, CliError> {
+    let defaults = Limits::default();
+    let timeout = |flag: Option<Duration>, key: &str, text: Option<&str>, default: Duration| match (
+        flag, text,
+    ) {
+        (Some(timeout), _) => Ok(timeout),
+        (None, Some(text)) => parse_duration(text)
+            .map_err(|e| CliError::new(format!("{key} in the configuration: {e}"))),
+        (None, None) => Ok(default),
+    };
+    Limits {
+        header_timeout: timeout(
+            args.header_timeout,
+            "header_timeout",
+            file.and_then(|f| f.header_timeout.as_deref()),
+            defaults.header_timeout,
+        )?,
+        body_timeout: timeout(
+            args.body_timeout,
+            "body_timeout",
+            file.and_then(|f| f.body_timeout.as_deref()),
+            defaults.body_timeout,
+        )?,
+        max_connections: args
+            .max_connections
+            .or_else(|| file.and_then(|f| f.max_connections))
+            .unwrap_or(defaults.max_connections),
+        max_in_flight: args
+            .max_in_flight
+            .or_else(|| file.and_then(|f| f.max_in_flight))
+            .unwrap_or(defaults.max_in_flight),
+    }
+    .check()
+    .map_err(CliError::new)
+}
+
 /// Accepts connections until a shutdown signal, then lets open ones finish.
-async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, router: Arc<Router>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Arc<Router>,
+    limits: Limits,
+) {
+    let slots = ConnectionSlots::new(limits.max_connections);
     let graceful = GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -361,6 +434,11 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ro
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = slots.try_open() else {
+            slots.refuse(stream);
+            continue;
+        };
+        let stream = LingeringIo::new(stream);
         let router = Arc::clone(&router);
         let service = service_fn(move |request: Request<Incoming>| {
             let router = Arc::clone(&router);
@@ -369,13 +447,14 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ro
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+            .header_read_timeout(limits.header_timeout);
         match &tls {
             None => {
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = watched.await;
+                    drop(slot);
                 });
             }
             Some(acceptor) => {
@@ -388,6 +467,7 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ro
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         let _ = watcher.watch(connection).await;
                     }
+                    drop(slot);
                 });
             }
         }
@@ -436,11 +516,23 @@ impl Router {
                     .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
                 return response;
             }
+            let Some(_permit) = self.in_flight.try_enter() else {
+                return over_capacity();
+            };
+            let request = request.map(|body| DeadlineBody::new(body, self.body_timeout));
             let mut service = run.service.clone();
-            return match service.call(request).await {
-                Ok(response) => response.map(Either::Left),
+            let response = match service.call(request).await {
+                Ok(response) => response,
                 Err(never) => match never {},
             };
+            if response
+                .extensions()
+                .get::<hookgate_tower::BodyReadError>()
+                .is_some_and(|error| limits::is_body_timeout(error))
+            {
+                return body_timeout();
+            }
+            return response.map(Either::Left);
         }
         match (request.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok\n"),
@@ -493,6 +585,27 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBodyOf> {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// `503 over_capacity` with Retry-After: the in-flight cap is reached.
+fn over_capacity() -> Response<ResponseBodyOf> {
+    metrics::counter!(REFUSED_METRIC, "reason" => OVER_CAPACITY).increment(1);
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "over_capacity\n");
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+    response
+}
+
+/// `408 body_timeout`, and the connection is closed: the body missed its deadline.
+fn body_timeout() -> Response<ResponseBodyOf> {
+    metrics::counter!(REFUSED_METRIC, "reason" => limits::BODY_TIMEOUT).increment(1);
+    let mut response = plain(StatusCode::REQUEST_TIMEOUT, "body_timeout\n");
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     response
 }
 
