@@ -1,4 +1,5 @@
-//! The `hookgate` command: run a durable webhook receiver (`serve`), send signed deliveries
+//! The `hookgate` command: run a durable webhook receiver (`serve`), consume a fleet's queue
+//! (`work`), send signed deliveries
 //! to an endpoint (`send`), audit any receiver's security (`audit`), inspect the event log
 //! and dead letters (`inbox`), verify a captured delivery and say why it fails (`verify`),
 //! sign one as a provider would (`sign`), and list the schemes hookgate knows (`schemes`).
@@ -15,10 +16,12 @@ mod hint;
 mod inbox;
 mod input;
 mod outgoing;
+mod process;
 mod send;
 mod serve;
 mod sign;
 mod verify;
+mod work;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -134,6 +137,25 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Serve(Box<serve::ServeArgs>),
 
+    /// Consume a fleet's queue (a Redis stream or a JetStream stream that `hookgate serve
+    /// --queue` fills) and forward, pipe or print each event, with retries and dead letters:
+    /// processing for an application in any language.
+    ///
+    /// Each event is handled as by `serve`'s own worker: the same JSON envelope and
+    /// Idempotency-Key header, at least once, exponential backoff with full jitter, then a
+    /// dead letter (`<stream>:dead` in Redis, `<stream>_DEAD` in JetStream). Several `work`
+    /// processes share one queue; the events of one that dies are taken over by another
+    /// after --lease. SIGTERM or Ctrl-C finishes the events in progress, or gives them back.
+    ///
+    /// Examples:
+    ///
+    ///   hookgate work --queue 'redis://10.0.0.5:6379/?stream=webhooks' \
+    ///     --forward http://127.0.0.1:3000/events --workers 16
+    ///   hookgate work --queue 'nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in' \
+    ///     --exec './handle-event.py' --listen 127.0.0.1:9090
+    #[command(verbatim_doc_comment)]
+    Work(Box<work::WorkArgs>),
+
     /// Sign deliveries as a provider would and POST them to an endpoint, retrying non-2xx
     /// answers on a provider's schedule; prints each attempt and a summary.
     ///
@@ -197,6 +219,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign::run(args),
         Command::Schemes => Ok(schemes()),
         Command::Serve(args) => run_async(serve::run(*args)),
+        Command::Work(args) => run_async(work::run(*args)),
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),

@@ -170,7 +170,7 @@ fn is_redis(url: &str) -> bool {
 }
 
 /// A URL without its user and password, for messages.
-pub(super) fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host_end = rest.find(['/', '?']).unwrap_or(rest.len());

@@ -16,7 +16,6 @@
 
 mod config;
 mod limits;
-mod process;
 mod tls;
 
 use std::convert::Infallible;
@@ -47,12 +46,14 @@ use crate::error::CliError;
 use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
 use crate::input;
 use crate::{Output, Status as ExitStatus};
+pub(crate) use config::redact;
 use config::{Action, Endpoint, KeySpec, QueueKind, Retry};
 use limits::{
     ConnectionSlots, DeadlineBody, InFlight, Limits, LingeringIo, OVER_CAPACITY, REFUSED_METRIC,
     RETRY_AFTER_SECONDS,
 };
-use process::{Processor, Target};
+
+use crate::process::{Processor, Target};
 
 /// The address used when none is given.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -482,7 +483,7 @@ async fn serve(
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -741,7 +742,7 @@ async fn start_endpoint(
     };
     let processor = Processor {
         endpoint: Arc::from(endpoint.name.as_str()),
-        action: Target::new(&endpoint.action, client)?,
+        action: target(&endpoint.action, client)?,
         timeout: args.timeout,
     };
     let policy = RetryPolicy::new()
@@ -803,6 +804,18 @@ async fn build_gate(
         (_, Some(inbox)) => builder.sink(inbox.clone()),
         (_, None) => return Err("internal error: no sink".to_owned()),
     })
+}
+
+/// What the local worker runs for `action`.
+fn target(action: &Action, client: &HttpClient) -> Result<Target, CliError> {
+    match action {
+        Action::Forward(url) => Target::forward(url, client),
+        Action::Exec(command) => Ok(Target::Exec(command.clone())),
+        Action::Print => Ok(Target::Print),
+        Action::Queue(_) => Err(CliError::new(
+            "internal error: a queue endpoint has no local processor",
+        )),
+    }
 }
 
 fn describe_action(action: &Action) -> String {

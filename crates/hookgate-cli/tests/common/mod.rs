@@ -158,6 +158,78 @@ impl Drop for Serve {
     }
 }
 
+/// A running `hookgate work`, killed (SIGKILL) when dropped.
+pub struct Work {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Work {
+    /// Starts `hookgate work ARGS…` and waits for its `working on` line.
+    pub fn start(args: &[&str]) -> Work {
+        let mut child = Command::new(BIN)
+            .arg("work")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookgate work");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        drain(child.stdout.take().unwrap(), stdout);
+        drain(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stderr.lock().unwrap().contains("working on") {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "hookgate work exited ({status}): {}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookgate work did not start: {}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Work { child, stderr }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, the events in progress are abandoned.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn drain(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];

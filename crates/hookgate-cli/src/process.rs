@@ -1,31 +1,103 @@
 //! Processing a stored event: forward it to the application, pipe it to a command, or
-//! print it. Each event travels as a JSON envelope with the original body inside.
+//! print it. Each event travels as a JSON envelope with the original body inside, the same
+//! whether it comes from `serve`'s inbox or from a queue that `hookgate work` consumes.
 
+use std::fmt;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hookgate_inbox::{BoxFuture, Handler, HandlerResult, InboxEvent};
+use hookgate::BoxFuture;
+use hookgate_inbox::{HandlerResult, InboxEvent};
+use hookgate_queue::QueuedEvent;
 use http::Uri;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt as _;
 
-use super::config::Action;
 use crate::client::{HttpClient, snippet};
 use crate::duration::rfc3339;
 
 /// The header carrying the event's authenticated dedup key to the application: the same
 /// for every copy and every attempt, so the application can make processing idempotent.
-pub(super) const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Where the event is stored, as its id says.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(crate) enum EventRef<'a> {
+    /// The inbox's id (`hookgate inbox show ID`): a number.
+    Inbox(i64),
+    /// The queue's id of the entry (a Redis stream entry id, a JetStream sequence).
+    Queue(&'a str),
+}
+
+impl fmt::Display for EventRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventRef::Inbox(id) => id.fmt(f),
+            EventRef::Queue(id) => f.write_str(id),
+        }
+    }
+}
+
+/// What the application is told about a stored event, from the inbox or a queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventView<'a> {
+    id: EventRef<'a>,
+    scheme: &'a str,
+    dedup_key: &'a str,
+    delivery_id: Option<&'a str>,
+    event_type: Option<&'a str>,
+    timestamp: Option<SystemTime>,
+    received_at: SystemTime,
+    attempt: u32,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+impl<'a> From<&'a InboxEvent> for EventView<'a> {
+    fn from(event: &'a InboxEvent) -> Self {
+        EventView {
+            id: EventRef::Inbox(event.id().get()),
+            scheme: event.scheme(),
+            dedup_key: event.dedup_key(),
+            delivery_id: event.delivery_id(),
+            event_type: event.event_type(),
+            timestamp: event.timestamp(),
+            received_at: event.received_at(),
+            attempt: event.attempt(),
+            headers: event.headers(),
+            body: event.body(),
+        }
+    }
+}
+
+impl<'a> From<&'a QueuedEvent> for EventView<'a> {
+    fn from(event: &'a QueuedEvent) -> Self {
+        EventView {
+            id: EventRef::Queue(event.id()),
+            scheme: event.scheme(),
+            dedup_key: event.dedup_key(),
+            delivery_id: event.delivery_id(),
+            event_type: event.event_type(),
+            timestamp: event.timestamp(),
+            received_at: event.received_at(),
+            attempt: event.attempt(),
+            headers: event.headers(),
+            body: event.body(),
+        }
+    }
+}
 
 /// What the application receives for each event.
 #[derive(Debug, Serialize)]
 struct Envelope<'a> {
-    /// The inbox's id (`hookgate inbox show ID`).
-    id: i64,
+    /// The store's id: a number for the inbox (`hookgate inbox show ID`), a string for a
+    /// queue's entry.
+    id: EventRef<'a>,
     endpoint: &'a str,
     scheme: &'a str,
     /// The authenticated dedup key: the same for every copy of the delivery.
@@ -51,8 +123,8 @@ struct Envelope<'a> {
 
 /// The envelope of `event` as JSON; `one_line` re-encodes a multi-line JSON body compactly
 /// (for printing), otherwise the body's bytes are kept as they are.
-pub(super) fn envelope(event: &InboxEvent, endpoint: &str, one_line: bool) -> String {
-    let raw_body = std::str::from_utf8(event.body()).ok();
+pub(crate) fn envelope(event: EventView<'_>, endpoint: &str, one_line: bool) -> String {
+    let raw_body = std::str::from_utf8(event.body).ok();
     let compact: Option<Box<RawValue>> = raw_body
         .filter(|text| one_line && text.contains(['\n', '\r']))
         .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
@@ -63,18 +135,18 @@ pub(super) fn envelope(event: &InboxEvent, endpoint: &str, one_line: bool) -> St
     };
     let text = if json.is_none() { raw_body } else { None };
     let base64 = (json.is_none() && text.is_none())
-        .then(|| base64::engine::general_purpose::STANDARD.encode(event.body()));
+        .then(|| base64::engine::general_purpose::STANDARD.encode(event.body));
     let envelope = Envelope {
-        id: event.id().get(),
+        id: event.id,
         endpoint,
-        scheme: event.scheme(),
-        dedup_key: event.dedup_key(),
-        delivery_id: event.delivery_id(),
-        event_type: event.event_type(),
-        signed_at: event.timestamp().map(rfc3339),
-        received_at: rfc3339(event.received_at()),
-        attempt: event.attempt(),
-        headers: event.headers(),
+        scheme: event.scheme,
+        dedup_key: event.dedup_key,
+        delivery_id: event.delivery_id,
+        event_type: event.event_type,
+        signed_at: event.timestamp.map(rfc3339),
+        received_at: rfc3339(event.received_at),
+        attempt: event.attempt,
+        headers: event.headers,
         body: json,
         body_text: text,
         body_base64: base64,
@@ -82,74 +154,78 @@ pub(super) fn envelope(event: &InboxEvent, endpoint: &str, one_line: bool) -> St
     serde_json::to_string(&envelope).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// Runs an endpoint's [`Action`] as the inbox worker's handler.
+/// Runs an endpoint's action as a worker's handler: the inbox worker of `serve`, or a
+/// queue worker of `hookgate work`.
 #[derive(Debug, Clone)]
-pub(super) struct Processor {
-    pub(super) endpoint: Arc<str>,
-    pub(super) action: Target,
-    pub(super) timeout: Duration,
+pub(crate) struct Processor {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) action: Target,
+    pub(crate) timeout: Duration,
 }
 
-/// An [`Action`] ready to run.
+/// An action ready to run.
 #[derive(Debug, Clone)]
-pub(super) enum Target {
+pub(crate) enum Target {
     Forward { uri: Uri, client: Box<HttpClient> },
     Exec(String),
     Print,
 }
 
 impl Target {
-    pub(super) fn new(
-        action: &Action,
+    /// POST to `url` (the value of `--forward`) with `client`.
+    ///
+    /// # Errors
+    /// A URL that is not http(s).
+    pub(crate) fn forward(
+        url: &str,
         client: &HttpClient,
-    ) -> Result<Self, crate::error::CliError> {
-        Ok(match action {
-            Action::Forward(url) => Target::Forward {
-                uri: crate::client::parse_url(url, "--forward")?,
-                client: Box::new(client.clone()),
-            },
-            Action::Exec(command) => Target::Exec(command.clone()),
-            Action::Print => Target::Print,
-            Action::Queue(_) => {
-                return Err(crate::error::CliError::new(
-                    "internal error: a queue endpoint has no local processor",
-                ));
-            }
+    ) -> Result<Target, crate::error::CliError> {
+        Ok(Target::Forward {
+            uri: crate::client::parse_url(url, "--forward")?,
+            client: Box::new(client.clone()),
         })
     }
 }
 
-impl Handler for Processor {
+impl hookgate_inbox::Handler for Processor {
     fn handle(&self, event: InboxEvent) -> BoxFuture<'_, HandlerResult> {
-        Box::pin(async move {
-            match &self.action {
-                Target::Print => {
-                    crate::say(&envelope(&event, &self.endpoint, true));
-                    HandlerResult::Ok
-                }
-                Target::Forward { uri, client } => self.forward(&event, uri, client).await,
-                Target::Exec(command) => self.exec(&event, command).await,
-            }
-        })
+        Box::pin(async move { self.process(EventView::from(&event)).await })
+    }
+}
+
+impl hookgate_queue::Handler for Processor {
+    fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
+        Box::pin(async move { self.process(EventView::from(&event)).await })
     }
 }
 
 impl Processor {
+    async fn process(&self, event: EventView<'_>) -> HandlerResult {
+        match &self.action {
+            Target::Print => {
+                crate::say(&envelope(event, &self.endpoint, true));
+                HandlerResult::Ok
+            }
+            Target::Forward { uri, client } => self.forward(event, uri, client).await,
+            Target::Exec(command) => self.exec(event, command).await,
+        }
+    }
+
     /// POSTs the envelope; a 2xx is done, anything else is retried (after the
     /// application's `Retry-After` in seconds, if it sent one).
-    async fn forward(&self, event: &InboxEvent, uri: &Uri, client: &HttpClient) -> HandlerResult {
+    async fn forward(&self, event: EventView<'_>, uri: &Uri, client: &HttpClient) -> HandlerResult {
         let body = Bytes::from(envelope(event, &self.endpoint, false));
         let mut headers = vec![
             ("Content-Type".to_owned(), "application/json".to_owned()),
-            (IDEMPOTENCY_HEADER.to_owned(), event.dedup_key().to_owned()),
-            ("Hookgate-Event-Id".to_owned(), event.id().to_string()),
-            ("Hookgate-Attempt".to_owned(), event.attempt().to_string()),
+            (IDEMPOTENCY_HEADER.to_owned(), event.dedup_key.to_owned()),
+            ("Hookgate-Event-Id".to_owned(), event.id.to_string()),
+            ("Hookgate-Attempt".to_owned(), event.attempt.to_string()),
             (
                 "User-Agent".to_owned(),
                 concat!("hookgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             ),
         ];
-        if let Some(event_type) = event.event_type() {
+        if let Some(event_type) = event.event_type {
             if http::HeaderValue::from_str(event_type).is_ok() {
                 headers.push(("Hookgate-Event-Type".to_owned(), event_type.to_owned()));
             }
@@ -177,14 +253,14 @@ impl Processor {
     }
 
     /// Pipes the envelope to `sh -c COMMAND`; exit 0 is done, anything else is retried.
-    async fn exec(&self, event: &InboxEvent, command: &str) -> HandlerResult {
+    async fn exec(&self, event: EventView<'_>, command: &str) -> HandlerResult {
         let envelope = envelope(event, &self.endpoint, false);
         let mut child = match shell(command)
-            .env("HOOKGATE_EVENT_ID", event.id().to_string())
-            .env("HOOKGATE_DEDUP_KEY", event.dedup_key())
-            .env("HOOKGATE_EVENT_TYPE", event.event_type().unwrap_or(""))
-            .env("HOOKGATE_SCHEME", event.scheme())
-            .env("HOOKGATE_ATTEMPT", event.attempt().to_string())
+            .env("HOOKGATE_EVENT_ID", event.id.to_string())
+            .env("HOOKGATE_DEDUP_KEY", event.dedup_key)
+            .env("HOOKGATE_EVENT_TYPE", event.event_type.unwrap_or(""))
+            .env("HOOKGATE_SCHEME", event.scheme)
+            .env("HOOKGATE_ATTEMPT", event.attempt.to_string())
             .env("HOOKGATE_ENDPOINT", &*self.endpoint)
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
@@ -243,21 +319,23 @@ mod tests {
         let event = InboxEvent::new(EventId::new(7), "github", "github:body:ab", "{\"a\": 1}")
             .with_event_type("push");
         let value: serde_json::Value =
-            serde_json::from_str(&envelope(&event, "default", false)).unwrap();
+            serde_json::from_str(&envelope((&event).into(), "default", false)).unwrap();
         assert_eq!(value["body"]["a"], 1);
         assert_eq!(value["id"], 7);
         assert_eq!(value["dedup_key"], "github:body:ab");
-        assert!(envelope(&event, "default", false).contains("{\"a\": 1}"));
+        assert!(envelope((&event).into(), "default", false).contains("{\"a\": 1}"));
 
         let pretty = InboxEvent::new(EventId::new(1), "s", "k", "{\n\"a\": 1\n}");
-        assert!(!envelope(&pretty, "e", true).contains('\n'));
-        assert!(envelope(&pretty, "e", false).contains("{\n\"a\": 1\n}"));
+        assert!(!envelope((&pretty).into(), "e", true).contains('\n'));
+        assert!(envelope((&pretty).into(), "e", false).contains("{\n\"a\": 1\n}"));
 
         let text = InboxEvent::new(EventId::new(1), "s", "k", "a=1&b=2");
-        let value: serde_json::Value = serde_json::from_str(&envelope(&text, "e", true)).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&envelope((&text).into(), "e", true)).unwrap();
         assert_eq!(value["body_text"], "a=1&b=2");
         let binary = InboxEvent::new(EventId::new(1), "s", "k", vec![0xff, 0x00]);
-        let value: serde_json::Value = serde_json::from_str(&envelope(&binary, "e", true)).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&envelope((&binary).into(), "e", true)).unwrap();
         assert_eq!(value["body_base64"], "/wA=");
     }
 }

@@ -1,0 +1,353 @@
+//! `hookgate work` consuming the queue that `hookgate serve --queue` replicas fill, on a
+//! Redis and a NATS JetStream of the test's own (`hookgate-testkit`; skipped where the
+//! binary is not installed, failed instead under `HOOKGATE_REQUIRE_SERVICES=1`). Every
+//! wait is a bounded poll; nothing asserts how long anything took.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Serve, TestServer, Work, eventually, hookgate};
+use hookgate_testkit::{Nats, Redis};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const N: usize = 30;
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A queue of the test's own on a server of its own.
+enum Queue {
+    Redis {
+        server: Redis,
+        stream: String,
+    },
+    Nats {
+        server: Nats,
+        stream: String,
+        subject: String,
+    },
+}
+
+impl Queue {
+    fn redis() -> Option<Queue> {
+        let server = Redis::start()?;
+        Some(Queue::Redis {
+            server,
+            stream: format!("hgwork:{:012x}", fastrand::u64(..) >> 16),
+        })
+    }
+
+    fn nats() -> Option<Queue> {
+        let server = Nats::start()?;
+        let tag = format!("{:012x}", fastrand::u64(..) >> 16);
+        Some(Queue::Nats {
+            server,
+            stream: format!("HGWORK_{}", tag.to_uppercase()),
+            subject: format!("hgwork.{tag}"),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Queue::Redis { server, stream } => format!("{}?stream={stream}", server.url()),
+            Queue::Nats {
+                server,
+                stream,
+                subject,
+            } => format!("{}/?stream={stream}&subject={subject}", server.url()),
+        }
+    }
+
+    /// Entries still waiting in the queue (not yet handled).
+    async fn waiting(&self) -> u64 {
+        match self {
+            Queue::Redis { server, stream } => {
+                let client = redis::Client::open(server.url().as_str()).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                redis::cmd("XLEN")
+                    .arg(stream)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Queue::Nats { server, stream, .. } => {
+                let client = async_nats::connect(server.address()).await.unwrap();
+                let jetstream = async_nats::jetstream::new(client);
+                let stream = jetstream.get_stream(stream).await.unwrap();
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer("hookgate").await.unwrap();
+                let info = consumer.info().await.unwrap();
+                info.num_pending + info.num_ack_pending as u64
+            }
+        }
+    }
+
+    /// Dead letters stored for the queue.
+    async fn dead(&self) -> u64 {
+        match self {
+            Queue::Redis { server, stream } => {
+                let client = redis::Client::open(server.url().as_str()).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                redis::cmd("XLEN")
+                    .arg(format!("{stream}:dead"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Queue::Nats { server, stream, .. } => {
+                let client = async_nats::connect(server.address()).await.unwrap();
+                let jetstream = async_nats::jetstream::new(client);
+                match jetstream.get_stream(format!("{stream}_DEAD")).await {
+                    Ok(mut dead) => dead.info().await.unwrap().state.messages,
+                    Err(_) => 0,
+                }
+            }
+        }
+    }
+}
+
+/// `hookgate send` of N deliveries with ids `ID-1`…`ID-N`, retrying like a provider.
+async fn send(serve: &Serve, id: &str) -> common::Run {
+    hookgate([
+        "send",
+        &serve.url("/webhooks"),
+        "--secret",
+        SECRET,
+        "--id",
+        id,
+        "--count",
+        &N.to_string(),
+        "--concurrency",
+        "8",
+        "--retry-schedule",
+        "exponential",
+        "--time-scale",
+        "0.05",
+        "--quiet",
+    ])
+    .await
+}
+
+/// Idempotency-Key → how many times the application received it.
+fn received(app: &TestServer) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for seen in app.seen() {
+        let key = seen.headers["idempotency-key"].to_str().unwrap().to_owned();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn terminate(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Two replicas receive every delivery at once (each gets each copy) and hand them to the
+/// queue; two `hookgate work` processes forward them to the application: each event
+/// reaches it once, and nothing is left in the queue.
+async fn two_replicas_and_two_workers(queue: Queue, shared_dedup: Option<String>) {
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let url = queue.url();
+    let mut args = vec!["--secret", SECRET, "--queue", &url];
+    if let Some(dedup) = &shared_dedup {
+        args.extend(["--dedup", dedup]);
+    }
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        Serve::start(dir_a.path(), &args),
+        Serve::start(dir_b.path(), &args),
+    );
+    let forward = app.url("/events");
+    let worker_args = ["--queue", &url, "--forward", &forward, "--workers", "4"];
+    let mut first = Work::start(&worker_args);
+    let mut second = Work::start(&worker_args);
+
+    let id = format!("work-{:08x}", fastrand::u32(..));
+    let (sent_a, sent_b) = tokio::join!(send(&a, &id), send(&b, &id));
+    assert_eq!(sent_a.code, 0, "{sent_a:?}\n{}", a.stderr());
+    assert_eq!(sent_b.code, 0, "{sent_b:?}\n{}", b.stderr());
+
+    eventually(LIMIT, "every event forwarded", || {
+        let done = received(&app).len() >= N;
+        async move { done.then_some(()) }
+    })
+    .await;
+    // A graceful stop finishes what is in progress; then nothing may be waiting.
+    terminate(first.pid());
+    terminate(second.pid());
+    assert_eq!(first.wait_exit(LIMIT), Some(0), "{}", first.stderr());
+    assert_eq!(second.wait_exit(LIMIT), Some(0), "{}", second.stderr());
+    let counts = received(&app);
+    assert_eq!(counts.len(), N, "{counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each event once: {counts:?}"
+    );
+    assert_eq!(queue.waiting().await, 0);
+    let body: serde_json::Value = serde_json::from_slice(&app.seen()[0].body).unwrap();
+    assert_eq!(body["scheme"], "standard-webhooks-v1");
+    assert!(body["id"].is_string(), "a queue entry's id: {body}");
+    assert_eq!(body["attempt"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_replicas_and_two_workers_process_each_delivery_once() {
+    let Some(queue) = Queue::redis() else { return };
+    let dedup = match &queue {
+        Queue::Redis { server, stream } => format!("{}?prefix={stream}:dedup:", server.url()),
+        Queue::Nats { .. } => unreachable!(),
+    };
+    two_replicas_and_two_workers(queue, Some(dedup)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_replicas_and_two_workers_process_each_delivery_once() {
+    let Some(queue) = Queue::nats() else { return };
+    // No shared dedup store: JetStream's Nats-Msg-Id (the dedup key) keeps one copy.
+    two_replicas_and_two_workers(queue, None).await;
+}
+
+/// A worker killed (SIGKILL) while it processes events: the other takes them over once
+/// their lease has expired, and the application gets every event.
+async fn a_killed_worker_s_events_are_taken_over(queue: Queue) {
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let url = queue.url();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let started = tempfile::tempdir().unwrap();
+    let stuck = format!(
+        "touch '{}'/\"$HOOKGATE_EVENT_ID\"; sleep 10",
+        started.path().display()
+    );
+    let short = ["--timeout", "2s", "--lease", "3s", "--retry-base", "10ms"];
+    let mut doomed = Work::start(
+        &[
+            ["--queue", url.as_str(), "--exec", &stuck, "--workers", "4"].as_slice(),
+            &short,
+        ]
+        .concat(),
+    );
+    let sent = send(&serve, &format!("kill-{:08x}", fastrand::u32(..))).await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    eventually(LIMIT, "the doomed worker started events", || {
+        let any = std::fs::read_dir(started.path()).unwrap().next().is_some();
+        async move { any.then_some(()) }
+    })
+    .await;
+    doomed.kill();
+
+    let forward = app.url("/events");
+    let _rescuer = Work::start(
+        &[
+            [
+                "--queue",
+                url.as_str(),
+                "--forward",
+                &forward,
+                "--workers",
+                "4",
+            ]
+            .as_slice(),
+            &short,
+        ]
+        .concat(),
+    );
+    eventually(LIMIT, "every event forwarded after the lease", || {
+        let done = received(&app).len() >= N;
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_killed_worker_s_events_are_taken_over_after_the_lease() {
+    let Some(queue) = Queue::redis() else { return };
+    a_killed_worker_s_events_are_taken_over(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_killed_worker_s_events_are_taken_over_after_the_lease() {
+    let Some(queue) = Queue::nats() else { return };
+    a_killed_worker_s_events_are_taken_over(queue).await;
+}
+
+/// Events that keep failing become dead letters after --max-attempts.
+async fn failures_become_dead_letters(queue: Queue) {
+    let url = queue.url();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let _worker = Work::start(&[
+        "--queue",
+        &url,
+        "--exec",
+        "exit 3",
+        "--max-attempts",
+        "2",
+        "--retry-base",
+        "10ms",
+        "--retry-cap",
+        "50ms",
+    ]);
+    let sent = send(&serve, &format!("dead-{:08x}", fastrand::u32(..))).await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let mut dead = 0;
+    for _ in 0..480 {
+        dead = queue.dead().await;
+        if dead >= N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(dead, N as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failures_become_dead_letters() {
+    let Some(queue) = Queue::redis() else { return };
+    failures_become_dead_letters(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_failures_become_dead_letters() {
+    let Some(queue) = Queue::nats() else { return };
+    failures_become_dead_letters(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_are_usage_errors() {
+    for (args, says) in [
+        (vec!["--queue", "amqp://127.0.0.1/"], "redis://"),
+        (
+            vec![
+                "--queue",
+                "redis://127.0.0.1:9/",
+                "--timeout",
+                "30s",
+                "--lease",
+                "10s",
+            ],
+            "--lease must be longer",
+        ),
+        (
+            vec!["--queue", "redis://127.0.0.1:9/", "--workers", "0"],
+            "--workers",
+        ),
+    ] {
+        let run = hookgate(["work"].into_iter().chain(args.iter().copied())).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+    }
+}
