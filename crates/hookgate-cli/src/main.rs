@@ -1,8 +1,8 @@
 //! The `hookgate` command: run a durable webhook receiver (`serve`), consume a fleet's queue
-//! (`work`), send signed deliveries
-//! to an endpoint (`send`), audit any receiver's security (`audit`), inspect the event log
-//! and dead letters (`inbox`), verify a captured delivery and say why it fails (`verify`),
-//! sign one as a provider would (`sign`), and list the schemes hookgate knows (`schemes`).
+//! (`work`), send signed deliveries to an endpoint (`send`), audit any receiver's security
+//! (`audit`), inspect the event log and dead letters (`inbox`), verify a captured delivery
+//! and say why it fails (`verify`), sign one as a provider would (`sign`), and list the
+//! schemes hookgate knows (`schemes`).
 //!
 //! Exit status: 0 valid (or done), 1 invalid delivery (or failed deliveries, failed audit
 //! checks), 2 usage or configuration error (the message on stderr). Secrets and expected
