@@ -1,5 +1,5 @@
 //! The `hookgate` command: run a durable webhook receiver (`serve`), consume a fleet's queue
-//! (`work`), send signed deliveries to an endpoint (`send`), audit any receiver's security
+//! (`work`) and replay its dead letters (`dead-letters`), send signed deliveries to an endpoint (`send`), audit any receiver's security
 //! (`audit`), inspect the event log and dead letters (`inbox`), verify a captured delivery
 //! and say why it fails (`verify`), sign one as a provider would (`sign`), and list the
 //! schemes hookgate knows (`schemes`).
@@ -10,6 +10,7 @@
 
 mod audit;
 mod client;
+mod dead_letters;
 mod duration;
 mod error;
 mod hint;
@@ -156,6 +157,16 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Work(Box<work::WorkArgs>),
 
+    /// List the dead letters of a queue that `hookgate work` consumes, or put them back on
+    /// the queue (--replay) once the cause is fixed.
+    ///
+    /// Examples:
+    ///
+    ///   hookgate dead-letters --queue 'redis://10.0.0.5:6379/?stream=webhooks'
+    ///   hookgate dead-letters --queue 'redis://10.0.0.5:6379/?stream=webhooks' --replay
+    #[command(verbatim_doc_comment)]
+    DeadLetters(dead_letters::DeadLettersArgs),
+
     /// Sign deliveries as a provider would and POST them to an endpoint, retrying non-2xx
     /// answers on a provider's schedule; prints each attempt and a summary.
     ///
@@ -220,6 +231,7 @@ fn main() -> ExitCode {
         Command::Schemes => Ok(schemes()),
         Command::Serve(args) => run_async(serve::run(*args)),
         Command::Work(args) => run_async(work::run(*args)),
+        Command::DeadLetters(args) => run_async(dead_letters::run(args)),
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),

@@ -284,16 +284,26 @@ async fn nats_a_killed_worker_s_events_are_taken_over_after_the_lease() {
     a_killed_worker_s_events_are_taken_over(queue).await;
 }
 
-/// Events that keep failing become dead letters after --max-attempts.
-async fn failures_become_dead_letters(queue: Queue) {
+/// Events that keep failing become dead letters after --max-attempts; `hookgate
+/// dead-letters` lists them and, once the cause is fixed, replays them, and they are
+/// processed.
+async fn failures_become_dead_letters_that_replay(queue: Queue) {
     let url = queue.url();
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let fixed = dir.path().join("fixed");
+    let done = tempfile::tempdir().unwrap();
+    // Fails until the `fixed` file exists; then records each event it processed.
+    let command = format!(
+        "test -f '{}' && touch '{}'/\"$HOOKGATE_DEDUP_KEY\"",
+        fixed.display(),
+        done.path().display()
+    );
     let _worker = Work::start(&[
         "--queue",
         &url,
         "--exec",
-        "exit 3",
+        &command,
         "--max-attempts",
         "2",
         "--retry-base",
@@ -312,18 +322,48 @@ async fn failures_become_dead_letters(queue: Queue) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(dead, N as u64);
+
+    let listed = hookgate(["dead-letters", "--queue", &url, "--json"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let letters: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(letters.len(), N, "{listed:?}");
+    assert!(letters.iter().all(|l| l["attempts"] == 2), "{letters:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["error"].as_str().unwrap().contains("exit")),
+        "{letters:?}"
+    );
+
+    std::fs::write(&fixed, "").unwrap();
+    let replayed = hookgate(["dead-letters", "--queue", &url, "--replay"]).await;
+    assert_eq!(replayed.code, 0, "{replayed:?}");
+    assert!(
+        replayed.stdout.starts_with(&format!("{N} dead letter(s)")),
+        "{replayed:?}"
+    );
+    eventually(LIMIT, "every replayed event processed", || {
+        let processed = std::fs::read_dir(done.path()).unwrap().count();
+        async move { (processed >= N).then_some(()) }
+    })
+    .await;
+    assert_eq!(queue.dead().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_failures_become_dead_letters() {
+async fn redis_failures_become_dead_letters_that_replay() {
     let Some(queue) = Queue::redis() else { return };
-    failures_become_dead_letters(queue).await;
+    failures_become_dead_letters_that_replay(queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_failures_become_dead_letters() {
+async fn nats_failures_become_dead_letters_that_replay() {
     let Some(queue) = Queue::nats() else { return };
-    failures_become_dead_letters(queue).await;
+    failures_become_dead_letters_that_replay(queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 //! - [`JetStreamWorker`]: a durable pull consumer running your [`Handler`] at least once per
 //!   event: ack, nak with the backoff delay, term after publishing to a dead-letter subject;
 //!   a dead consumer's messages are redelivered after the lease (`ack_wait`).
+//! - [`JetStreamDeadLetters`]: list the dead letters and replay them onto the stream.
 //!
 //! ## Quick start
 //!
@@ -60,9 +61,11 @@
 //! |---|---|
 //! | [`JetStreamSink::connect`] | `stream`, `subject`, `duplicate_window_ms`, `ack_timeout_ms` |
 //! | [`JetStreamWorker::builder`] | `stream`, `subject`, `consumer`, `dead_subject`, `dead_stream` |
+//! | [`JetStreamDeadLetters::connect`] | `stream`, `subject`, `dead_stream` (`consumer` ignored) |
 //!
 //! Works with nats-server 2.9 and later.
 
+mod dead;
 mod error;
 mod sink;
 mod stream;
@@ -70,6 +73,7 @@ mod url;
 mod worker;
 
 pub use async_nats;
+pub use dead::{DeadLetter, JetStreamDeadLetters};
 pub use error::Error;
 pub use hookgate_queue::{
     ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
