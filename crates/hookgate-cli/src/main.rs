@@ -9,6 +9,7 @@
 
 mod audit;
 mod client;
+mod console;
 mod duration;
 mod error;
 mod hint;
@@ -128,7 +129,7 @@ enum Command {
     ///   ]
     ///   retry = { max_attempts = 12, base = "1s", cap = "1h" }   # optional
     #[command(verbatim_doc_comment)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 
     /// Sign deliveries as a provider would and POST them to an endpoint, retrying non-2xx
     /// answers on a provider's schedule; prints each attempt and a summary.
@@ -159,6 +160,17 @@ enum Command {
 
     /// Inspect the receiver's event log and dead letters, and replay events.
     Inbox(inbox::InboxArgs),
+
+    /// Serve the web console over a data directory's inboxes, without a receiver: the
+    /// event list with filters, event details, dead letters with replay, the activity chart,
+    /// and a JSON API, behind the console token. (`hookgate serve --console` serves the
+    /// same next to the receiver.)
+    ///
+    /// Example:
+    ///
+    ///   hookgate console --data-dir ./hookgate-data --listen 127.0.0.1:8788
+    #[command(verbatim_doc_comment)]
+    Console(console::command::ConsoleArgs),
 }
 
 /// What a command printed and how it ended.
@@ -192,10 +204,11 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Schemes => Ok(schemes()),
-        Command::Serve(args) => run_async(serve::run(args)),
+        Command::Serve(args) => run_async(serve::run(*args)),
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),
+        Command::Console(args) => run_async(console::command::run(args)),
     };
     match result {
         Ok(output) => {
