@@ -872,3 +872,6 @@ fn stylesheet() -> Response<Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests;

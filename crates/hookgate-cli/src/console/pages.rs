@@ -29,9 +29,7 @@ pub(super) struct Context<'a> {
 
 impl Context<'_> {
     fn link(&self, page: &str) -> String {
-        let mut out = form_urlencoded::Serializer::new(format!("{PREFIX}/{page}?"));
-        out.append_pair("endpoint", self.endpoint);
-        out.finish()
+        format!("{PREFIX}/{page}?endpoint={}", urlencode(self.endpoint))
     }
 }
 
