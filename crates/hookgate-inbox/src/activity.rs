@@ -163,13 +163,20 @@ mod tests {
         }
     }
 
-    fn event(id: &str, event_type: &str) -> VerifiedEvent {
+    /// An event received (by the verifier's clock) at `at`.
+    fn event(id: &str, event_type: &str, at: SystemTime) -> VerifiedEvent {
+        let unix = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
             .unwrap()
-            .sign(&SignRequest::new(format!(r#"{{"type":"{event_type}"}}"#)).id(id))
+            .sign(
+                &SignRequest::new(format!(r#"{{"type":"{event_type}"}}"#))
+                    .id(id)
+                    .timestamp(i64::try_from(unix).unwrap()),
+            )
             .unwrap();
         Verifier::builder(SchemeId::StandardWebhooksV1)
             .secret(SECRET)
+            .clock(hookgate::FixedClock::new(at))
             .build()
             .unwrap()
             .verify(&delivery.headers, delivery.body)
@@ -195,8 +202,8 @@ mod tests {
             .clock(clock.clone())
             .open()
             .unwrap();
-        inbox.enqueue(&event("msg_1", "ok")).await.unwrap();
-        inbox.enqueue(&event("msg_2", "ok")).await.unwrap();
+        inbox.enqueue(&event("msg_1", "ok", t0)).await.unwrap();
+        inbox.enqueue(&event("msg_2", "ok", t0)).await.unwrap();
         let worker = Worker::builder(inbox.clone(), |event: InboxEvent| async move {
             if event.body().starts_with(br#"{"type":"ok""#) {
                 HandlerResult::Ok
@@ -210,7 +217,10 @@ mod tests {
         .unwrap();
         wait_for(&inbox, Status::Processed, 2).await;
         *clock.0.lock().unwrap() = t0 + Duration::from_secs(120);
-        inbox.enqueue(&event("msg_3", "bad")).await.unwrap();
+        inbox
+            .enqueue(&event("msg_3", "bad", t0 + Duration::from_secs(120)))
+            .await
+            .unwrap();
         wait_for(&inbox, Status::Dead, 1).await;
         worker.shutdown().await;
 

@@ -127,7 +127,15 @@ impl LogQuery {
                 values.push(Value::Text(status.as_str().to_owned()));
                 placeholders.push(format!("?{}", values.len()));
             }
-            conditions.push(format!("e.status IN ({})", placeholders.join(", ")));
+            // Processed events are most of a log: walking the primary key newest first
+            // finds a page of them at once, where the status index would have them all
+            // sorted first (1.4 s at 1 M events). The other statuses are few: the index.
+            let column = if self.statuses.contains(&Status::Processed) {
+                "+e.status"
+            } else {
+                "e.status"
+            };
+            conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
         }
         let mut push = |condition: &str, value: Value, values: &mut Vec<Value>| {
             values.push(value);
@@ -468,6 +476,8 @@ mod tests {
         assert!(sql.contains("LIMIT ?5"), "{sql}");
         assert_eq!(values.len(), 5);
         assert!(LogQuery::new().limit(0).to_sql().is_err());
+        let (sql, _) = LogQuery::new().status(Status::Processed).to_sql().unwrap();
+        assert!(sql.contains("+e.status IN (?1)"), "{sql}");
         assert!(LogQuery::new().limit(MAX_LOG_LIMIT + 1).to_sql().is_err());
     }
 }
