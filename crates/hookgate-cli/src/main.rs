@@ -90,6 +90,8 @@ enum Command {
     ///
     /// Endpoints answer 2xx only once the event is committed to the SQLite inbox in the
     /// data directory; GET /healthz answers `ok`, GET /metrics the Prometheus metrics.
+    /// --console adds the web console (event log, dead letters with replay, activity)
+    /// under /_hookgate/, behind a token printed at start.
     /// SIGTERM or Ctrl-C stops taking requests, lets running handlers finish and exits.
     ///
     /// Example:
