@@ -135,6 +135,22 @@ async fn serve_console_listen_puts_it_on_its_own_address() {
     assert!(run.stderr.contains("at least 16"), "{}", run.stderr);
 }
 
+/// The address a `hookgate console` prints on its `listening on` line.
+fn listening_on(stderr: std::process::ChildStderr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("hookgate console prints `listening on`")
+        .parse()
+        .unwrap()
+}
+
 /// `hookgate console`, killed on drop.
 struct ConsoleProcess(Child);
 
@@ -169,19 +185,7 @@ async fn hookgate_console_shows_a_data_directory_without_a_receiver() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let process = ConsoleProcess(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hookgate console prints `listening on`")
-        .parse()
-        .unwrap();
+    let addr = listening_on(stderr);
     let (status, _) = get(addr, "/_hookgate/events", None).await;
     assert_eq!(status, 401);
     let (status, page) = get(addr, "/_hookgate/events?refresh=0", Some(TOKEN)).await;
@@ -189,6 +193,28 @@ async fn hookgate_console_shows_a_data_directory_without_a_receiver() {
     assert_eq!(page.matches("<tr data-id=").count(), 2, "{page}");
     let (_, page) = get(addr, "/_hookgate/rejections", Some(TOKEN)).await;
     assert!(page.contains("hookgate serve --console"), "{page}");
+    drop(process);
+
+    // --store names one inbox file instead.
+    let mut child = Command::new(BIN)
+        .args(["console", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("sqlite://{}", data.join("inbox.db").display()))
+        .args(["--console-token", TOKEN])
+        .env_remove("HOOKGATE_CONSOLE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = ConsoleProcess(child);
+    let addr = listening_on(stderr);
+    let (status, body) = get(addr, "/_hookgate/api/stats", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"],
+        2
+    );
     drop(process);
 
     let run = hookgate([
