@@ -141,6 +141,7 @@
 //! already applied.
 
 mod activity;
+mod arrival;
 mod dead;
 mod dedup;
 mod error;
@@ -156,6 +157,7 @@ mod worker;
 mod writer;
 
 pub use activity::{MAX_ACTIVITY_RANGE, MinuteActivity};
+pub use arrival::ArrivalCursor;
 pub use dead::Replay;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};

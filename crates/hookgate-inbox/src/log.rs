@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use crate::arrival::Order;
 use crate::event::{EventId, InboxEvent, Status};
 use crate::queue::event_from_row;
 use crate::time::{from_millis, to_millis};
@@ -113,6 +114,11 @@ impl LogQuery {
     }
 
     fn to_sql(&self) -> Result<(String, Vec<Value>), InboxError> {
+        self.to_sql_ordered(Order::Id)
+    }
+
+    /// The query in `order`; [`Order::Arrival`] is [`Inbox::query_by_arrival`]'s.
+    pub(crate) fn to_sql_ordered(&self, order: Order) -> Result<(String, Vec<Value>), InboxError> {
         let limit = self.limit.unwrap_or(DEFAULT_LOG_LIMIT);
         if !(1..=MAX_LOG_LIMIT).contains(&limit) {
             return Err(InboxError::Config(format!(
@@ -180,15 +186,29 @@ impl LogQuery {
         } else if !self.include_test {
             conditions.push("e.is_test = 0".to_owned());
         }
+        if let Order::Arrival(Some((at, id))) = order {
+            values.push(Value::Integer(at));
+            values.push(Value::Integer(id));
+            let n = values.len();
+            let at = n.saturating_sub(1);
+            // First, so that SQLite takes it as the index range's upper bound (a later
+            // `received_at < ?` would be, and a deep page would read the window above it).
+            conditions.insert(0, format!("e.received_at <= ?{at}"));
+            conditions.push(format!("(e.received_at, e.id) < (?{at}, ?{n})"));
+        }
         let filter = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        let order_by = match order {
+            Order::Id => "e.id DESC",
+            Order::Arrival(_) => "e.received_at DESC, e.id DESC",
+        };
         values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(
             "SELECT {LOG_COLUMNS} FROM events e LEFT JOIN dead_letters d ON d.event_id = e.id
-             {filter} ORDER BY e.id DESC LIMIT ?{}",
+             {filter} ORDER BY {order_by} LIMIT ?{}",
             values.len()
         );
         Ok((sql, values))
@@ -241,7 +261,7 @@ const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_t
     e.signed_at, e.received_at, e.status, e.attempts, e.due_at, e.started_at, e.finished_at,
     e.duration_ms, e.last_error, d.dead_at, e.is_test, length(e.body)";
 
-fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
+pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
     let status: String = row.get(7)?;
     let status = match status.parse::<Status>() {
         Ok(status) => status,

@@ -23,7 +23,9 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hookgate_inbox::{EventId, Inbox, InboxError, LogEntry, LogQuery, Replay, Status};
+use hookgate_inbox::{
+    ArrivalCursor, EventId, Inbox, InboxError, LogEntry, LogQuery, Replay, Status,
+};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -456,13 +458,20 @@ impl Console {
     ) -> Result<Response<Body>, Failure> {
         let filter = Filter::parse(&call.query, now, dead).map_err(Failure::BadRequest)?;
         let entries = self.page(call.endpoint, &filter).await?;
-        let next = (entries.len() == filter.limit)
-            .then(|| entries.last().map(|e| e.id.get()))
-            .flatten();
+        let last = entries.last().filter(|_| entries.len() == filter.limit);
+        let (next_before, next_after) = match last {
+            Some(last) if filter.by_arrival() => (None, Some(ArrivalCursor::after(last).to_text())),
+            Some(last) => (Some(last.id.get()), None),
+            None => (None, None),
+        };
         let events: Vec<EntryJson<'_>> = entries.iter().map(EntryJson::new).collect();
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "events": events, "next_before": next }),
+            &serde_json::json!({
+                "events": events,
+                "next_before": next_before,
+                "next_after": next_after,
+            }),
         ))
     }
 
@@ -521,12 +530,19 @@ impl Console {
         ))
     }
 
-    /// One page of the log: the inbox's own query, keyset-paged by id.
+    /// One page of the log: the inbox's own query, keyset-paged by id, or by arrival
+    /// within a time window (where the arrival index gives the order without a sort).
     async fn page(
         &self,
         endpoint: &ConsoleEndpoint,
         filter: &Filter,
     ) -> Result<Vec<LogEntry>, Failure> {
+        if filter.by_arrival() {
+            return Ok(endpoint
+                .inbox
+                .query_by_arrival(filter.query(), filter.after)
+                .await?);
+        }
         Ok(endpoint.inbox.query(filter.query()).await?)
     }
 }
@@ -545,6 +561,8 @@ pub(crate) struct Filter {
     until_at: Option<SystemTime>,
     pub(crate) include_test: bool,
     pub(crate) before: Option<i64>,
+    /// Within a time window: the page starts after this arrival.
+    pub(crate) after: Option<ArrivalCursor>,
     pub(crate) limit: usize,
 }
 
@@ -583,6 +601,12 @@ impl Filter {
         if let Some(text) = param(query, "before").filter(|t| !t.is_empty()) {
             filter.before = Some(text.parse().map_err(|_| "before: an event id".to_owned())?);
         }
+        if let Some(text) = param(query, "after").filter(|t| !t.is_empty()) {
+            filter.after = Some(
+                ArrivalCursor::parse(text)
+                    .ok_or_else(|| "after: a cursor from the previous page".to_owned())?,
+            );
+        }
         if let Some(text) = param(query, "limit").filter(|t| !t.is_empty()) {
             filter.limit = text
                 .parse::<usize>()
@@ -611,6 +635,11 @@ impl Filter {
             limit: PAGE_SIZE,
             ..Filter::default()
         }
+    }
+
+    /// Whether pages go by arrival (a time window) rather than by id.
+    pub(crate) fn by_arrival(&self) -> bool {
+        self.since_at.is_some() || self.until_at.is_some()
     }
 
     /// The inbox query: the same [`LogQuery`] as `hookgate inbox list`.

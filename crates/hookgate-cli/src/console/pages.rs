@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use hookgate_inbox::{Attempt, LogEntry, MinuteActivity, Status, StatusCounts};
+use hookgate_inbox::{ArrivalCursor, Attempt, LogEntry, MinuteActivity, Status, StatusCounts};
 use maud::{DOCTYPE, Markup, html};
 
 use super::{Filter, PREFIX, rejections};
@@ -199,13 +199,17 @@ pub(super) fn list(
         @if let Some(error) = error { p.error { (error) } }
         (events_table(context, entries, false))
         p.pager {
-            @if filter.before.is_some() {
+            @if filter.before.is_some() || filter.after.is_some() {
                 a href={ (PREFIX) "/events?" (base) } { "« newest" }
                 " "
             }
             @if entries.len() == filter.limit {
                 @if let Some(last) = entries.last() {
-                    a rel="next" href={ (PREFIX) "/events?" (base) "&before=" (last.id.get()) } { "older »" }
+                    @if filter.by_arrival() {
+                        a rel="next" href={ (PREFIX) "/events?" (base) "&after=" (ArrivalCursor::after(last).to_text()) } { "older »" }
+                    } @else {
+                        a rel="next" href={ (PREFIX) "/events?" (base) "&before=" (last.id.get()) } { "older »" }
+                    }
                 }
             }
         }

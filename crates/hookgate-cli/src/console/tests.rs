@@ -289,6 +289,24 @@ async fn filters_and_keyset_pages_use_the_inbox_query() {
     assert_eq!(ids(&body), [1]);
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["next_before"], serde_json::Value::Null);
+    // Within a time window, pages go by arrival: the same rows, each once.
+    let (_, _, body) = get(&f.console, "/_hookgate/api/events?since=1h&limit=4").await;
+    let first = ids(&body);
+    assert_eq!(first.len(), 4);
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["next_before"], serde_json::Value::Null);
+    let after = value["next_after"].as_str().unwrap().to_owned();
+    let (status, _, body) = get(
+        &f.console,
+        &format!("/_hookgate/api/events?since=1h&limit=4&after={after}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut all: Vec<i64> = first.into_iter().chain(ids(&body)).collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=7).collect::<Vec<i64>>());
+    let (_, _, page) = get(&f.console, "/_hookgate/events?refresh=0&limit=4&since=1h").await;
+    assert!(page.contains("since=1h&amp;after="), "{page}");
     // The HTML page: same rows, and an "older" link with the filters kept.
     let (_, _, page) = get(&f.console, "/_hookgate/events?type=odd&refresh=0").await;
     assert_eq!(page.matches("<tr data-id=").count(), 4);
@@ -300,6 +318,7 @@ async fn filters_and_keyset_pages_use_the_inbox_query() {
         "/_hookgate/api/events?since=yesterday-ish",
         "/_hookgate/api/events?limit=0",
         "/_hookgate/api/events?before=x",
+        "/_hookgate/api/events?since=1h&after=nope",
         "/_hookgate/api/activity?hours=999",
     ] {
         let (status, _, body) = get(&f.console, uri).await;
