@@ -133,6 +133,24 @@ async fn serve_console_listen_puts_it_on_its_own_address() {
     .await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("at least 16"), "{}", run.stderr);
+    // An endpoint cannot sit where the console lives.
+    let run = hookgate([
+        "serve",
+        "--console",
+        "--path",
+        "/_hookgate/hooks",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("third").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("where --console lives"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The address a `hookgate console` prints on its `listening on` line.

@@ -615,6 +615,15 @@ fn start_console(
     metrics: Option<PrometheusHandle>,
     secure: bool,
 ) -> Result<Arc<Console>, CliError> {
+    if let Some(run) = running.iter().find(|run| {
+        run.endpoint.path == CONSOLE_PREFIX
+            || run.endpoint.path.starts_with(&format!("{CONSOLE_PREFIX}/"))
+    }) {
+        return Err(CliError::new(format!(
+            "endpoint {}: its path {} is where --console lives; choose another path",
+            run.endpoint.name, run.endpoint.path
+        )));
+    }
     let endpoints: Vec<ConsoleEndpoint> = running
         .iter()
         .filter_map(|run| {
