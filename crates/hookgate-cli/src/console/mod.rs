@@ -211,7 +211,7 @@ impl Console {
             (&Method::GET, "/events") => self.list_page(&call, now).await,
             (&Method::GET, "/dead") => self.dead_page(&call).await,
             (&Method::GET, "/activity") => self.activity_page(&call, now).await,
-            (&Method::GET, "/rejections") => Ok(self.rejections_page(&call)),
+            (&Method::GET, "/rejections") => self.rejections_page(&call),
             (&Method::POST, "/replay") => self.replay_form(&call, &parts.headers, &body).await,
             (&Method::GET, "/api/events") => self.api_list(&call, now, false).await,
             (&Method::GET, "/api/dead") => self.api_list(&call, now, true).await,
@@ -345,11 +345,6 @@ impl Console {
         // A page about an event still on its way reloads until it has arrived somewhere.
         let settled = matches!(entry.status, Status::Processed | Status::Dead);
         let refresh = Self::refresh(call, if settled { 0 } else { 5 })?;
-        let refresh = if settled && call.param("refresh").is_none() {
-            None
-        } else {
-            refresh
-        };
         let headers: Vec<(String, String)> = event
             .as_ref()
             .map(|e| {
@@ -390,13 +385,13 @@ impl Console {
         ))
     }
 
-    fn rejections_page(&self, call: &Call<'_>) -> Response<Body> {
-        let refresh = Self::refresh(call, DEFAULT_REFRESH).ok().flatten();
+    fn rejections_page(&self, call: &Call<'_>) -> Result<Response<Body>, Failure> {
+        let refresh = Self::refresh(call, DEFAULT_REFRESH)?;
         let counts = rejections::Counts::read(self.metrics.as_ref());
-        html(
+        Ok(html(
             StatusCode::OK,
             pages::rejections(&self.context(call, refresh), &counts),
-        )
+        ))
     }
 
     async fn replay_form(
