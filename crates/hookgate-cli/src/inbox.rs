@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hookgate_inbox::{
-    EventId, Inbox, InboxError, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay, Status,
+    Attempt, EventId, Inbox, InboxError, InboxEvent, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay,
+    Status, StatusCounts,
 };
 use serde::Serialize;
 
@@ -95,9 +96,9 @@ struct ListArgs {
     json: bool,
 }
 
-/// One event in `list --json` and `show --json`.
+/// One event in `list --json` and `show --json` (and the console's JSON API).
 #[derive(Debug, Serialize)]
-struct EntryJson<'a> {
+pub(crate) struct EntryJson<'a> {
     id: i64,
     status: &'a str,
     scheme: &'a str,
@@ -118,7 +119,7 @@ struct EntryJson<'a> {
 }
 
 impl<'a> EntryJson<'a> {
-    fn new(entry: &'a LogEntry) -> Self {
+    pub(crate) fn new(entry: &'a LogEntry) -> Self {
         EntryJson {
             id: entry.id.get(),
             status: entry.status.as_str(),
@@ -185,7 +186,7 @@ pub(crate) fn inbox_path(data_dir: &Path, endpoint: &str) -> PathBuf {
 }
 
 /// Finds the inbox to read, without creating one.
-fn existing_inbox(data_dir: &Path, endpoint: Option<&str>) -> Result<PathBuf, CliError> {
+pub(crate) fn existing_inbox(data_dir: &Path, endpoint: Option<&str>) -> Result<PathBuf, CliError> {
     if let Some(name) = endpoint {
         let path = inbox_path(data_dir, name);
         return if path.is_file() {
@@ -327,36 +328,7 @@ async fn show(inbox: &Inbox, id: i64, json: bool, path: &Path) -> Result<Output,
     let body = event.as_ref().map(|e| e.body().clone()).unwrap_or_default();
     let mut out = String::new();
     if json {
-        let attempts: Vec<serde_json::Value> = attempts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "attempt": a.attempt,
-                    "started_at": rfc3339(a.started_at),
-                    "finished_at": rfc3339(a.finished_at),
-                    "duration_ms": a.finished_at.duration_since(a.started_at).unwrap_or_default().as_millis(),
-                    "outcome": a.outcome,
-                    "error": a.error,
-                })
-            })
-            .collect();
-        let mut value = serde_json::to_value(EntryJson::new(&entry)).unwrap_or_default();
-        if let Some(object) = value.as_object_mut() {
-            object.insert("attempt_history".to_owned(), attempts.into());
-            object.insert(
-                "body".to_owned(),
-                String::from_utf8_lossy(&body).into_owned().into(),
-            );
-            if let Some(event) = &event {
-                let headers: Vec<serde_json::Value> = event
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| serde_json::json!([n, v]))
-                    .collect();
-                object.insert("headers".to_owned(), headers.into());
-            }
-        }
-        out.push_str(&value.to_string());
+        out.push_str(&show_json(&entry, &attempts, event.as_ref()).to_string());
         out.push('\n');
         return Ok(Output::new(out, ExitStatus::Success));
     }
@@ -421,17 +393,62 @@ async fn show(inbox: &Inbox, id: i64, json: bool, path: &Path) -> Result<Output,
     Ok(Output::new(out, ExitStatus::Success))
 }
 
+/// One event as `show --json` prints it: the log entry, its attempt history, headers and
+/// body (also the console's JSON API).
+pub(crate) fn show_json(
+    entry: &LogEntry,
+    attempts: &[Attempt],
+    event: Option<&InboxEvent>,
+) -> serde_json::Value {
+    let attempts: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "attempt": a.attempt,
+                "started_at": rfc3339(a.started_at),
+                "finished_at": rfc3339(a.finished_at),
+                "duration_ms": a.finished_at.duration_since(a.started_at).unwrap_or_default().as_millis(),
+                "outcome": a.outcome,
+                "error": a.error,
+            })
+        })
+        .collect();
+    let mut value = serde_json::to_value(EntryJson::new(entry)).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("attempt_history".to_owned(), attempts.into());
+        let body = event.map(|e| e.body().clone()).unwrap_or_default();
+        object.insert(
+            "body".to_owned(),
+            String::from_utf8_lossy(&body).into_owned().into(),
+        );
+        if let Some(event) = event {
+            let headers: Vec<serde_json::Value> = event
+                .headers()
+                .iter()
+                .map(|(n, v)| serde_json::json!([n, v]))
+                .collect();
+            object.insert("headers".to_owned(), headers.into());
+        }
+    }
+    value
+}
+
+/// The counts of `stats --json` (also the console's JSON API).
+pub(crate) fn stats_json(counts: &StatusCounts) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    for status in Status::ALL {
+        object.insert(status.as_str().to_owned(), counts.get(status).into());
+    }
+    object.insert("pending".to_owned(), counts.pending().into());
+    object.insert("total".to_owned(), counts.total().into());
+    serde_json::Value::Object(object)
+}
+
 async fn stats(inbox: &Inbox, json: bool) -> Result<Output, InboxError> {
     let counts = inbox.status_counts().await?;
     let mut out = String::new();
     if json {
-        let mut object = serde_json::Map::new();
-        for status in Status::ALL {
-            object.insert(status.as_str().to_owned(), counts.get(status).into());
-        }
-        object.insert("pending".to_owned(), counts.pending().into());
-        object.insert("total".to_owned(), counts.total().into());
-        out.push_str(&serde_json::Value::Object(object).to_string());
+        out.push_str(&stats_json(&counts).to_string());
         out.push('\n');
     } else {
         for status in Status::ALL {

@@ -10,6 +10,7 @@
 
 mod audit;
 mod client;
+mod console;
 mod dead_letters;
 mod duration;
 mod error;
@@ -93,6 +94,8 @@ enum Command {
     ///
     /// Endpoints answer 2xx only once the event is committed to the SQLite inbox in the
     /// data directory; GET /healthz answers `ok`, GET /metrics the Prometheus metrics.
+    /// --console adds the web console (event log, dead letters with replay, activity)
+    /// under /_hookgate/, behind a token printed at start.
     /// SIGTERM or Ctrl-C stops taking requests, lets running handlers finish and exits.
     ///
     /// Example:
@@ -196,6 +199,17 @@ enum Command {
 
     /// Inspect the receiver's event log and dead letters, and replay events.
     Inbox(inbox::InboxArgs),
+
+    /// Serve the web console over a data directory's inboxes, without a receiver: the
+    /// event list with filters, event details, dead letters with replay, the activity chart,
+    /// and a JSON API, behind the console token. (`hookgate serve --console` serves the
+    /// same next to the receiver.)
+    ///
+    /// Example:
+    ///
+    ///   hookgate console --data-dir ./hookgate-data --listen 127.0.0.1:8788
+    #[command(verbatim_doc_comment)]
+    Console(console::command::ConsoleArgs),
 }
 
 /// What a command printed and how it ended.
@@ -235,6 +249,7 @@ fn main() -> ExitCode {
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),
+        Command::Console(args) => run_async(console::command::run(args)),
     };
     match result {
         Ok(output) => {

@@ -140,6 +140,8 @@
 //! timestamp) applied per aggregate so a handler can skip an event older than what it
 //! already applied.
 
+mod activity;
+mod arrival;
 mod dead;
 mod dedup;
 mod error;
@@ -154,6 +156,8 @@ mod time;
 mod worker;
 mod writer;
 
+pub use activity::{MAX_ACTIVITY_RANGE, MinuteActivity};
+pub use arrival::ArrivalCursor;
 pub use dead::Replay;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};

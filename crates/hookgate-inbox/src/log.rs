@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use crate::arrival::Order;
 use crate::event::{EventId, InboxEvent, Status};
 use crate::queue::event_from_row;
 use crate::time::{from_millis, to_millis};
@@ -113,12 +114,21 @@ impl LogQuery {
     }
 
     fn to_sql(&self) -> Result<(String, Vec<Value>), InboxError> {
+        self.to_sql_ordered(Order::Id)
+    }
+
+    /// The query in `order`; [`Order::Arrival`] is [`Inbox::query_by_arrival`]'s.
+    pub(crate) fn to_sql_ordered(&self, order: Order) -> Result<(String, Vec<Value>), InboxError> {
         let limit = self.limit.unwrap_or(DEFAULT_LOG_LIMIT);
         if !(1..=MAX_LOG_LIMIT).contains(&limit) {
             return Err(InboxError::Config(format!(
                 "a log query's limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
             )));
         }
+        // Dead letters alone, by id: walk the dead-letter table's key (one row per dead
+        // event), a page at a time however many there are, instead of sorting them all
+        // out of the status index (0.8 s for 500 k dead letters).
+        let dead_only = order == Order::Id && self.statuses == [Status::Dead];
         let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
         if !self.statuses.is_empty() {
@@ -127,7 +137,15 @@ impl LogQuery {
                 values.push(Value::Text(status.as_str().to_owned()));
                 placeholders.push(format!("?{}", values.len()));
             }
-            conditions.push(format!("e.status IN ({})", placeholders.join(", ")));
+            // Processed events are most of a log: walking the primary key newest first
+            // finds a page of them at once, where the status index would have them all
+            // sorted first (1.4 s at 1 M events). The other statuses are few: the index.
+            let column = if dead_only || self.statuses.contains(&Status::Processed) {
+                "+e.status"
+            } else {
+                "e.status"
+            };
+            conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
         }
         let mut push = |condition: &str, value: Value, values: &mut Vec<Value>| {
             values.push(value);
@@ -165,22 +183,50 @@ impl LogQuery {
             push("e.scheme = ?", Value::Text(scheme.clone()), &mut values);
         }
         if let Some(id) = self.before_id {
-            push("e.id < ?", Value::Integer(id.get()), &mut values);
+            let condition = if dead_only {
+                "d.event_id < ?"
+            } else {
+                "e.id < ?"
+            };
+            push(condition, Value::Integer(id.get()), &mut values);
         }
         if self.only_test {
             conditions.push("e.is_test = 1".to_owned());
         } else if !self.include_test {
             conditions.push("e.is_test = 0".to_owned());
         }
+        if let Order::Arrival(Some((at, id))) = order {
+            values.push(Value::Integer(at));
+            values.push(Value::Integer(id));
+            let n = values.len();
+            let at = n.saturating_sub(1);
+            // First, so that SQLite takes it as the index range's upper bound (a later
+            // `received_at < ?` would be, and a deep page would read the window above it).
+            conditions.insert(0, format!("e.received_at <= ?{at}"));
+            conditions.push(format!("(e.received_at, e.id) < (?{at}, ?{n})"));
+        }
         let filter = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        let (from, order_by) = match order {
+            Order::Id if dead_only => (
+                "dead_letters d JOIN events e ON e.id = d.event_id",
+                "d.event_id DESC",
+            ),
+            Order::Id => (
+                "events e LEFT JOIN dead_letters d ON d.event_id = e.id",
+                "e.id DESC",
+            ),
+            Order::Arrival(_) => (
+                "events e LEFT JOIN dead_letters d ON d.event_id = e.id",
+                "e.received_at DESC, e.id DESC",
+            ),
+        };
         values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(
-            "SELECT {LOG_COLUMNS} FROM events e LEFT JOIN dead_letters d ON d.event_id = e.id
-             {filter} ORDER BY e.id DESC LIMIT ?{}",
+            "SELECT {LOG_COLUMNS} FROM {from} {filter} ORDER BY {order_by} LIMIT ?{}",
             values.len()
         );
         Ok((sql, values))
@@ -233,7 +279,7 @@ const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_t
     e.signed_at, e.received_at, e.status, e.attempts, e.due_at, e.started_at, e.finished_at,
     e.duration_ms, e.last_error, d.dead_at, e.is_test, length(e.body)";
 
-fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
+pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
     let status: String = row.get(7)?;
     let status = match status.parse::<Status>() {
         Ok(status) => status,
@@ -468,6 +514,49 @@ mod tests {
         assert!(sql.contains("LIMIT ?5"), "{sql}");
         assert_eq!(values.len(), 5);
         assert!(LogQuery::new().limit(0).to_sql().is_err());
+        let (sql, _) = LogQuery::new().status(Status::Processed).to_sql().unwrap();
+        assert!(sql.contains("+e.status IN (?1)"), "{sql}");
+    }
+
+    /// The plans of the pages that must stay fast at 1 M events: newest first by the
+    /// primary key (or the dead-letter table's), never a sort of every match.
+    #[test]
+    fn pages_walk_a_key_instead_of_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        drop(crate::schema::open_writer(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |query: LogQuery| {
+            let (sql, values) = query.to_sql().unwrap();
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for query in [
+            LogQuery::new(),
+            LogQuery::new().before_id(EventId::new(500)),
+            LogQuery::new().status(Status::Processed),
+            LogQuery::new().status(Status::Dead).include_test(true),
+            LogQuery::new()
+                .status(Status::Dead)
+                .include_test(true)
+                .before_id(EventId::new(500)),
+            LogQuery::new().event_type("a").before_id(EventId::new(500)),
+        ] {
+            let plan = plan(query.clone());
+            assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
+        }
+        let dead = plan(
+            LogQuery::new()
+                .status(Status::Dead)
+                .before_id(EventId::new(500)),
+        );
+        assert!(
+            dead.starts_with("SEARCH d USING INTEGER PRIMARY KEY"),
+            "{dead}"
+        );
         assert!(LogQuery::new().limit(MAX_LOG_LIMIT + 1).to_sql().is_err());
     }
 }

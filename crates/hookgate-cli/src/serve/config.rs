@@ -404,7 +404,7 @@ pub(super) fn stored_secret(data_dir: &Path) -> Result<(String, bool), CliError>
 }
 
 /// Writes a file only its owner can read (mode 0600 on Unix), refusing to replace one.
-fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -41,15 +41,19 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 use crate::client::HttpClient;
+use crate::console::command::{ConsoleOnly, DEFAULT_CONSOLE_LISTEN, console_auth};
+use crate::console::{Console, ConsoleEndpoint, PREFIX as CONSOLE_PREFIX};
 use crate::duration::parse_duration;
 use crate::error::CliError;
 use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
 use crate::input;
 use crate::{Output, Status as ExitStatus};
 pub(crate) use config::redact;
+pub(crate) use config::write_private;
 use config::{Action, Endpoint, KeySpec, QueueKind, Retry};
+pub(crate) use limits::Limits;
 use limits::{
-    ConnectionSlots, DeadlineBody, InFlight, Limits, LingeringIo, OVER_CAPACITY, REFUSED_METRIC,
+    ConnectionSlots, DeadlineBody, InFlight, LingeringIo, OVER_CAPACITY, REFUSED_METRIC,
     RETRY_AFTER_SECONDS,
 };
 
@@ -207,6 +211,28 @@ pub(crate) struct ServeArgs {
     /// Retry-After. Default: 256.
     #[arg(long, value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Serve the web console (event log, event details, dead letters with replay, activity
+    /// chart, rejections; and a JSON API) under /_hookgate/. It is on this listener when
+    /// that is a loopback address, else on 127.0.0.1:8788 (or --console-listen). Always
+    /// behind the console token.
+    #[arg(long)]
+    console: bool,
+
+    /// Serve the console on its own address instead (e.g. 127.0.0.1:8788; port 0 picks a
+    /// free one, printed as `console listening on ADDR`).
+    #[arg(long, value_name = "ADDR", requires = "console")]
+    console_listen: Option<String>,
+
+    /// The console token (at least 16 characters), as a Bearer token or on the login page.
+    /// Default: generated on first start, kept in the data directory (console-token) and
+    /// printed.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HOOKGATE_CONSOLE_TOKEN",
+        hide_env_values = true
+    )]
+    console_token: Option<String>,
 }
 
 /// One endpoint, running.
@@ -225,9 +251,27 @@ struct Router {
     metrics: Option<PrometheusHandle>,
     in_flight: InFlight,
     body_timeout: Duration,
+    /// The console, when it is on this listener.
+    console: Option<Arc<Console>>,
 }
 
-type ResponseBodyOf = Either<ResponseBody<Full<Bytes>>, Full<Bytes>>;
+/// The body of every response `serve` sends: the gate's, or a plain one.
+pub(crate) type ResponseBodyOf = Either<ResponseBody<Full<Bytes>>, Full<Bytes>>;
+
+/// What answers the requests of one listener.
+pub(crate) trait Handle: Send + Sync + 'static {
+    /// The response to `request`.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<ResponseBodyOf>> + Send;
+}
+
+impl Handle for Router {
+    async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBodyOf> {
+        self.route(request).await
+    }
+}
 
 /// Runs `hookgate serve` until SIGTERM or Ctrl-C.
 ///
@@ -335,11 +379,61 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
             }
         }
     }
+    let console = match args.console {
+        true => Some(start_console(
+            &args,
+            &data_dir,
+            &running,
+            metrics.clone(),
+            tls.is_some(),
+        )?),
+        false => None,
+    };
+    // On this listener only if it is loopback (or a --console-listen address was given).
+    let console_apart = match (&console, &args.console_listen) {
+        (None, _) => None,
+        (Some(_), Some(listen)) => Some(listen.clone()),
+        (Some(_), None) if addr.ip().is_loopback() => None,
+        (Some(_), None) => {
+            crate::note(&format!(
+                "the console stays on {DEFAULT_CONSOLE_LISTEN}, not on {addr}, which is not a \
+                 loopback address: choose its address with --console-listen"
+            ));
+            Some(DEFAULT_CONSOLE_LISTEN.to_owned())
+        }
+    };
+    let console_listener = match &console_apart {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|e| CliError::new(format!("cannot listen on {listen} (console): {e}")))?;
+            let console_addr = listener
+                .local_addr()
+                .map_err(|e| CliError::new(format!("cannot read the bound address: {e}")))?;
+            crate::note(&format!(
+                "console: {}://{console_addr}{CONSOLE_PREFIX}/",
+                if tls.is_some() { "https" } else { "http" }
+            ));
+            eprintln_flush(&format!("console listening on {console_addr}"));
+            Some(listener)
+        }
+        None => {
+            if console.is_some() {
+                crate::note(&format!("console: {origin}{CONSOLE_PREFIX}/"));
+            }
+            None
+        }
+    };
     let router = Arc::new(Router {
         endpoints: running,
         metrics: metrics.clone(),
         in_flight: InFlight::new(limits.max_in_flight),
         body_timeout: limits.body_timeout,
+        console: if console_listener.is_none() {
+            console.clone()
+        } else {
+            None
+        },
     });
     if let Some(handle) = metrics {
         tokio::spawn(async move {
@@ -352,7 +446,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
     }
     eprintln_flush(&format!("listening on {addr}"));
 
-    serve(listener, tls, Arc::clone(&router), limits).await;
+    match (console_listener, console) {
+        (Some(console_listener), Some(console)) => {
+            tokio::join!(
+                serve(listener, tls.clone(), Arc::clone(&router), limits),
+                serve(
+                    console_listener,
+                    tls,
+                    Arc::new(ConsoleOnly(console)),
+                    limits
+                ),
+            );
+        }
+        _ => serve(listener, tls, Arc::clone(&router), limits).await,
+    }
 
     crate::note("shutting down: finishing the events being processed");
     let Ok(router) = Arc::try_unwrap(router) else {
@@ -411,10 +518,10 @@ fn limits(args: &ServeArgs, file: Option<&config::File>) -> Result<Limits, CliEr
 }
 
 /// Accepts connections until a shutdown signal, then lets open ones finish.
-async fn serve(
+pub(crate) async fn serve<H: Handle>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Arc<Router>,
+    router: Arc<H>,
     limits: Limits,
 ) {
     let slots = ConnectionSlots::new(limits.max_connections);
@@ -443,7 +550,7 @@ async fn serve(
         let router = Arc::clone(&router);
         let service = service_fn(move |request: Request<Incoming>| {
             let router = Arc::clone(&router);
-            async move { Ok::<_, Infallible>(router.route(request).await) }
+            async move { Ok::<_, Infallible>(router.handle(request).await) }
         });
         let mut builder = http1::Builder::new();
         builder
@@ -509,6 +616,11 @@ pub(crate) async fn shutdown_signal() {
 impl Router {
     async fn route(&self, request: Request<Incoming>) -> Response<ResponseBodyOf> {
         let path = request.uri().path();
+        if let Some(console) = &self.console {
+            if path == CONSOLE_PREFIX || path.starts_with(&format!("{CONSOLE_PREFIX}/")) {
+                return console.serve_request(request).await.map(Either::Right);
+            }
+        }
         if let Some(run) = self.endpoints.iter().find(|r| r.endpoint.path == path) {
             if request.method() != Method::POST {
                 let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed\n");
@@ -577,7 +689,7 @@ impl Router {
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBodyOf> {
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBodyOf> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
         text.as_bytes(),
     ))));
@@ -608,6 +720,42 @@ fn body_timeout() -> Response<ResponseBodyOf> {
         .headers_mut()
         .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     response
+}
+
+/// The console over every endpoint that has a local inbox.
+fn start_console(
+    args: &ServeArgs,
+    data_dir: &Path,
+    running: &[Running],
+    metrics: Option<PrometheusHandle>,
+    secure: bool,
+) -> Result<Arc<Console>, CliError> {
+    if let Some(run) = running.iter().find(|run| {
+        run.endpoint.path == CONSOLE_PREFIX
+            || run.endpoint.path.starts_with(&format!("{CONSOLE_PREFIX}/"))
+    }) {
+        return Err(CliError::new(format!(
+            "endpoint {}: its path {} is where --console lives; choose another path",
+            run.endpoint.name, run.endpoint.path
+        )));
+    }
+    let endpoints: Vec<ConsoleEndpoint> = running
+        .iter()
+        .filter_map(|run| {
+            run.inbox.clone().map(|inbox| ConsoleEndpoint {
+                name: run.endpoint.name.clone(),
+                inbox,
+            })
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(CliError::new(
+            "--console shows the local inbox, and no endpoint has one (--queue with --dedup \
+             keeps nothing here)",
+        ));
+    }
+    let auth = console_auth(args.console_token.as_deref(), data_dir)?;
+    Ok(Arc::new(Console::new(auth, endpoints, metrics, secure)))
 }
 
 /// The one endpoint of the flags, with a generated secret on a first run without keys.
@@ -828,7 +976,7 @@ fn describe_action(action: &Action) -> String {
 }
 
 /// A line on stderr, flushed at once (tests and scripts wait for `listening on`).
-fn eprintln_flush(line: &str) {
+pub(crate) fn eprintln_flush(line: &str) {
     use std::io::Write as _;
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "{line}").and_then(|()| stderr.flush());
