@@ -115,11 +115,7 @@ async fn a_database_outage_answers_503_then_recovers_without_loss() {
         .chain((0..DURING).map(|n| dedup_key(&format!("kill_{n}"))))
         .collect();
     let handled: BTreeSet<String> = handled.lock().unwrap().keys().cloned().collect();
-    assert_eq!(
-        handled,
-        expected,
-        "nothing acknowledged is lost"
-    );
+    assert_eq!(handled, expected, "nothing acknowledged is lost");
     // Nothing half-written: one event per dedup row, one row per delivery.
     let db = client(&pg.url()).await;
     let row = db
