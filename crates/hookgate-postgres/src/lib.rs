@@ -159,7 +159,8 @@
 //! | `attempts` | the attempt history the event log shows |
 //! | `schema_migrations` | the migrations applied |
 //!
-//! Each insert notifies the channel `<schema>_events` (a statement trigger).
+//! After each stored event the store notifies the channel `<schema>_events`, outside the
+//! event's transaction (coalesced: at most one notification in flight per store).
 //!
 //! ## URLs
 //!

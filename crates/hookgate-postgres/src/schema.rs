@@ -14,6 +14,11 @@ const MAX_SCHEMA_LEN: usize = 48;
 /// Migrations in order: `(version, SQL)`, `{s}` standing for the quoted schema and `{channel}`
 /// for the notification channel. A released migration is never edited; a change is a new
 /// one.
+///
+/// There is deliberately no trigger that notifies on insert: PostgreSQL serialises the
+/// commits of notifying transactions (a lock held until after the WAL flush, to queue
+/// notifications in commit order), which would give every delivery a flush of its own.
+/// The store notifies after the commit instead, from outside the transaction.
 const MIGRATIONS: &[(i32, &str)] = &[(
     1,
     r#"
@@ -69,14 +74,6 @@ CREATE TABLE {s}.attempts (
 );
 CREATE INDEX attempts_event ON {s}.attempts (event_id);
 
-CREATE FUNCTION {s}.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{channel}', '');
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER events_notify AFTER INSERT ON {s}.events
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.notify_events();
 "#,
 )];
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hookgate::dedup::{
@@ -68,6 +69,8 @@ pub(crate) struct StoreInner {
     pub(crate) retention: Duration,
     test_filter: Option<TestFilter>,
     claims: MemoryDedupStore,
+    /// A wake-up for the workers is sent or about to be.
+    wake_pending: AtomicBool,
 }
 
 /// What [`PgStore::enqueue`] did.
@@ -209,10 +212,40 @@ impl PgStore {
                 ],
             )
             .await?;
+        drop(conn);
         match rows.first() {
-            Some(row) => Ok(Enqueued::Stored(EventId::new(row.try_get(0)?))),
+            Some(row) => {
+                let id = EventId::new(row.try_get(0)?);
+                self.wake_workers();
+                Ok(Enqueued::Stored(id))
+            }
             None => Ok(Enqueued::Duplicate),
         }
+    }
+
+    /// Notifies the workers' channel, in the background and outside the event's
+    /// transaction (see [`schema`]): at most one notification per store is pending at a
+    /// time, and every commit is followed by one that starts after it, so a burst of
+    /// deliveries costs a handful of notifications rather than one each.
+    fn wake_workers(&self) {
+        if self.inner.wake_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            // Cleared before sending: a commit after this point sends another.
+            store.inner.wake_pending.store(false, Ordering::Release);
+            let sent = async {
+                store
+                    .conn()
+                    .await?
+                    .query(&store.inner.sql.notify, &[])
+                    .await
+            };
+            if let Err(err) = sent.await {
+                tracing::debug!(error = %err, "could not wake the workers; they poll");
+            }
+        });
     }
 
     /// A pooled connection.
@@ -521,6 +554,7 @@ impl PgStoreBuilder {
                 retention: self.retention,
                 test_filter: self.test_filter,
                 claims,
+                wake_pending: AtomicBool::new(false),
             }),
         })
     }

@@ -145,7 +145,7 @@ where
 /// - **Results** are recorded only under the lease that ran the handler (a lease token
 ///   per batch): a worker whose lease was taken over changes nothing (counted as a lost
 ///   lease).
-/// - **Wake-ups.** Each insert notifies `<schema>_events`; idle workers `LISTEN` on a
+/// - **Wake-ups.** Each stored event notifies `<schema>_events`; idle workers `LISTEN` on a
 ///   connection of their own and wake at once, and otherwise sleep until the next retry
 ///   is due or the [`poll_interval`](PgWorkerBuilder::poll_interval) passes. The listening
 ///   connection is made again by itself when it breaks.
