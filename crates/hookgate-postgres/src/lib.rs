@@ -192,8 +192,8 @@ pub use log::{
     StatusCounts,
 };
 pub use store::{
-    DEFAULT_POOL_SIZE, DEFAULT_RETENTION, DEFAULT_SCHEMA, Enqueued, PgStore, PgStoreBuilder,
-    TestFilter,
+    DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT, DEFAULT_RETENTION, DEFAULT_SCHEMA, Enqueued, PgStore,
+    PgStoreBuilder, TestFilter,
 };
 pub use tokio_postgres;
 pub use url::DEFAULT_CONNECT_TIMEOUT;

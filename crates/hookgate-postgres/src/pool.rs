@@ -30,6 +30,7 @@ struct PoolInner {
     permits: Arc<Semaphore>,
     size: usize,
     acquire_timeout: Duration,
+    query_timeout: Duration,
 }
 
 struct Idle {
@@ -54,11 +55,13 @@ impl PoolInner {
 
 impl Pool {
     /// A pool of at most `size` connections made from `config`; a checkout waits at most
-    /// `acquire_timeout` (for a free slot and for the connection).
+    /// `acquire_timeout` (for a free slot and for the connection), a statement at most
+    /// `query_timeout` for its answer.
     pub(crate) fn new(
         config: tokio_postgres::Config,
         size: usize,
         acquire_timeout: Duration,
+        query_timeout: Duration,
     ) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
@@ -67,6 +70,7 @@ impl Pool {
                 permits: Arc::new(Semaphore::new(size)),
                 size,
                 acquire_timeout,
+                query_timeout,
             }),
         }
     }
@@ -111,6 +115,7 @@ impl Pool {
             client: Some(idle.client),
             statements: idle.statements,
             in_transaction: false,
+            broken: false,
             pool: self.inner.clone(),
             _permit: permit,
         })
@@ -134,11 +139,13 @@ pub(crate) async fn connect(
 }
 
 /// A checked-out connection, with its prepared statements. Goes back to the pool when
-/// dropped, unless its connection closed or a transaction is open on it.
+/// dropped, unless its connection closed, a transaction is open on it, or the server did
+/// not answer in time (a server that hangs must not hang the next caller too).
 pub(crate) struct Conn {
     client: Option<Client>,
     statements: HashMap<String, Statement>,
     in_transaction: bool,
+    broken: bool,
     pool: Arc<PoolInner>,
     _permit: OwnedSemaphorePermit,
 }
@@ -154,16 +161,16 @@ impl fmt::Debug for Conn {
 impl Conn {
     /// The client.
     pub(crate) fn client(&self) -> Result<&Client, Error> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("connection already given back".to_owned()))
+        self.client.as_ref().ok_or_else(given_back)
     }
 
     async fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client()?.prepare(sql).await?;
+        let limit = self.pool.query_timeout;
+        let client = self.client.as_ref().ok_or_else(given_back)?;
+        let statement = answer(limit, &mut self.broken, client.prepare(sql)).await?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
@@ -175,13 +182,24 @@ impl Conn {
         params: &Params<'_>,
     ) -> Result<Vec<Row>, Error> {
         let statement = self.statement(sql).await?;
-        Ok(self.client()?.query(&statement, params).await?)
+        let limit = self.pool.query_timeout;
+        let client = self.client.as_ref().ok_or_else(given_back)?;
+        answer(limit, &mut self.broken, client.query(&statement, params)).await
     }
 
     /// Runs `sql` (prepared once per connection) and returns the rows it affected.
     pub(crate) async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, Error> {
         let statement = self.statement(sql).await?;
-        Ok(self.client()?.execute(&statement, params).await?)
+        let limit = self.pool.query_timeout;
+        let client = self.client.as_ref().ok_or_else(given_back)?;
+        answer(limit, &mut self.broken, client.execute(&statement, params)).await
+    }
+
+    /// Runs a statement without parameters or results (`BEGIN`, `COMMIT`, …).
+    async fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        let limit = self.pool.query_timeout;
+        let client = self.client.as_ref().ok_or_else(given_back)?;
+        answer(limit, &mut self.broken, client.batch_execute(sql)).await
     }
 
     /// Opens a transaction; until [`commit`](Self::commit) or
@@ -189,29 +207,48 @@ impl Conn {
     /// rolls the transaction back) instead of returning it to the pool.
     pub(crate) async fn begin(&mut self) -> Result<(), Error> {
         self.in_transaction = true;
-        self.client()?.batch_execute("BEGIN").await?;
-        Ok(())
+        self.batch("BEGIN").await
     }
 
     /// Commits the open transaction.
     pub(crate) async fn commit(&mut self) -> Result<(), Error> {
-        self.client()?.batch_execute("COMMIT").await?;
+        self.batch("COMMIT").await?;
         self.in_transaction = false;
         Ok(())
     }
 
     /// Rolls the open transaction back.
     pub(crate) async fn rollback(&mut self) -> Result<(), Error> {
-        self.client()?.batch_execute("ROLLBACK").await?;
+        self.batch("ROLLBACK").await?;
         self.in_transaction = false;
         Ok(())
+    }
+}
+
+fn given_back() -> Error {
+    Error::Unavailable("connection already given back".to_owned())
+}
+
+/// Waits for `answer` up to `limit`; past it the connection is marked `broken` (closed
+/// when dropped).
+async fn answer<T>(
+    limit: Duration,
+    broken: &mut bool,
+    answer: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, answer).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            *broken = true;
+            Err(Error::Unavailable(format!("no answer within {limit:?}")))
+        }
     }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if !self.in_transaction && !client.is_closed() {
+            if !self.in_transaction && !self.broken && !client.is_closed() {
                 let statements = std::mem::take(&mut self.statements);
                 self.pool.idle().push(Idle { client, statements });
             }

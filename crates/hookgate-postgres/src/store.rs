@@ -22,6 +22,8 @@ use crate::{Error, EventId};
 pub const DEFAULT_SCHEMA: &str = "hookgate";
 /// Default most connections one [`PgStore`] opens: 16.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Default longest wait for the answer to one statement: 30 seconds.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default retention of processed events before [`PgStore::prune`] deletes them: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -143,6 +145,7 @@ impl PgStore {
             committed_ttl: DEFAULT_COMMITTED_TTL,
             retention: DEFAULT_RETENTION,
             acquire_timeout: DEFAULT_CONNECT_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
             test_filter: None,
         }
     }
@@ -426,6 +429,7 @@ pub struct PgStoreBuilder {
     committed_ttl: Duration,
     retention: Duration,
     acquire_timeout: Duration,
+    query_timeout: Duration,
     test_filter: Option<TestFilter>,
 }
 
@@ -437,6 +441,8 @@ impl fmt::Debug for PgStoreBuilder {
             .field("claim_ttl", &self.claim_ttl)
             .field("committed_ttl", &self.committed_ttl)
             .field("retention", &self.retention)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("query_timeout", &self.query_timeout)
             .field("test_filter", &self.test_filter.is_some())
             .finish_non_exhaustive()
     }
@@ -489,6 +495,15 @@ impl PgStoreBuilder {
         self
     }
 
+    /// How long a statement waits for PostgreSQL's answer before the call fails and its
+    /// connection is closed (default [`DEFAULT_QUERY_TIMEOUT`]): a server that stopped
+    /// answering without closing the connection (a network partition) then costs a failed
+    /// call, never a worker stuck for good.
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
     /// Marks matching deliveries as test deliveries, left out of the event log by default.
     pub fn test_filter<F>(mut self, filter: F) -> Self
     where
@@ -516,9 +531,9 @@ impl PgStoreBuilder {
                 self.pool_size
             )));
         }
-        if self.acquire_timeout.is_zero() {
+        if self.acquire_timeout.is_zero() || self.query_timeout.is_zero() {
             return Err(Error::Config(
-                "the acquire timeout must not be zero".to_owned(),
+                "the acquire and query timeouts must not be zero".to_owned(),
             ));
         }
         for (which, ttl) in [
@@ -542,7 +557,12 @@ impl PgStoreBuilder {
             .committed_ttl(self.committed_ttl)
             .build()
             .map_err(|err| Error::Config(err.to_string()))?;
-        let pool = Pool::new(config, self.pool_size, self.acquire_timeout);
+        let pool = Pool::new(
+            config,
+            self.pool_size,
+            self.acquire_timeout,
+            self.query_timeout,
+        );
         schema::migrate(&mut pool.get().await?, &self.schema).await?;
         Ok(PgStore {
             inner: Arc::new(StoreInner {

@@ -21,6 +21,23 @@ use common::*;
 use hookgate_postgres::{HandlerResult, PgStore, PgWorker, QueuedEvent};
 
 const BEFORE: usize = 20;
+
+/// Starts the cluster again. After a SIGKILL the dead postmaster's backends can hold its
+/// shared memory for a moment, and a postmaster started meanwhile refuses to run: try
+/// again until it comes up, for a bounded time.
+fn restart(pg: &mut Postgres) {
+    let mut tries = 0;
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pg.restart())) {
+            Ok(()) => return,
+            Err(panic) if tries >= 40 => std::panic::resume_unwind(panic),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+    }
+}
 const DURING: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,7 +105,7 @@ async fn a_database_outage_answers_503_then_recovers_without_loss() {
         // The store's own calls fail too, with an error rather than a hang or a panic.
         assert!(store.status_counts().await.is_err());
 
-        tokio::task::block_in_place(|| pg.restart());
+        tokio::task::block_in_place(|| restart(&mut pg));
         // The senders retry: accepted once the database is back, with no restart of ours.
         for delivery in &during {
             send_until_accepted(&gate, delivery, 600).await;

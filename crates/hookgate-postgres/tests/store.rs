@@ -365,3 +365,41 @@ async fn the_event_log_lists_filters_shows_and_counts() {
     assert_eq!(store.replay_dead_letters().await.unwrap(), 0);
     assert!(store.dead_letters(10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_without_an_answer_fails_in_time_and_the_store_carries_on() {
+    let Some(pg) = Postgres::start() else { return };
+    let store = PgStore::builder()
+        .query_timeout(Duration::from_millis(300))
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    // Another session holds the events table: the store's insert gets no answer.
+    let mut db = client(&pg.url()).await;
+    let blocker = db.transaction().await.unwrap();
+    blocker
+        .batch_execute("LOCK TABLE hookgate.events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let err = store.enqueue(&event("stuck")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+    let outcome = store
+        .gate(verifier())
+        .build()
+        .unwrap()
+        .receive(&signed("stuck").headers, signed("stuck").body, None)
+        .await;
+    assert_eq!(outcome.status(), 503, "{outcome:?}");
+    blocker.rollback().await.unwrap();
+
+    // Once the table is free the store works again; the retry is stored, or answered as a
+    // duplicate if a timed-out insert went through after all, and there is one copy.
+    let retried = store.enqueue(&event("stuck")).await.unwrap();
+    assert!(matches!(retried, Enqueued::Stored(_) | Enqueued::Duplicate));
+    let copies: i64 = db
+        .query_one("SELECT count(*) FROM hookgate.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copies, 1);
+}
