@@ -160,7 +160,7 @@
 //! | `schema_migrations` | the migrations applied |
 //!
 //! After each stored event the store notifies the channel `<schema>_events`, outside the
-//! event's transaction (coalesced: at most one notification in flight per store).
+//! event's transaction and coalesced (at most one notification per 5 ms per store).
 //!
 //! ## URLs
 //!

@@ -27,6 +27,9 @@ pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default retention of processed events before [`PgStore::prune`] deletes them: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Shortest time between two notifications one store sends to wake the workers.
+const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Decides whether a delivery is a test delivery (kept out of the event log by default).
 pub type TestFilter = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
 
@@ -71,8 +74,10 @@ pub(crate) struct StoreInner {
     pub(crate) retention: Duration,
     test_filter: Option<TestFilter>,
     claims: MemoryDedupStore,
-    /// A wake-up for the workers is sent or about to be.
-    wake_pending: AtomicBool,
+    /// A stored event wants the workers woken.
+    wake_wanted: AtomicBool,
+    /// A task is sending wake-ups.
+    waking: AtomicBool,
 }
 
 /// What [`PgStore::enqueue`] did.
@@ -227,26 +232,35 @@ impl PgStore {
     }
 
     /// Notifies the workers' channel, in the background and outside the event's
-    /// transaction (see [`schema`]): at most one notification per store is pending at a
-    /// time, and every commit is followed by one that starts after it, so a burst of
-    /// deliveries costs a handful of notifications rather than one each.
+    /// transaction (see [`schema`]). One task per store sends the notifications, at most
+    /// one per [`WAKE_INTERVAL`], and each commit is followed by one that starts after it:
+    /// a burst of deliveries costs a few notifications rather than one each.
     fn wake_workers(&self) {
-        if self.inner.wake_pending.swap(true, Ordering::AcqRel) {
+        let inner = &self.inner;
+        inner.wake_wanted.store(true, Ordering::SeqCst);
+        if inner.waking.swap(true, Ordering::SeqCst) {
             return;
         }
         let store = self.clone();
         tokio::spawn(async move {
-            // Cleared before sending: a commit after this point sends another.
-            store.inner.wake_pending.store(false, Ordering::Release);
-            let sent = async {
-                store
-                    .conn()
-                    .await?
-                    .query(&store.inner.sql.notify, &[])
-                    .await
-            };
-            if let Err(err) = sent.await {
-                tracing::debug!(error = %err, "could not wake the workers; they poll");
+            let inner = &store.inner;
+            loop {
+                if inner.wake_wanted.swap(false, Ordering::SeqCst) {
+                    let sent = async { store.conn().await?.query(&inner.sql.notify, &[]).await };
+                    if let Err(err) = sent.await {
+                        tracing::debug!(error = %err, "could not wake the workers; they poll");
+                    }
+                    tokio::time::sleep(WAKE_INTERVAL).await;
+                    continue;
+                }
+                inner.waking.store(false, Ordering::SeqCst);
+                // A commit that asked just before the line above found this task still
+                // running and left the wake-up to it: take it on, unless a new task did.
+                if !inner.wake_wanted.load(Ordering::SeqCst)
+                    || inner.waking.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
             }
         });
     }
@@ -574,7 +588,8 @@ impl PgStoreBuilder {
                 retention: self.retention,
                 test_filter: self.test_filter,
                 claims,
-                wake_pending: AtomicBool::new(false),
+                wake_wanted: AtomicBool::new(false),
+                waking: AtomicBool::new(false),
             }),
         })
     }
