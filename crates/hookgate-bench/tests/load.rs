@@ -147,3 +147,39 @@ fn unknown_setups_and_frameworks_are_usage_errors() {
         assert!(String::from_utf8_lossy(&output.stderr).contains(value));
     }
 }
+
+#[test]
+fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--frameworks",
+            "axum",
+            "--setups",
+            "baseline,gate-postgres",
+            "--postgres",
+            &postgres.url(),
+        ])
+        .output()
+        .expect("the load binary runs");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(runs.len(), 2);
+    let run = &runs[1];
+    assert_eq!(run["setup"], "gate-postgres");
+    assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(run["errors"].as_u64().unwrap(), 0, "requests failed: {run}");
+    assert!(run["ratio_to_baseline"].is_number(), "{run}");
+    assert!(run["events_per_commit"].is_null(), "{run}");
+}

@@ -3,12 +3,15 @@
 //! ```sh
 //! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
 //!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
-//!     [--setups baseline,gate-memory,gate-inbox] [--dedup-keys N]
+//!     [--setups baseline,gate-memory,gate-inbox,gate-postgres] [--postgres URL] [--dedup-keys N]
 //! ```
 //!
 //! For each framework it measures the bare baseline, then the Gate with the in-memory sink and
 //! with the SQLite inbox, at each connection count, and reports req/s, p50/p99/p99.9 latency
-//! and the ratio to the baseline measured in the same run. `--dedup-keys N` instead measures
+//! and the ratio to the baseline measured in the same run. `gate-postgres` (not run unless
+//! named in `--setups`) measures the Gate with the PostgreSQL store: on the database at
+//! `--postgres URL`, or else on a throwaway cluster it starts from the PostgreSQL binaries
+//! on the machine (default settings, so `fsync` and `synchronous_commit` on). `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
 
 use std::time::Duration;
@@ -24,11 +27,13 @@ struct Options {
     connections: Vec<usize>,
     frameworks: Vec<Framework>,
     setups: Vec<Setup>,
+    postgres: Option<String>,
     dedup_keys: Option<u64>,
 }
 
 const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
-[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox] [--dedup-keys N]";
+[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-postgres] [--postgres URL] \
+[--dedup-keys N]";
 
 /// A comma-separated list of names, each looked up in `known`.
 fn names<T: Copy>(list: &str, known: &[(&str, T)], what: &str) -> Result<Vec<T>, String> {
@@ -51,6 +56,7 @@ fn parse() -> Result<Options, String> {
         connections: vec![1, 16, 64],
         frameworks: vec![Framework::Axum, Framework::Actix],
         setups: vec![Setup::Baseline, Setup::GateMemory, Setup::GateInbox],
+        postgres: None,
         dedup_keys: None,
     };
     let mut args = std::env::args().skip(1);
@@ -89,9 +95,11 @@ fn parse() -> Result<Options, String> {
                     ("baseline", Setup::Baseline),
                     ("gate-memory", Setup::GateMemory),
                     ("gate-inbox", Setup::GateInbox),
+                    ("gate-postgres", Setup::GatePostgres),
                 ];
                 options.setups = names(&value("--setups")?, &known, "setup")?;
             }
+            "--postgres" => options.postgres = Some(value("--postgres")?),
             "--dedup-keys" => {
                 options.dedup_keys = Some(
                     value("--dedup-keys")?
@@ -127,6 +135,25 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // A throwaway cluster for gate-postgres when no database was named; it lives until the
+    // end of main.
+    let mut options = options;
+    let _cluster = if options.setups.contains(&Setup::GatePostgres) && options.postgres.is_none() {
+        match hookgate_testkit::Postgres::start() {
+            Some(cluster) => {
+                options.postgres = Some(cluster.url());
+                Some(cluster)
+            }
+            None => {
+                eprintln!(
+                    "hookgate-load: gate-postgres needs PostgreSQL: install its server binaries or pass --postgres URL"
+                );
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
     let result = match options.dedup_keys {
         Some(keys) => runtime.block_on(dedup_memory(keys, options.json)),
         None => runtime.block_on(run_all(&options)),
@@ -154,7 +181,7 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
         for &connections in &options.connections {
             let mut baseline_rps = None;
             for &setup in &options.setups {
-                let server = load::start(framework, setup).await?;
+                let server = load::start(framework, setup, options.postgres.as_deref()).await?;
                 let recorded = load::drive(
                     server.addr,
                     LoadConfig {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use client::{LoadConfig, drive};
-pub use servers::{Framework, RunningServer, Setup, start};
+pub use servers::{Framework, POSTGRES_POOL, RunningServer, Setup, start};
 
 /// The Standard Webhooks secret every setup verifies with.
 pub const SECRET: &str = crate::SW_SECRET;
@@ -22,7 +22,7 @@ pub const BODY_BYTES: usize = 1024;
 pub struct RunResult {
     /// `axum` or `actix`.
     pub framework: &'static str,
-    /// `baseline`, `gate-memory` or `gate-inbox`.
+    /// `baseline`, `gate-memory`, `gate-inbox` or `gate-postgres`.
     pub setup: &'static str,
     /// Concurrent keep-alive connections.
     pub connections: usize,

@@ -1,12 +1,14 @@
 //! The servers under test, each on an ephemeral port of 127.0.0.1.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
 use hookgate::{ChannelSink, Gate, SchemeId, Verifier};
 use hookgate_inbox::Inbox;
+use hookgate_postgres::PgStore;
 use hookgate_tower::GateLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -42,7 +44,14 @@ pub enum Setup {
     GateMemory,
     /// The Gate with the SQLite inbox as dedup store and sink (fsync per group commit).
     GateInbox,
+    /// The Gate with the PostgreSQL store as dedup store and sink: one committed statement
+    /// per delivery, over a pool of [`POSTGRES_POOL`] connections whose commits share WAL
+    /// flushes (PostgreSQL's group commit). Needs a database: see [`start`].
+    GatePostgres,
 }
+
+/// Connections of the `gate-postgres` setup's pool.
+pub const POSTGRES_POOL: usize = 32;
 
 impl Setup {
     /// The name used in the results.
@@ -51,6 +60,7 @@ impl Setup {
             Setup::Baseline => "baseline",
             Setup::GateMemory => "gate-memory",
             Setup::GateInbox => "gate-inbox",
+            Setup::GatePostgres => "gate-postgres",
         }
     }
 }
@@ -62,7 +72,16 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     running: Running,
     inbox: Option<Inbox>,
+    postgres: Option<Postgres>,
     _data: Option<tempfile::TempDir>,
+}
+
+/// The `gate-postgres` setup's database: the URL, and the schema of this run (dropped at
+/// stop, so runs do not see each other's deliveries).
+#[derive(Debug)]
+struct Postgres {
+    url: String,
+    schema: String,
 }
 
 #[derive(Debug)]
@@ -86,7 +105,8 @@ impl RunningServer {
         self.inbox.as_ref().map(Inbox::stats)
     }
 
-    /// Stops accepting, lets open requests finish and waits for the server.
+    /// Stops accepting, lets open requests finish and waits for the server; drops the
+    /// `gate-postgres` run's schema.
     pub async fn stop(self) {
         match self.running {
             Running::Tokio { shutdown, task } => {
@@ -98,6 +118,16 @@ impl RunningServer {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         }
+        if let Some(postgres) = self.postgres {
+            let tls = hookgate_postgres::tokio_postgres::NoTls;
+            if let Ok((client, connection)) =
+                hookgate_postgres::tokio_postgres::connect(&postgres.url, tls).await
+            {
+                tokio::spawn(connection);
+                let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", postgres.schema);
+                let _ = client.batch_execute(&drop).await;
+            }
+        }
     }
 }
 
@@ -107,14 +137,21 @@ fn verifier() -> Result<Verifier, BoxError> {
         .build()?)
 }
 
-/// Starts `setup` for `framework` on 127.0.0.1.
+/// Starts `setup` for `framework` on 127.0.0.1. `postgres` is the database URL of the
+/// `gate-postgres` setup (each run gets a schema of its own, dropped at stop).
 ///
 /// # Errors
-/// When the port cannot be bound, the inbox cannot be created or the gate is misconfigured.
-pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, BoxError> {
+/// When the port cannot be bound, the inbox or the PostgreSQL store cannot be created
+/// (or `gate-postgres` has no URL), or the gate is misconfigured.
+pub async fn start(
+    framework: Framework,
+    setup: Setup,
+    postgres: Option<&str>,
+) -> Result<RunningServer, BoxError> {
+    let parts = parts(setup, postgres).await?;
     match framework {
-        Framework::Axum => start_axum(setup).await,
-        Framework::Actix => start_actix(setup),
+        Framework::Axum => start_axum(parts).await,
+        Framework::Actix => start_actix(parts),
     }
 }
 
@@ -123,15 +160,17 @@ pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, 
 struct Parts {
     gate: Option<Gate>,
     inbox: Option<Inbox>,
+    postgres: Option<Postgres>,
     data: Option<tempfile::TempDir>,
     receiver: Option<hookgate::sink::ChannelReceiver>,
 }
 
-fn parts(setup: Setup) -> Result<Parts, BoxError> {
+async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> {
     Ok(match setup {
         Setup::Baseline => Parts {
             gate: None,
             inbox: None,
+            postgres: None,
             data: None,
             receiver: None,
         },
@@ -141,6 +180,7 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
             Parts {
                 gate: Some(gate),
                 inbox: None,
+                postgres: None,
                 data: None,
                 receiver: Some(receiver),
             }
@@ -151,7 +191,32 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
             Parts {
                 gate: Some(inbox.gate(verifier()?).build()?),
                 inbox: Some(inbox),
+                postgres: None,
                 data: Some(dir),
+                receiver: None,
+            }
+        }
+        Setup::GatePostgres => {
+            static RUNS: AtomicU64 = AtomicU64::new(0);
+            let url = postgres.ok_or("the gate-postgres setup needs a PostgreSQL URL")?;
+            let schema = format!(
+                "hookgate_load_{}_{}",
+                std::process::id(),
+                RUNS.fetch_add(1, Ordering::Relaxed)
+            );
+            let store = PgStore::builder()
+                .schema(schema.clone())
+                .pool_size(POSTGRES_POOL)
+                .connect(url)
+                .await?;
+            Parts {
+                gate: Some(store.gate(verifier()?).build()?),
+                inbox: None,
+                postgres: Some(Postgres {
+                    url: url.to_owned(),
+                    schema,
+                }),
+                data: None,
                 receiver: None,
             }
         }
@@ -160,16 +225,17 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
+fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
     use hookgate_actix::WebhookGate;
 
     let Parts {
         gate,
         inbox,
+        postgres,
         data,
         receiver,
-    } = parts(setup)?;
+    } = parts;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (ready, started) = std::sync::mpsc::channel();
@@ -213,17 +279,19 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
         addr,
         running: Running::Actix { handle, thread },
         inbox,
+        postgres,
         _data: data,
     })
 }
 
-async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
+async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
     let Parts {
         gate,
         inbox,
+        postgres,
         data,
         receiver,
-    } = parts(setup)?;
+    } = parts;
     if let Some(mut receiver) = receiver {
         tokio::spawn(async move { while receiver.recv().await.is_some() {} });
     }
@@ -248,6 +316,7 @@ async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
         addr,
         running: Running::Tokio { shutdown, task },
         inbox,
+        postgres,
         _data: data,
     })
 }

@@ -1,0 +1,36 @@
+//! The crate's error type.
+
+/// Connecting, configuring or talking to PostgreSQL failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A URL or setting is not usable; the message says which and why.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// PostgreSQL refused a statement or the connection failed.
+    #[error("postgres: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No connection could be had in time: the server is unreachable or slower than the
+    /// connect timeout, or every pooled connection stayed busy.
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
+    /// The schema was migrated by a newer hookgate than this build knows.
+    #[error(
+        "the hookgate schema is at version {found}, newer than this build supports ({supported}): upgrade hookgate"
+    )]
+    SchemaTooNew {
+        /// The newest migration recorded in the database.
+        found: i32,
+        /// The newest migration this build has.
+        supported: i32,
+    },
+    /// A stored row does not read back (changed by hand, or by an incompatible build).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<hookgate_queue::ConfigError> for Error {
+    fn from(err: hookgate_queue::ConfigError) -> Self {
+        Error::Config(err.0)
+    }
+}

@@ -1,0 +1,204 @@
+//! # hookgate-postgres
+//!
+//! Run a fleet of [`hookgate`] receivers on the PostgreSQL database you already have:
+//! dedup, queue, event log and dead letters in one database shared by every replica, and
+//! no Redis or NATS.
+//!
+//! - [`PgStore`]: the gate's [sink](hookgate::Sink) and [dedup store](hookgate::DedupStore)
+//!   in one: the event and its dedup row are written in one transaction, and the gate
+//!   answers 2xx only after PostgreSQL committed it. Dedup keys are unique across replicas
+//!   (a primary key), so two replicas receiving the same delivery at once store it once.
+//! - [`PgWorker`]: workers in any number of processes, leasing events with
+//!   `FOR UPDATE SKIP LOCKED`, woken by `LISTEN/NOTIFY`, running your [`Handler`] at least
+//!   once per event with retries (exponential backoff, full jitter) and dead letters; a
+//!   crashed worker's events are taken over after the lease.
+//! - [`TxHandler`]: or process each event **inside the transaction that marks it
+//!   processed**, so that your own writes to the same database happen exactly once.
+//! - The event log: [`PgStore::query`], [`PgStore::entry`], [`PgStore::event`],
+//!   [`PgStore::attempts`], [`PgStore::status_counts`], [`PgStore::replay`],
+//!   [`PgStore::replay_dead_letters`], [`PgStore::prune`].
+//!
+//! ## Quick start
+//!
+//! ```
+//! use hookgate::{SchemeId, SignRequest, Signer, Verifier};
+//! use hookgate_postgres::{HandlerResult, PgStore, PgWorker, QueuedEvent, Status};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let Some(postgres) = hookgate_testkit::Postgres::start() else { return Ok(()) };
+//! # let url = postgres.url();
+//! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+//! // Every replica connects to the same database; the schema is created on first use.
+//! let store = PgStore::connect(&url).await?;
+//!
+//! // The gate, with the store as its dedup store and its sink.
+//! let verifier = Verifier::builder(SchemeId::StandardWebhooksV1).secret(secret).build()?;
+//! let gate = store.gate(verifier).build()?;
+//!
+//! // Workers (in these processes or others) run your handler on every stored event.
+//! let worker = PgWorker::builder(&store, |event: QueuedEvent| async move {
+//!     println!("{:?}: {}", event.event_type(), String::from_utf8_lossy(event.body()));
+//!     HandlerResult::Ok
+//! })
+//! .start()?;
+//!
+//! // In your HTTP handler: the request's headers and raw body (here signed locally).
+//! let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)?
+//!     .sign(&SignRequest::new(r#"{"type":"invoice.paid"}"#).id("msg_1"))?;
+//! let outcome = gate.receive(&delivery.headers, delivery.body.clone(), None).await;
+//! // 200 only now that PostgreSQL committed the event.
+//! assert_eq!((outcome.status(), outcome.code()), (200, "accepted"));
+//! let again = gate.receive(&delivery.headers, delivery.body.clone(), None).await;
+//! assert_eq!((again.status(), again.code()), (200, "duplicate"));
+//!
+//! # while store.status_counts().await?.processed == 0 {
+//! #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! # }
+//! worker.shutdown().await;
+//! assert_eq!(store.status_counts().await?.get(Status::Processed), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Exactly-once effects: process inside the transaction
+//!
+//! A plain handler runs at least once: a crash after its side effect but before the
+//! event is marked processed runs it again. When the side effect is a write to the same
+//! database, a [`TxHandler`] removes that window: it gets the transaction that will mark
+//! the event processed, and its writes commit with that mark or not at all. A handler
+//! whose lease was taken over (it was too slow, its process stalled) is rolled back, so
+//! of all the calls for an event, exactly one commits.
+//!
+//! ```
+//! use hookgate::{SchemeId, SignRequest, Signer, Verifier};
+//! use hookgate::BoxFuture;
+//! use hookgate_postgres::{HandlerResult, PgStore, PgTransaction, PgWorker, QueuedEvent, TxHandler};
+//!
+//! /// Books each paid invoice in the application's own table.
+//! struct BookPayment;
+//!
+//! impl TxHandler for BookPayment {
+//!     fn handle<'a>(
+//!         &'a self,
+//!         event: QueuedEvent,
+//!         tx: &'a PgTransaction<'a>,
+//!     ) -> BoxFuture<'a, HandlerResult> {
+//!         Box::pin(async move {
+//!             let booked = tx
+//!                 .client()
+//!                 .execute(
+//!                     "INSERT INTO ledger (dedup_key, body) VALUES ($1, $2)",
+//!                     &[&event.dedup_key(), &event.body().as_ref()],
+//!                 )
+//!                 .await;
+//!             match booked {
+//!                 Ok(_) => HandlerResult::Ok,
+//!                 Err(err) => HandlerResult::retry_because(err),
+//!             }
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let Some(postgres) = hookgate_testkit::Postgres::start() else { return Ok(()) };
+//! # let url = postgres.url();
+//! # let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+//! // The store lives in the application's database, in a schema of its own.
+//! let store = PgStore::connect(&format!("{url}?schema=webhooks")).await?;
+//! # let (app, connection) = hookgate_postgres::tokio_postgres::connect(&url, hookgate_postgres::tokio_postgres::NoTls).await?;
+//! # tokio::spawn(connection);
+//! # app.batch_execute("CREATE TABLE ledger (dedup_key text PRIMARY KEY, body bytea)").await?;
+//! let worker = PgWorker::transactional(&store, BookPayment).start()?;
+//! # let gate = store.gate(Verifier::builder(SchemeId::StandardWebhooksV1).secret(secret).build()?).build()?;
+//! # let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)?
+//! #     .sign(&SignRequest::new(r#"{"type":"invoice.paid"}"#).id("msg_1"))?;
+//! # assert!(gate.receive(&delivery.headers, delivery.body.clone(), None).await.is_success());
+//! # while store.status_counts().await?.processed == 0 {
+//! #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! # }
+//! # let booked: i64 = app.query_one("SELECT count(*) FROM ledger", &[]).await?.get(0);
+//! # assert_eq!(booked, 1);
+//! worker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`tx_handler`] turns a closure into a [`TxHandler`].
+//!
+//! ## Failure behaviour
+//!
+//! - **Fail closed.** While PostgreSQL is down or unreachable, the sink fails and the gate
+//!   answers 503 with `Retry-After` (`sink_unavailable`, or `timeout` if the gate's
+//!   deadline passes first). The event and its dedup row are one statement, so nothing is
+//!   half-written; the sender's retry is accepted once the database is back.
+//! - **Reconnects by itself.** Connections come from a small pool; a broken one is
+//!   dropped and the next call connects again. The worker's listening connection is
+//!   remade with backoff; until then the worker polls.
+//! - **At least once.** A `COMMIT` whose answer is lost to a broken connection leaves the
+//!   gate answering 503 for an event that may be stored: the sender's retry is then
+//!   answered `duplicate`. Plain handlers may run more than once for an event (crashes,
+//!   expired leases): deduplicate on [`QueuedEvent::dedup_key`], or use a [`TxHandler`].
+//! - **Durability** is PostgreSQL's: with the default `synchronous_commit = on`, a
+//!   committed event is in the server's fsynced WAL. With synchronous replication it is
+//!   also on the standbys you configured.
+//!
+//! ## Schema
+//!
+//! hookgate creates and migrates its tables itself, in one schema (default `hookgate`,
+//! or `?schema=` / [`PgStoreBuilder::schema`]), so it can share the application's
+//! database. Migrations are versioned in `<schema>.schema_migrations` and applied in one
+//! transaction under an advisory lock, so replicas starting together migrate once; a
+//! build older than the database's schema refuses to start ([`Error::SchemaTooNew`]).
+//!
+//! | table | holds |
+//! |---|---|
+//! | `events` | every event: body, headers, status, attempts, next due time or lease end, last error |
+//! | `dedup` | one row per dedup key until the horizon (72 h): a live claim, or the stored event |
+//! | `attempts` | the attempt history the event log shows |
+//! | `schema_migrations` | the migrations applied |
+//!
+//! After each stored event the store notifies the channel `<schema>_events`, outside the
+//! event's transaction and coalesced (at most one notification per 5 ms per store).
+//!
+//! ## URLs
+//!
+//! [`PgStore::connect`] takes a `postgres://` URL whose query may carry hookgate's
+//! settings (`schema`, `pool_size`, `claim_ttl_ms`, `committed_ttl_ms`, `retention_ms`)
+//! next to `tokio-postgres`'s own (`connect_timeout`, default 5 s; `application_name`,
+//! default `hookgate`). TLS is not enabled in this build: reach the database over a
+//! private network or a local proxy.
+//!
+//! ## Requirements
+//!
+//! PostgreSQL 11 or later.
+
+mod error;
+mod log;
+mod pool;
+mod schema;
+mod store;
+mod url;
+mod worker;
+
+pub use error::Error;
+pub use hookgate_queue::{
+    ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
+    ShutdownReport, WorkerStats,
+};
+pub use log::{
+    Attempt, DEFAULT_LOG_LIMIT, EventId, LogEntry, LogQuery, MAX_LOG_LIMIT, PruneReport, Status,
+    StatusCounts,
+};
+pub use store::{
+    DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT, DEFAULT_RETENTION, DEFAULT_SCHEMA, Enqueued, PgStore,
+    PgStoreBuilder, TestFilter,
+};
+pub use tokio_postgres;
+pub use url::DEFAULT_CONNECT_TIMEOUT;
+pub use worker::{
+    DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_PRUNE_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE, PgTransaction, PgWorker, PgWorkerBuilder, PgWorkerHandle, TxFn,
+    TxHandler, tx_handler,
+};

@@ -1,0 +1,342 @@
+//! The schema: versioned migrations, and every statement the crate runs, written for one
+//! schema name.
+
+use crate::Error;
+use crate::pool::Conn;
+
+/// The newest migration this build has.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Longest schema name: PostgreSQL's identifiers stop at 63 bytes and the notification
+/// channel adds `_events`.
+const MAX_SCHEMA_LEN: usize = 48;
+
+/// Migrations in order: `(version, SQL)`, `{s}` standing for the quoted schema and `{channel}`
+/// for the notification channel. A released migration is never edited; a change is a new
+/// one.
+///
+/// There is deliberately no trigger that notifies on insert: PostgreSQL serialises the
+/// commits of notifying transactions (a lock held until after the WAL flush, to queue
+/// notifications in commit order), which would give every delivery a flush of its own.
+/// The store notifies after the commit instead, from outside the transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE SEQUENCE {s}.events_id_seq;
+CREATE TABLE {s}.events (
+    id           bigint      PRIMARY KEY DEFAULT nextval('{s}.events_id_seq'),
+    dedup_key    text        NOT NULL,
+    scheme       text        NOT NULL,
+    delivery_id  text,
+    event_type   text,
+    signed_at    timestamptz,
+    received_at  timestamptz NOT NULL,
+    key_id       text        NOT NULL,
+    headers      jsonb       NOT NULL,
+    body         bytea       NOT NULL,
+    is_test      boolean     NOT NULL DEFAULT false,
+    status       text        NOT NULL CHECK (status IN
+                     ('received', 'queued', 'processing', 'processed', 'failed', 'dead')),
+    attempts     integer     NOT NULL DEFAULT 0,
+    due_at       timestamptz,
+    lease_token  bigint,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    duration_ms  bigint,
+    last_error   text,
+    dead_at      timestamptz,
+    stored_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+ALTER SEQUENCE {s}.events_id_seq OWNED BY {s}.events.id;
+CREATE INDEX events_due ON {s}.events (due_at, id) WHERE due_at IS NOT NULL;
+CREATE INDEX events_finished ON {s}.events (status, finished_at);
+CREATE INDEX events_received ON {s}.events (received_at);
+CREATE INDEX events_delivery ON {s}.events (delivery_id);
+CREATE INDEX events_type ON {s}.events (event_type);
+
+CREATE TABLE {s}.dedup (
+    key          text        PRIMARY KEY,
+    claim        bigint,
+    event_id     bigint,
+    expires_at   timestamptz NOT NULL
+);
+CREATE INDEX dedup_expiry ON {s}.dedup (expires_at);
+
+CREATE TABLE {s}.attempts (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id     bigint      NOT NULL,
+    attempt      integer     NOT NULL,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    outcome      text        NOT NULL,
+    error        text
+);
+CREATE INDEX attempts_event ON {s}.attempts (event_id);
+
+"#,
+)];
+
+/// Checks a schema name: lower-case letters, digits and `_`, not starting with a digit,
+/// at most 48 bytes, and not one of PostgreSQL's own.
+pub(crate) fn check_schema_name(name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_SCHEMA_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.starts_with("pg_")
+        && name != "information_schema";
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "the schema name must be 1 to {MAX_SCHEMA_LEN} lower-case letters, digits or _, \
+             not start with a digit or pg_, got {name:?}"
+        )))
+    }
+}
+
+/// The notification channel of a schema: `<schema>_events`.
+pub(crate) fn channel(schema: &str) -> String {
+    format!("{schema}_events")
+}
+
+/// Creates the schema if needed and applies the migrations it lacks, in one transaction
+/// under an advisory lock, so replicas starting together migrate once.
+pub(crate) async fn migrate(conn: &mut Conn, schema: &str) -> Result<i32, Error> {
+    let s = format!("\"{schema}\"");
+    let channel = channel(schema);
+    conn.begin().await?;
+    let client = conn.client()?;
+    // One lock for every hookgate schema of the database: migrations are rare and short.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock(7236784950371920196);
+             CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .await?;
+    let found: i32 = client
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"),
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if found > SCHEMA_VERSION {
+        conn.rollback().await?;
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let sql = sql.replace("{s}", &s).replace("{channel}", &channel);
+        client.batch_execute(&sql).await?;
+        client
+            .execute(
+                &format!("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
+                &[version],
+            )
+            .await?;
+    }
+    conn.commit().await?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// Every statement the store and the worker run, for one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) enqueue: String,
+    pub(crate) claim: String,
+    pub(crate) commit: String,
+    pub(crate) release: String,
+    pub(crate) lookup: String,
+    pub(crate) lease: String,
+    pub(crate) finish: String,
+    pub(crate) renew: String,
+    pub(crate) give_back: String,
+    pub(crate) next_due: String,
+    pub(crate) replay_dead: String,
+    pub(crate) replay_one: String,
+    pub(crate) notify: String,
+    pub(crate) prune_events: String,
+    pub(crate) prune_dedup: String,
+    pub(crate) status_counts: String,
+    pub(crate) attempts: String,
+    pub(crate) event: String,
+    pub(crate) set_test: String,
+    /// `"schema"`, for the log queries built at run time.
+    pub(crate) schema: String,
+}
+
+/// The columns of a leased or shown event, in the order [`crate::store`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type, \
+     e.signed_at, e.received_at, e.key_id, e.headers::text, e.body, e.attempts";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let ms = "* interval '1 millisecond'";
+        Sql {
+            // The dedup row and the event in one statement, hence one transaction. The
+            // primary key on `dedup.key` makes replicas racing on a key wait for each
+            // other: the first inserts, the others find its committed row and store
+            // nothing. A live claim (from this store used as the dedup store) or an
+            // expired row is taken over.
+            enqueue: format!(
+                "WITH d AS (
+                    INSERT INTO {s}.dedup AS d (key, claim, event_id, expires_at)
+                    VALUES ($1, NULL, nextval('{s}.events_id_seq'), now() + $2::bigint {ms})
+                    ON CONFLICT (key) DO UPDATE
+                        SET claim = NULL, event_id = excluded.event_id, expires_at = excluded.expires_at
+                        WHERE d.claim IS NOT NULL OR d.expires_at <= now()
+                    RETURNING event_id
+                 )
+                 INSERT INTO {s}.events (id, dedup_key, scheme, delivery_id, event_type, signed_at,
+                     received_at, key_id, headers, body, is_test, status, due_at)
+                 SELECT event_id, $1, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10, $11, 'received', now()
+                 FROM d
+                 RETURNING id"
+            ),
+            claim: format!(
+                "WITH ins AS (
+                    INSERT INTO {s}.dedup AS d (key, claim, event_id, expires_at)
+                    VALUES ($1, $2, NULL, now() + $3::bigint {ms})
+                    ON CONFLICT (key) DO UPDATE
+                        SET claim = excluded.claim, event_id = NULL, expires_at = excluded.expires_at
+                        WHERE d.expires_at <= now()
+                    RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM ins),
+                        (SELECT claim IS NULL FROM {s}.dedup WHERE key = $1 AND expires_at > now())"
+            ),
+            commit: format!(
+                "INSERT INTO {s}.dedup AS d (key, claim, event_id, expires_at)
+                 VALUES ($1, NULL, NULL, now() + $2::bigint {ms})
+                 ON CONFLICT (key) DO UPDATE
+                     SET claim = NULL, expires_at = greatest(d.expires_at, excluded.expires_at)"
+            ),
+            release: format!("DELETE FROM {s}.dedup WHERE key = $1 AND claim = $2"),
+            lookup: format!(
+                "SELECT claim IS NULL FROM {s}.dedup WHERE key = $1 AND expires_at > now()"
+            ),
+            lease: format!(
+                "UPDATE {s}.events e
+                 SET status = 'processing', attempts = e.attempts + 1, lease_token = $1,
+                     due_at = now() + $2::bigint {ms}, started_at = now(), updated_at = now()
+                 FROM (SELECT id FROM {s}.events WHERE due_at <= now()
+                       ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c
+                 WHERE e.id = c.id
+                 RETURNING {EVENT_COLUMNS}"
+            ),
+            finish: format!(
+                "WITH u AS (
+                    UPDATE {s}.events
+                    SET status = $3::text,
+                        due_at = CASE WHEN $3::text = 'failed' THEN now() + $4::bigint {ms} END,
+                        lease_token = NULL, finished_at = now(),
+                        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
+                        last_error = $5::text,
+                        dead_at = CASE WHEN $3::text = 'dead' THEN now() END,
+                        updated_at = now()
+                    WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+                    RETURNING id, attempts, started_at
+                 )
+                 INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
+                 SELECT id, attempts, started_at, now(), $6::text, $5::text FROM u"
+            ),
+            renew: format!(
+                "UPDATE {s}.events SET due_at = now() + $3::bigint {ms}
+                 WHERE status = 'processing'
+                   AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
+            ),
+            give_back: format!(
+                "UPDATE {s}.events
+                 SET status = 'queued', attempts = greatest(attempts - 1, 0), due_at = now(),
+                     lease_token = NULL, updated_at = now()
+                 WHERE status = 'processing'
+                   AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
+            ),
+            next_due: format!(
+                "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint
+                 FROM {s}.events WHERE due_at IS NOT NULL"
+            ),
+            replay_dead: format!(
+                "UPDATE {s}.events
+                 SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()
+                 WHERE status = 'dead'"
+            ),
+            replay_one: format!(
+                "UPDATE {s}.events
+                 SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()
+                 WHERE id = $1 AND status IN ('dead', 'processed')"
+            ),
+            notify: format!("SELECT pg_notify('{}', '')", channel(schema)),
+            prune_events: format!(
+                "WITH gone AS (
+                    DELETE FROM {s}.events WHERE id IN (
+                        SELECT id FROM {s}.events
+                        WHERE status = 'processed' AND finished_at < now() - $1::bigint {ms}
+                        LIMIT $2)
+                    RETURNING id
+                 ), history AS (
+                    DELETE FROM {s}.attempts WHERE event_id IN (SELECT id FROM gone)
+                 )
+                 SELECT count(*) FROM gone"
+            ),
+            prune_dedup: format!(
+                "DELETE FROM {s}.dedup WHERE key IN (
+                    SELECT key FROM {s}.dedup WHERE expires_at <= now() LIMIT $1)"
+            ),
+            status_counts: format!("SELECT status, count(*) FROM {s}.events GROUP BY status"),
+            attempts: format!(
+                "SELECT attempt, started_at, finished_at, outcome, error FROM {s}.attempts
+                 WHERE event_id = $1 ORDER BY id"
+            ),
+            event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events e WHERE e.id = $1"),
+            set_test: format!(
+                "UPDATE {s}.events SET is_test = $2, updated_at = now() WHERE id = $1"
+            ),
+            schema: s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["hookgate", "shop_webhooks", "_x", "a1"] {
+            assert!(check_schema_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Hookgate",
+            "1abc",
+            "pg_catalog",
+            "information_schema",
+            "a\"; DROP TABLE x; --",
+            "with space",
+            &"x".repeat(49),
+        ] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_statement_names_the_schema() {
+        let sql = Sql::new("shop");
+        assert!(sql.enqueue.contains("\"shop\".dedup"));
+        assert!(sql.lease.contains("SKIP LOCKED"));
+        assert_eq!(sql.notify, "SELECT pg_notify('shop_events', '')");
+        assert!(MIGRATIONS.iter().all(|(v, _)| *v <= SCHEMA_VERSION));
+    }
+}
