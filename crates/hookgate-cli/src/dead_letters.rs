@@ -15,7 +15,8 @@ use crate::{Output, Status};
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeadLettersArgs {
     /// The queue `hookgate work` consumes: redis://HOST:6379/?stream=NAME (dead letters in
-    /// `<stream>:dead`) or nats://HOST:4222/?stream=NAME&subject=SUBJ (in `<stream>_DEAD`).
+    /// `<stream>:dead`), nats://HOST:4222/?stream=NAME&subject=SUBJ (in `<stream>_DEAD`) or
+    /// postgres://USER@HOST/DB[?schema=S] (the events whose status is dead).
     #[arg(long, value_name = "URL")]
     queue: String,
 
@@ -88,9 +89,12 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
     let failed = |e: String| CliError::new(format!("--queue {shown}: {e}"));
     let redis = args.queue.starts_with("redis://") || args.queue.starts_with("rediss://");
     let nats = args.queue.starts_with("nats://");
+    if args.queue.starts_with("postgres://") || args.queue.starts_with("postgresql://") {
+        return postgres(&args).await.map_err(failed);
+    }
     if !redis && !nats {
         return Err(CliError::new(
-            "--queue: a redis://… (Redis stream) or nats://… (JetStream) URL",
+            "--queue: a redis://… (Redis stream), nats://… (JetStream) or postgres://… URL",
         ));
     }
     if args.replay {
@@ -140,9 +144,47 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
             })
             .collect()
     };
+    Ok(Output::new(render(&listed, args.json), Status::Success))
+}
+
+/// The dead letters of a PostgreSQL store: its events whose status is `dead`.
+async fn postgres(args: &DeadLettersArgs) -> Result<Output, String> {
+    let store = hookgate_postgres::PgStore::connect(&args.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.replay {
+        // The store replays all of them at once, in one statement.
+        let moved = store
+            .replay_dead_letters()
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Output::new(
+            format!("{moved} dead letter(s) put back on the queue\n"),
+            Status::Success,
+        ));
+    }
+    let limit = args.count.clamp(1, hookgate_postgres::MAX_LOG_LIMIT);
+    let entries = store.dead_letters(limit).await.map_err(|e| e.to_string())?;
+    let listed: Vec<Listed> = entries
+        .into_iter()
+        .map(|entry| Listed {
+            id: entry.id.get().to_string(),
+            dedup_key: Some(entry.dedup_key),
+            delivery_id: entry.delivery_id,
+            event_type: entry.event_type,
+            attempts: entry.attempts,
+            error: entry.last_error.unwrap_or_default(),
+            failed_at: entry.dead_at.map(rfc3339).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Output::new(render(&listed, args.json), Status::Success))
+}
+
+/// The listing: a line each, or a JSON object each.
+fn render(listed: &[Listed], json: bool) -> String {
     let mut out = String::new();
-    for letter in &listed {
-        if args.json {
+    for letter in listed {
+        if json {
             out.push_str(&serde_json::to_string(letter).unwrap_or_else(|_| "{}".to_owned()));
         } else {
             out.push_str(&format!(
@@ -157,8 +199,8 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
         }
         out.push('\n');
     }
-    if !args.json && listed.is_empty() {
+    if !json && listed.is_empty() {
         out.push_str("no dead letters\n");
     }
-    Ok(Output::new(out, Status::Success))
+    out
 }

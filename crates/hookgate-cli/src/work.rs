@@ -1,5 +1,5 @@
-//! `hookgate work`: consume a queue that `hookgate serve --queue` (or a Rust gate with a
-//! queue sink) fills, and forward, pipe or print each event with retries and dead letters,
+//! `hookgate work`: consume a queue that `hookgate serve --queue` or `--store` (or a Rust
+//! gate with a queue sink) fills, and forward, pipe or print each event with retries and dead letters,
 //! so that an application in any language gets processing from a fleet's queue.
 //!
 //! The processing is `serve`'s own ([`Processor`]): the same JSON envelope, the same
@@ -32,9 +32,11 @@ use crate::{Output, Status};
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkArgs {
     /// The queue to consume: redis://HOST:6379/?stream=NAME[&group=G][&consumer=C] (a Redis
-    /// stream, read in a consumer group) or nats://HOST:4222/?stream=NAME&subject=SUBJ[&
-    /// consumer=C] (a JetStream stream, through a durable consumer). Workers with the same
-    /// group (Redis) or consumer (NATS) share the events.
+    /// stream, read in a consumer group), nats://HOST:4222/?stream=NAME&subject=SUBJ[&
+    /// consumer=C] (a JetStream stream, through a durable consumer) or
+    /// postgres://USER@HOST/DB[?schema=S] (the store of `serve --store`). Workers with the
+    /// same group (Redis), consumer (NATS) or database and schema (PostgreSQL) share the
+    /// events.
     #[arg(long, value_name = "URL")]
     queue: String,
 
@@ -87,6 +89,7 @@ pub(crate) struct WorkArgs {
 enum QueueKind {
     Redis,
     Nats,
+    Postgres,
 }
 
 impl QueueKind {
@@ -95,9 +98,12 @@ impl QueueKind {
             Ok(QueueKind::Redis)
         } else if url.starts_with("nats://") {
             Ok(QueueKind::Nats)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(QueueKind::Postgres)
         } else {
             Err(CliError::new(
-                "--queue: a redis://… (Redis stream) or nats://… (JetStream) URL",
+                "--queue: a redis://… (Redis stream), nats://… (JetStream) or postgres://… \
+                 (a hookgate PostgreSQL store) URL",
             ))
         }
     }
@@ -107,6 +113,7 @@ impl QueueKind {
 enum Running {
     Redis(hookgate_redis::StreamWorkerHandle),
     Nats(hookgate_nats::JetStreamWorkerHandle),
+    Postgres(hookgate_postgres::PgWorkerHandle),
 }
 
 impl Running {
@@ -114,6 +121,7 @@ impl Running {
         match self {
             Running::Redis(worker) => worker.stats(),
             Running::Nats(worker) => worker.stats(),
+            Running::Postgres(worker) => worker.stats(),
         }
     }
 
@@ -121,6 +129,7 @@ impl Running {
         match self {
             Running::Redis(worker) => worker.shutdown().await,
             Running::Nats(worker) => worker.shutdown().await,
+            Running::Postgres(worker) => worker.shutdown().await,
         }
     }
 }
@@ -192,6 +201,19 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
             .await
             .map(Running::Nats)
             .map_err(|e| e.to_string()),
+        QueueKind::Postgres => {
+            let store = hookgate_postgres::PgStore::connect(&args.queue)
+                .await
+                .map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?;
+            hookgate_postgres::PgWorker::builder(&store, processor)
+                .concurrency(args.workers)
+                .retry(policy)
+                .lease(args.lease)
+                .handler_timeout(handler_timeout)
+                .start()
+                .map(Running::Postgres)
+                .map_err(|e| e.to_string())
+        }
     };
     let worker = started.map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?;
     crate::note(&format!("working on {shown}: {} at once", args.workers));
@@ -296,6 +318,10 @@ mod tests {
         assert_eq!(
             QueueKind::of("nats://h:4222/?stream=S").ok(),
             Some(QueueKind::Nats)
+        );
+        assert_eq!(
+            QueueKind::of("postgres://u@h/db").ok(),
+            Some(QueueKind::Postgres)
         );
         assert!(QueueKind::of("amqp://h/").is_err());
     }
