@@ -214,6 +214,10 @@ pub(crate) fn key_format(scheme: SchemeId) -> &'static str {
         SchemeId::Linear => "the key is the webhook's signing secret",
         SchemeId::Intercom => "the key is the app's client secret",
         SchemeId::GitlabToken => "the key is the webhook's secret token",
+        SchemeId::Meta => {
+            "the key is the App Secret from the app dashboard (Settings > Basic), used as-is; \
+             the verify token is a separate setting (--verify-token)"
+        }
         _ => "check the key's format with `hookgate schemes`",
     }
 }

@@ -481,6 +481,7 @@ fn round_trips() -> Vec<RoundTrip> {
             "pdl_ntfset_01hs0t3tw21j988db1pam5xg8m_GrOWLNef+vmtjJYq4mSnHNzvc8uWoJ1I",
         ),
         shared("gitlab-token", "gitlab-secret-token"),
+        shared("meta", "meta-app-secret"),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         RoundTrip {
             body: r#"{"action":"create","webhookTimestamp":1700000000000}"#,
@@ -945,12 +946,12 @@ fn every_command_has_help_and_a_version() {
 }
 
 #[test]
-fn schemes_lists_all_22_ids_with_a_description() {
+fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 22);
-    assert_eq!(SchemeId::ALL.len(), 22);
+    assert_eq!(lines.len(), 23);
+    assert_eq!(SchemeId::ALL.len(), 23);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

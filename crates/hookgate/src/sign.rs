@@ -389,6 +389,7 @@ impl Layout {
                 "sha1=",
             ),
             SchemeId::Intercom => with_prefix("X-Hub-Signature", Vec::new(), "sha1="),
+            SchemeId::Meta => with_prefix("X-Hub-Signature-256", Vec::new(), "sha256="),
             SchemeId::Shopify => plain(
                 "X-Shopify-Hmac-Sha256",
                 h(&[("X-Shopify-Event-Id", id.to_owned())]),

@@ -263,7 +263,7 @@ fn preset<'a, H: Headers + ?Sized>(
         SchemeId::Stripe => key_value(h, body, KeyValue::STRIPE)?,
         SchemeId::Prefinery => key_value(h, body, KeyValue::PREFINERY)?,
         SchemeId::Paddle => key_value(h, body, KeyValue::PADDLE)?,
-        SchemeId::Github => prefixed(
+        SchemeId::Github | SchemeId::Meta => prefixed(
             h,
             "X-Hub-Signature-256",
             "sha256=",
@@ -435,6 +435,7 @@ fn preset<'a, H: Headers + ?Sized>(
             out.event_type = known(h, &["Linear-Event"]);
             out.delivery_id = known(h, &["Linear-Delivery"]);
         }
+        SchemeId::Meta => out.event_type = Field::Json(&[&["object"]]),
         SchemeId::Sendgrid => {}
     }
     Ok(out)

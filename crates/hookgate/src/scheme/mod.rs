@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::handshake::HandshakeKind;
 
 pub(crate) mod extract;
 pub(crate) mod generic;
@@ -68,6 +69,10 @@ pub enum SchemeId {
     GitlabSigning,
     /// Prefinery: `X-Prefinery-Signature: t=…,v1=…`, a copy of Stripe's construction.
     Prefinery,
+    /// Meta (WhatsApp Cloud API, Messenger, Instagram): `X-Hub-Signature-256: sha256=…`,
+    /// HMAC-SHA256 hex over the body with the app secret; the `GET hub.challenge`
+    /// subscription handshake is answered with a configured verify token.
+    Meta,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -81,7 +86,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 22] = [
+    pub const ALL: [SchemeId; 23] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -104,6 +109,7 @@ impl SchemeId {
         SchemeId::GitlabToken,
         SchemeId::GitlabSigning,
         SchemeId::Prefinery,
+        SchemeId::Meta,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.
@@ -131,6 +137,7 @@ impl SchemeId {
             SchemeId::GitlabToken => "gitlab-token",
             SchemeId::GitlabSigning => "gitlab-signing",
             SchemeId::Prefinery => "prefinery",
+            SchemeId::Meta => "meta",
         }
     }
 
@@ -203,6 +210,9 @@ impl SchemeId {
             SchemeId::Prefinery => {
                 "Prefinery: X-Prefinery-Signature t=,v1= HMAC-SHA256 hex over t.body (Stripe's construction), 300 s"
             }
+            SchemeId::Meta => {
+                "Meta (WhatsApp, Messenger, Instagram): X-Hub-Signature-256 sha256=HMAC-SHA256 hex of the body with the app secret; GET hub.challenge answered with the verify token; no timestamp"
+            }
         }
     }
 
@@ -229,7 +239,8 @@ impl SchemeId {
             | SchemeId::TwilioBodySha256
             | SchemeId::Square
             | SchemeId::Intercom
-            | SchemeId::GitlabToken => return Window::None,
+            | SchemeId::GitlabToken
+            | SchemeId::Meta => return Window::None,
         };
         Window::Tolerance(Duration::from_secs(secs))
     }
@@ -245,7 +256,7 @@ impl SchemeId {
             SchemeId::Stripe => "Stripe-Signature",
             SchemeId::Prefinery => "X-Prefinery-Signature",
             SchemeId::Paddle => "Paddle-Signature",
-            SchemeId::Github => "X-Hub-Signature-256",
+            SchemeId::Github | SchemeId::Meta => "X-Hub-Signature-256",
             SchemeId::GithubSha1 | SchemeId::Intercom => "X-Hub-Signature",
             SchemeId::Shopify => "X-Shopify-Hmac-Sha256",
             SchemeId::Slack => "X-Slack-Signature",
@@ -275,6 +286,19 @@ impl SchemeId {
             self,
             SchemeId::Twilio | SchemeId::TwilioBodySha256 | SchemeId::Square
         )
+    }
+
+    /// The URL handshake the provider performs before it delivers events, if it has one:
+    /// see [`HandshakeKind`].
+    pub fn handshake(self) -> Option<HandshakeKind> {
+        match self {
+            SchemeId::Slack => Some(HandshakeKind::SlackUrlVerification),
+            SchemeId::Zoom => Some(HandshakeKind::ZoomUrlValidation),
+            SchemeId::TwitchEventsub => Some(HandshakeKind::TwitchCallbackVerification),
+            SchemeId::Discord => Some(HandshakeKind::DiscordPing),
+            SchemeId::Meta => Some(HandshakeKind::MetaSubscribe),
+            _ => None,
+        }
     }
 
     /// Whether the scheme's signatures carry a timestamp that the verifier checks.
@@ -322,6 +346,14 @@ impl Scheme {
         match self {
             Scheme::Preset(id) => id.window(),
             Scheme::Generic(generic) => generic.window(),
+        }
+    }
+
+    /// The provider's URL handshake, if any (a generic scheme has none).
+    pub fn handshake(&self) -> Option<HandshakeKind> {
+        match self {
+            Scheme::Preset(id) => id.handshake(),
+            Scheme::Generic(_) => None,
         }
     }
 }
