@@ -175,6 +175,18 @@ pub enum HandshakeRefusal {
     VerifyTokenMismatch,
 }
 
+impl fmt::Display for HandshakeRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeRefusal::NoGetHandshake => f.write_str("the scheme has no GET handshake"),
+            HandshakeRefusal::MissingParameter(name) => write!(f, "no single {name} in the query"),
+            HandshakeRefusal::VerifyTokenMismatch => f.write_str("the verify token does not match"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeRefusal {}
+
 /// The SHA-256 of a configured verify token: comparing digests keeps the comparison
 /// constant-time whatever the lengths.
 pub(crate) type TokenDigest = Zeroizing<[u8; 32]>;
