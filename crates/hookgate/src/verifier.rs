@@ -21,7 +21,8 @@ use crate::keyring::{Key, Keyring};
 use crate::reason::{Reason, Rejection};
 use crate::scheme::extract::{self, Extracted, Message, body_sha256_hex};
 use crate::scheme::generic::SecretFormat;
-use crate::scheme::{HmacAlgorithm, Scheme, SchemeId, Window};
+use crate::scheme::preset::KeyFormat;
+use crate::scheme::{HmacAlgorithm, Scheme, Window};
 use crate::secret::{KeyBytes, Secret};
 
 /// Verifies deliveries of one scheme against a keyring.
@@ -570,12 +571,12 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                 HmacAlgorithm::Sha1 => Material::HmacSha1(key),
             })
         }
-        Scheme::Preset(id) => match id {
-            SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
-                Ok(Material::HmacSha256(whsec(secret)?))
-            }
-            SchemeId::StandardWebhooksV1a => ed25519_public_key_whpk(secret).map(Material::Ed25519),
-            SchemeId::Discord => {
+        Scheme::Preset(id) => match id.preset().key {
+            KeyFormat::Whsec => Ok(Material::HmacSha256(whsec(secret)?)),
+            KeyFormat::Raw(HmacAlgorithm::Sha256) => Ok(Material::HmacSha256(raw(secret)?)),
+            KeyFormat::Raw(HmacAlgorithm::Sha1) => Ok(Material::HmacSha1(raw(secret)?)),
+            KeyFormat::Whpk => ed25519_public_key_whpk(secret).map(Material::Ed25519),
+            KeyFormat::Ed25519Hex => {
                 let bytes = base16ct::mixed::decode_vec(secret.trim())
                     .map_err(|_| "expected a hex Ed25519 public key")?;
                 let array: [u8; 32] = bytes
@@ -585,35 +586,19 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                     .map(Material::Ed25519)
                     .map_err(|_| "not a valid Ed25519 public key")
             }
-            SchemeId::Sendgrid => {
+            KeyFormat::P256Der => {
                 let der = decode_base64_secret(secret).ok_or("expected a base64 DER public key")?;
                 p256::PublicKey::from_public_key_der(&der)
                     .map(|pk| Material::P256(p256::ecdsa::VerifyingKey::from(&pk)))
                     .map_err(|_| "not a P-256 SubjectPublicKeyInfo")
             }
-            SchemeId::GitlabToken => {
+            KeyFormat::Token => {
                 if secret.is_empty() {
                     return Err("the token is empty");
                 }
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
                 Ok(Material::TokenDigest(zeroize::Zeroizing::new(digest)))
             }
-            SchemeId::GithubSha1
-            | SchemeId::Intercom
-            | SchemeId::Twilio
-            | SchemeId::TwilioBodySha256 => Ok(Material::HmacSha1(raw(secret)?)),
-            SchemeId::Stripe
-            | SchemeId::Github
-            | SchemeId::Shopify
-            | SchemeId::Slack
-            | SchemeId::Paddle
-            | SchemeId::Square
-            | SchemeId::Mailgun
-            | SchemeId::TwitchEventsub
-            | SchemeId::Zoom
-            | SchemeId::Linear
-            | SchemeId::Prefinery
-            | SchemeId::Meta => Ok(Material::HmacSha256(raw(secret)?)),
         },
     }
 }
@@ -636,6 +621,7 @@ fn ed25519_public_key_whpk(secret: &str) -> Result<ed25519_dalek::VerifyingKey, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SchemeId;
 
     #[test]
     fn window_edges_are_exact_and_never_overflow() {
