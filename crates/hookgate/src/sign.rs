@@ -360,7 +360,9 @@ impl Layout {
             Scheme::Generic(g) => return Ok(generic_layout(g, id, ts)),
         };
         let mut layout = match preset.shape {
-            Shape::Standard { family, version } => Layout {
+            Shape::Standard {
+                family, version, ..
+            } => Layout {
                 headers: h(&[
                     (family.name(Family::ID), id.to_owned()),
                     (family.name(Family::TIMESTAMP), ts.to_string()),

@@ -21,7 +21,11 @@ const URL: &str = "https://hooks.example.com/twilio?tenant=7";
 /// A signing key and the matching verifying key for each scheme.
 fn keys(scheme: SchemeId) -> (String, String) {
     match scheme {
-        SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
+        SchemeId::StandardWebhooksV1
+        | SchemeId::Svix
+        | SchemeId::GitlabSigning
+        | SchemeId::Clerk
+        | SchemeId::Resend => {
             let s = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
             (s.clone(), s)
         }
@@ -55,7 +59,9 @@ fn covered(scheme: SchemeId) -> Covered {
         SchemeId::StandardWebhooksV1 | SchemeId::StandardWebhooksV1a | SchemeId::GitlabSigning => {
             (true, &["webhook-id", "webhook-timestamp"])
         }
-        SchemeId::Svix => (true, &["svix-id", "svix-timestamp"]),
+        SchemeId::Svix | SchemeId::Clerk | SchemeId::Resend => {
+            (true, &["svix-id", "svix-timestamp"])
+        }
         SchemeId::Slack => (true, &["X-Slack-Request-Timestamp"]),
         SchemeId::Zoom => (true, &["x-zm-request-timestamp"]),
         SchemeId::Discord => (true, &["X-Signature-Timestamp"]),
@@ -67,8 +73,9 @@ fn covered(scheme: SchemeId) -> Covered {
                 "Twitch-Eventsub-Message-Timestamp",
             ],
         ),
-        // Mailgun signs only the timestamp and token in the body; GitLab's token signs nothing.
-        SchemeId::Mailgun | SchemeId::GitlabToken => (false, &[]),
+        // Mailgun signs only the timestamp and token in the body; shared tokens (GitLab,
+        // Okta) sign nothing.
+        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }

@@ -257,9 +257,18 @@ fn preset<'a, H: Headers + ?Sized>(
     let preset = id.preset();
     let needs_url = || url.ok_or_else(|| reject(Reason::MissingHeader, "url"));
     let mut out = match preset.shape {
-        Shape::Standard { family, version } => {
-            standard(h, body, family, version, Encoding::Base64)?
-        }
+        Shape::Standard {
+            family,
+            version,
+            other_versions_only,
+        } => standard(
+            h,
+            body,
+            family,
+            version,
+            Encoding::Base64,
+            other_versions_only,
+        )?,
         Shape::KeyValue(kv) => key_value(h, body, kv)?,
         Shape::BodyHmac {
             header,
@@ -382,6 +391,12 @@ impl Family {
         spellings: 2,
     };
 
+    /// Clerk's SDK reads only the `svix-*` spellings.
+    pub(crate) const SVIX_ONLY: Family = Family {
+        names: &["svix-id", "svix-timestamp", "svix-signature"],
+        spellings: 1,
+    };
+
     /// The preferred spelling of header `slot` (what the signer writes).
     pub(crate) fn name(&self, slot: usize) -> &'static str {
         self.names
@@ -404,6 +419,7 @@ fn standard<'a, H: Headers + ?Sized>(
     family: Family,
     version: &str,
     encoding: Encoding,
+    other_versions_only: Reason,
 ) -> Result<Extracted<'a>, Rejection> {
     // One walk over the headers finds all three (and their Svix spellings).
     let values = singles(h, family.names);
@@ -427,6 +443,7 @@ fn standard<'a, H: Headers + ?Sized>(
     let mut out = Extracted::new(vec![message], sig_name);
     out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
     let mut seen = 0;
+    let mut of_version = false;
     let mut result = Ok(());
     let limit = if version == "v1a" {
         MAX_ASYMMETRIC_SIGNATURES
@@ -442,6 +459,7 @@ fn standard<'a, H: Headers + ?Sized>(
         for entry in value.split(' ').filter(|e| !e.is_empty()) {
             if let Some((entry_version, signature)) = entry.split_once(',') {
                 if entry_version == version {
+                    of_version = true;
                     result = push_candidate_up_to(
                         &mut out.signatures,
                         &mut seen,
@@ -459,6 +477,9 @@ fn standard<'a, H: Headers + ?Sized>(
         true
     });
     result?;
+    if !of_version {
+        out.mismatch = other_versions_only;
+    }
     out.delivery_id = Field::Known(Some(id.to_owned()));
     out.dedup = DedupRecipe::SignedId(id.to_owned());
     Ok(out)
@@ -471,13 +492,13 @@ pub(crate) struct KeyValue {
     pub(crate) separator: char,
     pub(crate) timestamp_key: &'static str,
     pub(crate) signature_key: &'static str,
-    joiner: &'static str,
+    pub(crate) joiner: &'static str,
     /// Paddle treats an empty `h1=` as malformed; Stripe's libraries see a signature that
     /// does not match.
-    empty_signature_malformed: bool,
+    pub(crate) empty_signature_malformed: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
-    no_signature: Reason,
+    pub(crate) no_signature: Reason,
 }
 
 impl KeyValue {
@@ -970,9 +991,27 @@ mod tests {
             ]
         };
         let four = headers(MAX_ASYMMETRIC_SIGNATURES);
-        assert!(standard(&four, b"{}", Family::WEBHOOK, "v1a", Encoding::Base64).is_ok());
+        assert!(
+            standard(
+                &four,
+                b"{}",
+                Family::WEBHOOK,
+                "v1a",
+                Encoding::Base64,
+                Reason::SignatureMismatch
+            )
+            .is_ok()
+        );
         let five = headers(MAX_ASYMMETRIC_SIGNATURES + 1);
-        let err = standard(&five, b"{}", Family::WEBHOOK, "v1a", Encoding::Base64).unwrap_err();
+        let err = standard(
+            &five,
+            b"{}",
+            Family::WEBHOOK,
+            "v1a",
+            Encoding::Base64,
+            Reason::SignatureMismatch,
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), Reason::MalformedHeader);
         // HMAC entries keep the larger limit.
         let many_v1 = vec![
@@ -983,7 +1022,17 @@ mod tests {
             four[0].clone(),
             four[1].clone(),
         ];
-        assert!(standard(&many_v1, b"{}", Family::WEBHOOK, "v1", Encoding::Base64).is_ok());
+        assert!(
+            standard(
+                &many_v1,
+                b"{}",
+                Family::WEBHOOK,
+                "v1",
+                Encoding::Base64,
+                Reason::SignatureMismatch
+            )
+            .is_ok()
+        );
     }
 
     #[test]

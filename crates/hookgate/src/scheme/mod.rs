@@ -74,6 +74,52 @@ pub enum SchemeId {
     /// HMAC-SHA256 hex over the body with the app secret; the `GET hub.challenge`
     /// subscription handshake is answered with a configured verify token.
     Meta,
+    /// Asana: `X-Hook-Signature`, HMAC-SHA256 hex of the body.
+    Asana,
+    /// Cal.com: `X-Cal-Signature-256`, HMAC-SHA256 hex of the body.
+    Calcom,
+    /// Checkout.com: `Cko-Signature`, HMAC-SHA256 hex of the body.
+    CheckoutCom,
+    /// Coinbase Commerce: `X-CC-Webhook-Signature`, HMAC-SHA256 hex of the body.
+    CoinbaseCommerce,
+    /// Dropbox: `X-Dropbox-Signature`, HMAC-SHA256 hex of the body with the app secret.
+    Dropbox,
+    /// Gitea: `X-Gitea-Signature`, HMAC-SHA256 hex of the body.
+    Gitea,
+    /// Forgejo: `X-Forgejo-Signature`, HMAC-SHA256 hex of the body.
+    Forgejo,
+    /// Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the body.
+    LemonSqueezy,
+    /// Onfido: `X-SHA2-Signature`, HMAC-SHA256 hex of the body.
+    Onfido,
+    /// Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the body.
+    Razorpay,
+    /// Sentry integration platform: `Sentry-Hook-Signature`, HMAC-SHA256 hex of the body.
+    Sentry,
+    /// Segment: `X-Signature`, HMAC-SHA1 hex of the body.
+    Segment,
+    /// Vercel: `x-vercel-signature`, HMAC-SHA1 hex of the body.
+    Vercel,
+    /// Bitbucket Cloud: `X-Hub-Signature: sha256=…` over the body.
+    Bitbucket,
+    /// Notion: `X-Notion-Signature: sha256=…` over the body.
+    Notion,
+    /// Typeform: `Typeform-Signature: sha256=<base64>` over the body.
+    Typeform,
+    /// LINE Messaging API: `x-line-signature`, HMAC-SHA256 base64 of the body.
+    Line,
+    /// WooCommerce: `X-WC-Webhook-Signature`, HMAC-SHA256 base64 of the body.
+    Woocommerce,
+    /// Okta event hooks: the `Authorization` header, a shared token (the body is not authenticated).
+    Okta,
+    /// Calendly: `Calendly-Webhook-Signature: t=…,v1=…` (Stripe's construction), 180 s.
+    Calendly,
+    /// Mux: `Mux-Signature: t=…,v1=…` (Stripe's construction), 300 s.
+    Mux,
+    /// Clerk: an alias of [`Svix`](SchemeId::Svix) (Clerk signs with Svix).
+    Clerk,
+    /// Resend: an alias of [`Svix`](SchemeId::Svix) (Resend signs with Svix).
+    Resend,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -87,7 +133,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 23] = [
+    pub const ALL: [SchemeId; 46] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -111,6 +157,29 @@ impl SchemeId {
         SchemeId::GitlabSigning,
         SchemeId::Prefinery,
         SchemeId::Meta,
+        SchemeId::Asana,
+        SchemeId::Calcom,
+        SchemeId::CheckoutCom,
+        SchemeId::CoinbaseCommerce,
+        SchemeId::Dropbox,
+        SchemeId::Gitea,
+        SchemeId::Forgejo,
+        SchemeId::LemonSqueezy,
+        SchemeId::Onfido,
+        SchemeId::Razorpay,
+        SchemeId::Sentry,
+        SchemeId::Segment,
+        SchemeId::Vercel,
+        SchemeId::Bitbucket,
+        SchemeId::Notion,
+        SchemeId::Typeform,
+        SchemeId::Line,
+        SchemeId::Woocommerce,
+        SchemeId::Okta,
+        SchemeId::Calendly,
+        SchemeId::Mux,
+        SchemeId::Clerk,
+        SchemeId::Resend,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

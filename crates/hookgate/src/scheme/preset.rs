@@ -10,6 +10,7 @@
 
 use crate::encoding::Encoding;
 use crate::handshake::HandshakeKind;
+use crate::reason::Reason;
 
 use super::SchemeId;
 use super::extract::{Family, KeyValue};
@@ -45,6 +46,9 @@ pub(crate) enum Shape {
     Standard {
         family: Family,
         version: &'static str,
+        /// The answer when the header holds only entries of other versions (the Standard
+        /// Webhooks libraries: no match; Clerk's and Resend's SDKs: no supported signature).
+        other_versions_only: Reason,
     },
     /// Stripe-like `t=…,v1=…` in one header, over `{t}{joiner}{body}`.
     KeyValue(KeyValue),
@@ -200,6 +204,29 @@ impl SchemeId {
             SchemeId::GitlabSigning => &GITLAB_SIGNING,
             SchemeId::Prefinery => &PREFINERY,
             SchemeId::Meta => &META,
+            SchemeId::Asana => &ASANA,
+            SchemeId::Calcom => &CALCOM,
+            SchemeId::CheckoutCom => &CHECKOUT_COM,
+            SchemeId::CoinbaseCommerce => &COINBASE_COMMERCE,
+            SchemeId::Dropbox => &DROPBOX,
+            SchemeId::Gitea => &GITEA,
+            SchemeId::Forgejo => &FORGEJO,
+            SchemeId::LemonSqueezy => &LEMON_SQUEEZY,
+            SchemeId::Onfido => &ONFIDO,
+            SchemeId::Razorpay => &RAZORPAY,
+            SchemeId::Sentry => &SENTRY,
+            SchemeId::Segment => &SEGMENT,
+            SchemeId::Vercel => &VERCEL,
+            SchemeId::Bitbucket => &BITBUCKET,
+            SchemeId::Notion => &NOTION,
+            SchemeId::Typeform => &TYPEFORM,
+            SchemeId::Line => &LINE,
+            SchemeId::Woocommerce => &WOOCOMMERCE,
+            SchemeId::Okta => &OKTA,
+            SchemeId::Calendly => &CALENDLY,
+            SchemeId::Mux => &MUX,
+            SchemeId::Clerk => &CLERK,
+            SchemeId::Resend => &RESEND,
         }
     }
 }
@@ -213,6 +240,7 @@ const STANDARD_WEBHOOKS_V1: Preset = Preset {
     shape: Shape::Standard {
         family: Family::WEBHOOK,
         version: "v1",
+        other_versions_only: Reason::SignatureMismatch,
     },
     key: KeyFormat::Whsec,
     key_hint: "the whsec_ secret is base64: its decoded bytes are the key (Stripe, by contrast, uses its whsec_ string as-is)",
@@ -226,6 +254,7 @@ const STANDARD_WEBHOOKS_V1A: Preset = Preset {
     shape: Shape::Standard {
         family: Family::WEBHOOK,
         version: "v1a",
+        other_versions_only: Reason::SignatureMismatch,
     },
     key: KeyFormat::Whpk,
     key_hint: "verify with the whpk_ public key of the whsk_ key that signed",
@@ -238,6 +267,7 @@ const SVIX: Preset = Preset {
     shape: Shape::Standard {
         family: Family::SVIX,
         version: "v1",
+        other_versions_only: Reason::SignatureMismatch,
     },
     ..STANDARD_WEBHOOKS_V1
 };
@@ -585,6 +615,342 @@ const MAILGUN: Preset = Preset {
         headers: &[],
     },
     handshake: None,
+};
+
+// --- added from the facts in docs/PROVIDERS.md (sources there) and the vectors in
+// tests/vectors/ ---
+
+/// An HMAC-SHA256 of the body, lowercase hex, in one header, with the secret as-is.
+const fn body_hex(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        name,
+        description,
+        window_secs: None,
+        shape: Shape::BodyHmac {
+            header,
+            alternate: None,
+            prefix: "",
+            encoding: Encoding::Hex,
+        },
+        key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+        key_hint,
+        info: Info::NONE,
+        handshake: None,
+    }
+}
+
+const ASANA: Preset = body_hex(
+    "asana",
+    "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
+    "X-Hook-Signature",
+    "the key is the X-Hook-Secret Asana sent when the webhook was created",
+);
+
+const CALCOM: Preset = body_hex(
+    "calcom",
+    "Cal.com: X-Cal-Signature-256 HMAC-SHA256 hex of the body; no timestamp",
+    "X-Cal-Signature-256",
+    "the key is the webhook's secret",
+);
+
+const CHECKOUT_COM: Preset = body_hex(
+    "checkout-com",
+    "Checkout.com: Cko-Signature HMAC-SHA256 hex of the body; no timestamp",
+    "Cko-Signature",
+    "the key is the webhook's signature key (secret), used as-is",
+);
+
+const COINBASE_COMMERCE: Preset = body_hex(
+    "coinbase-commerce",
+    "Coinbase Commerce: X-CC-Webhook-Signature HMAC-SHA256 hex of the body; no timestamp",
+    "X-CC-Webhook-Signature",
+    "the key is the shared secret from the webhook settings",
+);
+
+const DROPBOX: Preset = body_hex(
+    "dropbox",
+    "Dropbox: X-Dropbox-Signature HMAC-SHA256 hex of the body with the app secret; no timestamp",
+    "X-Dropbox-Signature",
+    "the key is the app secret",
+);
+
+const GITEA: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Gitea-Event"]),
+        delivery_id: Source::Header(&["X-Gitea-Delivery"]),
+        dedup_json: None,
+        headers: &["X-Gitea-Event", "X-Gitea-Delivery"],
+    },
+    ..body_hex(
+        "gitea",
+        "Gitea: X-Gitea-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Gitea-Signature",
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const FORGEJO: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Forgejo-Event"]),
+        delivery_id: Source::Header(&["X-Forgejo-Delivery"]),
+        dedup_json: None,
+        headers: &["X-Forgejo-Event", "X-Forgejo-Delivery"],
+    },
+    ..body_hex(
+        "forgejo",
+        "Forgejo: X-Forgejo-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Forgejo-Signature",
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const LEMON_SQUEEZY: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Event-Name"]),
+        ..Info::NONE
+    },
+    ..body_hex(
+        "lemon-squeezy",
+        "Lemon Squeezy: X-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Signature",
+        "the key is the webhook's signing secret",
+    )
+};
+
+const ONFIDO: Preset = body_hex(
+    "onfido",
+    "Onfido: X-SHA2-Signature HMAC-SHA256 hex of the body with the webhook token; no timestamp",
+    "X-SHA2-Signature",
+    "the key is the webhook's token",
+);
+
+const RAZORPAY: Preset = Preset {
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        delivery_id: Source::Header(&["x-razorpay-event-id"]),
+        dedup_json: None,
+        headers: &["x-razorpay-event-id"],
+    },
+    ..body_hex(
+        "razorpay",
+        "Razorpay: X-Razorpay-Signature HMAC-SHA256 hex of the body with the webhook secret; no timestamp",
+        "X-Razorpay-Signature",
+        "the key is the webhook secret set in the dashboard (not the API key secret)",
+    )
+};
+
+const SENTRY: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["Sentry-Hook-Resource"]),
+        delivery_id: Source::Header(&["Request-ID"]),
+        dedup_json: None,
+        headers: &["Sentry-Hook-Resource", "Request-ID"],
+    },
+    ..body_hex(
+        "sentry",
+        "Sentry integration platform: Sentry-Hook-Signature HMAC-SHA256 hex of the body with the client secret; no timestamp",
+        "Sentry-Hook-Signature",
+        "the key is the integration's client secret",
+    )
+};
+
+const SEGMENT: Preset = Preset {
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    info: Info::BODY_TYPE,
+    ..body_hex(
+        "segment",
+        "Segment: X-Signature HMAC-SHA1 hex of the body with the shared secret; no timestamp",
+        "X-Signature",
+        "the key is the destination's shared secret",
+    )
+};
+
+const VERCEL: Preset = Preset {
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    info: Info::BODY_TYPE,
+    ..body_hex(
+        "vercel",
+        "Vercel: x-vercel-signature HMAC-SHA1 hex of the body; no timestamp",
+        "x-vercel-signature",
+        "the key is the webhook's secret (or the integration's client secret)",
+    )
+};
+
+/// An HMAC-SHA256 of the body after a prefix, or in base64.
+const fn body_prefixed(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    prefix: &'static str,
+    encoding: Encoding,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        shape: Shape::BodyHmac {
+            header,
+            alternate: None,
+            prefix,
+            encoding,
+        },
+        ..body_hex(name, description, header, key_hint)
+    }
+}
+
+const BITBUCKET: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Event-Key"]),
+        delivery_id: Source::Header(&["X-Request-UUID"]),
+        dedup_json: None,
+        headers: &["X-Event-Key", "X-Request-UUID", "X-Hook-UUID"],
+    },
+    ..body_prefixed(
+        "bitbucket",
+        "Bitbucket Cloud: X-Hub-Signature sha256=HMAC-SHA256 hex of the body; no timestamp",
+        "X-Hub-Signature",
+        "sha256=",
+        Encoding::Hex,
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const NOTION: Preset = Preset {
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Json(ID),
+        dedup_json: Some(ID),
+        headers: &[],
+    },
+    ..body_prefixed(
+        "notion",
+        "Notion: X-Notion-Signature sha256=HMAC-SHA256 hex of the body with the verification token; no timestamp",
+        "X-Notion-Signature",
+        "sha256=",
+        Encoding::Hex,
+        "the key is the verification_token Notion sent when the subscription was created",
+    )
+};
+
+const TYPEFORM: Preset = body_prefixed(
+    "typeform",
+    "Typeform: Typeform-Signature sha256=HMAC-SHA256 base64 of the body; no timestamp",
+    "Typeform-Signature",
+    "sha256=",
+    Encoding::Base64,
+    "the key is the webhook's secret, used as-is",
+);
+
+const LINE: Preset = body_prefixed(
+    "line",
+    "LINE Messaging API: x-line-signature HMAC-SHA256 base64 of the body with the channel secret; no timestamp",
+    "x-line-signature",
+    "",
+    Encoding::Base64,
+    "the key is the channel secret",
+);
+
+const WOOCOMMERCE: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-WC-Webhook-Topic"]),
+        delivery_id: Source::Header(&["X-WC-Webhook-Delivery-ID"]),
+        dedup_json: None,
+        headers: &[
+            "X-WC-Webhook-Topic",
+            "X-WC-Webhook-Source",
+            "X-WC-Webhook-ID",
+            "X-WC-Webhook-Delivery-ID",
+        ],
+    },
+    ..body_prefixed(
+        "woocommerce",
+        "WooCommerce: X-WC-Webhook-Signature HMAC-SHA256 base64 of the body; no timestamp",
+        "X-WC-Webhook-Signature",
+        "",
+        Encoding::Base64,
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+/// A shared token in a header: the body is not authenticated.
+const fn token(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        shape: Shape::Token { header },
+        key: KeyFormat::Token,
+        ..body_hex(name, description, header, key_hint)
+    }
+}
+
+const OKTA: Preset = Preset {
+    info: Info {
+        delivery_id: Source::Header(&["X-Okta-Request-Id"]),
+        ..Info::NONE
+    },
+    ..token(
+        "okta",
+        "Okta event hooks: the Authorization header equals the configured secret (body NOT authenticated); no timestamp",
+        "Authorization",
+        "the key is the value of the authorization header configured on the event hook",
+    )
+};
+
+const CALENDLY: Preset = Preset {
+    name: "calendly",
+    description: "Calendly: Calendly-Webhook-Signature t=,v1= HMAC-SHA256 hex over t.body, signing key used as-is, 180 s",
+    window_secs: Some(180),
+    shape: Shape::KeyValue(KeyValue {
+        header: "Calendly-Webhook-Signature",
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook subscription's signing key",
+    info: Info::NONE,
+    ..STRIPE
+};
+
+const MUX: Preset = Preset {
+    name: "mux",
+    description: "Mux: Mux-Signature t=,v1= HMAC-SHA256 hex over t.body, signing secret used as-is, 300 s",
+    shape: Shape::KeyValue(KeyValue {
+        header: "Mux-Signature",
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook's signing secret",
+    info: Info::BODY_TYPE,
+    ..STRIPE
+};
+
+/// Clerk sends Svix webhooks: an alias of `svix`.
+const CLERK: Preset = Preset {
+    name: "clerk",
+    description: "Clerk: alias of svix (svix-* headers only, as @clerk/backend reads them; whsec_ base64 secret, ±300 s)",
+    shape: Shape::Standard {
+        family: Family::SVIX_ONLY,
+        version: "v1",
+        other_versions_only: Reason::NoSupportedSignature,
+    },
+    key_hint: "the whsec_ signing secret of the Clerk endpoint (a Svix secret)",
+    ..SVIX
+};
+
+/// Resend sends Svix webhooks: an alias of `svix`.
+const RESEND: Preset = Preset {
+    name: "resend",
+    description: "Resend: alias of svix (svix-* headers, whsec_ base64 secret, ±300 s)",
+    shape: Shape::Standard {
+        family: Family::SVIX,
+        version: "v1",
+        other_versions_only: Reason::NoSupportedSignature,
+    },
+    key_hint: "the whsec_ signing secret of the Resend webhook (a Svix secret)",
+    ..SVIX
 };
 
 #[cfg(test)]
