@@ -39,9 +39,10 @@
 //!
 //! ## Schemes
 //!
-//! [`SchemeId`] lists the presets (Standard Webhooks v1/v1a, Svix, Stripe, GitHub, Shopify,
-//! Slack, Twilio, Paddle, Square, Mailgun, SendGrid, Discord, Twitch EventSub, Zoom, Linear,
-//! Intercom, GitLab, Prefinery, Meta); [`GenericHmac`] describes any other HMAC sender.
+//! [`SchemeId::ALL`] lists the presets (Standard Webhooks v1/v1a, Svix and its Clerk and
+//! Resend aliases, Stripe, GitHub, Shopify, Slack, Twilio, Paddle, Square, Mailgun, SendGrid,
+//! Discord, Twitch EventSub, Zoom, Linear, Intercom, GitLab, Prefinery, Meta, and more: 46 in
+//! all); [`GenericHmac`] describes any other HMAC sender.
 //! Schemes whose provider checks the endpoint first (Slack, Zoom, Twitch, Discord, Meta)
 //! declare a [handshake](handshake), which the [`Gate`] answers and never stores.
 //!
