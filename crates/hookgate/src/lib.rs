@@ -44,7 +44,7 @@
 //! Discord, Twitch EventSub, Zoom, Linear, Intercom, GitLab, Prefinery, Meta, and more: 46 in
 //! all); [`GenericHmac`] describes any other HMAC sender.
 //! Schemes whose provider checks the endpoint first (Slack, Zoom, Twitch, Discord, Meta)
-//! declare a [handshake](handshake), which the [`Gate`] answers and never stores.
+//! declare a [handshake], which the [`Gate`] answers and never stores.
 //!
 //! ## Security properties
 //!

@@ -88,7 +88,7 @@ pub(crate) enum Material {
 }
 
 impl Verifier {
-    /// Starts a verifier for `scheme` (a [`SchemeId`], a [`GenericHmac`](crate::GenericHmac)
+    /// Starts a verifier for `scheme` (a [`SchemeId`](crate::SchemeId), a [`GenericHmac`](crate::GenericHmac)
     /// or a [`Scheme`]).
     pub fn builder(scheme: impl Into<Scheme>) -> VerifierBuilder {
         VerifierBuilder {
