@@ -16,6 +16,10 @@
 //! | `twitch-eventsub` | signed POST, `Twitch-Eventsub-Message-Type: webhook_callback_verification`, `{"challenge":C,…}` | 200 `text/plain` C |
 //! | `discord` | signed POST `{"type":1,…}` (PING) | 200 JSON `{"type":1}` (PONG) |
 //! | `meta` | `GET ?hub.mode=subscribe&hub.challenge=C&hub.verify_token=T` | 200 `text/plain` C when T is the configured token, else 403 |
+//! | `dropbox` | `GET ?challenge=C` | 200 `text/plain` C |
+//!
+//! Every answer carries `X-Content-Type-Options: nosniff`: a challenge is echoed as text,
+//! never as something a browser would render.
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,6 +53,9 @@ pub enum HandshakeKind {
     /// Meta (WhatsApp, Messenger, Instagram) `GET ?hub.mode=subscribe`: answered with
     /// `hub.challenge` when `hub.verify_token` is the configured verify token.
     MetaSubscribe,
+    /// Dropbox `GET ?challenge=C`: answered with C as `text/plain` (with
+    /// `X-Content-Type-Options: nosniff`, as Dropbox asks: the echo is not authenticated).
+    DropboxChallenge,
 }
 
 impl HandshakeKind {
@@ -60,13 +67,17 @@ impl HandshakeKind {
             HandshakeKind::TwitchCallbackVerification => "twitch_callback_verification",
             HandshakeKind::DiscordPing => "discord_ping",
             HandshakeKind::MetaSubscribe => "meta_subscribe",
+            HandshakeKind::DropboxChallenge => "dropbox_challenge",
         }
     }
 
     /// Whether the provider sends it as a `GET` (with the handshake in the query string)
     /// rather than as a signed `POST`: adapters must route `GET` to the gate for it.
     pub fn is_get(self) -> bool {
-        matches!(self, HandshakeKind::MetaSubscribe)
+        matches!(
+            self,
+            HandshakeKind::MetaSubscribe | HandshakeKind::DropboxChallenge
+        )
     }
 }
 
@@ -249,7 +260,7 @@ pub(crate) fn answer_verified(
                 &serde_json::json!({ "type": 1 }),
             ))
         }
-        HandshakeKind::MetaSubscribe => None,
+        HandshakeKind::MetaSubscribe | HandshakeKind::DropboxChallenge => None,
     }
 }
 
@@ -259,24 +270,36 @@ pub(crate) fn answer_get(
     query: Option<&str>,
     verify_token: Option<&TokenDigest>,
 ) -> Result<HandshakeReply, HandshakeRefusal> {
-    match kind {
-        Some(HandshakeKind::MetaSubscribe) => {}
+    let dropbox = match kind {
+        Some(HandshakeKind::MetaSubscribe) => false,
+        Some(HandshakeKind::DropboxChallenge) => true,
         _ => return Err(HandshakeRefusal::NoGetHandshake),
-    }
+    };
     let mut mode = None;
     let mut challenge = None;
     let mut token = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let slot = match &*name {
-            "hub.mode" => &mut mode,
-            "hub.challenge" => &mut challenge,
-            "hub.verify_token" => &mut token,
+        let slot = match (&*name, dropbox) {
+            ("hub.mode", false) => &mut mode,
+            ("hub.challenge", false) | ("challenge", true) => &mut challenge,
+            ("hub.verify_token", false) => &mut token,
             _ => continue,
         };
         // A repeated parameter is ambiguous: keep none of it.
         *slot = match slot.take() {
             None => Some(Some(value.into_owned())),
             Some(_) => Some(None),
+        };
+    }
+    if dropbox {
+        // https://www.dropbox.com/developers/reference/webhooks: echo the challenge. It proves
+        // only that the URL answers, so nothing is stored and no key is involved.
+        return match challenge.flatten().filter(|c| !c.is_empty()) {
+            Some(challenge) => Ok(HandshakeReply::text(
+                HandshakeKind::DropboxChallenge,
+                challenge,
+            )),
+            None => Err(HandshakeRefusal::MissingParameter("challenge")),
         };
     }
     if mode.flatten().as_deref() != Some("subscribe") {
@@ -371,5 +394,21 @@ mod tests {
             answer_get(None, None, None),
             Err(HandshakeRefusal::NoGetHandshake)
         );
+        let dropbox = Some(HandshakeKind::DropboxChallenge);
+        let echoed = answer_get(dropbox, Some("challenge=%3Cb%3E"), None).unwrap();
+        assert_eq!(echoed.body_text(), "<b>");
+        assert_eq!(echoed.content_type(), TEXT_PLAIN);
+        for query in [
+            "",
+            "challenge=",
+            "challenge=1&challenge=2",
+            "hub.challenge=1",
+        ] {
+            assert_eq!(
+                answer_get(dropbox, Some(query), None),
+                Err(HandshakeRefusal::MissingParameter("challenge")),
+                "{query}"
+            );
+        }
     }
 }

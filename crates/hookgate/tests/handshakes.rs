@@ -99,6 +99,13 @@ async fn check(vector: &HandshakeVector, scheme: SchemeId) -> Vec<String> {
         }
         _ => {}
     }
+    for (name, value) in &vector.expect_headers {
+        let got = outcome.headers();
+        let got = got.get(name.as_str()).and_then(|v| v.to_str().ok());
+        if got != value.as_str() {
+            problem(format!("header {name}: {got:?}"));
+        }
+    }
     let stored = receiver.try_recv().is_some();
     if stored != vector.stored {
         problem(format!("stored: {stored}"));

@@ -261,9 +261,16 @@ impl Outcome {
     }
 
     /// The response headers the outcome requires: `Retry-After` on a 503, `Allow: POST` on
-    /// a 405, nothing otherwise.
+    /// a 405, `X-Content-Type-Options: nosniff` on a handshake's answer (it echoes what the
+    /// request carried), nothing otherwise.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
+        if self.handshake.is_some() {
+            headers.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -672,12 +672,16 @@ const COINBASE_COMMERCE: Preset = body_hex(
     "the key is the shared secret from the webhook settings",
 );
 
-const DROPBOX: Preset = body_hex(
-    "dropbox",
-    "Dropbox: X-Dropbox-Signature HMAC-SHA256 hex of the body with the app secret; no timestamp",
-    "X-Dropbox-Signature",
-    "the key is the app secret",
-);
+/// www.dropbox.com/developers/reference/webhooks: the signature and the GET challenge.
+const DROPBOX: Preset = Preset {
+    handshake: Some(HandshakeKind::DropboxChallenge),
+    ..body_hex(
+        "dropbox",
+        "Dropbox: X-Dropbox-Signature HMAC-SHA256 hex of the body with the app secret; GET ?challenge= echoed; no timestamp",
+        "X-Dropbox-Signature",
+        "the key is the app secret",
+    )
+};
 
 const GITEA: Preset = Preset {
     info: Info {

@@ -125,6 +125,8 @@ pub struct HandshakeVector {
     pub now: u64,
     pub expect_status: u16,
     pub expect_content_type: Option<String>,
+    #[serde(default)]
+    pub expect_headers: serde_json::Map<String, serde_json::Value>,
     /// A string (compared byte for byte) or a JSON object (compared parsed).
     pub expect_body: Option<serde_json::Value>,
     pub stored: bool,
