@@ -125,6 +125,11 @@ fn verify(scheme: SchemeId, delivery: &SignedDelivery) -> Result<(), String> {
         .map_err(|r| r.code().to_owned())
 }
 
+/// The decoded form parameters of a body, in order.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
 fn flip_bit(bytes: &mut [u8], position: usize, bit: u8) {
     let len = bytes.len();
     bytes[position % len] ^= 1 << bit;
@@ -165,6 +170,10 @@ proptest! {
             let mut delivery = sign(scheme, &body_for(scheme, &raw), "msg_1");
             let mut body = delivery.body.to_vec();
             flip_bit(&mut body, position, bit);
+            // Twilio signs the decoded parameters: `%2B` and `%2b` are the same content.
+            if scheme == SchemeId::Twilio && form_pairs(&body) == form_pairs(&delivery.body) {
+                continue;
+            }
             delivery.body = body.into();
             prop_assert!(verify(scheme, &delivery).is_err(), "{} accepted a flipped body bit", scheme);
         }
