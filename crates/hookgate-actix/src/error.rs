@@ -178,24 +178,25 @@ impl ResponseError for WebhookError {
             detail = %self,
             "rejecting webhook request"
         );
-        let mut builder = HttpResponse::build(self.status_code());
         if let Some(outcome) = &self.outcome {
-            copy_outcome_headers(outcome, &mut builder);
+            return outcome_response(outcome.clone());
         }
-        let mut response = plain(builder, self.code());
-        if let Some(outcome) = &self.outcome {
-            response.extensions_mut().insert(outcome.clone());
-        }
-        response
+        plain(HttpResponse::build(self.status_code()), self.code())
     }
 }
 
-/// The response for a gate's decision: its status, its headers (`Retry-After` on a 503)
-/// and its code as a plain-text body; the outcome goes in the response extensions.
+/// The response for a gate's decision: its status, its headers (`Retry-After` on a 503),
+/// its content type and body (the code as plain text, or a handshake's answer); the outcome
+/// goes in the response extensions.
 pub(crate) fn outcome_response(outcome: Outcome) -> HttpResponse {
     let mut builder = HttpResponse::build(status_code(outcome.status()));
     copy_outcome_headers(&outcome, &mut builder);
-    let mut response = plain(builder, outcome.body());
+    // A handshake's answer may be JSON (Zoom, Discord); everything else is the code.
+    builder.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(outcome.content_type()),
+    ));
+    let mut response = builder.body(outcome.body_bytes());
     response.extensions_mut().insert(outcome);
     response
 }

@@ -94,6 +94,7 @@ impl FromRequest for VerifiedWebhook {
             let decided = decide(
                 config.settings(),
                 Mode::VerifyOnly,
+                req.method(),
                 req.headers(),
                 req.uri(),
                 &mut payload,

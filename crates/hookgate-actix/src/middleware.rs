@@ -163,7 +163,15 @@ where
         Box::pin(async move {
             let mut payload = req.take_payload();
             let settings = config.settings();
-            let decided = decide(settings, mode, req.headers(), req.uri(), &mut payload).await;
+            let decided = decide(
+                settings,
+                mode,
+                req.method(),
+                req.headers(),
+                req.uri(),
+                &mut payload,
+            )
+            .await;
             let Decided { outcome, body } = match decided {
                 Ok(decided) => decided,
                 Err(error) => return Ok(req.error_response(error).map_into_right_body()),

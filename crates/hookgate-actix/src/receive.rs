@@ -2,8 +2,8 @@
 //! and the extractors so that they cannot drift apart.
 
 use actix_web::dev::Payload;
-use actix_web::http::Uri;
 use actix_web::http::header::HeaderMap;
+use actix_web::http::{Method, Uri};
 use bytes::Bytes;
 use hookgate::Outcome;
 
@@ -36,11 +36,19 @@ pub(crate) struct Decided {
 pub(crate) async fn decide(
     settings: &Settings,
     mode: Mode,
+    method: &Method,
     headers: &HeaderMap,
     uri: &Uri,
     payload: &mut Payload,
 ) -> Result<Decided, WebhookError> {
     let gate = &settings.gate;
+    if *method == Method::GET {
+        // A GET is never a delivery: a provider's GET handshake (Meta), or 405.
+        return Ok(Decided {
+            outcome: gate.receive_get(uri.query()).await,
+            body: Bytes::new(),
+        });
+    }
     let limit = gate.max_body_bytes();
     if declared_too_large(headers, limit) {
         return Err(WebhookError::from(gate.body_too_large()));

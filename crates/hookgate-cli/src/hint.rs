@@ -183,39 +183,7 @@ fn provider(scheme: SchemeId) -> &'static str {
 
 /// How the scheme's key is written: the usual reason a correct-looking secret fails.
 pub(crate) fn key_format(scheme: SchemeId) -> &'static str {
-    match scheme {
-        SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
-            "the whsec_ secret is base64: its decoded bytes are the key (Stripe, by contrast, \
-             uses its whsec_ string as-is)"
-        }
-        SchemeId::StandardWebhooksV1a => {
-            "verify with the whpk_ public key of the whsk_ key that signed"
-        }
-        SchemeId::Stripe => {
-            "Stripe's whsec_ secret is used as-is, prefix included, not base64-decoded; each \
-             endpoint, and test and live mode, has its own secret"
-        }
-        SchemeId::Prefinery => "the project signing secret is used as-is",
-        SchemeId::Paddle => "the notification destination's pdl_ntfset_ secret is used as-is",
-        SchemeId::Github | SchemeId::GithubSha1 => "the webhook secret is used as-is (UTF-8)",
-        SchemeId::Shopify => "the key is the app's client secret, used as-is",
-        SchemeId::Slack => {
-            "the key is the app's Signing Secret (not the deprecated verification token)"
-        }
-        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
-            "the key is the Auth Token of the account that sent the request"
-        }
-        SchemeId::Square => "the key is the webhook subscription's signature key",
-        SchemeId::Mailgun => "the key is the HTTP webhook signing key (not the API key)",
-        SchemeId::Sendgrid => "the key is the base64 DER verification key from Mail Settings",
-        SchemeId::Discord => "the key is the application's hex Ed25519 public key",
-        SchemeId::TwitchEventsub => "the key is the secret given when subscribing",
-        SchemeId::Zoom => "the key is the app's Secret Token",
-        SchemeId::Linear => "the key is the webhook's signing secret",
-        SchemeId::Intercom => "the key is the app's client secret",
-        SchemeId::GitlabToken => "the key is the webhook's secret token",
-        _ => "check the key's format with `hookgate schemes`",
-    }
+    scheme.key_hint()
 }
 
 #[cfg(test)]

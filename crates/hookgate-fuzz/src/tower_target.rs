@@ -69,7 +69,7 @@ pub fn tower_service(data: &[u8]) -> Vec<Verdict> {
         return Vec::new();
     };
 
-    let send = |body: Bytes| -> Option<(StatusCode, Bytes, bool)> {
+    let send = |body: Bytes| -> Option<(StatusCode, Bytes, bool, bool)> {
         let mut builder = Request::builder();
         let line = String::from_utf8_lossy(request_line);
         let mut parts = line.split(' ');
@@ -100,17 +100,21 @@ pub fn tower_service(data: &[u8]) -> Vec<Verdict> {
                 .headers()
                 .get("x-event-body-matches")
                 .is_some_and(|v| v == "true");
+            let handshake = response
+                .extensions()
+                .get::<hookgate::Outcome>()
+                .is_some_and(|outcome| outcome.handshake().is_some());
             let body = response.into_body().collect().await.ok()?.to_bytes();
-            Some((status, body, passed_on))
+            Some((status, body, passed_on, handshake))
         })
         .flatten()
     };
 
-    let Some((status, answer, passed_on)) = send(body.clone()) else {
+    let Some((status, answer, passed_on, handshake)) = send(body.clone()) else {
         // An invalid method or URI never reaches a service.
         return Vec::new();
     };
-    check_answer(status, &answer, passed_on);
+    check_answer(status, &answer, passed_on, handshake);
     let enqueued = events.try_recv();
     let code = String::from_utf8_lossy(&answer).into_owned();
     match (mode, status.as_u16(), code.as_str()) {
@@ -119,7 +123,7 @@ pub fn tower_service(data: &[u8]) -> Vec<Verdict> {
                 enqueued.is_some(),
                 "{scheme}: accepted but nothing enqueued"
             );
-            let again = send(body).map(|(status, answer, _)| (status.as_u16(), answer));
+            let again = send(body).map(|(status, answer, ..)| (status.as_u16(), answer));
             assert_eq!(
                 again,
                 Some((200, Bytes::from_static(b"duplicate"))),
@@ -153,12 +157,15 @@ fn code_of(status: StatusCode) -> &'static str {
 }
 
 /// Every answer is in the contract table, and only the inner service answers `299`, with
-/// the verified raw body echoed.
-fn check_answer(status: StatusCode, body: &[u8], passed_on: bool) {
+/// the verified raw body echoed. A provider handshake's 200 carries the provider's answer.
+fn check_answer(status: StatusCode, body: &[u8], passed_on: bool, handshake: bool) {
     let code = String::from_utf8_lossy(body);
     match status.as_u16() {
         INNER_STATUS => assert!(passed_on, "the event body differs from the raw body"),
+        200 if handshake => {}
         200 => assert!(matches!(&*code, "accepted" | "duplicate"), "200 {code}"),
+        403 => assert_eq!(code, "handshake_refused"),
+        405 => assert_eq!(code, "method_not_allowed"),
         400 | 401 => assert!(
             hookgate::Reason::from_code(&code).is_some() || matches!(&*code, "body_unreadable"),
             "{status} {code}"

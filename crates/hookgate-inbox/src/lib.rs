@@ -146,6 +146,7 @@ mod dead;
 mod dedup;
 mod error;
 mod event;
+mod handshakes;
 mod inbox;
 mod log;
 mod ordering;
@@ -161,6 +162,7 @@ pub use arrival::ArrivalCursor;
 pub use dead::Replay;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};
+pub use handshakes::HandshakeRecord;
 pub use hookgate::BoxFuture;
 pub use inbox::{
     DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,

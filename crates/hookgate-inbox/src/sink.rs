@@ -1,6 +1,8 @@
 //! The inbox as the gate's sink.
 
-use hookgate::{BoxFuture, Gate, GateBuilder, Handoff, Sink, SinkError, VerifiedEvent, Verifier};
+use hookgate::{
+    BoxFuture, Gate, GateBuilder, Handoff, Handshake, Sink, SinkError, VerifiedEvent, Verifier,
+};
 
 use crate::dedup::OwnSinkDedup;
 use crate::inbox::Enqueued;
@@ -28,6 +30,16 @@ impl Sink for Inbox {
                 Err(InboxError::Full) => Err(SinkError::full()),
                 Err(err) => Err(SinkError::unavailable(err)),
             }
+        })
+    }
+
+    /// Writes the handshake to the `handshakes` table ([`Inbox::handshakes`]), never to the
+    /// events.
+    fn record_handshake(&self, handshake: Handshake) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            Inbox::record_handshake(self, &handshake)
+                .await
+                .map_err(SinkError::unavailable)
         })
     }
 }

@@ -135,8 +135,7 @@ mod receiver {
                             return Ok(response);
                         };
                         let outcome = gate.receive(&parts.headers, body, None).await;
-                        let mut response =
-                            Response::new(Full::new(Bytes::from_static(outcome.body().as_bytes())));
+                        let mut response = Response::new(Full::new(outcome.body_bytes()));
                         *response.status_mut() = outcome.status_code();
                         Ok(response)
                     }

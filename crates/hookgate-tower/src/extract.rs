@@ -65,6 +65,11 @@ where
             return Ok(VerifiedWebhook(event));
         }
         let gate = Gate::from_ref(state);
+        if parts.method == http::Method::GET {
+            // A provider's GET handshake (Meta) is answered here; other schemes get 405.
+            let outcome = gate.receive_get(parts.uri.query()).await;
+            return Err(WebhookRejection::decided(outcome));
+        }
         let limit = gate.max_body_bytes();
         let declared = parts
             .headers
@@ -290,11 +295,18 @@ impl IntoResponse for WebhookRejection {
         let status = self.status();
         let code = self.code();
         tracing::trace!(status = status.as_u16(), code, detail = %self, "rejecting webhook request");
-        let mut response = (status, code).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        let mut response = match &self.kind {
+            // The outcome's body: its code, or a provider handshake's answer.
+            Kind::Outcome(outcome) => (status, outcome.body_bytes()).into_response(),
+            _ => (status, code).into_response(),
+        };
+        let content_type = match &self.kind {
+            Kind::Outcome(outcome) => outcome.content_type(),
+            _ => "text/plain; charset=utf-8",
+        };
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Kind::Outcome(outcome) = &self.kind {
             response.headers_mut().extend(outcome.headers());
             response.extensions_mut().insert((**outcome).clone());

@@ -68,7 +68,8 @@ impl Respond for DefaultRespond {
 }
 
 /// The default response for an outcome: its status, its headers (`Retry-After` on a 503),
-/// `Content-Type: text/plain; charset=utf-8`, and its code as the whole body.
+/// `Content-Type: text/plain; charset=utf-8`, and its code as the whole body; for a provider
+/// handshake, the answer the provider expects with its content type.
 ///
 /// ```
 /// let response = hookgate_tower::outcome_response(&hookgate::Outcome::body_too_large());
@@ -76,11 +77,14 @@ impl Respond for DefaultRespond {
 /// assert_eq!(response.body(), "body_too_large");
 /// ```
 pub fn outcome_response(outcome: &Outcome) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from_static(outcome.body().as_bytes()));
+    let mut response = Response::new(outcome.body_bytes());
     *response.status_mut() = outcome.status_code();
     let headers = response.headers_mut();
     headers.extend(outcome.headers());
-    headers.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(outcome.content_type()),
+    );
     response
 }
 

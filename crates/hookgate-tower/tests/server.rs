@@ -392,7 +392,7 @@ async fn axum_routes_behind_route_layer_in_both_modes() {
         .await;
         assert_eq!((get.status, get.code()), (200, "ok"));
         // `route_layer` runs for every method of a matched path: a GET to the webhook route
-        // is not a delivery either.
+        // is not a delivery, and this scheme has no GET handshake.
         let wrong_method = raw(
             addr,
             format!("GET /webhooks HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
@@ -401,7 +401,7 @@ async fn axum_routes_behind_route_layer_in_both_modes() {
         .await;
         assert_eq!(
             (wrong_method.status, wrong_method.code()),
-            (400, "missing_header")
+            (405, "method_not_allowed")
         );
     }
 }

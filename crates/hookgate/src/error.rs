@@ -39,6 +39,10 @@ pub enum ConfigError {
     /// The scheme has no signing side with the given key (for example a public key).
     #[error("scheme {0} cannot sign with this key: {1}")]
     CannotSign(String, &'static str),
+    /// The verify token for a `GET` handshake is empty: any request without one would
+    /// match it.
+    #[error("the verify token is empty")]
+    EmptyVerifyToken,
 }
 
 /// The error of the one-call [`verify`](crate::verify) API: either the delivery was rejected,

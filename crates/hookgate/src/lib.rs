@@ -39,9 +39,12 @@
 //!
 //! ## Schemes
 //!
-//! [`SchemeId`] lists the presets (Standard Webhooks v1/v1a, Svix, Stripe, GitHub, Shopify,
-//! Slack, Twilio, Paddle, Square, Mailgun, SendGrid, Discord, Twitch EventSub, Zoom, Linear,
-//! Intercom, GitLab, Prefinery); [`GenericHmac`] describes any other HMAC sender.
+//! [`SchemeId::ALL`] lists the presets (Standard Webhooks v1/v1a, Svix and its Clerk and
+//! Resend aliases, Stripe, GitHub, Shopify, Slack, Twilio, Paddle, Square, Mailgun, SendGrid,
+//! Discord, Twitch EventSub, Zoom, Linear, Intercom, GitLab, Prefinery, Meta, and more: 46 in
+//! all); [`GenericHmac`] describes any other HMAC sender.
+//! Schemes whose provider checks the endpoint first (Slack, Zoom, Twitch, Discord, Meta)
+//! declare a [handshake], which the [`Gate`] answers and never stores.
 //!
 //! ## Security properties
 //!
@@ -73,6 +76,7 @@ mod encoding;
 mod error;
 mod event;
 pub mod gate;
+pub mod handshake;
 mod headers;
 mod json;
 mod keyring;
@@ -93,6 +97,7 @@ pub use event::VerifiedEvent;
 pub use gate::{
     BoxFuture, Gate, GateBuilder, GateConfigError, Outcome, OutcomeKind, ReceiveFuture,
 };
+pub use handshake::{Handshake, HandshakeKind, HandshakeRefusal, HandshakeReply};
 pub use headers::Headers;
 pub use keyring::{Key, Keyring};
 pub use reason::{Reason, Rejection};

@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 
 use crate::encoding::{BASE64, Encoding, decode_base64_secret, hex};
 use crate::error::ConfigError;
-use crate::scheme::extract;
+use crate::scheme::extract::{self, Family};
 use crate::scheme::generic::GenericHmac;
-use crate::scheme::{HmacAlgorithm, Scheme, SchemeId};
+use crate::scheme::preset::{KeyFormat, Shape, Source};
+use crate::scheme::{HmacAlgorithm, Scheme};
 use crate::secret::KeyBytes;
 use base64::Engine as _;
 
@@ -117,8 +118,12 @@ impl Signer {
             scheme: scheme.name().to_owned(),
             problem,
         };
-        let key = match &scheme {
-            Scheme::Preset(SchemeId::StandardWebhooksV1a) => {
+        let format = match &scheme {
+            Scheme::Preset(id) => Some(id.preset().key),
+            Scheme::Generic(_) => None,
+        };
+        let key = match format {
+            Some(KeyFormat::Whpk) => {
                 if secret.trim().starts_with("whpk_") {
                     return Err(ConfigError::CannotSign(
                         scheme.name().to_owned(),
@@ -128,7 +133,7 @@ impl Signer {
                 let encoded = secret.trim().strip_prefix("whsk_").unwrap_or(secret.trim());
                 SigningKey::Ed25519(Box::new(ed25519_signing_key(encoded).map_err(invalid)?))
             }
-            Scheme::Preset(SchemeId::Discord) => {
+            Some(KeyFormat::Ed25519Hex) => {
                 let bytes = base16ct::mixed::decode_vec(secret.trim())
                     .map_err(|_| invalid("expected a hex Ed25519 private key"))?;
                 let seed: [u8; 32] = match bytes.len() {
@@ -140,7 +145,7 @@ impl Signer {
                 };
                 SigningKey::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(&seed)))
             }
-            Scheme::Preset(SchemeId::Sendgrid) => {
+            Some(KeyFormat::P256Der) => {
                 let der = decode_base64_secret(secret)
                     .ok_or_else(|| invalid("expected a base64 PKCS#8 DER private key"))?;
                 let key = p256::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|_| {
@@ -151,9 +156,7 @@ impl Signer {
                 })?;
                 SigningKey::P256(Box::new(key))
             }
-            Scheme::Preset(SchemeId::GitlabToken) => {
-                SigningKey::Token(KeyBytes::new(secret.as_bytes().to_vec()))
-            }
+            Some(KeyFormat::Token) => SigningKey::Token(KeyBytes::new(secret.as_bytes().to_vec())),
             _ => match crate::verifier::prepare(&scheme, secret).map_err(invalid)? {
                 crate::verifier::Material::HmacSha256(key) => {
                     SigningKey::Hmac(key, HmacAlgorithm::Sha256)
@@ -179,8 +182,10 @@ impl Signer {
         match &self.key {
             SigningKey::Ed25519(key) => {
                 let public = key.verifying_key();
-                Some(match self.scheme {
-                    Scheme::Preset(SchemeId::Discord) => hex(public.as_bytes()),
+                Some(match &self.scheme {
+                    Scheme::Preset(id) if id.preset().key == KeyFormat::Ed25519Hex => {
+                        hex(public.as_bytes())
+                    }
                     _ => format!("whpk_{}", BASE64.encode(public.as_bytes())),
                 })
             }
@@ -218,7 +223,11 @@ impl Signer {
                 return Err(ConfigError::MissingUrl(id.as_str().to_owned()));
             }
         }
-        if matches!(self.scheme, Scheme::Preset(SchemeId::TwilioBodySha256)) {
+        let shape = match &self.scheme {
+            Scheme::Preset(id) => Some(&id.preset().shape),
+            Scheme::Generic(_) => None,
+        };
+        if matches!(shape, Some(Shape::Twilio { body_sha256: true })) {
             let base = url.unwrap_or_default();
             let joiner = if base.contains('?') { '&' } else { '?' };
             url = Some(format!(
@@ -226,7 +235,7 @@ impl Signer {
                 extract::body_sha256_hex(&body)
             ));
         }
-        if matches!(self.scheme, Scheme::Preset(SchemeId::Mailgun)) {
+        if matches!(shape, Some(Shape::Mailgun)) {
             body = self.mailgun_body(&id, ts, &body);
             return Ok(SignedDelivery {
                 headers: layout.headers,
@@ -347,84 +356,63 @@ impl Layout {
             };
         let event = |name: &str| event_type.map(|t| (name.to_owned(), t.to_owned()));
         let preset = match scheme {
-            Scheme::Preset(preset) => *preset,
+            Scheme::Preset(preset) => preset.preset(),
             Scheme::Generic(g) => return Ok(generic_layout(g, id, ts)),
         };
-        let standard = |family: &str, version: &'static str| Layout {
-            headers: h(&[
-                (&format!("{family}id"), id.to_owned()),
-                (&format!("{family}timestamp"), ts.to_string()),
-            ]),
-            signature_header: format!("{family}signature"),
-            encoding: Encoding::Base64,
-            format: Box::new(move |s: &str| format!("{version},{s}")),
-        };
-        let mut layout = match preset {
-            SchemeId::StandardWebhooksV1 | SchemeId::GitlabSigning => standard("webhook-", "v1"),
-            SchemeId::StandardWebhooksV1a => standard("webhook-", "v1a"),
-            SchemeId::Svix => standard("svix-", "v1"),
-            SchemeId::Stripe | SchemeId::Prefinery | SchemeId::Paddle => {
-                let (header, template): (&str, fn(i64, &str) -> String) = match preset {
-                    SchemeId::Stripe => ("Stripe-Signature", |ts, s| format!("t={ts},v1={s}")),
-                    SchemeId::Prefinery => {
-                        ("X-Prefinery-Signature", |ts, s| format!("t={ts},v1={s}"))
-                    }
-                    _ => ("Paddle-Signature", |ts, s| format!("ts={ts};h1={s}")),
-                };
-                Layout {
-                    headers: Vec::new(),
-                    signature_header: header.to_owned(),
-                    encoding: Encoding::Hex,
-                    format: Box::new(move |s: &str| template(ts, s)),
-                }
-            }
-            SchemeId::Github => with_prefix(
-                "X-Hub-Signature-256",
-                h(&[("X-GitHub-Delivery", id.to_owned())]),
-                "sha256=",
+        let mut layout = match preset.shape {
+            Shape::Standard {
+                family, version, ..
+            } => Layout {
+                headers: h(&[
+                    (family.name(Family::ID), id.to_owned()),
+                    (family.name(Family::TIMESTAMP), ts.to_string()),
+                ]),
+                signature_header: family.signature_name().to_owned(),
+                encoding: Encoding::Base64,
+                format: Box::new(move |s: &str| format!("{version},{s}")),
+            },
+            Shape::KeyValue(kv) => Layout {
+                headers: Vec::new(),
+                signature_header: kv.header.to_owned(),
+                encoding: Encoding::Hex,
+                format: Box::new(move |s: &str| {
+                    format!(
+                        "{}={ts}{}{}={s}",
+                        kv.timestamp_key, kv.separator, kv.signature_key
+                    )
+                }),
+            },
+            Shape::BodyHmac {
+                header,
+                prefix,
+                encoding,
+                ..
+            } => Layout {
+                headers: Vec::new(),
+                signature_header: header.to_owned(),
+                encoding,
+                format: Box::new(move |s: &str| format!("{prefix}{s}")),
+            },
+            Shape::Versioned {
+                signature,
+                timestamp,
+            } => with_prefix(signature, h(&[(timestamp, ts.to_string())]), "v0="),
+            Shape::UrlAndBody { header, encoding } => plain(header, Vec::new(), encoding),
+            Shape::Asymmetric {
+                signature,
+                timestamp,
+                encoding,
+            } => plain(
+                signature,
+                h(&[(timestamp, ts.to_string())]),
+                // Discord's signature is read in either case; written in lowercase.
+                match encoding {
+                    Encoding::HexAnyCase => Encoding::Hex,
+                    other => other,
+                },
             ),
-            SchemeId::GithubSha1 => with_prefix(
-                "X-Hub-Signature",
-                h(&[("X-GitHub-Delivery", id.to_owned())]),
-                "sha1=",
-            ),
-            SchemeId::Intercom => with_prefix("X-Hub-Signature", Vec::new(), "sha1="),
-            SchemeId::Shopify => plain(
-                "X-Shopify-Hmac-Sha256",
-                h(&[("X-Shopify-Event-Id", id.to_owned())]),
-                Encoding::Base64,
-            ),
-            SchemeId::Slack => with_prefix(
-                "X-Slack-Signature",
-                h(&[("X-Slack-Request-Timestamp", ts.to_string())]),
-                "v0=",
-            ),
-            SchemeId::Zoom => with_prefix(
-                "x-zm-signature",
-                h(&[("x-zm-request-timestamp", ts.to_string())]),
-                "v0=",
-            ),
-            SchemeId::Twilio | SchemeId::TwilioBodySha256 => plain(
-                "X-Twilio-Signature",
-                h(&[("I-Twilio-Idempotency-Token", id.to_owned())]),
-                Encoding::Base64,
-            ),
-            SchemeId::Square => plain(
-                "x-square-hmacsha256-signature",
-                Vec::new(),
-                Encoding::Base64,
-            ),
-            SchemeId::Sendgrid => plain(
-                "X-Twilio-Email-Event-Webhook-Signature",
-                h(&[("X-Twilio-Email-Event-Webhook-Timestamp", ts.to_string())]),
-                Encoding::Base64,
-            ),
-            SchemeId::Discord => plain(
-                "X-Signature-Ed25519",
-                h(&[("X-Signature-Timestamp", ts.to_string())]),
-                Encoding::Hex,
-            ),
-            SchemeId::TwitchEventsub => {
+            Shape::Token { header } => plain(header, Vec::new(), Encoding::Hex),
+            Shape::Twitch => {
                 let at = time::OffsetDateTime::from_unix_timestamp(ts)
                     .ok()
                     .and_then(|t| {
@@ -432,7 +420,7 @@ impl Layout {
                             .ok()
                     })
                     .ok_or(ConfigError::CannotSign(
-                        preset.as_str().to_owned(),
+                        preset.name.to_owned(),
                         "timestamp out of range",
                     ))?;
                 with_prefix(
@@ -445,29 +433,23 @@ impl Layout {
                     "sha256=",
                 )
             }
-            SchemeId::Linear => plain(
+            Shape::Linear => plain(
                 "Linear-Signature",
-                h(&[
-                    ("Linear-Delivery", id.to_owned()),
-                    ("Linear-Timestamp", ts.saturating_mul(1000).to_string()),
-                ]),
+                h(&[("Linear-Timestamp", ts.saturating_mul(1000).to_string())]),
                 Encoding::Hex,
             ),
-            SchemeId::GitlabToken => plain(
-                "X-Gitlab-Token",
-                h(&[("Idempotency-Key", id.to_owned())]),
-                Encoding::Hex,
-            ),
-            SchemeId::Mailgun => plain("", Vec::new(), Encoding::Hex),
+            Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
+            Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
         };
-        let event_header = match preset {
-            SchemeId::Github | SchemeId::GithubSha1 => event("X-GitHub-Event"),
-            SchemeId::Shopify => event("X-Shopify-Topic"),
-            SchemeId::GitlabToken | SchemeId::GitlabSigning => event("X-Gitlab-Event"),
-            SchemeId::Linear => event("Linear-Event"),
-            SchemeId::TwitchEventsub => event("Twitch-Eventsub-Subscription-Type"),
-            _ => None,
+        // The delivery id and the event type go where the verifier reads them.
+        let first = |source: Source| match source {
+            Source::Header(names) => names.first().copied(),
+            Source::Shape | Source::Json(_) => None,
         };
+        if let Some(name) = first(preset.info.delivery_id) {
+            layout.headers.push((name.to_owned(), id.to_owned()));
+        }
+        let event_header = first(preset.info.event_type).and_then(event);
         layout.headers.extend(event_header);
         Ok(layout)
     }
@@ -516,7 +498,7 @@ pub fn standard_webhooks_public_key(whsk: &str) -> Result<String, ConfigError> {
     let encoded = whsk.trim().strip_prefix("whsk_").unwrap_or(whsk.trim());
     let key = ed25519_signing_key(encoded).map_err(|problem| ConfigError::InvalidKey {
         index: 0,
-        scheme: SchemeId::StandardWebhooksV1a.as_str().to_owned(),
+        scheme: crate::SchemeId::StandardWebhooksV1a.as_str().to_owned(),
         problem,
     })?;
     Ok(format!(
@@ -528,7 +510,7 @@ pub fn standard_webhooks_public_key(whsk: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FixedClock, Verifier};
+    use crate::{FixedClock, SchemeId, Verifier};
 
     #[test]
     fn layouts_use_the_documented_signature_header() {

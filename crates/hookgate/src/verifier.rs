@@ -15,12 +15,14 @@ use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::encoding::decode_base64_secret;
 use crate::error::ConfigError;
 use crate::event::VerifiedEvent;
+use crate::handshake::{self, HandshakeRefusal, HandshakeReply, TokenDigest};
 use crate::headers::Headers;
 use crate::keyring::{Key, Keyring};
 use crate::reason::{Reason, Rejection};
 use crate::scheme::extract::{self, Extracted, Message, body_sha256_hex};
 use crate::scheme::generic::SecretFormat;
-use crate::scheme::{HmacAlgorithm, Scheme, SchemeId, Window};
+use crate::scheme::preset::KeyFormat;
+use crate::scheme::{HmacAlgorithm, Scheme, Window};
 use crate::secret::{KeyBytes, Secret};
 
 /// Verifies deliveries of one scheme against a keyring.
@@ -59,6 +61,7 @@ struct Inner {
     window: Option<CheckedWindow>,
     clock: Arc<dyn Clock>,
     url: Option<String>,
+    verify_token: Option<TokenDigest>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +88,7 @@ pub(crate) enum Material {
 }
 
 impl Verifier {
-    /// Starts a verifier for `scheme` (a [`SchemeId`], a [`GenericHmac`](crate::GenericHmac)
+    /// Starts a verifier for `scheme` (a [`SchemeId`](crate::SchemeId), a [`GenericHmac`](crate::GenericHmac)
     /// or a [`Scheme`]).
     pub fn builder(scheme: impl Into<Scheme>) -> VerifierBuilder {
         VerifierBuilder {
@@ -96,6 +99,7 @@ impl Verifier {
             accept_future: false,
             clock: Arc::new(SystemClock),
             url: None,
+            verify_token: None,
         }
     }
 
@@ -185,6 +189,67 @@ impl Verifier {
             delivery_id_cell: OnceLock::new(),
             dedup_cell: OnceLock::new(),
         })
+    }
+
+    /// The answer to a verified delivery that is the scheme's URL handshake (Slack
+    /// `url_verification`, Zoom `endpoint.url_validation`, Twitch
+    /// `webhook_callback_verification`, Discord PING), or `None` for an ordinary event. The
+    /// [`Gate`](crate::Gate) calls it for every verified delivery and answers a handshake
+    /// instead of handing it to the sink; a handler that uses the verifier alone should do
+    /// the same.
+    ///
+    /// ```
+    /// use hookgate::{FixedClock, SchemeId, SignRequest, Signer, Verifier};
+    ///
+    /// let body = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    /// let delivery = Signer::new(SchemeId::Slack, "8f742231b10e8888abcd99yyyzzz85a5")?
+    ///     .sign(&SignRequest::new(body).timestamp(1_531_420_618))?;
+    /// let verifier = Verifier::builder(SchemeId::Slack)
+    ///     .secret("8f742231b10e8888abcd99yyyzzz85a5")
+    ///     .clock(FixedClock::from_unix(1_531_420_618))
+    ///     .build()?;
+    /// let event = verifier.verify(&delivery.headers, delivery.body).expect("authentic");
+    /// let reply = verifier.handshake(&event).expect("a handshake");
+    /// assert_eq!(reply.body_text(), "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handshake(&self, event: &VerifiedEvent) -> Option<HandshakeReply> {
+        let kind = self.inner.scheme.handshake()?;
+        let key = match self.inner.keys.get(event.key_index).map(|k| &k.material) {
+            Some(Material::HmacSha256(key)) => Some(key),
+            _ => None,
+        };
+        handshake::answer_verified(kind, event, key)
+    }
+
+    /// Answers a `GET` to the endpoint: the scheme's `GET` handshake (Meta's
+    /// `hub.mode=subscribe`), given the request's raw query string.
+    ///
+    /// ```
+    /// use hookgate::{HandshakeRefusal, SchemeId, Verifier};
+    ///
+    /// let verifier = Verifier::builder(SchemeId::Meta)
+    ///     .secret("app-secret")
+    ///     .verify_token("meatyhamhock")
+    ///     .build()?;
+    /// let query = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
+    /// assert_eq!(verifier.handshake_get(Some(query))?.body_text(), "1158201444");
+    /// let forged = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess";
+    /// assert_eq!(verifier.handshake_get(Some(forged)), Err(HandshakeRefusal::VerifyTokenMismatch));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`HandshakeRefusal::NoGetHandshake`] when the scheme has none,
+    /// [`MissingParameter`](HandshakeRefusal::MissingParameter) without `hub.mode=subscribe`
+    /// or `hub.challenge`, [`VerifyTokenMismatch`](HandshakeRefusal::VerifyTokenMismatch)
+    /// when the token differs or no [verify token](VerifierBuilder::verify_token) is set.
+    pub fn handshake_get(&self, query: Option<&str>) -> Result<HandshakeReply, HandshakeRefusal> {
+        handshake::answer_get(
+            self.inner.scheme.handshake(),
+            query,
+            self.inner.verify_token.as_ref(),
+        )
     }
 
     fn check_window(&self, extracted: &Extracted<'_>, now_ms: i64) -> Result<(), Rejection> {
@@ -306,6 +371,7 @@ impl fmt::Debug for Verifier {
             .field("window", &self.inner.window)
             .field("clock", &self.inner.clock)
             .field("url", &self.inner.url)
+            .field("verify_token", &self.inner.verify_token.is_some())
             .finish()
     }
 }
@@ -322,6 +388,7 @@ pub struct VerifierBuilder {
     accept_future: bool,
     clock: Arc<dyn Clock>,
     url: Option<String>,
+    verify_token: Option<Secret>,
 }
 
 impl VerifierBuilder {
@@ -382,11 +449,19 @@ impl VerifierBuilder {
         self
     }
 
+    /// The verify token configured at the provider for its `GET` subscription handshake
+    /// (Meta's `hub.verify_token`). Without one, that handshake is refused with 403.
+    pub fn verify_token(mut self, token: impl Into<Secret>) -> Self {
+        self.verify_token = Some(token.into());
+        self
+    }
+
     /// Checks the configuration and decodes every key.
     ///
     /// # Errors
     /// [`ConfigError::EmptyKeyring`], [`ConfigError::InvalidKey`] (an undecodable `whsec_`, a
-    /// public key of the wrong size), [`ConfigError::ZeroTolerance`].
+    /// public key of the wrong size), [`ConfigError::ZeroTolerance`],
+    /// [`ConfigError::EmptyVerifyToken`].
     pub fn build(self) -> Result<Verifier, ConfigError> {
         self.build_inner(true)
     }
@@ -403,6 +478,13 @@ impl VerifierBuilder {
     fn build_inner(self, require_url: bool) -> Result<Verifier, ConfigError> {
         if self.keyring.is_empty() {
             return Err(ConfigError::EmptyKeyring);
+        }
+        if self
+            .verify_token
+            .as_ref()
+            .is_some_and(|token| token.expose().is_empty())
+        {
+            return Err(ConfigError::EmptyVerifyToken);
         }
         if let Scheme::Preset(id) = &self.scheme {
             if require_url && id.signs_url() && self.url.is_none() {
@@ -453,6 +535,10 @@ impl VerifierBuilder {
                 window,
                 clock: self.clock,
                 url: self.url,
+                verify_token: self
+                    .verify_token
+                    .as_ref()
+                    .map(|token| handshake::token_digest(token.expose())),
             }),
         })
     }
@@ -485,12 +571,12 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                 HmacAlgorithm::Sha1 => Material::HmacSha1(key),
             })
         }
-        Scheme::Preset(id) => match id {
-            SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
-                Ok(Material::HmacSha256(whsec(secret)?))
-            }
-            SchemeId::StandardWebhooksV1a => ed25519_public_key_whpk(secret).map(Material::Ed25519),
-            SchemeId::Discord => {
+        Scheme::Preset(id) => match id.preset().key {
+            KeyFormat::Whsec => Ok(Material::HmacSha256(whsec(secret)?)),
+            KeyFormat::Raw(HmacAlgorithm::Sha256) => Ok(Material::HmacSha256(raw(secret)?)),
+            KeyFormat::Raw(HmacAlgorithm::Sha1) => Ok(Material::HmacSha1(raw(secret)?)),
+            KeyFormat::Whpk => ed25519_public_key_whpk(secret).map(Material::Ed25519),
+            KeyFormat::Ed25519Hex => {
                 let bytes = base16ct::mixed::decode_vec(secret.trim())
                     .map_err(|_| "expected a hex Ed25519 public key")?;
                 let array: [u8; 32] = bytes
@@ -500,34 +586,19 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                     .map(Material::Ed25519)
                     .map_err(|_| "not a valid Ed25519 public key")
             }
-            SchemeId::Sendgrid => {
+            KeyFormat::P256Der => {
                 let der = decode_base64_secret(secret).ok_or("expected a base64 DER public key")?;
                 p256::PublicKey::from_public_key_der(&der)
                     .map(|pk| Material::P256(p256::ecdsa::VerifyingKey::from(&pk)))
                     .map_err(|_| "not a P-256 SubjectPublicKeyInfo")
             }
-            SchemeId::GitlabToken => {
+            KeyFormat::Token => {
                 if secret.is_empty() {
                     return Err("the token is empty");
                 }
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
                 Ok(Material::TokenDigest(zeroize::Zeroizing::new(digest)))
             }
-            SchemeId::GithubSha1
-            | SchemeId::Intercom
-            | SchemeId::Twilio
-            | SchemeId::TwilioBodySha256 => Ok(Material::HmacSha1(raw(secret)?)),
-            SchemeId::Stripe
-            | SchemeId::Github
-            | SchemeId::Shopify
-            | SchemeId::Slack
-            | SchemeId::Paddle
-            | SchemeId::Square
-            | SchemeId::Mailgun
-            | SchemeId::TwitchEventsub
-            | SchemeId::Zoom
-            | SchemeId::Linear
-            | SchemeId::Prefinery => Ok(Material::HmacSha256(raw(secret)?)),
         },
     }
 }
@@ -550,6 +621,7 @@ fn ed25519_public_key_whpk(secret: &str) -> Result<ed25519_dalek::VerifyingKey, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SchemeId;
 
     #[test]
     fn window_edges_are_exact_and_never_overflow() {

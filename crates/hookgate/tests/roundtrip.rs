@@ -21,7 +21,11 @@ const URL: &str = "https://hooks.example.com/twilio?tenant=7";
 /// A signing key and the matching verifying key for each scheme.
 fn keys(scheme: SchemeId) -> (String, String) {
     match scheme {
-        SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
+        SchemeId::StandardWebhooksV1
+        | SchemeId::Svix
+        | SchemeId::GitlabSigning
+        | SchemeId::Clerk
+        | SchemeId::Resend => {
             let s = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
             (s.clone(), s)
         }
@@ -55,7 +59,9 @@ fn covered(scheme: SchemeId) -> Covered {
         SchemeId::StandardWebhooksV1 | SchemeId::StandardWebhooksV1a | SchemeId::GitlabSigning => {
             (true, &["webhook-id", "webhook-timestamp"])
         }
-        SchemeId::Svix => (true, &["svix-id", "svix-timestamp"]),
+        SchemeId::Svix | SchemeId::Clerk | SchemeId::Resend => {
+            (true, &["svix-id", "svix-timestamp"])
+        }
         SchemeId::Slack => (true, &["X-Slack-Request-Timestamp"]),
         SchemeId::Zoom => (true, &["x-zm-request-timestamp"]),
         SchemeId::Discord => (true, &["X-Signature-Timestamp"]),
@@ -67,8 +73,9 @@ fn covered(scheme: SchemeId) -> Covered {
                 "Twitch-Eventsub-Message-Timestamp",
             ],
         ),
-        // Mailgun signs only the timestamp and token in the body; GitLab's token signs nothing.
-        SchemeId::Mailgun | SchemeId::GitlabToken => (false, &[]),
+        // Mailgun signs only the timestamp and token in the body; shared tokens (GitLab,
+        // Okta) sign nothing.
+        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }
@@ -118,6 +125,11 @@ fn verify(scheme: SchemeId, delivery: &SignedDelivery) -> Result<(), String> {
         .map_err(|r| r.code().to_owned())
 }
 
+/// The decoded form parameters of a body, in order.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
 fn flip_bit(bytes: &mut [u8], position: usize, bit: u8) {
     let len = bytes.len();
     bytes[position % len] ^= 1 << bit;
@@ -158,6 +170,10 @@ proptest! {
             let mut delivery = sign(scheme, &body_for(scheme, &raw), "msg_1");
             let mut body = delivery.body.to_vec();
             flip_bit(&mut body, position, bit);
+            // Twilio signs the decoded parameters: `%2B` and `%2b` are the same content.
+            if scheme == SchemeId::Twilio && form_pairs(&body) == form_pairs(&delivery.body) {
+                continue;
+            }
             delivery.body = body.into();
             prop_assert!(verify(scheme, &delivery).is_err(), "{} accepted a flipped body bit", scheme);
         }

@@ -138,7 +138,7 @@ fn timestamped() -> Vec<SchemeId> {
 #[test]
 fn every_timestamped_scheme_accepts_at_its_tolerance_and_rejects_one_millisecond_past() {
     let schemes = timestamped();
-    assert_eq!(schemes.len(), 14, "{schemes:?}");
+    assert_eq!(schemes.len(), 18, "{schemes:?}");
     for scheme in schemes {
         let tolerance = i64::try_from(scheme.default_tolerance().unwrap().as_millis()).unwrap();
         let delivery = signed(scheme, "msg_edge");
@@ -251,7 +251,7 @@ fn signed_headers(scheme: SchemeId) -> &'static [&'static str] {
         SchemeId::StandardWebhooksV1 | SchemeId::StandardWebhooksV1a | SchemeId::GitlabSigning => {
             &["webhook-id", "webhook-timestamp"]
         }
-        SchemeId::Svix => &["svix-id", "svix-timestamp"],
+        SchemeId::Svix | SchemeId::Clerk | SchemeId::Resend => &["svix-id", "svix-timestamp"],
         SchemeId::Slack => &["X-Slack-Request-Timestamp"],
         SchemeId::Zoom => &["x-zm-request-timestamp"],
         SchemeId::Discord => &["X-Signature-Timestamp"],
@@ -331,11 +331,13 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
     }
     let normalized = |v: &str| -> Vec<String> {
         let separator = match scheme {
-            SchemeId::Stripe | SchemeId::Prefinery => ',',
+            SchemeId::Stripe | SchemeId::Prefinery | SchemeId::Calendly | SchemeId::Mux => ',',
             SchemeId::Paddle => ';',
             SchemeId::StandardWebhooksV1
             | SchemeId::StandardWebhooksV1a
             | SchemeId::Svix
+            | SchemeId::Clerk
+            | SchemeId::Resend
             | SchemeId::GitlabSigning => ' ',
             _ => return vec![v.trim().to_owned()],
         };
@@ -377,7 +379,10 @@ proptest! {
         for scheme in SchemeId::ALL {
             // Not covered by the scheme: GitLab's token signs nothing, Mailgun only its own
             // fields (both documented, see roundtrip.rs::unauthenticated_parts_are_documented_limits).
-            if matches!(scheme, SchemeId::GitlabToken | SchemeId::Mailgun) {
+            if matches!(
+                scheme,
+                SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Mailgun
+            ) {
                 continue;
             }
             let delivery = signed(scheme, "msg_body");
@@ -864,8 +869,9 @@ fn no_error_or_debug_output_shows_a_key_for_any_scheme() {
             .verify_at_url(&d.headers, d.body.clone(), d.url.as_deref().or(Some(URL)))
             .unwrap();
         // A forged body (GitLab's token does not cover it: a wrong token instead).
-        let forged_headers = if scheme == SchemeId::GitlabToken {
-            vec![("X-Gitlab-Token".to_owned(), "wrong-token".to_owned())]
+        let forged_headers = if matches!(scheme, SchemeId::GitlabToken | SchemeId::Okta) {
+            let header = scheme.signature_header().unwrap().to_owned();
+            vec![(header, "wrong-token".to_owned())]
         } else {
             d.headers.clone()
         };

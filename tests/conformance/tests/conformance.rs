@@ -63,7 +63,8 @@ async fn every_provider_vector_answers_alike() {
     let cases = cases::provider_vectors();
     let valid_schemes: std::collections::BTreeSet<String> = cases
         .iter()
-        .filter(|c| c.events == 1)
+        // An event accepted, or a provider handshake answered (Discord's vectors are PINGs).
+        .filter(|c| c.events == 1 || c.handshakes > 0)
         .map(|c| c.setup.scheme.as_str().to_owned())
         .collect();
     for scheme in hookgate::SchemeId::ALL {
@@ -91,5 +92,23 @@ async fn the_harness_reports_every_adapter_that_answers_otherwise() {
                 "{tag} in {problems:#?}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_handshakes_answer_alike_and_store_nothing() {
+    let cases = cases::handshakes();
+    conform("handshakes", cases.clone()).await;
+    // The answers' content types on the wire: JSON where the provider expects JSON.
+    for case in cases.iter().filter(|c| c.handshakes == 1) {
+        let run = harness::runners::run(Adapter::Tower, case).await;
+        let content_type = run.answers[0].content_type.clone().unwrap();
+        let json = case.name.starts_with("zoom") || case.name.starts_with("discord");
+        let expected = if json {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        assert_eq!(content_type, expected, "{}", case.name);
     }
 }

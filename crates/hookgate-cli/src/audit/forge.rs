@@ -232,9 +232,11 @@ mod tests {
     fn valid_deliveries_verify_under_the_reference_for_every_hmac_scheme() {
         for scheme in SchemeId::ALL {
             let secret = match scheme {
-                SchemeId::StandardWebhooksV1 | SchemeId::Svix | SchemeId::GitlabSigning => {
-                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-                }
+                SchemeId::StandardWebhooksV1
+                | SchemeId::Svix
+                | SchemeId::GitlabSigning
+                | SchemeId::Clerk
+                | SchemeId::Resend => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 SchemeId::StandardWebhooksV1a => continue,
                 SchemeId::Discord => {
                     "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"

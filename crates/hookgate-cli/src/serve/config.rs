@@ -81,6 +81,7 @@ pub(super) struct EndpointFile {
     #[serde(default)]
     dedup_fail_open: bool,
     public_url: Option<String>,
+    verify_token: Option<String>,
     retry: Option<RetryFile>,
 }
 
@@ -207,6 +208,8 @@ pub(super) struct Endpoint {
     /// Wrap the Redis dedup store in `FailOpenDedupStore`.
     pub(super) dedup_fail_open: bool,
     pub(super) public_url: Option<String>,
+    /// The verify token of the scheme's GET handshake (Meta).
+    pub(super) verify_token: Option<String>,
     pub(super) retry: Retry,
 }
 
@@ -302,6 +305,7 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             dedup: spec.dedup.clone(),
             dedup_fail_open: spec.dedup_fail_open,
             public_url: spec.public_url.clone(),
+            verify_token: spec.verify_token.clone(),
             retry,
         });
     }

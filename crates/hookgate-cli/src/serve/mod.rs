@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookgate::{Gate, GateBuilder, Key, Verifier};
+use hookgate::{Gate, GateBuilder, HandshakeKind, Key, Verifier};
 use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink};
@@ -120,6 +120,12 @@ pub(crate) struct ServeArgs {
     /// The public URL the provider calls, for URL-signing schemes (twilio, square).
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     public_url: Option<String>,
+
+    /// The verify token configured at the provider for its GET subscription handshake
+    /// (meta: `hub.verify_token`). GET requests on the endpoint are answered with
+    /// `hub.challenge` only when they carry it.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "config")]
+    verify_token: Option<String>,
 
     /// Where the inbox database (and a generated secret) live. Default: ./hookgate-data.
     #[arg(long, value_name = "DIR")]
@@ -622,11 +628,15 @@ impl Router {
             }
         }
         if let Some(run) = self.endpoints.iter().find(|r| r.endpoint.path == path) {
-            if request.method() != Method::POST {
+            // A GET goes to the gate only for a scheme with a GET handshake (Meta).
+            let takes_get = run.service.gate().takes_get();
+            let method = request.method();
+            if method != Method::POST && !(takes_get && method == Method::GET) {
                 let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed\n");
+                let allow = if takes_get { "GET, POST" } else { "POST" };
                 response
                     .headers_mut()
-                    .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                    .insert(header::ALLOW, http::HeaderValue::from_static(allow));
                 return response;
             }
             let Some(_permit) = self.in_flight.try_enter() else {
@@ -821,6 +831,7 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         dedup: args.dedup.clone(),
         dedup_fail_open: args.dedup_fail_open,
         public_url: args.public_url.clone(),
+        verify_token: args.verify_token.clone(),
         retry,
     })
 }
@@ -851,6 +862,20 @@ async fn start_endpoint(
     }
     if let Some(url) = &endpoint.public_url {
         builder = builder.url(url.as_str());
+    }
+    if let Some(token) = &endpoint.verify_token {
+        builder = builder.verify_token(token.as_str());
+    }
+    let takes_get = endpoint
+        .scheme
+        .handshake()
+        .is_some_and(HandshakeKind::is_get);
+    if takes_get && endpoint.verify_token.is_none() {
+        crate::note(&format!(
+            "endpoint {}: scheme {} checks the URL with a GET and a verify token; without \
+             --verify-token (verify_token in the config) that check is refused with 403",
+            endpoint.name, endpoint.scheme
+        ));
     }
     let verifier = builder.build().map_err(|e| match e {
         hookgate::ConfigError::MissingUrl(scheme) => context(format!(

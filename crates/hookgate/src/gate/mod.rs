@@ -67,6 +67,10 @@
 //! | verified, new | success | `accepted` | the sink has it and the key is committed: **stop sending this delivery** |
 //! | verified, already handed off | success | `duplicate` | nothing enqueued again: stop sending it |
 //! | verify-only mode, verified | success | `verified` | the event is in the outcome for the caller to process |
+//! | verified provider URL handshake (Slack, Zoom, Twitch, Discord) | 200 | `handshake` | the body is the provider's required answer ([`Outcome::body`]); nothing stored or sent to the sink (which may [record it](Sink::record_handshake)) |
+//! | `GET` handshake (Meta), right verify token | 200 | `handshake` | the body is `hub.challenge`; see [`Gate::receive_get`] |
+//! | `GET` handshake, wrong verify token (or not a subscribe) | 403 | `handshake_refused` | nothing stored |
+//! | `GET` to a scheme without a `GET` handshake | 405 + Allow | `method_not_allowed` | nothing stored |
 //! | verified, another copy in flight | 503 + Retry-After | `in_flight` | a concurrent copy is being handed off and is not durable yet: retry later (the retry will get `duplicate`, or be accepted if that copy failed) |
 //! | required header absent | 400 | `missing_header` | not a delivery of this scheme: nothing stored |
 //! | header not in the scheme's syntax | 400 | `malformed_header` | nothing stored |
@@ -96,7 +100,9 @@
 //! 1. **Body limit**: over [`max_body_bytes`](GateBuilder::max_body_bytes) → 413.
 //! 2. **Verification** by the [`Verifier`]: signature against every live key, replay window
 //!    by timestamp, authenticated dedup key. Synchronous, done when
-//!    [`receive`](Gate::receive) is called.
+//!    [`receive`](Gate::receive) is called. A verified delivery that is the scheme's URL
+//!    [handshake](crate::handshake) is answered here ([`Verifier::handshake`]) and goes no
+//!    further: no dedup claim, no enqueue.
 //! 3. **Claim** the dedup key ([`DedupStore::claim`]): `duplicate`, `in_flight`, or a new
 //!    claim.
 //! 4. **Enqueue** ([`Sink::hand_off`], which is [`Sink::enqueue`] unless the sink
@@ -137,6 +143,7 @@
 //! | `hookgate_duplicates_total` | counter | `scheme` |
 //! | `hookgate_in_flight_total` | counter | `scheme` |
 //! | `hookgate_enqueued_total` | counter | `scheme` |
+//! | `hookgate_handshakes_total` | counter | `scheme` (provider URL handshakes answered) |
 //! | `hookgate_failures_total` | counter | `scheme`, `reason` (`sink_full`, `sink_unavailable`, `dedup_unavailable`, `timeout`, `dedup_commit`) |
 //! | `hookgate_verify_duration_seconds` | histogram | `scheme` |
 //! | `hookgate_decision_duration_seconds` | histogram | `scheme`, `outcome` |
@@ -154,13 +161,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use crate::event::VerifiedEvent;
+use crate::handshake::{Handshake, HandshakeKind, HandshakeRefusal};
 use crate::headers::Headers;
 use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
@@ -214,6 +222,8 @@ struct Inner {
 enum Admission {
     Decided(Outcome),
     Verified(VerifiedEvent, Trace),
+    /// A verified provider handshake: answered, never stored.
+    Handshake(Outcome, Handshake, Trace),
 }
 
 impl Gate {
@@ -238,6 +248,9 @@ impl Gate {
     ) -> ReceiveFuture {
         match self.inner.admit("receive", headers, body.into(), url) {
             Admission::Decided(outcome) => ReceiveFuture::ready(outcome),
+            Admission::Handshake(outcome, handshake, trace) => {
+                self.answer_handshake(outcome, handshake, trace)
+            }
             Admission::Verified(event, trace) => {
                 let inner = Arc::clone(&self.inner);
                 let span = trace.span.clone();
@@ -285,6 +298,9 @@ impl Gate {
     ) -> ReceiveFuture {
         match self.inner.admit("verify_only", headers, body.into(), url) {
             Admission::Decided(outcome) => ReceiveFuture::ready(outcome),
+            Admission::Handshake(outcome, handshake, trace) => {
+                self.answer_handshake(outcome, handshake, trace)
+            }
             Admission::Verified(event, trace) => match &self.inner.dedup {
                 None => {
                     let outcome = self.inner.success(outcome::OutcomeKind::Verified);
@@ -303,6 +319,103 @@ impl Gate {
                 }
             },
         }
+    }
+
+    /// Decides about a `GET` to the endpoint: the scheme's `GET` handshake (Meta's
+    /// `?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`), given the request's raw
+    /// query string. Adapters route `GET` here when [`takes_get`](Self::takes_get) says so
+    /// (the tower and actix adapters always do; they answer 405 for other schemes through
+    /// this call).
+    ///
+    /// | situation | status | code |
+    /// |---|---|---|
+    /// | right verify token | 200, the challenge as `text/plain` | `handshake` |
+    /// | wrong verify token, or none configured | 403 | `handshake_refused` |
+    /// | no `hub.mode=subscribe` or no `hub.challenge` | 403 | `handshake_refused` |
+    /// | the scheme has no `GET` handshake | 405 + `Allow: POST` | `method_not_allowed` |
+    ///
+    /// ```
+    /// use hookgate::{Gate, SchemeId, Verifier};
+    ///
+    /// let verifier = Verifier::builder(SchemeId::Meta)
+    ///     .secret("app-secret")
+    ///     .verify_token("meatyhamhock")
+    ///     .build()?;
+    /// let gate = Gate::builder(verifier).build_verify_only()?;
+    /// assert!(gate.takes_get());
+    /// let future = gate.receive_get(Some("hub.mode=subscribe&hub.challenge=42&hub.verify_token=meatyhamhock"));
+    /// # let outcome = tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(future);
+    /// assert_eq!((outcome.status(), outcome.body()), (200, "42"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_get(&self, query: Option<&str>) -> ReceiveFuture {
+        let trace = Trace::start(&self.inner.metrics, "handshake");
+        match self.inner.verifier.handshake_get(query) {
+            Ok(reply) => {
+                let handshake = Handshake {
+                    scheme: Arc::from(self.inner.verifier.scheme_name()),
+                    kind: reply.kind(),
+                    key_id: None,
+                    received_at: SystemTime::now(),
+                };
+                self.answer_handshake(Outcome::handshake_answered(reply), handshake, trace)
+            }
+            Err(refusal) => {
+                let outcome = match refusal {
+                    HandshakeRefusal::MissingParameter(name) => {
+                        Outcome::new(OutcomeKind::HandshakeRefused, 403)
+                            .with_detail(format!("no {name} in the query"))
+                    }
+                    HandshakeRefusal::VerifyTokenMismatch => {
+                        Outcome::new(OutcomeKind::HandshakeRefused, 403)
+                            .with_detail("the verify token does not match".to_owned())
+                    }
+                    HandshakeRefusal::NoGetHandshake => {
+                        Outcome::new(OutcomeKind::MethodNotAllowed, 405)
+                    }
+                };
+                ReceiveFuture::ready(trace.finish(outcome))
+            }
+        }
+    }
+
+    /// Whether the scheme has a `GET` handshake (Meta), so that a server must route `GET`
+    /// requests on the endpoint to [`receive_get`](Self::receive_get).
+    pub fn takes_get(&self) -> bool {
+        self.inner
+            .verifier
+            .scheme()
+            .handshake()
+            .is_some_and(HandshakeKind::is_get)
+    }
+
+    /// Answers a handshake: tells the sink (which may record it in its event log; a failure
+    /// there is logged and does not change the answer), then answers.
+    fn answer_handshake(
+        &self,
+        outcome: Outcome,
+        handshake: Handshake,
+        trace: Trace,
+    ) -> ReceiveFuture {
+        let Some(sink) = self.inner.sink.clone() else {
+            return ReceiveFuture::ready(trace.finish(outcome));
+        };
+        let deadline = self.inner.deadline;
+        let span = trace.span.clone();
+        ReceiveFuture::pending(Box::pin(
+            async move {
+                let detail = match within(|| deadline, sink.record_handshake(handshake)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_elapsed) => Some("the sink did not record it in time".to_owned()),
+                };
+                if let Some(detail) = detail {
+                    trace.handshake_not_recorded(&detail);
+                }
+                trace.finish(outcome)
+            }
+            .instrument(span),
+        ))
     }
 
     /// `413 body_too_large`, recorded in the span and the metrics like any other decision:
@@ -369,7 +482,18 @@ impl Inner {
         match verified {
             Ok(event) => {
                 trace.verified(&event, started.elapsed());
-                Admission::Verified(event, trace)
+                match self.verifier.handshake(&event) {
+                    None => Admission::Verified(event, trace),
+                    Some(reply) => {
+                        let handshake = Handshake {
+                            scheme: Arc::clone(&event.scheme),
+                            kind: reply.kind(),
+                            key_id: Some(Arc::clone(&event.key_id)),
+                            received_at: event.received_at(),
+                        };
+                        Admission::Handshake(Outcome::handshake_answered(reply), handshake, trace)
+                    }
+                }
             }
             Err(rejection) => {
                 trace.verify_failed(started.elapsed());

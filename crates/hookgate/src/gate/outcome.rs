@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::event::VerifiedEvent;
+use crate::handshake::{HandshakeKind, HandshakeReply, TEXT_PLAIN};
 use crate::reason::{Reason, Rejection};
 
 /// Which row of the [contract table](crate::gate#status-and-code-table) an [`Outcome`] is.
@@ -38,6 +39,17 @@ pub enum OutcomeKind {
     /// The dedup store or the sink did not answer before the gate's deadline: `timeout`,
     /// 503 with `Retry-After`.
     Timeout,
+    /// A verified provider URL handshake (or Meta's `GET` with the right verify token),
+    /// answered with the provider's required body (see [`Outcome::handshake`]); nothing
+    /// stored. Code `handshake`, status 200.
+    Handshake(HandshakeKind),
+    /// A `GET` handshake refused: its verify token differs from the configured one (or none
+    /// is configured), or it is not a well-formed `hub.mode=subscribe` with a challenge:
+    /// `handshake_refused`, 403 (what Meta's documentation asks for).
+    HandshakeRefused,
+    /// A request method the endpoint does not take (a `GET` to a scheme without a `GET`
+    /// handshake): `method_not_allowed`, 405.
+    MethodNotAllowed,
 }
 
 impl OutcomeKind {
@@ -54,15 +66,22 @@ impl OutcomeKind {
             OutcomeKind::SinkUnavailable => "sink_unavailable",
             OutcomeKind::DedupUnavailable => "dedup_unavailable",
             OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Handshake(_) => "handshake",
+            OutcomeKind::HandshakeRefused => "handshake_refused",
+            OutcomeKind::MethodNotAllowed => "method_not_allowed",
         }
     }
 
     /// Whether the sender is told it succeeded (a 2xx): [`Accepted`](Self::Accepted),
-    /// [`Verified`](Self::Verified), [`Duplicate`](Self::Duplicate).
+    /// [`Verified`](Self::Verified), [`Duplicate`](Self::Duplicate),
+    /// [`Handshake`](Self::Handshake).
     pub fn is_success(self) -> bool {
         matches!(
             self,
-            OutcomeKind::Accepted | OutcomeKind::Verified | OutcomeKind::Duplicate
+            OutcomeKind::Accepted
+                | OutcomeKind::Verified
+                | OutcomeKind::Duplicate
+                | OutcomeKind::Handshake(_)
         )
     }
 
@@ -88,7 +107,9 @@ impl fmt::Display for OutcomeKind {
 /// The gate's decision about one delivery, for an adapter to turn into a response.
 ///
 /// The response is [`status`](Self::status), the [`headers`](Self::headers) (`Retry-After`
-/// on every 503) and the [`body`](Self::body), which is the [`code`](Self::code) alone.
+/// on every 503, `Allow` on a 405), the [`content_type`](Self::content_type) and the
+/// [`body`](Self::body), which is the [`code`](Self::code) alone, except for a provider
+/// handshake, whose body is the answer the provider expects.
 /// Details (the rejected header, the sink's error) are for logs and response extensions,
 /// never for the body: [`rejection`](Self::rejection), [`detail`](Self::detail).
 ///
@@ -108,6 +129,8 @@ pub struct Outcome {
     event: Option<Box<VerifiedEvent>>,
     rejection: Option<Rejection>,
     detail: Option<Arc<str>>,
+    /// Boxed: rare, and an outcome is moved around on every delivery.
+    handshake: Option<Box<HandshakeReply>>,
 }
 
 impl Outcome {
@@ -127,7 +150,14 @@ impl Outcome {
             event: None,
             rejection: None,
             detail: None,
+            handshake: None,
         }
+    }
+
+    pub(crate) fn handshake_answered(reply: HandshakeReply) -> Self {
+        let mut outcome = Outcome::new(OutcomeKind::Handshake(reply.kind()), 200);
+        outcome.handshake = Some(Box::new(reply));
+        outcome
     }
 
     pub(crate) fn rejected(rejection: Rejection) -> Self {
@@ -177,9 +207,34 @@ impl Outcome {
         self.kind.code()
     }
 
-    /// The response body: the code alone, nothing else.
-    pub fn body(&self) -> &'static str {
-        self.kind.code()
+    /// The response body: the code alone, nothing else; for a handshake, the provider's
+    /// expected answer ([`HandshakeReply::body_text`]).
+    pub fn body(&self) -> &str {
+        match &self.handshake {
+            Some(reply) => reply.body_text(),
+            None => self.kind.code(),
+        }
+    }
+
+    /// The response body as bytes (see [`body`](Self::body)); no copy for a code.
+    pub fn body_bytes(&self) -> bytes::Bytes {
+        match &self.handshake {
+            Some(reply) => reply.body().clone(),
+            None => bytes::Bytes::from_static(self.kind.code().as_bytes()),
+        }
+    }
+
+    /// The response's `Content-Type`: `text/plain; charset=utf-8`, or a handshake's own
+    /// (Zoom and Discord expect JSON).
+    pub fn content_type(&self) -> &'static str {
+        self.handshake
+            .as_deref()
+            .map_or(TEXT_PLAIN, HandshakeReply::content_type)
+    }
+
+    /// The handshake answered, for [`OutcomeKind::Handshake`].
+    pub fn handshake(&self) -> Option<&HandshakeReply> {
+        self.handshake.as_deref()
     }
 
     /// Whether the status is a 2xx.
@@ -205,12 +260,22 @@ impl Outcome {
         })
     }
 
-    /// The response headers the outcome requires: `Retry-After` on a 503, nothing
-    /// otherwise.
+    /// The response headers the outcome requires: `Retry-After` on a 503, `Allow: POST` on
+    /// a 405, `X-Content-Type-Options: nosniff` on a handshake's answer (it echoes what the
+    /// request carried), nothing otherwise.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
+        if self.handshake.is_some() {
+            headers.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.kind == OutcomeKind::MethodNotAllowed {
+            headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         }
         headers
     }
@@ -247,6 +312,10 @@ impl fmt::Debug for Outcome {
             .field("rejection", &self.rejection)
             .field("detail", &self.detail)
             .field("event", &self.event)
+            .field(
+                "handshake",
+                &self.handshake.as_deref().map(HandshakeReply::kind),
+            )
             .finish()
     }
 }
@@ -298,6 +367,12 @@ mod tests {
             (OutcomeKind::SinkUnavailable, "sink_unavailable"),
             (OutcomeKind::DedupUnavailable, "dedup_unavailable"),
             (OutcomeKind::Timeout, "timeout"),
+            (
+                OutcomeKind::Handshake(HandshakeKind::DiscordPing),
+                "handshake",
+            ),
+            (OutcomeKind::HandshakeRefused, "handshake_refused"),
+            (OutcomeKind::MethodNotAllowed, "method_not_allowed"),
         ] {
             assert_eq!(kind.code(), code);
             assert_eq!(kind.to_string(), code);

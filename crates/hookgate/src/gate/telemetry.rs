@@ -22,6 +22,8 @@ pub(super) const DUPLICATES: &str = "hookgate_duplicates_total";
 pub(super) const IN_FLIGHT: &str = "hookgate_in_flight_total";
 /// Events the sink accepted. Label: `scheme`.
 pub(super) const ENQUEUED: &str = "hookgate_enqueued_total";
+/// Provider URL handshakes answered. Label: `scheme`.
+pub(super) const HANDSHAKES: &str = "hookgate_handshakes_total";
 /// Failures of the sink or the dedup store. Labels: `scheme`, `reason` (`sink_full`,
 /// `sink_unavailable`, `dedup_unavailable`, `timeout`, `dedup_commit`).
 pub(super) const FAILURES: &str = "hookgate_failures_total";
@@ -141,6 +143,14 @@ impl Trace {
         );
     }
 
+    pub(super) fn handshake_not_recorded(&self, detail: &str) {
+        tracing::warn!(
+            parent: &self.span,
+            detail,
+            "handshake answered, but the sink did not record it"
+        );
+    }
+
     pub(super) fn release_failed(&self, detail: &str) {
         tracing::warn!(
             parent: &self.span,
@@ -180,7 +190,20 @@ impl Trace {
                 GateMetrics::count(&metrics.in_flight);
                 tracing::info!(parent: span, outcome = code, "copy of a webhook in flight, asked to retry");
             }
-            OutcomeKind::Rejected(_) | OutcomeKind::BodyTooLarge => {
+            OutcomeKind::Handshake(kind) => {
+                let scheme = metrics.scheme.clone();
+                metrics::counter!(HANDSHAKES, "scheme" => scheme).increment(1);
+                tracing::info!(
+                    parent: span,
+                    outcome = code,
+                    handshake = kind.as_str(),
+                    "provider URL handshake answered; nothing stored"
+                );
+            }
+            OutcomeKind::Rejected(_)
+            | OutcomeKind::BodyTooLarge
+            | OutcomeKind::HandshakeRefused
+            | OutcomeKind::MethodNotAllowed => {
                 let scheme = metrics.scheme.clone();
                 metrics::counter!(REJECTED, "scheme" => scheme, "reason" => code).increment(1);
                 let location = outcome.rejection().map_or("", |r| r.location());

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use super::generic::{GenericHmac, Part};
+use super::preset::{Shape, Source};
 use super::{Scheme, SchemeId};
 use crate::encoding::{Encoding, hex};
 use crate::event::{DedupRecipe, Field};
@@ -253,196 +254,90 @@ fn preset<'a, H: Headers + ?Sized>(
     body: &'a [u8],
     url: Option<&'a str>,
 ) -> Result<Extracted<'a>, Rejection> {
-    const BODY_TYPE: &[&[&str]] = &[&["type"]];
-    let mut out = match id {
-        SchemeId::StandardWebhooksV1 | SchemeId::GitlabSigning => {
-            standard(h, body, WEBHOOK, "v1", Encoding::Base64)?
-        }
-        SchemeId::StandardWebhooksV1a => standard(h, body, WEBHOOK, "v1a", Encoding::Base64)?,
-        SchemeId::Svix => standard(h, body, SVIX, "v1", Encoding::Base64)?,
-        SchemeId::Stripe => key_value(h, body, KeyValue::STRIPE)?,
-        SchemeId::Prefinery => key_value(h, body, KeyValue::PREFINERY)?,
-        SchemeId::Paddle => key_value(h, body, KeyValue::PADDLE)?,
-        SchemeId::Github => prefixed(
-            h,
-            "X-Hub-Signature-256",
-            "sha256=",
-            Encoding::Hex,
-            vec![Cow::Borrowed(body)],
-        )?,
-        SchemeId::GithubSha1 | SchemeId::Intercom => prefixed(
-            h,
-            "X-Hub-Signature",
-            "sha1=",
-            Encoding::Hex,
-            vec![Cow::Borrowed(body)],
-        )?,
-        SchemeId::Shopify => {
-            let name = if single(h, "X-Shopify-Hmac-Sha256")?.is_some() {
-                "X-Shopify-Hmac-Sha256"
-            } else {
-                "shopify-hmac-sha256"
-            };
-            bare(h, name, Encoding::Base64, vec![Cow::Borrowed(body)])?
-        }
-        SchemeId::Linear => linear(h, body)?,
-        SchemeId::Square => {
-            let url = url.ok_or_else(|| reject(Reason::MissingHeader, "url"))?;
-            bare(
-                h,
-                "x-square-hmacsha256-signature",
-                Encoding::Base64,
-                vec![bytes(url), Cow::Borrowed(body)],
-            )?
-        }
-        SchemeId::Slack => versioned(h, body, "X-Slack-Signature", "X-Slack-Request-Timestamp")?,
-        SchemeId::Zoom => versioned(h, body, "x-zm-signature", "x-zm-request-timestamp")?,
-        SchemeId::TwitchEventsub => twitch(h, body)?,
-        SchemeId::Discord => asymmetric(
+    let preset = id.preset();
+    let needs_url = || url.ok_or_else(|| reject(Reason::MissingHeader, "url"));
+    let mut out = match preset.shape {
+        Shape::Standard {
+            family,
+            version,
+            other_versions_only,
+        } => standard(
             h,
             body,
-            "X-Signature-Ed25519",
-            "X-Signature-Timestamp",
-            Encoding::HexAnyCase,
-        )?,
-        SchemeId::Sendgrid => asymmetric(
-            h,
-            body,
-            "X-Twilio-Email-Event-Webhook-Signature",
-            "X-Twilio-Email-Event-Webhook-Timestamp",
+            family,
+            version,
             Encoding::Base64,
+            other_versions_only,
         )?,
-        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
-            let url = url.ok_or_else(|| reject(Reason::MissingHeader, "url"))?;
-            twilio(h, body, url, id == SchemeId::TwilioBodySha256)?
+        Shape::KeyValue(kv) => key_value(h, body, kv)?,
+        Shape::BodyHmac {
+            header,
+            alternate,
+            prefix,
+            encoding,
+        } => {
+            let header = match alternate {
+                Some(other) if single(h, header)?.is_none() => other,
+                _ => header,
+            };
+            let message = vec![Cow::Borrowed(body)];
+            if prefix.is_empty() {
+                bare(h, header, encoding, message)?
+            } else {
+                prefixed(h, header, prefix, encoding, message)?
+            }
         }
-        SchemeId::Mailgun => mailgun(body)?,
-        SchemeId::GitlabToken => {
-            let token = required(h, "X-Gitlab-Token")?;
-            let mut out = Extracted::new(Vec::new(), "X-Gitlab-Token");
+        Shape::Versioned {
+            signature,
+            timestamp,
+        } => versioned(h, body, signature, timestamp)?,
+        Shape::UrlAndBody { header, encoding } => bare(
+            h,
+            header,
+            encoding,
+            vec![bytes(needs_url()?), Cow::Borrowed(body)],
+        )?,
+        Shape::Asymmetric {
+            signature,
+            timestamp,
+            encoding,
+        } => asymmetric(h, body, signature, timestamp, encoding)?,
+        Shape::Token { header } => {
+            let token = required(h, header)?;
+            let mut out = Extracted::new(Vec::new(), header);
             out.signatures.push(token.as_bytes().to_vec());
             out.mismatch = Reason::TokenMismatch;
             out
         }
+        Shape::Twitch => twitch(h, body)?,
+        Shape::Linear => linear(h, body)?,
+        Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
+        Shape::Mailgun => mailgun(body)?,
     };
-    // What each provider says about the event, and how retries are recognised.
-    match id {
-        SchemeId::StandardWebhooksV1 | SchemeId::StandardWebhooksV1a | SchemeId::Svix => {
-            out.event_type = Field::Json(BODY_TYPE);
-        }
-        SchemeId::GitlabSigning | SchemeId::GitlabToken => {
-            out.event_type = known(h, &["X-Gitlab-Event"]);
-            out.headers = collect_headers(
-                h,
-                &[
-                    "X-Gitlab-Event",
-                    "X-Gitlab-Event-UUID",
-                    "X-Gitlab-Webhook-UUID",
-                    "X-Gitlab-Instance",
-                    "Idempotency-Key",
-                ],
-            );
-            if id == SchemeId::GitlabToken {
-                out.delivery_id = known(h, &["Idempotency-Key", "X-Gitlab-Event-UUID"]);
-            }
-        }
-        SchemeId::Stripe => {
-            out.event_type = Field::Json(BODY_TYPE);
-            out.delivery_id = Field::Json(&[&["id"]]);
-            out.dedup = DedupRecipe::Json(&[&["id"]]);
-        }
-        SchemeId::Prefinery => out.event_type = Field::Json(&[&["event"]]),
-        SchemeId::Paddle => {
-            out.event_type = Field::Json(&[&["event_type"]]);
-            out.delivery_id = Field::Json(&[&["notification_id"], &["event_id"]]);
-            out.dedup = DedupRecipe::Json(&[&["event_id"], &["notification_id"]]);
-        }
-        SchemeId::Github | SchemeId::GithubSha1 => {
-            out.event_type = known(h, &["X-GitHub-Event"]);
-            out.delivery_id = known(h, &["X-GitHub-Delivery"]);
-            out.headers = collect_headers(
-                h,
-                &["X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID"],
-            );
-        }
-        SchemeId::Intercom => {
-            out.event_type = Field::Json(&[&["topic"]]);
-            out.delivery_id = Field::Json(&[&["id"]]);
-            out.dedup = DedupRecipe::Json(&[&["id"]]);
-        }
-        SchemeId::Shopify => {
-            let names: &[&'static str] = &["X-Shopify-Topic", "shopify-topic"];
-            out.event_type = known(h, names);
-            out.delivery_id = known(
-                h,
-                &[
-                    "X-Shopify-Event-Id",
-                    "X-Shopify-Webhook-Id",
-                    "shopify-event-id",
-                ],
-            );
-            out.headers = collect_headers(
-                h,
-                &[
-                    "X-Shopify-Topic",
-                    "X-Shopify-Shop-Domain",
-                    "X-Shopify-API-Version",
-                    "X-Shopify-Webhook-Id",
-                    "X-Shopify-Event-Id",
-                    "X-Shopify-Triggered-At",
-                ],
-            );
-        }
-        SchemeId::Slack => {
-            out.event_type = Field::Json(&[&["event", "type"], &["type"]]);
-            out.delivery_id = Field::Json(&[&["event_id"]]);
-            out.dedup = DedupRecipe::Json(&[&["event_id"]]);
-            out.headers = collect_headers(h, &["X-Slack-Retry-Num", "X-Slack-Retry-Reason"]);
-        }
-        SchemeId::Zoom => {
-            out.event_type = Field::Json(&[&["event"]]);
-            out.delivery_id = known(h, &["x-zm-trackingid"]);
-        }
-        SchemeId::Square => {
-            out.event_type = Field::Json(BODY_TYPE);
-            out.delivery_id = Field::Json(&[&["event_id"]]);
-            out.dedup = DedupRecipe::Json(&[&["event_id"]]);
-        }
-        SchemeId::Twilio | SchemeId::TwilioBodySha256 => {
-            out.delivery_id = known(h, &["I-Twilio-Idempotency-Token"]);
-        }
-        SchemeId::Mailgun => {
-            out.event_type = Field::Json(&[&["event-data", "event"]]);
-            out.delivery_id = Field::Json(&[&["event-data", "id"]]);
-        }
-        SchemeId::Discord => {
-            out.event_type = Field::Json(BODY_TYPE);
-            out.delivery_id = Field::Json(&[&["id"]]);
-            out.dedup = DedupRecipe::Json(&[&["id"]]);
-        }
-        SchemeId::TwitchEventsub => {
-            out.event_type = known(h, &["Twitch-Eventsub-Subscription-Type"]);
-            out.headers = collect_headers(
-                h,
-                &[
-                    "Twitch-Eventsub-Message-Type",
-                    "Twitch-Eventsub-Subscription-Type",
-                    "Twitch-Eventsub-Subscription-Version",
-                ],
-            );
-        }
-        SchemeId::Linear => {
-            out.event_type = known(h, &["Linear-Event"]);
-            out.delivery_id = known(h, &["Linear-Delivery"]);
-        }
-        SchemeId::Sendgrid => {}
+    // What the provider says about the event, and how retries are recognised.
+    let info = &preset.info;
+    match info.event_type {
+        Source::Shape => {}
+        Source::Header(names) => out.event_type = known(h, names),
+        Source::Json(paths) => out.event_type = Field::Json(paths),
+    }
+    match info.delivery_id {
+        Source::Shape => {}
+        Source::Header(names) => out.delivery_id = known(h, names),
+        Source::Json(paths) => out.delivery_id = Field::Json(paths),
+    }
+    if let Some(paths) = info.dedup_json {
+        out.dedup = DedupRecipe::Json(paths);
+    }
+    if !info.headers.is_empty() {
+        out.headers = collect_headers(h, info.headers);
     }
     Ok(out)
 }
 
 /// The header names of a Standard Webhooks family, in order of preference.
 #[derive(Debug, Clone, Copy)]
-struct Family {
+pub(crate) struct Family {
     /// The spellings of the id, timestamp and signature headers, `spellings` of each, in
     /// order of preference.
     names: &'static [&'static str],
@@ -450,9 +345,9 @@ struct Family {
 }
 
 impl Family {
-    const ID: usize = 0;
-    const TIMESTAMP: usize = 1;
-    const SIGNATURE: usize = 2;
+    pub(crate) const ID: usize = 0;
+    pub(crate) const TIMESTAMP: usize = 1;
+    pub(crate) const SIGNATURE: usize = 2;
 
     /// The preferred spelling of header `slot` that is present, with its value.
     fn first<'h>(
@@ -477,23 +372,44 @@ impl Family {
     }
 }
 
-const WEBHOOK: Family = Family {
-    names: &["webhook-id", "webhook-timestamp", "webhook-signature"],
-    spellings: 1,
-};
+impl Family {
+    pub(crate) const WEBHOOK: Family = Family {
+        names: &["webhook-id", "webhook-timestamp", "webhook-signature"],
+        spellings: 1,
+    };
 
-/// Svix sends `svix-*`, or `webhook-*` when white-labelled.
-const SVIX: Family = Family {
-    names: &[
-        "svix-id",
-        "webhook-id",
-        "svix-timestamp",
-        "webhook-timestamp",
-        "svix-signature",
-        "webhook-signature",
-    ],
-    spellings: 2,
-};
+    /// Svix sends `svix-*`, or `webhook-*` when white-labelled.
+    pub(crate) const SVIX: Family = Family {
+        names: &[
+            "svix-id",
+            "webhook-id",
+            "svix-timestamp",
+            "webhook-timestamp",
+            "svix-signature",
+            "webhook-signature",
+        ],
+        spellings: 2,
+    };
+
+    /// Clerk's SDK reads only the `svix-*` spellings.
+    pub(crate) const SVIX_ONLY: Family = Family {
+        names: &["svix-id", "svix-timestamp", "svix-signature"],
+        spellings: 1,
+    };
+
+    /// The preferred spelling of header `slot` (what the signer writes).
+    pub(crate) fn name(&self, slot: usize) -> &'static str {
+        self.names
+            .get(slot.saturating_mul(self.spellings))
+            .copied()
+            .unwrap_or("")
+    }
+
+    /// The preferred spelling of the signature header.
+    pub(crate) fn signature_name(&self) -> &'static str {
+        self.name(Family::SIGNATURE)
+    }
+}
 
 /// Standard Webhooks and its white-labels: `{id}.{timestamp}.{body}`, a space-separated list
 /// of `version,signature` entries; entries of other versions are skipped.
@@ -503,6 +419,7 @@ fn standard<'a, H: Headers + ?Sized>(
     family: Family,
     version: &str,
     encoding: Encoding,
+    other_versions_only: Reason,
 ) -> Result<Extracted<'a>, Rejection> {
     // One walk over the headers finds all three (and their Svix spellings).
     let values = singles(h, family.names);
@@ -526,6 +443,7 @@ fn standard<'a, H: Headers + ?Sized>(
     let mut out = Extracted::new(vec![message], sig_name);
     out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
     let mut seen = 0;
+    let mut of_version = false;
     let mut result = Ok(());
     let limit = if version == "v1a" {
         MAX_ASYMMETRIC_SIGNATURES
@@ -541,6 +459,7 @@ fn standard<'a, H: Headers + ?Sized>(
         for entry in value.split(' ').filter(|e| !e.is_empty()) {
             if let Some((entry_version, signature)) = entry.split_once(',') {
                 if entry_version == version {
+                    of_version = true;
                     result = push_candidate_up_to(
                         &mut out.signatures,
                         &mut seen,
@@ -558,6 +477,9 @@ fn standard<'a, H: Headers + ?Sized>(
         true
     });
     result?;
+    if !of_version {
+        out.mismatch = other_versions_only;
+    }
     out.delivery_id = Field::Known(Some(id.to_owned()));
     out.dedup = DedupRecipe::SignedId(id.to_owned());
     Ok(out)
@@ -565,22 +487,22 @@ fn standard<'a, H: Headers + ?Sized>(
 
 /// Headers of `key=value` elements: Stripe and Prefinery (`t=…,v1=…`), Paddle (`ts=…;h1=…`).
 #[derive(Debug, Clone, Copy)]
-struct KeyValue {
-    header: &'static str,
-    separator: char,
-    timestamp_key: &'static str,
-    signature_key: &'static str,
-    joiner: &'static str,
+pub(crate) struct KeyValue {
+    pub(crate) header: &'static str,
+    pub(crate) separator: char,
+    pub(crate) timestamp_key: &'static str,
+    pub(crate) signature_key: &'static str,
+    pub(crate) joiner: &'static str,
     /// Paddle treats an empty `h1=` as malformed; Stripe's libraries see a signature that
     /// does not match.
-    empty_signature_malformed: bool,
+    pub(crate) empty_signature_malformed: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
-    no_signature: Reason,
+    pub(crate) no_signature: Reason,
 }
 
 impl KeyValue {
-    const STRIPE: KeyValue = KeyValue {
+    pub(crate) const STRIPE: KeyValue = KeyValue {
         header: "Stripe-Signature",
         separator: ',',
         timestamp_key: "t",
@@ -589,11 +511,11 @@ impl KeyValue {
         empty_signature_malformed: false,
         no_signature: Reason::NoSupportedSignature,
     };
-    const PREFINERY: KeyValue = KeyValue {
+    pub(crate) const PREFINERY: KeyValue = KeyValue {
         header: "X-Prefinery-Signature",
         ..KeyValue::STRIPE
     };
-    const PADDLE: KeyValue = KeyValue {
+    pub(crate) const PADDLE: KeyValue = KeyValue {
         header: "Paddle-Signature",
         separator: ';',
         timestamp_key: "ts",
@@ -1069,9 +991,27 @@ mod tests {
             ]
         };
         let four = headers(MAX_ASYMMETRIC_SIGNATURES);
-        assert!(standard(&four, b"{}", WEBHOOK, "v1a", Encoding::Base64).is_ok());
+        assert!(
+            standard(
+                &four,
+                b"{}",
+                Family::WEBHOOK,
+                "v1a",
+                Encoding::Base64,
+                Reason::SignatureMismatch
+            )
+            .is_ok()
+        );
         let five = headers(MAX_ASYMMETRIC_SIGNATURES + 1);
-        let err = standard(&five, b"{}", WEBHOOK, "v1a", Encoding::Base64).unwrap_err();
+        let err = standard(
+            &five,
+            b"{}",
+            Family::WEBHOOK,
+            "v1a",
+            Encoding::Base64,
+            Reason::SignatureMismatch,
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), Reason::MalformedHeader);
         // HMAC entries keep the larger limit.
         let many_v1 = vec![
@@ -1082,7 +1022,17 @@ mod tests {
             four[0].clone(),
             four[1].clone(),
         ];
-        assert!(standard(&many_v1, b"{}", WEBHOOK, "v1", Encoding::Base64).is_ok());
+        assert!(
+            standard(
+                &many_v1,
+                b"{}",
+                Family::WEBHOOK,
+                "v1",
+                Encoding::Base64,
+                Reason::SignatureMismatch
+            )
+            .is_ok()
+        );
     }
 
     #[test]

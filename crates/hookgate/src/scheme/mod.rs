@@ -2,8 +2,8 @@
 //!
 //! A scheme knows where a provider puts the signature, id and timestamp, which bytes it
 //! signs, the algorithm and encoding, how its secret is written and its timestamp window.
-//! `shared/vectors/SCHEMES.md` in the project repository lists the provider facts behind
-//! each preset.
+//! `shared/vectors/SCHEMES.md` and `docs/PROVIDERS.md` in the project repository list the
+//! provider facts behind each preset; each preset is one definition in `preset.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::handshake::HandshakeKind;
 
 pub(crate) mod extract;
 pub(crate) mod generic;
+pub(crate) mod preset;
 
 pub use generic::{GenericHmac, GenericHmacBuilder, HmacAlgorithm};
 
@@ -68,6 +70,56 @@ pub enum SchemeId {
     GitlabSigning,
     /// Prefinery: `X-Prefinery-Signature: t=…,v1=…`, a copy of Stripe's construction.
     Prefinery,
+    /// Meta (WhatsApp Cloud API, Messenger, Instagram): `X-Hub-Signature-256: sha256=…`,
+    /// HMAC-SHA256 hex over the body with the app secret; the `GET hub.challenge`
+    /// subscription handshake is answered with a configured verify token.
+    Meta,
+    /// Asana: `X-Hook-Signature`, HMAC-SHA256 hex of the body.
+    Asana,
+    /// Cal.com: `X-Cal-Signature-256`, HMAC-SHA256 hex of the body.
+    Calcom,
+    /// Checkout.com: `Cko-Signature`, HMAC-SHA256 hex of the body.
+    CheckoutCom,
+    /// Coinbase Commerce: `X-CC-Webhook-Signature`, HMAC-SHA256 hex of the body.
+    CoinbaseCommerce,
+    /// Dropbox: `X-Dropbox-Signature`, HMAC-SHA256 hex of the body with the app secret.
+    Dropbox,
+    /// Gitea: `X-Gitea-Signature`, HMAC-SHA256 hex of the body.
+    Gitea,
+    /// Forgejo: `X-Forgejo-Signature`, HMAC-SHA256 hex of the body.
+    Forgejo,
+    /// Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the body.
+    LemonSqueezy,
+    /// Onfido: `X-SHA2-Signature`, HMAC-SHA256 hex of the body.
+    Onfido,
+    /// Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the body.
+    Razorpay,
+    /// Sentry integration platform: `Sentry-Hook-Signature`, HMAC-SHA256 hex of the body.
+    Sentry,
+    /// Segment: `X-Signature`, HMAC-SHA1 hex of the body.
+    Segment,
+    /// Vercel: `x-vercel-signature`, HMAC-SHA1 hex of the body.
+    Vercel,
+    /// Bitbucket Cloud: `X-Hub-Signature: sha256=…` over the body.
+    Bitbucket,
+    /// Notion: `X-Notion-Signature: sha256=…` over the body.
+    Notion,
+    /// Typeform: `Typeform-Signature: sha256=<base64>` over the body.
+    Typeform,
+    /// LINE Messaging API: `x-line-signature`, HMAC-SHA256 base64 of the body.
+    Line,
+    /// WooCommerce: `X-WC-Webhook-Signature`, HMAC-SHA256 base64 of the body.
+    Woocommerce,
+    /// Okta event hooks: the `Authorization` header, a shared token (the body is not authenticated).
+    Okta,
+    /// Calendly: `Calendly-Webhook-Signature: t=…,v1=…` (Stripe's construction), 180 s.
+    Calendly,
+    /// Mux: `Mux-Signature: t=…,v1=…` (Stripe's construction), 300 s.
+    Mux,
+    /// Clerk: an alias of [`Svix`](SchemeId::Svix) (Clerk signs with Svix).
+    Clerk,
+    /// Resend: an alias of [`Svix`](SchemeId::Svix) (Resend signs with Svix).
+    Resend,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -81,7 +133,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 22] = [
+    pub const ALL: [SchemeId; 46] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -104,161 +156,60 @@ impl SchemeId {
         SchemeId::GitlabToken,
         SchemeId::GitlabSigning,
         SchemeId::Prefinery,
+        SchemeId::Meta,
+        SchemeId::Asana,
+        SchemeId::Calcom,
+        SchemeId::CheckoutCom,
+        SchemeId::CoinbaseCommerce,
+        SchemeId::Dropbox,
+        SchemeId::Gitea,
+        SchemeId::Forgejo,
+        SchemeId::LemonSqueezy,
+        SchemeId::Onfido,
+        SchemeId::Razorpay,
+        SchemeId::Sentry,
+        SchemeId::Segment,
+        SchemeId::Vercel,
+        SchemeId::Bitbucket,
+        SchemeId::Notion,
+        SchemeId::Typeform,
+        SchemeId::Line,
+        SchemeId::Woocommerce,
+        SchemeId::Okta,
+        SchemeId::Calendly,
+        SchemeId::Mux,
+        SchemeId::Clerk,
+        SchemeId::Resend,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            SchemeId::StandardWebhooksV1 => "standard-webhooks-v1",
-            SchemeId::StandardWebhooksV1a => "standard-webhooks-v1a",
-            SchemeId::Svix => "svix",
-            SchemeId::Stripe => "stripe",
-            SchemeId::Github => "github",
-            SchemeId::GithubSha1 => "github-sha1",
-            SchemeId::Shopify => "shopify",
-            SchemeId::Slack => "slack",
-            SchemeId::Twilio => "twilio",
-            SchemeId::TwilioBodySha256 => "twilio-body-sha256",
-            SchemeId::Paddle => "paddle",
-            SchemeId::Square => "square",
-            SchemeId::Mailgun => "mailgun",
-            SchemeId::Sendgrid => "sendgrid",
-            SchemeId::Discord => "discord",
-            SchemeId::TwitchEventsub => "twitch-eventsub",
-            SchemeId::Zoom => "zoom",
-            SchemeId::Linear => "linear",
-            SchemeId::Intercom => "intercom",
-            SchemeId::GitlabToken => "gitlab-token",
-            SchemeId::GitlabSigning => "gitlab-signing",
-            SchemeId::Prefinery => "prefinery",
-        }
+        self.preset().name
     }
 
     /// A one-line description: headers, algorithm, key format.
     pub fn description(self) -> &'static str {
-        match self {
-            SchemeId::StandardWebhooksV1 => {
-                "Standard Webhooks v1: webhook-id/-timestamp/-signature, HMAC-SHA256 base64, whsec_ base64 secret, ±300 s"
-            }
-            SchemeId::StandardWebhooksV1a => {
-                "Standard Webhooks v1a: as v1 with Ed25519 signatures, verified with whpk_ public keys (signed with whsk_)"
-            }
-            SchemeId::Svix => {
-                "Svix: Standard Webhooks v1 with svix-* (or webhook-*) headers, whsec_ base64 secret, ±300 s"
-            }
-            SchemeId::Stripe => {
-                "Stripe: Stripe-Signature t=,v1= HMAC-SHA256 hex over t.body, whsec_ secret used as-is, 300 s"
-            }
-            SchemeId::Github => {
-                "GitHub: X-Hub-Signature-256 sha256=HMAC-SHA256 hex of the body; no timestamp"
-            }
-            SchemeId::GithubSha1 => {
-                "GitHub legacy: X-Hub-Signature sha1=HMAC-SHA1 hex of the body; no timestamp"
-            }
-            SchemeId::Shopify => {
-                "Shopify: X-Shopify-Hmac-Sha256 HMAC-SHA256 base64 of the body; no timestamp"
-            }
-            SchemeId::Slack => {
-                "Slack: X-Slack-Signature v0=HMAC-SHA256 hex of v0:ts:body, X-Slack-Request-Timestamp, ±300 s"
-            }
-            SchemeId::Twilio => {
-                "Twilio: X-Twilio-Signature HMAC-SHA1 base64 of URL + sorted form params; needs the public URL"
-            }
-            SchemeId::TwilioBodySha256 => {
-                "Twilio JSON: X-Twilio-Signature over the URL with bodySHA256=hex(SHA-256(body)); needs the public URL"
-            }
-            SchemeId::Paddle => {
-                "Paddle Billing: Paddle-Signature ts=;h1= HMAC-SHA256 hex of ts:body, secret used as-is, 5 s"
-            }
-            SchemeId::Square => {
-                "Square: x-square-hmacsha256-signature HMAC-SHA256 base64 of URL + body; needs the public URL"
-            }
-            SchemeId::Mailgun => {
-                "Mailgun: body signature.{timestamp,token,signature}, HMAC-SHA256 hex of timestamp+token (body not signed), 900 s"
-            }
-            SchemeId::Sendgrid => {
-                "SendGrid Event Webhook: ECDSA P-256 base64 DER over timestamp+body, base64 DER public key, 600 s"
-            }
-            SchemeId::Discord => {
-                "Discord: X-Signature-Ed25519 hex over X-Signature-Timestamp+body, hex public key, 600 s"
-            }
-            SchemeId::TwitchEventsub => {
-                "Twitch EventSub: sha256=HMAC-SHA256 hex of message-id+timestamp+body, RFC 3339 timestamp, 600 s"
-            }
-            SchemeId::Zoom => {
-                "Zoom: x-zm-signature v0=HMAC-SHA256 hex of v0:ts:body, x-zm-request-timestamp, ±300 s"
-            }
-            SchemeId::Linear => {
-                "Linear: Linear-Signature HMAC-SHA256 hex of the body, webhookTimestamp (ms) in the body, ±60 s"
-            }
-            SchemeId::Intercom => {
-                "Intercom: X-Hub-Signature sha1=HMAC-SHA1 hex of the body; no timestamp"
-            }
-            SchemeId::GitlabToken => {
-                "GitLab classic: X-Gitlab-Token equals the secret token (body NOT authenticated); no timestamp"
-            }
-            SchemeId::GitlabSigning => {
-                "GitLab signing token: Standard Webhooks v1 headers, whsec_ base64 secret, ±300 s"
-            }
-            SchemeId::Prefinery => {
-                "Prefinery: X-Prefinery-Signature t=,v1= HMAC-SHA256 hex over t.body (Stripe's construction), 300 s"
-            }
-        }
+        self.preset().description
+    }
+
+    /// What the key looks like at the provider (where to find it, how it is written).
+    pub fn key_hint(self) -> &'static str {
+        self.preset().key_hint
     }
 
     /// The provider's timestamp window, or a conservative receiver policy where the provider
     /// documents none (Mailgun 15 min, SendGrid and Discord 10 min, Zoom 5 min).
     pub(crate) fn window(self) -> Window {
-        let secs = match self {
-            SchemeId::StandardWebhooksV1
-            | SchemeId::StandardWebhooksV1a
-            | SchemeId::Svix
-            | SchemeId::GitlabSigning
-            | SchemeId::Stripe
-            | SchemeId::Prefinery
-            | SchemeId::Slack
-            | SchemeId::Zoom => 300,
-            SchemeId::Paddle => 5,
-            SchemeId::TwitchEventsub | SchemeId::Sendgrid | SchemeId::Discord => 600,
-            SchemeId::Linear => 60,
-            SchemeId::Mailgun => 900,
-            SchemeId::Github
-            | SchemeId::GithubSha1
-            | SchemeId::Shopify
-            | SchemeId::Twilio
-            | SchemeId::TwilioBodySha256
-            | SchemeId::Square
-            | SchemeId::Intercom
-            | SchemeId::GitlabToken => return Window::None,
-        };
-        Window::Tolerance(Duration::from_secs(secs))
+        match self.preset().window_secs {
+            None => Window::None,
+            Some(secs) => Window::Tolerance(Duration::from_secs(secs)),
+        }
     }
 
     /// The header that carries the signature (or GitLab's token); `None` for Mailgun, whose
     /// signature travels in the body.
     pub fn signature_header(self) -> Option<&'static str> {
-        Some(match self {
-            SchemeId::StandardWebhooksV1
-            | SchemeId::StandardWebhooksV1a
-            | SchemeId::GitlabSigning => "webhook-signature",
-            SchemeId::Svix => "svix-signature",
-            SchemeId::Stripe => "Stripe-Signature",
-            SchemeId::Prefinery => "X-Prefinery-Signature",
-            SchemeId::Paddle => "Paddle-Signature",
-            SchemeId::Github => "X-Hub-Signature-256",
-            SchemeId::GithubSha1 | SchemeId::Intercom => "X-Hub-Signature",
-            SchemeId::Shopify => "X-Shopify-Hmac-Sha256",
-            SchemeId::Slack => "X-Slack-Signature",
-            SchemeId::Zoom => "x-zm-signature",
-            SchemeId::Twilio | SchemeId::TwilioBodySha256 => "X-Twilio-Signature",
-            SchemeId::Square => "x-square-hmacsha256-signature",
-            SchemeId::Sendgrid => "X-Twilio-Email-Event-Webhook-Signature",
-            SchemeId::Discord => "X-Signature-Ed25519",
-            SchemeId::TwitchEventsub => "Twitch-Eventsub-Message-Signature",
-            SchemeId::Linear => "Linear-Signature",
-            SchemeId::GitlabToken => "X-Gitlab-Token",
-            SchemeId::Mailgun => return None,
-        })
+        self.preset().shape.signature_header()
     }
 
     /// The default timestamp tolerance, or `None` when the scheme signs no timestamp.
@@ -271,10 +222,13 @@ impl SchemeId {
 
     /// Whether the scheme signs the request URL (the public URL must be configured).
     pub fn signs_url(self) -> bool {
-        matches!(
-            self,
-            SchemeId::Twilio | SchemeId::TwilioBodySha256 | SchemeId::Square
-        )
+        self.preset().shape.signs_url()
+    }
+
+    /// The URL handshake the provider performs before it delivers events, if it has one:
+    /// see [`HandshakeKind`].
+    pub fn handshake(self) -> Option<HandshakeKind> {
+        self.preset().handshake
     }
 
     /// Whether the scheme's signatures carry a timestamp that the verifier checks.
@@ -322,6 +276,14 @@ impl Scheme {
         match self {
             Scheme::Preset(id) => id.window(),
             Scheme::Generic(generic) => generic.window(),
+        }
+    }
+
+    /// The provider's URL handshake, if any (a generic scheme has none).
+    pub fn handshake(&self) -> Option<HandshakeKind> {
+        match self {
+            Scheme::Preset(id) => id.handshake(),
+            Scheme::Generic(_) => None,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::event::VerifiedEvent;
 use crate::gate::BoxFuture;
+use crate::handshake::Handshake;
 
 mod channel;
 
@@ -51,6 +52,19 @@ pub trait Sink: fmt::Debug + Send + Sync {
         let enqueue = self.enqueue(event);
         Box::pin(async move { enqueue.await.map(|()| Handoff::Enqueued) })
     }
+
+    /// Told about a provider URL handshake the gate answered (never an event: it is not
+    /// enqueued). A sink with an event log records it there, so an operator can see that
+    /// the provider checked the URL; the gate answers the provider whatever this returns.
+    ///
+    /// The default does nothing.
+    ///
+    /// # Errors
+    /// A [`SinkError`] when the record could not be written (logged by the gate).
+    fn record_handshake(&self, handshake: Handshake) -> BoxFuture<'_, Result<(), SinkError>> {
+        let _ = handshake;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// What a sink did with an event it took: see [`Sink::hand_off`].
@@ -71,6 +85,10 @@ impl<T: Sink + ?Sized> Sink for Arc<T> {
 
     fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
         (**self).hand_off(event)
+    }
+
+    fn record_handshake(&self, handshake: Handshake) -> BoxFuture<'_, Result<(), SinkError>> {
+        (**self).record_handshake(handshake)
     }
 }
 

@@ -1,4 +1,6 @@
-//! Loads the provider vectors kept in `shared/vectors/` beside the repository.
+//! Loads the provider vectors kept in `shared/vectors/` beside the repository, and the ones
+//! researched for this repository in `crates/hookgate/tests/vectors/` (one file per
+//! provider; `handshakes.json` holds the URL handshakes, in a format of its own).
 
 #![allow(
     dead_code,
@@ -63,6 +65,7 @@ pub fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/provider-vectors.json")
 }
 
+/// The shared vectors, and the repository's own vectors of every scheme this build knows.
 pub fn load() -> Vec<Vector> {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -71,5 +74,75 @@ pub fn load() -> Vec<Vector> {
             path.display()
         )
     });
-    serde_json::from_str(&text).expect("provider-vectors.json parses")
+    let mut vectors: Vec<Vector> =
+        serde_json::from_str(&text).expect("provider-vectors.json parses");
+    vectors.extend(
+        local()
+            .into_iter()
+            .filter(|v| v.scheme.parse::<hookgate::SchemeId>().is_ok()),
+    );
+    vectors
+}
+
+/// `crates/hookgate/tests/vectors/`.
+pub fn local_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crates/hookgate/tests/vectors")
+}
+
+/// Every vector of `crates/hookgate/tests/vectors/` but the handshakes, known scheme or not.
+pub fn local() -> Vec<Vector> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(local_dir())
+        .expect("crates/hookgate/tests/vectors")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == "json")
+                && path.file_name().is_some_and(|n| n != "handshakes.json")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            serde_json::from_str::<Vec<Vector>>(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// One URL handshake vector (`crates/hookgate/tests/vectors/handshakes.json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HandshakeVector {
+    pub id: String,
+    pub scheme: String,
+    pub case: String,
+    pub method: String,
+    pub query: Option<String>,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub body: String,
+    pub secret: Option<String>,
+    pub verify_token: Option<String>,
+    pub now: u64,
+    pub expect_status: u16,
+    pub expect_content_type: Option<String>,
+    #[serde(default)]
+    pub expect_headers: serde_json::Map<String, serde_json::Value>,
+    /// A string (compared byte for byte) or a JSON object (compared parsed).
+    pub expect_body: Option<serde_json::Value>,
+    pub stored: bool,
+}
+
+impl HandshakeVector {
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("a string").to_owned()))
+            .collect()
+    }
+}
+
+pub fn handshakes() -> Vec<HandshakeVector> {
+    let path = local_dir().join("handshakes.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,7 +1,7 @@
 //! The table: every case, with what every adapter must answer.
 
 use bytes::Bytes;
-use hookgate::{Reason, SchemeId, SignRequest, Signer};
+use hookgate::{FixedClock, Reason, SchemeId, SignRequest, Signer, Verifier};
 
 use super::vectors::{self, Vector};
 use super::{Case, Framing, KeySpec, Mode, Req, Script, Setup, SinkKind, StoreKind};
@@ -27,6 +27,7 @@ fn answer(status: u16, code: &str) -> (u16, String) {
 /// The Standard Webhooks set-up most cases use.
 pub fn standard() -> Setup {
     Setup {
+        verify_token: None,
         scheme: SchemeId::StandardWebhooksV1,
         keys: vec![KeySpec {
             secret: SECRET.to_owned(),
@@ -79,6 +80,7 @@ fn case(
     events: usize,
 ) -> Case {
     Case {
+        handshakes: 0,
         name: name.to_owned(),
         setup,
         mode: Mode::Receive,
@@ -212,6 +214,7 @@ pub fn contract() -> Vec<Case> {
         case(
             "Stripe: only a test-mode v0 signature: 401",
             Setup {
+                verify_token: None,
                 scheme: SchemeId::Stripe,
                 keys: vec![KeySpec {
                     secret: "whsec_stripe_test".to_owned(),
@@ -245,6 +248,7 @@ pub fn contract() -> Vec<Case> {
         case(
             "sink at capacity: 503 sink_full; the claim is released, so the retry is sink_full again, not in_flight",
             Setup {
+                verify_token: None,
                 sink: SinkKind::Channel(1),
                 ..standard()
             },
@@ -263,6 +267,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "sink down: 503 sink_unavailable",
             Setup {
+                verify_token: None,
                 sink: SinkKind::Closed,
                 ..standard()
             },
@@ -276,6 +281,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "sink hangs past the deadline: 503 timeout",
             Setup {
+                verify_token: None,
                 sink: SinkKind::Hanging,
                 ..standard()
             },
@@ -286,6 +292,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "dedup store down: fails closed with 503 dedup_unavailable",
             Setup {
+                verify_token: None,
                 store: StoreKind::Down,
                 ..standard()
             },
@@ -299,6 +306,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "another copy in flight (claimed elsewhere): 503 in_flight",
             Setup {
+                verify_token: None,
                 store: StoreKind::Claimed(key("msg_claimed")),
                 ..standard()
             },
@@ -309,6 +317,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "already committed by another replica: duplicate, nothing enqueued",
             Setup {
+                verify_token: None,
                 store: StoreKind::Committed(key("msg_committed")),
                 ..standard()
             },
@@ -319,6 +328,7 @@ pub fn contract() -> Vec<Case> {
         one_with(
             "configured success status 202",
             Setup {
+                verify_token: None,
                 success_status: 202,
                 ..standard()
             },
@@ -450,6 +460,7 @@ pub fn concurrency() -> Vec<Case> {
         case(
             "copies arriving while the first is in the sink: 503 in_flight, never 2xx before it is durable",
             Setup {
+                verify_token: None,
                 sink: SinkKind::Held,
                 ..standard()
             },
@@ -464,6 +475,7 @@ pub fn concurrency() -> Vec<Case> {
         case(
             "a chunked copy in flight is answered like any other",
             Setup {
+                verify_token: None,
                 sink: SinkKind::Held,
                 ..standard()
             },
@@ -496,6 +508,7 @@ pub fn concurrency() -> Vec<Case> {
 /// Key rotation: old and new keys overlap, then the old one expires.
 pub fn rotation() -> Vec<Case> {
     let rotating = |old_not_after: u64| Setup {
+        verify_token: None,
         keys: vec![
             KeySpec {
                 secret: SECRET.to_owned(),
@@ -557,6 +570,7 @@ pub fn verify_only() -> Vec<Case> {
         ..one_with(name, setup, reqs, expect, events)
     };
     let no_store = || Setup {
+        verify_token: None,
         store: StoreKind::Absent,
         ..standard()
     };
@@ -608,6 +622,7 @@ pub fn verify_only() -> Vec<Case> {
         verify_only(
             "already committed (shared store): duplicate, no handler",
             Setup {
+                verify_token: None,
                 store: StoreKind::Committed(key("msg_vo_done")),
                 ..standard()
             },
@@ -618,6 +633,7 @@ pub fn verify_only() -> Vec<Case> {
         verify_only(
             "claimed elsewhere: 503 in_flight, no handler",
             Setup {
+                verify_token: None,
                 store: StoreKind::Claimed(key("msg_vo_claimed")),
                 ..standard()
             },
@@ -628,6 +644,7 @@ pub fn verify_only() -> Vec<Case> {
         verify_only(
             "dedup store down: 503, no handler",
             Setup {
+                verify_token: None,
                 store: StoreKind::Down,
                 ..standard()
             },
@@ -638,6 +655,7 @@ pub fn verify_only() -> Vec<Case> {
         verify_only(
             "configured success status 202 is the handler's too",
             Setup {
+                verify_token: None,
                 success_status: 202,
                 ..no_store()
             },
@@ -660,8 +678,37 @@ pub fn provider_vectors() -> Vec<Case> {
         let req = vector_request(&vector);
         let setup = vector_setup(&vector);
         let origin = vector.url.as_deref().map(|url| split_url(url).0.to_owned());
-        if expected == "valid" {
+        if let (true, Some(answer)) = (expected == "valid", handshake_answer(&vector)) {
+            // A provider's URL handshake (Discord's PING): answered every time, never stored.
             cases.push(Case {
+                handshakes: 2,
+                name: format!("vector {} [{}], a handshake", vector.id, vector.case),
+                setup: setup.clone(),
+                mode: Mode::Receive,
+                origin: origin.clone(),
+                script: Script::Sequential(vec![req.clone(), req.clone()]),
+                expect: vec![ok(&answer), ok(&answer)],
+                events: 0,
+            });
+            cases.push(Case {
+                handshakes: 1,
+                name: format!(
+                    "vector {} [{}], a handshake, verify-only",
+                    vector.id, vector.case
+                ),
+                setup: Setup {
+                    store: StoreKind::Absent,
+                    ..setup
+                },
+                mode: Mode::VerifyOnly,
+                origin,
+                script: Script::Sequential(vec![req]),
+                expect: vec![ok(&answer)],
+                events: 0,
+            });
+        } else if expected == "valid" {
+            cases.push(Case {
+                handshakes: 0,
                 name: format!("vector {} [{}]", vector.id, vector.case),
                 setup: setup.clone(),
                 mode: Mode::Receive,
@@ -671,8 +718,10 @@ pub fn provider_vectors() -> Vec<Case> {
                 events: 1,
             });
             cases.push(Case {
+                handshakes: 0,
                 name: format!("vector {} [{}], verify-only", vector.id, vector.case),
                 setup: Setup {
+                    verify_token: None,
                     store: StoreKind::Absent,
                     ..setup
                 },
@@ -686,6 +735,7 @@ pub fn provider_vectors() -> Vec<Case> {
             let reason = Reason::from_code(&expected)
                 .unwrap_or_else(|| panic!("{}: unknown code {expected}", vector.id));
             cases.push(Case {
+                handshakes: 0,
                 name: format!("vector {} [{}]", vector.id, vector.case),
                 setup,
                 mode: Mode::Receive,
@@ -699,8 +749,32 @@ pub fn provider_vectors() -> Vec<Case> {
     cases
 }
 
+/// The answer the core verifier gives when a valid vector is its scheme's URL handshake.
+fn handshake_answer(vector: &Vector) -> Option<String> {
+    let scheme: SchemeId = vector.scheme.parse().ok()?;
+    scheme.handshake()?;
+    let mut builder = Verifier::builder(scheme)
+        .secret(vector.secret.as_str())
+        .clock(FixedClock::from_unix(vector.now));
+    if let Some(tolerance) = vector.tolerance_s {
+        builder = builder.tolerance(std::time::Duration::from_secs(tolerance));
+    }
+    let verifier = builder.build_with_url_per_request().ok()?;
+    let event = verifier
+        .verify_at_url(
+            &vector.header_pairs(),
+            vector.body_bytes(),
+            vector.url.as_deref(),
+        )
+        .ok()?;
+    verifier
+        .handshake(&event)
+        .map(|reply| reply.body_text().to_owned())
+}
+
 fn vector_setup(vector: &Vector) -> Setup {
     Setup {
+        verify_token: None,
         scheme: vector.scheme.parse().unwrap(),
         keys: vec![KeySpec {
             secret: vector.secret.clone(),
@@ -733,4 +807,275 @@ fn split_url(url: &str) -> (&str, &str) {
         Some(slash) => url.split_at(after_scheme + slash),
         None => (url, "/"),
     }
+}
+
+/// A provider's delivery of `body`, signed for `scheme` with `secret` at `NOW`.
+fn provider(scheme: SchemeId, secret: &str, body: &str) -> Req {
+    let delivery = Signer::new(scheme, secret)
+        .unwrap()
+        .sign(
+            &SignRequest::new(body.to_owned())
+                .id("msg_handshake")
+                .timestamp(i64::try_from(NOW).unwrap()),
+        )
+        .unwrap();
+    Req::new(delivery.headers, delivery.body)
+}
+
+fn provider_setup(scheme: SchemeId, key: &str) -> Setup {
+    Setup {
+        scheme,
+        keys: vec![KeySpec {
+            secret: key.to_owned(),
+            not_after: None,
+        }],
+        verify_token: Some(META_VERIFY_TOKEN.to_owned()),
+        ..standard()
+    }
+}
+
+pub const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const SLACK_CHALLENGE: &str = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P";
+pub const ZOOM_SECRET: &str = "zoom-secret-token";
+/// `hex(HMAC-SHA256("zoom-secret-token", "qgg8vlvZRS6UYooatFL8Aw"))`, computed apart from
+/// hookgate (Python's `hmac` module).
+pub const ZOOM_ENCRYPTED: &str = "d9e0d764a78494688ba3f2d5c0ed4ca311394b4834d959759213424d2df961e3";
+pub const TWITCH_SECRET: &str = "twitch-eventsub-secret";
+pub const TWITCH_CHALLENGE: &str = "pogchamp-kappa-360noscope-vohiyo";
+/// RFC 8032 test 1: the seed signs, the public key verifies.
+pub const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+pub const DISCORD_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+pub const META_SECRET: &str = "meta-app-secret";
+pub const META_VERIFY_TOKEN: &str = "meatyhamhock";
+
+/// Provider URL handshakes, in both modes: the provider's answer, never an event; forged
+/// ones rejected like forged deliveries; ordinary events of the same schemes still events.
+pub fn handshakes() -> Vec<Case> {
+    let slack = |body: &str| provider(SchemeId::Slack, SLACK_SECRET, body);
+    let slack_check = format!(
+        r#"{{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"{SLACK_CHALLENGE}","type":"url_verification"}}"#
+    );
+    let zoom_check = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let twitch_check = format!(
+        r#"{{"challenge":"{TWITCH_CHALLENGE}","subscription":{{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","status":"webhook_callback_verification_pending","type":"channel.follow","version":"1"}}}}"#
+    );
+    let twitch = |body: &str, kind: &str| {
+        provider(SchemeId::TwitchEventsub, TWITCH_SECRET, body)
+            .replacing("Twitch-Eventsub-Message-Type", kind)
+    };
+    let discord = |body: &str| provider(SchemeId::Discord, DISCORD_SEED, body);
+    let meta_get = |token: &str| {
+        Req::get(&format!(
+            "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}"
+        ))
+    };
+    // name, scheme, key, request, answer, events, handshakes recorded
+    type Row<'a> = (&'a str, SchemeId, &'a str, Req, (u16, String), usize, usize);
+    let rows: Vec<Row<'_>> = vec![
+        (
+            "slack url_verification: the challenge",
+            SchemeId::Slack,
+            SLACK_SECRET,
+            slack(&slack_check),
+            ok(SLACK_CHALLENGE),
+            0,
+            1,
+        ),
+        (
+            "slack url_verification signed with another secret: 401",
+            SchemeId::Slack,
+            SLACK_SECRET,
+            provider(SchemeId::Slack, "not-the-signing-secret", &slack_check),
+            answer(401, "signature_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "slack url_verification without a signature: 400",
+            SchemeId::Slack,
+            SLACK_SECRET,
+            slack(&slack_check).without("X-Slack-Signature"),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "slack event_callback: an event",
+            SchemeId::Slack,
+            SLACK_SECRET,
+            slack(r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention"}}"#),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "zoom endpoint.url_validation: plainToken and encryptedToken",
+            SchemeId::Zoom,
+            ZOOM_SECRET,
+            provider(SchemeId::Zoom, ZOOM_SECRET, zoom_check),
+            ok(&format!(
+                r#"{{"encryptedToken":"{ZOOM_ENCRYPTED}","plainToken":"qgg8vlvZRS6UYooatFL8Aw"}}"#
+            )),
+            0,
+            1,
+        ),
+        (
+            "zoom endpoint.url_validation signed with another secret: 401",
+            SchemeId::Zoom,
+            ZOOM_SECRET,
+            provider(SchemeId::Zoom, "another-token", zoom_check),
+            answer(401, "signature_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "twitch webhook_callback_verification: the raw challenge",
+            SchemeId::TwitchEventsub,
+            TWITCH_SECRET,
+            twitch(&twitch_check, "webhook_callback_verification"),
+            ok(TWITCH_CHALLENGE),
+            0,
+            1,
+        ),
+        (
+            "twitch webhook_callback_verification signed with another secret: 401",
+            SchemeId::TwitchEventsub,
+            TWITCH_SECRET,
+            provider(SchemeId::TwitchEventsub, "another-secret", &twitch_check).replacing(
+                "Twitch-Eventsub-Message-Type",
+                "webhook_callback_verification",
+            ),
+            answer(401, "signature_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "twitch revocation: an event",
+            SchemeId::TwitchEventsub,
+            TWITCH_SECRET,
+            twitch(
+                r#"{"subscription":{"id":"f1c2","status":"authorization_revoked","type":"channel.follow"}}"#,
+                "revocation",
+            ),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "discord PING: PONG",
+            SchemeId::Discord,
+            DISCORD_PUBLIC,
+            discord(r#"{"id":"1","application_id":"2","type":1,"version":1}"#),
+            ok(r#"{"type":1}"#),
+            0,
+            1,
+        ),
+        (
+            "discord PING with a bad signature: 401",
+            SchemeId::Discord,
+            DISCORD_PUBLIC,
+            discord(r#"{"id":"1","application_id":"2","type":1,"version":1}"#)
+                .body(r#"{"id":"1","application_id":"2","type":1,"version":2}"#),
+            answer(401, "signature_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "discord application command: an event",
+            SchemeId::Discord,
+            DISCORD_PUBLIC,
+            discord(r#"{"id":"3","application_id":"2","type":2,"data":{"name":"hi"}}"#),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "meta GET subscribe with the verify token: the challenge",
+            SchemeId::Meta,
+            META_SECRET,
+            meta_get(META_VERIFY_TOKEN),
+            ok("1158201444"),
+            0,
+            1,
+        ),
+        (
+            "meta GET subscribe with another verify token: 403",
+            SchemeId::Meta,
+            META_SECRET,
+            meta_get("guessed"),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "meta GET without hub.mode: 403",
+            SchemeId::Meta,
+            META_SECRET,
+            Req::get("hub.challenge=1&hub.verify_token=meatyhamhock"),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "meta signed POST: an event",
+            SchemeId::Meta,
+            META_SECRET,
+            provider(
+                SchemeId::Meta,
+                META_SECRET,
+                r#"{"object":"whatsapp_business_account","entry":[]}"#,
+            ),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "dropbox GET challenge: echoed",
+            SchemeId::Dropbox,
+            "dropbox-app-secret",
+            Req::get("challenge=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+            ok("<script>alert(1)</script>"),
+            0,
+            1,
+        ),
+        (
+            "dropbox GET without a challenge: 403",
+            SchemeId::Dropbox,
+            "dropbox-app-secret",
+            Req::get("hub.challenge=1"),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "GET to a scheme without a GET handshake: 405",
+            SchemeId::StandardWebhooksV1,
+            SECRET,
+            meta_get(META_VERIFY_TOKEN),
+            answer(405, "method_not_allowed"),
+            0,
+            0,
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (name, scheme, key, req, expect, events, handshakes) in rows {
+        for mode in [Mode::Receive, Mode::VerifyOnly] {
+            let (expect, suffix) = match (mode, expect.1.as_str()) {
+                (Mode::VerifyOnly, "accepted") => (ok("verified"), ", verify-only"),
+                (Mode::VerifyOnly, _) => (expect.clone(), ", verify-only"),
+                (Mode::Receive, _) => (expect.clone(), ""),
+            };
+            cases.push(Case {
+                handshakes,
+                name: format!("{name}{suffix}"),
+                setup: provider_setup(scheme, key),
+                mode,
+                origin: None,
+                script: Script::Sequential(vec![req.clone()]),
+                expect: vec![expect],
+                events,
+            });
+        }
+    }
+    cases
 }

@@ -55,8 +55,8 @@ fn encode(addr: SocketAddr, req: &Req) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(
         format!(
-            "POST {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
-            req.path
+            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
+            req.method, req.path
         )
         .as_bytes(),
     );

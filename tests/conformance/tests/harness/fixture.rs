@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hookgate::dedup::{Claim, ClaimToken, DedupError, KeyState};
 use hookgate::sink::{ChannelReceiver, SinkError};
 use hookgate::{
-    BoxFuture, ChannelSink, DedupStore, FixedClock, Gate, Key, MemoryDedupStore, Sink,
+    BoxFuture, ChannelSink, DedupStore, FixedClock, Gate, Handshake, Key, MemoryDedupStore, Sink,
     VerifiedEvent, Verifier,
 };
 use tokio::sync::Semaphore;
@@ -21,6 +21,8 @@ pub struct Built {
     events: Option<ChannelReceiver>,
     /// Events seen by the handler (verify-only mode).
     pub handled: Arc<AtomicUsize>,
+    /// Handshakes the sink was told about.
+    pub handshakes: Arc<AtomicUsize>,
     pub held: Option<Arc<HeldSink>>,
 }
 
@@ -49,6 +51,9 @@ pub async fn build(case: &Case) -> Built {
     }
     if let Some(tolerance) = setup.tolerance {
         verifier = verifier.tolerance(Duration::from_secs(tolerance));
+    }
+    if let Some(token) = &setup.verify_token {
+        verifier = verifier.verify_token(token.as_str());
     }
     let verifier = if setup.url_per_request {
         verifier.build_with_url_per_request()
@@ -83,10 +88,14 @@ pub async fn build(case: &Case) -> Built {
 
     let mut events = None;
     let mut held = None;
+    let handshakes = Arc::new(AtomicUsize::new(0));
     match &setup.sink {
         SinkKind::Channel(capacity) => {
             let (sink, receiver) = ChannelSink::bounded(*capacity);
-            builder = builder.sink(sink);
+            builder = builder.sink(CountingSink {
+                inner: sink,
+                handshakes: handshakes.clone(),
+            });
             events = Some(receiver);
         }
         SinkKind::Closed => {
@@ -120,7 +129,27 @@ pub async fn build(case: &Case) -> Built {
         gate,
         events,
         handled: Arc::new(AtomicUsize::new(0)),
+        handshakes,
         held,
+    }
+}
+
+/// A channel sink that counts the handshakes it is told about.
+#[derive(Debug)]
+pub struct CountingSink {
+    inner: ChannelSink,
+    handshakes: Arc<AtomicUsize>,
+}
+
+impl Sink for CountingSink {
+    fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
+        self.inner.enqueue(event)
+    }
+
+    fn record_handshake(&self, handshake: Handshake) -> BoxFuture<'_, Result<(), SinkError>> {
+        assert!(!handshake.scheme().is_empty());
+        self.handshakes.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

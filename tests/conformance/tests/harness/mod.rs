@@ -29,6 +29,8 @@ pub enum Framing {
 /// One request of a case.
 #[derive(Debug, Clone)]
 pub struct Req {
+    /// `POST`, or `GET` for a provider's GET handshake (the query is in `path`).
+    pub method: &'static str,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
@@ -38,11 +40,28 @@ pub struct Req {
 impl Req {
     pub fn new(headers: Vec<(String, String)>, body: impl Into<Bytes>) -> Self {
         Req {
+            method: "POST",
             path: "/webhooks".to_owned(),
             headers,
             body: body.into(),
             framing: Framing::Length,
         }
+    }
+
+    /// A `GET` of `/webhooks?{query}` without a body.
+    pub fn get(query: &str) -> Self {
+        Req {
+            method: "GET",
+            path: format!("/webhooks?{query}"),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            framing: Framing::Length,
+        }
+    }
+
+    /// The query string of `path`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path.split_once('?').map(|(_, query)| query)
     }
 
     pub fn framing(mut self, framing: Framing) -> Self {
@@ -155,6 +174,8 @@ pub struct Setup {
     pub sink: SinkKind,
     pub store: StoreKind,
     pub success_status: u16,
+    /// The verify token of a GET handshake (Meta).
+    pub verify_token: Option<String>,
 }
 
 /// One row of the table.
@@ -170,6 +191,8 @@ pub struct Case {
     pub expect: Vec<(u16, String)>,
     /// Events reaching the sink (gate mode) or the handler (verify-only mode).
     pub events: usize,
+    /// Provider handshakes the sink was told about (gate mode; never events).
+    pub handshakes: usize,
 }
 
 impl Case {
@@ -234,6 +257,7 @@ impl fmt::Display for Answer {
 pub struct Run {
     pub answers: Vec<Answer>,
     pub events: usize,
+    pub handshakes: usize,
 }
 
 impl Run {
@@ -246,6 +270,7 @@ impl Run {
                 .map(Answer::without_wire_details)
                 .collect(),
             events: self.events,
+            handshakes: self.handshakes,
         }
     }
 }
@@ -343,6 +368,15 @@ pub async fn check(case: &Case) -> Vec<String> {
                 run.events
             ));
         }
+        if run.handshakes != case.handshakes {
+            problems.push(format!(
+                "[{}] {}: expected {} handshake(s) recorded by the sink, got {}",
+                adapter.name(),
+                case.name,
+                case.handshakes,
+                run.handshakes
+            ));
+        }
         for answer in &run.answers {
             if answer.retry_after.is_some() != (answer.status == 503) {
                 problems.push(format!(
@@ -388,5 +422,10 @@ pub async fn check(case: &Case) -> Vec<String> {
 
 fn describe(run: &Run) -> String {
     let answers: Vec<String> = run.answers.iter().map(ToString::to_string).collect();
-    format!("[{}], {} event(s)", answers.join(", "), run.events)
+    format!(
+        "[{}], {} event(s), {} handshake(s)",
+        answers.join(", "),
+        run.events,
+        run.handshakes
+    )
 }

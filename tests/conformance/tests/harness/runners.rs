@@ -55,6 +55,7 @@ impl Target {
                     .as_ref()
                     .map(|origin| format!("{origin}{}", req.path));
                 let outcome = match mode {
+                    _ if req.method == "GET" => gate.receive_get(req.query()),
                     Mode::Receive => gate.receive(&req.headers, req.body.clone(), url.as_deref()),
                     Mode::VerifyOnly => {
                         gate.verify_only(&req.headers, req.body.clone(), url.as_deref())
@@ -113,6 +114,7 @@ pub async fn run(adapter: Adapter, case: &Case) -> Run {
     Run {
         answers,
         events: built.events(),
+        handshakes: built.handshakes.load(Ordering::SeqCst),
     }
 }
 

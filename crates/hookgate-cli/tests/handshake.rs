@@ -1,0 +1,200 @@
+//! Provider URL handshakes against `hookgate serve` as a process, over real HTTP: Meta's
+//! `GET` with a verify token, Slack's and Discord's signed POSTs. Each is answered as the
+//! provider requires, a forged one is refused like a forged delivery, nothing becomes an
+//! event, and each is counted and recorded as a handshake.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Serve, get, inbox_list};
+use hookgate::{SchemeId, SignRequest, Signer};
+
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const SLACK_CHALLENGE: &str = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P";
+/// RFC 8032 test 1: the seed signs, the public key verifies.
+const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+const DISCORD_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+/// A plain HTTP/1.1 request over a fresh connection: (status, content type, body).
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+fn signed(scheme: SchemeId, secret: &str, body: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    // Signed now: `serve` runs on the system clock.
+    let delivery = Signer::new(scheme, secret)
+        .unwrap()
+        .sign(&SignRequest::new(body.to_owned()))
+        .unwrap();
+    (delivery.headers, delivery.body.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [[endpoint]]
+            name = "meta"
+            path = "/hooks/meta"
+            scheme = "meta"
+            keys = [{{ secret = "meta-app-secret" }}]
+            verify_token = "meatyhamhock"
+
+            [[endpoint]]
+            name = "slack"
+            path = "/hooks/slack"
+            scheme = "slack"
+            keys = [{{ secret = "{SLACK_SECRET}" }}]
+
+            [[endpoint]]
+            name = "discord"
+            path = "/hooks/discord"
+            scheme = "discord"
+            keys = [{{ secret = "{DISCORD_PUBLIC}" }}]
+            "#
+        ),
+    )
+    .unwrap();
+    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let addr = serve.addr;
+
+    // Meta: GET with the verify token → the challenge; another token → 403.
+    let subscribe = "/hooks/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=";
+    assert_eq!(
+        get(addr, &format!("{subscribe}meatyhamhock")).await,
+        (200, "1158201444".to_owned())
+    );
+    assert_eq!(
+        get(addr, &format!("{subscribe}guessed")).await,
+        (403, "handshake_refused".to_owned())
+    );
+    // GET is routed only for a scheme with a GET handshake.
+    assert_eq!(get(addr, "/hooks/slack?hub.mode=subscribe").await.0, 405);
+
+    // Slack: the signed url_verification → the challenge as text/plain; forged → 401.
+    let check = format!(
+        r#"{{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"{SLACK_CHALLENGE}","type":"url_verification"}}"#
+    );
+    let (headers, body) = signed(SchemeId::Slack, SLACK_SECRET, &check);
+    assert_eq!(
+        send(addr, "POST", "/hooks/slack", &headers, &body).await,
+        (
+            200,
+            "text/plain; charset=utf-8".to_owned(),
+            SLACK_CHALLENGE.to_owned()
+        )
+    );
+    let (headers, body) = signed(SchemeId::Slack, "someone-else", &check);
+    assert_eq!(
+        send(addr, "POST", "/hooks/slack", &headers, &body).await.0,
+        401
+    );
+
+    // Discord: a signed PING → PONG as JSON; a bad signature → 401.
+    let ping = r#"{"id":"1","application_id":"2","type":1,"version":1}"#;
+    let (headers, body) = signed(SchemeId::Discord, DISCORD_SEED, ping);
+    assert_eq!(
+        send(addr, "POST", "/hooks/discord", &headers, &body).await,
+        (
+            200,
+            "application/json".to_owned(),
+            r#"{"type":1}"#.to_owned()
+        )
+    );
+    let tampered = ping.replace("\"version\":1", "\"version\":2");
+    assert_eq!(
+        send(
+            addr,
+            "POST",
+            "/hooks/discord",
+            &headers,
+            tampered.as_bytes()
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Counted by scheme, never as events.
+    let (_, metrics) = get(addr, "/metrics").await;
+    for scheme in ["meta", "slack", "discord"] {
+        assert!(
+            metrics.contains(&format!(
+                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+    for endpoint in ["meta", "slack", "discord"] {
+        let events = inbox_list(dir.path(), &["--endpoint", endpoint]).await;
+        assert!(events.is_empty(), "{endpoint}: {events:?}");
+    }
+
+    // Recorded in each endpoint's inbox as a handshake.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    for (endpoint, kind, key) in [
+        ("meta", "meta_subscribe", None),
+        ("slack", "slack_url_verification", Some("0")),
+        ("discord", "discord_ping", Some("0")),
+    ] {
+        let inbox =
+            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
+        let recorded = inbox.handshakes(10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
+        assert_eq!(recorded[0].scheme, endpoint);
+        assert_eq!(recorded[0].kind, kind);
+        assert_eq!(recorded[0].key_id.as_deref(), key);
+    }
+}

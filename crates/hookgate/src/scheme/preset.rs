@@ -1,0 +1,977 @@
+//! Every preset as one declarative definition: what the verifier extracts and checks, what
+//! the signer writes, how the key is read, what the event says about itself, and the
+//! provider's URL handshake. The verifier (`extract.rs`, `verifier.rs`) and the signer
+//! (`sign.rs`) read the same [`Preset`], so they cannot drift apart.
+//!
+//! A preset is built from a few shared [`Shape`]s; only providers that are truly odd
+//! (Twilio, Mailgun, Twitch, Linear) have a shape of their own. Adding a provider means a
+//! [`SchemeId`] variant, its line in [`SchemeId::ALL`] and [`SchemeId::preset`], and its
+//! definition here, plus its vectors and `docs/PROVIDERS.md`.
+
+use crate::encoding::Encoding;
+use crate::handshake::HandshakeKind;
+use crate::reason::Reason;
+
+use super::SchemeId;
+use super::extract::{Family, KeyValue};
+use super::generic::HmacAlgorithm;
+
+/// One provider's scheme.
+#[derive(Debug)]
+pub(crate) struct Preset {
+    /// The stable id (`stripe`).
+    pub(crate) name: &'static str,
+    /// One line for `hookgate schemes`: headers, algorithm, key format, window.
+    pub(crate) description: &'static str,
+    /// The timestamp tolerance in seconds (the provider's, or a conservative receiver
+    /// policy where it documents none); `None` when nothing signed carries a time.
+    pub(crate) window_secs: Option<u64>,
+    /// Where the signature is and which bytes it covers.
+    pub(crate) shape: Shape,
+    /// How the secret (or public key) is written.
+    pub(crate) key: KeyFormat,
+    /// What a key looks like at the provider, for the CLI's hints.
+    pub(crate) key_hint: &'static str,
+    /// Event type, delivery id, dedup id and headers kept with the event.
+    pub(crate) info: Info,
+    /// The provider's URL handshake, if any.
+    pub(crate) handshake: Option<HandshakeKind>,
+}
+
+/// Where a preset's signature is, which bytes it signs, and how the signer writes it.
+#[derive(Debug)]
+pub(crate) enum Shape {
+    /// Standard Webhooks and its white-labels: `{id}.{timestamp}.{body}`, entries
+    /// `version,base64` in the family's signature header.
+    Standard {
+        family: Family,
+        version: &'static str,
+        /// The answer when the header holds only entries of other versions (the Standard
+        /// Webhooks libraries: no match; Clerk's and Resend's SDKs: no supported signature).
+        other_versions_only: Reason,
+    },
+    /// Stripe-like `t=…,v1=…` in one header, over `{t}{joiner}{body}`.
+    KeyValue(KeyValue),
+    /// An HMAC of the body alone in one header, after a fixed prefix (`sha256=`, or none).
+    /// `alternate` is another spelling of the header, read when the first is absent.
+    BodyHmac {
+        header: &'static str,
+        alternate: Option<&'static str>,
+        prefix: &'static str,
+        encoding: Encoding,
+    },
+    /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
+    Versioned {
+        signature: &'static str,
+        timestamp: &'static str,
+    },
+    /// An HMAC of the public URL followed by the body (Square).
+    UrlAndBody {
+        header: &'static str,
+        encoding: Encoding,
+    },
+    /// A public-key signature over `{timestamp}{body}` (Discord, SendGrid).
+    Asymmetric {
+        signature: &'static str,
+        timestamp: &'static str,
+        encoding: Encoding,
+    },
+    /// A shared token compared as a whole (GitLab's classic token): the body is not signed.
+    Token { header: &'static str },
+    /// Twitch EventSub: `{message id}{timestamp}{body}`, an RFC 3339 timestamp.
+    Twitch,
+    /// Linear: the body; the time is the body's `webhookTimestamp`.
+    Linear,
+    /// Twilio: the URL and the sorted form parameters, or the URL carrying `bodySHA256`.
+    Twilio { body_sha256: bool },
+    /// Mailgun: the signature fields travel in the body.
+    Mailgun,
+}
+
+impl Shape {
+    /// The header that carries the signature (or token); `None` for Mailgun.
+    pub(crate) fn signature_header(&self) -> Option<&'static str> {
+        Some(match self {
+            Shape::Standard { family, .. } => family.signature_name(),
+            Shape::KeyValue(kv) => kv.header,
+            Shape::BodyHmac { header, .. }
+            | Shape::UrlAndBody { header, .. }
+            | Shape::Token { header } => header,
+            Shape::Versioned { signature, .. } | Shape::Asymmetric { signature, .. } => signature,
+            Shape::Twitch => "Twitch-Eventsub-Message-Signature",
+            Shape::Linear => "Linear-Signature",
+            Shape::Twilio { .. } => "X-Twilio-Signature",
+            Shape::Mailgun => return None,
+        })
+    }
+
+    /// Whether the signed bytes include the request URL.
+    pub(crate) fn signs_url(&self) -> bool {
+        matches!(self, Shape::UrlAndBody { .. } | Shape::Twilio { .. })
+    }
+}
+
+/// How a preset's key is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyFormat {
+    /// A shared secret used as its UTF-8 bytes.
+    Raw(HmacAlgorithm),
+    /// `whsec_` followed by base64 key bytes (HMAC-SHA256).
+    Whsec,
+    /// Ed25519: `whpk_` + base64 public key to verify, `whsk_` to sign.
+    Whpk,
+    /// Ed25519: a hex public key to verify, a hex seed to sign.
+    Ed25519Hex,
+    /// ECDSA P-256: a base64 DER public key to verify, a PKCS#8 DER private key to sign.
+    P256Der,
+    /// A shared token compared whole (its SHA-256, in constant time).
+    Token,
+}
+
+/// Where a field of the event comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// The shape says (or nothing does).
+    Shape,
+    /// The first of these headers that is present. The signer writes the first one.
+    Header(&'static [&'static str]),
+    /// The first of these paths of the verified JSON body.
+    Json(&'static [&'static [&'static str]]),
+}
+
+/// What the event says about itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Info {
+    pub(crate) event_type: Source,
+    pub(crate) delivery_id: Source,
+    /// An id inside the signed JSON body to deduplicate on (else the shape's recipe: a
+    /// signed id, or a digest of the signed content).
+    pub(crate) dedup_json: Option<&'static [&'static [&'static str]]>,
+    /// Headers kept with the event (unsigned: for information only).
+    pub(crate) headers: &'static [&'static str],
+}
+
+impl Info {
+    const NONE: Info = Info {
+        event_type: Source::Shape,
+        delivery_id: Source::Shape,
+        dedup_json: None,
+        headers: &[],
+    };
+
+    /// The event type in the body's `type`.
+    const BODY_TYPE: Info = Info {
+        event_type: Source::Json(TYPE),
+        ..Info::NONE
+    };
+
+    /// Event type in `type`, the body's `id` as delivery and dedup id.
+    const TYPE_AND_ID: Info = Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Json(ID),
+        dedup_json: Some(ID),
+        headers: &[],
+    };
+}
+
+const TYPE: &[&[&str]] = &[&["type"]];
+const ID: &[&[&str]] = &[&["id"]];
+
+impl SchemeId {
+    /// The preset's definition: the one place that maps an id to it.
+    pub(crate) fn preset(self) -> &'static Preset {
+        match self {
+            SchemeId::StandardWebhooksV1 => &STANDARD_WEBHOOKS_V1,
+            SchemeId::StandardWebhooksV1a => &STANDARD_WEBHOOKS_V1A,
+            SchemeId::Svix => &SVIX,
+            SchemeId::Stripe => &STRIPE,
+            SchemeId::Github => &GITHUB,
+            SchemeId::GithubSha1 => &GITHUB_SHA1,
+            SchemeId::Shopify => &SHOPIFY,
+            SchemeId::Slack => &SLACK,
+            SchemeId::Twilio => &TWILIO,
+            SchemeId::TwilioBodySha256 => &TWILIO_BODY_SHA256,
+            SchemeId::Paddle => &PADDLE,
+            SchemeId::Square => &SQUARE,
+            SchemeId::Mailgun => &MAILGUN,
+            SchemeId::Sendgrid => &SENDGRID,
+            SchemeId::Discord => &DISCORD,
+            SchemeId::TwitchEventsub => &TWITCH_EVENTSUB,
+            SchemeId::Zoom => &ZOOM,
+            SchemeId::Linear => &LINEAR,
+            SchemeId::Intercom => &INTERCOM,
+            SchemeId::GitlabToken => &GITLAB_TOKEN,
+            SchemeId::GitlabSigning => &GITLAB_SIGNING,
+            SchemeId::Prefinery => &PREFINERY,
+            SchemeId::Meta => &META,
+            SchemeId::Asana => &ASANA,
+            SchemeId::Calcom => &CALCOM,
+            SchemeId::CheckoutCom => &CHECKOUT_COM,
+            SchemeId::CoinbaseCommerce => &COINBASE_COMMERCE,
+            SchemeId::Dropbox => &DROPBOX,
+            SchemeId::Gitea => &GITEA,
+            SchemeId::Forgejo => &FORGEJO,
+            SchemeId::LemonSqueezy => &LEMON_SQUEEZY,
+            SchemeId::Onfido => &ONFIDO,
+            SchemeId::Razorpay => &RAZORPAY,
+            SchemeId::Sentry => &SENTRY,
+            SchemeId::Segment => &SEGMENT,
+            SchemeId::Vercel => &VERCEL,
+            SchemeId::Bitbucket => &BITBUCKET,
+            SchemeId::Notion => &NOTION,
+            SchemeId::Typeform => &TYPEFORM,
+            SchemeId::Line => &LINE,
+            SchemeId::Woocommerce => &WOOCOMMERCE,
+            SchemeId::Okta => &OKTA,
+            SchemeId::Calendly => &CALENDLY,
+            SchemeId::Mux => &MUX,
+            SchemeId::Clerk => &CLERK,
+            SchemeId::Resend => &RESEND,
+        }
+    }
+}
+
+// --- Standard Webhooks and its family ---
+
+const STANDARD_WEBHOOKS_V1: Preset = Preset {
+    name: "standard-webhooks-v1",
+    description: "Standard Webhooks v1: webhook-id/-timestamp/-signature, HMAC-SHA256 base64, whsec_ base64 secret, ±300 s",
+    window_secs: Some(300),
+    shape: Shape::Standard {
+        family: Family::WEBHOOK,
+        version: "v1",
+        other_versions_only: Reason::SignatureMismatch,
+    },
+    key: KeyFormat::Whsec,
+    key_hint: "the whsec_ secret is base64: its decoded bytes are the key (Stripe, by contrast, uses its whsec_ string as-is)",
+    info: Info::BODY_TYPE,
+    handshake: None,
+};
+
+const STANDARD_WEBHOOKS_V1A: Preset = Preset {
+    name: "standard-webhooks-v1a",
+    description: "Standard Webhooks v1a: as v1 with Ed25519 signatures, verified with whpk_ public keys (signed with whsk_)",
+    shape: Shape::Standard {
+        family: Family::WEBHOOK,
+        version: "v1a",
+        other_versions_only: Reason::SignatureMismatch,
+    },
+    key: KeyFormat::Whpk,
+    key_hint: "verify with the whpk_ public key of the whsk_ key that signed",
+    ..STANDARD_WEBHOOKS_V1
+};
+
+const SVIX: Preset = Preset {
+    name: "svix",
+    description: "Svix: Standard Webhooks v1 with svix-* (or webhook-*) headers, whsec_ base64 secret, ±300 s",
+    shape: Shape::Standard {
+        family: Family::SVIX,
+        version: "v1",
+        other_versions_only: Reason::SignatureMismatch,
+    },
+    ..STANDARD_WEBHOOKS_V1
+};
+
+const GITLAB_SIGNING: Preset = Preset {
+    name: "gitlab-signing",
+    description: "GitLab signing token: Standard Webhooks v1 headers, whsec_ base64 secret, ±300 s",
+    info: Info {
+        event_type: Source::Header(&["X-Gitlab-Event"]),
+        headers: GITLAB_HEADERS,
+        ..Info::NONE
+    },
+    ..STANDARD_WEBHOOKS_V1
+};
+
+const GITLAB_HEADERS: &[&str] = &[
+    "X-Gitlab-Event",
+    "X-Gitlab-Event-UUID",
+    "X-Gitlab-Webhook-UUID",
+    "X-Gitlab-Instance",
+    "Idempotency-Key",
+];
+
+const GITLAB_TOKEN: Preset = Preset {
+    name: "gitlab-token",
+    description: "GitLab classic: X-Gitlab-Token equals the secret token (body NOT authenticated); no timestamp",
+    window_secs: None,
+    shape: Shape::Token {
+        header: "X-Gitlab-Token",
+    },
+    key: KeyFormat::Token,
+    key_hint: "the key is the webhook's secret token",
+    info: Info {
+        event_type: Source::Header(&["X-Gitlab-Event"]),
+        delivery_id: Source::Header(&["Idempotency-Key", "X-Gitlab-Event-UUID"]),
+        dedup_json: None,
+        headers: GITLAB_HEADERS,
+    },
+    handshake: None,
+};
+
+// --- t=…,v1=… in one header ---
+
+const STRIPE: Preset = Preset {
+    name: "stripe",
+    description: "Stripe: Stripe-Signature t=,v1= HMAC-SHA256 hex over t.body, whsec_ secret used as-is, 300 s",
+    window_secs: Some(300),
+    shape: Shape::KeyValue(KeyValue::STRIPE),
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "Stripe's whsec_ secret is used as-is, prefix included, not base64-decoded; each endpoint, and test and live mode, has its own secret",
+    info: Info::TYPE_AND_ID,
+    handshake: None,
+};
+
+const PREFINERY: Preset = Preset {
+    name: "prefinery",
+    description: "Prefinery: X-Prefinery-Signature t=,v1= HMAC-SHA256 hex over t.body (Stripe's construction), 300 s",
+    shape: Shape::KeyValue(KeyValue::PREFINERY),
+    key_hint: "the project signing secret is used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        ..Info::NONE
+    },
+    ..STRIPE
+};
+
+const PADDLE: Preset = Preset {
+    name: "paddle",
+    description: "Paddle Billing: Paddle-Signature ts=;h1= HMAC-SHA256 hex of ts:body, secret used as-is, 5 s",
+    window_secs: Some(5),
+    shape: Shape::KeyValue(KeyValue::PADDLE),
+    key_hint: "the notification destination's pdl_ntfset_ secret is used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["event_type"]]),
+        delivery_id: Source::Json(&[&["notification_id"], &["event_id"]]),
+        dedup_json: Some(&[&["event_id"], &["notification_id"]]),
+        headers: &[],
+    },
+    ..STRIPE
+};
+
+// --- an HMAC of the body ---
+
+const GITHUB: Preset = Preset {
+    name: "github",
+    description: "GitHub: X-Hub-Signature-256 sha256=HMAC-SHA256 hex of the body; no timestamp",
+    window_secs: None,
+    shape: Shape::BodyHmac {
+        header: "X-Hub-Signature-256",
+        alternate: None,
+        prefix: "sha256=",
+        encoding: Encoding::Hex,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the webhook secret is used as-is (UTF-8)",
+    info: Info {
+        event_type: Source::Header(&["X-GitHub-Event"]),
+        delivery_id: Source::Header(&["X-GitHub-Delivery"]),
+        dedup_json: None,
+        headers: &["X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID"],
+    },
+    handshake: None,
+};
+
+const GITHUB_SHA1: Preset = Preset {
+    name: "github-sha1",
+    description: "GitHub legacy: X-Hub-Signature sha1=HMAC-SHA1 hex of the body; no timestamp",
+    shape: Shape::BodyHmac {
+        header: "X-Hub-Signature",
+        alternate: None,
+        prefix: "sha1=",
+        encoding: Encoding::Hex,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    ..GITHUB
+};
+
+const INTERCOM: Preset = Preset {
+    name: "intercom",
+    description: "Intercom: X-Hub-Signature sha1=HMAC-SHA1 hex of the body; no timestamp",
+    key_hint: "the key is the app's client secret",
+    info: Info {
+        event_type: Source::Json(&[&["topic"]]),
+        delivery_id: Source::Json(ID),
+        dedup_json: Some(ID),
+        headers: &[],
+    },
+    ..GITHUB_SHA1
+};
+
+/// Meta signs like GitHub, with the app secret; its GET handshake carries a verify token.
+/// Sources: developers.facebook.com/docs/graph-api/webhooks/getting-started (verification
+/// requests, event notifications); fbsamples/graph-api-webhooks-samples.
+const META: Preset = Preset {
+    name: "meta",
+    description: "Meta (WhatsApp, Messenger, Instagram): X-Hub-Signature-256 sha256=HMAC-SHA256 hex of the body with the app secret; GET hub.challenge answered with the verify token; no timestamp",
+    key_hint: "the key is the App Secret from the app dashboard (Settings > Basic), used as-is; the verify token is a separate setting (--verify-token)",
+    info: Info {
+        event_type: Source::Json(&[&["object"]]),
+        ..Info::NONE
+    },
+    handshake: Some(HandshakeKind::MetaSubscribe),
+    ..GITHUB
+};
+
+const SHOPIFY: Preset = Preset {
+    name: "shopify",
+    description: "Shopify: X-Shopify-Hmac-Sha256 HMAC-SHA256 base64 of the body; no timestamp",
+    window_secs: None,
+    shape: Shape::BodyHmac {
+        header: "X-Shopify-Hmac-Sha256",
+        alternate: Some("shopify-hmac-sha256"),
+        prefix: "",
+        encoding: Encoding::Base64,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the app's client secret, used as-is",
+    info: Info {
+        event_type: Source::Header(&["X-Shopify-Topic", "shopify-topic"]),
+        delivery_id: Source::Header(&[
+            "X-Shopify-Event-Id",
+            "X-Shopify-Webhook-Id",
+            "shopify-event-id",
+        ]),
+        dedup_json: None,
+        headers: &[
+            "X-Shopify-Topic",
+            "X-Shopify-Shop-Domain",
+            "X-Shopify-API-Version",
+            "X-Shopify-Webhook-Id",
+            "X-Shopify-Event-Id",
+            "X-Shopify-Triggered-At",
+        ],
+    },
+    handshake: None,
+};
+
+// --- v0=… over v0:{timestamp}:{body} ---
+
+const SLACK: Preset = Preset {
+    name: "slack",
+    description: "Slack: X-Slack-Signature v0=HMAC-SHA256 hex of v0:ts:body, X-Slack-Request-Timestamp, ±300 s",
+    window_secs: Some(300),
+    shape: Shape::Versioned {
+        signature: "X-Slack-Signature",
+        timestamp: "X-Slack-Request-Timestamp",
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the app's Signing Secret (not the deprecated verification token)",
+    info: Info {
+        event_type: Source::Json(&[&["event", "type"], &["type"]]),
+        delivery_id: Source::Json(&[&["event_id"]]),
+        dedup_json: Some(&[&["event_id"]]),
+        headers: &["X-Slack-Retry-Num", "X-Slack-Retry-Reason"],
+    },
+    // api.slack.com/events/url_verification
+    handshake: Some(HandshakeKind::SlackUrlVerification),
+};
+
+const ZOOM: Preset = Preset {
+    name: "zoom",
+    description: "Zoom: x-zm-signature v0=HMAC-SHA256 hex of v0:ts:body, x-zm-request-timestamp, ±300 s",
+    shape: Shape::Versioned {
+        signature: "x-zm-signature",
+        timestamp: "x-zm-request-timestamp",
+    },
+    key_hint: "the key is the app's Secret Token",
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        delivery_id: Source::Header(&["x-zm-trackingid"]),
+        dedup_json: None,
+        headers: &[],
+    },
+    // developers.zoom.us/docs/api/webhooks/ (validate your webhook endpoint)
+    handshake: Some(HandshakeKind::ZoomUrlValidation),
+    ..SLACK
+};
+
+// --- the URL and the body ---
+
+const SQUARE: Preset = Preset {
+    name: "square",
+    description: "Square: x-square-hmacsha256-signature HMAC-SHA256 base64 of URL + body; needs the public URL",
+    window_secs: None,
+    shape: Shape::UrlAndBody {
+        header: "x-square-hmacsha256-signature",
+        encoding: Encoding::Base64,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook subscription's signature key",
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Json(&[&["event_id"]]),
+        dedup_json: Some(&[&["event_id"]]),
+        headers: &[],
+    },
+    handshake: None,
+};
+
+// --- public-key signatures over {timestamp}{body} ---
+
+const DISCORD: Preset = Preset {
+    name: "discord",
+    description: "Discord: X-Signature-Ed25519 hex over X-Signature-Timestamp+body, hex public key, 600 s",
+    window_secs: Some(600),
+    shape: Shape::Asymmetric {
+        signature: "X-Signature-Ed25519",
+        timestamp: "X-Signature-Timestamp",
+        encoding: Encoding::HexAnyCase,
+    },
+    key: KeyFormat::Ed25519Hex,
+    key_hint: "the key is the application's hex Ed25519 public key",
+    info: Info::TYPE_AND_ID,
+    // discord.com/developers/docs/interactions/receiving-and-responding (PING → PONG)
+    handshake: Some(HandshakeKind::DiscordPing),
+};
+
+const SENDGRID: Preset = Preset {
+    name: "sendgrid",
+    description: "SendGrid Event Webhook: ECDSA P-256 base64 DER over timestamp+body, base64 DER public key, 600 s",
+    shape: Shape::Asymmetric {
+        signature: "X-Twilio-Email-Event-Webhook-Signature",
+        timestamp: "X-Twilio-Email-Event-Webhook-Timestamp",
+        encoding: Encoding::Base64,
+    },
+    key: KeyFormat::P256Der,
+    key_hint: "the key is the base64 DER verification key from Mail Settings",
+    info: Info::NONE,
+    handshake: None,
+    ..DISCORD
+};
+
+// --- the odd ones ---
+
+const TWITCH_EVENTSUB: Preset = Preset {
+    name: "twitch-eventsub",
+    description: "Twitch EventSub: sha256=HMAC-SHA256 hex of message-id+timestamp+body, RFC 3339 timestamp, 600 s",
+    window_secs: Some(600),
+    shape: Shape::Twitch,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the secret given when subscribing",
+    info: Info {
+        event_type: Source::Header(&["Twitch-Eventsub-Subscription-Type"]),
+        delivery_id: Source::Shape,
+        dedup_json: None,
+        headers: &[
+            "Twitch-Eventsub-Message-Type",
+            "Twitch-Eventsub-Subscription-Type",
+            "Twitch-Eventsub-Subscription-Version",
+        ],
+    },
+    // dev.twitch.tv/docs/eventsub/handling-webhook-events (responding to a challenge)
+    handshake: Some(HandshakeKind::TwitchCallbackVerification),
+};
+
+const LINEAR: Preset = Preset {
+    name: "linear",
+    description: "Linear: Linear-Signature HMAC-SHA256 hex of the body, webhookTimestamp (ms) in the body, ±60 s",
+    window_secs: Some(60),
+    shape: Shape::Linear,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook's signing secret",
+    info: Info {
+        event_type: Source::Header(&["Linear-Event"]),
+        delivery_id: Source::Header(&["Linear-Delivery"]),
+        dedup_json: None,
+        headers: &[],
+    },
+    handshake: None,
+};
+
+const TWILIO: Preset = Preset {
+    name: "twilio",
+    description: "Twilio: X-Twilio-Signature HMAC-SHA1 base64 of URL + sorted form params; needs the public URL",
+    window_secs: None,
+    shape: Shape::Twilio { body_sha256: false },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    key_hint: "the key is the Auth Token of the account that sent the request",
+    info: Info {
+        delivery_id: Source::Header(&["I-Twilio-Idempotency-Token"]),
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
+const TWILIO_BODY_SHA256: Preset = Preset {
+    name: "twilio-body-sha256",
+    description: "Twilio JSON: X-Twilio-Signature over the URL with bodySHA256=hex(SHA-256(body)); needs the public URL",
+    shape: Shape::Twilio { body_sha256: true },
+    ..TWILIO
+};
+
+/// Mailgun signs a timestamp and a token, not the event: the window is a receiver policy.
+const MAILGUN: Preset = Preset {
+    name: "mailgun",
+    description: "Mailgun: body signature.{timestamp,token,signature}, HMAC-SHA256 hex of timestamp+token (body not signed), 900 s",
+    window_secs: Some(900),
+    shape: Shape::Mailgun,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the HTTP webhook signing key (not the API key)",
+    info: Info {
+        event_type: Source::Json(&[&["event-data", "event"]]),
+        delivery_id: Source::Json(&[&["event-data", "id"]]),
+        dedup_json: None,
+        headers: &[],
+    },
+    handshake: None,
+};
+
+// --- added from the facts in docs/PROVIDERS.md (sources there) and the vectors in
+// tests/vectors/ ---
+
+/// An HMAC-SHA256 of the body, lowercase hex, in one header, with the secret as-is.
+const fn body_hex(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        name,
+        description,
+        window_secs: None,
+        shape: Shape::BodyHmac {
+            header,
+            alternate: None,
+            prefix: "",
+            encoding: Encoding::Hex,
+        },
+        key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+        key_hint,
+        info: Info::NONE,
+        handshake: None,
+    }
+}
+
+const ASANA: Preset = body_hex(
+    "asana",
+    "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
+    "X-Hook-Signature",
+    "the key is the X-Hook-Secret Asana sent when the webhook was created",
+);
+
+const CALCOM: Preset = body_hex(
+    "calcom",
+    "Cal.com: X-Cal-Signature-256 HMAC-SHA256 hex of the body; no timestamp",
+    "X-Cal-Signature-256",
+    "the key is the webhook's secret",
+);
+
+const CHECKOUT_COM: Preset = body_hex(
+    "checkout-com",
+    "Checkout.com: Cko-Signature HMAC-SHA256 hex of the body; no timestamp",
+    "Cko-Signature",
+    "the key is the webhook's signature key (secret), used as-is",
+);
+
+const COINBASE_COMMERCE: Preset = body_hex(
+    "coinbase-commerce",
+    "Coinbase Commerce: X-CC-Webhook-Signature HMAC-SHA256 hex of the body; no timestamp",
+    "X-CC-Webhook-Signature",
+    "the key is the shared secret from the webhook settings",
+);
+
+/// www.dropbox.com/developers/reference/webhooks: the signature and the GET challenge.
+const DROPBOX: Preset = Preset {
+    handshake: Some(HandshakeKind::DropboxChallenge),
+    ..body_hex(
+        "dropbox",
+        "Dropbox: X-Dropbox-Signature HMAC-SHA256 hex of the body with the app secret; GET ?challenge= echoed; no timestamp",
+        "X-Dropbox-Signature",
+        "the key is the app secret",
+    )
+};
+
+const GITEA: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Gitea-Event"]),
+        delivery_id: Source::Header(&["X-Gitea-Delivery"]),
+        dedup_json: None,
+        headers: &["X-Gitea-Event", "X-Gitea-Delivery"],
+    },
+    ..body_hex(
+        "gitea",
+        "Gitea: X-Gitea-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Gitea-Signature",
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const FORGEJO: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Forgejo-Event"]),
+        delivery_id: Source::Header(&["X-Forgejo-Delivery"]),
+        dedup_json: None,
+        headers: &["X-Forgejo-Event", "X-Forgejo-Delivery"],
+    },
+    ..body_hex(
+        "forgejo",
+        "Forgejo: X-Forgejo-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Forgejo-Signature",
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const LEMON_SQUEEZY: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Event-Name"]),
+        ..Info::NONE
+    },
+    ..body_hex(
+        "lemon-squeezy",
+        "Lemon Squeezy: X-Signature HMAC-SHA256 hex of the body; no timestamp",
+        "X-Signature",
+        "the key is the webhook's signing secret",
+    )
+};
+
+const ONFIDO: Preset = body_hex(
+    "onfido",
+    "Onfido: X-SHA2-Signature HMAC-SHA256 hex of the body with the webhook token; no timestamp",
+    "X-SHA2-Signature",
+    "the key is the webhook's token",
+);
+
+const RAZORPAY: Preset = Preset {
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        delivery_id: Source::Header(&["x-razorpay-event-id"]),
+        dedup_json: None,
+        headers: &["x-razorpay-event-id"],
+    },
+    ..body_hex(
+        "razorpay",
+        "Razorpay: X-Razorpay-Signature HMAC-SHA256 hex of the body with the webhook secret; no timestamp",
+        "X-Razorpay-Signature",
+        "the key is the webhook secret set in the dashboard (not the API key secret)",
+    )
+};
+
+const SENTRY: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["Sentry-Hook-Resource"]),
+        delivery_id: Source::Header(&["Request-ID"]),
+        dedup_json: None,
+        headers: &["Sentry-Hook-Resource", "Request-ID"],
+    },
+    ..body_hex(
+        "sentry",
+        "Sentry integration platform: Sentry-Hook-Signature HMAC-SHA256 hex of the body with the client secret; no timestamp",
+        "Sentry-Hook-Signature",
+        "the key is the integration's client secret",
+    )
+};
+
+const SEGMENT: Preset = Preset {
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    info: Info::BODY_TYPE,
+    ..body_hex(
+        "segment",
+        "Segment: X-Signature HMAC-SHA1 hex of the body with the shared secret; no timestamp",
+        "X-Signature",
+        "the key is the destination's shared secret",
+    )
+};
+
+const VERCEL: Preset = Preset {
+    key: KeyFormat::Raw(HmacAlgorithm::Sha1),
+    info: Info::BODY_TYPE,
+    ..body_hex(
+        "vercel",
+        "Vercel: x-vercel-signature HMAC-SHA1 hex of the body; no timestamp",
+        "x-vercel-signature",
+        "the key is the webhook's secret (or the integration's client secret)",
+    )
+};
+
+/// An HMAC-SHA256 of the body after a prefix, or in base64.
+const fn body_prefixed(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    prefix: &'static str,
+    encoding: Encoding,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        shape: Shape::BodyHmac {
+            header,
+            alternate: None,
+            prefix,
+            encoding,
+        },
+        ..body_hex(name, description, header, key_hint)
+    }
+}
+
+const BITBUCKET: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-Event-Key"]),
+        delivery_id: Source::Header(&["X-Request-UUID"]),
+        dedup_json: None,
+        headers: &["X-Event-Key", "X-Request-UUID", "X-Hook-UUID"],
+    },
+    ..body_prefixed(
+        "bitbucket",
+        "Bitbucket Cloud: X-Hub-Signature sha256=HMAC-SHA256 hex of the body; no timestamp",
+        "X-Hub-Signature",
+        "sha256=",
+        Encoding::Hex,
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+const NOTION: Preset = Preset {
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Json(ID),
+        dedup_json: Some(ID),
+        headers: &[],
+    },
+    ..body_prefixed(
+        "notion",
+        "Notion: X-Notion-Signature sha256=HMAC-SHA256 hex of the body with the verification token; no timestamp",
+        "X-Notion-Signature",
+        "sha256=",
+        Encoding::Hex,
+        "the key is the verification_token Notion sent when the subscription was created",
+    )
+};
+
+const TYPEFORM: Preset = body_prefixed(
+    "typeform",
+    "Typeform: Typeform-Signature sha256=HMAC-SHA256 base64 of the body; no timestamp",
+    "Typeform-Signature",
+    "sha256=",
+    Encoding::Base64,
+    "the key is the webhook's secret, used as-is",
+);
+
+const LINE: Preset = body_prefixed(
+    "line",
+    "LINE Messaging API: x-line-signature HMAC-SHA256 base64 of the body with the channel secret; no timestamp",
+    "x-line-signature",
+    "",
+    Encoding::Base64,
+    "the key is the channel secret",
+);
+
+const WOOCOMMERCE: Preset = Preset {
+    info: Info {
+        event_type: Source::Header(&["X-WC-Webhook-Topic"]),
+        delivery_id: Source::Header(&["X-WC-Webhook-Delivery-ID"]),
+        dedup_json: None,
+        headers: &[
+            "X-WC-Webhook-Topic",
+            "X-WC-Webhook-Source",
+            "X-WC-Webhook-ID",
+            "X-WC-Webhook-Delivery-ID",
+        ],
+    },
+    ..body_prefixed(
+        "woocommerce",
+        "WooCommerce: X-WC-Webhook-Signature HMAC-SHA256 base64 of the body; no timestamp",
+        "X-WC-Webhook-Signature",
+        "",
+        Encoding::Base64,
+        "the key is the webhook's secret, used as-is",
+    )
+};
+
+/// A shared token in a header: the body is not authenticated.
+const fn token(
+    name: &'static str,
+    description: &'static str,
+    header: &'static str,
+    key_hint: &'static str,
+) -> Preset {
+    Preset {
+        shape: Shape::Token { header },
+        key: KeyFormat::Token,
+        ..body_hex(name, description, header, key_hint)
+    }
+}
+
+const OKTA: Preset = Preset {
+    info: Info {
+        delivery_id: Source::Header(&["X-Okta-Request-Id"]),
+        ..Info::NONE
+    },
+    ..token(
+        "okta",
+        "Okta event hooks: the Authorization header equals the configured secret (body NOT authenticated); no timestamp",
+        "Authorization",
+        "the key is the value of the authorization header configured on the event hook",
+    )
+};
+
+const CALENDLY: Preset = Preset {
+    name: "calendly",
+    description: "Calendly: Calendly-Webhook-Signature t=,v1= HMAC-SHA256 hex over t.body, signing key used as-is, 180 s",
+    window_secs: Some(180),
+    shape: Shape::KeyValue(KeyValue {
+        header: "Calendly-Webhook-Signature",
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook subscription's signing key",
+    info: Info::NONE,
+    ..STRIPE
+};
+
+const MUX: Preset = Preset {
+    name: "mux",
+    description: "Mux: Mux-Signature t=,v1= HMAC-SHA256 hex over t.body, signing secret used as-is, 300 s",
+    shape: Shape::KeyValue(KeyValue {
+        header: "Mux-Signature",
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook's signing secret",
+    info: Info::BODY_TYPE,
+    ..STRIPE
+};
+
+/// Clerk sends Svix webhooks: an alias of `svix`.
+const CLERK: Preset = Preset {
+    name: "clerk",
+    description: "Clerk: alias of svix (svix-* headers only, as @clerk/backend reads them; whsec_ base64 secret, ±300 s)",
+    shape: Shape::Standard {
+        family: Family::SVIX_ONLY,
+        version: "v1",
+        other_versions_only: Reason::NoSupportedSignature,
+    },
+    key_hint: "the whsec_ signing secret of the Clerk endpoint (a Svix secret)",
+    ..SVIX
+};
+
+/// Resend sends Svix webhooks: an alias of `svix`.
+const RESEND: Preset = Preset {
+    name: "resend",
+    description: "Resend: alias of svix (svix-* headers, whsec_ base64 secret, ±300 s)",
+    shape: Shape::Standard {
+        family: Family::SVIX,
+        version: "v1",
+        other_versions_only: Reason::NoSupportedSignature,
+    },
+    key_hint: "the whsec_ signing secret of the Resend webhook (a Svix secret)",
+    ..SVIX
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_defined_once_under_its_own_name() {
+        let mut names: Vec<&str> = SchemeId::ALL.iter().map(|id| id.preset().name).collect();
+        for id in SchemeId::ALL {
+            let preset = id.preset();
+            assert!(!preset.description.is_empty(), "{}", preset.name);
+            assert!(!preset.key_hint.is_empty(), "{}", preset.name);
+            assert!(preset.window_secs != Some(0), "{}", preset.name);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SchemeId::ALL.len());
+    }
+}
