@@ -140,8 +140,10 @@
 //! timestamp) applied per aggregate so a handler can skip an event older than what it
 //! already applied.
 
+mod checkpoint;
 mod dead;
 mod dedup;
+mod digest;
 mod error;
 mod event;
 mod inbox;

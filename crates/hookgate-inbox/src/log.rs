@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::event::{EventId, InboxEvent, Status};
-use crate::queue::event_from_row;
+use crate::queue::{EVENT_COLUMNS, event_from_row};
 use crate::time::{from_millis, to_millis};
 use crate::{Inbox, InboxError};
 
@@ -127,7 +127,7 @@ impl LogQuery {
                 values.push(Value::Text(status.as_str().to_owned()));
                 placeholders.push(format!("?{}", values.len()));
             }
-            conditions.push(format!("e.status IN ({})", placeholders.join(", ")));
+            conditions.push(format!("s.status IN ({})", placeholders.join(", ")));
         }
         let mut push = |condition: &str, value: Value, values: &mut Vec<Value>| {
             values.push(value);
@@ -168,9 +168,9 @@ impl LogQuery {
             push("e.id < ?", Value::Integer(id.get()), &mut values);
         }
         if self.only_test {
-            conditions.push("e.is_test = 1".to_owned());
+            conditions.push("s.is_test = 1".to_owned());
         } else if !self.include_test {
-            conditions.push("e.is_test = 0".to_owned());
+            conditions.push("s.is_test = 0".to_owned());
         }
         let filter = if conditions.is_empty() {
             String::new()
@@ -179,8 +179,7 @@ impl LogQuery {
         };
         values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(
-            "SELECT {LOG_COLUMNS} FROM events e LEFT JOIN dead_letters d ON d.event_id = e.id
-             {filter} ORDER BY e.id DESC LIMIT ?{}",
+            "SELECT {LOG_COLUMNS} FROM {LOG_TABLES} {filter} ORDER BY e.id DESC LIMIT ?{}",
             values.len()
         );
         Ok((sql, values))
@@ -230,8 +229,12 @@ pub struct LogEntry {
 }
 
 const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type,
-    e.signed_at, e.received_at, e.status, e.attempts, e.due_at, e.started_at, e.finished_at,
-    e.duration_ms, e.last_error, d.dead_at, e.is_test, length(e.body)";
+    e.signed_at, e.received_at, s.status, s.attempts, s.due_at, s.started_at, s.finished_at,
+    s.duration_ms, s.last_error, d.dead_at, s.is_test, length(e.body)";
+
+/// What arrived (`e`), its state (`s`) and, for dead letters, when it died (`d`).
+const LOG_TABLES: &str = "events e JOIN state s ON s.id = e.id
+    LEFT JOIN dead_letters d ON d.event_id = e.id";
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
     let status: String = row.get(7)?;
@@ -370,10 +373,7 @@ impl Inbox {
     /// [`InboxError::Database`].
     pub async fn entry(&self, id: EventId) -> Result<Option<LogEntry>, InboxError> {
         self.read(move |conn, _| {
-            let sql = format!(
-                "SELECT {LOG_COLUMNS} FROM events e LEFT JOIN dead_letters d ON d.event_id = e.id
-                 WHERE e.id = ?1"
-            );
+            let sql = format!("SELECT {LOG_COLUMNS} FROM {LOG_TABLES} WHERE e.id = ?1");
             conn.prepare_cached(&sql)?
                 .query_row(params![id.get()], entry_from_row)
                 .optional()?
@@ -399,7 +399,7 @@ impl Inbox {
         self.read(|conn, _| {
             let mut counts = StatusCounts::default();
             let mut stmt =
-                conn.prepare_cached("SELECT status, count(*) FROM events GROUP BY status")?;
+                conn.prepare_cached("SELECT status, count(*) FROM state GROUP BY status")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let status: String = row.get(0)?;
@@ -437,12 +437,16 @@ impl Inbox {
 }
 
 fn read_event(conn: &Connection, id: EventId) -> Result<Option<InboxEvent>, InboxError> {
-    conn.prepare_cached(
-        "SELECT id, dedup_key, scheme, delivery_id, event_type, signed_at, received_at,
-                body, headers, attempts, is_test
-         FROM events WHERE id = ?1",
-    )?
-    .query_row(params![id.get()], event_from_row)
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, (SELECT attempts FROM state WHERE state.id = events.id),
+                (SELECT is_test FROM state WHERE state.id = events.id)
+         FROM events WHERE id = ?1"
+    ))?
+    .query_row(params![id.get()], |row| {
+        let attempts: Option<i64> = row.get(9)?;
+        let is_test: Option<bool> = row.get(10)?;
+        event_from_row(row, attempts.unwrap_or(0), is_test.unwrap_or(false))
+    })
     .optional()?
     .transpose()
 }
@@ -461,10 +465,10 @@ mod tests {
             .limit(5)
             .to_sql()
             .unwrap();
-        assert!(sql.contains("e.status IN (?1, ?2)"), "{sql}");
+        assert!(sql.contains("s.status IN (?1, ?2)"), "{sql}");
         assert!(sql.contains("e.event_type = ?3"), "{sql}");
         assert!(sql.contains("e.delivery_id = ?4"), "{sql}");
-        assert!(sql.contains("e.is_test = 0"), "{sql}");
+        assert!(sql.contains("s.is_test = 0"), "{sql}");
         assert!(sql.contains("LIMIT ?5"), "{sql}");
         assert_eq!(values.len(), 5);
         assert!(LogQuery::new().limit(0).to_sql().is_err());

@@ -39,12 +39,16 @@ pub(crate) trait Work: Send {
     fn wakes_workers(&self) -> bool;
 }
 
+/// Undoes, after a failed commit, what a job did outside the database for its result.
+pub(crate) type Undo<T> = Box<dyn FnOnce(&T) + Send>;
+
 /// A closure job whose result is answered through a oneshot channel after the commit.
 pub(crate) struct Call<T, F> {
     f: Option<F>,
     result: Option<Result<T, InboxError>>,
     reply: oneshot::Sender<Result<T, InboxError>>,
     wakes: bool,
+    undo: Option<Undo<T>>,
 }
 
 impl<T, F> Call<T, F>
@@ -56,12 +60,24 @@ where
         wakes: bool,
         f: F,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
+        Self::job_with_undo(wakes, f, None)
+    }
+
+    /// A job whose closure may also change state outside the database (a counter) inside
+    /// the transaction, so the change is seen no later than the committed rows: `undo`
+    /// reverts it when the commit fails.
+    pub(crate) fn job_with_undo(
+        wakes: bool,
+        f: F,
+        undo: Option<Undo<T>>,
+    ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
         let (reply, rx) = oneshot::channel();
         let call = Call {
             f: Some(f),
             result: None,
             reply,
             wakes,
+            undo,
         };
         (Box::new(call), rx)
     }
@@ -83,6 +99,9 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), InboxError>) {
+        if let (Err(_), Some(Ok(value)), Some(undo)) = (&commit, &self.result, self.undo) {
+            undo(value);
+        }
         let answer = match (commit, self.result) {
             (Err(err), _) => Err(err),
             (Ok(()), Some(result)) => result,
@@ -180,15 +199,17 @@ fn run_all(
     batch: &mut [Box<dyn Work>],
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let mut txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut wake = false;
     for job in batch.iter_mut() {
-        let savepoint = txn.savepoint()?;
-        if job.run(&savepoint, now_ms) {
-            savepoint.commit()?;
+        // Prepared once per connection: a savepoint per job must not cost a parse per job.
+        txn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        if job.run(&txn, now_ms) {
             wake |= job.wakes_workers();
+        } else {
+            txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
         }
-        // Dropping an uncommitted savepoint rolls its changes back.
+        txn.prepare_cached("RELEASE job")?.execute([])?;
     }
     txn.commit()?;
     Ok(wake)

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
 use hookgate::{ChannelSink, Gate, SchemeId, Verifier};
-use hookgate_inbox::Inbox;
+use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, Worker, WorkerHandle};
 use hookgate_tower::GateLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -42,6 +42,10 @@ pub enum Setup {
     GateMemory,
     /// The Gate with the SQLite inbox as dedup store and sink (fsync per group commit).
     GateInbox,
+    /// As [`Setup::GateInbox`], with a worker processing every event at the same time (a
+    /// handler that returns at once): the `hookgate serve` workload, where each event is
+    /// enqueued, leased and completed.
+    GateInboxWorker,
 }
 
 impl Setup {
@@ -51,7 +55,13 @@ impl Setup {
             Setup::Baseline => "baseline",
             Setup::GateMemory => "gate-memory",
             Setup::GateInbox => "gate-inbox",
+            Setup::GateInboxWorker => "gate-inbox-worker",
         }
+    }
+
+    /// Whether the setup stores events in an inbox.
+    pub fn has_inbox(self) -> bool {
+        matches!(self, Setup::GateInbox | Setup::GateInboxWorker)
     }
 }
 
@@ -62,6 +72,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     running: Running,
     inbox: Option<Inbox>,
+    worker: Option<WorkerHandle>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -86,8 +97,17 @@ impl RunningServer {
         self.inbox.as_ref().map(Inbox::stats)
     }
 
-    /// Stops accepting, lets open requests finish and waits for the server.
+    /// The worker's counters, for the setup that has one.
+    pub fn worker_stats(&self) -> Option<hookgate_inbox::WorkerStats> {
+        self.worker.as_ref().map(WorkerHandle::stats)
+    }
+
+    /// Stops accepting, lets open requests finish and waits for the server (and the
+    /// worker, which gives back what it has not finished).
     pub async fn stop(self) {
+        if let Some(worker) = self.worker {
+            worker.shutdown().await;
+        }
         match self.running {
             Running::Tokio { shutdown, task } => {
                 let _ = shutdown.send(());
@@ -123,6 +143,7 @@ pub async fn start(framework: Framework, setup: Setup) -> Result<RunningServer, 
 struct Parts {
     gate: Option<Gate>,
     inbox: Option<Inbox>,
+    with_worker: bool,
     data: Option<tempfile::TempDir>,
     receiver: Option<hookgate::sink::ChannelReceiver>,
 }
@@ -132,6 +153,7 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
         Setup::Baseline => Parts {
             gate: None,
             inbox: None,
+            with_worker: false,
             data: None,
             receiver: None,
         },
@@ -141,16 +163,18 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
             Parts {
                 gate: Some(gate),
                 inbox: None,
+                with_worker: false,
                 data: None,
                 receiver: Some(receiver),
             }
         }
-        Setup::GateInbox => {
+        Setup::GateInbox | Setup::GateInboxWorker => {
             let dir = tempfile::tempdir()?;
             let inbox = Inbox::open(dir.path().join("inbox.db"))?;
             Parts {
                 gate: Some(inbox.gate(verifier()?).build()?),
                 inbox: Some(inbox),
+                with_worker: setup == Setup::GateInboxWorker,
                 data: Some(dir),
                 receiver: None,
             }
@@ -160,6 +184,20 @@ fn parts(setup: Setup) -> Result<Parts, BoxError> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The worker of [`Setup::GateInboxWorker`]: `hookgate serve`'s default concurrency, and a
+/// handler that succeeds at once, so what is measured is the inbox's queue work.
+fn start_worker(inbox: &Inbox) -> Result<WorkerHandle, BoxError> {
+    Ok(
+        Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
+            .concurrency(WORKER_CONCURRENCY)
+            .start()?,
+    )
+}
+
+/// Handlers the worker of [`Setup::GateInboxWorker`] runs at once (`hookgate serve`'s
+/// default).
+const WORKER_CONCURRENCY: usize = 8;
+
 fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
     use hookgate_actix::WebhookGate;
@@ -167,9 +205,15 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
     let Parts {
         gate,
         inbox,
+        with_worker,
         data,
         receiver,
     } = parts(setup)?;
+    // On the caller's Tokio runtime, as the axum setups' worker.
+    let worker = match (&inbox, with_worker) {
+        (Some(inbox), true) => Some(start_worker(inbox)?),
+        _ => None,
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (ready, started) = std::sync::mpsc::channel();
@@ -213,6 +257,7 @@ fn start_actix(setup: Setup) -> Result<RunningServer, BoxError> {
         addr,
         running: Running::Actix { handle, thread },
         inbox,
+        worker,
         _data: data,
     })
 }
@@ -221,9 +266,14 @@ async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
     let Parts {
         gate,
         inbox,
+        with_worker,
         data,
         receiver,
     } = parts(setup)?;
+    let worker = match (&inbox, with_worker) {
+        (Some(inbox), true) => Some(start_worker(inbox)?),
+        _ => None,
+    };
     if let Some(mut receiver) = receiver {
         tokio::spawn(async move { while receiver.recv().await.is_some() {} });
     }
@@ -248,6 +298,7 @@ async fn start_axum(setup: Setup) -> Result<RunningServer, BoxError> {
         addr,
         running: Running::Tokio { shutdown, task },
         inbox,
+        worker,
         _data: data,
     })
 }

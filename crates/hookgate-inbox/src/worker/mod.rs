@@ -17,7 +17,7 @@ pub use handler::{Handler, HandlerResult};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
 
 use crate::event::EventId;
-use crate::queue::{Completion, Leased};
+use crate::queue::{Completion, Leased, Tally};
 use crate::time::add;
 use crate::{Inbox, InboxError};
 use handler::CatchPanic;
@@ -275,6 +275,25 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the outcome of `completion` in the counter it belongs to (`true`), or takes
+    /// that count back (`false`).
+    fn tally(counters: &Arc<Counters>, completion: &Completion) -> Tally {
+        let counters = counters.clone();
+        let pick: fn(&Counters) -> &AtomicU64 = match completion {
+            Completion::Processed => |c| &c.processed,
+            Completion::Retry { .. } => |c| &c.retried,
+            Completion::Dead { .. } => |c| &c.dead,
+        };
+        Arc::new(move |count| {
+            let counter = pick(&counters);
+            if count {
+                counter.fetch_add(1, Ordering::SeqCst);
+            } else {
+                counter.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+    }
+
     fn snapshot(&self) -> WorkerStats {
         WorkerStats {
             handled: self.handled.load(Ordering::Relaxed),
@@ -461,20 +480,18 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
             "duration_ms",
             u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         );
-        let counter = match &completion {
-            Completion::Processed => &shared.counters.processed,
-            Completion::Retry { .. } => &shared.counters.retried,
-            Completion::Dead { .. } => &shared.counters.dead,
-        };
+        let tally = Counters::tally(&shared.counters, &completion);
         let outcome = outcome_name(&completion);
         metrics::histogram!(PROCESS_SECONDS, "scheme" => scheme.clone(), "outcome" => outcome)
             .record(duration.as_secs_f64());
         metrics::counter!(ATTEMPTS, "scheme" => scheme, "outcome" => outcome).increment(1);
         match shared
-            .inbox.record_attempt(id, token, attempt, started_at, duration, completion)
+            .inbox.record_attempt(id, token, attempt, started_at, duration, completion, tally)
             .await
         {
-            Ok(true) => Counters::bump(counter),
+            // Counted inside the transaction (see `record_attempt`): whoever sees the new
+            // status sees the count too.
+            Ok(true) => {}
             Ok(false) => {
                 Counters::bump(&shared.counters.lost_leases);
                 tracing::warn!("lease lost before the result was recorded; the event will be handled again");
