@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::event::{EventId, NewEvent};
 use crate::time::{add, sub, to_millis};
-use crate::writer::{Call, Undo, Work, WriterShared};
+use crate::writer::{Call, Durability, Undo, Work, WriterShared};
 use crate::{InboxError, checkpoint, schema, writer};
 
 /// Default lifetime of an uncommitted claim: 30 seconds (as the core's in-memory store).
@@ -455,7 +455,8 @@ impl Inbox {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        self.write_with_undo(wakes, f, None).await
+        self.write_with_undo(wakes, f, None, Durability::Synced)
+            .await
     }
 
     /// A write whose closure also changes something outside the database inside the
@@ -465,12 +466,13 @@ impl Inbox {
         wakes: bool,
         f: F,
         undo: Option<Undo<T>>,
+        durability: Durability,
     ) -> Result<T, InboxError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        let (job, rx) = Call::job_with_undo(wakes, f, undo);
+        let (job, rx) = Call::job_with_undo(wakes, f, undo, durability);
         self.inner
             .tx
             .send(job)

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::event::{EventId, InboxEvent};
 use crate::time::{add, duration_millis, from_millis};
-use crate::writer::Undo;
+use crate::writer::{Durability, Undo};
 use crate::{Inbox, InboxError};
 
 /// Counts a recorded attempt (`true`) or takes the count back (`false`).
@@ -64,21 +64,26 @@ impl Inbox {
         held: Vec<(EventId, i64)>,
         lease: Duration,
     ) -> Result<usize, InboxError> {
-        self.write(false, move |conn, now| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE state SET due_at = ?3
+        self.write_with_undo(
+            false,
+            move |conn, now| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE state SET due_at = ?3
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-            )?;
-            let mut renewed = 0usize;
-            for (id, token) in held {
-                renewed = renewed.saturating_add(stmt.execute(params![
-                    id.get(),
-                    token,
-                    add(now, lease)
-                ])?);
-            }
-            Ok(renewed)
-        })
+                )?;
+                let mut renewed = 0usize;
+                for (id, token) in held {
+                    renewed = renewed.saturating_add(stmt.execute(params![
+                        id.get(),
+                        token,
+                        add(now, lease)
+                    ])?);
+                }
+                Ok(renewed)
+            },
+            None,
+            Durability::Deferred,
+        )
         .await
     }
 
@@ -126,6 +131,7 @@ impl Inbox {
                 Ok(recorded)
             },
             Some(undo),
+            Durability::Deferred,
         )
         .await
     }
@@ -136,18 +142,24 @@ impl Inbox {
         &self,
         held: Vec<(EventId, i64)>,
     ) -> Result<usize, InboxError> {
-        self.write(true, move |conn, now| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE state SET status = 'queued', due_at = ?3, lease_token = NULL,
+        self.write_with_undo(
+            true,
+            move |conn, now| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE state SET status = 'queued', due_at = ?3, lease_token = NULL,
                      attempts = max(attempts - 1, 0)
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-            )?;
-            let mut released = 0usize;
-            for (id, token) in held {
-                released = released.saturating_add(stmt.execute(params![id.get(), token, now])?);
-            }
-            Ok(released)
-        })
+                )?;
+                let mut released = 0usize;
+                for (id, token) in held {
+                    released =
+                        released.saturating_add(stmt.execute(params![id.get(), token, now])?);
+                }
+                Ok(released)
+            },
+            None,
+            Durability::Deferred,
+        )
         .await
     }
 }

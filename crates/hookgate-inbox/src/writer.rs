@@ -9,6 +9,10 @@
 //!
 //! While one commit is syncing, new jobs queue up, so the batch grows with the load: one
 //! sender gets one fsync per event, 64 concurrent senders share them.
+//!
+//! A batch holding only worker bookkeeping ([`Durability::Deferred`]: completions, lease
+//! renewals and releases) commits without an fsync of its own; the next synced commit or
+//! checkpoint makes it durable. Everything else waits for its fsync.
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +41,24 @@ pub(crate) trait Work: Send {
 
     /// Whether committing this job can make events available to workers.
     fn wakes_workers(&self) -> bool;
+
+    /// Whether the caller is answered only after an fsync.
+    fn durability(&self) -> Durability;
+}
+
+/// When a write is durable, as its caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// The caller is answered once the commit holding the write is fsynced
+    /// (`synchronous=FULL`): enqueues, leases, dead-letter replays, everything a user
+    /// relies on surviving a crash.
+    Synced,
+    /// The caller is answered once the write is committed; it is fsynced by the next
+    /// synced commit or the next checkpoint, whichever comes first. Only for worker
+    /// bookkeeping whose loss in a crash is already covered by at-least-once processing:
+    /// a completion, lease renewal or release that is lost leaves the event leased, and it
+    /// is handled again once the lease expires.
+    Deferred,
 }
 
 /// Undoes, after a failed commit, what a job did outside the database for its result.
@@ -49,6 +71,7 @@ pub(crate) struct Call<T, F> {
     reply: oneshot::Sender<Result<T, InboxError>>,
     wakes: bool,
     undo: Option<Undo<T>>,
+    durability: Durability,
 }
 
 impl<T, F> Call<T, F>
@@ -60,7 +83,7 @@ where
         wakes: bool,
         f: F,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
-        Self::job_with_undo(wakes, f, None)
+        Self::job_with_undo(wakes, f, None, Durability::Synced)
     }
 
     /// A job whose closure may also change state outside the database (a counter) inside
@@ -70,6 +93,7 @@ where
         wakes: bool,
         f: F,
         undo: Option<Undo<T>>,
+        durability: Durability,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
         let (reply, rx) = oneshot::channel();
         let call = Call {
@@ -78,6 +102,7 @@ where
             reply,
             wakes,
             undo,
+            durability,
         };
         (Box::new(call), rx)
     }
@@ -113,6 +138,10 @@ where
 
     fn wakes_workers(&self) -> bool {
         self.wakes
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -153,6 +182,8 @@ pub(crate) fn spawn(
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Work>>, shared: &WriterShared) {
     let mut batch: Vec<Box<dyn Work>> = Vec::new();
+    // The connection starts with synchronous=FULL (`schema::open_writer`).
+    let mut synced = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < shared.max_batch {
@@ -161,14 +192,25 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Work>>, shared: &Wri
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch, shared);
+        commit_batch(&mut conn, &mut batch, shared, &mut synced);
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &WriterShared) {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Box<dyn Work>>,
+    shared: &WriterShared,
+    synced: &mut bool,
+) {
     let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     let now_ms = to_millis(shared.clock.now());
-    let outcome = run_all(conn, batch, now_ms);
+    // A batch of worker bookkeeping only commits without an fsync of its own; any batch
+    // with one synced job fsyncs, which also makes every earlier deferred commit durable
+    // (the log is fsynced as a whole).
+    let sync = batch
+        .iter()
+        .any(|job| job.durability() == Durability::Synced);
+    let outcome = set_synchronous(conn, sync, synced).and_then(|()| run_all(conn, batch, now_ms));
     match &outcome {
         Ok(wake) => {
             #[allow(clippy::cast_precision_loss)]
@@ -192,6 +234,21 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &
     for job in batch.drain(..) {
         job.finish(commit.clone());
     }
+}
+
+/// Switches the connection between `synchronous=FULL` and `NORMAL` (in WAL mode: no
+/// fsync at commit) when the batch needs the other one.
+fn set_synchronous(conn: &Connection, sync: bool, synced: &mut bool) -> Result<(), InboxError> {
+    if sync != *synced {
+        let pragma = if sync {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        conn.prepare_cached(pragma)?.execute([])?;
+        *synced = sync;
+    }
+    Ok(())
 }
 
 fn run_all(
