@@ -77,6 +77,10 @@ impl LogQuery {
     }
 
     /// Only events with this provider delivery id.
+    ///
+    /// Delivery ids are not indexed (a random key would cost the writer a page per event),
+    /// so this looks through the log from the newest event back: bound it with
+    /// [`received_after`](Self::received_after) on a large inbox.
     pub fn delivery_id(mut self, delivery_id: impl Into<String>) -> Self {
         self.delivery_id = Some(delivery_id.into());
         self
