@@ -818,6 +818,37 @@ mod tests {
 mod group_commit_tests {
     use super::*;
 
+    /// A batch of deferred jobs only commits with `synchronous=NORMAL` (no fsync); every
+    /// other batch with `FULL`, however often the two alternate.
+    #[tokio::test]
+    async fn only_batches_of_deferred_jobs_skip_the_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::builder(dir.path().join("inbox.db"))
+            .no_scheduled_pruning()
+            .open()
+            .unwrap();
+        let level = |conn: &Connection| -> Result<i64, InboxError> {
+            Ok(conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?)
+        };
+        for _ in 0..3 {
+            let deferred = inbox
+                .write_with_undo(
+                    false,
+                    move |conn, _| level(conn),
+                    None,
+                    Durability::Deferred,
+                )
+                .await
+                .unwrap();
+            assert_eq!(deferred, 1, "NORMAL");
+            let synced = inbox
+                .write(false, move |conn, _| level(conn))
+                .await
+                .unwrap();
+            assert_eq!(synced, 2, "FULL");
+        }
+    }
+
     /// While the writer is busy, enqueues pile up and are committed together: one
     /// transaction (one fsync) answers all of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,12 +240,9 @@ fn commit_batch(
 /// fsync at commit) when the batch needs the other one.
 fn set_synchronous(conn: &Connection, sync: bool, synced: &mut bool) -> Result<(), InboxError> {
     if sync != *synced {
-        let pragma = if sync {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        conn.prepare_cached(pragma)?.execute([])?;
+        // Not a cached statement: this pragma takes effect when it is prepared, so a
+        // cached copy would change nothing the second time.
+        conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
         *synced = sync;
     }
     Ok(())
