@@ -200,7 +200,9 @@ fn lease_due(
                 event: event?,
                 token,
             }),
-            // A state row without its event cannot be handled; it is not leased again.
+            // A state row without its event: the file was changed outside the inbox.
+            // Reported (the whole lease is rolled back) rather than handing out a
+            // made-up event.
             None => {
                 return Err(InboxError::Corrupt(format!(
                     "event {id} has a state but no row"
