@@ -51,7 +51,7 @@ fn quick_json_run_reports_every_setup() {
         let setup = run["setup"].as_str().unwrap();
         assert!(["axum", "actix"].contains(&framework), "{run}");
         assert!(
-            ["baseline", "gate-memory", "gate-inbox"].contains(&setup),
+            ["baseline", "gate-memory", "gate-inbox", "gate-inbox-worker"].contains(&setup),
             "{run}"
         );
         assert!(
@@ -62,11 +62,19 @@ fn quick_json_run_reports_every_setup() {
         if setup == "baseline" {
             assert!((run["ratio_to_baseline"].as_f64().unwrap() - 1.0).abs() < 1e-9);
         }
-        // Only the inbox commits to disk, and every commit stores at least one event.
-        if setup == "gate-inbox" {
+        // Only the inbox commits to disk, and every commit holds at least one job.
+        if setup.starts_with("gate-inbox") {
             assert!(run["events_per_commit"].as_f64().unwrap() >= 1.0, "{run}");
         } else {
             assert!(run["events_per_commit"].is_null(), "{run}");
+        }
+        // Only the worker setup processes; it reports what share it finished (never more
+        // than what was stored).
+        if setup == "gate-inbox-worker" {
+            let share = run["processed_share"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&share), "{run}");
+        } else {
+            assert!(run["processed_share"].is_null(), "{run}");
         }
         seen.push((
             framework.to_owned(),
@@ -74,7 +82,7 @@ fn quick_json_run_reports_every_setup() {
             run["connections"].as_u64().unwrap(),
         ));
     }
-    for setup in ["baseline", "gate-memory", "gate-inbox"] {
+    for setup in ["baseline", "gate-memory", "gate-inbox", "gate-inbox-worker"] {
         for connections in [1, 4] {
             assert!(
                 seen.contains(&("axum".to_owned(), setup.to_owned(), connections)),

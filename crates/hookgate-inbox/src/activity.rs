@@ -2,7 +2,7 @@
 //! of a time range, for a chart of the last hours.
 //!
 //! Each count is one range scan of an existing index (`events_received` and
-//! `events_status(status, finished_at)`), so a chart over hours stays cheap whatever the
+//! `state_status(status, finished_at)`), so a chart over hours stays cheap whatever the
 //! size of the log.
 
 use std::time::{Duration, SystemTime};
@@ -117,7 +117,7 @@ impl Inbox {
                 |m| &mut m.received,
             )?;
             add(
-                "SELECT finished_at / ?3, count(*) FROM events
+                "SELECT finished_at / ?3, count(*) FROM state
                  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
                  GROUP BY 1",
                 |m| &mut m.processed,
@@ -125,7 +125,7 @@ impl Inbox {
             for status in ["failed", "dead"] {
                 // One range of the (status, finished_at) index per status.
                 let sql = format!(
-                    "SELECT finished_at / ?3, count(*) FROM events
+                    "SELECT finished_at / ?3, count(*) FROM state
                      WHERE status = '{status}' AND finished_at >= ?1 AND finished_at < ?2
                      GROUP BY 1"
                 );
@@ -270,10 +270,10 @@ mod tests {
         assert!(received.contains("events_received"), "{received}");
         let processed = plan(
             &conn,
-            "SELECT finished_at / ?3, count(*) FROM events
+            "SELECT finished_at / ?3, count(*) FROM state
              WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2 GROUP BY 1",
         );
-        assert!(processed.contains("events_status"), "{processed}");
+        assert!(processed.contains("state_status"), "{processed}");
     }
 
     #[tokio::test]

@@ -55,15 +55,15 @@ impl Inbox {
             )?;
             stmt.execute([])?;
             conn.execute("DELETE FROM temp.replay_ids", [])?;
-            let selected = "INSERT INTO temp.replay_ids (id) SELECT id FROM events
-                            WHERE status = 'dead'";
+            let selected = "INSERT INTO temp.replay_ids (id) SELECT s.id FROM state s
+                            JOIN events e ON e.id = s.id WHERE s.status = 'dead'";
             match &which {
                 Replay::All => conn.execute(selected, [])?,
                 Replay::Id(id) => {
-                    conn.execute(&format!("{selected} AND id = ?1"), params![id.get()])?
+                    conn.execute(&format!("{selected} AND s.id = ?1"), params![id.get()])?
                 }
                 Replay::Ids(ids) => {
-                    let mut stmt = conn.prepare_cached(&format!("{selected} AND id = ?1"))?;
+                    let mut stmt = conn.prepare_cached(&format!("{selected} AND s.id = ?1"))?;
                     let mut count = 0usize;
                     for id in ids {
                         count = count.saturating_add(stmt.execute(params![id.get()])?);
@@ -71,7 +71,7 @@ impl Inbox {
                     count
                 }
                 Replay::EventType(event_type) => conn.execute(
-                    &format!("{selected} AND event_type = ?1"),
+                    &format!("{selected} AND e.event_type = ?1"),
                     params![event_type],
                 )?,
             };
@@ -80,8 +80,8 @@ impl Inbox {
                 [],
             )?;
             let replayed = conn.execute(
-                "UPDATE events SET status = 'queued', attempts = 0, due_at = ?1,
-                     lease_token = NULL, updated_at = ?1
+                "UPDATE state SET status = 'queued', attempts = 0, due_at = ?1,
+                     lease_token = NULL
                  WHERE id IN (SELECT id FROM temp.replay_ids)",
                 params![now],
             )?;

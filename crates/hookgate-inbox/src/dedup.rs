@@ -3,7 +3,7 @@
 //! A claim is an in-process entry with a short lifetime: it only has to stop concurrent
 //! copies of a delivery while the first one is being stored, and a crash must drop it (a
 //! claim that outlived its process would block the sender's retry). A committed key is the
-//! `dedup` row that [`Inbox::enqueue`] writes in the event's own transaction, so committing
+//! `dedup` row (keyed by the key's 16-byte digest) that [`Inbox::enqueue`] writes in the event's own transaction, so committing
 //! after an enqueue into this inbox costs nothing. When another sink is used with this
 //! store, [`commit`](Inbox::commit_key) writes the row itself.
 //!
@@ -20,6 +20,7 @@ use hookgate::BoxFuture;
 use hookgate::dedup::{Claim, ClaimToken, DedupError, DedupStore, KeyState};
 use rusqlite::{OptionalExtension, params};
 
+use crate::digest::key_digest;
 use crate::inbox::ClaimAttempt;
 use crate::time::add;
 use crate::{Inbox, InboxError};
@@ -82,14 +83,14 @@ impl Inbox {
         if self.claims().remove(key, token) == Some(true) {
             return Ok(());
         }
-        let key = key.to_owned();
+        let digest = key_digest(key);
         let ttl = self.inner.config.committed_ttl;
         self.write(false, move |conn, now| {
             conn.prepare_cached(
-                "INSERT INTO dedup (key, event_id, expires_at) VALUES (?1, NULL, ?2)
-                 ON CONFLICT(key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, NULL, ?2)
+                 ON CONFLICT(digest) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
             )?
-            .execute(params![key, add(now, ttl)])?;
+            .execute(params![&digest[..], add(now, ttl)])?;
             Ok(())
         })
         .await
@@ -112,11 +113,11 @@ impl Inbox {
     }
 
     async fn is_committed(&self, key: &str) -> Result<bool, InboxError> {
-        let key = key.to_owned();
+        let digest = key_digest(key);
         self.read(move |conn, now| {
             Ok(conn
-                .prepare_cached("SELECT 1 FROM dedup WHERE key = ?1 AND expires_at > ?2")?
-                .query_row(params![key, now], |_| Ok(()))
+                .prepare_cached("SELECT 1 FROM dedup WHERE digest = ?1 AND expires_at > ?2")?
+                .query_row(params![&digest[..], now], |_| Ok(()))
                 .optional()?
                 .is_some())
         })

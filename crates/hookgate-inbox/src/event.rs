@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hookgate::VerifiedEvent;
 
 use crate::InboxError;
+use crate::digest::key_digest;
 use crate::time::to_millis;
 
 /// The inbox's id for a stored event: increasing in arrival order, never reused.
@@ -270,6 +271,8 @@ impl fmt::Debug for InboxEvent {
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent {
     pub(crate) dedup_key: String,
+    /// [`key_digest`] of the dedup key: what the dedup table is keyed by.
+    pub(crate) dedup_digest: [u8; 16],
     pub(crate) scheme: String,
     pub(crate) delivery_id: Option<String>,
     pub(crate) event_type: Option<String>,
@@ -289,6 +292,7 @@ impl NewEvent {
             .collect();
         NewEvent {
             dedup_key: event.dedup_key().to_owned(),
+            dedup_digest: key_digest(event.dedup_key()),
             scheme: event.scheme().to_owned(),
             delivery_id: event.delivery_id().map(str::to_owned),
             event_type: event.event_type().map(str::to_owned),

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::event::{EventId, NewEvent};
 use crate::time::{add, sub, to_millis};
-use crate::writer::{Call, Work, WriterShared};
-use crate::{InboxError, schema, writer};
+use crate::writer::{Call, Durability, Undo, Work, WriterShared};
+use crate::{InboxError, checkpoint, schema, writer};
 
 /// Default lifetime of an uncommitted claim: 30 seconds (as the core's in-memory store).
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30);
@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     duplicates: AtomicU64,
     /// Dropped with the inbox, which stops the pruning thread.
     _stop_pruner: Option<std::sync::mpsc::Sender<()>>,
+    /// Dropped with the inbox, which stops the checkpoint thread.
+    _stop_checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +274,8 @@ impl InboxBuilder {
             wake,
         });
         writer::spawn(conn, rx, shared.clone())?;
+        let (stop_checkpointer, checkpointer_stop) = std::sync::mpsc::channel();
+        checkpoint::spawn(self.path.clone(), checkpointer_stop)?;
         let (stop_pruner, stop_rx) = match self.prune_interval {
             Some(_) => {
                 let (stop, rx) = std::sync::mpsc::channel();
@@ -291,6 +295,7 @@ impl InboxBuilder {
             stored: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             _stop_pruner: stop_pruner,
+            _stop_checkpointer: stop_checkpointer,
         });
         if let (Some(interval), Some(stop_rx)) = (self.prune_interval, stop_rx) {
             spawn_pruner(Arc::downgrade(&inner), interval, stop_rx)?;
@@ -434,10 +439,10 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Closed`] or [`InboxError::Database`].
     pub async fn set_test(&self, id: EventId, is_test: bool) -> Result<bool, InboxError> {
-        self.write(false, move |conn, now| {
+        self.write(false, move |conn, _| {
             let changed = conn.execute(
-                "UPDATE events SET is_test = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.get(), is_test, now],
+                "UPDATE state SET is_test = ?2 WHERE id = ?1",
+                params![id.get(), is_test],
             )?;
             Ok(changed > 0)
         })
@@ -450,7 +455,24 @@ impl Inbox {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        let (job, rx) = Call::job(wakes, f);
+        self.write_with_undo(wakes, f, None, Durability::Synced)
+            .await
+    }
+
+    /// A write whose closure also changes something outside the database inside the
+    /// transaction; `undo` reverts that when the commit fails (see [`Call::job_with_undo`]).
+    pub(crate) async fn write_with_undo<T, F>(
+        &self,
+        wakes: bool,
+        f: F,
+        undo: Option<Undo<T>>,
+        durability: Durability,
+    ) -> Result<T, InboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let (job, rx) = Call::job_with_undo(wakes, f, undo, durability);
         self.inner
             .tx
             .send(job)
@@ -541,17 +563,18 @@ fn insert_event(
     event: &NewEvent,
     ttl: Duration,
 ) -> Result<Enqueued, InboxError> {
+    let digest = &event.dedup_digest[..];
     let existing: Option<Option<i64>> = conn
-        .prepare_cached("SELECT event_id FROM dedup WHERE key = ?1 AND expires_at > ?2")?
-        .query_row(params![event.dedup_key, now], |row| row.get(0))
+        .prepare_cached("SELECT event_id FROM dedup WHERE digest = ?1 AND expires_at > ?2")?
+        .query_row(params![digest, now], |row| row.get(0))
         .optional()?;
     if let Some(existing) = existing {
         return Ok(Enqueued::Duplicate(existing.map(EventId::new)));
     }
     conn.prepare_cached(
         "INSERT INTO events (dedup_key, scheme, delivery_id, event_type, signed_at,
-             received_at, body, headers, is_test, status, attempts, due_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'received', 0, ?10, ?10)",
+             received_at, headers, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         event.dedup_key,
@@ -560,26 +583,28 @@ fn insert_event(
         event.event_type,
         event.signed_at_ms,
         event.received_at_ms,
-        &event.body[..],
         event.headers_json,
-        event.is_test,
-        now,
+        &event.body[..],
     ])?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached(
-        "INSERT INTO dedup (key, event_id, expires_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(key) DO UPDATE SET event_id = excluded.event_id,
-                                        expires_at = excluded.expires_at",
+        "INSERT INTO state (id, status, due_at, is_test) VALUES (?1, 'received', ?2, ?3)",
     )?
-    .execute(params![event.dedup_key, id, add(now, ttl)])?;
+    .execute(params![id, now, event.is_test])?;
+    conn.prepare_cached(
+        "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(digest) DO UPDATE SET event_id = excluded.event_id,
+                                           expires_at = excluded.expires_at",
+    )?
+    .execute(params![digest, id, add(now, ttl)])?;
     Ok(Enqueued::Stored(EventId::new(id)))
 }
 
 fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneReport, InboxError> {
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let dedup_entries = conn.execute(
-        "DELETE FROM dedup WHERE key IN
-             (SELECT key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM dedup WHERE digest IN
+             (SELECT digest FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, PRUNE_CHUNK],
     )?;
     let processed_events = delete_finished(conn, "processed", sub(now, config.retention))?;
@@ -595,7 +620,7 @@ fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneRepo
 }
 
 /// Deletes up to one chunk of events in `status` that finished before `before`, with their
-/// attempts and dead-letter rows.
+/// state, attempts and dead-letter rows.
 fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize, InboxError> {
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id INTEGER PRIMARY KEY)",
@@ -604,15 +629,17 @@ fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize
     conn.execute("DELETE FROM temp.prune_ids", [])?;
     conn.execute(
         "INSERT INTO temp.prune_ids (id)
-             SELECT id FROM events WHERE status = ?1 AND finished_at <= ?2 LIMIT ?3",
+             SELECT id FROM state WHERE status = ?1 AND finished_at <= ?2 LIMIT ?3",
         params![status, before, PRUNE_CHUNK],
     )?;
+    for table in ["attempts", "dead_letters"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE event_id IN (SELECT id FROM temp.prune_ids)"),
+            [],
+        )?;
+    }
     conn.execute(
-        "DELETE FROM attempts WHERE event_id IN (SELECT id FROM temp.prune_ids)",
-        [],
-    )?;
-    conn.execute(
-        "DELETE FROM dead_letters WHERE event_id IN (SELECT id FROM temp.prune_ids)",
+        "DELETE FROM state WHERE id IN (SELECT id FROM temp.prune_ids)",
         [],
     )?;
     let deleted = conn.execute(
@@ -790,6 +817,37 @@ mod tests {
 #[cfg(test)]
 mod group_commit_tests {
     use super::*;
+
+    /// A batch of deferred jobs only commits with `synchronous=NORMAL` (no fsync); every
+    /// other batch with `FULL`, however often the two alternate.
+    #[tokio::test]
+    async fn only_batches_of_deferred_jobs_skip_the_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::builder(dir.path().join("inbox.db"))
+            .no_scheduled_pruning()
+            .open()
+            .unwrap();
+        let level = |conn: &Connection| -> Result<i64, InboxError> {
+            Ok(conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?)
+        };
+        for _ in 0..3 {
+            let deferred = inbox
+                .write_with_undo(
+                    false,
+                    move |conn, _| level(conn),
+                    None,
+                    Durability::Deferred,
+                )
+                .await
+                .unwrap();
+            assert_eq!(deferred, 1, "NORMAL");
+            let synced = inbox
+                .write(false, move |conn, _| level(conn))
+                .await
+                .unwrap();
+            assert_eq!(synced, 2, "FULL");
+        }
+    }
 
     /// While the writer is busy, enqueues pile up and are committed together: one
     /// transaction (one fsync) answers all of them.

@@ -80,6 +80,21 @@
 //! after the commit that holds its write, so sharing an fsync never weakens the guarantee;
 //! it lets throughput grow with concurrency. [`Inbox::stats`] shows commits and batch sizes.
 //!
+//! **Worker bookkeeping is durable a little later.** A worker's lease is fsynced before
+//! its handler runs (so an attempt cut short by a crash counts, and an event that crashes
+//! the process every time still reaches its dead letter). Its completions, lease renewals
+//! and releases are committed without an fsync of their own: the next fsynced commit (any
+//! enqueue) or the checkpoint thread's next checkpoint (normally within a second) makes
+//! them durable. A crash before that loses only the newest of them, which leaves those
+//! events leased: they are handled again once the lease expires, as at-least-once
+//! processing allows anyway.
+//!
+//! **Storage layout.** What arrived (body, headers, the fields the log shows) is written
+//! once and never rewritten; the small mutable state (status, attempts, lease, due time,
+//! last error) lives in a row of its own, which is all a lease or a completion updates.
+//! Dedup entries are keyed by a 16-byte digest of the dedup key. Checkpoints run on a
+//! thread of their own. Files written by an earlier version are migrated when opened.
+//!
 //! ## Status lifecycle
 //!
 //! ```text
@@ -142,8 +157,10 @@
 
 mod activity;
 mod arrival;
+mod checkpoint;
 mod dead;
 mod dedup;
+mod digest;
 mod error;
 mod event;
 mod handshakes;

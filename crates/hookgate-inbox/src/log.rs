@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::arrival::Order;
 use crate::event::{EventId, InboxEvent, Status};
-use crate::queue::event_from_row;
+use crate::queue::{EVENT_COLUMNS, event_from_row};
 use crate::time::{from_millis, to_millis};
 use crate::{Inbox, InboxError};
 
@@ -78,6 +78,10 @@ impl LogQuery {
     }
 
     /// Only events with this provider delivery id.
+    ///
+    /// Delivery ids are not indexed (a random key would cost the writer a page per event),
+    /// so this looks through the log from the newest event back: bound it with
+    /// [`received_after`](Self::received_after) on a large inbox.
     pub fn delivery_id(mut self, delivery_id: impl Into<String>) -> Self {
         self.delivery_id = Some(delivery_id.into());
         self
@@ -141,9 +145,9 @@ impl LogQuery {
             // finds a page of them at once, where the status index would have them all
             // sorted first (1.4 s at 1 M events). The other statuses are few: the index.
             let column = if dead_only || self.statuses.contains(&Status::Processed) {
-                "+e.status"
+                "+s.status"
             } else {
-                "e.status"
+                "s.status"
             };
             conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
         }
@@ -191,9 +195,9 @@ impl LogQuery {
             push(condition, Value::Integer(id.get()), &mut values);
         }
         if self.only_test {
-            conditions.push("e.is_test = 1".to_owned());
+            conditions.push("s.is_test = 1".to_owned());
         } else if !self.include_test {
-            conditions.push("e.is_test = 0".to_owned());
+            conditions.push("s.is_test = 0".to_owned());
         }
         if let Order::Arrival(Some((at, id))) = order {
             values.push(Value::Integer(at));
@@ -212,17 +216,11 @@ impl LogQuery {
         };
         let (from, order_by) = match order {
             Order::Id if dead_only => (
-                "dead_letters d JOIN events e ON e.id = d.event_id",
+                "dead_letters d JOIN events e ON e.id = d.event_id JOIN state s ON s.id = e.id",
                 "d.event_id DESC",
             ),
-            Order::Id => (
-                "events e LEFT JOIN dead_letters d ON d.event_id = e.id",
-                "e.id DESC",
-            ),
-            Order::Arrival(_) => (
-                "events e LEFT JOIN dead_letters d ON d.event_id = e.id",
-                "e.received_at DESC, e.id DESC",
-            ),
+            Order::Id => (LOG_TABLES, "e.id DESC"),
+            Order::Arrival(_) => (LOG_TABLES, "e.received_at DESC, e.id DESC"),
         };
         values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(
@@ -276,8 +274,12 @@ pub struct LogEntry {
 }
 
 const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type,
-    e.signed_at, e.received_at, e.status, e.attempts, e.due_at, e.started_at, e.finished_at,
-    e.duration_ms, e.last_error, d.dead_at, e.is_test, length(e.body)";
+    e.signed_at, e.received_at, s.status, s.attempts, s.due_at, s.started_at, s.finished_at,
+    s.duration_ms, s.last_error, d.dead_at, s.is_test, length(e.body)";
+
+/// What arrived (`e`), its state (`s`) and, for dead letters, when it died (`d`).
+const LOG_TABLES: &str = "events e JOIN state s ON s.id = e.id
+    LEFT JOIN dead_letters d ON d.event_id = e.id";
 
 pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, InboxError>> {
     let status: String = row.get(7)?;
@@ -416,10 +418,7 @@ impl Inbox {
     /// [`InboxError::Database`].
     pub async fn entry(&self, id: EventId) -> Result<Option<LogEntry>, InboxError> {
         self.read(move |conn, _| {
-            let sql = format!(
-                "SELECT {LOG_COLUMNS} FROM events e LEFT JOIN dead_letters d ON d.event_id = e.id
-                 WHERE e.id = ?1"
-            );
+            let sql = format!("SELECT {LOG_COLUMNS} FROM {LOG_TABLES} WHERE e.id = ?1");
             conn.prepare_cached(&sql)?
                 .query_row(params![id.get()], entry_from_row)
                 .optional()?
@@ -445,7 +444,7 @@ impl Inbox {
         self.read(|conn, _| {
             let mut counts = StatusCounts::default();
             let mut stmt =
-                conn.prepare_cached("SELECT status, count(*) FROM events GROUP BY status")?;
+                conn.prepare_cached("SELECT status, count(*) FROM state GROUP BY status")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let status: String = row.get(0)?;
@@ -483,12 +482,16 @@ impl Inbox {
 }
 
 fn read_event(conn: &Connection, id: EventId) -> Result<Option<InboxEvent>, InboxError> {
-    conn.prepare_cached(
-        "SELECT id, dedup_key, scheme, delivery_id, event_type, signed_at, received_at,
-                body, headers, attempts, is_test
-         FROM events WHERE id = ?1",
-    )?
-    .query_row(params![id.get()], event_from_row)
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, (SELECT attempts FROM state WHERE state.id = events.id),
+                (SELECT is_test FROM state WHERE state.id = events.id)
+         FROM events WHERE id = ?1"
+    ))?
+    .query_row(params![id.get()], |row| {
+        let attempts: Option<i64> = row.get(9)?;
+        let is_test: Option<bool> = row.get(10)?;
+        event_from_row(row, attempts.unwrap_or(0), is_test.unwrap_or(false))
+    })
     .optional()?
     .transpose()
 }
@@ -507,15 +510,15 @@ mod tests {
             .limit(5)
             .to_sql()
             .unwrap();
-        assert!(sql.contains("e.status IN (?1, ?2)"), "{sql}");
+        assert!(sql.contains("s.status IN (?1, ?2)"), "{sql}");
         assert!(sql.contains("e.event_type = ?3"), "{sql}");
         assert!(sql.contains("e.delivery_id = ?4"), "{sql}");
-        assert!(sql.contains("e.is_test = 0"), "{sql}");
+        assert!(sql.contains("s.is_test = 0"), "{sql}");
         assert!(sql.contains("LIMIT ?5"), "{sql}");
         assert_eq!(values.len(), 5);
         assert!(LogQuery::new().limit(0).to_sql().is_err());
         let (sql, _) = LogQuery::new().status(Status::Processed).to_sql().unwrap();
-        assert!(sql.contains("+e.status IN (?1)"), "{sql}");
+        assert!(sql.contains("+s.status IN (?1)"), "{sql}");
     }
 
     /// The plans of the pages that must stay fast at 1 M events: newest first by the

@@ -1,18 +1,24 @@
 //! The queue operations a worker performs: lease, renew, complete, release.
 //!
-//! An event is *due* when its `due_at` has passed: for `received`, `queued` and `failed`
+//! They change only the event's small `state` row; the row holding the body is read, never
+//! rewritten. An event is *due* when its `due_at` has passed: for `received`, `queued` and `failed`
 //! events that is the time of the next attempt; for `processing` events it is the end of the
 //! lease, so an event whose worker died is taken again once its lease expires. Processed
 //! and dead events have no `due_at`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::event::{EventId, InboxEvent};
 use crate::time::{add, duration_millis, from_millis};
+use crate::writer::{Durability, Undo};
 use crate::{Inbox, InboxError};
+
+/// Counts a recorded attempt (`true`) or takes the count back (`false`).
+pub(crate) type Tally = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// An event a worker holds, with the token that proves its lease.
 #[derive(Debug, Clone)]
@@ -58,27 +64,37 @@ impl Inbox {
         held: Vec<(EventId, i64)>,
         lease: Duration,
     ) -> Result<usize, InboxError> {
-        self.write(false, move |conn, now| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE events SET due_at = ?3
+        self.write_with_undo(
+            false,
+            move |conn, now| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE state SET due_at = ?3
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-            )?;
-            let mut renewed = 0usize;
-            for (id, token) in held {
-                renewed = renewed.saturating_add(stmt.execute(params![
-                    id.get(),
-                    token,
-                    add(now, lease)
-                ])?);
-            }
-            Ok(renewed)
-        })
+                )?;
+                let mut renewed = 0usize;
+                for (id, token) in held {
+                    renewed = renewed.saturating_add(stmt.execute(params![
+                        id.get(),
+                        token,
+                        add(now, lease)
+                    ])?);
+                }
+                Ok(renewed)
+            },
+            None,
+            Durability::Deferred,
+        )
         .await
     }
 
     /// Records the end of an attempt. Returns false when the lease was lost meanwhile (it
     /// expired and another worker took the event, or it was released): then nothing
     /// changes.
+    ///
+    /// `tally(true)` runs inside the transaction once the result is recorded, so whoever
+    /// sees the event's new status also sees the count; `tally(false)` takes the count back
+    /// if that transaction then fails to commit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_attempt(
         &self,
         id: EventId,
@@ -87,20 +103,36 @@ impl Inbox {
         started_at: SystemTime,
         duration: Duration,
         completion: Completion,
+        tally: Tally,
     ) -> Result<bool, InboxError> {
         let wakes = matches!(completion, Completion::Retry { .. });
-        self.write(wakes, move |conn, now| {
-            complete_attempt(
-                conn,
-                now,
-                id,
-                token,
-                attempt,
-                crate::time::to_millis(started_at),
-                duration_millis(duration),
-                &completion,
-            )
-        })
+        let untally = tally.clone();
+        let undo: Undo<bool> = Box::new(move |recorded: &bool| {
+            if *recorded {
+                untally(false);
+            }
+        });
+        self.write_with_undo(
+            wakes,
+            move |conn, now| {
+                let recorded = complete_attempt(
+                    conn,
+                    now,
+                    id,
+                    token,
+                    attempt,
+                    crate::time::to_millis(started_at),
+                    duration_millis(duration),
+                    &completion,
+                )?;
+                if recorded {
+                    tally(true);
+                }
+                Ok(recorded)
+            },
+            Some(undo),
+            Durability::Deferred,
+        )
         .await
     }
 
@@ -110,18 +142,24 @@ impl Inbox {
         &self,
         held: Vec<(EventId, i64)>,
     ) -> Result<usize, InboxError> {
-        self.write(true, move |conn, now| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE events SET status = 'queued', due_at = ?3, lease_token = NULL,
-                     attempts = max(attempts - 1, 0), updated_at = ?3
+        self.write_with_undo(
+            true,
+            move |conn, now| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE state SET status = 'queued', due_at = ?3, lease_token = NULL,
+                     attempts = max(attempts - 1, 0)
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-            )?;
-            let mut released = 0usize;
-            for (id, token) in held {
-                released = released.saturating_add(stmt.execute(params![id.get(), token, now])?);
-            }
-            Ok(released)
-        })
+                )?;
+                let mut released = 0usize;
+                for (id, token) in held {
+                    released =
+                        released.saturating_add(stmt.execute(params![id.get(), token, now])?);
+                }
+                Ok(released)
+            },
+            None,
+            Durability::Deferred,
+        )
         .await
     }
 }
@@ -133,31 +171,60 @@ fn lease_due(
     lease: Duration,
 ) -> Result<Vec<Leased>, InboxError> {
     let token = i64::from_ne_bytes(fastrand::u64(..).to_ne_bytes());
-    let mut stmt = conn.prepare_cached(
-        "UPDATE events
-         SET status = 'processing', attempts = attempts + 1, due_at = ?2, lease_token = ?3,
-             started_at = ?1, updated_at = ?1
-         WHERE id IN (SELECT id FROM events WHERE due_at <= ?1 ORDER BY due_at, id LIMIT ?4)
-         RETURNING id, dedup_key, scheme, delivery_id, event_type, signed_at, received_at,
-                   body, headers, attempts, is_test",
-    )?;
-    let rows = stmt.query_map(params![now, add(now, lease), token, limit], event_from_row)?;
-    let mut leased = Vec::new();
-    for row in rows {
-        leased.push(Leased {
-            event: row??,
-            token,
-        });
+    let mut taken: Vec<(i64, i64, bool)> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "UPDATE state
+             SET status = 'processing', attempts = attempts + 1, due_at = ?2, lease_token = ?3,
+                 started_at = ?1
+             WHERE id IN (SELECT id FROM state WHERE due_at <= ?1 ORDER BY due_at, id LIMIT ?4)
+             RETURNING id, attempts, is_test",
+        )?;
+        let rows = stmt.query_map(params![now, add(now, lease), token, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        for row in rows {
+            taken.push(row?);
+        }
     }
-    leased.sort_by_key(|leased| leased.event.id);
+    taken.sort_unstable_by_key(|(id, _, _)| *id);
+    let mut read =
+        conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+    let mut leased = Vec::with_capacity(taken.len());
+    for (id, attempts, is_test) in taken {
+        let event = read
+            .query_row(params![id], |row| event_from_row(row, attempts, is_test))
+            .optional()?;
+        match event {
+            Some(event) => leased.push(Leased {
+                event: event?,
+                token,
+            }),
+            // A state row without its event: the file was changed outside the inbox.
+            // Reported (the whole lease is rolled back) rather than handing out a
+            // made-up event.
+            None => {
+                return Err(InboxError::Corrupt(format!(
+                    "event {id} has a state but no row"
+                )));
+            }
+        }
+    }
     Ok(leased)
 }
 
-/// Reads an [`InboxEvent`] from the columns `id, dedup_key, scheme, delivery_id,
-/// event_type, signed_at, received_at, body, headers, attempts, is_test`.
-pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InboxEvent, InboxError>> {
+/// The columns [`event_from_row`] reads, from `events`.
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, dedup_key, scheme, delivery_id, event_type, signed_at, received_at, body, headers";
+
+/// Reads an [`InboxEvent`] from the [`EVENT_COLUMNS`] of `events` and the `attempts` and
+/// `is_test` of its state.
+pub(crate) fn event_from_row(
+    row: &Row<'_>,
+    attempts: i64,
+    is_test: bool,
+) -> rusqlite::Result<Result<InboxEvent, InboxError>> {
     let headers: String = row.get(8)?;
-    let attempts: i64 = row.get(9)?;
     let body: Vec<u8> = row.get(7)?;
     let headers = match serde_json::from_str::<Vec<(String, String)>>(&headers) {
         Ok(headers) => headers,
@@ -174,7 +241,7 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InboxEven
         body: Bytes::from(body),
         headers,
         attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-        is_test: row.get(10)?,
+        is_test,
     }))
 }
 
@@ -196,9 +263,9 @@ fn complete_attempt(
     };
     let changed = conn
         .prepare_cached(
-            "UPDATE events
+            "UPDATE state
              SET status = ?3, due_at = ?4, lease_token = NULL, finished_at = ?5,
-                 duration_ms = ?6, last_error = ?7, updated_at = ?5
+                 duration_ms = ?6, last_error = ?7
              WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
         )?
         .execute(params![
@@ -238,7 +305,7 @@ fn complete_attempt(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use std::time::UNIX_EPOCH;
 
     use hookgate::{Clock, SchemeId, SignRequest, Signer, Verifier};
@@ -248,6 +315,10 @@ mod tests {
 
     #[derive(Debug)]
     struct ManualClock(Mutex<SystemTime>);
+
+    fn no_tally() -> Tally {
+        Arc::new(|_| {})
+    }
 
     impl ManualClock {
         fn advance(&self, by: Duration) {
@@ -317,6 +388,7 @@ mod tests {
                 at,
                 Duration::ZERO,
                 Completion::Processed,
+                no_tally(),
             )
             .await
             .unwrap();
@@ -329,6 +401,7 @@ mod tests {
                 at,
                 Duration::from_millis(5),
                 Completion::Processed,
+                no_tally(),
             )
             .await
             .unwrap();
@@ -387,7 +460,15 @@ mod tests {
         let at = clock.now();
         assert!(
             inbox
-                .record_attempt(id, held[0].token, 1, at, Duration::ZERO, completion)
+                .record_attempt(
+                    id,
+                    held[0].token,
+                    1,
+                    at,
+                    Duration::ZERO,
+                    completion,
+                    no_tally()
+                )
                 .await
                 .unwrap()
         );

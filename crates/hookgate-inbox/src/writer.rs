@@ -9,6 +9,10 @@
 //!
 //! While one commit is syncing, new jobs queue up, so the batch grows with the load: one
 //! sender gets one fsync per event, 64 concurrent senders share them.
+//!
+//! A batch holding only worker bookkeeping ([`Durability::Deferred`]: completions, lease
+//! renewals and releases) commits without an fsync of its own; the next synced commit or
+//! checkpoint makes it durable. Everything else waits for its fsync.
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,7 +41,28 @@ pub(crate) trait Work: Send {
 
     /// Whether committing this job can make events available to workers.
     fn wakes_workers(&self) -> bool;
+
+    /// Whether the caller is answered only after an fsync.
+    fn durability(&self) -> Durability;
 }
+
+/// When a write is durable, as its caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// The caller is answered once the commit holding the write is fsynced
+    /// (`synchronous=FULL`): enqueues, leases, dead-letter replays, everything a user
+    /// relies on surviving a crash.
+    Synced,
+    /// The caller is answered once the write is committed; it is fsynced by the next
+    /// synced commit or the next checkpoint, whichever comes first. Only for worker
+    /// bookkeeping whose loss in a crash is already covered by at-least-once processing:
+    /// a completion, lease renewal or release that is lost leaves the event leased, and it
+    /// is handled again once the lease expires.
+    Deferred,
+}
+
+/// Undoes, after a failed commit, what a job did outside the database for its result.
+pub(crate) type Undo<T> = Box<dyn FnOnce(&T) + Send>;
 
 /// A closure job whose result is answered through a oneshot channel after the commit.
 pub(crate) struct Call<T, F> {
@@ -45,6 +70,8 @@ pub(crate) struct Call<T, F> {
     result: Option<Result<T, InboxError>>,
     reply: oneshot::Sender<Result<T, InboxError>>,
     wakes: bool,
+    undo: Option<Undo<T>>,
+    durability: Durability,
 }
 
 impl<T, F> Call<T, F>
@@ -56,12 +83,26 @@ where
         wakes: bool,
         f: F,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
+        Self::job_with_undo(wakes, f, None, Durability::Synced)
+    }
+
+    /// A job whose closure may also change state outside the database (a counter) inside
+    /// the transaction, so the change is seen no later than the committed rows: `undo`
+    /// reverts it when the commit fails.
+    pub(crate) fn job_with_undo(
+        wakes: bool,
+        f: F,
+        undo: Option<Undo<T>>,
+        durability: Durability,
+    ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
         let (reply, rx) = oneshot::channel();
         let call = Call {
             f: Some(f),
             result: None,
             reply,
             wakes,
+            undo,
+            durability,
         };
         (Box::new(call), rx)
     }
@@ -83,6 +124,9 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), InboxError>) {
+        if let (Err(_), Some(Ok(value)), Some(undo)) = (&commit, &self.result, self.undo) {
+            undo(value);
+        }
         let answer = match (commit, self.result) {
             (Err(err), _) => Err(err),
             (Ok(()), Some(result)) => result,
@@ -94,6 +138,10 @@ where
 
     fn wakes_workers(&self) -> bool {
         self.wakes
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -134,6 +182,8 @@ pub(crate) fn spawn(
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Work>>, shared: &WriterShared) {
     let mut batch: Vec<Box<dyn Work>> = Vec::new();
+    // The connection starts with synchronous=FULL (`schema::open_writer`).
+    let mut synced = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < shared.max_batch {
@@ -142,14 +192,25 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Work>>, shared: &Wri
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch, shared);
+        commit_batch(&mut conn, &mut batch, shared, &mut synced);
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &WriterShared) {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Box<dyn Work>>,
+    shared: &WriterShared,
+    synced: &mut bool,
+) {
     let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     let now_ms = to_millis(shared.clock.now());
-    let outcome = run_all(conn, batch, now_ms);
+    // A batch of worker bookkeeping only commits without an fsync of its own; any batch
+    // with one synced job fsyncs, which also makes every earlier deferred commit durable
+    // (the log is fsynced as a whole).
+    let sync = batch
+        .iter()
+        .any(|job| job.durability() == Durability::Synced);
+    let outcome = set_synchronous(conn, sync, synced).and_then(|()| run_all(conn, batch, now_ms));
     match &outcome {
         Ok(wake) => {
             #[allow(clippy::cast_precision_loss)]
@@ -175,20 +236,34 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Work>>, shared: &
     }
 }
 
+/// Switches the connection between `synchronous=FULL` and `NORMAL` (in WAL mode: no
+/// fsync at commit) when the batch needs the other one.
+fn set_synchronous(conn: &Connection, sync: bool, synced: &mut bool) -> Result<(), InboxError> {
+    if sync != *synced {
+        // Not a cached statement: this pragma takes effect when it is prepared, so a
+        // cached copy would change nothing the second time.
+        conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
+        *synced = sync;
+    }
+    Ok(())
+}
+
 fn run_all(
     conn: &mut Connection,
     batch: &mut [Box<dyn Work>],
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let mut txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut wake = false;
     for job in batch.iter_mut() {
-        let savepoint = txn.savepoint()?;
-        if job.run(&savepoint, now_ms) {
-            savepoint.commit()?;
+        // Prepared once per connection: a savepoint per job must not cost a parse per job.
+        txn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        if job.run(&txn, now_ms) {
             wake |= job.wakes_workers();
+        } else {
+            txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
         }
-        // Dropping an uncommitted savepoint rolls its changes back.
+        txn.prepare_cached("RELEASE job")?.execute([])?;
     }
     txn.commit()?;
     Ok(wake)

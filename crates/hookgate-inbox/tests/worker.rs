@@ -502,3 +502,44 @@ async fn scheduled_pruning_runs_in_the_background() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_leases_one_round_ahead_and_gives_it_back_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = open(&dir);
+    let started = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let started = started.clone();
+        move |_: InboxEvent| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<HandlerResult>()
+        }
+    };
+    for n in 0..10 {
+        store(&inbox, &format!("msg_{n}"), "a").await;
+    }
+    let worker = fast(Worker::builder(inbox.clone(), handler))
+        .concurrency(2)
+        .shutdown_grace(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    // Two handlers run; two more events are leased, waiting for a place; six stay in the
+    // database for others to take.
+    eventually("two handlers and two events leased ahead", || async {
+        started.load(Ordering::SeqCst) == 2 && inbox.status_counts().await.unwrap().processing == 4
+    })
+    .await;
+    assert_eq!(inbox.status_counts().await.unwrap().received, 6);
+    let report = worker.shutdown().await;
+    assert_eq!((report.finished, report.released), (0, 4));
+    let counts = inbox.status_counts().await.unwrap();
+    assert_eq!(
+        (counts.queued, counts.received, counts.processing),
+        (4, 6, 0)
+    );
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "events leased ahead never started"
+    );
+}

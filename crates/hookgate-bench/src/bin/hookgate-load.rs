@@ -3,15 +3,17 @@
 //! ```sh
 //! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
 //!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
-//!     [--setups baseline,gate-memory,gate-inbox,gate-postgres] [--postgres URL] [--dedup-keys N]
+//!     [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-postgres]
+//!     [--postgres URL] [--dedup-keys N]
 //! ```
 //!
-//! For each framework it measures the bare baseline, then the Gate with the in-memory sink and
-//! with the SQLite inbox, at each connection count, and reports req/s, p50/p99/p99.9 latency
-//! and the ratio to the baseline measured in the same run. `gate-postgres` (not run unless
-//! named in `--setups`) measures the Gate with the PostgreSQL store: on the database at
-//! `--postgres URL`, or else on a throwaway cluster it starts from the PostgreSQL binaries
-//! on the machine (default settings, so `fsync` and `synchronous_commit` on). `--dedup-keys N` instead measures
+//! For each framework it measures the bare baseline, then the Gate with the in-memory sink,
+//! with the SQLite inbox, and with the inbox and a worker processing every event, at each
+//! connection count, and reports req/s, p50/p99/p99.9 latency and the ratio to the baseline
+//! measured in the same run. `gate-postgres` (not run unless named in `--setups`) measures
+//! the Gate with the PostgreSQL store: on the database at `--postgres URL`, or else on a
+//! throwaway cluster it starts from the PostgreSQL binaries on the machine (default
+//! settings, so `fsync` and `synchronous_commit` on). `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
 
 use std::time::Duration;
@@ -32,8 +34,8 @@ struct Options {
 }
 
 const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
-[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-postgres] [--postgres URL] \
-[--dedup-keys N]";
+[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-postgres] \
+[--postgres URL] [--dedup-keys N]";
 
 /// A comma-separated list of names, each looked up in `known`.
 fn names<T: Copy>(list: &str, known: &[(&str, T)], what: &str) -> Result<Vec<T>, String> {
@@ -55,7 +57,12 @@ fn parse() -> Result<Options, String> {
         duration: None,
         connections: vec![1, 16, 64],
         frameworks: vec![Framework::Axum, Framework::Actix],
-        setups: vec![Setup::Baseline, Setup::GateMemory, Setup::GateInbox],
+        setups: vec![
+            Setup::Baseline,
+            Setup::GateMemory,
+            Setup::GateInbox,
+            Setup::GateInboxWorker,
+        ],
         postgres: None,
         dedup_keys: None,
     };
@@ -96,6 +103,7 @@ fn parse() -> Result<Options, String> {
                     ("gate-memory", Setup::GateMemory),
                     ("gate-inbox", Setup::GateInbox),
                     ("gate-postgres", Setup::GatePostgres),
+                    ("gate-inbox-worker", Setup::GateInboxWorker),
                 ];
                 options.setups = names(&value("--setups")?, &known, "setup")?;
             }
@@ -192,8 +200,19 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                 )
                 .await?;
                 let stats = server.inbox_stats();
+                let worker = server.worker_stats();
                 server.stop().await;
                 let events_per_commit = stats.map(|s| s.average_batch());
+                // Of the events stored during the run (warm-up included), the share the
+                // worker had finished when the load stopped.
+                let processed_share = match (stats, worker) {
+                    (Some(stats), Some(worker)) if stats.events_stored > 0 => {
+                        #[allow(clippy::cast_precision_loss, reason = "a ratio of counts")]
+                        let share = worker.processed as f64 / stats.events_stored as f64;
+                        Some(share)
+                    }
+                    _ => None,
+                };
                 let requests = u64::try_from(recorded.latencies_us.len()).unwrap_or(u64::MAX);
                 let rps = load::rate(requests, measure);
                 if setup == Setup::Baseline {
@@ -210,11 +229,12 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     p99_us: load::percentile(&recorded.latencies_us, 0.99),
                     p999_us: load::percentile(&recorded.latencies_us, 0.999),
                     events_per_commit,
+                    processed_share,
                     ratio_to_baseline: baseline_rps.filter(|b| *b > 0.0).map(|b| rps / b),
                 };
                 if !options.json {
                     println!(
-                        "{:<6} {:<12} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors){}",
+                        "{:<6} {:<17} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors){}{}",
                         result.framework,
                         result.setup,
                         result.connections,
@@ -230,6 +250,9 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                         result
                             .events_per_commit
                             .map_or_else(String::new, |n| format!("  {n:.1} events/commit")),
+                        result
+                            .processed_share
+                            .map_or_else(String::new, |n| format!("  {:.0}% processed", n * 100.0)),
                     );
                 }
                 results.push(result);

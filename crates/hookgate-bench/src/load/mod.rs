@@ -22,7 +22,7 @@ pub const BODY_BYTES: usize = 1024;
 pub struct RunResult {
     /// `axum` or `actix`.
     pub framework: &'static str,
-    /// `baseline`, `gate-memory`, `gate-inbox` or `gate-postgres`.
+    /// `baseline`, `gate-memory`, `gate-inbox`, `gate-inbox-worker` or `gate-postgres`.
     pub setup: &'static str,
     /// Concurrent keep-alive connections.
     pub connections: usize,
@@ -38,8 +38,12 @@ pub struct RunResult {
     pub p99_us: u64,
     /// 99.9th percentile latency in microseconds.
     pub p999_us: u64,
-    /// With the inbox: events per group commit (fsync) during the run, on average.
+    /// With the inbox: jobs (enqueues, and with a worker its leases and completions) per
+    /// group commit (fsync) during the run, on average.
     pub events_per_commit: Option<f64>,
+    /// With a worker: the share of the events stored during the run that it had processed
+    /// when the load stopped (1.0: it kept up).
+    pub processed_share: Option<f64>,
     /// `rps` divided by the same framework's baseline at the same connection count (`null`
     /// when `--setups` left the baseline out).
     pub ratio_to_baseline: Option<f64>,

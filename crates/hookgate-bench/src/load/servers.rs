@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
 use hookgate::{ChannelSink, Gate, SchemeId, Verifier};
-use hookgate_inbox::Inbox;
+use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, Worker, WorkerHandle};
 use hookgate_postgres::PgStore;
 use hookgate_tower::GateLayer;
 use tokio::net::TcpListener;
@@ -48,6 +48,10 @@ pub enum Setup {
     /// per delivery, over a pool of [`POSTGRES_POOL`] connections whose commits share WAL
     /// flushes (PostgreSQL's group commit). Needs a database: see [`start`].
     GatePostgres,
+    /// As [`Setup::GateInbox`], with a worker processing every event at the same time (a
+    /// handler that returns at once): the `hookgate serve` workload, where each event is
+    /// enqueued, leased and completed.
+    GateInboxWorker,
 }
 
 /// Connections of the `gate-postgres` setup's pool.
@@ -61,7 +65,13 @@ impl Setup {
             Setup::GateMemory => "gate-memory",
             Setup::GateInbox => "gate-inbox",
             Setup::GatePostgres => "gate-postgres",
+            Setup::GateInboxWorker => "gate-inbox-worker",
         }
+    }
+
+    /// Whether the setup stores events in an inbox.
+    pub fn has_inbox(self) -> bool {
+        matches!(self, Setup::GateInbox | Setup::GateInboxWorker)
     }
 }
 
@@ -73,6 +83,7 @@ pub struct RunningServer {
     running: Running,
     inbox: Option<Inbox>,
     postgres: Option<Postgres>,
+    worker: Option<WorkerHandle>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -107,7 +118,17 @@ impl RunningServer {
 
     /// Stops accepting, lets open requests finish and waits for the server; drops the
     /// `gate-postgres` run's schema.
+    /// The worker's counters, for the setup that has one.
+    pub fn worker_stats(&self) -> Option<hookgate_inbox::WorkerStats> {
+        self.worker.as_ref().map(WorkerHandle::stats)
+    }
+
+    /// Stops accepting, lets open requests finish and waits for the server (and the
+    /// worker, which gives back what it has not finished).
     pub async fn stop(self) {
+        if let Some(worker) = self.worker {
+            worker.shutdown().await;
+        }
         match self.running {
             Running::Tokio { shutdown, task } => {
                 let _ = shutdown.send(());
@@ -161,6 +182,7 @@ struct Parts {
     gate: Option<Gate>,
     inbox: Option<Inbox>,
     postgres: Option<Postgres>,
+    with_worker: bool,
     data: Option<tempfile::TempDir>,
     receiver: Option<hookgate::sink::ChannelReceiver>,
 }
@@ -171,6 +193,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
             gate: None,
             inbox: None,
             postgres: None,
+            with_worker: false,
             data: None,
             receiver: None,
         },
@@ -181,17 +204,19 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                 gate: Some(gate),
                 inbox: None,
                 postgres: None,
+                with_worker: false,
                 data: None,
                 receiver: Some(receiver),
             }
         }
-        Setup::GateInbox => {
+        Setup::GateInbox | Setup::GateInboxWorker => {
             let dir = tempfile::tempdir()?;
             let inbox = Inbox::open(dir.path().join("inbox.db"))?;
             Parts {
                 gate: Some(inbox.gate(verifier()?).build()?),
                 inbox: Some(inbox),
                 postgres: None,
+                with_worker: setup == Setup::GateInboxWorker,
                 data: Some(dir),
                 receiver: None,
             }
@@ -216,6 +241,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                     url: url.to_owned(),
                     schema,
                 }),
+                with_worker: false,
                 data: None,
                 receiver: None,
             }
@@ -225,6 +251,20 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The worker of [`Setup::GateInboxWorker`]: `hookgate serve`'s default concurrency, and a
+/// handler that succeeds at once, so what is measured is the inbox's queue work.
+fn start_worker(inbox: &Inbox) -> Result<WorkerHandle, BoxError> {
+    Ok(
+        Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
+            .concurrency(WORKER_CONCURRENCY)
+            .start()?,
+    )
+}
+
+/// Handlers the worker of [`Setup::GateInboxWorker`] runs at once (`hookgate serve`'s
+/// default).
+const WORKER_CONCURRENCY: usize = 8;
+
 fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
     use hookgate_actix::WebhookGate;
@@ -233,9 +273,15 @@ fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
         gate,
         inbox,
         postgres,
+        with_worker,
         data,
         receiver,
     } = parts;
+    // On the caller's Tokio runtime, as the axum setups' worker.
+    let worker = match (&inbox, with_worker) {
+        (Some(inbox), true) => Some(start_worker(inbox)?),
+        _ => None,
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (ready, started) = std::sync::mpsc::channel();
@@ -280,6 +326,7 @@ fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
         running: Running::Actix { handle, thread },
         inbox,
         postgres,
+        worker,
         _data: data,
     })
 }
@@ -289,9 +336,14 @@ async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
         gate,
         inbox,
         postgres,
+        with_worker,
         data,
         receiver,
     } = parts;
+    let worker = match (&inbox, with_worker) {
+        (Some(inbox), true) => Some(start_worker(inbox)?),
+        _ => None,
+    };
     if let Some(mut receiver) = receiver {
         tokio::spawn(async move { while receiver.recv().await.is_some() {} });
     }
@@ -317,6 +369,7 @@ async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
         running: Running::Tokio { shutdown, task },
         inbox,
         postgres,
+        worker,
         _data: data,
     })
 }

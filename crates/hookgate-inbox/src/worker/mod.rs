@@ -3,7 +3,7 @@
 mod handler;
 mod retry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +17,7 @@ pub use handler::{Handler, HandlerResult};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
 
 use crate::event::EventId;
-use crate::queue::{Completion, Leased};
+use crate::queue::{Completion, Leased, Tally};
 use crate::time::add;
 use crate::{Inbox, InboxError};
 use handler::CatchPanic;
@@ -30,6 +30,11 @@ const PROCESS_SECONDS: &str = "hookgate_process_duration_seconds";
 const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest delivery id or event type written to a span; longer ones are cut.
 const MAX_FIELD_LEN: usize = 128;
+/// A worker holds up to this many times its concurrency in leased events: the handlers
+/// running, and as many waiting to start. Each lease is a commit that waits for an fsync;
+/// leasing one round ahead means a lease per round of handlers instead of one per
+/// finished event.
+const LEASE_AHEAD: usize = 2;
 
 /// Default handlers running at once: 8.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -50,7 +55,11 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 ///   marked processed after it returns. A crash in between leaves the lease to expire, and
 ///   the event is handed over again.
 /// - **Bounded concurrency.** At most [`concurrency`](WorkerBuilder::concurrency) handlers
-///   run at once; events wait in the database, not in memory.
+///   run at once. The worker leases one round ahead (as many events again as handlers,
+///   waiting to start), so that one lease serves a round of handlers; every other event
+///   waits in the database, not in memory. An event leased ahead counts its attempt at the
+///   lease, like a running one: if the process dies, that attempt counts although the
+///   handler never started it.
 /// - **Retries.** [`HandlerResult::Retry`], an `Err`, a panic or a timeout schedules the
 ///   next attempt with the [`RetryPolicy`]; when attempts run out, or on
 ///   [`HandlerResult::Fail`], the event becomes a dead letter.
@@ -275,6 +284,25 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the outcome of `completion` in the counter it belongs to (`true`), or takes
+    /// that count back (`false`).
+    fn tally(counters: &Arc<Counters>, completion: &Completion) -> Tally {
+        let counters = counters.clone();
+        let pick: fn(&Counters) -> &AtomicU64 = match completion {
+            Completion::Processed => |c| &c.processed,
+            Completion::Retry { .. } => |c| &c.retried,
+            Completion::Dead { .. } => |c| &c.dead,
+        };
+        Arc::new(move |count| {
+            let counter = pick(&counters);
+            if count {
+                counter.fetch_add(1, Ordering::SeqCst);
+            } else {
+                counter.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+    }
+
     fn snapshot(&self) -> WorkerStats {
         WorkerStats {
             handled: self.handled.load(Ordering::Relaxed),
@@ -327,7 +355,14 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) -> ShutdownReport {
     let mut wake = shared.inbox.subscribe();
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    // Handlers running: at most `concurrency`.
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    // Results being recorded. They do not hold a handler's place: the next event starts
+    // while the last one's result waits for the writer's next commit.
+    let mut recording: JoinSet<()> = JoinSet::new();
+    // Leased events waiting for a place (see `LEASE_AHEAD`).
+    let mut ready: VecDeque<Leased> = VecDeque::new();
+    let most_held = settings.concurrency.saturating_mul(LEASE_AHEAD);
     let renew_every = shared.lease.checked_div(3).unwrap_or(shared.lease);
     let mut renew = tokio::time::interval(renew_every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,11 +371,16 @@ async fn run(
         if *stopped.borrow() {
             break;
         }
-        let free = settings.concurrency.saturating_sub(tasks.len());
+        start_ready(&shared, &mut tasks, &mut ready, settings.concurrency);
+        let held = tasks.len().saturating_add(ready.len());
+        let want = most_held.saturating_sub(held);
         let mut pause = settings.poll_interval;
-        if free > 0 {
+        // Lease when a handler's place is free and less than one round is waiting, so
+        // leases come in batches rather than one per finished event.
+        let room = tasks.len() < settings.concurrency && ready.len() < settings.concurrency;
+        if room && want > 0 {
             wake.borrow_and_update();
-            match shared.inbox.lease_events(free, shared.lease).await {
+            match shared.inbox.lease_events(want, shared.lease).await {
                 Ok(batch) => {
                     if !batch.is_empty() {
                         let mut held = shared.held();
@@ -348,17 +388,16 @@ async fn run(
                             held.insert(leased.event.id(), leased.token);
                         }
                     }
-                    for leased in batch {
-                        tasks.spawn(run_one(shared.clone(), leased));
-                    }
+                    ready.extend(batch);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "inbox worker could not lease events");
                     pause = settings.poll_interval.max(Duration::from_millis(100));
                 }
             }
+            start_ready(&shared, &mut tasks, &mut ready, settings.concurrency);
         }
-        let room = tasks.len() < settings.concurrency;
+        let room = tasks.len() < settings.concurrency && ready.is_empty();
         tokio::select! {
             biased;
             changed = stopped.changed() => {
@@ -369,13 +408,19 @@ async fn run(
             }
             // Before completions, so a steady stream of them cannot starve the renewal.
             _ = renew.tick() => renew_leases(&shared).await,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(finished) = joined {
+                    recording.spawn(record(shared.clone(), finished));
+                }
+            }
+            Some(_) = recording.join_next(), if !recording.is_empty() => {}
             Ok(()) = wake.changed(), if room => {}
             () = tokio::time::sleep(pause), if room => {}
         }
     }
 
-    // Shutdown: no new leases; let running handlers finish within the grace period.
+    // Shutdown: no new leases nor handlers; let running handlers finish within the grace
+    // period and their results be recorded; give back the rest (those leased ahead too).
     let mut report = ShutdownReport::default();
     let deadline = tokio::time::sleep(settings.shutdown_grace);
     tokio::pin!(deadline);
@@ -384,8 +429,9 @@ async fn run(
             biased;
             _ = renew.tick() => renew_leases(&shared).await,
             joined = tasks.join_next() => {
-                if joined.is_some() {
+                if let Some(Ok(finished)) = joined {
                     report.finished = report.finished.saturating_add(1);
+                    recording.spawn(record(shared.clone(), finished));
                 }
             }
             () = &mut deadline => break,
@@ -393,6 +439,7 @@ async fn run(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    while recording.join_next().await.is_some() {}
     let unfinished = shared.held_list();
     if !unfinished.is_empty() {
         match shared.inbox.release_leases(unfinished).await {
@@ -405,6 +452,21 @@ async fn run(
     report
 }
 
+/// Starts handlers for leased events while there is a place.
+fn start_ready(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<Finished>,
+    ready: &mut VecDeque<Leased>,
+    concurrency: usize,
+) {
+    while tasks.len() < concurrency {
+        let Some(leased) = ready.pop_front() else {
+            return;
+        };
+        tasks.spawn(handle(shared.clone(), leased));
+    }
+}
+
 async fn renew_leases(shared: &Shared) {
     let held = shared.held_list();
     if held.is_empty() {
@@ -415,7 +477,19 @@ async fn renew_leases(shared: &Shared) {
     }
 }
 
-async fn run_one(shared: Arc<Shared>, leased: Leased) {
+/// A handler's outcome, waiting to be recorded.
+struct Finished {
+    id: EventId,
+    token: i64,
+    attempt: u32,
+    started_at: std::time::SystemTime,
+    duration: Duration,
+    completion: Completion,
+    span: tracing::Span,
+}
+
+/// Runs the handler on one leased event.
+async fn handle(shared: Arc<Shared>, leased: Leased) -> Finished {
     let Leased { event, token } = leased;
     let id = event.id();
     let attempt = event.attempt();
@@ -430,7 +504,7 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
         outcome = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    async {
+    let run = async {
         Counters::bump(&shared.counters.handled);
         let started_at = shared.inbox.inner.clock.now();
         let clock_start = Instant::now();
@@ -461,20 +535,44 @@ async fn run_one(shared: Arc<Shared>, leased: Leased) {
             "duration_ms",
             u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         );
-        let counter = match &completion {
-            Completion::Processed => &shared.counters.processed,
-            Completion::Retry { .. } => &shared.counters.retried,
-            Completion::Dead { .. } => &shared.counters.dead,
-        };
         let outcome = outcome_name(&completion);
         metrics::histogram!(PROCESS_SECONDS, "scheme" => scheme.clone(), "outcome" => outcome)
             .record(duration.as_secs_f64());
         metrics::counter!(ATTEMPTS, "scheme" => scheme, "outcome" => outcome).increment(1);
+        (started_at, duration, completion)
+    };
+    let (started_at, duration, completion) = run.instrument(span.clone()).await;
+    Finished {
+        id,
+        token,
+        attempt,
+        started_at,
+        duration,
+        completion,
+        span,
+    }
+}
+
+/// Records a handler's outcome; the event stays held (its lease renewed) until then.
+async fn record(shared: Arc<Shared>, finished: Finished) {
+    let Finished {
+        id,
+        token,
+        attempt,
+        started_at,
+        duration,
+        completion,
+        span,
+    } = finished;
+    async {
+        let tally = Counters::tally(&shared.counters, &completion);
         match shared
-            .inbox.record_attempt(id, token, attempt, started_at, duration, completion)
+            .inbox.record_attempt(id, token, attempt, started_at, duration, completion, tally)
             .await
         {
-            Ok(true) => Counters::bump(counter),
+            // Counted inside the transaction (see `record_attempt`): whoever sees the new
+            // status sees the count too.
+            Ok(true) => {}
             Ok(false) => {
                 Counters::bump(&shared.counters.lost_leases);
                 tracing::warn!("lease lost before the result was recorded; the event will be handled again");

@@ -1,0 +1,54 @@
+//! The checkpoint thread: copies committed pages from the write-ahead log into the database
+//! file on its own connection, so the writer's commits never do it.
+//!
+//! Left to SQLite, the connection that commits runs a checkpoint whenever the log passes
+//! its threshold: the writer thread then copies a thousand pages and fsyncs the database
+//! file inside a commit, while every caller of that batch (and every one queued behind it)
+//! waits. A `PASSIVE` checkpoint on another connection does the same work beside the
+//! writer: it never blocks the writer nor a reader, and the writer restarts the log from
+//! its beginning once everything in it was copied. Durability does not depend on it: a
+//! commit is durable once the log is fsynced; the checkpoint only bounds the log's size.
+//! The writer keeps a far larger threshold of its own as a safety net
+//! ([`WRITER_AUTOCHECKPOINT`](crate::schema::WRITER_AUTOCHECKPOINT)).
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use crate::{InboxError, schema};
+
+/// Time between checkpoints while the log keeps growing.
+const BUSY_INTERVAL: Duration = Duration::from_millis(50);
+/// Time between checkpoints while nothing is written.
+const IDLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the checkpoint thread; it stops when `stop`'s sender is dropped.
+pub(crate) fn spawn(path: PathBuf, stop: Receiver<()>) -> Result<(), InboxError> {
+    let conn = schema::open_checkpointer(&path)?;
+    std::thread::Builder::new()
+        .name("hookgate-inbox-checkpoint".to_owned())
+        .spawn(move || {
+            let mut interval = BUSY_INTERVAL;
+            let mut last = (-1, -1);
+            while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+                // (busy, frames in the log, frames copied to the database)
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                });
+                interval = match result {
+                    // The log changed since the last look: writes are coming in.
+                    Ok(now) if now != last => {
+                        last = now;
+                        BUSY_INTERVAL
+                    }
+                    Ok(_) => IDLE_INTERVAL,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "inbox checkpoint failed; retrying later");
+                        IDLE_INTERVAL
+                    }
+                };
+            }
+        })
+        .map(drop)
+        .map_err(|err| InboxError::Task(format!("cannot start the checkpoint thread: {err}")))
+}
