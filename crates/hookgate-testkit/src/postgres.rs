@@ -10,6 +10,8 @@ use crate::process::{self, Spec};
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long a fast shutdown may take before the postmaster is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(30);
+/// How long a restart keeps trying while a killed server's processes linger.
+const RESTART_LIMIT: Duration = Duration::from_secs(60);
 /// Ports tried before giving up (another process can take a free port first).
 const PORT_TRIES: usize = 5;
 /// The system user the cluster runs as when the tests run as root.
@@ -120,11 +122,11 @@ impl Postgres {
     /// When it is running, or does not come up.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "PostgreSQL is already running");
-        assert!(
-            self.launch(),
-            "PostgreSQL did not come up again on port {}",
-            self.port
-        );
+        // After a kill, the dead postmaster's backends still hold its shared memory until
+        // they notice and exit, and a new postmaster refuses to start meanwhile: try again
+        // until they are gone (a bounded wait).
+        let started = crate::wait_until(RESTART_LIMIT, || self.launch());
+        assert!(started, "PostgreSQL did not come up again on port {}", self.port);
     }
 
     fn data_dir(&self) -> PathBuf {
