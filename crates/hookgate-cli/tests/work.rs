@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Serve, TestServer, Work, eventually, hookgate};
-use hookgate_testkit::{Nats, Redis};
+use hookgate_testkit::{Nats, Postgres, Redis};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const N: usize = 30;
@@ -34,6 +34,10 @@ enum Queue {
         server: Nats,
         stream: String,
         subject: String,
+    },
+    Postgres {
+        server: Postgres,
+        schema: String,
     },
 }
 
@@ -56,6 +60,34 @@ impl Queue {
         })
     }
 
+    fn postgres() -> Option<Queue> {
+        let server = Postgres::start()?;
+        Some(Queue::Postgres {
+            server,
+            schema: format!("hgwork_{:012x}", fastrand::u64(..) >> 16),
+        })
+    }
+
+    /// What `hookgate serve` needs to fill this queue: `--queue URL`, or for PostgreSQL the
+    /// store itself, with no local worker (receive only: `hookgate work` processes).
+    fn serve_args(&self) -> Vec<String> {
+        match self {
+            Queue::Postgres { .. } => vec![
+                "--store".to_owned(),
+                self.url(),
+                "--workers".to_owned(),
+                "0".to_owned(),
+            ],
+            _ => vec!["--queue".to_owned(), self.url()],
+        }
+    }
+
+    async fn store(&self) -> hookgate_postgres::PgStore {
+        hookgate_postgres::PgStore::connect(&self.url())
+            .await
+            .unwrap()
+    }
+
     fn url(&self) -> String {
         match self {
             Queue::Redis { server, stream } => format!("{}?stream={stream}", server.url()),
@@ -64,6 +96,7 @@ impl Queue {
                 stream,
                 subject,
             } => format!("{}/?stream={stream}&subject={subject}", server.url()),
+            Queue::Postgres { server, schema } => format!("{}?schema={schema}", server.url()),
         }
     }
 
@@ -88,6 +121,7 @@ impl Queue {
                 let info = consumer.info().await.unwrap();
                 info.num_pending + info.num_ack_pending as u64
             }
+            Queue::Postgres { .. } => self.store().await.status_counts().await.unwrap().pending(),
         }
     }
 
@@ -111,6 +145,13 @@ impl Queue {
                     Err(_) => 0,
                 }
             }
+            Queue::Postgres { .. } => self
+                .store()
+                .await
+                .status_counts()
+                .await
+                .unwrap()
+                .get(hookgate_postgres::Status::Dead),
         }
     }
 }
@@ -161,7 +202,9 @@ fn terminate(pid: u32) {
 async fn two_replicas_and_two_workers(queue: Queue, shared_dedup: Option<String>) {
     let app = TestServer::start(|_, _| (200, "ok")).await;
     let url = queue.url();
-    let mut args = vec!["--secret", SECRET, "--queue", &url];
+    let serve_args = queue.serve_args();
+    let mut args = vec!["--secret", SECRET];
+    args.extend(serve_args.iter().map(String::as_str));
     if let Some(dedup) = &shared_dedup {
         args.extend(["--dedup", dedup]);
     }
@@ -199,7 +242,7 @@ async fn two_replicas_and_two_workers(queue: Queue, shared_dedup: Option<String>
     assert_eq!(queue.waiting().await, 0);
     let body: serde_json::Value = serde_json::from_slice(&app.seen()[0].body).unwrap();
     assert_eq!(body["scheme"], "standard-webhooks-v1");
-    assert!(body["id"].is_string(), "a queue entry's id: {body}");
+    assert!(!body["id"].is_null(), "the queue's id of the entry: {body}");
     assert_eq!(body["attempt"], 1);
 }
 
@@ -208,7 +251,7 @@ async fn redis_two_replicas_and_two_workers_process_each_delivery_once() {
     let Some(queue) = Queue::redis() else { return };
     let dedup = match &queue {
         Queue::Redis { server, stream } => format!("{}?prefix={stream}:dedup:", server.url()),
-        Queue::Nats { .. } => unreachable!(),
+        Queue::Nats { .. } | Queue::Postgres { .. } => unreachable!(),
     };
     two_replicas_and_two_workers(queue, Some(dedup)).await;
 }
@@ -226,7 +269,12 @@ async fn a_killed_worker_s_events_are_taken_over(queue: Queue) {
     let app = TestServer::start(|_, _| (200, "ok")).await;
     let url = queue.url();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let serve_args = queue.serve_args();
+    let args: Vec<&str> = ["--secret", SECRET]
+        .into_iter()
+        .chain(serve_args.iter().map(String::as_str))
+        .collect();
+    let serve = Serve::start(dir.path(), &args);
     let started = tempfile::tempdir().unwrap();
     let stuck = format!(
         "touch '{}'/\"$HOOKGATE_EVENT_ID\"; sleep 10",
@@ -290,7 +338,12 @@ async fn nats_a_killed_worker_s_events_are_taken_over_after_the_lease() {
 async fn failures_become_dead_letters_that_replay(queue: Queue) {
     let url = queue.url();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let serve_args = queue.serve_args();
+    let args: Vec<&str> = ["--secret", SECRET]
+        .into_iter()
+        .chain(serve_args.iter().map(String::as_str))
+        .collect();
+    let serve = Serve::start(dir.path(), &args);
     let fixed = dir.path().join("fixed");
     let done = tempfile::tempdir().unwrap();
     // Fails until the `fixed` file exists; then records each event it processed.
@@ -390,4 +443,75 @@ async fn bad_flags_are_usage_errors() {
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(run.stderr.contains(says), "{args:?}: {run:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_replicas_and_two_workers_process_each_delivery_once() {
+    let Some(queue) = Queue::postgres() else {
+        return;
+    };
+    // The store's primary key on the dedup key keeps one copy across replicas.
+    two_replicas_and_two_workers(queue, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_killed_worker_s_events_are_taken_over_after_the_lease() {
+    let Some(queue) = Queue::postgres() else {
+        return;
+    };
+    a_killed_worker_s_events_are_taken_over(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failures_become_dead_letters_that_replay() {
+    let Some(queue) = Queue::postgres() else {
+        return;
+    };
+    failures_become_dead_letters_that_replay(queue).await;
+}
+
+/// Replicas on one PostgreSQL store, each with its own worker (the default): every delivery
+/// sent to both is stored once and forwarded once, with no Redis and no `hookgate work`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_with_their_own_workers_forward_each_delivery_once() {
+    let Some(queue) = Queue::postgres() else {
+        return;
+    };
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let url = queue.url();
+    let forward = app.url("/events");
+    let args = ["--secret", SECRET, "--store", &url, "--forward", &forward];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        Serve::start(dir_a.path(), &args),
+        Serve::start(dir_b.path(), &args),
+    );
+    let id = format!("store-{:08x}", fastrand::u32(..));
+    let (sent_a, sent_b) = tokio::join!(send(&a, &id), send(&b, &id));
+    assert_eq!(sent_a.code, 0, "{sent_a:?}\n{}", a.stderr());
+    assert_eq!(sent_b.code, 0, "{sent_b:?}\n{}", b.stderr());
+    eventually(LIMIT, "every event forwarded", || {
+        let done = received(&app).len() >= N;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let store = queue.store().await;
+    eventually(LIMIT, "every event marked processed", || {
+        let store = store.clone();
+        async move {
+            let counts = store.status_counts().await.unwrap();
+            (counts.get(hookgate_postgres::Status::Processed) == N as u64).then_some(())
+        }
+    })
+    .await;
+    let counts = received(&app);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each event once: {counts:?}"
+    );
+    assert_eq!(store.status_counts().await.unwrap().total(), N as u64);
+    assert!(
+        !dir_a.path().join("inbox.db").exists(),
+        "nothing in a local inbox"
+    );
 }

@@ -126,7 +126,11 @@ impl Postgres {
         // they notice and exit, and a new postmaster refuses to start meanwhile: try again
         // until they are gone (a bounded wait).
         let started = crate::wait_until(RESTART_LIMIT, || self.launch());
-        assert!(started, "PostgreSQL did not come up again on port {}", self.port);
+        assert!(
+            started,
+            "PostgreSQL did not come up again on port {}",
+            self.port
+        );
     }
 
     fn data_dir(&self) -> PathBuf {

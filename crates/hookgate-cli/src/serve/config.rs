@@ -22,6 +22,8 @@
 //! forward = "http://127.0.0.1:3000/stripe"   # or exec = "cmd", or queue = "URL", or none: print
 //! dedup = "redis://127.0.0.1:6379/?prefix=hookgate:dedup:"   # optional: shared by replicas
 //! dedup_fail_open = false          # optional: accept on while Redis is down
+//! store = "postgres://hookgate@10.0.0.9/app?schema=hookgate_stripe"  # optional: instead of
+//!                                  # the local inbox, a PostgreSQL store shared by replicas
 //! keys = [
 //!   { secret = "whsec_new" },
 //!   { secret_env = "OLD_STRIPE_SECRET", not_after = "2025-07-01T00:00:00Z" },
@@ -80,6 +82,7 @@ pub(super) struct EndpointFile {
     dedup: Option<String>,
     #[serde(default)]
     dedup_fail_open: bool,
+    store: Option<String>,
     public_url: Option<String>,
     verify_token: Option<String>,
     retry: Option<RetryFile>,
@@ -207,6 +210,8 @@ pub(super) struct Endpoint {
     pub(super) dedup: Option<String>,
     /// Wrap the Redis dedup store in `FailOpenDedupStore`.
     pub(super) dedup_fail_open: bool,
+    /// A PostgreSQL store shared by the replicas instead of the local inbox.
+    pub(super) store: Option<String>,
     pub(super) public_url: Option<String>,
     /// The verify token of the scheme's GET handshake (Meta).
     pub(super) verify_token: Option<String>,
@@ -290,6 +295,9 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
         } else if spec.dedup_fail_open {
             return Err(at("dedup_fail_open needs dedup = \"redis://…\"".to_owned()));
         }
+        if let Some(url) = &spec.store {
+            check_store(url, spec.queue.is_some(), spec.dedup.is_some()).map_err(at)?;
+        }
         let retry = match &spec.retry {
             Some(r) => retry_from(r, retry).map_err(at)?,
             None => retry,
@@ -304,12 +312,29 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             action,
             dedup: spec.dedup.clone(),
             dedup_fail_open: spec.dedup_fail_open,
+            store: spec.store.clone(),
             public_url: spec.public_url.clone(),
             verify_token: spec.verify_token.clone(),
             retry,
         });
     }
     Ok(out)
+}
+
+/// Checks a `store` URL: PostgreSQL, and alone (it is the dedup store, the sink and the
+/// queue at once).
+pub(super) fn check_store(url: &str, with_queue: bool, with_dedup: bool) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("store: a postgres://… URL (the PostgreSQL store)".to_owned());
+    }
+    if with_queue || with_dedup {
+        return Err(
+            "store keeps dedup, queue and event log in PostgreSQL, so it cannot be combined \
+             with queue or dedup"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn retry_from(file: &RetryFile, default: Retry) -> Result<Retry, String> {

@@ -27,6 +27,8 @@ use bytes::Bytes;
 use hookgate::{Gate, GateBuilder, HandshakeKind, Key, Verifier};
 use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
+use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
+use hookgate_queue::ShutdownReport;
 use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink};
 use hookgate_tower::{GateService, RawBody, ResponseBody};
 use http::{Method, Request, Response, StatusCode, header};
@@ -159,6 +161,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     dedup: Option<String>,
 
+    /// Keep dedup, queue, event log and dead letters in PostgreSQL instead of the local
+    /// inbox: postgres://USER@HOST/DB[?schema=S] (schema default `hookgate`, created and
+    /// migrated by hookgate). Every replica pointed at the same database shares them, and
+    /// each runs a worker that takes events from it (FOR UPDATE SKIP LOCKED, woken by
+    /// LISTEN/NOTIFY); `hookgate work --queue` the same URL adds workers elsewhere. The 2xx
+    /// is sent once PostgreSQL committed the event; while it is down, 503.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "queue", "dedup"])]
+    store: Option<String>,
+
     /// With --dedup: while Redis is unreachable, keep accepting with a per-replica,
     /// in-memory dedup store instead of answering 503 (duplicates across replicas can then
     /// get through).
@@ -190,7 +201,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
     retry_cap: Duration,
 
-    /// Events processed at once, per endpoint.
+    /// Events processed at once, per endpoint. With --store, 0 makes this replica receive
+    /// only, leaving the processing to `hookgate work --queue` on the same store.
     #[arg(long, value_name = "N", default_value_t = hookgate_inbox::DEFAULT_CONCURRENCY)]
     workers: usize,
 
@@ -247,8 +259,25 @@ struct Running {
     /// The local inbox, unless both dedup and sink are elsewhere.
     inbox: Option<Inbox>,
     service: GateService<Unreachable>,
+    /// The PostgreSQL store, for an endpoint that keeps its events there.
+    store: Option<PgStore>,
     /// The local worker, unless the endpoint hands its events to a queue.
-    worker: Option<WorkerHandle>,
+    worker: Option<LocalWorker>,
+}
+
+/// An endpoint's local worker, on its inbox or on the PostgreSQL store.
+enum LocalWorker {
+    Inbox(WorkerHandle),
+    Postgres(PgWorkerHandle),
+}
+
+impl LocalWorker {
+    async fn shutdown(self) -> ShutdownReport {
+        match self {
+            LocalWorker::Inbox(worker) => worker.shutdown().await,
+            LocalWorker::Postgres(worker) => worker.shutdown().await,
+        }
+    }
 }
 
 /// What every request needs.
@@ -322,8 +351,17 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    if args.workers == 0 || args.workers > 10_000 {
-        return Err(CliError::new("--workers must be between 1 and 10000"));
+    if args.workers > 10_000 {
+        return Err(CliError::new("--workers must be between 0 and 10000"));
+    }
+    if args.workers == 0 {
+        if let Some(e) = endpoints.iter().find(|e| e.store.is_none()) {
+            return Err(CliError::new(format!(
+                "--workers 0 (receive only; `hookgate work` processes) needs a PostgreSQL store, \
+                 and endpoint {} keeps its events in a local inbox that nothing else reads",
+                e.name
+            )));
+        }
     }
     if args.timeout.is_zero() {
         return Err(CliError::new("--timeout must not be zero"));
@@ -360,7 +398,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
                 }
             ),
             (None, Some(inbox)) => format!("inbox {}", inbox.path().display()),
-            (None, None) => String::new(),
+            (None, None) => match &e.store {
+                Some(url) => format!("store PostgreSQL {}", config::redact(url)),
+                None => String::new(),
+            },
         };
         crate::note(&format!(
             "endpoint {}: POST {origin}{} ({}) → {}; {dedup}",
@@ -670,25 +711,44 @@ impl Router {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable\n");
         };
         for run in &self.endpoints {
-            let (Some(inbox), Some(_)) = (&run.inbox, &run.worker) else {
+            if run.worker.is_none() {
+                continue;
+            }
+            // (status, count) pairs and the pending count, from the inbox or the store.
+            let counts: Option<(Vec<(&'static str, u64)>, u64)> = match (&run.inbox, &run.store) {
+                (Some(inbox), _) => inbox.status_counts().await.ok().map(|counts| {
+                    let each = Status::ALL
+                        .iter()
+                        .map(|&status| (status.as_str(), counts.get(status)))
+                        .collect();
+                    (each, counts.pending())
+                }),
+                (None, Some(store)) => store.status_counts().await.ok().map(|counts| {
+                    let each = hookgate_postgres::Status::ALL
+                        .iter()
+                        .map(|&status| (status.as_str(), counts.get(status)))
+                        .collect();
+                    (each, counts.pending())
+                }),
+                (None, None) => None,
+            };
+            let Some((each, pending)) = counts else {
                 continue;
             };
-            if let Ok(counts) = inbox.status_counts().await {
-                for status in Status::ALL {
-                    #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-                    let value = counts.get(status) as f64;
-                    metrics::gauge!(
-                        "hookgate_inbox_events",
-                        "endpoint" => run.endpoint.name.clone(),
-                        "status" => status.as_str()
-                    )
-                    .set(value);
-                }
+            for (status, count) in each {
                 #[allow(clippy::cast_precision_loss, reason = "a gauge")]
-                let pending = counts.pending() as f64;
-                metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
-                    .set(pending);
+                let value = count as f64;
+                metrics::gauge!(
+                    "hookgate_inbox_events",
+                    "endpoint" => run.endpoint.name.clone(),
+                    "status" => status
+                )
+                .set(value);
             }
+            #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+            let pending = pending as f64;
+            metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
+                .set(pending);
         }
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(handle.render()))));
         response.headers_mut().insert(
@@ -814,6 +874,10 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
     if let Some(url) = &args.dedup {
         config::check_dedup(url).map_err(|e| CliError::new(format!("--dedup: {e}")))?;
     }
+    if let Some(url) = &args.store {
+        config::check_store(url, args.queue.is_some(), args.dedup.is_some())
+            .map_err(|e| CliError::new(format!("--{e}")))?;
+    }
     Ok(Endpoint {
         name: DEFAULT_ENDPOINT.to_owned(),
         path: args.path.clone(),
@@ -830,6 +894,7 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         action,
         dedup: args.dedup.clone(),
         dedup_fail_open: args.dedup_fail_open,
+        store: args.store.clone(),
         public_url: args.public_url.clone(),
         verify_token: args.verify_token.clone(),
         retry,
@@ -884,6 +949,11 @@ async fn start_endpoint(
         )),
         other => context(other.to_string()),
     })?;
+    if let Some(url) = &endpoint.store {
+        return start_postgres_endpoint(url, endpoint.clone(), verifier, client, args)
+            .await
+            .map_err(context);
+    }
     let queue = match &endpoint.action {
         Action::Queue(url) => Some(url.as_str()),
         _ => None,
@@ -910,6 +980,7 @@ async fn start_endpoint(
             service,
             endpoint,
             inbox,
+            store: None,
             worker: None,
         });
     };
@@ -918,21 +989,77 @@ async fn start_endpoint(
         action: target(&endpoint.action, client)?,
         timeout: args.timeout,
     };
-    let policy = RetryPolicy::new()
-        .base(endpoint.retry.base)
-        .cap(endpoint.retry.cap)
-        .max_attempts(endpoint.retry.max_attempts);
     let worker = Worker::builder(local.clone(), processor)
         .concurrency(args.workers)
-        .retry(policy)
-        .handler_timeout(args.timeout.saturating_add(Duration::from_secs(10)))
+        .retry(retry_policy(&endpoint))
+        .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
         .start()
         .map_err(|e| context(e.to_string()))?;
     Ok(Running {
         service,
         endpoint,
         inbox,
-        worker: Some(worker),
+        store: None,
+        worker: Some(LocalWorker::Inbox(worker)),
+    })
+}
+
+/// How much longer than --timeout a handler may run before the worker gives up on it.
+const HANDLER_GRACE: Duration = Duration::from_secs(10);
+
+fn retry_policy(endpoint: &Endpoint) -> RetryPolicy {
+    RetryPolicy::new()
+        .base(endpoint.retry.base)
+        .cap(endpoint.retry.cap)
+        .max_attempts(endpoint.retry.max_attempts)
+}
+
+/// An endpoint on the PostgreSQL store: the store is the gate's dedup store and sink, and
+/// this replica's worker takes events from it. Connects (and migrates) now, so that a wrong
+/// URL or an unreachable database fails at start.
+async fn start_postgres_endpoint(
+    url: &str,
+    endpoint: Endpoint,
+    verifier: Verifier,
+    client: &HttpClient,
+    args: &ServeArgs,
+) -> Result<Running, String> {
+    let shown = config::redact(url);
+    let store = PgStore::connect(url)
+        .await
+        .map_err(|e| format!("--store {shown}: {e}"))?;
+    let mut gate = store.gate(verifier);
+    if let Some(limit) = endpoint.max_body {
+        gate = gate.max_body_bytes(limit);
+    }
+    let gate = gate.build().map_err(|e| e.to_string())?;
+    let service = GateService::new(Unreachable, gate);
+    if args.workers == 0 {
+        return Ok(Running {
+            service,
+            endpoint,
+            inbox: None,
+            store: Some(store),
+            worker: None,
+        });
+    }
+    let processor = Processor {
+        endpoint: Arc::from(endpoint.name.as_str()),
+        action: target(&endpoint.action, client).map_err(|e| e.to_string())?,
+        timeout: args.timeout,
+    };
+    let worker = PgWorker::builder(&store, processor)
+        .concurrency(args.workers)
+        .retry(retry_policy(&endpoint))
+        .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
+        .start()
+        .map_err(|e| format!("--store {shown}: {e}"))?;
+    Ok(Running {
+        service,
+        endpoint,
+        inbox: None,
+        store: Some(store),
+        worker: Some(LocalWorker::Postgres(worker)),
     })
 }
 
