@@ -3,9 +3,8 @@
 use std::future::Future;
 
 use hookgate::BoxFuture;
-use hookgate_inbox::HandlerResult;
 
-use crate::QueuedEvent;
+use crate::{HandlerResult, QueuedEvent};
 
 /// The user's processing of one event taken from a queue.
 ///

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::{HandlerResult, RetryPolicy, WorkerStats};
 use futures_util::FutureExt as _;
-use hookgate_inbox::{HandlerResult, RetryPolicy, WorkerStats};
 use tracing::Instrument as _;
 
 use crate::{Handler, QueuedEvent};
@@ -228,12 +228,6 @@ impl Runner {
                     }
                 }
             }
-            // `HandlerResult` is non-exhaustive: an outcome added later is retried, never
-            // dropped.
-            _ => Verdict::Retry {
-                delay: self.retry.backoff(attempt),
-                error: "unknown handler result".to_owned(),
-            },
         }
     }
 }
@@ -261,15 +255,15 @@ struct Counters {
 
 impl Counters {
     fn snapshot(&self) -> WorkerStats {
-        let mut stats = WorkerStats::default();
-        stats.handled = self.handled.load(Ordering::Relaxed);
-        stats.processed = self.processed.load(Ordering::Relaxed);
-        stats.retried = self.retried.load(Ordering::Relaxed);
-        stats.dead = self.dead.load(Ordering::Relaxed);
-        stats.panics = self.panics.load(Ordering::Relaxed);
-        stats.timeouts = self.timeouts.load(Ordering::Relaxed);
-        stats.lost_leases = self.lost_leases.load(Ordering::Relaxed);
-        stats
+        WorkerStats {
+            handled: self.handled.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            lost_leases: self.lost_leases.load(Ordering::Relaxed),
+        }
     }
 }
 

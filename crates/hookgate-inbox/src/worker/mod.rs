@@ -1,7 +1,6 @@
 //! The worker: runs the user's handler on each stored event, at least once.
 
 mod handler;
-mod retry;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -13,8 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use handler::{Handler, HandlerResult};
-pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
+pub use handler::Handler;
+pub use hookgate_queue::{
+    DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP,
+    HandlerResult, RetryPolicy, ShutdownReport, WorkerStats,
+};
 
 use crate::event::EventId;
 use crate::queue::{Completion, Leased, Tally};
@@ -44,8 +46,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Default time between polls for due events: 1 second. New events wake the worker at
 /// once; polling finds retries that came due and expired leases.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Default longest run of one handler call: 5 minutes, then the attempt counts as failed.
-pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default wait for running handlers at shutdown: 30 seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -162,7 +162,7 @@ impl WorkerBuilder {
     /// [`InboxError::Config`] for a setting out of range, [`InboxError::Task`] outside a
     /// Tokio runtime.
     pub fn start(self) -> Result<WorkerHandle, InboxError> {
-        self.retry.validate()?;
+        self.retry.check().map_err(InboxError::Config)?;
         if !(1..=10_000).contains(&self.concurrency) {
             return Err(InboxError::Config(format!(
                 "concurrency must be between 1 and 10000, got {}",
@@ -238,36 +238,6 @@ impl WorkerHandle {
     }
 }
 
-/// What a shutdown did with the events in flight.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Handlers that finished during the grace period.
-    pub finished: u64,
-    /// Events given back to the queue because their handler did not finish in time.
-    pub released: u64,
-}
-
-/// Counters of a worker since it started.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// Handler calls started.
-    pub handled: u64,
-    /// Attempts that succeeded.
-    pub processed: u64,
-    /// Attempts that failed and were scheduled again.
-    pub retried: u64,
-    /// Events that became dead letters.
-    pub dead: u64,
-    /// Handler calls that panicked.
-    pub panics: u64,
-    /// Handler calls that timed out.
-    pub timeouts: u64,
-    /// Results that could not be recorded because the lease was lost meanwhile.
-    pub lost_leases: u64,
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     handled: AtomicU64,
@@ -304,15 +274,15 @@ impl Counters {
     }
 
     fn snapshot(&self) -> WorkerStats {
-        WorkerStats {
-            handled: self.handled.load(Ordering::Relaxed),
-            processed: self.processed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            dead: self.dead.load(Ordering::Relaxed),
-            panics: self.panics.load(Ordering::Relaxed),
-            timeouts: self.timeouts.load(Ordering::Relaxed),
-            lost_leases: self.lost_leases.load(Ordering::Relaxed),
-        }
+        let mut stats = WorkerStats::default();
+        stats.handled = self.handled.load(Ordering::Relaxed);
+        stats.processed = self.processed.load(Ordering::Relaxed);
+        stats.retried = self.retried.load(Ordering::Relaxed);
+        stats.dead = self.dead.load(Ordering::Relaxed);
+        stats.panics = self.panics.load(Ordering::Relaxed);
+        stats.timeouts = self.timeouts.load(Ordering::Relaxed);
+        stats.lost_leases = self.lost_leases.load(Ordering::Relaxed);
+        stats
     }
 }
 
@@ -605,6 +575,12 @@ fn completion_for(shared: &Shared, attempt: u32, result: HandlerResult) -> Compl
                 }
             }
         }
+        // `HandlerResult` is non-exhaustive: an outcome added later is retried, never
+        // dropped.
+        _ => Completion::Retry {
+            at_ms: add(shared.inbox.now_ms(), shared.retry.backoff(attempt)),
+            error: "unknown handler result".to_owned(),
+        },
     }
 }
 

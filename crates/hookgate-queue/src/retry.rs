@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::InboxError;
-
 /// Default delay ceiling after the first failure: 1 second.
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(1);
 /// Default largest delay ceiling: 1 hour.
@@ -22,7 +20,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 12;
 ///
 /// ```
 /// use std::time::Duration;
-/// use hookgate_inbox::RetryPolicy;
+/// use hookgate_queue::RetryPolicy;
 ///
 /// let policy = RetryPolicy::new()
 ///     .base(Duration::from_millis(100))
@@ -99,20 +97,23 @@ impl RetryPolicy {
         jitter(self.backoff_ceiling(attempt), fastrand::u64(..))
     }
 
-    pub(crate) fn validate(&self) -> Result<(), InboxError> {
+    /// Checks the values: a base above zero, a cap at least the base, at least one
+    /// attempt.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> Result<(), String> {
         if self.base.is_zero() {
-            return Err(InboxError::Config("retry base must not be zero".to_owned()));
+            return Err("retry base must not be zero".to_owned());
         }
         if self.cap < self.base {
-            return Err(InboxError::Config(format!(
+            return Err(format!(
                 "retry cap ({:?}) must be at least the base ({:?})",
                 self.cap, self.base
-            )));
+            ));
         }
         if self.max_attempts == 0 {
-            return Err(InboxError::Config(
-                "max_attempts must be at least 1".to_owned(),
-            ));
+            return Err("max_attempts must be at least 1".to_owned());
         }
         Ok(())
     }
@@ -178,15 +179,15 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        assert!(RetryPolicy::new().base(Duration::ZERO).validate().is_err());
+        assert!(RetryPolicy::new().base(Duration::ZERO).check().is_err());
         assert!(
             RetryPolicy::new()
                 .base(Duration::from_secs(2))
                 .cap(Duration::from_secs(1))
-                .validate()
+                .check()
                 .is_err()
         );
-        assert!(RetryPolicy::new().max_attempts(0).validate().is_err());
-        assert!(RetryPolicy::new().validate().is_ok());
+        assert!(RetryPolicy::new().max_attempts(0).check().is_err());
+        assert!(RetryPolicy::new().check().is_ok());
     }
 }
