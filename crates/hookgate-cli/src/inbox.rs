@@ -1,18 +1,19 @@
 //! `hookgate inbox`: the receiver's event log and dead letters, read from the SQLite inbox
-//! in the data directory (while `hookgate serve` runs, too).
+//! in the data directory (while `hookgate serve` runs, too), or from the PostgreSQL store of
+//! `serve --store` (`--store postgres://…`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hookgate_inbox::{
-    Attempt, EventId, Inbox, InboxError, InboxEvent, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay,
-    Status, StatusCounts,
+    EventId, Inbox, InboxError, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay, Status, StatusCounts,
 };
 use serde::Serialize;
 
 use crate::client::snippet;
 use crate::duration::{human, parse_instant, rfc3339};
 use crate::error::CliError;
+use crate::log_view::{AttemptRow, LogRow};
 use crate::{Output, Status as ExitStatus};
 
 /// The data directory used when none is given.
@@ -31,6 +32,11 @@ pub(crate) struct InboxArgs {
     /// database). Default: the only one, or `default`.
     #[arg(long, value_name = "NAME", global = true)]
     endpoint: Option<String>,
+
+    /// Read the PostgreSQL store of `serve --store` instead of a data directory:
+    /// postgres://USER@HOST/DB[?schema=S].
+    #[arg(long, value_name = "URL", global = true, conflicts_with = "endpoint")]
+    store: Option<String>,
 
     #[command(subcommand)]
     command: InboxCommand,
@@ -119,25 +125,25 @@ pub(crate) struct EntryJson<'a> {
 }
 
 impl<'a> EntryJson<'a> {
-    pub(crate) fn new(entry: &'a LogEntry) -> Self {
+    pub(crate) fn new<E: LogRow>(entry: &'a E) -> Self {
         EntryJson {
-            id: entry.id.get(),
-            status: entry.status.as_str(),
-            scheme: &entry.scheme,
-            dedup_key: &entry.dedup_key,
-            delivery_id: entry.delivery_id.as_deref(),
-            event_type: entry.event_type.as_deref(),
-            signed_at: entry.signed_at.map(rfc3339),
-            received_at: rfc3339(entry.received_at),
-            attempts: entry.attempts,
-            next_attempt_at: entry.next_attempt_at.map(rfc3339),
-            started_at: entry.started_at.map(rfc3339),
-            finished_at: entry.finished_at.map(rfc3339),
-            duration_ms: entry.processing_duration.map(|d| d.as_millis()),
-            last_error: entry.last_error.as_deref(),
-            dead_at: entry.dead_at.map(rfc3339),
-            is_test: entry.is_test,
-            body_len: entry.body_len,
+            id: entry.id(),
+            status: entry.status(),
+            scheme: entry.scheme(),
+            dedup_key: entry.dedup_key(),
+            delivery_id: entry.delivery_id(),
+            event_type: entry.event_type(),
+            signed_at: entry.signed_at().map(rfc3339),
+            received_at: rfc3339(entry.received_at()),
+            attempts: entry.attempts(),
+            next_attempt_at: entry.next_attempt_at().map(rfc3339),
+            started_at: entry.started_at().map(rfc3339),
+            finished_at: entry.finished_at().map(rfc3339),
+            duration_ms: entry.processing_duration().map(|d| d.as_millis()),
+            last_error: entry.last_error(),
+            dead_at: entry.dead_at().map(rfc3339),
+            is_test: entry.is_test(),
+            body_len: entry.body_len(),
         }
     }
 }
@@ -147,6 +153,9 @@ impl<'a> EntryJson<'a> {
 /// # Errors
 /// No inbox in the data directory, an unknown event, or a database error.
 pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
+    if let Some(url) = &args.store {
+        return postgres::run(url, args.command).await;
+    }
     let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
     let inbox = Inbox::builder(&path)
         .no_scheduled_pruning()
@@ -256,11 +265,7 @@ async fn list(inbox: &Inbox, args: ListArgs) -> Result<Output, InboxError> {
             .map_err(|e| InboxError::Config(format!("--since: {e}")))?;
         query = query.received_after(at);
     }
-    let wanted = if args.all {
-        usize::MAX
-    } else {
-        args.limit.max(1)
-    };
+    let wanted = wanted(&args);
     let mut entries: Vec<LogEntry> = Vec::new();
     // Pages of at most MAX_LOG_LIMIT rows, newest first.
     while entries.len() < wanted {
@@ -276,25 +281,39 @@ async fn list(inbox: &Inbox, args: ListArgs) -> Result<Output, InboxError> {
             break;
         }
     }
+    Ok(listing(&entries, &args, wanted))
+}
+
+/// How many rows `list` wants: `--limit`, or all.
+fn wanted(args: &ListArgs) -> usize {
+    if args.all {
+        usize::MAX
+    } else {
+        args.limit.max(1)
+    }
+}
+
+/// The `list` output: JSON lines or the table.
+fn listing<E: LogRow>(entries: &[E], args: &ListArgs, wanted: usize) -> Output {
     let mut out = String::new();
     if args.json {
-        for entry in &entries {
+        for entry in entries {
             out.push_str(&serde_json::to_string(&EntryJson::new(entry)).unwrap_or_default());
             out.push('\n');
         }
     } else {
-        out.push_str(&table(&entries));
+        out.push_str(&table(entries));
         if !args.all && entries.len() == wanted {
             crate::note(&format!(
                 "showing the newest {wanted}; --limit N or --all for more"
             ));
         }
     }
-    Ok(Output::new(out, ExitStatus::Success))
+    Output::new(out, ExitStatus::Success)
 }
 
 /// The `list` table.
-fn table(entries: &[LogEntry]) -> String {
+fn table<E: LogRow>(entries: &[E]) -> String {
     let mut out = format!(
         "{:>8}  {:<10}  {:<24}  {:>8}  {:<24}  {:>9}  {}\n",
         "ID", "STATUS", "TYPE", "ATTEMPTS", "RECEIVED", "DURATION", "LAST ERROR"
@@ -302,16 +321,16 @@ fn table(entries: &[LogEntry]) -> String {
     for entry in entries {
         out.push_str(&format!(
             "{:>8}  {:<10}  {:<24}  {:>8}  {:<24}  {:>9}  {}\n",
-            entry.id,
-            entry.status.as_str(),
-            snippet(entry.event_type.as_deref().unwrap_or("-").as_bytes(), 24),
-            entry.attempts,
-            rfc3339(entry.received_at),
+            entry.id(),
+            entry.status(),
+            snippet(entry.event_type().unwrap_or("-").as_bytes(), 24),
+            entry.attempts(),
+            rfc3339(entry.received_at()),
             entry
-                .processing_duration
+                .processing_duration()
                 .map(human)
                 .unwrap_or_else(|| "-".to_owned()),
-            snippet(entry.last_error.as_deref().unwrap_or("").as_bytes(), 80),
+            snippet(entry.last_error().unwrap_or("").as_bytes(), 80),
         ));
     }
     out
@@ -325,105 +344,112 @@ async fn show(inbox: &Inbox, id: i64, json: bool, path: &Path) -> Result<Output,
     };
     let attempts = inbox.attempts(id).await.map_err(fail)?;
     let event = inbox.event(id).await.map_err(fail)?;
-    let body = event.as_ref().map(|e| e.body().clone()).unwrap_or_default();
+    let stored = event.as_ref().map(|e| (e.body().as_ref(), e.headers()));
+    Ok(shown(&entry, &attempts, stored, json))
+}
+
+/// A stored event's body and headers.
+pub(crate) type Stored<'a> = (&'a [u8], &'a [(String, String)]);
+
+/// The `show` output: one JSON object, or the entry, its attempts and its body as text.
+fn shown<E: LogRow, A: AttemptRow>(
+    entry: &E,
+    attempts: &[A],
+    stored: Option<Stored<'_>>,
+    json: bool,
+) -> Output {
     let mut out = String::new();
     if json {
-        out.push_str(&show_json(&entry, &attempts, event.as_ref()).to_string());
+        out.push_str(&show_json(entry, attempts, stored).to_string());
         out.push('\n');
-        return Ok(Output::new(out, ExitStatus::Success));
+        return Output::new(out, ExitStatus::Success);
     }
+    let body = stored.map(|(body, _)| body).unwrap_or_default();
     let optional = |at: Option<SystemTime>| at.map(rfc3339).unwrap_or_else(|| "-".to_owned());
-    out.push_str(&format!("id: {}\n", entry.id));
-    out.push_str(&format!("status: {}\n", entry.status));
-    out.push_str(&format!("scheme: {}\n", entry.scheme));
+    out.push_str(&format!("id: {}\n", entry.id()));
+    out.push_str(&format!("status: {}\n", entry.status()));
+    out.push_str(&format!("scheme: {}\n", entry.scheme()));
     out.push_str(&format!(
         "dedup key: {}\n",
-        snippet(entry.dedup_key.as_bytes(), 200)
+        snippet(entry.dedup_key().as_bytes(), 200)
     ));
-    if let Some(id) = &entry.delivery_id {
+    if let Some(id) = entry.delivery_id() {
         out.push_str(&format!("delivery id: {}\n", snippet(id.as_bytes(), 200)));
     }
-    if let Some(event_type) = &entry.event_type {
+    if let Some(event_type) = entry.event_type() {
         out.push_str(&format!(
             "event type: {}\n",
             snippet(event_type.as_bytes(), 200)
         ));
     }
-    out.push_str(&format!("signed at: {}\n", optional(entry.signed_at)));
-    out.push_str(&format!("received at: {}\n", rfc3339(entry.received_at)));
-    out.push_str(&format!("attempts: {}\n", entry.attempts));
-    if let Some(next) = entry.next_attempt_at {
-        if matches!(
-            entry.status,
-            Status::Failed | Status::Queued | Status::Received
-        ) {
-            out.push_str(&format!("next attempt: {}\n", rfc3339(next)));
-        }
+    out.push_str(&format!("signed at: {}\n", optional(entry.signed_at())));
+    out.push_str(&format!("received at: {}\n", rfc3339(entry.received_at())));
+    out.push_str(&format!("attempts: {}\n", entry.attempts()));
+    if let Some(next) = entry.next_attempt_at().filter(|_| entry.waits()) {
+        out.push_str(&format!("next attempt: {}\n", rfc3339(next)));
     }
-    if let Some(duration) = entry.processing_duration {
+    if let Some(duration) = entry.processing_duration() {
         out.push_str(&format!("last duration: {}\n", human(duration)));
     }
-    if let Some(error) = &entry.last_error {
+    if let Some(error) = entry.last_error() {
         out.push_str(&format!("last error: {}\n", snippet(error.as_bytes(), 500)));
     }
-    if let Some(dead) = entry.dead_at {
+    if let Some(dead) = entry.dead_at() {
         out.push_str(&format!("dead since: {}\n", rfc3339(dead)));
     }
-    for attempt in &attempts {
+    for attempt in attempts {
         let took = attempt
-            .finished_at
-            .duration_since(attempt.started_at)
+            .finished_at()
+            .duration_since(attempt.started_at())
             .unwrap_or(Duration::ZERO);
         out.push_str(&format!(
             "attempt {}: {} at {} ({}){}\n",
-            attempt.attempt,
-            attempt.outcome,
-            rfc3339(attempt.started_at),
+            attempt.attempt(),
+            attempt.outcome(),
+            rfc3339(attempt.started_at()),
             human(took),
             attempt
-                .error
-                .as_deref()
+                .error()
                 .map(|e| format!(": {}", snippet(e.as_bytes(), 300)))
                 .unwrap_or_default()
         ));
     }
     out.push_str(&format!("body ({} bytes):\n", body.len()));
-    out.push_str(&snippet(&body, 4000));
+    out.push_str(&snippet(body, 4000));
     out.push('\n');
-    Ok(Output::new(out, ExitStatus::Success))
+    Output::new(out, ExitStatus::Success)
 }
 
 /// One event as `show --json` prints it: the log entry, its attempt history, headers and
 /// body (also the console's JSON API).
-pub(crate) fn show_json(
-    entry: &LogEntry,
-    attempts: &[Attempt],
-    event: Option<&InboxEvent>,
+pub(crate) fn show_json<E: LogRow, A: AttemptRow>(
+    entry: &E,
+    attempts: &[A],
+    stored: Option<Stored<'_>>,
 ) -> serde_json::Value {
     let attempts: Vec<serde_json::Value> = attempts
         .iter()
         .map(|a| {
             serde_json::json!({
-                "attempt": a.attempt,
-                "started_at": rfc3339(a.started_at),
-                "finished_at": rfc3339(a.finished_at),
-                "duration_ms": a.finished_at.duration_since(a.started_at).unwrap_or_default().as_millis(),
-                "outcome": a.outcome,
-                "error": a.error,
+                "attempt": a.attempt(),
+                "started_at": rfc3339(a.started_at()),
+                "finished_at": rfc3339(a.finished_at()),
+                "duration_ms": a.finished_at().duration_since(a.started_at()).unwrap_or_default().as_millis(),
+                "outcome": a.outcome(),
+                "error": a.error(),
             })
         })
         .collect();
     let mut value = serde_json::to_value(EntryJson::new(entry)).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
         object.insert("attempt_history".to_owned(), attempts.into());
-        let body = event.map(|e| e.body().clone()).unwrap_or_default();
+        let body = stored.map(|(body, _)| body).unwrap_or_default();
         object.insert(
             "body".to_owned(),
-            String::from_utf8_lossy(&body).into_owned().into(),
+            String::from_utf8_lossy(body).into_owned().into(),
         );
-        if let Some(event) = event {
-            let headers: Vec<serde_json::Value> = event
-                .headers()
+        if let Some((_, headers)) = stored {
+            let headers: Vec<serde_json::Value> = headers
                 .iter()
                 .map(|(n, v)| serde_json::json!([n, v]))
                 .collect();
@@ -435,29 +461,147 @@ pub(crate) fn show_json(
 
 /// The counts of `stats --json` (also the console's JSON API).
 pub(crate) fn stats_json(counts: &StatusCounts) -> serde_json::Value {
-    let mut object = serde_json::Map::new();
-    for status in Status::ALL {
-        object.insert(status.as_str().to_owned(), counts.get(status).into());
-    }
-    object.insert("pending".to_owned(), counts.pending().into());
-    object.insert("total".to_owned(), counts.total().into());
+    counts_json(&inbox_counts(counts))
+}
+
+/// Each status with its count, then `pending` and `total`.
+type Counts = Vec<(&'static str, u64)>;
+
+fn inbox_counts(counts: &StatusCounts) -> Counts {
+    let mut each: Counts = Status::ALL
+        .iter()
+        .map(|&status| (status.as_str(), counts.get(status)))
+        .collect();
+    each.push(("pending", counts.pending()));
+    each.push(("total", counts.total()));
+    each
+}
+
+fn counts_json(counts: &Counts) -> serde_json::Value {
+    let object: serde_json::Map<String, serde_json::Value> = counts
+        .iter()
+        .map(|(name, count)| ((*name).to_owned(), (*count).into()))
+        .collect();
     serde_json::Value::Object(object)
+}
+
+/// The `stats` output.
+fn counted(counts: &Counts, json: bool) -> Output {
+    let mut out = String::new();
+    if json {
+        out.push_str(&counts_json(counts).to_string());
+        out.push('\n');
+    } else {
+        for (name, count) in counts {
+            out.push_str(&format!("{name:<11} {count}\n"));
+        }
+    }
+    Output::new(out, ExitStatus::Success)
 }
 
 async fn stats(inbox: &Inbox, json: bool) -> Result<Output, InboxError> {
     let counts = inbox.status_counts().await?;
-    let mut out = String::new();
-    if json {
-        out.push_str(&stats_json(&counts).to_string());
-        out.push('\n');
-    } else {
-        for status in Status::ALL {
-            out.push_str(&format!("{:<11} {}\n", status.as_str(), counts.get(status)));
+    Ok(counted(&inbox_counts(&counts), json))
+}
+
+/// The same commands over the PostgreSQL store.
+mod postgres {
+    use hookgate_postgres::{EventId, LogEntry, LogQuery, MAX_LOG_LIMIT, PgStore, Status};
+
+    use super::{InboxCommand, ListArgs, counted, listing, shown, wanted};
+    use crate::duration::parse_instant;
+    use crate::error::CliError;
+    use crate::{Output, Status as ExitStatus};
+
+    pub(super) async fn run(url: &str, command: InboxCommand) -> Result<Output, CliError> {
+        let shown_url = crate::serve::redact(url);
+        let fail = |e: hookgate_postgres::Error| CliError::new(format!("store {shown_url}: {e}"));
+        let store = PgStore::connect(url).await.map_err(fail)?;
+        match command {
+            InboxCommand::List(args) => list(&store, &args).await.map_err(fail),
+            InboxCommand::Show { id, json } => {
+                let id = EventId::new(id);
+                let Some(entry) = store.entry(id).await.map_err(fail)? else {
+                    return Err(CliError::new(format!("no event {id} in this store")));
+                };
+                let attempts = store.attempts(id).await.map_err(fail)?;
+                let event = store.event(id).await.map_err(fail)?;
+                let stored = event.as_ref().map(|e| (e.body().as_ref(), e.headers()));
+                Ok(shown(&entry, &attempts, stored, json))
+            }
+            InboxCommand::Stats { json } => {
+                let counts = store.status_counts().await.map_err(fail)?;
+                let mut each: Vec<(&'static str, u64)> = Status::ALL
+                    .iter()
+                    .map(|&status| (status.as_str(), counts.get(status)))
+                    .collect();
+                each.push(("pending", counts.pending()));
+                each.push(("total", counts.total()));
+                Ok(counted(&each, json))
+            }
+            InboxCommand::Replay { ids, dead } => {
+                let replayed = if dead {
+                    store.replay_dead_letters().await.map_err(fail)?
+                } else {
+                    let mut replayed = 0u64;
+                    for id in &ids {
+                        // Only a dead letter is put back, as for the inbox.
+                        let is_dead = store
+                            .entry(EventId::new(*id))
+                            .await
+                            .map_err(fail)?
+                            .is_some_and(|entry| entry.status == Status::Dead);
+                        if is_dead && store.replay(EventId::new(*id)).await.map_err(fail)? {
+                            replayed = replayed.saturating_add(1);
+                        }
+                    }
+                    replayed
+                };
+                let mut out = format!("replayed {replayed} dead letter(s)\n");
+                if !dead && usize::try_from(replayed).ok() != Some(ids.len()) {
+                    out.push_str(
+                        "note: only dead letters are replayed; the other ids were left alone\n",
+                    );
+                }
+                Ok(Output::new(out, ExitStatus::Success))
+            }
         }
-        out.push_str(&format!("{:<11} {}\n", "pending", counts.pending()));
-        out.push_str(&format!("{:<11} {}\n", "total", counts.total()));
     }
-    Ok(Output::new(out, ExitStatus::Success))
+
+    async fn list(store: &PgStore, args: &ListArgs) -> Result<Output, hookgate_postgres::Error> {
+        let mut query = LogQuery::new().include_test(args.include_test);
+        for status in &args.status {
+            let status: Status = status
+                .as_str()
+                .parse()
+                .map_err(|_| hookgate_postgres::Error::Config(format!("status {status}")))?;
+            query = query.status(status);
+        }
+        if let Some(event_type) = &args.event_type {
+            query = query.event_type(event_type.clone());
+        }
+        if let Some(since) = &args.since {
+            let at = parse_instant(since, std::time::SystemTime::now())
+                .map_err(|e| hookgate_postgres::Error::Config(format!("--since: {e}")))?;
+            query = query.received_after(at);
+        }
+        let wanted = wanted(args);
+        let mut entries: Vec<LogEntry> = Vec::new();
+        while entries.len() < wanted {
+            let page_size = wanted.saturating_sub(entries.len()).min(MAX_LOG_LIMIT);
+            let mut page_query = query.clone().limit(page_size);
+            if let Some(last) = entries.last() {
+                page_query = page_query.before_id(last.id);
+            }
+            let page = store.query(page_query).await?;
+            let done = page.len() < page_size;
+            entries.extend(page);
+            if done {
+                break;
+            }
+        }
+        Ok(listing(&entries, args, wanted))
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod error;
 mod hint;
 mod inbox;
 mod input;
+mod log_view;
 mod outgoing;
 mod process;
 mod send;

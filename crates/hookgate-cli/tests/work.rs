@@ -515,3 +515,95 @@ async fn postgres_replicas_with_their_own_workers_forward_each_delivery_once() {
         "nothing in a local inbox"
     );
 }
+
+/// `hookgate inbox --store postgres://…` reads and replays the store's event log as it does
+/// a data directory's inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_command_reads_and_replays_a_postgres_store() {
+    let Some(queue) = Queue::postgres() else {
+        return;
+    };
+    let url = queue.url();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--secret",
+        SECRET,
+        "--store",
+        &url,
+        "--exec",
+        "exit 1",
+        "--max-attempts",
+        "1",
+    ];
+    let serve = Serve::start(dir.path(), &args);
+    let sent = send(&serve, &format!("log-{:08x}", fastrand::u32(..))).await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let mut dead = 0;
+    for _ in 0..480 {
+        dead = queue.dead().await;
+        if dead >= N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(dead, N as u64);
+
+    let inbox = |extra: &[&str]| {
+        let mut args = vec!["inbox", "--store", url.as_str()];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move { hookgate(&args).await }
+    };
+    let listed = inbox(&["list", "--json", "--all"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let events: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), N);
+    assert!(events.iter().all(|e| e["status"] == "dead"), "{events:?}");
+    let first = events[0]["id"].as_i64().unwrap().to_string();
+
+    let shown = inbox(&["show", &first, "--json"]).await;
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let event: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert!(
+        event["body"].as_str().unwrap().contains("hookgate.test"),
+        "{event}"
+    );
+    assert_eq!(event["attempt_history"].as_array().unwrap().len(), 1);
+    let text = inbox(&["show", &first]).await;
+    assert!(text.stdout.contains("status: dead"), "{text:?}");
+
+    let stats = inbox(&["stats", "--json"]).await;
+    let stats: serde_json::Value = serde_json::from_str(&stats.stdout).unwrap();
+    assert_eq!(stats["dead"], N as u64);
+    assert_eq!(stats["total"], N as u64);
+
+    let one = inbox(&["replay", &first]).await;
+    assert!(
+        one.stdout.starts_with("replayed 1 dead letter(s)"),
+        "{one:?}"
+    );
+    // The replayed event is attempted again, fails again and is dead again.
+    let store = queue.store().await;
+    let id = hookgate_postgres::EventId::new(first.parse().unwrap());
+    eventually(LIMIT, "the replayed event attempted again", || {
+        let store = store.clone();
+        async move {
+            let entry = store.entry(id).await.unwrap().unwrap();
+            let history = store.attempts(id).await.unwrap().len();
+            (history == 2 && entry.status == hookgate_postgres::Status::Dead).then_some(())
+        }
+    })
+    .await;
+    let all = inbox(&["replay", "--dead"]).await;
+    assert!(
+        all.stdout
+            .starts_with(&format!("replayed {N} dead letter(s)")),
+        "{all:?}"
+    );
+    let missing = inbox(&["show", "999999"]).await;
+    assert_eq!(missing.code, 2, "{missing:?}");
+}

@@ -476,7 +476,8 @@ impl Console {
         let entry = inbox.entry(id).await?.ok_or(Failure::NotFound)?;
         let attempts = inbox.attempts(id).await?;
         let event = inbox.event(id).await?;
-        let mut value = show_json(&entry, &attempts, event.as_ref());
+        let stored = event.as_ref().map(|e| (e.body().as_ref(), e.headers()));
+        let mut value = show_json(&entry, &attempts, stored);
         if let Some(headers) = value
             .get_mut("headers")
             .and_then(serde_json::Value::as_array_mut)
