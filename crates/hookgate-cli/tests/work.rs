@@ -607,3 +607,50 @@ async fn the_inbox_command_reads_and_replays_a_postgres_store() {
     let missing = inbox(&["show", "999999"]).await;
     assert_eq!(missing.code, 2, "{missing:?}");
 }
+
+/// `--listen` serves /healthz and /metrics (with the workers' counters) next to the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_are_served_with_listen() {
+    let Some(queue) = Queue::redis() else { return };
+    let url = queue.url();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--secret", SECRET, "--queue", &url]);
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let forward = app.url("/events");
+    let worker = Work::start(&[
+        "--queue",
+        &url,
+        "--forward",
+        &forward,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr: std::net::SocketAddr = eventually(LIMIT, "the health address", || {
+        let stderr = worker.stderr();
+        async move {
+            stderr
+                .lines()
+                .find_map(|line| line.split("http://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|addr| addr.parse().ok())
+        }
+    })
+    .await;
+    let (status, body) = common::get(addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let sent = send(&serve, &format!("health-{:08x}", fastrand::u32(..))).await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    eventually(LIMIT, "every event forwarded", || {
+        let done = received(&app).len() >= N;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let (status, metrics) = common::get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("hookgate_process_attempts_total"),
+        "{metrics}"
+    );
+    let (status, _) = common::get(addr, "/nothing").await;
+    assert_eq!(status, 404);
+}
