@@ -223,7 +223,10 @@ impl Verifier {
     }
 
     /// Answers a `GET` to the endpoint: the scheme's `GET` handshake (Meta's
-    /// `hub.mode=subscribe`), given the request's raw query string.
+    /// `hub.mode=subscribe`, Dropbox's `challenge`), given the request's raw query string.
+    /// Okta's verification `GET` lives in its headers and is verified like a delivery: it
+    /// is answered by [`Gate::receive_get_with_headers`](crate::Gate::receive_get_with_headers),
+    /// and here gets [`HandshakeRefusal::NoGetHandshake`].
     ///
     /// ```
     /// use hookgate::{HandshakeRefusal, SchemeId, Verifier};
@@ -250,6 +253,37 @@ impl Verifier {
             query,
             self.inner.verify_token.as_ref(),
         )
+    }
+
+    /// The answer to an unsigned POST handshake (WooCommerce's ping, Asana's
+    /// `X-Hook-Secret`), with the id of the key it proved, for a request whose
+    /// verification failed; `None` when it is not one and the rejection stands.
+    pub(crate) fn handshake_unsigned<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: &[u8],
+    ) -> Option<(HandshakeReply, Option<Arc<str>>)> {
+        let kind = self.inner.scheme.handshake()?;
+        let now = self.inner.clock.now();
+        handshake::answer_unsigned(kind, headers, body, |value| {
+            // Digests first: the comparison takes the same time whatever the lengths.
+            let given = handshake::token_digest_bytes(value);
+            let mut found = None;
+            for key in &self.inner.keys {
+                if key.not_after.is_some_and(|limit| now > limit) {
+                    continue;
+                }
+                let material = match &key.material {
+                    Material::HmacSha256(bytes) | Material::HmacSha1(bytes) => bytes.as_slice(),
+                    _ => continue,
+                };
+                let expected = handshake::token_digest_bytes(material);
+                if bool::from(given[..].ct_eq(&expected[..])) && found.is_none() {
+                    found = Some(Arc::clone(&key.id));
+                }
+            }
+            found
+        })
     }
 
     fn check_window(&self, extracted: &Extracted<'_>, now_ms: i64) -> Result<(), Rejection> {

@@ -644,12 +644,15 @@ const fn body_hex(
     }
 }
 
-const ASANA: Preset = body_hex(
-    "asana",
-    "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
-    "X-Hook-Signature",
-    "the key is the X-Hook-Secret Asana sent when the webhook was created",
-);
+const ASANA: Preset = Preset {
+    handshake: Some(HandshakeKind::AsanaHookSecret),
+    ..body_hex(
+        "asana",
+        "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
+        "X-Hook-Signature",
+        "the key is the X-Hook-Secret Asana sent when the webhook was created",
+    )
+};
 
 const CALCOM: Preset = body_hex(
     "calcom",
@@ -858,6 +861,7 @@ const LINE: Preset = body_prefixed(
 );
 
 const WOOCOMMERCE: Preset = Preset {
+    handshake: Some(HandshakeKind::WooCommercePing),
     info: Info {
         event_type: Source::Header(&["X-WC-Webhook-Topic"]),
         delivery_id: Source::Header(&["X-WC-Webhook-Delivery-ID"]),
@@ -894,6 +898,7 @@ const fn token(
 }
 
 const OKTA: Preset = Preset {
+    handshake: Some(HandshakeKind::OktaVerification),
     info: Info {
         delivery_id: Source::Header(&["X-Okta-Request-Id"]),
         ..Info::NONE

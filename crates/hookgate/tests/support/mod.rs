@@ -32,6 +32,10 @@ pub struct Vector {
     pub tolerance_s: Option<u64>,
     pub expect: String,
     pub strict_expect: Option<String>,
+    /// What the Gate answers when it differs from the verifier's `expect`: `handshake` for
+    /// an unsigned provider handshake the Gate answers 200 with an empty body (WooCommerce's
+    /// ping), which the verifier alone still rejects.
+    pub gate_expect: Option<String>,
 }
 
 impl Vector {
