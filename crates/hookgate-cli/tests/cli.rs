@@ -505,6 +505,7 @@ fn round_trips() -> Vec<RoundTrip> {
         shared("mux", "mux-signing-secret"),
         shared("clerk", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         shared("resend", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        shared("pagerduty", "lDQHScfUeXUKaQRNF+8Xy0Qy4lZ0K8Cj"),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         RoundTrip {
             body: r#"{"action":"create","webhookTimestamp":1700000000000}"#,
@@ -974,8 +975,8 @@ fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 46);
-    assert_eq!(SchemeId::ALL.len(), 46);
+    assert_eq!(lines.len(), 47);
+    assert_eq!(SchemeId::ALL.len(), 47);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

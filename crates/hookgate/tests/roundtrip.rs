@@ -185,12 +185,14 @@ proptest! {
             let delivery = sign(scheme, &body_for(scheme, &raw), "msg_1");
             let Some(header) = scheme.signature_header() else { continue };
             let value = &delivery.headers.iter().find(|(k, _)| k == header).unwrap().1;
-            // Hex in either case is the same signature for Discord; flip the bytes instead.
-            let changed = if scheme == SchemeId::Discord {
-                let mut bytes = base16ct::mixed::decode_vec(value).unwrap();
+            // Hex in either case is the same signature for Discord and PagerDuty (as
+            // go-pagerduty decodes it); flip the bytes after any `v1=` instead.
+            let changed = if scheme == SchemeId::Discord || scheme == SchemeId::Pagerduty {
+                let (prefix, hex) = value.split_at(value.find('=').map_or(0, |i| i + 1));
+                let mut bytes = base16ct::mixed::decode_vec(hex).unwrap();
                 flip_bit(&mut bytes, position, bit);
                 let mut changed = delivery.clone();
-                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = base16ct::lower::encode_string(&bytes);
+                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("{prefix}{}", base16ct::lower::encode_string(&bytes));
                 changed
             } else {
                 flip_header(&delivery, header, position, bit)

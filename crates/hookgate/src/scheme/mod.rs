@@ -120,6 +120,9 @@ pub enum SchemeId {
     Clerk,
     /// Resend: an alias of [`Svix`](SchemeId::Svix) (Resend signs with Svix).
     Resend,
+    /// PagerDuty v3 webhooks: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 of
+    /// the body, one entry per active secret.
+    Pagerduty,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -133,7 +136,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 46] = [
+    pub const ALL: [SchemeId; 47] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -180,6 +183,7 @@ impl SchemeId {
         SchemeId::Mux,
         SchemeId::Clerk,
         SchemeId::Resend,
+        SchemeId::Pagerduty,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -60,6 +60,13 @@ pub(crate) enum Shape {
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// Comma-separated `{prefix}<signature>` entries of the body's HMAC, one per active
+    /// secret (PagerDuty's `v1=…,v1=…`); entries of another version are skipped.
+    PrefixedList {
+        header: &'static str,
+        prefix: &'static str,
+        encoding: Encoding,
+    },
     /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
     Versioned {
         signature: &'static str,
@@ -95,6 +102,7 @@ impl Shape {
             Shape::Standard { family, .. } => family.signature_name(),
             Shape::KeyValue(kv) => kv.header,
             Shape::BodyHmac { header, .. }
+            | Shape::PrefixedList { header, .. }
             | Shape::UrlAndBody { header, .. }
             | Shape::Token { header } => header,
             Shape::Versioned { signature, .. } | Shape::Asymmetric { signature, .. } => signature,
@@ -227,6 +235,7 @@ impl SchemeId {
             SchemeId::Mux => &MUX,
             SchemeId::Clerk => &CLERK,
             SchemeId::Resend => &RESEND,
+            SchemeId::Pagerduty => &PAGERDUTY,
         }
     }
 }
@@ -651,6 +660,26 @@ const ASANA: Preset = Preset {
         "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
         "X-Hook-Signature",
         "the key is the X-Hook-Secret Asana sent when the webhook was created",
+    )
+};
+
+const PAGERDUTY: Preset = Preset {
+    shape: Shape::PrefixedList {
+        header: "X-PagerDuty-Signature",
+        prefix: "v1=",
+        encoding: Encoding::HexAnyCase,
+    },
+    info: Info {
+        event_type: Source::Json(&[&["event", "event_type"]]),
+        delivery_id: Source::Json(&[&["event", "id"]]),
+        dedup_json: Some(&[&["event", "id"]]),
+        headers: &["X-Webhook-Id", "X-Webhook-Subscription"],
+    },
+    ..body_hex(
+        "pagerduty",
+        "PagerDuty v3: X-PagerDuty-Signature v1=HMAC-SHA256 hex of the body, comma-separated per active secret; no timestamp",
+        "X-PagerDuty-Signature",
+        "the key is the webhook subscription's secret, used as-is",
     )
 };
 
