@@ -609,6 +609,10 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
             KeyFormat::Whsec => Ok(Material::HmacSha256(whsec(secret)?)),
             KeyFormat::Raw(HmacAlgorithm::Sha256) => Ok(Material::HmacSha256(raw(secret)?)),
             KeyFormat::Raw(HmacAlgorithm::Sha1) => Ok(Material::HmacSha1(raw(secret)?)),
+            KeyFormat::Base64Sha256 => match decode_base64_secret(secret) {
+                Some(bytes) if !bytes.is_empty() => Ok(Material::HmacSha256(KeyBytes::new(bytes))),
+                _ => Err("expected base64 key bytes (Airtable's macSecretBase64)"),
+            },
             KeyFormat::Whpk => ed25519_public_key_whpk(secret).map(Material::Ed25519),
             KeyFormat::Ed25519Hex => {
                 let bytes = base16ct::mixed::decode_vec(secret.trim())

@@ -134,6 +134,9 @@ pub(crate) enum KeyFormat {
     P256Der,
     /// A shared token compared whole (its SHA-256, in constant time).
     Token,
+    /// Standard base64 of the HMAC-SHA256 key bytes (Airtable's `macSecretBase64`): a
+    /// secret that does not decode is refused when the verifier is built.
+    Base64Sha256,
 }
 
 /// Where a field of the event comes from.
@@ -236,6 +239,8 @@ impl SchemeId {
             SchemeId::Clerk => &CLERK,
             SchemeId::Resend => &RESEND,
             SchemeId::Pagerduty => &PAGERDUTY,
+            SchemeId::Telegram => &TELEGRAM,
+            SchemeId::Airtable => &AIRTABLE,
         }
     }
 }
@@ -937,6 +942,25 @@ const OKTA: Preset = Preset {
         "Okta event hooks: the Authorization header equals the configured secret (body NOT authenticated); no timestamp",
         "Authorization",
         "the key is the value of the authorization header configured on the event hook",
+    )
+};
+
+const TELEGRAM: Preset = token(
+    "telegram",
+    "Telegram Bot API: X-Telegram-Bot-Api-Secret-Token equals the configured secret_token (body NOT authenticated); no timestamp",
+    "X-Telegram-Bot-Api-Secret-Token",
+    "the key is the secret_token given to setWebhook (1-256 of A-Z a-z 0-9 _ -)",
+);
+
+const AIRTABLE: Preset = Preset {
+    key: KeyFormat::Base64Sha256,
+    ..body_prefixed(
+        "airtable",
+        "Airtable: X-Airtable-Content-MAC hmac-sha256=HMAC-SHA256 hex of the body, key = base64-decoded macSecretBase64; no timestamp",
+        "X-Airtable-Content-MAC",
+        "hmac-sha256=",
+        Encoding::Hex,
+        "the key is the webhook's macSecretBase64 exactly as the create-webhook response returns it (it is base64-decoded)",
     )
 };
 
