@@ -45,7 +45,9 @@ pub(crate) async fn decide(
     if *method == Method::GET {
         // A GET is never a delivery: a provider's GET handshake (Meta), or 405.
         return Ok(Decided {
-            outcome: gate.receive_get(uri.query()).await,
+            outcome: gate
+                .receive_get_with_headers(&ActixHeaders::new(headers), uri.query())
+                .await,
             body: Bytes::new(),
         });
     }

@@ -1,7 +1,8 @@
 //! Provider URL handshakes against `hookgate serve` as a process, over real HTTP: Meta's
 //! `GET` with a verify token, Slack's and Discord's signed POSTs. Each is answered as the
 //! provider requires, a forged one is refused like a forged delivery, nothing becomes an
-//! event, and each is counted and recorded as a handshake.
+//! event, and each is counted and recorded as a handshake. Then Okta's verification `GET`,
+//! Asana's `X-Hook-Secret` POST and WooCommerce's ping, which are not signed the usual way.
 
 #![allow(
     missing_docs,
@@ -34,6 +35,18 @@ async fn send(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, String, String) {
+    let (status, content_type, body, _) = send_full(addr, method, path, headers, body).await;
+    (status, content_type, body)
+}
+
+/// [`send`], with the value of the answer's `X-Hook-Secret` header, if any.
+async fn send_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String, String, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -59,7 +72,12 @@ async fn send(
                 .then(|| value.trim().to_owned())
         })
         .unwrap_or_default();
-    (status, content_type, body.to_owned())
+    let hook_secret = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("x-hook-secret")
+            .then(|| value.trim().to_owned())
+    });
+    (status, content_type, body.to_owned(), hook_secret)
 }
 
 fn signed(scheme: SchemeId, secret: &str, body: &str) -> (Vec<(String, String)>, Vec<u8>) {
@@ -188,6 +206,153 @@ async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
         ("meta", "meta_subscribe", None),
         ("slack", "slack_url_verification", Some("0")),
         ("discord", "discord_ping", Some("0")),
+    ] {
+        let inbox =
+            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
+        let recorded = inbox.handshakes(10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
+        assert_eq!(recorded[0].scheme, endpoint);
+        assert_eq!(recorded[0].kind, kind);
+        assert_eq!(recorded[0].key_id.as_deref(), key);
+    }
+}
+
+fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
+    const ASANA_SECRET: &str = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [[endpoint]]
+            name = "okta"
+            path = "/hooks/okta"
+            scheme = "okta"
+            keys = [{{ secret = "my-shared-secret" }}]
+
+            [[endpoint]]
+            name = "asana"
+            path = "/hooks/asana"
+            scheme = "asana"
+            keys = [{{ secret = "{ASANA_SECRET}" }}]
+
+            [[endpoint]]
+            name = "woocommerce"
+            path = "/hooks/woocommerce"
+            scheme = "woocommerce"
+            keys = [{{ secret = "wc_whsec_9f8e7d6c5b4a" }}]
+            "#
+        ),
+    )
+    .unwrap();
+    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let addr = serve.addr;
+
+    // Okta: the verification GET with the configured auth header → JSON; another → 401.
+    let challenge = "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg";
+    let okta = |auth: &'static str| {
+        pairs(&[
+            ("Authorization", auth),
+            ("X-Okta-Verification-Challenge", challenge),
+        ])
+    };
+    assert_eq!(
+        send(addr, "GET", "/hooks/okta", &okta("my-shared-secret"), b"").await,
+        (
+            200,
+            "application/json".to_owned(),
+            format!(r#"{{"verification":"{challenge}"}}"#)
+        )
+    );
+    assert_eq!(
+        send(addr, "GET", "/hooks/okta", &okta("not-the-secret"), b"").await,
+        (
+            401,
+            "text/plain; charset=utf-8".to_owned(),
+            "token_mismatch".to_owned()
+        )
+    );
+
+    // Asana: X-Hook-Secret equal to the configured key → echoed; a stranger's → 400, not
+    // echoed (no key is ever learnt from a request).
+    let answer = send_full(
+        addr,
+        "POST",
+        "/hooks/asana",
+        &pairs(&[("X-Hook-Secret", ASANA_SECRET)]),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (answer.0, answer.2.as_str(), answer.3.as_deref()),
+        (200, "", Some(ASANA_SECRET))
+    );
+    let answer = send_full(
+        addr,
+        "POST",
+        "/hooks/asana",
+        &pairs(&[("X-Hook-Secret", "attacker-chosen")]),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (answer.0, answer.2.as_str(), answer.3),
+        (400, "missing_header", None)
+    );
+
+    // WooCommerce: the ping → 200, empty; another unsigned body → 400.
+    let form = pairs(&[("Content-Type", "application/x-www-form-urlencoded")]);
+    assert_eq!(
+        send(addr, "POST", "/hooks/woocommerce", &form, b"webhook_id=12")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(
+            addr,
+            "POST",
+            "/hooks/woocommerce",
+            &form,
+            b"webhook_id=12&x=1"
+        )
+        .await
+        .0,
+        400
+    );
+
+    let (_, metrics) = get(addr, "/metrics").await;
+    for scheme in ["okta", "asana", "woocommerce"] {
+        assert!(
+            metrics.contains(&format!(
+                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        let events = inbox_list(dir.path(), &["--endpoint", scheme]).await;
+        assert!(events.is_empty(), "{scheme}: {events:?}");
+    }
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    for (endpoint, kind, key) in [
+        ("okta", "okta_verification", Some("0")),
+        ("asana", "asana_hook_secret", Some("0")),
+        ("woocommerce", "woocommerce_ping", None),
     ] {
         let inbox =
             hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();

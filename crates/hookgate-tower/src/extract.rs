@@ -67,7 +67,9 @@ where
         let gate = Gate::from_ref(state);
         if parts.method == http::Method::GET {
             // A provider's GET handshake (Meta) is answered here; other schemes get 405.
-            let outcome = gate.receive_get(parts.uri.query()).await;
+            let outcome = gate
+                .receive_get_with_headers(&parts.headers, parts.uri.query())
+                .await;
             return Err(WebhookRejection::decided(outcome));
         }
         let limit = gate.max_body_bytes();

@@ -211,7 +211,9 @@ fn pass_on<S>(outcome: Outcome, inner: Option<S>) -> Result<(PassOn, S), Outcome
 fn decide<R>(shared: &Shared<R>, parts: &Parts, body: Bytes) -> ReceiveFuture {
     // A GET is never a delivery: it is a provider's GET handshake (Meta), or 405.
     if parts.method == http::Method::GET {
-        return shared.gate.receive_get(parts.uri.query());
+        return shared
+            .gate
+            .receive_get_with_headers(&parts.headers, parts.uri.query());
     }
     let url = shared
         .public_origin

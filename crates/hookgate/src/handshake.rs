@@ -17,6 +17,16 @@
 //! | `discord` | signed POST `{"type":1,…}` (PING) | 200 JSON `{"type":1}` (PONG) |
 //! | `meta` | `GET ?hub.mode=subscribe&hub.challenge=C&hub.verify_token=T` | 200 `text/plain` C when T is the configured token, else 403 |
 //! | `dropbox` | `GET ?challenge=C` | 200 `text/plain` C |
+//! | `okta` | `GET` with `X-Okta-Verification-Challenge: V` and the configured auth header | 200 JSON `{"verification":V}`; a wrong auth header gets the 401 a forged delivery gets |
+//! | `woocommerce` | unsigned form POST `webhook_id=<digits>` (the ping sent when a webhook is saved) | 200, empty body |
+//! | `asana` | POST with `X-Hook-Secret: S` and no `X-Hook-Signature`, S equal to a configured live key | 200, empty body, `X-Hook-Secret: S` |
+//!
+//! The last two are not signed, so they are looked at only when verification has failed
+//! for want of the signature header: a signed delivery never reaches them, and the fast
+//! path pays nothing for them. Asana's secret is **never learnt** from the request (that
+//! would let anyone register a key): the handshake is answered only when the header equals
+//! a key the operator configured (compared in constant time), otherwise it is rejected as
+//! any unsigned delivery is.
 //!
 //! Every answer carries `X-Content-Type-Options: nosniff`: a challenge is echoed as text,
 //! never as something a browser would render.
@@ -33,6 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::encoding::hex;
 use crate::event::VerifiedEvent;
+use crate::headers::Headers;
 use crate::json;
 use crate::secret::KeyBytes;
 
@@ -56,6 +67,16 @@ pub enum HandshakeKind {
     /// Dropbox `GET ?challenge=C`: answered with C as `text/plain` (with
     /// `X-Content-Type-Options: nosniff`, as Dropbox asks: the echo is not authenticated).
     DropboxChallenge,
+    /// Okta event hooks' one-time verification `GET` with `X-Okta-Verification-Challenge`:
+    /// verified like a delivery (the auth header Okta sends on every request), then
+    /// answered `{"verification": <the challenge>}`.
+    OktaVerification,
+    /// WooCommerce's ping (`webhook_id=<digits>`, unsigned form POST) sent when a webhook
+    /// is saved: answered 200 with an empty body, as `deliver_ping()` requires.
+    WooCommercePing,
+    /// Asana's `X-Hook-Secret` POST: answered 200 with the same header, only when its value
+    /// is a configured live key.
+    AsanaHookSecret,
 }
 
 impl HandshakeKind {
@@ -68,7 +89,19 @@ impl HandshakeKind {
             HandshakeKind::DiscordPing => "discord_ping",
             HandshakeKind::MetaSubscribe => "meta_subscribe",
             HandshakeKind::DropboxChallenge => "dropbox_challenge",
+            HandshakeKind::OktaVerification => "okta_verification",
+            HandshakeKind::WooCommercePing => "woocommerce_ping",
+            HandshakeKind::AsanaHookSecret => "asana_hook_secret",
         }
+    }
+
+    /// Whether it is an unsigned `POST` (WooCommerce's ping, Asana's `X-Hook-Secret`), looked
+    /// for only when verification fails for want of the signature header.
+    pub fn is_unsigned_post(self) -> bool {
+        matches!(
+            self,
+            HandshakeKind::WooCommercePing | HandshakeKind::AsanaHookSecret
+        )
     }
 
     /// Whether the provider sends it as a `GET` (with the handshake in the query string)
@@ -76,7 +109,9 @@ impl HandshakeKind {
     pub fn is_get(self) -> bool {
         matches!(
             self,
-            HandshakeKind::MetaSubscribe | HandshakeKind::DropboxChallenge
+            HandshakeKind::MetaSubscribe
+                | HandshakeKind::DropboxChallenge
+                | HandshakeKind::OktaVerification
         )
     }
 }
@@ -93,6 +128,8 @@ pub struct HandshakeReply {
     kind: HandshakeKind,
     content_type: &'static str,
     body: Bytes,
+    /// A header the answer must carry (Asana's `X-Hook-Secret` echo).
+    header: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// `Content-Type` of a plain-text answer.
@@ -106,6 +143,7 @@ impl HandshakeReply {
             kind,
             content_type: TEXT_PLAIN,
             body: Bytes::from(text),
+            header: None,
         }
     }
 
@@ -114,7 +152,14 @@ impl HandshakeReply {
             kind,
             content_type: APPLICATION_JSON,
             body: Bytes::from(value.to_string()),
+            header: None,
         }
+    }
+
+    /// A header the answer must carry besides the content type: Asana's `X-Hook-Secret`
+    /// echo; `None` for the others.
+    pub fn header(&self) -> Option<(&http::HeaderName, &http::HeaderValue)> {
+        self.header.as_ref().map(|(name, value)| (name, value))
     }
 
     /// Which handshake this answers.
@@ -203,7 +248,12 @@ impl std::error::Error for HandshakeRefusal {}
 pub(crate) type TokenDigest = Zeroizing<[u8; 32]>;
 
 pub(crate) fn token_digest(token: &str) -> TokenDigest {
-    Zeroizing::new(Sha256::digest(token.as_bytes()).into())
+    token_digest_bytes(token.as_bytes())
+}
+
+/// [`token_digest`] of bytes.
+pub(crate) fn token_digest_bytes(token: &[u8]) -> TokenDigest {
+    Zeroizing::new(Sha256::digest(token).into())
 }
 
 /// The answer to a verified POST that is a handshake of `kind`; `None` when the event is an
@@ -260,7 +310,79 @@ pub(crate) fn answer_verified(
                 &serde_json::json!({ "type": 1 }),
             ))
         }
-        HandshakeKind::MetaSubscribe | HandshakeKind::DropboxChallenge => None,
+        HandshakeKind::MetaSubscribe
+        | HandshakeKind::DropboxChallenge
+        | HandshakeKind::OktaVerification
+        | HandshakeKind::WooCommercePing
+        | HandshakeKind::AsanaHookSecret => None,
+    }
+}
+
+/// The answer to Okta's verification `GET`, once its auth header has been verified: the
+/// single non-empty `X-Okta-Verification-Challenge`, as `{"verification": V}`.
+pub(crate) fn answer_okta<H: Headers + ?Sized>(
+    headers: &H,
+) -> Result<HandshakeReply, HandshakeRefusal> {
+    const NAME: &str = "X-Okta-Verification-Challenge";
+    let values = headers.get_all(NAME);
+    let challenge = match values.as_slice() {
+        [value] if !value.is_empty() => {
+            std::str::from_utf8(value).map_err(|_| HandshakeRefusal::MissingParameter(NAME))?
+        }
+        _ => return Err(HandshakeRefusal::MissingParameter(NAME)),
+    };
+    Ok(HandshakeReply::json(
+        HandshakeKind::OktaVerification,
+        &serde_json::json!({ "verification": challenge }),
+    ))
+}
+
+/// The answer to an **unsigned** POST handshake of `kind` (WooCommerce's ping, Asana's
+/// `X-Hook-Secret`), asked only after verification failed for want of the signature
+/// header. `is_live_key` says whether a value is a configured live key (constant time) and
+/// returns its id. `None`: not a handshake, and the rejection stands.
+pub(crate) fn answer_unsigned<H: Headers + ?Sized>(
+    kind: HandshakeKind,
+    headers: &H,
+    body: &[u8],
+    is_live_key: impl Fn(&[u8]) -> Option<Arc<str>>,
+) -> Option<(HandshakeReply, Option<Arc<str>>)> {
+    match kind {
+        HandshakeKind::WooCommercePing => {
+            // class-wc-webhook.php deliver_ping(): body `webhook_id=<id>`, no signature;
+            // any status but 200 makes saving the webhook fail. It proves nothing and
+            // carries nothing, so answering it stores nothing and trusts nothing.
+            let id = body.strip_prefix(b"webhook_id=")?;
+            if id.is_empty() || id.len() > 20 || !id.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let reply = HandshakeReply::text(kind, String::new());
+            Some((reply, None))
+        }
+        HandshakeKind::AsanaHookSecret => {
+            // developers.asana.com/docs/establish-a-webhook: echo X-Hook-Secret with 200.
+            // Only a secret the operator configured is echoed: one learnt from the
+            // request would let anyone register a key.
+            let values = headers.get_all("X-Hook-Secret");
+            let [secret] = values.as_slice() else {
+                return None;
+            };
+            if body.iter().any(|b| !b.is_ascii_whitespace()) {
+                return None;
+            }
+            let key_id = is_live_key(secret)?;
+            let mut value = http::HeaderValue::from_bytes(secret).ok()?;
+            // It is the key: never in Debug output.
+            value.set_sensitive(true);
+            let reply = HandshakeReply {
+                kind,
+                content_type: TEXT_PLAIN,
+                body: Bytes::new(),
+                header: Some((http::HeaderName::from_static("x-hook-secret"), value)),
+            };
+            Some((reply, Some(key_id)))
+        }
+        _ => None,
     }
 }
 
@@ -408,6 +530,85 @@ mod tests {
                 answer_get(dropbox, Some(query), None),
                 Err(HandshakeRefusal::MissingParameter("challenge")),
                 "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsigned_handshakes_answer_only_their_exact_shape_and_never_learn_a_key() {
+        let none: &[(&str, &str)] = &[];
+        let no_key = |_: &[u8]| -> Option<Arc<str>> { None };
+        let woo = HandshakeKind::WooCommercePing;
+        let (reply, key) = answer_unsigned(woo, none, b"webhook_id=12", no_key).unwrap();
+        assert_eq!((reply.body_text(), key), ("", None));
+        for body in [
+            &b"webhook_id="[..],
+            b"webhook_id=12&x=1",
+            b"webhook_id=-1",
+            b"webhook_id=123456789012345678901",
+            b"{}",
+            b"",
+        ] {
+            assert!(
+                answer_unsigned(woo, none, body, no_key).is_none(),
+                "{body:?}"
+            );
+        }
+        let asana = HandshakeKind::AsanaHookSecret;
+        let configured =
+            |value: &[u8]| (value == b"the-configured-secret").then(|| Arc::from("k1"));
+        let headers = [("X-Hook-Secret", "the-configured-secret")];
+        let (reply, key) = answer_unsigned(asana, &headers, b"", configured).unwrap();
+        assert_eq!(key.as_deref(), Some("k1"));
+        let (name, value) = reply.header().unwrap();
+        assert_eq!(
+            (name.as_str(), value.as_bytes()),
+            ("x-hook-secret", &b"the-configured-secret"[..])
+        );
+        assert!(
+            !format!("{reply:?}").contains("the-configured-secret"),
+            "the key in Debug"
+        );
+        // A stranger's secret, a repeated header, or a body: not a handshake.
+        let stranger = [("X-Hook-Secret", "attacker-chosen")];
+        assert!(answer_unsigned(asana, &stranger, b"", configured).is_none());
+        let twice = [
+            ("X-Hook-Secret", "the-configured-secret"),
+            ("X-Hook-Secret", "the-configured-secret"),
+        ];
+        assert!(answer_unsigned(asana, &twice, b"", configured).is_none());
+        assert!(answer_unsigned(asana, &headers, b"{\"events\":[]}", configured).is_none());
+        assert!(answer_unsigned(asana, none, b"", configured).is_none());
+        // Only the two unsigned kinds answer here.
+        assert!(
+            answer_unsigned(
+                HandshakeKind::SlackUrlVerification,
+                &headers,
+                b"",
+                configured
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn okta_needs_one_non_empty_challenge() {
+        let ok = answer_okta(&[("X-Okta-Verification-Challenge", "abc")]).unwrap();
+        assert_eq!(ok.body_text(), r#"{"verification":"abc"}"#);
+        assert_eq!(ok.content_type(), APPLICATION_JSON);
+        for headers in [
+            vec![],
+            vec![("X-Okta-Verification-Challenge", "")],
+            vec![
+                ("X-Okta-Verification-Challenge", "a"),
+                ("X-Okta-Verification-Challenge", "b"),
+            ],
+        ] {
+            assert_eq!(
+                answer_okta(&headers),
+                Err(HandshakeRefusal::MissingParameter(
+                    "X-Okta-Verification-Challenge"
+                ))
             );
         }
     }

@@ -393,6 +393,12 @@ impl Layout {
                 encoding,
                 format: Box::new(move |s: &str| format!("{prefix}{s}")),
             },
+            Shape::PrefixedList { header, prefix, .. } => Layout {
+                headers: Vec::new(),
+                signature_header: header.to_owned(),
+                encoding: Encoding::Hex,
+                format: Box::new(move |s: &str| format!("{prefix}{s}")),
+            },
             Shape::Versioned {
                 signature,
                 timestamp,

@@ -223,7 +223,10 @@ impl Verifier {
     }
 
     /// Answers a `GET` to the endpoint: the scheme's `GET` handshake (Meta's
-    /// `hub.mode=subscribe`), given the request's raw query string.
+    /// `hub.mode=subscribe`, Dropbox's `challenge`), given the request's raw query string.
+    /// Okta's verification `GET` lives in its headers and is verified like a delivery: it
+    /// is answered by [`Gate::receive_get_with_headers`](crate::Gate::receive_get_with_headers),
+    /// and here gets [`HandshakeRefusal::NoGetHandshake`].
     ///
     /// ```
     /// use hookgate::{HandshakeRefusal, SchemeId, Verifier};
@@ -250,6 +253,37 @@ impl Verifier {
             query,
             self.inner.verify_token.as_ref(),
         )
+    }
+
+    /// The answer to an unsigned POST handshake (WooCommerce's ping, Asana's
+    /// `X-Hook-Secret`), with the id of the key it proved, for a request whose
+    /// verification failed; `None` when it is not one and the rejection stands.
+    pub(crate) fn handshake_unsigned<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: &[u8],
+    ) -> Option<(HandshakeReply, Option<Arc<str>>)> {
+        let kind = self.inner.scheme.handshake()?;
+        let now = self.inner.clock.now();
+        handshake::answer_unsigned(kind, headers, body, |value| {
+            // Digests first: the comparison takes the same time whatever the lengths.
+            let given = handshake::token_digest_bytes(value);
+            let mut found = None;
+            for key in &self.inner.keys {
+                if key.not_after.is_some_and(|limit| now > limit) {
+                    continue;
+                }
+                let material = match &key.material {
+                    Material::HmacSha256(bytes) | Material::HmacSha1(bytes) => bytes.as_slice(),
+                    _ => continue,
+                };
+                let expected = handshake::token_digest_bytes(material);
+                if bool::from(given[..].ct_eq(&expected[..])) && found.is_none() {
+                    found = Some(Arc::clone(&key.id));
+                }
+            }
+            found
+        })
     }
 
     fn check_window(&self, extracted: &Extracted<'_>, now_ms: i64) -> Result<(), Rejection> {
@@ -575,6 +609,10 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
             KeyFormat::Whsec => Ok(Material::HmacSha256(whsec(secret)?)),
             KeyFormat::Raw(HmacAlgorithm::Sha256) => Ok(Material::HmacSha256(raw(secret)?)),
             KeyFormat::Raw(HmacAlgorithm::Sha1) => Ok(Material::HmacSha1(raw(secret)?)),
+            KeyFormat::Base64Sha256 => match decode_base64_secret(secret) {
+                Some(bytes) if !bytes.is_empty() => Ok(Material::HmacSha256(KeyBytes::new(bytes))),
+                _ => Err("expected base64 key bytes (Airtable's macSecretBase64)"),
+            },
             KeyFormat::Whpk => ed25519_public_key_whpk(secret).map(Material::Ed25519),
             KeyFormat::Ed25519Hex => {
                 let bytes = base16ct::mixed::decode_vec(secret.trim())

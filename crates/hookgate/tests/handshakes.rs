@@ -70,7 +70,10 @@ async fn check(vector: &HandshakeVector, scheme: SchemeId) -> Vec<String> {
         .build()
         .unwrap();
     let outcome = match vector.method.as_str() {
-        "GET" => gate.receive_get(vector.query.as_deref()).await,
+        "GET" => {
+            gate.receive_get_with_headers(&vector.header_pairs(), vector.query.as_deref())
+                .await
+        }
         _ => {
             gate.receive(&vector.header_pairs(), vector.body.clone(), None)
                 .await

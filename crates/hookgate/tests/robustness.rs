@@ -22,6 +22,8 @@ fn verifier(scheme: SchemeId) -> Verifier {
         SchemeId::Sendgrid => {
             "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g=="
         }
+        // Airtable's macSecretBase64 is base64 of the key bytes.
+        SchemeId::Airtable => "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
         _ => SECRET,
     };
     Verifier::builder(scheme)
@@ -61,6 +63,9 @@ const NAMES: &[&str] = &[
     "Twitch-Eventsub-Message-Signature",
     "Linear-Signature",
     "X-Gitlab-Token",
+    "X-PagerDuty-Signature",
+    "X-Telegram-Bot-Api-Secret-Token",
+    "X-Airtable-Content-MAC",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -44,6 +44,11 @@ fn keys(scheme: SchemeId) -> (String, String) {
             let public = b64.encode(key.verifying_key().to_public_key_der().unwrap().as_bytes());
             (private, public)
         }
+        // Airtable's macSecretBase64 is base64 of the key bytes.
+        SchemeId::Airtable => {
+            let s = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".to_owned();
+            (s.clone(), s)
+        }
         _ => ("a-shared-secret-0123".to_owned(), "a-shared-secret-0123".to_owned()),
     }
 }
@@ -75,7 +80,9 @@ fn covered(scheme: SchemeId) -> Covered {
         ),
         // Mailgun signs only the timestamp and token in the body; shared tokens (GitLab,
         // Okta) sign nothing.
-        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta => (false, &[]),
+        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram => {
+            (false, &[])
+        }
         _ => (true, &[]),
     };
     Covered { body, headers }
@@ -185,12 +192,14 @@ proptest! {
             let delivery = sign(scheme, &body_for(scheme, &raw), "msg_1");
             let Some(header) = scheme.signature_header() else { continue };
             let value = &delivery.headers.iter().find(|(k, _)| k == header).unwrap().1;
-            // Hex in either case is the same signature for Discord; flip the bytes instead.
-            let changed = if scheme == SchemeId::Discord {
-                let mut bytes = base16ct::mixed::decode_vec(value).unwrap();
+            // Hex in either case is the same signature for Discord and PagerDuty (as
+            // go-pagerduty decodes it); flip the bytes after any `v1=` instead.
+            let changed = if scheme == SchemeId::Discord || scheme == SchemeId::Pagerduty {
+                let (prefix, hex) = value.split_at(value.find('=').map_or(0, |i| i + 1));
+                let mut bytes = base16ct::mixed::decode_vec(hex).unwrap();
                 flip_bit(&mut bytes, position, bit);
                 let mut changed = delivery.clone();
-                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = base16ct::lower::encode_string(&bytes);
+                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("{prefix}{}", base16ct::lower::encode_string(&bytes));
                 changed
             } else {
                 flip_header(&delivery, header, position, bit)

@@ -113,3 +113,34 @@ fn valid_vectors_verify_through_the_one_call_api() {
         assert!(!event.dedup_key().is_empty());
     }
 }
+
+/// Vectors whose secret the provider's format forbids (Airtable's non-base64
+/// `macSecretBase64`): refused when a verifier or a signer is built, so they can never verify.
+#[test]
+fn vectors_with_an_invalid_secret_are_refused_at_configuration() {
+    let refused: Vec<Vector> = support::local()
+        .into_iter()
+        .filter(|v| v.expect_config_error)
+        .collect();
+    assert!(
+        refused.iter().any(|v| v.id == "airtable-010"),
+        "airtable-010 is a configuration check"
+    );
+    for vector in &refused {
+        let scheme: SchemeId = vector.scheme.parse().expect("known scheme");
+        let built = Verifier::builder(scheme)
+            .secret(vector.secret.as_str())
+            .clock(FixedClock::from_unix(vector.now))
+            .build();
+        assert!(
+            built.is_err(),
+            "{}: the verifier accepted the secret",
+            vector.id
+        );
+        assert!(
+            hookgate::Signer::new(scheme, &vector.secret).is_err(),
+            "{}: the signer accepted the secret",
+            vector.id
+        );
+    }
+}

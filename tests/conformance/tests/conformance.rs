@@ -103,7 +103,9 @@ async fn provider_handshakes_answer_alike_and_store_nothing() {
     for case in cases.iter().filter(|c| c.handshakes == 1) {
         let run = harness::runners::run(Adapter::Tower, case).await;
         let content_type = run.answers[0].content_type.clone().unwrap();
-        let json = case.name.starts_with("zoom") || case.name.starts_with("discord");
+        let json = case.name.starts_with("zoom")
+            || case.name.starts_with("discord")
+            || case.name.starts_with("okta");
         let expected = if json {
             "application/json"
         } else {

@@ -242,6 +242,8 @@ mod tests {
                     "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
                 }
                 SchemeId::Sendgrid => continue,
+                // Airtable's macSecretBase64 is base64 of the key bytes.
+                SchemeId::Airtable => "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
                 _ => "a-shared-secret",
             };
             let forge = forge(scheme, secret);

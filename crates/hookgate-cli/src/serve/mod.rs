@@ -931,10 +931,8 @@ async fn start_endpoint(
     if let Some(token) = &endpoint.verify_token {
         builder = builder.verify_token(token.as_str());
     }
-    let takes_get = endpoint
-        .scheme
-        .handshake()
-        .is_some_and(HandshakeKind::is_get);
+    // Only Meta's GET handshake is checked with a verify token (Dropbox's and Okta's are not).
+    let takes_get = endpoint.scheme.handshake() == Some(HandshakeKind::MetaSubscribe);
     if takes_get && endpoint.verify_token.is_none() {
         crate::note(&format!(
             "endpoint {}: scheme {} checks the URL with a GET and a verify token; without \

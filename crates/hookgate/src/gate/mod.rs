@@ -68,7 +68,9 @@
 //! | verified, already handed off | success | `duplicate` | nothing enqueued again: stop sending it |
 //! | verify-only mode, verified | success | `verified` | the event is in the outcome for the caller to process |
 //! | verified provider URL handshake (Slack, Zoom, Twitch, Discord) | 200 | `handshake` | the body is the provider's required answer ([`Outcome::body`]); nothing stored or sent to the sink (which may [record it](Sink::record_handshake)) |
-//! | `GET` handshake (Meta), right verify token | 200 | `handshake` | the body is `hub.challenge`; see [`Gate::receive_get`] |
+//! | unsigned handshake: WooCommerce's ping, Asana's `X-Hook-Secret` equal to a configured key | 200 | `handshake` | empty body (Asana: the header echoed); looked for only after `missing_header` |
+//! | `GET` handshake (Meta, Dropbox), right verify token | 200 | `handshake` | the body is `hub.challenge`; see [`Gate::receive_get`] |
+//! | Okta's verification `GET`, right auth header | 200 | `handshake` | `{"verification":V}`; a wrong auth header gets the delivery's 401; see [`Gate::receive_get_with_headers`] |
 //! | `GET` handshake, wrong verify token (or not a subscribe) | 403 | `handshake_refused` | nothing stored |
 //! | `GET` to a scheme without a `GET` handshake | 405 + Allow | `method_not_allowed` | nothing stored |
 //! | verified, another copy in flight | 503 + Retry-After | `in_flight` | a concurrent copy is being handed off and is not durable yet: retry later (the retry will get `duplicate`, or be accepted if that copy failed) |
@@ -170,6 +172,7 @@ use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use crate::event::VerifiedEvent;
 use crate::handshake::{Handshake, HandshakeKind, HandshakeRefusal};
 use crate::headers::Headers;
+use crate::reason::Reason;
 use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
 
@@ -349,13 +352,57 @@ impl Gate {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn receive_get(&self, query: Option<&str>) -> ReceiveFuture {
+        self.receive_get_with_headers(&[] as &[(&str, &str)], query)
+    }
+
+    /// [`receive_get`](Self::receive_get) with the request's headers, which Okta's
+    /// verification `GET` needs (its challenge and the auth header are headers): adapters
+    /// call this one. For Okta, the auth header is verified as for a delivery, so a wrong
+    /// one gets the same 401 `token_mismatch`; a verified `GET` without
+    /// `X-Okta-Verification-Challenge` gets 403 `handshake_refused`.
+    ///
+    /// ```
+    /// use hookgate::{Gate, SchemeId, Verifier};
+    ///
+    /// let verifier = Verifier::builder(SchemeId::Okta).secret("my-shared-secret").build()?;
+    /// let gate = Gate::builder(verifier).build_verify_only()?;
+    /// let headers = [
+    ///     ("Authorization", "my-shared-secret"),
+    ///     ("X-Okta-Verification-Challenge", "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg"),
+    /// ];
+    /// let future = gate.receive_get_with_headers(&headers, None);
+    /// # let outcome = tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(future);
+    /// assert_eq!(outcome.status(), 200);
+    /// assert_eq!(outcome.body(), r#"{"verification":"Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg"}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_get_with_headers<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        query: Option<&str>,
+    ) -> ReceiveFuture {
         let trace = Trace::start(&self.inner.metrics, "handshake");
-        match self.inner.verifier.handshake_get(query) {
+        let verifier = &self.inner.verifier;
+        let mut key_id = None;
+        let answered = if verifier.scheme().handshake() == Some(HandshakeKind::OktaVerification) {
+            match verifier.verify(headers, Bytes::new()) {
+                Ok(event) => {
+                    key_id = Some(Arc::clone(&event.key_id));
+                    crate::handshake::answer_okta(headers)
+                }
+                Err(rejection) => {
+                    return ReceiveFuture::ready(trace.finish(Outcome::rejected(rejection)));
+                }
+            }
+        } else {
+            verifier.handshake_get(query)
+        };
+        match answered {
             Ok(reply) => {
                 let handshake = Handshake {
                     scheme: Arc::from(self.inner.verifier.scheme_name()),
                     kind: reply.kind(),
-                    key_id: None,
+                    key_id,
                     received_at: SystemTime::now(),
                 };
                 self.answer_handshake(Outcome::handshake_answered(reply), handshake, trace)
@@ -364,7 +411,7 @@ impl Gate {
                 let outcome = match refusal {
                     HandshakeRefusal::MissingParameter(name) => {
                         Outcome::new(OutcomeKind::HandshakeRefused, 403)
-                            .with_detail(format!("no {name} in the query"))
+                            .with_detail(format!("no single {name}"))
                     }
                     HandshakeRefusal::VerifyTokenMismatch => {
                         Outcome::new(OutcomeKind::HandshakeRefused, 403)
@@ -476,6 +523,14 @@ impl Inner {
             return Admission::Decided(trace.finish(Outcome::body_too_large()));
         }
         let started = Instant::now();
+        // Kept only for a scheme with an unsigned handshake, so that no other scheme pays
+        // for the clone.
+        let body_copy = self
+            .verifier
+            .scheme()
+            .handshake()
+            .is_some_and(HandshakeKind::is_unsigned_post)
+            .then(|| body.clone());
         let verified = trace
             .span
             .in_scope(|| self.verifier.verify_at_url(headers, body, url));
@@ -496,6 +551,26 @@ impl Inner {
                 }
             }
             Err(rejection) => {
+                // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret) lacks
+                // the signature header; only then is it looked for, off the fast path.
+                if let Some(body) =
+                    body_copy.filter(|_| rejection.reason() == Reason::MissingHeader)
+                {
+                    if let Some((reply, key_id)) = self.verifier.handshake_unsigned(headers, &body)
+                    {
+                        let handshake = Handshake {
+                            scheme: Arc::from(self.verifier.scheme_name()),
+                            kind: reply.kind(),
+                            key_id,
+                            received_at: SystemTime::now(),
+                        };
+                        return Admission::Handshake(
+                            Outcome::handshake_answered(reply),
+                            handshake,
+                            trace,
+                        );
+                    }
+                }
                 trace.verify_failed(started.elapsed());
                 Admission::Decided(trace.finish(Outcome::rejected(rejection)))
             }

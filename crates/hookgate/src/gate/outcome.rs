@@ -265,11 +265,14 @@ impl Outcome {
     /// request carried), nothing otherwise.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if self.handshake.is_some() {
+        if let Some(reply) = &self.handshake {
             headers.insert(
                 http::header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             );
+            if let Some((name, value)) = reply.header() {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));

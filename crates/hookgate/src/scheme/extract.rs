@@ -287,6 +287,11 @@ fn preset<'a, H: Headers + ?Sized>(
                 prefixed(h, header, prefix, encoding, message)?
             }
         }
+        Shape::PrefixedList {
+            header,
+            prefix,
+            encoding,
+        } => prefixed_list(h, header, prefix, encoding, vec![Cow::Borrowed(body)])?,
         Shape::Versioned {
             signature,
             timestamp,
@@ -588,6 +593,33 @@ fn prefixed<'a, H: Headers + ?Sized>(
         .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
     let mut out = Extracted::new(vec![message], header);
     push_candidate(&mut out.signatures, &mut 0, encoding, signature, header)?;
+    Ok(out)
+}
+
+/// PagerDuty: `v1=<hex>[,v1=<hex>…]`, as go-pagerduty's `VerifySignature` reads it: entries
+/// that do not start with the prefix (another version, or `, v1=` with a space) and values
+/// that do not decode are skipped; with no usable entry the header carries no supported
+/// signature.
+fn prefixed_list<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    header: &'static str,
+    prefix: &str,
+    encoding: Encoding,
+    message: Message<'a>,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let mut out = Extracted::new(vec![message], header);
+    let mut seen = 0;
+    for entry in value.split(',') {
+        let Some(signature) = entry.strip_prefix(prefix) else {
+            continue;
+        };
+        // Undecodable values are skipped there; more than MAX_SIGNATURES entries are malformed.
+        push_candidate(&mut out.signatures, &mut seen, encoding, signature, header)?;
+    }
+    if out.signatures.is_empty() {
+        return Err(reject(Reason::NoSupportedSignature, header));
+    }
     Ok(out)
 }
 

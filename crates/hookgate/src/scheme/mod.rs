@@ -120,6 +120,15 @@ pub enum SchemeId {
     Clerk,
     /// Resend: an alias of [`Svix`](SchemeId::Svix) (Resend signs with Svix).
     Resend,
+    /// PagerDuty v3 webhooks: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 of
+    /// the body, one entry per active secret.
+    Pagerduty,
+    /// Telegram Bot API: `X-Telegram-Bot-Api-Secret-Token`, a shared token (the body is not
+    /// authenticated).
+    Telegram,
+    /// Airtable: `X-Airtable-Content-MAC: hmac-sha256=<hex>` of the body, keyed by the
+    /// base64-decoded `macSecretBase64`.
+    Airtable,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -133,7 +142,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 46] = [
+    pub const ALL: [SchemeId; 49] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -180,6 +189,9 @@ impl SchemeId {
         SchemeId::Mux,
         SchemeId::Clerk,
         SchemeId::Resend,
+        SchemeId::Pagerduty,
+        SchemeId::Telegram,
+        SchemeId::Airtable,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -60,6 +60,13 @@ pub(crate) enum Shape {
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// Comma-separated `{prefix}<signature>` entries of the body's HMAC, one per active
+    /// secret (PagerDuty's `v1=…,v1=…`); entries of another version are skipped.
+    PrefixedList {
+        header: &'static str,
+        prefix: &'static str,
+        encoding: Encoding,
+    },
     /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
     Versioned {
         signature: &'static str,
@@ -95,6 +102,7 @@ impl Shape {
             Shape::Standard { family, .. } => family.signature_name(),
             Shape::KeyValue(kv) => kv.header,
             Shape::BodyHmac { header, .. }
+            | Shape::PrefixedList { header, .. }
             | Shape::UrlAndBody { header, .. }
             | Shape::Token { header } => header,
             Shape::Versioned { signature, .. } | Shape::Asymmetric { signature, .. } => signature,
@@ -126,6 +134,9 @@ pub(crate) enum KeyFormat {
     P256Der,
     /// A shared token compared whole (its SHA-256, in constant time).
     Token,
+    /// Standard base64 of the HMAC-SHA256 key bytes (Airtable's `macSecretBase64`): a
+    /// secret that does not decode is refused when the verifier is built.
+    Base64Sha256,
 }
 
 /// Where a field of the event comes from.
@@ -227,6 +238,9 @@ impl SchemeId {
             SchemeId::Mux => &MUX,
             SchemeId::Clerk => &CLERK,
             SchemeId::Resend => &RESEND,
+            SchemeId::Pagerduty => &PAGERDUTY,
+            SchemeId::Telegram => &TELEGRAM,
+            SchemeId::Airtable => &AIRTABLE,
         }
     }
 }
@@ -644,12 +658,35 @@ const fn body_hex(
     }
 }
 
-const ASANA: Preset = body_hex(
-    "asana",
-    "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
-    "X-Hook-Signature",
-    "the key is the X-Hook-Secret Asana sent when the webhook was created",
-);
+const ASANA: Preset = Preset {
+    handshake: Some(HandshakeKind::AsanaHookSecret),
+    ..body_hex(
+        "asana",
+        "Asana: X-Hook-Signature HMAC-SHA256 hex of the body with the X-Hook-Secret of the handshake; no timestamp",
+        "X-Hook-Signature",
+        "the key is the X-Hook-Secret Asana sent when the webhook was created",
+    )
+};
+
+const PAGERDUTY: Preset = Preset {
+    shape: Shape::PrefixedList {
+        header: "X-PagerDuty-Signature",
+        prefix: "v1=",
+        encoding: Encoding::HexAnyCase,
+    },
+    info: Info {
+        event_type: Source::Json(&[&["event", "event_type"]]),
+        delivery_id: Source::Json(&[&["event", "id"]]),
+        dedup_json: Some(&[&["event", "id"]]),
+        headers: &["X-Webhook-Id", "X-Webhook-Subscription"],
+    },
+    ..body_hex(
+        "pagerduty",
+        "PagerDuty v3: X-PagerDuty-Signature v1=HMAC-SHA256 hex of the body, comma-separated per active secret; no timestamp",
+        "X-PagerDuty-Signature",
+        "the key is the webhook subscription's secret, used as-is",
+    )
+};
 
 const CALCOM: Preset = body_hex(
     "calcom",
@@ -858,6 +895,7 @@ const LINE: Preset = body_prefixed(
 );
 
 const WOOCOMMERCE: Preset = Preset {
+    handshake: Some(HandshakeKind::WooCommercePing),
     info: Info {
         event_type: Source::Header(&["X-WC-Webhook-Topic"]),
         delivery_id: Source::Header(&["X-WC-Webhook-Delivery-ID"]),
@@ -894,6 +932,7 @@ const fn token(
 }
 
 const OKTA: Preset = Preset {
+    handshake: Some(HandshakeKind::OktaVerification),
     info: Info {
         delivery_id: Source::Header(&["X-Okta-Request-Id"]),
         ..Info::NONE
@@ -903,6 +942,25 @@ const OKTA: Preset = Preset {
         "Okta event hooks: the Authorization header equals the configured secret (body NOT authenticated); no timestamp",
         "Authorization",
         "the key is the value of the authorization header configured on the event hook",
+    )
+};
+
+const TELEGRAM: Preset = token(
+    "telegram",
+    "Telegram Bot API: X-Telegram-Bot-Api-Secret-Token equals the configured secret_token (body NOT authenticated); no timestamp",
+    "X-Telegram-Bot-Api-Secret-Token",
+    "the key is the secret_token given to setWebhook (1-256 of A-Z a-z 0-9 _ -)",
+);
+
+const AIRTABLE: Preset = Preset {
+    key: KeyFormat::Base64Sha256,
+    ..body_prefixed(
+        "airtable",
+        "Airtable: X-Airtable-Content-MAC hmac-sha256=HMAC-SHA256 hex of the body, key = base64-decoded macSecretBase64; no timestamp",
+        "X-Airtable-Content-MAC",
+        "hmac-sha256=",
+        Encoding::Hex,
+        "the key is the webhook's macSecretBase64 exactly as the create-webhook response returns it (it is base64-decoded)",
     )
 };
 

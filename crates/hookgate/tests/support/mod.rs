@@ -32,6 +32,15 @@ pub struct Vector {
     pub tolerance_s: Option<u64>,
     pub expect: String,
     pub strict_expect: Option<String>,
+    /// What the Gate answers when it differs from the verifier's `expect`: `handshake` for
+    /// an unsigned provider handshake the Gate answers 200 with an empty body (WooCommerce's
+    /// ping), which the verifier alone still rejects.
+    pub gate_expect: Option<String>,
+    /// The secret is refused when a verifier is built (Airtable's non-base64
+    /// `macSecretBase64`): the vector is a configuration check, not a delivery, and
+    /// [`load`] leaves it out.
+    #[serde(default)]
+    pub expect_config_error: bool,
 }
 
 impl Vector {
@@ -79,7 +88,7 @@ pub fn load() -> Vec<Vector> {
     vectors.extend(
         local()
             .into_iter()
-            .filter(|v| v.scheme.parse::<hookgate::SchemeId>().is_ok()),
+            .filter(|v| v.scheme.parse::<hookgate::SchemeId>().is_ok() && !v.expect_config_error),
     );
     vectors
 }

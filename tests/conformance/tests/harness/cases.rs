@@ -678,7 +678,25 @@ pub fn provider_vectors() -> Vec<Case> {
         let req = vector_request(&vector);
         let setup = vector_setup(&vector);
         let origin = vector.url.as_deref().map(|url| split_url(url).0.to_owned());
-        if let (true, Some(answer)) = (expected == "valid", handshake_answer(&vector)) {
+        if vector.gate_expect.as_deref() == Some("handshake") {
+            // An unsigned handshake (WooCommerce's ping): the verifier rejects it, the Gate
+            // answers it (empty body) and stores nothing.
+            for mode in [Mode::Receive, Mode::VerifyOnly] {
+                cases.push(Case {
+                    handshakes: 1,
+                    name: format!(
+                        "vector {} [{}], an unsigned handshake",
+                        vector.id, vector.case
+                    ),
+                    setup: setup.clone(),
+                    mode,
+                    origin: origin.clone(),
+                    script: Script::Sequential(vec![req.clone()]),
+                    expect: vec![ok("")],
+                    events: 0,
+                });
+            }
+        } else if let (true, Some(answer)) = (expected == "valid", handshake_answer(&vector)) {
             // A provider's URL handshake (Discord's PING): answered every time, never stored.
             cases.push(Case {
                 handshakes: 2,
@@ -850,6 +868,13 @@ pub const META_VERIFY_TOKEN: &str = "meatyhamhock";
 
 /// Provider URL handshakes, in both modes: the provider's answer, never an event; forged
 /// ones rejected like forged deliveries; ordinary events of the same schemes still events.
+/// Okta's auth header value and verification challenge (support.okta.com's example).
+const OKTA_SECRET: &str = "my-shared-secret";
+const OKTA_CHALLENGE: &str = "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg";
+
+/// Asana's `X-Hook-Secret`, configured as the key (hookgate never learns one).
+const ASANA_SECRET: &str = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+
 pub fn handshakes() -> Vec<Case> {
     let slack = |body: &str| provider(SchemeId::Slack, SLACK_SECRET, body);
     let slack_check = format!(
@@ -1045,6 +1070,124 @@ pub fn handshakes() -> Vec<Case> {
             Req::get("hub.challenge=1"),
             answer(403, "handshake_refused"),
             0,
+            0,
+        ),
+        (
+            "okta verification GET with the configured auth header: the challenge",
+            SchemeId::Okta,
+            OKTA_SECRET,
+            Req::get("")
+                .adding("Authorization", OKTA_SECRET)
+                .adding("X-Okta-Verification-Challenge", OKTA_CHALLENGE),
+            ok(&format!(r#"{{"verification":"{OKTA_CHALLENGE}"}}"#)),
+            0,
+            1,
+        ),
+        (
+            "okta verification GET with another auth header: 401",
+            SchemeId::Okta,
+            OKTA_SECRET,
+            Req::get("")
+                .adding("Authorization", "not-the-secret")
+                .adding("X-Okta-Verification-Challenge", OKTA_CHALLENGE),
+            answer(401, "token_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "okta verification GET without the auth header: 400",
+            SchemeId::Okta,
+            OKTA_SECRET,
+            Req::get("").adding("X-Okta-Verification-Challenge", OKTA_CHALLENGE),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "okta GET with the auth header but no challenge: 403",
+            SchemeId::Okta,
+            OKTA_SECRET,
+            Req::get("").adding("Authorization", OKTA_SECRET),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "woocommerce ping (unsigned webhook_id=<digits>): 200, empty",
+            SchemeId::Woocommerce,
+            "woo-secret",
+            Req::new(
+                vec![(
+                    "Content-Type".to_owned(),
+                    "application/x-www-form-urlencoded".to_owned(),
+                )],
+                "webhook_id=12",
+            ),
+            ok(""),
+            0,
+            1,
+        ),
+        (
+            "woocommerce unsigned POST that is not the ping: 400",
+            SchemeId::Woocommerce,
+            "woo-secret",
+            Req::new(Vec::new(), "webhook_id=12&status=completed"),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "woocommerce signed delivery: an event",
+            SchemeId::Woocommerce,
+            "woo-secret",
+            provider(SchemeId::Woocommerce, "woo-secret", r#"{"id":12}"#),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "asana X-Hook-Secret equal to the configured key: echoed",
+            SchemeId::Asana,
+            ASANA_SECRET,
+            Req::new(
+                vec![("X-Hook-Secret".to_owned(), ASANA_SECRET.to_owned())],
+                "",
+            ),
+            ok(""),
+            0,
+            1,
+        ),
+        (
+            "asana X-Hook-Secret of a stranger (registering a key): 400, not echoed",
+            SchemeId::Asana,
+            ASANA_SECRET,
+            Req::new(
+                vec![("X-Hook-Secret".to_owned(), "attacker-chosen".to_owned())],
+                "",
+            ),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "asana X-Hook-Secret with a body (an unsigned event): 400",
+            SchemeId::Asana,
+            ASANA_SECRET,
+            Req::new(
+                vec![("X-Hook-Secret".to_owned(), ASANA_SECRET.to_owned())],
+                r#"{"events":[{"action":"changed"}]}"#,
+            ),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "asana signed delivery: an event",
+            SchemeId::Asana,
+            ASANA_SECRET,
+            provider(SchemeId::Asana, ASANA_SECRET, r#"{"events":[]}"#),
+            ok("accepted"),
+            1,
             0,
         ),
         (

@@ -98,6 +98,7 @@ fn parse(received: &[u8]) -> Option<Answer> {
     let mut chunked = false;
     let mut retry_after = None;
     let mut content_type = None;
+    let mut hook_secret = None;
     for line in lines {
         let (name, value) = line.split_once(':')?;
         let value = value.trim();
@@ -106,6 +107,7 @@ fn parse(received: &[u8]) -> Option<Answer> {
             "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
             "retry-after" => retry_after = Some(value.to_owned()),
             "content-type" => content_type = Some(value.to_owned()),
+            "x-hook-secret" => hook_secret = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -123,6 +125,7 @@ fn parse(received: &[u8]) -> Option<Answer> {
         code: String::from_utf8_lossy(&body).into_owned(),
         retry_after,
         content_type,
+        hook_secret,
     })
 }
 

@@ -228,6 +228,8 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// The `Content-Type` on the wire (the core gate has none).
     pub content_type: Option<String>,
+    /// The `X-Hook-Secret` answered (Asana's handshake echo), if any.
+    pub hook_secret: Option<String>,
 }
 
 impl Answer {
@@ -376,6 +378,25 @@ pub async fn check(case: &Case) -> Vec<String> {
                 case.handshakes,
                 run.handshakes
             ));
+        }
+        // Asana's handshake: the X-Hook-Secret is echoed on a 200 handshake answer, and
+        // never otherwise (a 4xx must not reflect a key guess back).
+        for (req, answer) in case.requests().into_iter().zip(&run.answers) {
+            let sent = req
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("X-Hook-Secret"))
+                .map(|(_, value)| value.clone());
+            let expected = sent.filter(|_| answer.status == 200);
+            if answer.hook_secret != expected {
+                problems.push(format!(
+                    "[{}] {}: X-Hook-Secret answered {:?}, expected {:?}",
+                    adapter.name(),
+                    case.name,
+                    answer.hook_secret,
+                    expected
+                ));
+            }
         }
         for answer in &run.answers {
             if answer.retry_after.is_some() != (answer.status == 503) {

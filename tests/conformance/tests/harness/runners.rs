@@ -55,7 +55,9 @@ impl Target {
                     .as_ref()
                     .map(|origin| format!("{origin}{}", req.path));
                 let outcome = match mode {
-                    _ if req.method == "GET" => gate.receive_get(req.query()),
+                    _ if req.method == "GET" => {
+                        gate.receive_get_with_headers(&req.headers, req.query())
+                    }
                     Mode::Receive => gate.receive(&req.headers, req.body.clone(), url.as_deref()),
                     Mode::VerifyOnly => {
                         gate.verify_only(&req.headers, req.body.clone(), url.as_deref())
@@ -73,6 +75,10 @@ impl Target {
                         .get("retry-after")
                         .map(|v| v.to_str().unwrap().to_owned()),
                     content_type: None,
+                    hook_secret: outcome
+                        .headers()
+                        .get("x-hook-secret")
+                        .map(|v| v.to_str().unwrap().to_owned()),
                 }
             }
         }
