@@ -18,7 +18,7 @@ use crate::encoding::{BASE64, Encoding, decode_base64_secret, hex};
 use crate::error::ConfigError;
 use crate::scheme::extract::{self, Family};
 use crate::scheme::generic::GenericHmac;
-use crate::scheme::preset::{KeyFormat, Shape, Source};
+use crate::scheme::preset::{KeyFormat, Shape, Source, TimeFormat};
 use crate::scheme::{HmacAlgorithm, Scheme};
 use crate::secret::KeyBytes;
 use base64::Engine as _;
@@ -403,6 +403,22 @@ impl Layout {
                 signature,
                 timestamp,
             } => with_prefix(signature, h(&[(timestamp, ts.to_string())]), "v0="),
+            Shape::Timestamped {
+                signature,
+                timestamp,
+                time,
+                encoding,
+                ..
+            } => {
+                let at = match time {
+                    TimeFormat::Rfc3339 => rfc3339(ts),
+                }
+                .ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
+                plain(signature, h(&[(timestamp, at)]), encoding)
+            }
             Shape::UrlAndBody { header, encoding } => plain(header, Vec::new(), encoding),
             Shape::Asymmetric {
                 signature,
@@ -419,16 +435,10 @@ impl Layout {
             ),
             Shape::Token { header } => plain(header, Vec::new(), Encoding::Hex),
             Shape::Twitch => {
-                let at = time::OffsetDateTime::from_unix_timestamp(ts)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .ok_or(ConfigError::CannotSign(
-                        preset.name.to_owned(),
-                        "timestamp out of range",
-                    ))?;
+                let at = rfc3339(ts).ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
                 with_prefix(
                     "Twitch-Eventsub-Message-Signature",
                     h(&[
@@ -459,6 +469,14 @@ impl Layout {
         layout.headers.extend(event_header);
         Ok(layout)
     }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2023-11-14T22:13:20Z`); `None` out of range.
+fn rfc3339(ts: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 fn generic_layout(g: &GenericHmac, id: &str, ts: i64) -> Layout {

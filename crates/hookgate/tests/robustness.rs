@@ -66,6 +66,8 @@ const NAMES: &[&str] = &[
     "X-PagerDuty-Signature",
     "X-Telegram-Bot-Api-Secret-Token",
     "X-Airtable-Content-MAC",
+    "X-Zendesk-Webhook-Signature",
+    "X-Zendesk-Webhook-Signature-Timestamp",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use super::generic::{GenericHmac, Part};
-use super::preset::{Shape, Source};
+use super::preset::{Shape, Source, TimeFormat};
 use super::{Scheme, SchemeId};
 use crate::encoding::{Encoding, hex};
 use crate::event::{DedupRecipe, Field};
@@ -296,6 +296,13 @@ fn preset<'a, H: Headers + ?Sized>(
             signature,
             timestamp,
         } => versioned(h, body, signature, timestamp)?,
+        Shape::Timestamped {
+            signature,
+            timestamp,
+            time,
+            separator,
+            encoding,
+        } => timestamped(h, body, signature, timestamp, time, separator, encoding)?,
         Shape::UrlAndBody { header, encoding } => bare(
             h,
             header,
@@ -661,6 +668,30 @@ fn versioned<'a, H: Headers + ?Sized>(
             header,
         )?;
     }
+    Ok(out)
+}
+
+/// Zendesk and Webflow: one bare signature over `{timestamp}{separator}{body}`, the header's
+/// bytes signed verbatim; the parsed time is only for the window.
+fn timestamped<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    header: &'static str,
+    timestamp_header: &'static str,
+    time: TimeFormat,
+    separator: &'static str,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let ts = required(h, timestamp_header)?;
+    let message = vec![bytes(ts), literal(separator), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], header);
+    let ms = match time {
+        TimeFormat::Rfc3339 => rfc3339_millis(ts),
+    }
+    .ok_or_else(|| reject(Reason::InvalidTimestamp, timestamp_header))?;
+    out.timestamp = Some((ms, timestamp_header));
+    push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
     Ok(out)
 }
 

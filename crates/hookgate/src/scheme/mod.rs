@@ -129,6 +129,9 @@ pub enum SchemeId {
     /// Airtable: `X-Airtable-Content-MAC: hmac-sha256=<hex>` of the body, keyed by the
     /// base64-decoded `macSecretBase64`.
     Airtable,
+    /// Zendesk: `X-Zendesk-Webhook-Signature`, HMAC-SHA256 base64 of the RFC 3339
+    /// `X-Zendesk-Webhook-Signature-Timestamp` followed by the body.
+    Zendesk,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -142,7 +145,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 49] = [
+    pub const ALL: [SchemeId; 50] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -192,6 +195,7 @@ impl SchemeId {
         SchemeId::Pagerduty,
         SchemeId::Telegram,
         SchemeId::Airtable,
+        SchemeId::Zendesk,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

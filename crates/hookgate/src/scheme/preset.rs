@@ -67,6 +67,16 @@ pub(crate) enum Shape {
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// A bare signature in one header over `{timestamp}{separator}{body}`, the timestamp in
+    /// its own header, signed as sent (Zendesk: RFC 3339, no separator, base64; Webflow: Unix
+    /// milliseconds, `:`, hex).
+    Timestamped {
+        signature: &'static str,
+        timestamp: &'static str,
+        time: TimeFormat,
+        separator: &'static str,
+        encoding: Encoding,
+    },
     /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
     Versioned {
         signature: &'static str,
@@ -105,7 +115,9 @@ impl Shape {
             | Shape::PrefixedList { header, .. }
             | Shape::UrlAndBody { header, .. }
             | Shape::Token { header } => header,
-            Shape::Versioned { signature, .. } | Shape::Asymmetric { signature, .. } => signature,
+            Shape::Versioned { signature, .. }
+            | Shape::Timestamped { signature, .. }
+            | Shape::Asymmetric { signature, .. } => signature,
             Shape::Twitch => "Twitch-Eventsub-Message-Signature",
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
@@ -117,6 +129,13 @@ impl Shape {
     pub(crate) fn signs_url(&self) -> bool {
         matches!(self, Shape::UrlAndBody { .. } | Shape::Twilio { .. })
     }
+}
+
+/// How a timestamp header is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeFormat {
+    /// RFC 3339 (`2023-11-14T22:13:20Z`, a fraction allowed).
+    Rfc3339,
 }
 
 /// How a preset's key is written.
@@ -241,6 +260,7 @@ impl SchemeId {
             SchemeId::Pagerduty => &PAGERDUTY,
             SchemeId::Telegram => &TELEGRAM,
             SchemeId::Airtable => &AIRTABLE,
+            SchemeId::Zendesk => &ZENDESK,
         }
     }
 }
@@ -498,6 +518,31 @@ const ZOOM: Preset = Preset {
     // developers.zoom.us/docs/api/webhooks/ (validate your webhook endpoint)
     handshake: Some(HandshakeKind::ZoomUrlValidation),
     ..SLACK
+};
+
+// --- a signature over {timestamp}{separator}{body}, the time in its own header ---
+
+const ZENDESK: Preset = Preset {
+    name: "zendesk",
+    description: "Zendesk: X-Zendesk-Webhook-Signature HMAC-SHA256 base64 of timestamp+body, X-Zendesk-Webhook-Signature-Timestamp RFC 3339, secret used as-is, ±300 s",
+    // Zendesk documents no window: a conservative receiver policy.
+    window_secs: Some(300),
+    shape: Shape::Timestamped {
+        signature: "X-Zendesk-Webhook-Signature",
+        timestamp: "X-Zendesk-Webhook-Signature-Timestamp",
+        time: TimeFormat::Rfc3339,
+        separator: "",
+        encoding: Encoding::Base64,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook's signing secret string, used as-is (it looks like base64 but is not decoded)",
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Header(&["X-Zendesk-Webhook-Invocation-Id"]),
+        dedup_json: None,
+        headers: &["X-Zendesk-Webhook-Id", "X-Zendesk-Webhook-Invocation-Id"],
+    },
+    handshake: None,
 };
 
 // --- the URL and the body ---
