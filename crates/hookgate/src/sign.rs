@@ -411,6 +411,7 @@ impl Layout {
                 ..
             } => {
                 let at = match time {
+                    TimeFormat::UnixMillis => Some(ts.saturating_mul(1000).to_string()),
                     TimeFormat::Rfc3339 => rfc3339(ts),
                 }
                 .ok_or(ConfigError::CannotSign(

@@ -68,6 +68,8 @@ const NAMES: &[&str] = &[
     "X-Airtable-Content-MAC",
     "X-Zendesk-Webhook-Signature",
     "X-Zendesk-Webhook-Signature-Timestamp",
+    "x-webflow-signature",
+    "x-webflow-timestamp",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -687,6 +687,7 @@ fn timestamped<'a, H: Headers + ?Sized>(
     let message = vec![bytes(ts), literal(separator), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], header);
     let ms = match time {
+        TimeFormat::UnixMillis => parse_digits(ts),
         TimeFormat::Rfc3339 => rfc3339_millis(ts),
     }
     .ok_or_else(|| reject(Reason::InvalidTimestamp, timestamp_header))?;

@@ -132,6 +132,9 @@ pub enum SchemeId {
     /// Zendesk: `X-Zendesk-Webhook-Signature`, HMAC-SHA256 base64 of the RFC 3339
     /// `X-Zendesk-Webhook-Signature-Timestamp` followed by the body.
     Zendesk,
+    /// Webflow: `x-webflow-signature`, HMAC-SHA256 hex of `{x-webflow-timestamp}:{body}`, the
+    /// timestamp in Unix milliseconds.
+    Webflow,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -145,7 +148,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 50] = [
+    pub const ALL: [SchemeId; 51] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -196,6 +199,7 @@ impl SchemeId {
         SchemeId::Telegram,
         SchemeId::Airtable,
         SchemeId::Zendesk,
+        SchemeId::Webflow,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

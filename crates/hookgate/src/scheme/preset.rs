@@ -134,6 +134,8 @@ impl Shape {
 /// How a timestamp header is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TimeFormat {
+    /// Unix milliseconds, ASCII digits only.
+    UnixMillis,
     /// RFC 3339 (`2023-11-14T22:13:20Z`, a fraction allowed).
     Rfc3339,
 }
@@ -261,6 +263,7 @@ impl SchemeId {
             SchemeId::Telegram => &TELEGRAM,
             SchemeId::Airtable => &AIRTABLE,
             SchemeId::Zendesk => &ZENDESK,
+            SchemeId::Webflow => &WEBFLOW,
         }
     }
 }
@@ -541,6 +544,28 @@ const ZENDESK: Preset = Preset {
         delivery_id: Source::Header(&["X-Zendesk-Webhook-Invocation-Id"]),
         dedup_json: None,
         headers: &["X-Zendesk-Webhook-Id", "X-Zendesk-Webhook-Invocation-Id"],
+    },
+    handshake: None,
+};
+
+const WEBFLOW: Preset = Preset {
+    name: "webflow",
+    description: "Webflow: x-webflow-signature HMAC-SHA256 hex of timestamp:body, x-webflow-timestamp in Unix ms, client secret used as-is, ±300 s",
+    // developers.webflow.com: reject requests older than 5 minutes (the SDK checks no time).
+    window_secs: Some(300),
+    shape: Shape::Timestamped {
+        signature: "x-webflow-signature",
+        timestamp: "x-webflow-timestamp",
+        time: TimeFormat::UnixMillis,
+        separator: ":",
+        // The SDK compares lowercase hex strings.
+        encoding: Encoding::Hex,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the OAuth application's client secret (or the webhook's secret for site tokens), used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["triggerType"]]),
+        ..Info::NONE
     },
     handshake: None,
 };
