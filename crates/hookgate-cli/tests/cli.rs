@@ -513,6 +513,7 @@ fn round_trips() -> Vec<RoundTrip> {
             "webflow",
             "b1f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a",
         ),
+        shared("persona", "wbhsec_4bc5b1c4-2a86-4dd1-9b43-3b0a8b8f7a10"),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         RoundTrip {
             body: r#"{"action":"create","webhookTimestamp":1700000000000}"#,
@@ -988,8 +989,8 @@ fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 51);
-    assert_eq!(SchemeId::ALL.len(), 51);
+    assert_eq!(lines.len(), 52);
+    assert_eq!(SchemeId::ALL.len(), 52);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

@@ -70,6 +70,7 @@ const NAMES: &[&str] = &[
     "X-Zendesk-Webhook-Signature-Timestamp",
     "x-webflow-signature",
     "x-webflow-timestamp",
+    "Persona-Signature",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -143,7 +143,7 @@ fn timestamped() -> Vec<SchemeId> {
 #[test]
 fn every_timestamped_scheme_accepts_at_its_tolerance_and_rejects_one_millisecond_past() {
     let schemes = timestamped();
-    assert_eq!(schemes.len(), 20, "{schemes:?}");
+    assert_eq!(schemes.len(), 21, "{schemes:?}");
     for scheme in schemes {
         let tolerance = i64::try_from(scheme.default_tolerance().unwrap().as_millis()).unwrap();
         let delivery = signed(scheme, "msg_edge");
@@ -344,9 +344,12 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             | SchemeId::Clerk
             | SchemeId::Resend
             | SchemeId::GitlabSigning => ' ',
+            // Commas and whitespace both separate Persona's entries (rotation groups).
+            SchemeId::Persona => ',',
             _ => return vec![v.trim().to_owned()],
         };
-        v.split(separator)
+        let persona = scheme == SchemeId::Persona;
+        v.split(|c: char| c == separator || (persona && c.is_ascii_whitespace()))
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
             .collect()

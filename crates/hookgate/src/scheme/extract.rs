@@ -511,6 +511,10 @@ pub(crate) struct KeyValue {
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
     pub(crate) no_signature: Reason,
+    /// Persona: during a secret rotation one `t=…,v1=…` group per secret, separated by
+    /// whitespace. Whitespace then separates entries too, and a repeated timestamp must be
+    /// the same one (the groups are signed at the same instant).
+    pub(crate) whitespace_groups: bool,
 }
 
 impl KeyValue {
@@ -522,6 +526,7 @@ impl KeyValue {
         joiner: ".",
         empty_signature_malformed: false,
         no_signature: Reason::NoSupportedSignature,
+        whitespace_groups: false,
     };
     pub(crate) const PREFINERY: KeyValue = KeyValue {
         header: "X-Prefinery-Signature",
@@ -535,6 +540,7 @@ impl KeyValue {
         joiner: ":",
         empty_signature_malformed: true,
         no_signature: Reason::MalformedHeader,
+        whitespace_groups: false,
     };
 }
 
@@ -547,14 +553,16 @@ fn key_value<'a, H: Headers + ?Sized>(
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
     let mut signatures: Vec<&str> = Vec::new();
+    let separates =
+        |c: char| c == kv.separator || (kv.whitespace_groups && c.is_ascii_whitespace());
     for element in value
-        .split(kv.separator)
+        .split(separates)
         .map(str::trim)
         .filter(|e| !e.is_empty())
     {
         let (key, val) = element.split_once('=').ok_or_else(malformed)?;
         if key == kv.timestamp_key {
-            if timestamp.is_some() {
+            if timestamp.is_some_and(|t| !kv.whitespace_groups || t != val) {
                 return Err(malformed());
             }
             timestamp = Some(val);
@@ -985,6 +993,40 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Persona's rotation groups: whitespace separates them, each group's signature is a
+    /// candidate, and the groups must carry one timestamp; Stripe's header keeps its stricter
+    /// reading (a second `t` is malformed).
+    #[test]
+    fn persona_rotation_groups_share_one_timestamp() {
+        let kv = KeyValue {
+            header: "Persona-Signature",
+            whitespace_groups: true,
+            ..KeyValue::STRIPE
+        };
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let same = [(
+            "Persona-Signature",
+            format!("t=1700000000,v1={a} t=1700000000,v1={b}"),
+        )];
+        let out = key_value(&same[..], b"{}", kv).unwrap();
+        assert_eq!(out.signatures.len(), 2);
+        assert_eq!(out.timestamp.map(|(ms, _)| ms), Some(1_700_000_000_000));
+        let differ = [(
+            "Persona-Signature",
+            format!("t=1700000000,v1={a} t=1700000001,v1={b}"),
+        )];
+        let rejected = key_value(&differ[..], b"{}", kv).map(|_| ()).unwrap_err();
+        assert_eq!(rejected.reason(), Reason::MalformedHeader);
+        let stripe = [(
+            "Stripe-Signature",
+            format!("t=1700000000,v1={a},t=1700000000"),
+        )];
+        let rejected = key_value(&stripe[..], b"{}", KeyValue::STRIPE)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(rejected.reason(), Reason::MalformedHeader);
+    }
 
     #[test]
     fn url_variants_cover_port_quirks() {

@@ -135,6 +135,9 @@ pub enum SchemeId {
     /// Webflow: `x-webflow-signature`, HMAC-SHA256 hex of `{x-webflow-timestamp}:{body}`, the
     /// timestamp in Unix milliseconds.
     Webflow,
+    /// Persona: `Persona-Signature: t=…,v1=…`, HMAC-SHA256 hex over `{t}.{body}`, one group
+    /// per active secret while rotating.
+    Persona,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -148,7 +151,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 51] = [
+    pub const ALL: [SchemeId; 52] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -200,6 +203,7 @@ impl SchemeId {
         SchemeId::Airtable,
         SchemeId::Zendesk,
         SchemeId::Webflow,
+        SchemeId::Persona,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -264,6 +264,7 @@ impl SchemeId {
             SchemeId::Airtable => &AIRTABLE,
             SchemeId::Zendesk => &ZENDESK,
             SchemeId::Webflow => &WEBFLOW,
+            SchemeId::Persona => &PERSONA,
         }
     }
 }
@@ -1044,6 +1045,26 @@ const CALENDLY: Preset = Preset {
     }),
     key_hint: "the key is the webhook subscription's signing key",
     info: Info::NONE,
+    ..STRIPE
+};
+
+const PERSONA: Preset = Preset {
+    name: "persona",
+    description: "Persona: Persona-Signature t=,v1= HMAC-SHA256 hex over t.body (one group per secret while rotating, space-separated), wbhsec_ secret used as-is, ±300 s",
+    // Persona documents no window: a conservative receiver policy, as for Stripe.
+    window_secs: Some(300),
+    shape: Shape::KeyValue(KeyValue {
+        header: "Persona-Signature",
+        whitespace_groups: true,
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook's wbhsec_ secret, used as-is (prefix included)",
+    info: Info {
+        event_type: Source::Json(&[&["data", "attributes", "name"]]),
+        delivery_id: Source::Json(&[&["data", "id"]]),
+        dedup_json: Some(&[&["data", "id"]]),
+        headers: &[],
+    },
     ..STRIPE
 };
 
