@@ -514,6 +514,7 @@ fn round_trips() -> Vec<RoundTrip> {
             "b1f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a",
         ),
         shared("persona", "wbhsec_4bc5b1c4-2a86-4dd1-9b43-3b0a8b8f7a10"),
+        shared("docusign", "Xb8JmJqW5XzQ1v2+R4t6Y8u0I2o4P6a8S0d2F4g6H8j="),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         RoundTrip {
             body: r#"{"action":"create","webhookTimestamp":1700000000000}"#,
@@ -989,8 +990,8 @@ fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 52);
-    assert_eq!(SchemeId::ALL.len(), 52);
+    assert_eq!(lines.len(), 53);
+    assert_eq!(SchemeId::ALL.len(), 53);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

@@ -393,6 +393,9 @@ impl Layout {
                 encoding,
                 format: Box::new(move |s: &str| format!("{prefix}{s}")),
             },
+            Shape::NumberedBodyHmac {
+                first, encoding, ..
+            } => plain(first, Vec::new(), encoding),
             Shape::PrefixedList { header, prefix, .. } => Layout {
                 headers: Vec::new(),
                 signature_header: header.to_owned(),

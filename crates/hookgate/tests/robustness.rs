@@ -71,6 +71,8 @@ const NAMES: &[&str] = &[
     "x-webflow-signature",
     "x-webflow-timestamp",
     "Persona-Signature",
+    "X-DocuSign-Signature-1",
+    "X-DocuSign-Signature-2",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

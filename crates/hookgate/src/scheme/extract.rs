@@ -287,6 +287,12 @@ fn preset<'a, H: Headers + ?Sized>(
                 prefixed(h, header, prefix, encoding, message)?
             }
         }
+        Shape::NumberedBodyHmac {
+            first,
+            prefix,
+            max,
+            encoding,
+        } => numbered(h, body, first, prefix, max, encoding)?,
         Shape::PrefixedList {
             header,
             prefix,
@@ -634,6 +640,36 @@ fn prefixed_list<'a, H: Headers + ?Sized>(
     }
     if out.signatures.is_empty() {
         return Err(reject(Reason::NoSupportedSignature, header));
+    }
+    Ok(out)
+}
+
+/// DocuSign Connect: one base64 HMAC of the body in each of `{prefix}1` … `{prefix}{max}`, a
+/// header per active key; any may match. Headers are looked for by number, gaps allowed (a
+/// removed key leaves its number unused).
+fn numbered<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    first: &'static str,
+    prefix: &str,
+    max: usize,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], first);
+    let mut name = String::with_capacity(prefix.len().saturating_add(3));
+    let mut seen = 0;
+    let mut found = false;
+    for n in 1..=max {
+        name.clear();
+        name.push_str(prefix);
+        name.push_str(&n.to_string());
+        if let Some(value) = single_dynamic(h, &name, first)? {
+            found = true;
+            push_candidate_up_to(&mut out.signatures, &mut seen, max, encoding, value, first)?;
+        }
+    }
+    if !found {
+        return Err(reject(Reason::MissingHeader, first));
     }
     Ok(out)
 }
@@ -1026,6 +1062,35 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert_eq!(rejected.reason(), Reason::MalformedHeader);
+    }
+
+    /// DocuSign: a removed key leaves a gap in the numbering; later headers still count, and
+    /// none at all is a missing header named after the first.
+    #[test]
+    fn numbered_headers_allow_gaps() {
+        let headers = [("X-DocuSign-Signature-3", "AAAA")];
+        let out = numbered(
+            &headers[..],
+            b"{}",
+            "X-DocuSign-Signature-1",
+            "X-DocuSign-Signature-",
+            100,
+            Encoding::Base64,
+        )
+        .unwrap();
+        assert_eq!(out.signatures, vec![vec![0, 0, 0]]);
+        let none: [(&str, &str); 0] = [];
+        let missing = numbered(
+            &none[..],
+            b"{}",
+            "X-DocuSign-Signature-1",
+            "X-DocuSign-Signature-",
+            100,
+            Encoding::Base64,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(missing.reason(), Reason::MissingHeader);
     }
 
     #[test]

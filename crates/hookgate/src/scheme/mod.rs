@@ -138,6 +138,9 @@ pub enum SchemeId {
     /// Persona: `Persona-Signature: t=…,v1=…`, HMAC-SHA256 hex over `{t}.{body}`, one group
     /// per active secret while rotating.
     Persona,
+    /// DocuSign Connect: `X-DocuSign-Signature-1` … `-N`, HMAC-SHA256 base64 of the body, one
+    /// header per active key.
+    Docusign,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -151,7 +154,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 52] = [
+    pub const ALL: [SchemeId; 53] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -204,6 +207,7 @@ impl SchemeId {
         SchemeId::Zendesk,
         SchemeId::Webflow,
         SchemeId::Persona,
+        SchemeId::Docusign,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -60,6 +60,15 @@ pub(crate) enum Shape {
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// One HMAC of the body per active key, each in its own numbered header
+    /// `{prefix}1` … `{prefix}{max}` (DocuSign Connect's `X-DocuSign-Signature-N`).
+    NumberedBodyHmac {
+        /// The first header, `{prefix}1`: where the signer writes and what is missing.
+        first: &'static str,
+        prefix: &'static str,
+        max: usize,
+        encoding: Encoding,
+    },
     /// Comma-separated `{prefix}<signature>` entries of the body's HMAC, one per active
     /// secret (PagerDuty's `v1=…,v1=…`); entries of another version are skipped.
     PrefixedList {
@@ -113,6 +122,7 @@ impl Shape {
             Shape::KeyValue(kv) => kv.header,
             Shape::BodyHmac { header, .. }
             | Shape::PrefixedList { header, .. }
+            | Shape::NumberedBodyHmac { first: header, .. }
             | Shape::UrlAndBody { header, .. }
             | Shape::Token { header } => header,
             Shape::Versioned { signature, .. }
@@ -265,6 +275,7 @@ impl SchemeId {
             SchemeId::Zendesk => &ZENDESK,
             SchemeId::Webflow => &WEBFLOW,
             SchemeId::Persona => &PERSONA,
+            SchemeId::Docusign => &DOCUSIGN,
         }
     }
 }
@@ -756,6 +767,27 @@ const PAGERDUTY: Preset = Preset {
         "PagerDuty v3: X-PagerDuty-Signature v1=HMAC-SHA256 hex of the body, comma-separated per active secret; no timestamp",
         "X-PagerDuty-Signature",
         "the key is the webhook subscription's secret, used as-is",
+    )
+};
+
+const DOCUSIGN: Preset = Preset {
+    shape: Shape::NumberedBodyHmac {
+        first: "X-DocuSign-Signature-1",
+        prefix: "X-DocuSign-Signature-",
+        // DocuSign Connect allows up to 100 active HMAC keys, one header each.
+        max: 100,
+        encoding: Encoding::Base64,
+    },
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        headers: &["X-DocuSign-AccountId"],
+        ..Info::NONE
+    },
+    ..body_hex(
+        "docusign",
+        "DocuSign Connect: X-DocuSign-Signature-1..N HMAC-SHA256 base64 of the body, one header per active key; no timestamp",
+        "X-DocuSign-Signature-1",
+        "the key is one of the account's Connect HMAC secret keys, used as-is",
     )
 };
 
