@@ -29,9 +29,14 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
     let location = rejection.location();
     let hint = match rejection.reason() {
         Reason::SignatureMismatch => mismatch_hint(cx),
-        Reason::BodyHashMismatch => format!(
+        Reason::BodyHashMismatch if location == "bodySHA256" => format!(
             "the bodySHA256 in the signed URL is not the SHA-256 of this body: the body must be \
              the raw bytes exactly as received, and --url the full URL {} called",
+            provider(scheme)
+        ),
+        Reason::BodyHashMismatch => format!(
+            "the body digest signed in {location} is not the SHA-256 of this body: the body \
+             must be the raw bytes exactly as {} sent them",
             provider(scheme)
         ),
         Reason::TokenMismatch => {

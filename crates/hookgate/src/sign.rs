@@ -14,7 +14,7 @@ use p256::pkcs8::DecodePrivateKey;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::encoding::{BASE64, Encoding, decode_base64_secret, hex};
+use crate::encoding::{BASE64, BASE64_URL, Encoding, decode_base64_secret, hex};
 use crate::error::ConfigError;
 use crate::scheme::extract::{self, Family};
 use crate::scheme::generic::GenericHmac;
@@ -235,6 +235,24 @@ impl Signer {
                 extract::body_sha256_hex(&body)
             ));
         }
+        if matches!(shape, Some(Shape::NetlifyJws)) {
+            let claims = format!(
+                r#"{{"iss":"netlify","sha256":"{}"}}"#,
+                extract::body_sha256_hex(&body)
+            );
+            let input = format!(
+                "{}.{}",
+                BASE64_URL.encode(extract::NETLIFY_JWS_HEADER),
+                BASE64_URL.encode(claims)
+            );
+            let signature = BASE64_URL.encode(self.raw_signature(input.as_bytes()));
+            let mut headers = layout.headers;
+            headers.push((
+                layout.signature_header.to_owned(),
+                format!("{input}.{signature}"),
+            ));
+            return Ok(SignedDelivery { headers, body, url });
+        }
         if matches!(shape, Some(Shape::Mailgun)) {
             body = self.mailgun_body(&id, ts, &body);
             return Ok(SignedDelivery {
@@ -277,7 +295,11 @@ impl Signer {
     }
 
     fn sign_bytes(&self, message: &[u8], encoding: Encoding) -> String {
-        let raw = match &self.key {
+        encoding.encode(&self.raw_signature(message))
+    }
+
+    fn raw_signature(&self, message: &[u8]) -> Vec<u8> {
+        match &self.key {
             SigningKey::Hmac(key, HmacAlgorithm::Sha256) => mac::<Hmac<Sha256>>(key, message),
             SigningKey::Hmac(key, HmacAlgorithm::Sha1) => mac::<Hmac<Sha1>>(key, message),
             SigningKey::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
@@ -287,8 +309,7 @@ impl Signer {
                 signature.to_der().as_bytes().to_vec()
             }
             SigningKey::Token(token) => token.as_slice().to_vec(),
-        };
-        encoding.encode(&raw)
+        }
     }
 
     fn mailgun_body(&self, token: &str, ts: i64, event: &Bytes) -> Bytes {
@@ -460,6 +481,7 @@ impl Layout {
             ),
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
             Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
+            Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
         };
         // The delivery id and the event type go where the verifier reads them.
         let first = |source: Source| match source {

@@ -73,6 +73,7 @@ const NAMES: &[&str] = &[
     "Persona-Signature",
     "X-DocuSign-Signature-1",
     "X-DocuSign-Signature-2",
+    "X-Webhook-Signature",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

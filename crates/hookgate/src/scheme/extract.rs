@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::generic::{GenericHmac, Part};
 use super::preset::{Shape, Source, TimeFormat};
 use super::{Scheme, SchemeId};
-use crate::encoding::{Encoding, hex};
+use crate::encoding::{BASE64_URL, Encoding, hex};
 use crate::event::{DedupRecipe, Field};
 use crate::headers::Headers;
 use crate::reason::{Reason, Rejection};
@@ -38,8 +39,9 @@ pub(crate) struct Extracted<'a> {
     pub(crate) timestamp: Option<(i64, &'static str)>,
     /// Check the window only after the signature (the timestamp is read from the body).
     pub(crate) timestamp_after_signature: bool,
-    /// Twilio: the `bodySHA256` the signed URL carries.
-    pub(crate) body_sha256: Option<String>,
+    /// The signed hex SHA-256 of the body and where it came from: Twilio's signed URL
+    /// (`bodySHA256`), Netlify's JWS claim.
+    pub(crate) body_sha256: Option<(String, &'static str)>,
     pub(crate) mismatch: Reason,
     pub(crate) signature_location: &'static str,
     pub(crate) delivery_id: Field,
@@ -331,6 +333,7 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
         Shape::Mailgun => mailgun(body)?,
+        Shape::NetlifyJws => netlify(h)?,
     };
     // What the provider says about the event, and how retries are recognised.
     let info = &preset.info;
@@ -802,6 +805,47 @@ fn asymmetric<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
+/// The JWS header Netlify signs with (and the signer writes).
+pub(crate) const NETLIFY_JWS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Netlify: a compact JWS `header.claims.signature` (base64url, no padding). Only HS256 is
+/// accepted (never `none`); the claims must name `iss: netlify` and carry `sha256`, the hex
+/// digest of the body, which the verifier compares once the JWS verifies.
+fn netlify<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
+    const HEADER: &str = "X-Webhook-Signature";
+    let malformed = || reject(Reason::MalformedHeader, HEADER);
+    let value = required(h, HEADER)?;
+    let mut parts = value.split('.');
+    let (Some(protected), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let decode = |part: &str| BASE64_URL.decode(part).map_err(|_| malformed());
+    let protected_json = decode(protected)?;
+    let alg = crate::json::field(&protected_json, &["alg"]).ok_or_else(malformed)?;
+    if alg != "HS256" {
+        return Err(reject(Reason::NoSupportedSignature, HEADER));
+    }
+    let claims_json = decode(claims)?;
+    let digest = crate::json::field(&claims_json, &["sha256"]).ok_or_else(malformed)?;
+    if crate::json::field(&claims_json, &["iss"]).as_deref() != Some("netlify") {
+        return Err(reject(Reason::SignatureMismatch, HEADER));
+    }
+    // The signing input is the header value up to the second dot, as sent.
+    let input_len = protected
+        .len()
+        .saturating_add(1)
+        .saturating_add(claims.len());
+    let input = value.get(..input_len).ok_or_else(malformed)?;
+    let mut out = Extracted::new(vec![vec![bytes(input)]], HEADER);
+    if let Ok(decoded) = BASE64_URL.decode(signature) {
+        out.signatures.push(decoded);
+    }
+    out.body_sha256 = Some((digest, HEADER));
+    Ok(out)
+}
+
 /// Twilio: HMAC-SHA1 over the URL followed by the sorted form parameters, or, for JSON
 /// bodies, over the URL alone carrying `bodySHA256`. The URL is tried as given, without its
 /// port and with the default port, as Twilio's own libraries do.
@@ -841,7 +885,7 @@ fn twilio<'a, H: Headers + ?Sized>(
         .collect();
     let mut out = Extracted::new(messages, HEADER);
     out.dedup = dedup;
-    out.body_sha256 = body_sha256;
+    out.body_sha256 = body_sha256.map(|digest| (digest, "bodySHA256"));
     push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
     Ok(out)
 }

@@ -141,6 +141,9 @@ pub enum SchemeId {
     /// DocuSign Connect: `X-DocuSign-Signature-1` … `-N`, HMAC-SHA256 base64 of the body, one
     /// header per active key.
     Docusign,
+    /// Netlify deploy notifications: `X-Webhook-Signature`, a JWS (HS256) whose `sha256`
+    /// claim is the body's digest.
+    Netlify,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -154,7 +157,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 53] = [
+    pub const ALL: [SchemeId; 54] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -208,6 +211,7 @@ impl SchemeId {
         SchemeId::Webflow,
         SchemeId::Persona,
         SchemeId::Docusign,
+        SchemeId::Netlify,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -112,6 +112,9 @@ pub(crate) enum Shape {
     Twilio { body_sha256: bool },
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
+    /// Netlify: `X-Webhook-Signature` is a compact JWS, HS256 only, whose claims are
+    /// `{"iss":"netlify","sha256":<hex SHA-256 of the body>}`.
+    NetlifyJws,
 }
 
 impl Shape {
@@ -131,6 +134,7 @@ impl Shape {
             Shape::Twitch => "Twitch-Eventsub-Message-Signature",
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
+            Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::Mailgun => return None,
         })
     }
@@ -276,6 +280,7 @@ impl SchemeId {
             SchemeId::Webflow => &WEBFLOW,
             SchemeId::Persona => &PERSONA,
             SchemeId::Docusign => &DOCUSIGN,
+            SchemeId::Netlify => &NETLIFY,
         }
     }
 }
@@ -697,6 +702,22 @@ const TWILIO_BODY_SHA256: Preset = Preset {
 };
 
 /// Mailgun signs a timestamp and a token, not the event: the window is a receiver policy.
+const NETLIFY: Preset = Preset {
+    name: "netlify",
+    description: "Netlify deploy notifications: X-Webhook-Signature JWS HS256 (iss netlify, sha256 = hex SHA-256 of the body), secret token used as-is; no timestamp",
+    window_secs: None,
+    shape: Shape::NetlifyJws,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the notification's JWS secret token",
+    // The deploy id repeats across a deploy's notifications (building, ready, failed): the
+    // dedup key stays a digest of the (authenticated) body.
+    info: Info {
+        event_type: Source::Json(&[&["state"]]),
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
 const MAILGUN: Preset = Preset {
     name: "mailgun",
     description: "Mailgun: body signature.{timestamp,token,signature}, HMAC-SHA256 hex of timestamp+token (body not signed), 900 s",
