@@ -263,9 +263,10 @@ impl Signer {
         }
         if let SigningKey::Token(token) = &self.key {
             let mut headers = layout.headers;
+            // As the shape writes it: the token itself, or Basic credentials.
             headers.push((
                 layout.signature_header.to_owned(),
-                String::from_utf8_lossy(token.as_slice()).into_owned(),
+                (layout.format)(&String::from_utf8_lossy(token.as_slice())),
             ));
             return Ok(SignedDelivery { headers, body, url });
         }
@@ -482,6 +483,14 @@ impl Layout {
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
             Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
             Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
+            Shape::BasicAuth => Layout {
+                headers: Vec::new(),
+                signature_header: "Authorization".to_owned(),
+                encoding: Encoding::Base64,
+                format: Box::new(|credentials: &str| {
+                    format!("Basic {}", BASE64.encode(credentials))
+                }),
+            },
         };
         // The delivery id and the event type go where the verifier reads them.
         let first = |source: Source| match source {

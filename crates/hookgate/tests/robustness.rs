@@ -74,6 +74,7 @@ const NAMES: &[&str] = &[
     "X-DocuSign-Signature-1",
     "X-DocuSign-Signature-2",
     "X-Webhook-Signature",
+    "Authorization",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -80,9 +80,11 @@ fn covered(scheme: SchemeId) -> Covered {
         ),
         // Mailgun signs only the timestamp and token in the body; shared tokens (GitLab,
         // Okta) sign nothing.
-        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram => {
-            (false, &[])
-        }
+        SchemeId::Mailgun
+        | SchemeId::GitlabToken
+        | SchemeId::Okta
+        | SchemeId::Telegram
+        | SchemeId::Postmark => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }

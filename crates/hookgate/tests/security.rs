@@ -389,7 +389,11 @@ proptest! {
             // fields (both documented, see roundtrip.rs::unauthenticated_parts_are_documented_limits).
             if matches!(
                 scheme,
-                SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram | SchemeId::Mailgun
+                SchemeId::GitlabToken
+                    | SchemeId::Okta
+                    | SchemeId::Telegram
+                    | SchemeId::Postmark
+                    | SchemeId::Mailgun
             ) {
                 continue;
             }
@@ -879,10 +883,15 @@ fn no_error_or_debug_output_shows_a_key_for_any_scheme() {
         // A forged body (GitLab's token does not cover it: a wrong token instead).
         let forged_headers = if matches!(
             scheme,
-            SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram
+            SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram | SchemeId::Postmark
         ) {
             let header = scheme.signature_header().unwrap().to_owned();
-            vec![(header, "wrong-token".to_owned())]
+            let wrong = if scheme == SchemeId::Postmark {
+                "Basic d3Jvbmc6dG9rZW4=" // wrong:token
+            } else {
+                "wrong-token"
+            };
+            vec![(header, wrong.to_owned())]
         } else {
             d.headers.clone()
         };

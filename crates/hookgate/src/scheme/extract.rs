@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::generic::{GenericHmac, Part};
 use super::preset::{Shape, Source, TimeFormat};
 use super::{Scheme, SchemeId};
-use crate::encoding::{BASE64_URL, Encoding, hex};
+use crate::encoding::{BASE64, BASE64_URL, Encoding, hex};
 use crate::event::{DedupRecipe, Field};
 use crate::headers::Headers;
 use crate::reason::{Reason, Rejection};
@@ -334,6 +334,7 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
+        Shape::BasicAuth => basic_auth(h)?,
     };
     // What the provider says about the event, and how retries are recognised.
     let info = &preset.info;
@@ -802,6 +803,24 @@ fn asymmetric<'a, H: Headers + ?Sized>(
     let mut out = Extracted::new(vec![vec![bytes(ts), Cow::Borrowed(body)]], header);
     out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
     push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
+    Ok(out)
+}
+
+/// Postmark: `Authorization: Basic <base64 user:password>` (RFC 7617; the scheme name is
+/// case-insensitive). Another scheme or a value that is not base64 is malformed; the decoded
+/// credentials are the token, compared whole in constant time.
+fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
+    const HEADER: &str = "Authorization";
+    let malformed = || reject(Reason::MalformedHeader, HEADER);
+    let value = required(h, HEADER)?;
+    let (scheme, credentials) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("Basic") {
+        return Err(malformed());
+    }
+    let decoded = BASE64.decode(credentials.trim()).map_err(|_| malformed())?;
+    let mut out = Extracted::new(Vec::new(), HEADER);
+    out.signatures.push(decoded);
+    out.mismatch = Reason::TokenMismatch;
     Ok(out)
 }
 

@@ -144,6 +144,9 @@ pub enum SchemeId {
     /// Netlify deploy notifications: `X-Webhook-Signature`, a JWS (HS256) whose `sha256`
     /// claim is the body's digest.
     Netlify,
+    /// Postmark: HTTP Basic authentication with the credentials of the webhook URL (the body
+    /// is not authenticated).
+    Postmark,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -157,7 +160,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 54] = [
+    pub const ALL: [SchemeId; 55] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -212,6 +215,7 @@ impl SchemeId {
         SchemeId::Persona,
         SchemeId::Docusign,
         SchemeId::Netlify,
+        SchemeId::Postmark,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

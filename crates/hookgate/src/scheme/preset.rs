@@ -104,6 +104,9 @@ pub(crate) enum Shape {
     },
     /// A shared token compared as a whole (GitLab's classic token): the body is not signed.
     Token { header: &'static str },
+    /// HTTP Basic authentication (RFC 7617): `Authorization: Basic base64(user:password)`,
+    /// the `user:password` compared whole as a token (Postmark); the body is not signed.
+    BasicAuth,
     /// Twitch EventSub: `{message id}{timestamp}{body}`, an RFC 3339 timestamp.
     Twitch,
     /// Linear: the body; the time is the body's `webhookTimestamp`.
@@ -135,6 +138,7 @@ impl Shape {
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
             Shape::NetlifyJws => "X-Webhook-Signature",
+            Shape::BasicAuth => "Authorization",
             Shape::Mailgun => return None,
         })
     }
@@ -281,6 +285,7 @@ impl SchemeId {
             SchemeId::Persona => &PERSONA,
             SchemeId::Docusign => &DOCUSIGN,
             SchemeId::Netlify => &NETLIFY,
+            SchemeId::Postmark => &POSTMARK,
         }
     }
 }
@@ -1066,6 +1071,20 @@ const OKTA: Preset = Preset {
         "Okta event hooks: the Authorization header equals the configured secret (body NOT authenticated); no timestamp",
         "Authorization",
         "the key is the value of the authorization header configured on the event hook",
+    )
+};
+
+const POSTMARK: Preset = Preset {
+    shape: Shape::BasicAuth,
+    info: Info {
+        event_type: Source::Json(&[&["RecordType"]]),
+        ..Info::NONE
+    },
+    ..token(
+        "postmark",
+        "Postmark: HTTP Basic auth, Authorization: Basic base64(user:password) equals the credentials put in the webhook URL (body NOT authenticated); no timestamp",
+        "Authorization",
+        "the key is user:password exactly as written in the webhook URL (https://user:password@host/path)",
     )
 };
 
