@@ -164,8 +164,10 @@ fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'st
 
 fn timestamp_format(scheme: SchemeId) -> &'static str {
     match scheme {
-        SchemeId::TwitchEventsub => "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z",
-        SchemeId::Linear => "Unix milliseconds as ASCII digits",
+        SchemeId::TwitchEventsub | SchemeId::Zendesk => {
+            "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z"
+        }
+        SchemeId::Linear | SchemeId::Webflow => "Unix milliseconds as ASCII digits",
         _ => "Unix seconds as ASCII digits (no sign, no fraction)",
     }
 }
