@@ -203,6 +203,15 @@ proptest! {
                 let mut changed = delivery.clone();
                 changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("{prefix}{}", base16ct::lower::encode_string(&bytes));
                 changed
+            } else if scheme == SchemeId::Postmark {
+                // RFC 7617: the scheme name `Basic` is case-insensitive; flip the credentials.
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut bytes = b64.decode(value.strip_prefix("Basic ").unwrap()).unwrap();
+                flip_bit(&mut bytes, position, bit);
+                let mut changed = delivery.clone();
+                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("Basic {}", b64.encode(&bytes));
+                changed
             } else {
                 flip_header(&delivery, header, position, bit)
             };

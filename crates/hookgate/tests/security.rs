@@ -357,6 +357,15 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
     if Some(name) == scheme.signature_header() && normalized(before) == normalized(after) {
         return true;
     }
+    // RFC 7617: Postmark's `Basic` is case-insensitive, whitespace around the credentials
+    // is not part of them.
+    if scheme == SchemeId::Postmark && Some(name) == scheme.signature_header() {
+        if let (Some((a, x)), Some((b, y))) = (before.split_once(' '), after.split_once(' ')) {
+            if a.eq_ignore_ascii_case(b) && x.trim() == y.trim() {
+                return true;
+            }
+        }
+    }
     scheme == SchemeId::Discord
         && Some(name) == scheme.signature_header()
         && before.eq_ignore_ascii_case(after)
