@@ -402,6 +402,7 @@ proptest! {
                     | SchemeId::Okta
                     | SchemeId::Telegram
                     | SchemeId::Postmark
+                    | SchemeId::Figma
                     | SchemeId::Mailgun
             ) {
                 continue;
