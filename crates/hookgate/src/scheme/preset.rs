@@ -4,7 +4,7 @@
 //! (`sign.rs`) read the same [`Preset`], so they cannot drift apart.
 //!
 //! A preset is built from a few shared [`Shape`]s; only providers that are truly odd
-//! (Twilio, Mailgun, Twitch, Linear) have a shape of their own. Adding a provider means a
+//! (Twilio, Mailgun, Twitch, Linear, Netlify) have a shape of their own. Adding a provider means a
 //! [`SchemeId`] variant, its line in [`SchemeId::ALL`] and [`SchemeId::preset`], and its
 //! definition here, plus its vectors and `docs/PROVIDERS.md`.
 
