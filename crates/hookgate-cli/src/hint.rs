@@ -29,9 +29,14 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
     let location = rejection.location();
     let hint = match rejection.reason() {
         Reason::SignatureMismatch => mismatch_hint(cx),
-        Reason::BodyHashMismatch => format!(
+        Reason::BodyHashMismatch if location == "bodySHA256" => format!(
             "the bodySHA256 in the signed URL is not the SHA-256 of this body: the body must be \
              the raw bytes exactly as received, and --url the full URL {} called",
+            provider(scheme)
+        ),
+        Reason::BodyHashMismatch => format!(
+            "the body digest signed in {location} is not the SHA-256 of this body: the body \
+             must be the raw bytes exactly as {} sent them",
             provider(scheme)
         ),
         Reason::TokenMismatch => {
@@ -66,6 +71,10 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
              test-mode v0): a downgrade is refused",
             scheme.as_str()
         ),
+        Reason::MissingSignature if scheme == SchemeId::Figma => {
+            "the JSON body must carry a non-empty passcode (Figma sends it in every event)"
+                .to_owned()
+        }
         Reason::MissingSignature => "the body must carry signature.timestamp, signature.token \
              and signature.signature (Mailgun puts its signature in the body)"
             .to_owned(),
@@ -159,8 +168,10 @@ fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'st
 
 fn timestamp_format(scheme: SchemeId) -> &'static str {
     match scheme {
-        SchemeId::TwitchEventsub => "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z",
-        SchemeId::Linear => "Unix milliseconds as ASCII digits",
+        SchemeId::TwitchEventsub | SchemeId::Zendesk => {
+            "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z"
+        }
+        SchemeId::Linear | SchemeId::Webflow => "Unix milliseconds as ASCII digits",
         _ => "Unix seconds as ASCII digits (no sign, no fraction)",
     }
 }

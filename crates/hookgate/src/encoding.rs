@@ -11,6 +11,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 /// Standard base64 with padding, canonical: what every provider here sends.
 pub(crate) const BASE64: GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Base64url without padding, as JWS compact serialization writes each part (RFC 7515).
+pub(crate) const BASE64_URL: GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 /// Standard base64 where padding is optional and trailing bits are ignored: only for secrets
 /// the user pastes
 /// (Standard Webhooks' Python and JavaScript libraries accept unpadded `whsec_` secrets).

@@ -14,11 +14,11 @@ use p256::pkcs8::DecodePrivateKey;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::encoding::{BASE64, Encoding, decode_base64_secret, hex};
+use crate::encoding::{BASE64, BASE64_URL, Encoding, decode_base64_secret, hex};
 use crate::error::ConfigError;
 use crate::scheme::extract::{self, Family};
 use crate::scheme::generic::GenericHmac;
-use crate::scheme::preset::{KeyFormat, Shape, Source};
+use crate::scheme::preset::{KeyFormat, Shape, Source, TimeFormat};
 use crate::scheme::{HmacAlgorithm, Scheme};
 use crate::secret::KeyBytes;
 use base64::Engine as _;
@@ -235,6 +235,24 @@ impl Signer {
                 extract::body_sha256_hex(&body)
             ));
         }
+        if matches!(shape, Some(Shape::NetlifyJws)) {
+            let claims = format!(
+                r#"{{"iss":"netlify","sha256":"{}"}}"#,
+                extract::body_sha256_hex(&body)
+            );
+            let input = format!(
+                "{}.{}",
+                BASE64_URL.encode(extract::NETLIFY_JWS_HEADER),
+                BASE64_URL.encode(claims)
+            );
+            let signature = BASE64_URL.encode(self.raw_signature(input.as_bytes()));
+            let mut headers = layout.headers;
+            headers.push((
+                layout.signature_header.to_owned(),
+                format!("{input}.{signature}"),
+            ));
+            return Ok(SignedDelivery { headers, body, url });
+        }
         if matches!(shape, Some(Shape::Mailgun)) {
             body = self.mailgun_body(&id, ts, &body);
             return Ok(SignedDelivery {
@@ -243,11 +261,32 @@ impl Signer {
                 url,
             });
         }
+        if let (Some(Shape::BodyToken { field }), SigningKey::Token(token)) = (shape, &self.key) {
+            let cannot = |why| ConfigError::CannotSign(self.scheme.name().to_owned(), why);
+            let mut value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|_| cannot("the body must be a JSON object"))?;
+            let object = value
+                .as_object_mut()
+                .ok_or_else(|| cannot("the body must be a JSON object"))?;
+            object.insert(
+                (*field).to_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(token.as_slice()).into_owned()),
+            );
+            let body = Bytes::from(
+                serde_json::to_vec(&value).map_err(|_| cannot("the body must be a JSON object"))?,
+            );
+            return Ok(SignedDelivery {
+                headers: layout.headers,
+                body,
+                url,
+            });
+        }
         if let SigningKey::Token(token) = &self.key {
             let mut headers = layout.headers;
+            // As the shape writes it: the token itself, or Basic credentials.
             headers.push((
                 layout.signature_header.to_owned(),
-                String::from_utf8_lossy(token.as_slice()).into_owned(),
+                (layout.format)(&String::from_utf8_lossy(token.as_slice())),
             ));
             return Ok(SignedDelivery { headers, body, url });
         }
@@ -277,7 +316,11 @@ impl Signer {
     }
 
     fn sign_bytes(&self, message: &[u8], encoding: Encoding) -> String {
-        let raw = match &self.key {
+        encoding.encode(&self.raw_signature(message))
+    }
+
+    fn raw_signature(&self, message: &[u8]) -> Vec<u8> {
+        match &self.key {
             SigningKey::Hmac(key, HmacAlgorithm::Sha256) => mac::<Hmac<Sha256>>(key, message),
             SigningKey::Hmac(key, HmacAlgorithm::Sha1) => mac::<Hmac<Sha1>>(key, message),
             SigningKey::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
@@ -287,8 +330,7 @@ impl Signer {
                 signature.to_der().as_bytes().to_vec()
             }
             SigningKey::Token(token) => token.as_slice().to_vec(),
-        };
-        encoding.encode(&raw)
+        }
     }
 
     fn mailgun_body(&self, token: &str, ts: i64, event: &Bytes) -> Bytes {
@@ -393,6 +435,9 @@ impl Layout {
                 encoding,
                 format: Box::new(move |s: &str| format!("{prefix}{s}")),
             },
+            Shape::NumberedBodyHmac {
+                first, encoding, ..
+            } => plain(first, Vec::new(), encoding),
             Shape::PrefixedList { header, prefix, .. } => Layout {
                 headers: Vec::new(),
                 signature_header: header.to_owned(),
@@ -403,6 +448,23 @@ impl Layout {
                 signature,
                 timestamp,
             } => with_prefix(signature, h(&[(timestamp, ts.to_string())]), "v0="),
+            Shape::Timestamped {
+                signature,
+                timestamp,
+                time,
+                encoding,
+                ..
+            } => {
+                let at = match time {
+                    TimeFormat::UnixMillis => Some(ts.saturating_mul(1000).to_string()),
+                    TimeFormat::Rfc3339 => rfc3339(ts),
+                }
+                .ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
+                plain(signature, h(&[(timestamp, at)]), encoding)
+            }
             Shape::UrlAndBody { header, encoding } => plain(header, Vec::new(), encoding),
             Shape::Asymmetric {
                 signature,
@@ -419,16 +481,10 @@ impl Layout {
             ),
             Shape::Token { header } => plain(header, Vec::new(), Encoding::Hex),
             Shape::Twitch => {
-                let at = time::OffsetDateTime::from_unix_timestamp(ts)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .ok_or(ConfigError::CannotSign(
-                        preset.name.to_owned(),
-                        "timestamp out of range",
-                    ))?;
+                let at = rfc3339(ts).ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
                 with_prefix(
                     "Twitch-Eventsub-Message-Signature",
                     h(&[
@@ -445,7 +501,16 @@ impl Layout {
                 Encoding::Hex,
             ),
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
-            Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
+            Shape::Mailgun | Shape::BodyToken { .. } => plain("", Vec::new(), Encoding::Hex),
+            Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
+            Shape::BasicAuth => Layout {
+                headers: Vec::new(),
+                signature_header: "Authorization".to_owned(),
+                encoding: Encoding::Base64,
+                format: Box::new(|credentials: &str| {
+                    format!("Basic {}", BASE64.encode(credentials))
+                }),
+            },
         };
         // The delivery id and the event type go where the verifier reads them.
         let first = |source: Source| match source {
@@ -459,6 +524,14 @@ impl Layout {
         layout.headers.extend(event_header);
         Ok(layout)
     }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2023-11-14T22:13:20Z`); `None` out of range.
+fn rfc3339(ts: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 fn generic_layout(g: &GenericHmac, id: &str, ts: i64) -> Layout {

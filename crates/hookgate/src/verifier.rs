@@ -152,10 +152,10 @@ impl Verifier {
         let key_index = self
             .find_key(&extracted, now)
             .ok_or_else(|| Rejection::new(extracted.mismatch, extracted.signature_location))?;
-        if let Some(expected) = &extracted.body_sha256 {
+        if let Some((expected, location)) = &extracted.body_sha256 {
             let actual = body_sha256_hex(&body);
             if !bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(Rejection::new(Reason::BodyHashMismatch, "bodySHA256"));
+                return Err(Rejection::new(Reason::BodyHashMismatch, location));
             }
         }
         if extracted.timestamp_after_signature {

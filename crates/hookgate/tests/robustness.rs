@@ -66,6 +66,15 @@ const NAMES: &[&str] = &[
     "X-PagerDuty-Signature",
     "X-Telegram-Bot-Api-Secret-Token",
     "X-Airtable-Content-MAC",
+    "X-Zendesk-Webhook-Signature",
+    "X-Zendesk-Webhook-Signature-Timestamp",
+    "x-webflow-signature",
+    "x-webflow-timestamp",
+    "Persona-Signature",
+    "X-DocuSign-Signature-1",
+    "X-DocuSign-Signature-2",
+    "X-Webhook-Signature",
+    "Authorization",
 ];
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -80,9 +80,12 @@ fn covered(scheme: SchemeId) -> Covered {
         ),
         // Mailgun signs only the timestamp and token in the body; shared tokens (GitLab,
         // Okta) sign nothing.
-        SchemeId::Mailgun | SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram => {
-            (false, &[])
-        }
+        SchemeId::Mailgun
+        | SchemeId::GitlabToken
+        | SchemeId::Okta
+        | SchemeId::Telegram
+        | SchemeId::Postmark
+        | SchemeId::Figma => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }
@@ -98,7 +101,9 @@ fn body_for(scheme: SchemeId, raw: &[u8]) -> Vec<u8> {
             NOW * 1000
         )
         .into_bytes(),
-        SchemeId::Mailgun => format!(r#"{{"event":"delivered","note":"{text}"}}"#).into_bytes(),
+        SchemeId::Mailgun | SchemeId::Figma => {
+            format!(r#"{{"event":"delivered","note":"{text}"}}"#).into_bytes()
+        }
         _ => raw.to_vec(),
     }
 }
@@ -200,6 +205,15 @@ proptest! {
                 flip_bit(&mut bytes, position, bit);
                 let mut changed = delivery.clone();
                 changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("{prefix}{}", base16ct::lower::encode_string(&bytes));
+                changed
+            } else if scheme == SchemeId::Postmark {
+                // RFC 7617: the scheme name `Basic` is case-insensitive; flip the credentials.
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut bytes = b64.decode(value.strip_prefix("Basic ").unwrap()).unwrap();
+                flip_bit(&mut bytes, position, bit);
+                let mut changed = delivery.clone();
+                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("Basic {}", b64.encode(&bytes));
                 changed
             } else {
                 flip_header(&delivery, header, position, bit)

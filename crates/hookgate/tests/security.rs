@@ -143,7 +143,7 @@ fn timestamped() -> Vec<SchemeId> {
 #[test]
 fn every_timestamped_scheme_accepts_at_its_tolerance_and_rejects_one_millisecond_past() {
     let schemes = timestamped();
-    assert_eq!(schemes.len(), 18, "{schemes:?}");
+    assert_eq!(schemes.len(), 21, "{schemes:?}");
     for scheme in schemes {
         let tolerance = i64::try_from(scheme.default_tolerance().unwrap().as_millis()).unwrap();
         let delivery = signed(scheme, "msg_edge");
@@ -344,15 +344,27 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             | SchemeId::Clerk
             | SchemeId::Resend
             | SchemeId::GitlabSigning => ' ',
+            // Commas and whitespace both separate Persona's entries (rotation groups).
+            SchemeId::Persona => ',',
             _ => return vec![v.trim().to_owned()],
         };
-        v.split(separator)
+        let persona = scheme == SchemeId::Persona;
+        v.split(|c: char| c == separator || (persona && c.is_ascii_whitespace()))
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
             .collect()
     };
     if Some(name) == scheme.signature_header() && normalized(before) == normalized(after) {
         return true;
+    }
+    // RFC 7617: Postmark's `Basic` is case-insensitive, whitespace around the credentials
+    // is not part of them.
+    if scheme == SchemeId::Postmark && Some(name) == scheme.signature_header() {
+        if let (Some((a, x)), Some((b, y))) = (before.split_once(' '), after.split_once(' ')) {
+            if a.eq_ignore_ascii_case(b) && x.trim() == y.trim() {
+                return true;
+            }
+        }
     }
     scheme == SchemeId::Discord
         && Some(name) == scheme.signature_header()
@@ -386,7 +398,12 @@ proptest! {
             // fields (both documented, see roundtrip.rs::unauthenticated_parts_are_documented_limits).
             if matches!(
                 scheme,
-                SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram | SchemeId::Mailgun
+                SchemeId::GitlabToken
+                    | SchemeId::Okta
+                    | SchemeId::Telegram
+                    | SchemeId::Postmark
+                    | SchemeId::Figma
+                    | SchemeId::Mailgun
             ) {
                 continue;
             }
@@ -876,10 +893,15 @@ fn no_error_or_debug_output_shows_a_key_for_any_scheme() {
         // A forged body (GitLab's token does not cover it: a wrong token instead).
         let forged_headers = if matches!(
             scheme,
-            SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram
+            SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram | SchemeId::Postmark
         ) {
             let header = scheme.signature_header().unwrap().to_owned();
-            vec![(header, "wrong-token".to_owned())]
+            let wrong = if scheme == SchemeId::Postmark {
+                "Basic d3Jvbmc6dG9rZW4=" // wrong:token
+            } else {
+                "wrong-token"
+            };
+            vec![(header, wrong.to_owned())]
         } else {
             d.headers.clone()
         };

@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::generic::{GenericHmac, Part};
-use super::preset::{Shape, Source};
+use super::preset::{Shape, Source, TimeFormat};
 use super::{Scheme, SchemeId};
-use crate::encoding::{Encoding, hex};
+use crate::encoding::{BASE64, BASE64_URL, Encoding, hex};
 use crate::event::{DedupRecipe, Field};
 use crate::headers::Headers;
 use crate::reason::{Reason, Rejection};
@@ -38,8 +39,9 @@ pub(crate) struct Extracted<'a> {
     pub(crate) timestamp: Option<(i64, &'static str)>,
     /// Check the window only after the signature (the timestamp is read from the body).
     pub(crate) timestamp_after_signature: bool,
-    /// Twilio: the `bodySHA256` the signed URL carries.
-    pub(crate) body_sha256: Option<String>,
+    /// The signed hex SHA-256 of the body and where it came from: Twilio's signed URL
+    /// (`bodySHA256`), Netlify's JWS claim.
+    pub(crate) body_sha256: Option<(String, &'static str)>,
     pub(crate) mismatch: Reason,
     pub(crate) signature_location: &'static str,
     pub(crate) delivery_id: Field,
@@ -287,6 +289,12 @@ fn preset<'a, H: Headers + ?Sized>(
                 prefixed(h, header, prefix, encoding, message)?
             }
         }
+        Shape::NumberedBodyHmac {
+            first,
+            prefix,
+            max,
+            encoding,
+        } => numbered(h, body, first, prefix, max, encoding)?,
         Shape::PrefixedList {
             header,
             prefix,
@@ -296,6 +304,13 @@ fn preset<'a, H: Headers + ?Sized>(
             signature,
             timestamp,
         } => versioned(h, body, signature, timestamp)?,
+        Shape::Timestamped {
+            signature,
+            timestamp,
+            time,
+            separator,
+            encoding,
+        } => timestamped(h, body, signature, timestamp, time, separator, encoding)?,
         Shape::UrlAndBody { header, encoding } => bare(
             h,
             header,
@@ -318,6 +333,9 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
         Shape::Mailgun => mailgun(body)?,
+        Shape::NetlifyJws => netlify(h)?,
+        Shape::BasicAuth => basic_auth(h)?,
+        Shape::BodyToken { field } => body_token(body, field)?,
     };
     // What the provider says about the event, and how retries are recognised.
     let info = &preset.info;
@@ -504,6 +522,10 @@ pub(crate) struct KeyValue {
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
     pub(crate) no_signature: Reason,
+    /// Persona: during a secret rotation one `t=…,v1=…` group per secret, separated by
+    /// whitespace. Whitespace then separates entries too, and a repeated timestamp must be
+    /// the same one (the groups are signed at the same instant).
+    pub(crate) whitespace_groups: bool,
 }
 
 impl KeyValue {
@@ -515,6 +537,7 @@ impl KeyValue {
         joiner: ".",
         empty_signature_malformed: false,
         no_signature: Reason::NoSupportedSignature,
+        whitespace_groups: false,
     };
     pub(crate) const PREFINERY: KeyValue = KeyValue {
         header: "X-Prefinery-Signature",
@@ -528,6 +551,7 @@ impl KeyValue {
         joiner: ":",
         empty_signature_malformed: true,
         no_signature: Reason::MalformedHeader,
+        whitespace_groups: false,
     };
 }
 
@@ -540,14 +564,16 @@ fn key_value<'a, H: Headers + ?Sized>(
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
     let mut signatures: Vec<&str> = Vec::new();
+    let separates =
+        |c: char| c == kv.separator || (kv.whitespace_groups && c.is_ascii_whitespace());
     for element in value
-        .split(kv.separator)
+        .split(separates)
         .map(str::trim)
         .filter(|e| !e.is_empty())
     {
         let (key, val) = element.split_once('=').ok_or_else(malformed)?;
         if key == kv.timestamp_key {
-            if timestamp.is_some() {
+            if timestamp.is_some_and(|t| !kv.whitespace_groups || t != val) {
                 return Err(malformed());
             }
             timestamp = Some(val);
@@ -623,6 +649,36 @@ fn prefixed_list<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
+/// DocuSign Connect: one base64 HMAC of the body in each of `{prefix}1` … `{prefix}{max}`, a
+/// header per active key; any may match. Headers are looked for by number, gaps allowed (a
+/// removed key leaves its number unused).
+fn numbered<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    first: &'static str,
+    prefix: &str,
+    max: usize,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], first);
+    let mut name = String::with_capacity(prefix.len().saturating_add(3));
+    let mut seen = 0;
+    let mut found = false;
+    for n in 1..=max {
+        name.clear();
+        name.push_str(prefix);
+        name.push_str(&n.to_string());
+        if let Some(value) = single_dynamic(h, &name, first)? {
+            found = true;
+            push_candidate_up_to(&mut out.signatures, &mut seen, max, encoding, value, first)?;
+        }
+    }
+    if !found {
+        return Err(reject(Reason::MissingHeader, first));
+    }
+    Ok(out)
+}
+
 /// One signature, no prefix.
 fn bare<'a, H: Headers + ?Sized>(
     h: &'a H,
@@ -661,6 +717,31 @@ fn versioned<'a, H: Headers + ?Sized>(
             header,
         )?;
     }
+    Ok(out)
+}
+
+/// Zendesk and Webflow: one bare signature over `{timestamp}{separator}{body}`, the header's
+/// bytes signed verbatim; the parsed time is only for the window.
+fn timestamped<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    header: &'static str,
+    timestamp_header: &'static str,
+    time: TimeFormat,
+    separator: &'static str,
+    encoding: Encoding,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, header)?;
+    let ts = required(h, timestamp_header)?;
+    let message = vec![bytes(ts), literal(separator), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], header);
+    let ms = match time {
+        TimeFormat::UnixMillis => parse_digits(ts),
+        TimeFormat::Rfc3339 => rfc3339_millis(ts),
+    }
+    .ok_or_else(|| reject(Reason::InvalidTimestamp, timestamp_header))?;
+    out.timestamp = Some((ms, timestamp_header));
+    push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
     Ok(out)
 }
 
@@ -726,6 +807,77 @@ fn asymmetric<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
+/// Postmark: `Authorization: Basic <base64 user:password>` (RFC 7617; the scheme name is
+/// case-insensitive). Another scheme or a value that is not base64 is malformed; the decoded
+/// credentials are the token, compared whole in constant time.
+fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
+    const HEADER: &str = "Authorization";
+    let malformed = || reject(Reason::MalformedHeader, HEADER);
+    let value = required(h, HEADER)?;
+    let (scheme, credentials) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("Basic") {
+        return Err(malformed());
+    }
+    let decoded = BASE64.decode(credentials.trim()).map_err(|_| malformed())?;
+    let mut out = Extracted::new(Vec::new(), HEADER);
+    out.signatures.push(decoded);
+    out.mismatch = Reason::TokenMismatch;
+    Ok(out)
+}
+
+/// Figma: the token is the body's top-level `field` (a non-empty string or number); without
+/// it there is no signature at all.
+fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Rejection> {
+    let token = crate::json::field(body, &[field])
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
+    let mut out = Extracted::new(Vec::new(), field);
+    out.signatures.push(token.into_bytes());
+    out.mismatch = Reason::TokenMismatch;
+    Ok(out)
+}
+
+/// The JWS header Netlify signs with (and the signer writes).
+pub(crate) const NETLIFY_JWS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Netlify: a compact JWS `header.claims.signature` (base64url, no padding). Only HS256 is
+/// accepted (never `none`); the claims must name `iss: netlify` and carry `sha256`, the hex
+/// digest of the body, which the verifier compares once the JWS verifies.
+fn netlify<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
+    const HEADER: &str = "X-Webhook-Signature";
+    let malformed = || reject(Reason::MalformedHeader, HEADER);
+    let value = required(h, HEADER)?;
+    let mut parts = value.split('.');
+    let (Some(protected), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let decode = |part: &str| BASE64_URL.decode(part).map_err(|_| malformed());
+    let protected_json = decode(protected)?;
+    let alg = crate::json::field(&protected_json, &["alg"]).ok_or_else(malformed)?;
+    if alg != "HS256" {
+        return Err(reject(Reason::NoSupportedSignature, HEADER));
+    }
+    let claims_json = decode(claims)?;
+    let digest = crate::json::field(&claims_json, &["sha256"]).ok_or_else(malformed)?;
+    if crate::json::field(&claims_json, &["iss"]).as_deref() != Some("netlify") {
+        return Err(reject(Reason::SignatureMismatch, HEADER));
+    }
+    // The signing input is the header value up to the second dot, as sent.
+    let input_len = protected
+        .len()
+        .saturating_add(1)
+        .saturating_add(claims.len());
+    let input = value.get(..input_len).ok_or_else(malformed)?;
+    let mut out = Extracted::new(vec![vec![bytes(input)]], HEADER);
+    if let Ok(decoded) = BASE64_URL.decode(signature) {
+        out.signatures.push(decoded);
+    }
+    out.body_sha256 = Some((digest, HEADER));
+    Ok(out)
+}
+
 /// Twilio: HMAC-SHA1 over the URL followed by the sorted form parameters, or, for JSON
 /// bodies, over the URL alone carrying `bodySHA256`. The URL is tried as given, without its
 /// port and with the default port, as Twilio's own libraries do.
@@ -765,7 +917,7 @@ fn twilio<'a, H: Headers + ?Sized>(
         .collect();
     let mut out = Extracted::new(messages, HEADER);
     out.dedup = dedup;
-    out.body_sha256 = body_sha256;
+    out.body_sha256 = body_sha256.map(|digest| (digest, "bodySHA256"));
     push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
     Ok(out)
 }
@@ -953,6 +1105,69 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Persona's rotation groups: whitespace separates them, each group's signature is a
+    /// candidate, and the groups must carry one timestamp; Stripe's header keeps its stricter
+    /// reading (a second `t` is malformed).
+    #[test]
+    fn persona_rotation_groups_share_one_timestamp() {
+        let kv = KeyValue {
+            header: "Persona-Signature",
+            whitespace_groups: true,
+            ..KeyValue::STRIPE
+        };
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let same = [(
+            "Persona-Signature",
+            format!("t=1700000000,v1={a} t=1700000000,v1={b}"),
+        )];
+        let out = key_value(&same[..], b"{}", kv).unwrap();
+        assert_eq!(out.signatures.len(), 2);
+        assert_eq!(out.timestamp.map(|(ms, _)| ms), Some(1_700_000_000_000));
+        let differ = [(
+            "Persona-Signature",
+            format!("t=1700000000,v1={a} t=1700000001,v1={b}"),
+        )];
+        let rejected = key_value(&differ[..], b"{}", kv).map(|_| ()).unwrap_err();
+        assert_eq!(rejected.reason(), Reason::MalformedHeader);
+        let stripe = [(
+            "Stripe-Signature",
+            format!("t=1700000000,v1={a},t=1700000000"),
+        )];
+        let rejected = key_value(&stripe[..], b"{}", KeyValue::STRIPE)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(rejected.reason(), Reason::MalformedHeader);
+    }
+
+    /// DocuSign: a removed key leaves a gap in the numbering; later headers still count, and
+    /// none at all is a missing header named after the first.
+    #[test]
+    fn numbered_headers_allow_gaps() {
+        let headers = [("X-DocuSign-Signature-3", "AAAA")];
+        let out = numbered(
+            &headers[..],
+            b"{}",
+            "X-DocuSign-Signature-1",
+            "X-DocuSign-Signature-",
+            100,
+            Encoding::Base64,
+        )
+        .unwrap();
+        assert_eq!(out.signatures, vec![vec![0, 0, 0]]);
+        let none: [(&str, &str); 0] = [];
+        let missing = numbered(
+            &none[..],
+            b"{}",
+            "X-DocuSign-Signature-1",
+            "X-DocuSign-Signature-",
+            100,
+            Encoding::Base64,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(missing.reason(), Reason::MissingHeader);
+    }
 
     #[test]
     fn url_variants_cover_port_quirks() {

@@ -129,6 +129,27 @@ pub enum SchemeId {
     /// Airtable: `X-Airtable-Content-MAC: hmac-sha256=<hex>` of the body, keyed by the
     /// base64-decoded `macSecretBase64`.
     Airtable,
+    /// Zendesk: `X-Zendesk-Webhook-Signature`, HMAC-SHA256 base64 of the RFC 3339
+    /// `X-Zendesk-Webhook-Signature-Timestamp` followed by the body.
+    Zendesk,
+    /// Webflow: `x-webflow-signature`, HMAC-SHA256 hex of `{x-webflow-timestamp}:{body}`, the
+    /// timestamp in Unix milliseconds.
+    Webflow,
+    /// Persona: `Persona-Signature: t=…,v1=…`, HMAC-SHA256 hex over `{t}.{body}`, one group
+    /// per active secret while rotating.
+    Persona,
+    /// DocuSign Connect: `X-DocuSign-Signature-1` … `-N`, HMAC-SHA256 base64 of the body, one
+    /// header per active key.
+    Docusign,
+    /// Netlify deploy notifications: `X-Webhook-Signature`, a JWS (HS256) whose `sha256`
+    /// claim is the body's digest.
+    Netlify,
+    /// Postmark: HTTP Basic authentication with the credentials of the webhook URL (the body
+    /// is not authenticated).
+    Postmark,
+    /// Figma: the `passcode` field of the JSON body equals the webhook's passcode (the rest of
+    /// the body is not authenticated).
+    Figma,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -142,7 +163,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 49] = [
+    pub const ALL: [SchemeId; 56] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -192,6 +213,13 @@ impl SchemeId {
         SchemeId::Pagerduty,
         SchemeId::Telegram,
         SchemeId::Airtable,
+        SchemeId::Zendesk,
+        SchemeId::Webflow,
+        SchemeId::Persona,
+        SchemeId::Docusign,
+        SchemeId::Netlify,
+        SchemeId::Postmark,
+        SchemeId::Figma,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

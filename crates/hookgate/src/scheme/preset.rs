@@ -4,7 +4,7 @@
 //! (`sign.rs`) read the same [`Preset`], so they cannot drift apart.
 //!
 //! A preset is built from a few shared [`Shape`]s; only providers that are truly odd
-//! (Twilio, Mailgun, Twitch, Linear) have a shape of their own. Adding a provider means a
+//! (Twilio, Mailgun, Twitch, Linear, Netlify) have a shape of their own. Adding a provider means a
 //! [`SchemeId`] variant, its line in [`SchemeId::ALL`] and [`SchemeId::preset`], and its
 //! definition here, plus its vectors and `docs/PROVIDERS.md`.
 
@@ -60,11 +60,30 @@ pub(crate) enum Shape {
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// One HMAC of the body per active key, each in its own numbered header
+    /// `{prefix}1` … `{prefix}{max}` (DocuSign Connect's `X-DocuSign-Signature-N`).
+    NumberedBodyHmac {
+        /// The first header, `{prefix}1`: where the signer writes and what is missing.
+        first: &'static str,
+        prefix: &'static str,
+        max: usize,
+        encoding: Encoding,
+    },
     /// Comma-separated `{prefix}<signature>` entries of the body's HMAC, one per active
     /// secret (PagerDuty's `v1=…,v1=…`); entries of another version are skipped.
     PrefixedList {
         header: &'static str,
         prefix: &'static str,
+        encoding: Encoding,
+    },
+    /// A bare signature in one header over `{timestamp}{separator}{body}`, the timestamp in
+    /// its own header, signed as sent (Zendesk: RFC 3339, no separator, base64; Webflow: Unix
+    /// milliseconds, `:`, hex).
+    Timestamped {
+        signature: &'static str,
+        timestamp: &'static str,
+        time: TimeFormat,
+        separator: &'static str,
         encoding: Encoding,
     },
     /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
@@ -85,6 +104,9 @@ pub(crate) enum Shape {
     },
     /// A shared token compared as a whole (GitLab's classic token): the body is not signed.
     Token { header: &'static str },
+    /// HTTP Basic authentication (RFC 7617): `Authorization: Basic base64(user:password)`,
+    /// the `user:password` compared whole as a token (Postmark); the body is not signed.
+    BasicAuth,
     /// Twitch EventSub: `{message id}{timestamp}{body}`, an RFC 3339 timestamp.
     Twitch,
     /// Linear: the body; the time is the body's `webhookTimestamp`.
@@ -93,6 +115,12 @@ pub(crate) enum Shape {
     Twilio { body_sha256: bool },
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
+    /// A shared token in a top-level string field of the JSON body (Figma's `passcode`),
+    /// compared whole; the rest of the body is not authenticated.
+    BodyToken { field: &'static str },
+    /// Netlify: `X-Webhook-Signature` is a compact JWS, HS256 only, whose claims are
+    /// `{"iss":"netlify","sha256":<hex SHA-256 of the body>}`.
+    NetlifyJws,
 }
 
 impl Shape {
@@ -103,13 +131,18 @@ impl Shape {
             Shape::KeyValue(kv) => kv.header,
             Shape::BodyHmac { header, .. }
             | Shape::PrefixedList { header, .. }
+            | Shape::NumberedBodyHmac { first: header, .. }
             | Shape::UrlAndBody { header, .. }
             | Shape::Token { header } => header,
-            Shape::Versioned { signature, .. } | Shape::Asymmetric { signature, .. } => signature,
+            Shape::Versioned { signature, .. }
+            | Shape::Timestamped { signature, .. }
+            | Shape::Asymmetric { signature, .. } => signature,
             Shape::Twitch => "Twitch-Eventsub-Message-Signature",
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
-            Shape::Mailgun => return None,
+            Shape::NetlifyJws => "X-Webhook-Signature",
+            Shape::BasicAuth => "Authorization",
+            Shape::Mailgun | Shape::BodyToken { .. } => return None,
         })
     }
 
@@ -117,6 +150,15 @@ impl Shape {
     pub(crate) fn signs_url(&self) -> bool {
         matches!(self, Shape::UrlAndBody { .. } | Shape::Twilio { .. })
     }
+}
+
+/// How a timestamp header is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeFormat {
+    /// Unix milliseconds, ASCII digits only.
+    UnixMillis,
+    /// RFC 3339 (`2023-11-14T22:13:20Z`, a fraction allowed).
+    Rfc3339,
 }
 
 /// How a preset's key is written.
@@ -241,6 +283,13 @@ impl SchemeId {
             SchemeId::Pagerduty => &PAGERDUTY,
             SchemeId::Telegram => &TELEGRAM,
             SchemeId::Airtable => &AIRTABLE,
+            SchemeId::Zendesk => &ZENDESK,
+            SchemeId::Webflow => &WEBFLOW,
+            SchemeId::Persona => &PERSONA,
+            SchemeId::Docusign => &DOCUSIGN,
+            SchemeId::Netlify => &NETLIFY,
+            SchemeId::Postmark => &POSTMARK,
+            SchemeId::Figma => &FIGMA,
         }
     }
 }
@@ -500,6 +549,53 @@ const ZOOM: Preset = Preset {
     ..SLACK
 };
 
+// --- a signature over {timestamp}{separator}{body}, the time in its own header ---
+
+const ZENDESK: Preset = Preset {
+    name: "zendesk",
+    description: "Zendesk: X-Zendesk-Webhook-Signature HMAC-SHA256 base64 of timestamp+body, X-Zendesk-Webhook-Signature-Timestamp RFC 3339, secret used as-is, ±300 s",
+    // Zendesk documents no window: a conservative receiver policy.
+    window_secs: Some(300),
+    shape: Shape::Timestamped {
+        signature: "X-Zendesk-Webhook-Signature",
+        timestamp: "X-Zendesk-Webhook-Signature-Timestamp",
+        time: TimeFormat::Rfc3339,
+        separator: "",
+        encoding: Encoding::Base64,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook's signing secret string, used as-is (it looks like base64 but is not decoded)",
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Header(&["X-Zendesk-Webhook-Invocation-Id"]),
+        dedup_json: None,
+        headers: &["X-Zendesk-Webhook-Id", "X-Zendesk-Webhook-Invocation-Id"],
+    },
+    handshake: None,
+};
+
+const WEBFLOW: Preset = Preset {
+    name: "webflow",
+    description: "Webflow: x-webflow-signature HMAC-SHA256 hex of timestamp:body, x-webflow-timestamp in Unix ms, client secret used as-is, ±300 s",
+    // developers.webflow.com: reject requests older than 5 minutes (the SDK checks no time).
+    window_secs: Some(300),
+    shape: Shape::Timestamped {
+        signature: "x-webflow-signature",
+        timestamp: "x-webflow-timestamp",
+        time: TimeFormat::UnixMillis,
+        separator: ":",
+        // The SDK compares lowercase hex strings.
+        encoding: Encoding::Hex,
+    },
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the OAuth application's client secret (or the webhook's secret for site tokens), used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["triggerType"]]),
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
 // --- the URL and the body ---
 
 const SQUARE: Preset = Preset {
@@ -615,6 +711,22 @@ const TWILIO_BODY_SHA256: Preset = Preset {
 };
 
 /// Mailgun signs a timestamp and a token, not the event: the window is a receiver policy.
+const NETLIFY: Preset = Preset {
+    name: "netlify",
+    description: "Netlify deploy notifications: X-Webhook-Signature JWS HS256 (iss netlify, sha256 = hex SHA-256 of the body), secret token used as-is; no timestamp",
+    window_secs: None,
+    shape: Shape::NetlifyJws,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the notification's JWS secret token",
+    // The deploy id repeats across a deploy's notifications (building, ready, failed): the
+    // dedup key stays a digest of the (authenticated) body.
+    info: Info {
+        event_type: Source::Json(&[&["state"]]),
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
 const MAILGUN: Preset = Preset {
     name: "mailgun",
     description: "Mailgun: body signature.{timestamp,token,signature}, HMAC-SHA256 hex of timestamp+token (body not signed), 900 s",
@@ -685,6 +797,27 @@ const PAGERDUTY: Preset = Preset {
         "PagerDuty v3: X-PagerDuty-Signature v1=HMAC-SHA256 hex of the body, comma-separated per active secret; no timestamp",
         "X-PagerDuty-Signature",
         "the key is the webhook subscription's secret, used as-is",
+    )
+};
+
+const DOCUSIGN: Preset = Preset {
+    shape: Shape::NumberedBodyHmac {
+        first: "X-DocuSign-Signature-1",
+        prefix: "X-DocuSign-Signature-",
+        // DocuSign Connect allows up to 100 active HMAC keys, one header each.
+        max: 100,
+        encoding: Encoding::Base64,
+    },
+    info: Info {
+        event_type: Source::Json(&[&["event"]]),
+        headers: &["X-DocuSign-AccountId"],
+        ..Info::NONE
+    },
+    ..body_hex(
+        "docusign",
+        "DocuSign Connect: X-DocuSign-Signature-1..N HMAC-SHA256 base64 of the body, one header per active key; no timestamp",
+        "X-DocuSign-Signature-1",
+        "the key is one of the account's Connect HMAC secret keys, used as-is",
     )
 };
 
@@ -945,6 +1078,36 @@ const OKTA: Preset = Preset {
     )
 };
 
+const POSTMARK: Preset = Preset {
+    shape: Shape::BasicAuth,
+    info: Info {
+        event_type: Source::Json(&[&["RecordType"]]),
+        ..Info::NONE
+    },
+    ..token(
+        "postmark",
+        "Postmark: HTTP Basic auth, Authorization: Basic base64(user:password) equals the credentials put in the webhook URL (body NOT authenticated); no timestamp",
+        "Authorization",
+        "the key is user:password exactly as written in the webhook URL (https://user:password@host/path)",
+    )
+};
+
+const FIGMA: Preset = Preset {
+    name: "figma",
+    description: "Figma: the JSON body's passcode equals the webhook's passcode (the rest of the body NOT authenticated); no timestamp",
+    window_secs: None,
+    shape: Shape::BodyToken { field: "passcode" },
+    key: KeyFormat::Token,
+    key_hint: "the key is the passcode given when the webhook was created",
+    info: Info {
+        event_type: Source::Json(&[&["event_type"]]),
+        delivery_id: Source::Shape,
+        dedup_json: None,
+        headers: &[],
+    },
+    handshake: None,
+};
+
 const TELEGRAM: Preset = token(
     "telegram",
     "Telegram Bot API: X-Telegram-Bot-Api-Secret-Token equals the configured secret_token (body NOT authenticated); no timestamp",
@@ -974,6 +1137,26 @@ const CALENDLY: Preset = Preset {
     }),
     key_hint: "the key is the webhook subscription's signing key",
     info: Info::NONE,
+    ..STRIPE
+};
+
+const PERSONA: Preset = Preset {
+    name: "persona",
+    description: "Persona: Persona-Signature t=,v1= HMAC-SHA256 hex over t.body (one group per secret while rotating, space-separated), wbhsec_ secret used as-is, ±300 s",
+    // Persona documents no window: a conservative receiver policy, as for Stripe.
+    window_secs: Some(300),
+    shape: Shape::KeyValue(KeyValue {
+        header: "Persona-Signature",
+        whitespace_groups: true,
+        ..KeyValue::STRIPE
+    }),
+    key_hint: "the key is the webhook's wbhsec_ secret, used as-is (prefix included)",
+    info: Info {
+        event_type: Source::Json(&[&["data", "attributes", "name"]]),
+        delivery_id: Source::Json(&[&["data", "id"]]),
+        dedup_json: Some(&[&["data", "id"]]),
+        headers: &[],
+    },
     ..STRIPE
 };
 
