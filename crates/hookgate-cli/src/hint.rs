@@ -71,10 +71,6 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
              test-mode v0): a downgrade is refused",
             scheme.as_str()
         ),
-        Reason::MissingSignature if scheme == SchemeId::Figma => {
-            "the JSON body must carry a non-empty passcode (Figma sends it in every event)"
-                .to_owned()
-        }
         Reason::MissingSignature => "the body must carry signature.timestamp, signature.token \
              and signature.signature (Mailgun puts its signature in the body)"
             .to_owned(),

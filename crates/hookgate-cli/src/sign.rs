@@ -49,9 +49,8 @@ pub(crate) struct SignArgs {
     #[arg(long, value_name = "TYPE")]
     event_type: Option<String>,
 
-    /// Write the body to send to this file instead of stdout. Only mailgun and figma change
-    /// the body (the signature, or the passcode, lives in it); for the other schemes the file
-    /// gets the body unchanged.
+    /// Write the body to send to this file instead of stdout. Only mailgun changes the body
+    /// (its signature lives in it); for the other schemes the file gets the body unchanged.
     #[arg(long, value_name = "PATH")]
     out_body: Option<PathBuf>,
 }
@@ -97,7 +96,7 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
 }
 
 /// The `sign` output: `# url: …` for twilio-body-sha256, the headers one per line, then for
-/// mailgun and figma (unless the body went to a file) a blank line and the signed body.
+/// mailgun (unless the body went to a file) a blank line and the signed body.
 fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> Vec<u8> {
     let mut out = String::new();
     if scheme == SchemeId::TwilioBodySha256 {
@@ -109,8 +108,7 @@ fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> 
         out.push_str(&format!("{name}: {value}\n"));
     }
     let mut out = out.into_bytes();
-    // Mailgun's and Figma's senders put the signature (the passcode) in the body.
-    if matches!(scheme, SchemeId::Mailgun | SchemeId::Figma) && body_to_stdout {
+    if scheme == SchemeId::Mailgun && body_to_stdout {
         out.push(b'\n');
         out.extend_from_slice(&delivery.body);
     }

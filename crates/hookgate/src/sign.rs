@@ -261,26 +261,6 @@ impl Signer {
                 url,
             });
         }
-        if let (Some(Shape::BodyToken { field }), SigningKey::Token(token)) = (shape, &self.key) {
-            let cannot = |why| ConfigError::CannotSign(self.scheme.name().to_owned(), why);
-            let mut value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|_| cannot("the body must be a JSON object"))?;
-            let object = value
-                .as_object_mut()
-                .ok_or_else(|| cannot("the body must be a JSON object"))?;
-            object.insert(
-                (*field).to_owned(),
-                serde_json::Value::String(String::from_utf8_lossy(token.as_slice()).into_owned()),
-            );
-            let body = Bytes::from(
-                serde_json::to_vec(&value).map_err(|_| cannot("the body must be a JSON object"))?,
-            );
-            return Ok(SignedDelivery {
-                headers: layout.headers,
-                body,
-                url,
-            });
-        }
         if let SigningKey::Token(token) = &self.key {
             let mut headers = layout.headers;
             // As the shape writes it: the token itself, or Basic credentials.
@@ -501,7 +481,7 @@ impl Layout {
                 Encoding::Hex,
             ),
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
-            Shape::Mailgun | Shape::BodyToken { .. } => plain("", Vec::new(), Encoding::Hex),
+            Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
             Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
             Shape::BasicAuth => Layout {
                 headers: Vec::new(),

@@ -402,7 +402,6 @@ proptest! {
                     | SchemeId::Okta
                     | SchemeId::Telegram
                     | SchemeId::Postmark
-                    | SchemeId::Figma
                     | SchemeId::Mailgun
             ) {
                 continue;

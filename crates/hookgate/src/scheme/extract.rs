@@ -335,7 +335,6 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
-        Shape::BodyToken { field } => body_token(body, field)?,
     };
     // What the provider says about the event, and how retries are recognised.
     let info = &preset.info;
@@ -821,18 +820,6 @@ fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
     let decoded = BASE64.decode(credentials.trim()).map_err(|_| malformed())?;
     let mut out = Extracted::new(Vec::new(), HEADER);
     out.signatures.push(decoded);
-    out.mismatch = Reason::TokenMismatch;
-    Ok(out)
-}
-
-/// Figma: the token is the body's top-level `field` (a non-empty string or number); without
-/// it there is no signature at all.
-fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Rejection> {
-    let token = crate::json::field(body, &[field])
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
-    let mut out = Extracted::new(Vec::new(), field);
-    out.signatures.push(token.into_bytes());
     out.mismatch = Reason::TokenMismatch;
     Ok(out)
 }

@@ -147,9 +147,6 @@ pub enum SchemeId {
     /// Postmark: HTTP Basic authentication with the credentials of the webhook URL (the body
     /// is not authenticated).
     Postmark,
-    /// Figma: the `passcode` field of the JSON body equals the webhook's passcode (the rest of
-    /// the body is not authenticated).
-    Figma,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -163,7 +160,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 56] = [
+    pub const ALL: [SchemeId; 55] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -219,7 +216,6 @@ impl SchemeId {
         SchemeId::Docusign,
         SchemeId::Netlify,
         SchemeId::Postmark,
-        SchemeId::Figma,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

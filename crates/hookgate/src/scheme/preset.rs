@@ -115,9 +115,6 @@ pub(crate) enum Shape {
     Twilio { body_sha256: bool },
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
-    /// A shared token in a top-level string field of the JSON body (Figma's `passcode`),
-    /// compared whole; the rest of the body is not authenticated.
-    BodyToken { field: &'static str },
     /// Netlify: `X-Webhook-Signature` is a compact JWS, HS256 only, whose claims are
     /// `{"iss":"netlify","sha256":<hex SHA-256 of the body>}`.
     NetlifyJws,
@@ -142,7 +139,7 @@ impl Shape {
             Shape::Twilio { .. } => "X-Twilio-Signature",
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
-            Shape::Mailgun | Shape::BodyToken { .. } => return None,
+            Shape::Mailgun => return None,
         })
     }
 
@@ -289,7 +286,6 @@ impl SchemeId {
             SchemeId::Docusign => &DOCUSIGN,
             SchemeId::Netlify => &NETLIFY,
             SchemeId::Postmark => &POSTMARK,
-            SchemeId::Figma => &FIGMA,
         }
     }
 }
@@ -1090,22 +1086,6 @@ const POSTMARK: Preset = Preset {
         "Authorization",
         "the key is user:password exactly as written in the webhook URL (https://user:password@host/path)",
     )
-};
-
-const FIGMA: Preset = Preset {
-    name: "figma",
-    description: "Figma: the JSON body's passcode equals the webhook's passcode (the rest of the body NOT authenticated); no timestamp",
-    window_secs: None,
-    shape: Shape::BodyToken { field: "passcode" },
-    key: KeyFormat::Token,
-    key_hint: "the key is the passcode given when the webhook was created",
-    info: Info {
-        event_type: Source::Json(&[&["event_type"]]),
-        delivery_id: Source::Shape,
-        dedup_json: None,
-        headers: &[],
-    },
-    handshake: None,
 };
 
 const TELEGRAM: Preset = token(
