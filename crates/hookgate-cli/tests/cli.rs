@@ -1276,9 +1276,29 @@ fn send_is_accepted_by_serve_for_every_scheme() {
     for scheme in SchemeId::ALL {
         assert!(ids.contains(&scheme.as_str()), "no round trip for {scheme}");
     }
-    // Known gap: `serve` verifies Twilio's JSON requests against its fixed --public-url, but
-    // their signed URL carries the body's `bodySHA256` in its query, which differs per request.
-    for case in cases.iter().filter(|c| c.scheme != "twilio-body-sha256") {
+    // Twilio's JSON requests are verified at the public origin plus each request's own path
+    // and query, so the public URL's path must be the endpoint's.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = hookgate(
+        strings(&[
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--scheme",
+            "twilio-body-sha256",
+            "--secret",
+            "12345",
+            "--public-url",
+            "https://hooks.example.com/twilio",
+        ]),
+        b"",
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("must be the endpoint's path"),
+        "{refused:?}"
+    );
+    for case in &cases {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookgate::{Gate, GateBuilder, HandshakeKind, Key, Verifier};
+use hookgate::{Gate, GateBuilder, HandshakeKind, Key, SchemeId, Verifier};
 use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
@@ -925,7 +925,10 @@ async fn start_endpoint(
         }
         builder = builder.tolerance(tolerance);
     }
-    if let Some(url) = &endpoint.public_url {
+    // Twilio's JSON requests sign a URL whose query carries the body's hash, different for
+    // each request: that URL is the public origin, the path and the request's own query.
+    let origin = per_request_origin(&endpoint).map_err(context)?;
+    if let (Some(url), None) = (&endpoint.public_url, &origin) {
         builder = builder.url(url.as_str());
     }
     if let Some(token) = &endpoint.verify_token {
@@ -940,7 +943,11 @@ async fn start_endpoint(
             endpoint.name, endpoint.scheme
         ));
     }
-    let verifier = builder.build().map_err(|e| match e {
+    let built = match origin {
+        Some(_) => builder.build_with_url_per_request(),
+        None => builder.build(),
+    };
+    let verifier = built.map_err(|e| match e {
         hookgate::ConfigError::MissingUrl(scheme) => context(format!(
             "scheme {scheme} signs the request URL: give the exact public URL the provider \
              calls (--public-url, or public_url in the config)"
@@ -948,7 +955,7 @@ async fn start_endpoint(
         other => context(other.to_string()),
     })?;
     if let Some(url) = &endpoint.store {
-        return start_postgres_endpoint(url, endpoint.clone(), verifier, client, args)
+        return start_postgres_endpoint(url, endpoint.clone(), verifier, origin, client, args)
             .await
             .map_err(context);
     }
@@ -972,7 +979,7 @@ async fn start_endpoint(
         gate = gate.max_body_bytes(limit);
     }
     let gate = gate.build().map_err(|e| context(e.to_string()))?;
-    let service = GateService::new(Unreachable, gate);
+    let service = gate_service(gate, origin.as_deref()).map_err(context)?;
     let (Some(local), None) = (&inbox, queue) else {
         return Ok(Running {
             service,
@@ -1002,6 +1009,45 @@ async fn start_endpoint(
     })
 }
 
+/// For a scheme that signs a URL differing per request (Twilio's JSON requests, whose query
+/// carries the body's hash): the origin of the public URL, to which the gate adds each
+/// request's path and query. The public URL's path must then be the endpoint's own.
+fn per_request_origin(endpoint: &Endpoint) -> Result<Option<String>, String> {
+    let (SchemeId::TwilioBodySha256, Some(url)) = (endpoint.scheme, &endpoint.public_url) else {
+        return Ok(None);
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("the public URL {url} is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!("the public URL {url} has no scheme and host"));
+    };
+    if uri.path() != endpoint.path {
+        return Err(format!(
+            "scheme {} signs each request's own URL: the public URL's path ({}) must be the \
+             endpoint's path ({}); its query is taken from each request",
+            endpoint.scheme,
+            uri.path(),
+            endpoint.path
+        ));
+    }
+    Ok(Some(format!("{scheme}://{authority}")))
+}
+
+/// The gate in front of the endpoint, rebuilding each request's public URL from `origin`
+/// where one is given.
+fn gate_service(gate: Gate, origin: Option<&str>) -> Result<GateService<Unreachable>, String> {
+    match origin {
+        None => Ok(GateService::new(Unreachable, gate)),
+        Some(origin) => {
+            let layer = hookgate_tower::GateLayer::new(gate)
+                .public_origin(origin)
+                .map_err(|e| e.to_string())?;
+            Ok(tower_layer::Layer::layer(&layer, Unreachable))
+        }
+    }
+}
+
 /// How much longer than --timeout a handler may run before the worker gives up on it.
 const HANDLER_GRACE: Duration = Duration::from_secs(10);
 
@@ -1019,6 +1065,7 @@ async fn start_postgres_endpoint(
     url: &str,
     endpoint: Endpoint,
     verifier: Verifier,
+    origin: Option<String>,
     client: &HttpClient,
     args: &ServeArgs,
 ) -> Result<Running, String> {
@@ -1031,7 +1078,7 @@ async fn start_postgres_endpoint(
         gate = gate.max_body_bytes(limit);
     }
     let gate = gate.build().map_err(|e| e.to_string())?;
-    let service = GateService::new(Unreachable, gate);
+    let service = gate_service(gate, origin.as_deref())?;
     if args.workers == 0 {
         return Ok(Running {
             service,
