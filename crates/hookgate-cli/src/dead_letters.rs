@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::duration::rfc3339;
 use crate::error::CliError;
+use crate::work::QueueKind;
 use crate::{Output, Status};
 
 /// Arguments of `hookgate dead-letters`.
@@ -87,16 +88,11 @@ impl Listed {
 pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
     let shown = crate::serve::redact(&args.queue);
     let failed = |e: String| CliError::new(format!("--queue {shown}: {e}"));
-    let redis = args.queue.starts_with("redis://") || args.queue.starts_with("rediss://");
-    let nats = args.queue.starts_with("nats://");
-    if args.queue.starts_with("postgres://") || args.queue.starts_with("postgresql://") {
+    let kind = QueueKind::of(&args.queue)?;
+    if kind == QueueKind::Postgres {
         return postgres(&args).await.map_err(failed);
     }
-    if !redis && !nats {
-        return Err(CliError::new(
-            "--queue: a redis://… (Redis stream), nats://… (JetStream) or postgres://… URL",
-        ));
-    }
+    let redis = kind == QueueKind::Redis;
     if args.replay {
         let moved = if redis {
             let dead = hookgate_redis::StreamDeadLetters::connect(&args.queue)

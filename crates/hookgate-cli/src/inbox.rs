@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::client::snippet;
 use crate::duration::{human, parse_instant, rfc3339};
 use crate::error::CliError;
-use crate::log_view::{AttemptRow, LogRow};
+use crate::log_view::{AttemptRow, Counts, LogRow};
 use crate::{Output, Status as ExitStatus};
 
 /// The data directory used when none is given.
@@ -461,27 +461,17 @@ pub(crate) fn show_json<E: LogRow, A: AttemptRow>(
 
 /// The counts of `stats --json` (also the console's JSON API).
 pub(crate) fn stats_json(counts: &StatusCounts) -> serde_json::Value {
-    counts_json(&inbox_counts(counts))
-}
-
-/// Each status with its count, then `pending` and `total`.
-type Counts = Vec<(&'static str, u64)>;
-
-fn inbox_counts(counts: &StatusCounts) -> Counts {
-    let mut each: Counts = Status::ALL
-        .iter()
-        .map(|&status| (status.as_str(), counts.get(status)))
-        .collect();
-    each.push(("pending", counts.pending()));
-    each.push(("total", counts.total()));
-    each
+    counts_json(&Counts::from(counts))
 }
 
 fn counts_json(counts: &Counts) -> serde_json::Value {
-    let object: serde_json::Map<String, serde_json::Value> = counts
+    let mut object: serde_json::Map<String, serde_json::Value> = counts
+        .each
         .iter()
         .map(|(name, count)| ((*name).to_owned(), (*count).into()))
         .collect();
+    object.insert("pending".to_owned(), counts.pending.into());
+    object.insert("total".to_owned(), counts.total.into());
     serde_json::Value::Object(object)
 }
 
@@ -492,16 +482,18 @@ fn counted(counts: &Counts, json: bool) -> Output {
         out.push_str(&counts_json(counts).to_string());
         out.push('\n');
     } else {
-        for (name, count) in counts {
+        for (name, count) in &counts.each {
             out.push_str(&format!("{name:<11} {count}\n"));
         }
+        out.push_str(&format!("{:<11} {}\n", "pending", counts.pending));
+        out.push_str(&format!("{:<11} {}\n", "total", counts.total));
     }
     Output::new(out, ExitStatus::Success)
 }
 
 async fn stats(inbox: &Inbox, json: bool) -> Result<Output, InboxError> {
     let counts = inbox.status_counts().await?;
-    Ok(counted(&inbox_counts(&counts), json))
+    Ok(counted(&Counts::from(&counts), json))
 }
 
 /// The same commands over the PostgreSQL store.
@@ -511,6 +503,7 @@ mod postgres {
     use super::{InboxCommand, ListArgs, counted, listing, shown, wanted};
     use crate::duration::parse_instant;
     use crate::error::CliError;
+    use crate::log_view::Counts;
     use crate::{Output, Status as ExitStatus};
 
     pub(super) async fn run(url: &str, command: InboxCommand) -> Result<Output, CliError> {
@@ -531,13 +524,7 @@ mod postgres {
             }
             InboxCommand::Stats { json } => {
                 let counts = store.status_counts().await.map_err(fail)?;
-                let mut each: Vec<(&'static str, u64)> = Status::ALL
-                    .iter()
-                    .map(|&status| (status.as_str(), counts.get(status)))
-                    .collect();
-                each.push(("pending", counts.pending()));
-                each.push(("total", counts.total()));
-                Ok(counted(&each, json))
+                Ok(counted(&Counts::from(&counts), json))
             }
             InboxCommand::Replay { ids, dead } => {
                 let replayed = if dead {

@@ -37,7 +37,16 @@ pub(crate) trait AttemptRow {
     fn error(&self) -> Option<&str>;
 }
 
-/// The two stores' `LogEntry` and `Attempt` have the same fields: one implementation each.
+/// How many events are in each status, then how many wait and how many there are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) each: Vec<(&'static str, u64)>,
+    pub(crate) pending: u64,
+    pub(crate) total: u64,
+}
+
+/// The two stores' `LogEntry`, `Attempt` and `StatusCounts` have the same fields and
+/// methods: one implementation each.
 macro_rules! store_rows {
     ($store:ident) => {
         impl LogRow for $store::LogEntry {
@@ -97,6 +106,19 @@ macro_rules! store_rows {
             }
             fn body_len(&self) -> u64 {
                 self.body_len
+            }
+        }
+
+        impl From<&$store::StatusCounts> for Counts {
+            fn from(counts: &$store::StatusCounts) -> Self {
+                Counts {
+                    each: $store::Status::ALL
+                        .iter()
+                        .map(|&status| (status.as_str(), counts.get(status)))
+                        .collect(),
+                    pending: counts.pending(),
+                    total: counts.total(),
+                }
             }
         }
 

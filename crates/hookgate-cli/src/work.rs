@@ -84,27 +84,27 @@ pub(crate) struct WorkArgs {
     listen: Option<String>,
 }
 
-/// The queue a URL names.
+/// The queue a URL names: one that `serve --queue` fills, or a PostgreSQL store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QueueKind {
+pub(crate) enum QueueKind {
     Redis,
     Nats,
     Postgres,
 }
 
 impl QueueKind {
-    fn of(url: &str) -> Result<QueueKind, CliError> {
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
-            Ok(QueueKind::Redis)
-        } else if url.starts_with("nats://") {
-            Ok(QueueKind::Nats)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(QueueKind::Postgres)
-        } else {
-            Err(CliError::new(
+    /// The queue `url` names, recognised as `serve` recognises its `--queue` and `--store`.
+    pub(crate) fn of(url: &str) -> Result<QueueKind, CliError> {
+        if crate::serve::is_postgres(url) {
+            return Ok(QueueKind::Postgres);
+        }
+        match crate::serve::queue_kind(url) {
+            Ok(crate::serve::QueueKind::Redis) => Ok(QueueKind::Redis),
+            Ok(crate::serve::QueueKind::Nats) => Ok(QueueKind::Nats),
+            Err(_) => Err(CliError::new(
                 "--queue: a redis://… (Redis stream), nats://… (JetStream) or postgres://… \
                  (a hookgate PostgreSQL store) URL",
-            ))
+            )),
         }
     }
 }
@@ -314,7 +314,10 @@ mod tests {
             QueueKind::of("redis://h:6379/?stream=s").ok(),
             Some(QueueKind::Redis)
         );
-        assert_eq!(QueueKind::of("rediss://h/").ok(), Some(QueueKind::Redis));
+        assert_eq!(
+            QueueKind::of("redis+unix:///tmp/r.sock").ok(),
+            Some(QueueKind::Redis)
+        );
         assert_eq!(
             QueueKind::of("nats://h:4222/?stream=S").ok(),
             Some(QueueKind::Nats)

@@ -138,13 +138,13 @@ pub(super) enum Action {
 
 /// The queue backend a `queue` URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum QueueKind {
+pub(crate) enum QueueKind {
     Redis,
     Nats,
 }
 
 /// Which backend a `--queue` URL names.
-pub(super) fn queue_kind(url: &str) -> Result<QueueKind, String> {
+pub(crate) fn queue_kind(url: &str) -> Result<QueueKind, String> {
     if is_redis(url) {
         Ok(QueueKind::Redis)
     } else if url.starts_with("nats://") {
@@ -171,6 +171,11 @@ pub(super) fn check_dedup(url: &str) -> Result<(), String> {
 
 fn is_redis(url: &str) -> bool {
     url.starts_with("redis://") || url.starts_with("redis+unix://")
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// A URL without its user and password, for messages.
@@ -324,7 +329,7 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
 /// Checks a `store` URL: PostgreSQL, and alone (it is the dedup store, the sink and the
 /// queue at once).
 pub(super) fn check_store(url: &str, with_queue: bool, with_dedup: bool) -> Result<(), String> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    if !is_postgres(url) {
         return Err("store: a postgres://… URL (the PostgreSQL store)".to_owned());
     }
     if with_queue || with_dedup {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookgate::{Gate, GateBuilder, HandshakeKind, Key, SchemeId, Verifier};
-use hookgate_inbox::{Inbox, RetryPolicy, Status, Worker, WorkerHandle};
+use hookgate_inbox::{Inbox, RetryPolicy, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
 use hookgate_queue::ShutdownReport;
@@ -50,15 +50,16 @@ use crate::error::CliError;
 use crate::inbox::{DEFAULT_DATA_DIR, DEFAULT_ENDPOINT, inbox_path};
 use crate::input;
 use crate::{Output, Status as ExitStatus};
-pub(crate) use config::redact;
 pub(crate) use config::write_private;
-use config::{Action, Endpoint, KeySpec, QueueKind, Retry};
+use config::{Action, Endpoint, KeySpec, Retry};
+pub(crate) use config::{QueueKind, is_postgres, queue_kind, redact};
 pub(crate) use limits::Limits;
 use limits::{
     ConnectionSlots, DeadlineBody, InFlight, LingeringIo, OVER_CAPACITY, REFUSED_METRIC,
     RETRY_AFTER_SECONDS,
 };
 
+use crate::log_view::Counts;
 use crate::process::{Processor, Target};
 
 /// The address used when none is given.
@@ -714,25 +715,12 @@ impl Router {
             if run.worker.is_none() {
                 continue;
             }
-            // (status, count) pairs and the pending count, from the inbox or the store.
-            let counts: Option<(Vec<(&'static str, u64)>, u64)> = match (&run.inbox, &run.store) {
-                (Some(inbox), _) => inbox.status_counts().await.ok().map(|counts| {
-                    let each = Status::ALL
-                        .iter()
-                        .map(|&status| (status.as_str(), counts.get(status)))
-                        .collect();
-                    (each, counts.pending())
-                }),
-                (None, Some(store)) => store.status_counts().await.ok().map(|counts| {
-                    let each = hookgate_postgres::Status::ALL
-                        .iter()
-                        .map(|&status| (status.as_str(), counts.get(status)))
-                        .collect();
-                    (each, counts.pending())
-                }),
+            let counts = match (&run.inbox, &run.store) {
+                (Some(inbox), _) => inbox.status_counts().await.ok().map(|c| Counts::from(&c)),
+                (None, Some(store)) => store.status_counts().await.ok().map(|c| Counts::from(&c)),
                 (None, None) => None,
             };
-            let Some((each, pending)) = counts else {
+            let Some(Counts { each, pending, .. }) = counts else {
                 continue;
             };
             for (status, count) in each {
@@ -989,12 +977,7 @@ async fn start_endpoint(
             worker: None,
         });
     };
-    let processor = Processor {
-        endpoint: Arc::from(endpoint.name.as_str()),
-        action: target(&endpoint.action, client)?,
-        timeout: args.timeout,
-    };
-    let worker = Worker::builder(local.clone(), processor)
+    let worker = Worker::builder(local.clone(), processor(&endpoint, client, args)?)
         .concurrency(args.workers)
         .retry(retry_policy(&endpoint))
         .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
@@ -1088,11 +1071,7 @@ async fn start_postgres_endpoint(
             worker: None,
         });
     }
-    let processor = Processor {
-        endpoint: Arc::from(endpoint.name.as_str()),
-        action: target(&endpoint.action, client).map_err(|e| e.to_string())?,
-        timeout: args.timeout,
-    };
+    let processor = processor(&endpoint, client, args).map_err(|e| e.to_string())?;
     let worker = PgWorker::builder(&store, processor)
         .concurrency(args.workers)
         .retry(retry_policy(&endpoint))
@@ -1148,6 +1127,19 @@ async fn build_gate(
         }
         (_, Some(inbox)) => builder.sink(inbox.clone()),
         (_, None) => return Err("internal error: no sink".to_owned()),
+    })
+}
+
+/// What an endpoint's local worker runs for each event.
+fn processor(
+    endpoint: &Endpoint,
+    client: &HttpClient,
+    args: &ServeArgs,
+) -> Result<Processor, CliError> {
+    Ok(Processor {
+        endpoint: Arc::from(endpoint.name.as_str()),
+        action: target(&endpoint.action, client)?,
+        timeout: args.timeout,
     })
 }
 
