@@ -58,11 +58,11 @@ impl ConcurrencyGate {
 
     /// Waits for a free slot (first come, first served).
     pub async fn permit(&self) -> ConcurrencyPermit {
-        loop {
-            // The semaphore is never closed, so acquiring only fails if it were; then try again.
-            if let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await {
-                return ConcurrencyPermit { _permit: permit };
-            }
+        match Arc::clone(&self.slots).acquire_owned().await {
+            Ok(permit) => ConcurrencyPermit { _permit: permit },
+            // Acquiring fails only on a closed semaphore, and this one is never closed; if it
+            // were, no slot would ever be free again, which is waiting forever.
+            Err(_) => std::future::pending().await,
         }
     }
 

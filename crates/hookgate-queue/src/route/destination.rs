@@ -53,7 +53,7 @@ pub const MAX_DESTINATION_NAME: usize = 64;
 /// assert_eq!(err.key(), "rate");
 /// assert!(err.to_string().starts_with("rate: expected a rate such as"));
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     name: String,
@@ -122,7 +122,10 @@ impl std::error::Error for DestinationError {}
 /// Where a destination's deliveries go. URLs and commands are checked no further than
 /// "present": the caller knows which transports it has (`hookgate serve` parses the URL
 /// and the queue kind as it does for an endpoint's own `forward`/`queue`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A URL may carry a password (`redis://:pw@host/`) or a token in its query, and a command
+/// a token in its arguments: its `Debug` and [`redacted`](Self::redacted) show neither.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DestinationTarget {
     /// POST each event to this URL.
@@ -134,6 +137,32 @@ pub enum DestinationTarget {
 }
 
 impl DestinationTarget {
+    /// For logs and messages: the kind, then the URL without user, password and query
+    /// values, or the command's program without its arguments.
+    ///
+    /// ```
+    /// use hookgate_queue::DestinationTarget;
+    ///
+    /// let queue = DestinationTarget::Queue("redis://app:s3cret@10.0.0.5:6379/?stream=s".into());
+    /// assert_eq!(queue.redacted(), "queue redis://***@10.0.0.5:6379/?…");
+    /// let exec = DestinationTarget::Exec("./notify.sh --token abc".into());
+    /// assert_eq!(exec.redacted(), "exec ./notify.sh …");
+    /// ```
+    pub fn redacted(&self) -> String {
+        match self {
+            DestinationTarget::Forward(url) | DestinationTarget::Queue(url) => {
+                format!("{} {}", self.kind(), redact_url(url))
+            }
+            DestinationTarget::Exec(command) => {
+                let command = command.trim();
+                match command.split_once(char::is_whitespace) {
+                    Some((program, _)) => format!("exec {program} …"),
+                    None => format!("exec {command}"),
+                }
+            }
+        }
+    }
+
     /// `forward`, `exec` or `queue`: the key it came from.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -141,6 +170,49 @@ impl DestinationTarget {
             DestinationTarget::Exec(_) => "exec",
             DestinationTarget::Queue(_) => "queue",
         }
+    }
+}
+
+impl fmt::Debug for DestinationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestinationConfig")
+            .field("name", &self.name)
+            .field("filter", &self.filter)
+            .field("rate", &self.rate)
+            .field("concurrency", &self.concurrency)
+            .field("order_key", &self.order_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL without user and password, and with its query and fragment cut to `?…`. The
+/// authority ends at the first `/` only, so a stray `?` or `#` in a password is hidden too.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((_, host)) => (true, host),
+        None => (false, authority),
+    };
+    let host_and_path = format!("{host}{path}");
+    let shown = match host_and_path.split_once(['?', '#']) {
+        Some((head, _)) => format!("{head}?…"),
+        None => host_and_path,
+    };
+    let userinfo = if userinfo { "***@" } else { "" };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{userinfo}{shown}"),
+        None => format!("{userinfo}{shown}"),
     }
 }
 
@@ -664,6 +736,36 @@ mod tests {
             ))
             .key()
                 == "name"
+        );
+    }
+
+    #[test]
+    fn debug_output_shows_no_passwords_tokens_or_arguments() {
+        let text = r#"
+            [[destination]]
+            name = "q"
+            queue = "redis://user:pw-123@h:6379/0?token=tok-456"
+            [[destination]]
+            name = "e"
+            exec = "curl -H 'Authorization: Bearer tok-789' http://x/"
+            [[destination]]
+            name = "f"
+            forward = "https://h/hook#frag-000"
+        "#;
+        for config in configs(text) {
+            let resolved = config.resolve(RetryPolicy::new()).unwrap();
+            let shown = format!("{config:?} {resolved:?} {}", resolved.target().redacted());
+            for secret in ["pw-123", "tok-456", "tok-789", "frag-000", "user"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert_eq!(redact_url("http://h:80/a/b"), "http://h:80/a/b");
+        assert_eq!(redact_url("nats://u@h/?stream=S"), "nats://***@h/?…");
+        assert_eq!(redact_url("redis://:p#a?ss@h:6379"), "redis://***@h:6379");
+        assert_eq!(redact_url("h/x?y"), "h/x?…");
+        assert_eq!(
+            DestinationTarget::Exec("./deliver".into()).redacted(),
+            "exec ./deliver"
         );
     }
 

@@ -114,8 +114,10 @@ impl<'a> Prepared<'a> {
 ///
 /// Globs know one special character, `*`, which matches any run of characters, `.` and `/`
 /// included; type globs and header values are compared with case. Numbers compare by value
-/// (`1` equals `1.0`). A list in `body` always means "any of": to test an array element, point
-/// at it (`/items/0`) or give the element alone (an array value contains it).
+/// (`1` equals `1.0`). A list in `body` always means "any of": to test for an array element,
+/// give the element alone (an array value contains it) or point at it (`/items/0`); to
+/// compare a whole array, wrap it in a list of one (`"/tags" = [["a", "b"]]`). TOML dates
+/// are refused: the body is JSON, so write a date as the string it is there.
 ///
 /// ```toml
 /// # Stripe invoices and subscriptions, live mode only:
@@ -132,7 +134,7 @@ impl<'a> Prepared<'a> {
 ///
 /// An empty filter, an empty list and an empty table are refused: they are nearly always a
 /// mistake (leave `filter` out to take every event).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     #[serde(rename = "type")]
@@ -279,6 +281,12 @@ fn compile(spec: &FilterSpec, at: &str) -> Result<Condition, (String, String)> {
                 Value::Array(values) => values.clone(),
                 one => vec![one.clone()],
             };
+            if any_of.iter().any(is_toml_date) {
+                return Err((
+                    format!("{key}.{pointer}"),
+                    "a TOML date is not a JSON value: write it as a string".to_owned(),
+                ));
+            }
             all.push(Condition::Body {
                 pointer: pointer.clone(),
                 any_of,
@@ -331,6 +339,15 @@ fn compile_globs(globs: &[String], key: &str) -> Result<Vec<Glob>, (String, Stri
         .iter()
         .map(|g| Glob::new(g).map_err(|problem| (key.to_owned(), problem)))
         .collect()
+}
+
+/// How a TOML date or time arrives through serde: a table with one private key.
+fn is_toml_date(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.keys().any(|k| k.starts_with("$__toml_private")),
+        Value::Array(items) => items.iter().any(is_toml_date),
+        _ => false,
+    }
 }
 
 /// A header name: an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``).
@@ -513,6 +530,21 @@ mod tests {
         assert!(!f.matches(event(None, &[], r#"{"plan":"pro","tags":["a"],"n":1}"#)));
         assert!(!f.matches(event(None, &[], r#"{"plan":"pro","tags":["vip"],"n":2}"#)));
         assert!(!f.matches(event(None, &[], r#"{"plan":"pro","tags":["vip"],"n":"1"}"#)));
+    }
+
+    #[test]
+    fn a_whole_array_is_compared_when_wrapped_in_a_list() {
+        let f = filter(r#"filter = { body = { "/tags" = [["a", "b"]] } }"#);
+        assert!(f.matches(event(None, &[], r#"{"tags":["a","b"]}"#)));
+        assert!(!f.matches(event(None, &[], r#"{"tags":["a","b","c"]}"#)));
+        assert!(!f.matches(event(None, &[], r#"{"tags":"a"}"#)));
+    }
+
+    #[test]
+    fn toml_dates_are_refused() {
+        let (key, problem) = error(r#"filter = { body = { "/at" = 2024-05-01T00:00:00Z } }"#);
+        assert_eq!(key, "body./at");
+        assert!(problem.contains("string"), "{problem}");
     }
 
     #[test]

@@ -91,3 +91,152 @@ pub use gates::{
 };
 pub use lane::{LaneKey, LaneOutcome, LaneRelease, LaneScheduler, OrderKey};
 pub use rate::{RateGate, RateLimit};
+
+#[cfg(test)]
+mod tests {
+    //! The pieces used together the way the design note above tells the worker loop to.
+
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::RetryPolicy;
+
+    fn endpoint() -> Router {
+        let text = r#"
+            [[destination]]
+            name = "billing"
+            forward = "http://127.0.0.1:3000/billing"
+            filter = { type = "invoice.*" }
+            concurrency = 2
+            order_key = "/customer"
+            circuit = { failures = 3, open_for = "30s" }
+            [[destination]]
+            name = "audit"
+            exec = "./audit.sh"
+            rate = "2/s"
+        "#;
+        #[derive(serde::Deserialize)]
+        struct Endpoint {
+            destination: Vec<DestinationConfig>,
+        }
+        let endpoint: Endpoint = toml::from_str(text).unwrap();
+        let destinations = endpoint
+            .destination
+            .iter()
+            .map(|c| c.resolve(RetryPolicy::new()).unwrap())
+            .collect();
+        Router::new(destinations).unwrap()
+    }
+
+    #[test]
+    fn fan_out_with_an_ordered_lane_whose_head_fails_twice() {
+        let router = endpoint();
+        let clock = ManualClock::new();
+        let gates: Vec<DestinationGates<ManualClock>> = router
+            .destinations()
+            .iter()
+            .map(|d| DestinationGates::with_clock(d, clock.clone()))
+            .collect();
+        let mut lanes: LaneScheduler<(usize, u32)> = LaneScheduler::new();
+        let mut unordered: Vec<(usize, u32)> = Vec::new();
+
+        // Receive: each event routed once; deliveries created per matching destination.
+        let events = [
+            ("invoice.paid", "c1"),
+            ("invoice.paid", "c2"),
+            ("charge.failed", "c1"),
+            ("invoice.updated", "c1"),
+            ("invoice.updated", "c2"),
+            ("invoice.voided", "c3"),
+        ];
+        let mut filtered = 0;
+        for (id, (kind, customer)) in (0_u32..).zip(events) {
+            let body = format!(r#"{{"customer":"{customer}"}}"#);
+            let routed = router.route(EventView::new(Some(kind), &[], body.as_bytes()));
+            if routed.is_empty() {
+                filtered += 1;
+            }
+            for r in routed {
+                let destination = r.destination();
+                if router.destinations()[destination].order_key().is_some() {
+                    lanes.push((destination, id), r.into_lane());
+                } else {
+                    unordered.push((destination, id));
+                }
+            }
+        }
+        assert_eq!(filtered, 0, "audit takes everything");
+        assert_eq!(unordered.len(), 6);
+        assert_eq!(lanes.backlog(), 5);
+
+        // Deliver to billing: event 0 (c1's head) fails twice, then succeeds.
+        let billing = &gates[0];
+        let mut failures_left = 2;
+        let mut delivered: Vec<u32> = Vec::new();
+        let mut dead_letter_releases = 0;
+        let mut rounds = 0;
+        while lanes.backlog() > 0 {
+            rounds += 1;
+            assert!(rounds < 100, "stuck with {} held", lanes.backlog());
+            let mut started = Vec::new();
+            while lanes.has_ready() {
+                let Ok(admission) = billing.try_admit() else {
+                    break;
+                };
+                let Some(delivery) = lanes.next_ready() else {
+                    break;
+                };
+                started.push((delivery, admission));
+            }
+            assert!(billing.in_flight().unwrap() <= 2);
+            for ((destination, id), admission) in started {
+                let ok = !(id == 0 && failures_left > 0);
+                admission.finish(ok);
+                if ok {
+                    delivered.push(id);
+                    if let LaneRelease::Left {
+                        released_by_dead_letter: true,
+                        ..
+                    } = lanes.finish(&(destination, id), LaneOutcome::Delivered)
+                    {
+                        dead_letter_releases += 1;
+                    }
+                } else {
+                    failures_left -= 1;
+                    lanes.finish(&(destination, id), LaneOutcome::Retrying);
+                }
+            }
+            // The retry falls due before the next round.
+            lanes.retry_due(&(0, 0));
+        }
+        assert_eq!(dead_letter_releases, 0);
+        // c2's two events went through while c1's head was failing; c1 kept its order.
+        assert_eq!(delivered, [1, 4, 0, 5, 3]);
+        let mut by_customer: HashMap<&str, Vec<u32>> = HashMap::new();
+        for id in &delivered {
+            let customer = events[*id as usize].1;
+            by_customer.entry(customer).or_default().push(*id);
+        }
+        assert_eq!(by_customer["c1"], [0, 3]);
+        assert_eq!(by_customer["c2"], [1, 4]);
+        assert_eq!(by_customer["c3"], [5]);
+        // Two failures stay under the circuit's three.
+        assert_eq!(billing.circuit_state(), Some(CircuitState::Closed));
+
+        // Audit is rate limited on its own: 2 at once, then one per half second.
+        let audit = &gates[1];
+        let mut sent = 0;
+        while sent < unordered.len() {
+            match audit.try_admit() {
+                Ok(admission) => {
+                    admission.finish(true);
+                    sent += 1;
+                }
+                Err(Hold::Rate { wait }) => clock.advance(wait),
+                Err(other) => panic!("unexpected hold {other:?}"),
+            }
+        }
+        assert_eq!(clock.now(), Duration::from_secs(2));
+    }
+}
