@@ -93,7 +93,7 @@ pub struct DestinationError {
 }
 
 impl DestinationError {
-    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
         DestinationError {
             key: key.into(),
             problem: problem.into(),
@@ -393,15 +393,7 @@ impl DestinationConfig {
         };
         let mut destination = Destination::new(&self.name, target)?;
         if let Some(spec) = &self.filter {
-            let filter = EventFilter::compile(spec).map_err(|(key, problem)| {
-                let key = if key == "filter" {
-                    key
-                } else {
-                    format!("filter.{key}")
-                };
-                DestinationError::new(key, problem)
-            })?;
-            destination = destination.with_filter(filter);
+            destination = destination.with_filter(EventFilter::compile(spec)?);
         }
         if let Some(text) = &self.rate {
             let rate = text.parse().map_err(|p| DestinationError::new("rate", p))?;

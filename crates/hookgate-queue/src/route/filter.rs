@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::destination::DestinationError;
 use super::glob::Glob;
 
 /// What a filter (and a lane key) reads of an event: its type, the headers kept with it and
@@ -209,12 +210,13 @@ impl EventFilter {
     /// Checks and compiles a filter.
     ///
     /// # Errors
-    /// The first mistake, as `(key, problem)`: the key is the path inside the filter
-    /// (`any[2].header`, counting from 1), the problem says what is wrong and what was expected.
-    pub fn compile(spec: &FilterSpec) -> Result<EventFilter, (String, String)> {
-        Ok(EventFilter {
-            condition: compile(spec, "")?,
-        })
+    /// The first mistake. Its key is the path from the destination's `filter` key
+    /// (`filter.any[2].header`, counting from 1); the problem says what is wrong and what
+    /// was expected.
+    pub fn compile(spec: &FilterSpec) -> Result<EventFilter, DestinationError> {
+        let condition = compile(spec, "filter")
+            .map_err(|(key, problem)| DestinationError::new(key, problem))?;
+        Ok(EventFilter { condition })
     }
 
     /// Whether the event passes. A body condition parses the body; to route one event to
@@ -234,11 +236,7 @@ impl EventFilter {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
+    format!("{prefix}.{key}")
 }
 
 fn compile(spec: &FilterSpec, at: &str) -> Result<Condition, (String, String)> {
@@ -304,11 +302,7 @@ fn compile(spec: &FilterSpec, at: &str) -> Result<Condition, (String, String)> {
     }
     match all.len() {
         0 => Err((
-            if at.is_empty() {
-                "filter".to_owned()
-            } else {
-                at.to_owned()
-            },
+            at.to_owned(),
             "an empty filter: give type, header, body, any, all or not (or leave the filter \
              out to take every event)"
                 .to_owned(),
@@ -462,8 +456,16 @@ mod tests {
         toml::from_str::<Wrap>(toml_text).unwrap().filter
     }
 
+    /// The key relative to `filter` (or `filter` itself), and the problem.
     fn error(toml_text: &str) -> (String, String) {
-        EventFilter::compile(&spec(toml_text)).unwrap_err()
+        let err = EventFilter::compile(&spec(toml_text)).unwrap_err();
+        let key = err
+            .key()
+            .strip_prefix("filter")
+            .unwrap()
+            .trim_start_matches('.');
+        let key = if key.is_empty() { "filter" } else { key };
+        (key.to_owned(), err.problem().to_owned())
     }
 
     fn event<'a>(

@@ -36,11 +36,16 @@
 //! 4. *concurrency?* A slot, held until the attempt ends ([`Hold::Busy`] otherwise).
 //! 5. *rate?* A token, last, because it cannot be given back ([`Hold::Rate`] says how long).
 //!
-//! Steps 1, 2, 4 and 5 are [`DestinationGates::try_admit`]; step 3 is the loop's, between
-//! nothing and everything: check `has_ready()`, call `try_admit()`, then take the delivery
-//! with [`LaneScheduler::next_ready`]. A hold costs the delivery nothing: no attempt is
-//! counted, its lease is not extended, it waits (the receiver keeps answering 2xx).
-//! Dropping an [`Admission`] unused gives back the slot and the probe.
+//! Steps 1, 2, 4 and 5 are [`DestinationGates::try_admit`]; the loop does step 3 around
+//! it: check `has_ready()`, then `try_admit()`, then take the delivery with
+//! [`LaneScheduler::next_ready`]. A hold costs the delivery nothing: no attempt is counted
+//! and it stays pending in the store (lease only what can start, or give the lease back),
+//! while the receiver keeps answering 2xx. When to look again: [`Hold::CircuitOpen`] and
+//! [`Hold::Rate`] carry the time; [`Hold::Busy`] and [`Hold::ProbeInFlight`] end when a
+//! delivery of that destination ends; [`Hold::Paused`] on resume. A hold is per
+//! destination and must never stall the loop's other destinations: that is what keeps one
+//! slow or broken destination from delaying another. Dropping an [`Admission`] unused gives
+//! back the slot and the probe.
 //!
 //! **After each attempt.** [`Admission::finish`] with success or failure (a retry or a
 //! dead letter counts as failure for the circuit), then, for an ordered destination,
@@ -57,6 +62,11 @@
 //! **Gauges** for `/metrics`, labelled `endpoint` and `destination` (never an event id or
 //! a lane key): [`CIRCUIT_STATE_METRIC`] from [`CircuitState::gauge`],
 //! [`LANE_BACKLOG_METRIC`] from [`LaneScheduler::backlog`], [`IN_FLIGHT_METRIC`].
+//!
+//! **Lanes and leasing.** A [`LaneScheduler`] orders only what it is given: feed it every
+//! pending delivery of its destination, in received order. If the loop feeds it a window
+//! (the oldest N), a blocked lane's later deliveries stay in the window, so size the window
+//! well above the concurrency or feed the scheduler per lane from the store.
 //!
 //! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
 //! a shared store, each limit holds per replica, and an ordered destination needs its lane
