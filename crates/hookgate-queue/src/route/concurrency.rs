@@ -102,23 +102,31 @@ mod tests {
 
     #[tokio::test]
     async fn never_more_than_the_limit_in_flight() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
         let gate = ConcurrencyGate::new(NonZeroU32::new(3).unwrap());
-        let peak = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        // Counted by the tasks themselves, not by the gate under test.
+        let running = Arc::new(AtomicU32::new(0));
+        let peak = Arc::new(AtomicU32::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {
-            let gate = gate.clone();
-            let peak = Arc::clone(&peak);
+            let (gate, running, peak) = (gate.clone(), Arc::clone(&running), Arc::clone(&peak));
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.permit().await;
-                peak.fetch_max(gate.in_flight(), std::sync::atomic::Ordering::SeqCst);
-                tokio::task::yield_now().await;
+                let now = running.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+                peak.fetch_max(now, Ordering::SeqCst);
+                // Let every other task try its luck while this one holds its slot.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
             }));
         }
         for task in tasks {
             task.await.unwrap();
         }
-        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
-        assert!((1..=3).contains(&peak), "{peak}");
+        // The slots were all used at once, and never more.
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
         assert_eq!(gate.in_flight(), 0);
     }
 }
