@@ -21,6 +21,7 @@ mod event;
 mod handler;
 mod result;
 mod retry;
+mod route;
 mod runner;
 mod stats;
 
@@ -31,6 +32,7 @@ pub use event::QueuedEvent;
 pub use handler::Handler;
 pub use result::HandlerResult;
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
+pub use route::*;
 pub use stats::{ShutdownReport, WorkerStats};
 
 /// Default longest run of one handler call: 5 minutes, then the attempt counts as failed.
