@@ -84,7 +84,10 @@ async fn check(store: Option<&str>) {
         headers.contains(&serde_json::json!(["X-GitHub-Delivery", "d-1"])),
         "{shown}"
     );
-    assert!(!shown.to_string().contains("sha256="), "no signature: {shown}");
+    assert!(
+        !shown.to_string().contains("sha256="),
+        "no signature: {shown}"
+    );
 
     // A Slack URL check: answered, recorded as a handshake, never an event.
     let check = dir.path().join("check.json");

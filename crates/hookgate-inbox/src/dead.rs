@@ -5,7 +5,7 @@ pub use hookgate_queue::event_log::Replay;
 use rusqlite::params;
 
 use crate::log::{LogEntry, LogQuery};
-use crate::{Inbox, InboxError, Status};
+use crate::{Inbox, InboxError};
 
 impl Inbox {
     /// Dead letters, newest first, optionally of one event type; each entry carries
@@ -18,14 +18,7 @@ impl Inbox {
         event_type: Option<&str>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, InboxError> {
-        let mut query = LogQuery::new()
-            .status(Status::Dead)
-            .include_test(true)
-            .limit(limit);
-        if let Some(event_type) = event_type {
-            query = query.event_type(event_type);
-        }
-        self.query(query).await
+        self.query(LogQuery::dead_letters(event_type, limit)).await
     }
 
     /// Puts dead letters back in the queue (status `queued`, due now, attempts counted

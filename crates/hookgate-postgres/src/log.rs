@@ -342,14 +342,7 @@ impl PgStore {
         event_type: Option<&str>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, Error> {
-        let mut query = LogQuery::new()
-            .status(Status::Dead)
-            .include_test(true)
-            .limit(limit);
-        if let Some(event_type) = event_type {
-            query = query.event_type(event_type);
-        }
-        self.query(query).await
+        self.query(LogQuery::dead_letters(event_type, limit)).await
     }
 
     /// Puts dead letters back in the queue (status `queued`, due now, attempts counted
@@ -593,7 +586,7 @@ mod tests {
     /// Fills a store with `n` events straight in SQL (a realistic spread: a few dead
     /// letters, some failed, the rest processed, one event type in ten), analyses it,
     /// and returns the plan of each page the console asks for.
-    async fn plans(n: i64) -> Option<Vec<(String, String)>> {
+    async fn plans(n: i64, analyze: bool) -> Option<Vec<(String, String)>> {
         let postgres = hookgate_testkit::Postgres::start()?;
         let store = PgStore::connect(&postgres.url()).await.unwrap();
         let mut conn = store.conn().await.unwrap();
@@ -658,8 +651,13 @@ mod tests {
                 .iter()
                 .map(|value| &**value as &(dyn ToSql + Sync))
                 .collect();
+            let explain = if analyze {
+                "EXPLAIN ANALYZE"
+            } else {
+                "EXPLAIN"
+            };
             let rows = conn
-                .query(&format!("EXPLAIN {sql}"), &params)
+                .query(&format!("{explain} {sql}"), &params)
                 .await
                 .unwrap();
             let plan: Vec<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
@@ -672,7 +670,7 @@ mod tests {
     /// the page's end: never a sort of every match, never a scan of the whole table.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pages_walk_an_index_instead_of_sorting() {
-        let Some(plans) = plans(200_000).await else {
+        let Some(plans) = plans(200_000, false).await else {
             return;
         };
         for (name, plan) in &plans {
@@ -690,6 +688,25 @@ mod tests {
                 plan.contains(&format!("Index Scan Backward using {index}")),
                 "{name}: {plan}"
             );
+        }
+    }
+
+    /// The same pages at 1 M events, run: prints each plan with its execution time (a
+    /// measurement to read, not a test that can fail on a slow machine).
+    /// `cargo test -p hookgate-postgres --lib -- --ignored --nocapture pages_at_a_million`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "fills a million rows: a measurement, run by hand"]
+    async fn pages_at_a_million_events() {
+        let Some(plans) = plans(1_000_000, true).await else {
+            return;
+        };
+        for (name, plan) in &plans {
+            let time = plan
+                .lines()
+                .find(|line| line.starts_with("Execution Time"))
+                .unwrap_or("");
+            println!("{name}: {time}");
+            assert!(!plan.contains("Sort"), "{name}: {plan}");
         }
     }
 }

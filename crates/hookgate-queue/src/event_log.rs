@@ -256,6 +256,19 @@ impl LogQuery {
         self
     }
 
+    /// The dead letters, newest first, optionally of one event type, test deliveries
+    /// included: what [`EventLog::dead_letters`] asks every store.
+    pub fn dead_letters(event_type: Option<&str>, limit: usize) -> Self {
+        let query = LogQuery::new()
+            .status(Status::Dead)
+            .include_test(true)
+            .limit(limit);
+        match event_type {
+            Some(event_type) => query.event_type(event_type),
+            None => query,
+        }
+    }
+
     /// The conditions, as a store reads them to build its statement.
     ///
     /// # Errors
@@ -828,14 +841,7 @@ pub trait EventLog: Send + Sync {
         event_type: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, LogError>> {
-        let mut query = LogQuery::new()
-            .status(Status::Dead)
-            .include_test(true)
-            .limit(limit);
-        if let Some(event_type) = event_type {
-            query = query.event_type(event_type);
-        }
-        self.query(query)
+        self.query(LogQuery::dead_letters(event_type, limit))
     }
 }
 
