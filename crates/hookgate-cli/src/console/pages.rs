@@ -468,7 +468,7 @@ pub(super) fn rejections(
     let content = html! {
         @if !counts.available {
             p.notice { "These counts come from the receiver's metrics: open the console of "
-                code { "hookgate serve --console" } " to see them (this console reads only the inbox)." }
+                code { "hookgate serve --console" } " to see them (this console reads only the store)." }
         } @else {
             p { "Since the receiver started. Rejected requests were answered 4xx and stored nothing; "
                 "deferred ones were answered 503 and retried by the sender." }
