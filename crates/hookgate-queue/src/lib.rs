@@ -9,7 +9,10 @@
 //!   [`HandlerResult`], retried with a [`RetryPolicy`] (exponential backoff with full
 //!   jitter, then dead letters), counted in [`WorkerStats`];
 //! - the [`Runner`], which makes one attempt the same way for every worker: span, timeout,
-//!   panic, metrics and the [`Verdict`] on what happens next.
+//!   panic, metrics and the [`Verdict`] on what happens next;
+//! - the [`event_log`] model: one [`LogQuery`](event_log::LogQuery), one
+//!   [`LogEntry`](event_log::LogEntry), one [`EventLog`](event_log::EventLog) trait over
+//!   every store that keeps an event log (the SQLite inbox and PostgreSQL).
 //!
 //! This crate depends on no backend; the backends depend on it. `hookgate-inbox` (SQLite)
 //! answers the same [`HandlerResult`] and retries with the same [`RetryPolicy`]; the queue
@@ -18,6 +21,7 @@
 
 mod envelope;
 mod event;
+pub mod event_log;
 mod handler;
 mod result;
 mod retry;
