@@ -2,6 +2,7 @@
 //! signed bytes. Parsing only; comparison happens in the verifier.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -13,6 +14,7 @@ use crate::encoding::{BASE64, BASE64_URL, Encoding, hex};
 use crate::event::{DedupRecipe, Field};
 use crate::headers::Headers;
 use crate::reason::{Reason, Rejection};
+use crate::request::RequestContext;
 
 /// Most signature entries considered in one request; more is treated as malformed, so a
 /// header with thousands of entries costs bounded time.
@@ -48,6 +50,9 @@ pub(crate) struct Extracted<'a> {
     pub(crate) event_type: Field,
     pub(crate) dedup: DedupRecipe,
     pub(crate) headers: Vec<(&'static str, String)>,
+    /// Where in the body a secret travels (Figma's `passcode` value): replaced in the
+    /// verified event's body, so that no sink ever sees it.
+    pub(crate) redact: Option<Range<usize>>,
 }
 
 impl<'a> Extracted<'a> {
@@ -64,6 +69,7 @@ impl<'a> Extracted<'a> {
             event_type: Field::Known(None),
             dedup: DedupRecipe::Body,
             headers: Vec::new(),
+            redact: None,
         }
     }
 }
@@ -242,11 +248,11 @@ pub(crate) fn extract<'a, H: Headers + ?Sized>(
     scheme: &Scheme,
     headers: &'a H,
     body: &'a [u8],
-    url: Option<&'a str>,
+    request: RequestContext<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     match scheme {
         Scheme::Generic(generic) => generic_hmac(generic, headers, body),
-        Scheme::Preset(id) => preset(*id, headers, body, url),
+        Scheme::Preset(id) => preset(*id, headers, body, request),
     }
 }
 
@@ -254,9 +260,10 @@ fn preset<'a, H: Headers + ?Sized>(
     id: SchemeId,
     h: &'a H,
     body: &'a [u8],
-    url: Option<&'a str>,
+    request: RequestContext<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     let preset = id.preset();
+    let url = request.url();
     let needs_url = || url.ok_or_else(|| reject(Reason::MissingHeader, "url"));
     let mut out = match preset.shape {
         Shape::Standard {
@@ -332,6 +339,8 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Twitch => twitch(h, body)?,
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
+        Shape::HubspotV3 => hubspot_v3(h, body, request.method(), needs_url()?)?,
+        Shape::BodyToken { field } => body_token(body, field)?,
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
@@ -824,6 +833,26 @@ fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
     Ok(out)
 }
 
+/// Figma: the token is the body's top-level `field`, a non-empty string (or number); without
+/// it there is no signature at all. A body that names the field twice is malformed: which
+/// one counts would be ambiguous, and the other copy would escape redaction.
+fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Rejection> {
+    let mut members = crate::json::top_level_members(body, field)
+        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
+    if members.len() > 1 {
+        return Err(reject(Reason::MalformedHeader, field));
+    }
+    let (span, token) = members
+        .pop()
+        .and_then(|(span, token)| Some((span, token.filter(|t| !t.is_empty())?)))
+        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
+    let mut out = Extracted::new(Vec::new(), field);
+    out.signatures.push(token.into_bytes());
+    out.mismatch = Reason::TokenMismatch;
+    out.redact = Some(span);
+    Ok(out)
+}
+
 /// The JWS header Netlify signs with (and the signer writes).
 pub(crate) const NETLIFY_JWS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
@@ -907,6 +936,92 @@ fn twilio<'a, H: Headers + ?Sized>(
     out.body_sha256 = body_sha256.map(|digest| (digest, "bodySHA256"));
     push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
     Ok(out)
+}
+
+/// HubSpot v3: base64 HMAC-SHA256 of `{method}{URI}{body}{timestamp}`, the timestamp header's
+/// bytes signed as sent (Unix milliseconds). HubSpot's docs have the receiver decode the
+/// `%`-escapes of [`hubspot_decode_uri`] in the URI first; its official SDKs
+/// (hubspot-api-python, hubspot-api-nodejs) sign the URI they are given as it is. Both forms
+/// are tried, the second only when it differs.
+fn hubspot_v3<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    method: &'a str,
+    uri: &'a str,
+) -> Result<Extracted<'a>, Rejection> {
+    use super::preset::{HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP};
+    let value = required(h, HUBSPOT_SIGNATURE)?;
+    let ts = required(h, HUBSPOT_TIMESTAMP)?;
+    let ms = parse_digits(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, HUBSPOT_TIMESTAMP))?;
+    let decoded = hubspot_decode_uri(uri);
+    let message = |uri: Cow<'a, [u8]>| vec![bytes(method), uri, Cow::Borrowed(body), bytes(ts)];
+    let mut messages = Vec::with_capacity(2);
+    if let Cow::Owned(decoded) = decoded {
+        messages.push(message(Cow::Owned(decoded.into_bytes())));
+    }
+    messages.push(message(bytes(uri)));
+    let mut out = Extracted::new(messages, HUBSPOT_SIGNATURE);
+    out.timestamp = Some((ms, HUBSPOT_TIMESTAMP));
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Base64,
+        value,
+        HUBSPOT_SIGNATURE,
+    )?;
+    Ok(out)
+}
+
+/// The URI with the escapes HubSpot's v3 instructions decode (`%3A` `:`, `%2F` `/`, `%3F` `?`,
+/// `%40` `@`, `%21` `!`, `%24` `$`, `%27` `'`, `%28` `(`, `%29` `)`, `%2A` `*`, `%2C` `,`,
+/// `%3B` `;`; hex digits in either case, as RFC 3986 §2.1 makes them equivalent), every other
+/// escape left as it is; borrowed when there is nothing to decode.
+pub(crate) fn hubspot_decode_uri(uri: &str) -> Cow<'_, str> {
+    const DECODED: [(&[u8; 2], char); 12] = [
+        (b"3A", ':'),
+        (b"2F", '/'),
+        (b"3F", '?'),
+        (b"40", '@'),
+        (b"21", '!'),
+        (b"24", '$'),
+        (b"27", '\''),
+        (b"28", '('),
+        (b"29", ')'),
+        (b"2A", '*'),
+        (b"2C", ','),
+        (b"3B", ';'),
+    ];
+    let decode = |escape: &[u8]| {
+        DECODED
+            .iter()
+            .find(|(hex, _)| escape.eq_ignore_ascii_case(&hex[..]))
+            .map(|(_, c)| *c)
+    };
+    let bytes = uri.as_bytes();
+    let needs = bytes
+        .windows(3)
+        .any(|w| w.first() == Some(&b'%') && w.get(1..).and_then(decode).is_some());
+    if !needs {
+        return Cow::Borrowed(uri);
+    }
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(at) = rest.find('%') {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        match from.as_bytes().get(1..3).and_then(decode) {
+            Some(c) => {
+                out.push(c);
+                rest = from.get(3..).unwrap_or_default();
+            }
+            None => {
+                out.push('%');
+                rest = from.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// For form bodies, the digest of the signed URL and sorted parameters; for JSON bodies the
