@@ -514,6 +514,20 @@ impl Layout {
                 Encoding::Hex,
             ),
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
+            Shape::Contentful => {
+                use crate::scheme::preset::{CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_TIMESTAMP};
+                plain(
+                    crate::scheme::preset::CONTENTFUL_SIGNATURE,
+                    h(&[
+                        (CONTENTFUL_TIMESTAMP, ts.saturating_mul(1000).to_string()),
+                        (
+                            CONTENTFUL_SIGNED_HEADERS,
+                            format!("{CONTENTFUL_SIGNED_HEADERS},{CONTENTFUL_TIMESTAMP}"),
+                        ),
+                    ]),
+                    Encoding::Hex,
+                )
+            }
             Shape::HubspotV3 => plain(
                 crate::scheme::preset::HUBSPOT_SIGNATURE,
                 h(&[(

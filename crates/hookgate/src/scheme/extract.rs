@@ -341,6 +341,7 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
         Shape::HubspotV3 => hubspot_v3(h, body, request.method(), needs_url()?)?,
         Shape::BodyToken { field } => body_token(body, field)?,
+        Shape::Contentful => contentful(h, body, request.method(), needs_url()?)?,
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
@@ -1022,6 +1023,134 @@ pub(crate) fn hubspot_decode_uri(uri: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Most headers a Contentful request may list as signed; more is malformed.
+const MAX_CONTENTFUL_HEADERS: usize = 32;
+
+/// Contentful: lowercase hex HMAC-SHA256 of `{method}\n{path}\n{headers}\n{body}`, as
+/// node-apps-toolkit's `verifyRequest` rebuilds it: `path` is the request's path and query
+/// normalised by [`contentful_path`]; `headers` are the request headers named in
+/// `x-contentful-signed-headers` (names lowercase, values trimmed) that are present, plus
+/// `x-contentful-timestamp` (the parsed integer) and `x-contentful-signed-headers` (the sorted
+/// names actually used), sorted by name, each `name:value`, joined by `;`.
+fn contentful<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    method: &'a str,
+    url: &'a str,
+) -> Result<Extracted<'a>, Rejection> {
+    use super::preset::{CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_TIMESTAMP};
+    let value = required(h, CONTENTFUL_SIGNATURE)?;
+    let ts = required(h, CONTENTFUL_TIMESTAMP)?;
+    let listed = required(h, CONTENTFUL_SIGNED_HEADERS)?;
+    let ms =
+        parse_digits(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, CONTENTFUL_TIMESTAMP))?;
+    let mut picked: Vec<(&str, String)> = Vec::new();
+    for (count, name) in listed.split(',').enumerate() {
+        if count >= MAX_CONTENTFUL_HEADERS {
+            return Err(reject(Reason::MalformedHeader, CONTENTFUL_SIGNED_HEADERS));
+        }
+        // The toolkit matches the listed names against lowercased header names, as listed
+        // (not trimmed): a name with capitals or spaces never matches.
+        let usable = !name.is_empty() && !name.bytes().any(|b| b.is_ascii_uppercase() || b == b' ');
+        if !usable || picked.iter().any(|(known, _)| *known == name) {
+            continue;
+        }
+        let value = match name {
+            CONTENTFUL_TIMESTAMP => Some(ms.to_string()),
+            // Written below, once the names actually used are known.
+            CONTENTFUL_SIGNED_HEADERS => Some(String::new()),
+            other => single_value(h, other)
+                .map_err(|()| reject(Reason::MalformedHeader, CONTENTFUL_SIGNED_HEADERS))?
+                .map(str::to_owned),
+        };
+        if let Some(value) = value {
+            picked.push((name, value));
+        }
+    }
+    for always in [CONTENTFUL_TIMESTAMP, CONTENTFUL_SIGNED_HEADERS] {
+        if !picked.iter().any(|(name, _)| *name == always) {
+            picked.push((always, ms.to_string()));
+        }
+    }
+    picked.sort_by(|(a, _), (b, _)| a.cmp(b));
+    let names = picked
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut canonical = String::with_capacity(names.len().saturating_mul(2).saturating_add(256));
+    canonical.push_str(method);
+    canonical.push('\n');
+    canonical.push_str(&contentful_path(url));
+    canonical.push('\n');
+    for (index, (name, value)) in picked.iter().enumerate() {
+        if index > 0 {
+            canonical.push(';');
+        }
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.push_str(if *name == CONTENTFUL_SIGNED_HEADERS {
+            &names
+        } else {
+            value
+        });
+    }
+    canonical.push('\n');
+    let message = vec![Cow::Owned(canonical.into_bytes()), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], CONTENTFUL_SIGNATURE);
+    out.timestamp = Some((ms, CONTENTFUL_TIMESTAMP));
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Hex,
+        value,
+        CONTENTFUL_SIGNATURE,
+    )?;
+    Ok(out)
+}
+
+/// The path Contentful signs: node-apps-toolkit's `getNormalizedEncodedURI` of the request's
+/// path and query (`req.url`): split at `?` (text after a second `?` is dropped, as
+/// JavaScript's destructured `split` does), the query escaped as `querystring.escape`, then
+/// the whole as `encodeURI`.
+pub(crate) fn contentful_path(url: &str) -> String {
+    // The path and query of an absolute URL; a URL that is already a path stays as it is.
+    let path_and_query = match url.split_once("://") {
+        Some((_, rest)) => match rest.find(['/', '?']) {
+            Some(at) => rest.get(at..).unwrap_or("/"),
+            None => "/",
+        },
+        None => url,
+    };
+    let path_and_query = path_and_query.split('#').next().unwrap_or_default();
+    let mut parts = path_and_query.split('?');
+    let pathname = parts.next().unwrap_or_default();
+    let search = parts.next().unwrap_or_default();
+    // encodeURIComponent's unreserved set (Node's querystring.escape).
+    let component = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b);
+    // encodeURI's: those, plus the reserved characters and '#'.
+    let uri = |b: u8| component(b) || b";,/?:@&=+$#".contains(&b);
+    let mut joined = pathname.to_owned();
+    if !search.is_empty() {
+        joined.push('?');
+        joined.push_str(&percent_encode(search, component));
+    }
+    percent_encode(&joined, uri)
+}
+
+/// `text`'s UTF-8 bytes, each byte `keep` refuses written `%XX` (uppercase hex).
+fn percent_encode(text: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// For form bodies, the digest of the signed URL and sorted parameters; for JSON bodies the

@@ -153,6 +153,10 @@ pub enum SchemeId {
     /// Figma: the `passcode` field of the JSON body equals the webhook's passcode (the rest of
     /// the body is not authenticated). The verified event's body has the passcode redacted.
     Figma,
+    /// Contentful request verification: `x-contentful-signature`, HMAC-SHA256 hex of the HTTP
+    /// method, the request path, the headers listed in `x-contentful-signed-headers` and the
+    /// body.
+    Contentful,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -166,7 +170,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 57] = [
+    pub const ALL: [SchemeId; 58] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -224,6 +228,7 @@ impl SchemeId {
         SchemeId::Postmark,
         SchemeId::HubspotV3,
         SchemeId::Figma,
+        SchemeId::Contentful,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -116,6 +116,10 @@ pub(crate) enum Shape {
     /// HubSpot v3: base64 HMAC-SHA256 of `{method}{URI}{body}{timestamp}`, the timestamp in
     /// Unix milliseconds in its own header, some `%`-escapes of the URI decoded first.
     HubspotV3,
+    /// Contentful request verification: hex HMAC-SHA256 of the canonical request — method,
+    /// normalised path, the headers named in `x-contentful-signed-headers`, body — with the
+    /// timestamp (Unix milliseconds) among the signed headers.
+    Contentful,
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
     /// A shared token in a top-level field of the JSON body (Figma's `passcode`), compared
@@ -145,6 +149,7 @@ impl Shape {
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
             Shape::HubspotV3 => HUBSPOT_SIGNATURE,
+            Shape::Contentful => CONTENTFUL_SIGNATURE,
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
             Shape::Mailgun | Shape::BodyToken { .. } => return None,
@@ -153,14 +158,14 @@ impl Shape {
 
     /// Whether the signed bytes include the HTTP method.
     pub(crate) fn signs_method(&self) -> bool {
-        matches!(self, Shape::HubspotV3)
+        matches!(self, Shape::HubspotV3 | Shape::Contentful)
     }
 
     /// Whether the signed bytes include the request URL.
     pub(crate) fn signs_url(&self) -> bool {
         matches!(
             self,
-            Shape::UrlAndBody { .. } | Shape::Twilio { .. } | Shape::HubspotV3
+            Shape::UrlAndBody { .. } | Shape::Twilio { .. } | Shape::HubspotV3 | Shape::Contentful
         )
     }
 }
@@ -304,6 +309,7 @@ impl SchemeId {
             SchemeId::Postmark => &POSTMARK,
             SchemeId::HubspotV3 => &HUBSPOT_V3,
             SchemeId::Figma => &FIGMA,
+            SchemeId::Contentful => &CONTENTFUL,
         }
     }
 }
@@ -651,6 +657,32 @@ const HUBSPOT_V3: Preset = Preset {
     // The body is a batch (a JSON array) of events, each with its own `eventId` and
     // `subscriptionType`: no one event type, and the dedup key is a digest of the body.
     info: Info::NONE,
+    handshake: None,
+};
+
+/// Contentful's signature header.
+pub(crate) const CONTENTFUL_SIGNATURE: &str = "x-contentful-signature";
+/// Contentful's timestamp header, Unix milliseconds, always among the signed headers.
+pub(crate) const CONTENTFUL_TIMESTAMP: &str = "x-contentful-timestamp";
+/// The comma-separated names of the headers Contentful signed, itself always among them.
+pub(crate) const CONTENTFUL_SIGNED_HEADERS: &str = "x-contentful-signed-headers";
+
+/// contentful.com/developers/docs/extensibility/webhooks/request-verification;
+/// contentful/node-apps-toolkit `src/requests/sign-request.ts`, `verify-request.ts`,
+/// `utils.ts`. Facts and vectors: docs/PROVIDERS.md.
+const CONTENTFUL: Preset = Preset {
+    name: "contentful",
+    description: "Contentful: x-contentful-signature HMAC-SHA256 hex of method, path, the x-contentful-signed-headers and body; x-contentful-timestamp in ms, ±30 s; needs the public URL",
+    // node-apps-toolkit verifyRequest's default time to live.
+    window_secs: Some(30),
+    shape: Shape::Contentful,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook's 64-character signing secret, used as-is",
+    info: Info {
+        event_type: Source::Header(&["X-Contentful-Topic"]),
+        headers: &["X-Contentful-Topic", "X-Contentful-Webhook-Name"],
+        ..Info::NONE
+    },
     handshake: None,
 };
 
