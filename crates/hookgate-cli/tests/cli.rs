@@ -132,6 +132,10 @@ fn vector_args(vector: &Vector, via_file: bool) -> Vec<String> {
         args.push("--url".to_owned());
         args.push(url.clone());
     }
+    if let Some(method) = &vector.method {
+        args.push("--method".to_owned());
+        args.push(method.clone());
+    }
     if via_file {
         args.push("--body-file".to_owned());
         args.push(temp_file(&vector.body_bytes()).display().to_string());
