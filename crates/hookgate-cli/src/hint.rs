@@ -191,7 +191,7 @@ fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'st
 
 fn timestamp_format(scheme: SchemeId) -> &'static str {
     match scheme {
-        SchemeId::TwitchEventsub | SchemeId::Zendesk => {
+        SchemeId::TwitchEventsub | SchemeId::Zendesk | SchemeId::Box => {
             "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z"
         }
         SchemeId::Linear | SchemeId::Webflow | SchemeId::HubspotV3 | SchemeId::Contentful => {

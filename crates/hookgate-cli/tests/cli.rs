@@ -522,6 +522,7 @@ fn round_trips() -> Vec<RoundTrip> {
         shared("netlify", "netlify-jws-secret-0123456789abcdef"),
         shared("postmark", "hookuser:s3cr3t-pass"),
         shared("figma", "f1gm4-p4ssc0de-0123456789abcdef"),
+        shared("box", "SamplePrimaryKey"),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         RoundTrip {
             body: r#"{"action":"create","webhookTimestamp":1700000000000}"#,
@@ -1009,8 +1010,8 @@ fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 58);
-    assert_eq!(SchemeId::ALL.len(), 58);
+    assert_eq!(lines.len(), 59);
+    assert_eq!(SchemeId::ALL.len(), 59);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

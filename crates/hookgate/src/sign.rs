@@ -528,6 +528,21 @@ impl Layout {
                     Encoding::Hex,
                 )
             }
+            Shape::Box => {
+                let at = rfc3339(ts).ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
+                plain(
+                    "box-signature-primary",
+                    h(&[
+                        ("box-delivery-timestamp", at),
+                        ("box-signature-version", "1".to_owned()),
+                        ("box-signature-algorithm", "HmacSHA256".to_owned()),
+                    ]),
+                    Encoding::Base64,
+                )
+            }
             Shape::HubspotV3 => plain(
                 crate::scheme::preset::HUBSPOT_SIGNATURE,
                 h(&[(

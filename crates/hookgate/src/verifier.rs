@@ -338,8 +338,16 @@ impl Verifier {
             return Ok(());
         };
         match check_window(ts_ms, now_ms, window.tolerance_ms, window.accept_future) {
-            Ok(()) => Ok(()),
-            Err(reason) => Err(Rejection::new(reason, location)),
+            Ok(()) => {}
+            Err(reason) => return Err(Rejection::new(reason, location)),
+        }
+        // A scheme whose sender allows less skew into the future than into the past (Box:
+        // none at all), unless future timestamps are accepted explicitly.
+        match extracted.future_tolerance_ms {
+            Some(limit) if !window.accept_future && ts_ms.saturating_sub(now_ms) > limit => {
+                Err(Rejection::new(Reason::TimestampTooNew, location))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -351,7 +359,7 @@ impl Verifier {
             if key.not_after.is_some_and(|limit| now > limit) {
                 continue;
             }
-            if key.matches(extracted) && found.is_none() {
+            if key.matches(extracted, index) && found.is_none() {
                 found = Some(index);
             }
         }
@@ -401,8 +409,13 @@ pub(crate) fn check_window(
 }
 
 impl PreparedKey {
-    fn matches(&self, extracted: &Extracted<'_>) -> bool {
-        let signatures = &extracted.signatures;
+    fn matches(&self, extracted: &Extracted<'_>, index: usize) -> bool {
+        // Paired signatures (Box): key `index` is checked against signature `index` only.
+        let signatures: &[Vec<u8>] = if extracted.paired {
+            extracted.signatures.get(index..=index).unwrap_or(&[])
+        } else {
+            &extracted.signatures
+        };
         match &self.material {
             Material::HmacSha256(key) => {
                 extracted.messages.iter().fold(Choice::from(0), |acc, m| {

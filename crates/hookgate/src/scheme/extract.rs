@@ -53,6 +53,12 @@ pub(crate) struct Extracted<'a> {
     /// Where in the body a secret travels (Figma's `passcode` value): replaced in the
     /// verified event's body, so that no sink ever sees it.
     pub(crate) redact: Option<Range<usize>>,
+    /// `signatures[i]` belongs to key `i` alone (Box: the primary key signs
+    /// `box-signature-primary`, the secondary `box-signature-secondary`).
+    pub(crate) paired: bool,
+    /// How far ahead of the clock the timestamp may be, when the sender allows less than the
+    /// window (Box: none).
+    pub(crate) future_tolerance_ms: Option<i64>,
 }
 
 impl<'a> Extracted<'a> {
@@ -70,6 +76,8 @@ impl<'a> Extracted<'a> {
             dedup: DedupRecipe::Body,
             headers: Vec::new(),
             redact: None,
+            paired: false,
+            future_tolerance_ms: None,
         }
     }
 }
@@ -342,6 +350,7 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::HubspotV3 => hubspot_v3(h, body, request.method(), needs_url()?)?,
         Shape::BodyToken { field } => body_token(body, field)?,
         Shape::Contentful => contentful(h, body, request.method(), needs_url()?)?,
+        Shape::Box => box_signatures(h, body)?,
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
@@ -1023,6 +1032,76 @@ pub(crate) fn hubspot_decode_uri(uri: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Box: base64 HMAC-SHA256 of `{body}{box-delivery-timestamp}`, the primary key's in
+/// `box-signature-primary`, the secondary key's in `box-signature-secondary` (keys and
+/// headers paired by position). As box-python-sdk's `validate_message`, the body is tried as
+/// received and in the form [`box_escape`] writes (Box's own vectors of non-ASCII, CR and
+/// backslash bodies only verify that way). The timestamp may not be ahead of the clock at all.
+fn box_signatures<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+) -> Result<Extracted<'a>, Rejection> {
+    const PRIMARY: &str = "box-signature-primary";
+    const SECONDARY: &str = "box-signature-secondary";
+    const TIMESTAMP: &str = "box-delivery-timestamp";
+    const VERSION: &str = "box-signature-version";
+    const ALGORITHM: &str = "box-signature-algorithm";
+    let primary = required(h, PRIMARY)?;
+    let secondary = single(h, SECONDARY)?;
+    let ts = required(h, TIMESTAMP)?;
+    let ms = rfc3339_millis(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, TIMESTAMP))?;
+    let version = required(h, VERSION)?;
+    let algorithm = required(h, ALGORITHM)?;
+    let mut messages = vec![vec![Cow::Borrowed(body), bytes(ts)]];
+    if let Some(escaped) = std::str::from_utf8(body).ok().and_then(box_escape) {
+        messages.push(vec![Cow::Owned(escaped.into_bytes()), bytes(ts)]);
+    }
+    let mut out = Extracted::new(messages, PRIMARY);
+    out.timestamp = Some((ms, TIMESTAMP));
+    out.future_tolerance_ms = Some(0);
+    out.paired = true;
+    if version != "1" || algorithm != "HmacSHA256" {
+        // Box's SDK computes nothing for another version or algorithm: no signature counts.
+        out.mismatch = Reason::NoSupportedSignature;
+        return Ok(out);
+    }
+    for value in [Some(primary), secondary] {
+        // One slot per key, in order; a slot that does not decode never matches.
+        let decoded = value.and_then(|v| Encoding::Base64.decode(v.as_bytes()));
+        out.signatures.push(decoded.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// box-python-sdk's `escape_unicode`: every backslash not followed by `/` doubled, then `\n`
+/// `\r` `\t` as those escapes and every other character outside printable ASCII as
+/// `\uXXXX` (lowercase hex; a UTF-16 surrogate pair above U+FFFF). `None` when that changes
+/// nothing.
+pub(crate) fn box_escape(body: &str) -> Option<String> {
+    let needs = body.chars().any(|c| c == '\\' || !(' '..='~').contains(&c));
+    if !needs {
+        return None;
+    }
+    let mut out = String::with_capacity(body.len().saturating_add(16));
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() != Some(&'/') => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            other => {
+                let mut units = [0u16; 2];
+                for unit in other.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    (out != body).then_some(out)
 }
 
 /// Most headers a Contentful request may list as signed; more is malformed.

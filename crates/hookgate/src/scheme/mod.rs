@@ -157,6 +157,9 @@ pub enum SchemeId {
     /// method, the request path, the headers listed in `x-contentful-signed-headers` and the
     /// body.
     Contentful,
+    /// Box: `box-signature-primary` and `box-signature-secondary`, HMAC-SHA256 base64 of the
+    /// body and `box-delivery-timestamp`, each with its own key.
+    Box,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -170,7 +173,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 58] = [
+    pub const ALL: [SchemeId; 59] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -229,6 +232,7 @@ impl SchemeId {
         SchemeId::HubspotV3,
         SchemeId::Figma,
         SchemeId::Contentful,
+        SchemeId::Box,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -120,6 +120,9 @@ pub(crate) enum Shape {
     /// normalised path, the headers named in `x-contentful-signed-headers`, body — with the
     /// timestamp (Unix milliseconds) among the signed headers.
     Contentful,
+    /// Box: `box-signature-primary` / `-secondary`, each base64 HMAC-SHA256 of
+    /// `{body}{box-delivery-timestamp}` with its own key (primary, secondary).
+    Box,
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
     /// A shared token in a top-level field of the JSON body (Figma's `passcode`), compared
@@ -150,6 +153,7 @@ impl Shape {
             Shape::Twilio { .. } => "X-Twilio-Signature",
             Shape::HubspotV3 => HUBSPOT_SIGNATURE,
             Shape::Contentful => CONTENTFUL_SIGNATURE,
+            Shape::Box => "box-signature-primary",
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
             Shape::Mailgun | Shape::BodyToken { .. } => return None,
@@ -310,6 +314,7 @@ impl SchemeId {
             SchemeId::HubspotV3 => &HUBSPOT_V3,
             SchemeId::Figma => &FIGMA,
             SchemeId::Contentful => &CONTENTFUL,
+            SchemeId::Box => &BOX,
         }
     }
 }
@@ -682,6 +687,25 @@ const CONTENTFUL: Preset = Preset {
         event_type: Source::Header(&["X-Contentful-Topic"]),
         headers: &["X-Contentful-Topic", "X-Contentful-Webhook-Name"],
         ..Info::NONE
+    },
+    handshake: None,
+};
+
+/// box/box-python-sdk `WebhooksManager.validate_message`, `compute_webhook_signature`,
+/// `escape_unicode` and its tests; developer.box.com/guides/webhooks/v2/signatures-v2.
+/// Facts and vectors: docs/PROVIDERS.md.
+const BOX: Preset = Preset {
+    name: "box",
+    description: "Box: box-signature-primary/-secondary HMAC-SHA256 base64 of body+box-delivery-timestamp, one per key (primary key first, secondary second), RFC 3339 timestamp, 600 s old at most and never ahead",
+    window_secs: Some(600),
+    shape: Shape::Box,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the keys are the app's primary and secondary signature keys, in that order (each header is checked with its own key), used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["trigger"]]),
+        delivery_id: Source::Header(&["box-delivery-id"]),
+        dedup_json: None,
+        headers: &["box-delivery-id"],
     },
     handshake: None,
 };
