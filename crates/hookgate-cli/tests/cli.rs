@@ -654,12 +654,14 @@ fn what_sign_prints_verifies_for_every_scheme() {
             "not-the-key"
         };
         let run = sign_then_verify(case, &[wrong, case.verify_key], false);
-        assert_eq!(
-            run.first_line(),
-            "valid (key 1)",
-            "{}: {run:?}",
-            case.scheme
-        );
+        // Box pairs key i with header i: the second key only checks box-signature-secondary,
+        // which a delivery signed with one key does not have.
+        let expected = if case.scheme == "box" {
+            "invalid: signature_mismatch"
+        } else {
+            "valid (key 1)"
+        };
+        assert_eq!(run.first_line(), expected, "{}: {run:?}", case.scheme);
         let run = sign_then_verify(case, &[wrong], false);
         assert!(
             run.first_line().starts_with("invalid: "),
