@@ -905,8 +905,8 @@ fn netlify<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
 }
 
 /// Twilio: HMAC-SHA1 over the URL followed by the sorted form parameters, or, for JSON
-/// bodies, over the URL alone carrying `bodySHA256`. The URL is tried as given, without its
-/// port and with the default port, as Twilio's own libraries do.
+/// bodies, over the URL alone carrying `bodySHA256`. The URL is tried in the forms
+/// twilio-node's `validateRequest` tries ([`twilio_urls`]).
 fn twilio<'a, H: Headers + ?Sized>(
     h: &'a H,
     body: &'a [u8],
@@ -937,7 +937,7 @@ fn twilio<'a, H: Headers + ?Sized>(
     // parameter order): for form bodies it is a digest of what is signed, the URL and the
     // sorted, decoded parameters. A JSON body is covered byte for byte by `bodySHA256`.
     let dedup = twilio_dedup(url, &params, body_sha256.is_some());
-    let messages = url_variants(url)
+    let messages = twilio_urls(url)
         .into_iter()
         .map(|variant| vec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())])
         .collect();
@@ -1153,7 +1153,7 @@ fn contentful<'a, H: Headers + ?Sized>(
             picked.push((always, ms.to_string()));
         }
     }
-    picked.sort_by(|(a, _), (b, _)| a.cmp(b));
+    picked.sort_by_key(|(name, _)| *name);
     let names = picked
         .iter()
         .map(|(name, _)| *name)
@@ -1248,6 +1248,149 @@ fn query_param(url: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+/// The URLs twilio-node's `validateRequest` tries for `url`: the URL as `new URL()` writes it
+/// ([`whatwg_url`]), without its port and with it (the scheme's default port when it has
+/// none), and each of those with the query re-serialised by Node's legacy `querystring`
+/// ([`legacy_query`]) — "signature generation on the back end is inconsistent", says the
+/// SDK. An explicit default port is dropped by `new URL()` before the legacy form is made, so
+/// that form is never tried with `:443`/`:80`.
+fn twilio_urls(url: &str) -> Vec<String> {
+    let normalized = whatwg_url(url);
+    let ported = url_variants(&normalized);
+    let mut all = ported.clone();
+    for variant in &ported {
+        if has_default_port(variant) {
+            continue;
+        }
+        if let Some(legacy) = legacy_query(variant) {
+            all.push(legacy);
+        }
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(all.len());
+    for candidate in all {
+        if !unique.contains(&candidate) {
+            unique.push(candidate);
+        }
+    }
+    unique
+}
+
+/// Whether `url` names its scheme's default port explicitly (`https://h:443/`).
+fn has_default_port(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        ":80"
+    };
+    host.ends_with(default)
+}
+
+/// The characters `new URL()` percent-encodes in the path and the query of an http(s) URL
+/// (WHATWG URL: the path and special-query percent-encode sets; `'` in the query), everything
+/// else, existing `%XX` escapes included, as given.
+fn whatwg_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (rest, None),
+    };
+    let path_start = before_fragment
+        .find(['/', '?'])
+        .unwrap_or(before_fragment.len());
+    let (authority, tail) = before_fragment.split_at(path_start);
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let path_keeps = |b: u8| b > 0x20 && b < 0x7f && !b"\"#<>?`{}".contains(&b);
+    let query_keeps = |b: u8| b > 0x20 && b < 0x7f && !b"\"#<>'".contains(&b);
+    let mut out = format!("{scheme}://{authority}");
+    out.push_str(&percent_encode(path, path_keeps));
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&percent_encode(query, query_keeps));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Node's `withLegacyQuerystring`: the query parsed by `querystring.parse` (`+` is a space,
+/// escapes decoded, repeated names grouped at their first place) and written back by
+/// `querystring.stringify` (`querystring.escape`: everything but `A-Z a-z 0-9 - _ . ! ~ * '
+/// ( )` escaped). `None` without a query.
+fn legacy_query(url: &str) -> Option<String> {
+    let (base, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    if query.is_empty() {
+        return None;
+    }
+    let decode = |text: &str| -> String {
+        let spaced = text.replace('+', " ");
+        percent_decode_lenient(&spaced)
+    };
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for piece in query.split('&').filter(|piece| !piece.is_empty()) {
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+        let (key, value) = (decode(key), decode(value));
+        match grouped.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, values)) => values.push(value),
+            None => grouped.push((key, vec![value])),
+        }
+    }
+    let escape = |text: &str| {
+        percent_encode(text, |b| {
+            b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
+        })
+    };
+    let written: Vec<String> = grouped
+        .iter()
+        .flat_map(|(key, values)| {
+            values
+                .iter()
+                .map(move |value| format!("{}={}", escape(key), escape(value)))
+        })
+        .collect();
+    Some(format!("{base}?{}", written.join("&")))
+}
+
+/// `%XX` escapes decoded (as UTF-8, invalid sequences replaced); a `%` not followed by two hex
+/// digits is kept as it is, as Node's `querystring.unescape` falls back to doing.
+fn percent_decode_lenient(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0usize;
+    while let Some(&b) = bytes.get(index) {
+        let hex = bytes
+            .get(index.saturating_add(1)..index.saturating_add(3))
+            .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                index = index.saturating_add(3);
+            }
+            _ => {
+                out.push(b);
+                index = index.saturating_add(1);
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URL as given, without an explicit port, and with the scheme's default port.
