@@ -603,3 +603,49 @@ async fn serve_stores_figma_events_without_the_passcode() {
         }
     }
 }
+
+/// `hookgate audit` knows the presets added last: every check that applies passes against
+/// `serve`, the URL- and method-signing ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_passes_against_serve_for_the_newest_presets() {
+    const PUBLIC: &str = "https://hooks.example.com/webhooks";
+    for (scheme, secret, signs_url) in [
+        ("hubspot-v3", "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy", true),
+        (
+            "contentful",
+            "c0nt3ntfu1S1gn1ngS3cr3t-0123456789abcdefghijABCDEFGHIJ_klmnopqrs",
+            true,
+        ),
+        ("figma", "f1gm4-p4ssc0de-0123456789abcdef", false),
+        ("box", "SamplePrimaryKey", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--scheme", scheme, "--secret", secret];
+        if signs_url {
+            args.extend(["--public-url", PUBLIC]);
+        }
+        let serve = Serve::start(dir.path(), &args);
+        let url = serve.url("/webhooks");
+        let mut audit = vec![
+            "audit",
+            url.as_str(),
+            "--scheme",
+            scheme,
+            "--secret",
+            secret,
+        ];
+        audit.push("--json");
+        if signs_url {
+            audit.extend(["--public-url", PUBLIC]);
+        }
+        let run = hookgate(audit).await;
+        assert_eq!(run.code, 0, "{scheme}: {run:?}\n{}", serve.stderr());
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(report["result"], "PASS", "{scheme}: {report}");
+        assert_eq!(report["summary"]["failed"], 0, "{scheme}");
+        assert!(
+            report["summary"]["passed"].as_u64().unwrap() >= 5,
+            "{scheme}: {report}"
+        );
+    }
+}

@@ -682,6 +682,15 @@ pub fn provider_vectors() -> Vec<Case> {
         if vector.url.as_deref().is_some_and(|url| url.contains(' ')) {
             continue;
         }
+        // Credentials in the signed URL (twilio-sdk-001…003): no adapter takes a public
+        // origin with a user name in it, so these are core-only too.
+        if vector
+            .url
+            .as_deref()
+            .is_some_and(|url| split_url(url).0.contains('@'))
+        {
+            continue;
+        }
         let expected = vector
             .strict_expect
             .clone()
