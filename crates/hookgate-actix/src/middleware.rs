@@ -187,9 +187,16 @@ where
                     .into_response(outcome_response(outcome))
                     .map_into_right_body());
             }
-            if let Some(event) = outcome.into_event() {
-                req.extensions_mut().insert(event);
-            }
+            // The verified body goes on: the bytes received, but for a scheme whose secret
+            // travels in the body (Figma), which has it redacted.
+            let body = match outcome.into_event() {
+                Some(event) => {
+                    let verified = event.body().clone();
+                    req.extensions_mut().insert(event);
+                    verified
+                }
+                None => body,
+            };
             req.set_payload(body.into());
             service
                 .call(req)

@@ -5,7 +5,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, Uri};
 use bytes::Bytes;
-use hookgate::Outcome;
+use hookgate::{Outcome, RequestContext};
 
 use crate::body::{BodyError, declared_too_large, read_limited};
 use crate::config::Settings;
@@ -64,10 +64,15 @@ pub(crate) async fn decide(
         }
     };
     let url = settings.url_for(uri);
+    // The request line: schemes that sign the URL (Twilio, Square, HubSpot v3) or the method
+    // (HubSpot v3) read it from here.
+    let request = RequestContext::new()
+        .with_url_opt(url.as_deref())
+        .with_method(method.as_str());
     let headers = ActixHeaders::new(headers);
     let future = match mode {
-        Mode::Receive => gate.receive(&headers, body.clone(), url.as_deref()),
-        Mode::VerifyOnly => gate.verify_only(&headers, body.clone(), url.as_deref()),
+        Mode::Receive => gate.receive(&headers, body.clone(), request),
+        Mode::VerifyOnly => gate.verify_only(&headers, body.clone(), request),
     };
     Ok(Decided {
         outcome: future.await,

@@ -118,13 +118,27 @@ impl HttpClient {
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<Reply, NoReply> {
+        self.send(Method::POST, uri, headers, body).await
+    }
+
+    /// Sends `body` with `headers` to `uri` with `method`.
+    ///
+    /// # Errors
+    /// As [`post`](Self::post).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        uri: &Uri,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Reply, NoReply> {
         let started = Instant::now();
         let fail = |error: String, timed_out: bool| NoReply {
             error,
             latency: started.elapsed(),
             timed_out,
         };
-        let mut request = Request::builder().method(Method::POST).uri(uri.clone());
+        let mut request = Request::builder().method(method).uri(uri.clone());
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }

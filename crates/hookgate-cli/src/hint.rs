@@ -39,11 +39,7 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
              must be the raw bytes exactly as {} sent them",
             provider(scheme)
         ),
-        Reason::TokenMismatch => {
-            "the X-Gitlab-Token header does not equal any --secret (the webhook's secret token, \
-             compared exactly)"
-                .to_owned()
-        }
+        Reason::TokenMismatch => token_hint(scheme, location),
         Reason::MissingHeader => missing_hint(scheme, location, cx.headers),
         Reason::MalformedHeader => format!(
             "{location} does not have {}'s syntax, or was given twice with different values",
@@ -71,6 +67,10 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
              test-mode v0): a downgrade is refused",
             scheme.as_str()
         ),
+        Reason::MissingSignature if scheme == SchemeId::Figma => {
+            "the JSON body must carry one non-empty passcode (Figma sends it in every event)"
+                .to_owned()
+        }
         Reason::MissingSignature => "the body must carry signature.timestamp, signature.token \
              and signature.signature (Mailgun puts its signature in the body)"
             .to_owned(),
@@ -111,6 +111,15 @@ fn mismatch_hint(cx: Context<'_>) -> String {
              raw body; --url must be exactly the public URL it called (https, host, port, path, \
              query string), not the URL seen behind a proxy"
             .to_owned(),
+        SchemeId::HubspotV3 => "HubSpot v3 signs the HTTP method, the URI, the raw body and \
+             X-HubSpot-Request-Timestamp; --url must be exactly the URI HubSpot called (https, \
+             host, path, query string), not the URL seen behind a proxy, and --method its method \
+             (default POST)"
+            .to_owned(),
+        SchemeId::Contentful => "Contentful signs the HTTP method, the path and query of the \
+             URL it called, the headers named in x-contentful-signed-headers and the raw body; \
+             --url must have exactly that path and query and --method its method (default POST)"
+            .to_owned(),
         SchemeId::TwilioBodySha256 | SchemeId::Square => format!(
             "{} signs the URL and the raw body bytes; --url must be exactly the public URL it \
              called (https, host, port, path, query string), not the URL seen behind a proxy",
@@ -121,6 +130,24 @@ fn mismatch_hint(cx: Context<'_>) -> String {
             .to_owned(),
     };
     format!("{keys}; {signed}; {}", key_format(scheme))
+}
+
+/// A shared token that does not match: named where the scheme carries it (its own header, or
+/// a field of the body), with how the provider writes it.
+fn token_hint(scheme: SchemeId, location: &str) -> String {
+    let place = if scheme.signature_header() == Some(location) {
+        format!("the {location} header")
+    } else {
+        format!("the body's {location} field")
+    };
+    let compared = match scheme {
+        SchemeId::Postmark => "the Basic credentials are compared exactly",
+        _ => "compared exactly",
+    };
+    format!(
+        "{place} does not equal any --secret ({compared}); {}",
+        key_format(scheme)
+    )
 }
 
 fn missing_hint(scheme: SchemeId, location: &str, headers: &[(String, String)]) -> String {
@@ -164,10 +191,12 @@ fn schemes_signed_by(headers: &[(String, String)], scheme: SchemeId) -> Vec<&'st
 
 fn timestamp_format(scheme: SchemeId) -> &'static str {
     match scheme {
-        SchemeId::TwitchEventsub | SchemeId::Zendesk => {
+        SchemeId::TwitchEventsub | SchemeId::Zendesk | SchemeId::Box => {
             "an RFC 3339 time such as 2024-01-01T00:00:00.123456789Z"
         }
-        SchemeId::Linear | SchemeId::Webflow => "Unix milliseconds as ASCII digits",
+        SchemeId::Linear | SchemeId::Webflow | SchemeId::HubspotV3 | SchemeId::Contentful => {
+            "Unix milliseconds as ASCII digits"
+        }
         _ => "Unix seconds as ASCII digits (no sign, no fraction)",
     }
 }
@@ -176,7 +205,13 @@ fn timestamp_format(scheme: SchemeId) -> &'static str {
 fn signs_raw_body(scheme: SchemeId) -> bool {
     !matches!(
         scheme,
-        SchemeId::Mailgun | SchemeId::Twilio | SchemeId::GitlabToken
+        SchemeId::Mailgun
+            | SchemeId::Twilio
+            | SchemeId::GitlabToken
+            | SchemeId::Okta
+            | SchemeId::Telegram
+            | SchemeId::Postmark
+            | SchemeId::Figma
     )
 }
 
@@ -184,6 +219,8 @@ fn provider(scheme: SchemeId) -> &'static str {
     match scheme {
         SchemeId::Twilio | SchemeId::TwilioBodySha256 => "Twilio",
         SchemeId::Square => "Square",
+        SchemeId::HubspotV3 => "HubSpot",
+        SchemeId::Contentful => "Contentful",
         _ => "the provider",
     }
 }
@@ -237,6 +274,42 @@ mod tests {
         assert!(advice.hint.contains("--scheme"));
         let advice = advise(&rejection, cx(SchemeId::Stripe, b"{}"));
         assert!(advice.hint.contains("--header 'Stripe-Signature: VALUE'"));
+    }
+
+    #[test]
+    fn a_token_mismatch_names_the_schemes_own_header() {
+        for (scheme, header) in [
+            (SchemeId::GitlabToken, "X-Gitlab-Token"),
+            (SchemeId::Okta, "Authorization"),
+            (SchemeId::Telegram, "X-Telegram-Bot-Api-Secret-Token"),
+            (SchemeId::Postmark, "Authorization"),
+        ] {
+            let value = match scheme {
+                SchemeId::Postmark => "Basic d3Jvbmc6Y3JlZHM=",
+                _ => "wrong-token",
+            };
+            let headers = vec![(header.to_owned(), value.to_owned())];
+            let rejection =
+                hookgate::verify(scheme.as_str(), &["right-user:token"], &headers, "{}", None)
+                    .unwrap_err()
+                    .rejection()
+                    .cloned()
+                    .unwrap();
+            assert_eq!(rejection.code(), "token_mismatch", "{scheme}");
+            let advice = advise(&rejection, cx(scheme, b"{}"));
+            assert!(
+                advice.hint.contains(&format!("the {header} header")),
+                "{scheme}: {}",
+                advice.hint
+            );
+            if scheme != SchemeId::GitlabToken {
+                assert!(
+                    !advice.hint.contains("X-Gitlab-Token"),
+                    "{scheme}: {}",
+                    advice.hint
+                );
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use hookgate::{SchemeId, SignRequest, Signer};
-use http::Uri;
+use http::{Method, Uri};
 
 use crate::error::CliError;
 
@@ -13,11 +13,15 @@ use crate::error::CliError;
 pub(crate) struct Target {
     pub(crate) uri: Uri,
     pub(crate) public_url: String,
+    /// The HTTP method to send with (`POST` but for `hookgate send --method`); signed by
+    /// hubspot-v3.
+    pub(crate) method: Method,
 }
 
 /// One request ready to send.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
+    pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Bytes,
@@ -91,6 +95,9 @@ pub(crate) fn sign(
     if scheme.signs_url() {
         request = request.url(target.public_url.clone());
     }
+    if scheme.signs_method() {
+        request = request.method(target.method.as_str());
+    }
     if let Some(event_type) = draft.event_type {
         request = request.event_type(event_type);
     }
@@ -119,6 +126,7 @@ pub(crate) fn sign(
             .unwrap_or_else(|| target.public_url.clone())
     });
     let mut outgoing = Outgoing {
+        method: target.method.clone(),
         uri,
         headers: delivery.headers,
         body: delivery.body,

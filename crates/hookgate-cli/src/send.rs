@@ -91,6 +91,10 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
 
+    /// The HTTP method to send with (default POST). hubspot-v3 signs it.
+    #[arg(long, value_name = "METHOD", value_parser = parse_method, default_value = "POST")]
+    method: http::Method,
+
     /// An extra request header as 'Name: value' (repeatable); replaces a header of the
     /// same name.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
@@ -220,7 +224,11 @@ pub(crate) async fn run(args: SendArgs) -> Result<Output, CliError> {
         scheme: args.scheme,
         signer,
         client,
-        target: Target { uri, public_url },
+        target: Target {
+            uri,
+            public_url,
+            method: args.method.clone(),
+        },
         body,
         event_type: args.event_type.clone(),
         extra_headers,
@@ -310,7 +318,12 @@ async fn deliver(plan: &Plan, n: u64, id: &str) -> Result<Delivered, CliError> {
         )?;
         let result = plan
             .client
-            .post(&request.uri, &request.headers, request.body)
+            .send(
+                request.method.clone(),
+                &request.uri,
+                &request.headers,
+                request.body,
+            )
             .await;
         let (ok, what, latency) = match &result {
             Ok(reply) => {
@@ -405,6 +418,12 @@ fn summarize(results: &[Delivered], elapsed: Duration, url: &str) -> String {
         human(latencies.last().copied().unwrap_or_default()),
         human(elapsed),
     )
+}
+
+/// An HTTP method as written on the command line (`POST`, `put`, …), upper-cased.
+fn parse_method(text: &str) -> Result<http::Method, String> {
+    http::Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{text:?} is not an HTTP method"))
 }
 
 #[cfg(test)]

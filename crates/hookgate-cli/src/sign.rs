@@ -36,9 +36,15 @@ pub(crate) struct SignArgs {
     #[arg(long, value_name = "UNIX_SECONDS")]
     timestamp: Option<i64>,
 
-    /// The URL the delivery goes to. Required by twilio, twilio-body-sha256 and square.
+    /// The URL the delivery goes to. Required by twilio, twilio-body-sha256, square and
+    /// hubspot-v3.
     #[arg(long)]
     url: Option<String>,
+
+    /// The HTTP method the delivery is sent with (default POST). Signed by hubspot-v3;
+    /// ignored by the other schemes.
+    #[arg(long, value_name = "METHOD")]
+    method: Option<String>,
 
     /// The file holding the body to sign. Without it (or with -) the body is read from stdin.
     #[arg(long, value_name = "PATH")]
@@ -49,8 +55,9 @@ pub(crate) struct SignArgs {
     #[arg(long, value_name = "TYPE")]
     event_type: Option<String>,
 
-    /// Write the body to send to this file instead of stdout. Only mailgun changes the body
-    /// (its signature lives in it); for the other schemes the file gets the body unchanged.
+    /// Write the body to send to this file instead of stdout. Only mailgun and figma change
+    /// the body (the signature, or the passcode, lives in it); for the other schemes the file
+    /// gets the body unchanged.
     #[arg(long, value_name = "PATH")]
     out_body: Option<PathBuf>,
 }
@@ -68,6 +75,11 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
     if args.url.is_some() && !scheme.signs_url() {
         crate::note(&format!("{scheme} does not sign the URL: --url is ignored"));
     }
+    if args.method.is_some() && !scheme.signs_method() {
+        crate::note(&format!(
+            "{scheme} does not sign the HTTP method: --method is ignored"
+        ));
+    }
     let signer = Signer::new(scheme, &args.secret).map_err(|e| CliError::config(&e))?;
     let body = input::read_body(args.body_file.as_deref())?;
     let mut request = SignRequest::new(body);
@@ -83,6 +95,9 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
     if let Some(event_type) = args.event_type {
         request = request.event_type(event_type);
     }
+    if let Some(method) = args.method {
+        request = request.method(method);
+    }
     let delivery = signer.sign(&request).map_err(|e| CliError::config(&e))?;
     if let Some(path) = &args.out_body {
         std::fs::write(path, &delivery.body).map_err(|e| {
@@ -96,7 +111,7 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
 }
 
 /// The `sign` output: `# url: …` for twilio-body-sha256, the headers one per line, then for
-/// mailgun (unless the body went to a file) a blank line and the signed body.
+/// mailgun and figma (unless the body went to a file) a blank line and the signed body.
 fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> Vec<u8> {
     let mut out = String::new();
     if scheme == SchemeId::TwilioBodySha256 {
@@ -108,7 +123,8 @@ fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> 
         out.push_str(&format!("{name}: {value}\n"));
     }
     let mut out = out.into_bytes();
-    if scheme == SchemeId::Mailgun && body_to_stdout {
+    // Mailgun's and Figma's senders put the signature (the passcode) in the body.
+    if matches!(scheme, SchemeId::Mailgun | SchemeId::Figma) && body_to_stdout {
         out.push(b'\n');
         out.extend_from_slice(&delivery.body);
     }

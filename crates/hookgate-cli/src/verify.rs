@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookgate::{FixedClock, Rejection, SchemeId, VerifiedEvent, Verifier};
+use hookgate::{FixedClock, Rejection, RequestContext, SchemeId, VerifiedEvent, Verifier};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -55,9 +55,15 @@ pub(crate) struct VerifyArgs {
     body_file: Option<PathBuf>,
 
     /// The exact public URL the provider called, query string included. Required by the
-    /// URL-signing schemes (twilio, twilio-body-sha256, square); ignored by the others.
+    /// URL-signing schemes (twilio, twilio-body-sha256, square, hubspot-v3); ignored by the
+    /// others.
     #[arg(long)]
     url: Option<String>,
+
+    /// The HTTP method of the request (default POST). Signed by hubspot-v3; ignored by the
+    /// other schemes.
+    #[arg(long, value_name = "METHOD")]
+    method: Option<String>,
 
     /// Check as if it were this instant (Unix seconds) instead of now, e.g. the delivery's
     /// own timestamp to re-check a captured delivery.
@@ -158,7 +164,8 @@ pub(crate) fn run(args: VerifyArgs) -> Result<Output, CliError> {
         now_given: args.now.is_some(),
         headers: &headers,
     };
-    match verifier.verify(&headers, body.clone()) {
+    let request = RequestContext::new().with_method(args.method.as_deref().unwrap_or("POST"));
+    match verifier.verify_request(&headers, body.clone(), request) {
         Ok(event) => Ok(Output::new(
             valid_report(&event, scheme, args.json)?,
             Status::Success,
@@ -177,6 +184,11 @@ fn warn_about_ignored_options(args: &VerifyArgs) {
     let scheme = args.scheme;
     if args.url.is_some() && !scheme.signs_url() {
         crate::note(&format!("{scheme} does not sign the URL: --url is ignored"));
+    }
+    if args.method.is_some() && !scheme.signs_method() {
+        crate::note(&format!(
+            "{scheme} does not sign the HTTP method: --method is ignored"
+        ));
     }
     if !scheme.has_timestamp()
         && (args.tolerance.is_some() || args.accept_future || args.no_timestamp_check)

@@ -512,3 +512,140 @@ async fn a_config_file_declares_several_endpoints_each_with_its_own_inbox() {
     assert_eq!(stripe_events.len(), 1, "{stripe_events:?}");
     assert_eq!(stripe_events[0]["scheme"], "stripe");
 }
+
+/// Figma's passcode is the shared secret and travels in the body: what serve stores, shows
+/// and forwards has it replaced by "[redacted]".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stores_figma_events_without_the_passcode() {
+    const PASSCODE: &str = "f1gm4-p4ssc0de-0123456789abcdef";
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--scheme",
+            "figma",
+            "--secret",
+            PASSCODE,
+            "--forward",
+            &app.url("/events"),
+        ],
+    );
+    let body = dir.path().join("body.json");
+    std::fs::write(
+        &body,
+        br#"{"event_type":"FILE_UPDATE","file_key":"zH8mdb3SdmfPLgp0wAMjNi","webhook_id":"22"}"#,
+    )
+    .unwrap();
+    let run = hookgate([
+        "send",
+        &serve.url("/webhooks"),
+        "--scheme",
+        "figma",
+        "--secret",
+        PASSCODE,
+        "--body-file",
+        body.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", serve.stderr());
+
+    let events = eventually(PATIENCE, "the figma event to be processed", || async {
+        let events = inbox_list(dir.path(), &["--status", "processed"]).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_type"], "FILE_UPDATE");
+    let id = events[0]["id"].to_string();
+    let dir_arg = dir.path().to_str().unwrap();
+    let show = hookgate(["inbox", "--data-dir", dir_arg, "show", &id]).await;
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(
+        show.stdout.contains(r#""passcode":"[redacted]""#),
+        "{}",
+        show.stdout
+    );
+    let json = hookgate(["inbox", "--data-dir", dir_arg, "show", &id, "--json"]).await;
+    let list = hookgate(["inbox", "--data-dir", dir_arg, "list", "--json"]).await;
+    let seen = app.seen();
+    assert_eq!(seen.len(), 1);
+    let envelope: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(envelope["body"]["passcode"], "[redacted]");
+    assert_eq!(envelope["body"]["file_key"], "zH8mdb3SdmfPLgp0wAMjNi");
+    for (what, text) in [
+        ("inbox show", show.stdout.clone()),
+        ("inbox show --json", json.stdout),
+        ("inbox list --json", list.stdout),
+        (
+            "the forwarded envelope",
+            String::from_utf8_lossy(&seen[0].body).into_owned(),
+        ),
+        ("serve's output", serve.stdout() + &serve.stderr()),
+    ] {
+        assert!(
+            !text.contains(PASSCODE),
+            "{what} shows the passcode: {text}"
+        );
+    }
+    // Nothing in the inbox's files holds it either.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path != body {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(PASSCODE.len())
+                    .any(|w| w == PASSCODE.as_bytes()),
+                "{} holds the passcode",
+                path.display()
+            );
+        }
+    }
+}
+
+/// `hookgate audit` knows the presets added last: every check that applies passes against
+/// `serve`, the URL- and method-signing ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_passes_against_serve_for_the_newest_presets() {
+    const PUBLIC: &str = "https://hooks.example.com/webhooks";
+    for (scheme, secret, signs_url) in [
+        ("hubspot-v3", "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy", true),
+        (
+            "contentful",
+            "c0nt3ntfu1S1gn1ngS3cr3t-0123456789abcdefghijABCDEFGHIJ_klmnopqrs",
+            true,
+        ),
+        ("figma", "f1gm4-p4ssc0de-0123456789abcdef", false),
+        ("box", "SamplePrimaryKey", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--scheme", scheme, "--secret", secret];
+        if signs_url {
+            args.extend(["--public-url", PUBLIC]);
+        }
+        let serve = Serve::start(dir.path(), &args);
+        let url = serve.url("/webhooks");
+        let mut audit = vec![
+            "audit",
+            url.as_str(),
+            "--scheme",
+            scheme,
+            "--secret",
+            secret,
+        ];
+        audit.push("--json");
+        if signs_url {
+            audit.extend(["--public-url", PUBLIC]);
+        }
+        let run = hookgate(audit).await;
+        assert_eq!(run.code, 0, "{scheme}: {run:?}\n{}", serve.stderr());
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(report["result"], "PASS", "{scheme}: {report}");
+        assert_eq!(report["summary"]["failed"], 0, "{scheme}");
+        assert!(
+            report["summary"]["passed"].as_u64().unwrap() >= 5,
+            "{scheme}: {report}"
+        );
+    }
+}

@@ -92,7 +92,9 @@ where
                 )));
             }
         };
-        let outcome = gate.verify_only(&parts.headers, bytes, None).await;
+        // No public origin here (URL-signing schemes need the layer's): the method only.
+        let line = hookgate::RequestContext::new().with_method(parts.method.as_str());
+        let outcome = gate.verify_only(&parts.headers, bytes, line).await;
         if outcome.kind() == OutcomeKind::Verified && outcome.event().is_some() {
             if let Some(event) = outcome.into_event() {
                 return Ok(VerifiedWebhook(event));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use hookgate::{Outcome, OutcomeKind, ReceiveFuture};
+use hookgate::{Outcome, OutcomeKind, ReceiveFuture, RequestContext};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
@@ -219,10 +219,14 @@ fn decide<R>(shared: &Shared<R>, parts: &Parts, body: Bytes) -> ReceiveFuture {
         .public_origin
         .as_deref()
         .map(|origin| public_url(origin, parts));
-    let url = url.as_deref();
+    // The request line: schemes that sign the URL (Twilio, Square, HubSpot v3) or the method
+    // (HubSpot v3) read it from here.
+    let request = RequestContext::new()
+        .with_url_opt(url.as_deref())
+        .with_method(parts.method.as_str());
     match shared.mode {
-        Mode::Receive => shared.gate.receive(&parts.headers, body, url),
-        Mode::VerifyOnly => shared.gate.verify_only(&parts.headers, body, url),
+        Mode::Receive => shared.gate.receive(&parts.headers, body, request),
+        Mode::VerifyOnly => shared.gate.verify_only(&parts.headers, body, request),
     }
 }
 

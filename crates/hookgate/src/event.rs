@@ -77,7 +77,10 @@ impl VerifiedEvent {
         self.key_index
     }
 
-    /// The raw body, byte for byte as received.
+    /// The raw body, byte for byte as received — except for a scheme whose shared secret
+    /// travels in the body (Figma's `passcode`): there the secret's JSON value is replaced by
+    /// `"[redacted]"`, so this body differs from the bytes received and no sink, store, log or
+    /// forwarded envelope ever holds the secret.
     pub fn body(&self) -> &Bytes {
         &self.body
     }

@@ -2,7 +2,10 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The field at `path` (object keys from the root) as text: strings as they are, numbers in
@@ -32,6 +35,66 @@ pub(crate) fn first_field(body: &[u8], paths: &[&[&str]]) -> Option<String> {
     paths.iter().find_map(|path| field(body, path))
 }
 
+/// Every top-level member named `field` of the JSON object `body`: where its value is
+/// (a byte range of `body`) and the value's text (strings unescaped, numbers as written;
+/// `None` for any other type). `None` when `body` is not one JSON object.
+pub(crate) fn top_level_members(
+    body: &[u8],
+    field: &str,
+) -> Option<Vec<(Range<usize>, Option<String>)>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let raws = Members { field }.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    let base = body.as_ptr() as usize;
+    raws.into_iter()
+        .map(|raw| {
+            let text = raw.get();
+            // `raw` borrows from `body`: its offset is the difference of the addresses.
+            let start = (text.as_ptr() as usize).checked_sub(base)?;
+            let end = start.checked_add(text.len())?;
+            let value = match serde_json::from_str::<serde_json::Value>(text).ok()? {
+                serde_json::Value::String(text) => Some(text),
+                serde_json::Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            };
+            Some((start..end, value))
+        })
+        .collect()
+}
+
+/// Visits one JSON object, keeping the raw values of the members named `field`, in order.
+struct Members<'f> {
+    field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = Vec::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == self.field {
+                found.push(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +113,33 @@ mod tests {
             first_field(body, &[&["nope"], &["id"]]).as_deref(),
             Some("evt_1")
         );
+    }
+
+    #[test]
+    fn top_level_members_give_every_occurrence_with_its_span() {
+        let body = br#"{"a":{"passcode":"nested"}, "passcode" : "p\u0061ss","n":1,"passcode":7}"#;
+        let found = top_level_members(body, "passcode").unwrap();
+        assert_eq!(found.len(), 2);
+        let spans: Vec<&[u8]> = found
+            .iter()
+            .map(|(range, _)| body.get(range.clone()).unwrap())
+            .collect();
+        assert_eq!(spans, [&br#""p\u0061ss""#[..], &b"7"[..]]);
+        assert_eq!(found[0].1.as_deref(), Some("pass"));
+        assert_eq!(found[1].1.as_deref(), Some("7"));
+        assert_eq!(
+            top_level_members(br#"{"x":1}"#, "passcode"),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            top_level_members(br#"{"passcode":null}"#, "passcode").unwrap()[0].1,
+            None
+        );
+        assert_eq!(top_level_members(b"[1]", "passcode"), None);
+        assert_eq!(
+            top_level_members(br#"{"passcode":"a"} x"#, "passcode"),
+            None
+        );
+        assert_eq!(top_level_members(b"not json", "passcode"), None);
     }
 }

@@ -81,6 +81,7 @@ mod headers;
 mod json;
 mod keyring;
 mod reason;
+mod request;
 mod scheme;
 mod secret;
 mod sign;
@@ -101,6 +102,7 @@ pub use handshake::{Handshake, HandshakeKind, HandshakeRefusal, HandshakeReply};
 pub use headers::Headers;
 pub use keyring::{Key, Keyring};
 pub use reason::{Reason, Rejection};
+pub use request::RequestContext;
 pub use scheme::{GenericHmac, GenericHmacBuilder, HmacAlgorithm, Scheme, SchemeId};
 pub use secret::Secret;
 pub use sign::{SignRequest, SignedDelivery, Signer, standard_webhooks_public_key};
@@ -110,8 +112,10 @@ pub use verifier::{Verifier, VerifierBuilder};
 /// Verifies one delivery in one call, with the scheme's default window and the system clock.
 ///
 /// `keys` are the secrets (or public keys) as the provider writes them; every one is tried.
-/// `url` is the public URL the provider called, needed only by URL-signing schemes (Twilio,
-/// Square). For many requests, build a [`Verifier`] once instead.
+/// `request` is what the request line says ([`RequestContext`], or just `Option<&str>` for the
+/// public URL): the URL the provider called is needed only by URL-signing schemes (Twilio,
+/// Square, HubSpot v3), the HTTP method only by HubSpot v3 (`POST` when not given). For many
+/// requests, build a [`Verifier`] once instead.
 ///
 /// ```
 /// let event = hookgate::verify(
@@ -132,20 +136,21 @@ pub use verifier::{Verifier, VerifierBuilder};
 /// # Errors
 /// [`Error::Config`] for an unknown scheme, unusable keys or a URL-signing scheme without a
 /// URL; [`Error::Rejected`] when the delivery does not verify.
-pub fn verify<H: Headers + ?Sized>(
+pub fn verify<'r, H: Headers + ?Sized>(
     scheme: &str,
     keys: &[&str],
     headers: &H,
     body: impl Into<Bytes>,
-    url: Option<&str>,
+    request: impl Into<RequestContext<'r>>,
 ) -> Result<VerifiedEvent, Error> {
     let scheme: SchemeId = scheme.parse()?;
+    let request = request.into();
     let mut builder = Verifier::builder(scheme);
     for key in keys {
         builder = builder.secret(*key);
     }
-    if let Some(url) = url {
+    if let Some(url) = request.url() {
         builder = builder.url(url);
     }
-    Ok(builder.build()?.verify(headers, body)?)
+    Ok(builder.build()?.verify_request(headers, body, request)?)
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::encoding::{BASE64, BASE64_URL, Encoding, decode_base64_secret, hex};
 use crate::error::ConfigError;
+use crate::request::RequestContext;
 use crate::scheme::extract::{self, Family};
 use crate::scheme::generic::GenericHmac;
 use crate::scheme::preset::{KeyFormat, Shape, Source, TimeFormat};
@@ -31,6 +32,7 @@ pub struct SignRequest {
     id: Option<String>,
     timestamp: Option<i64>,
     url: Option<String>,
+    method: Option<String>,
     event_type: Option<String>,
 }
 
@@ -42,6 +44,7 @@ impl SignRequest {
             id: None,
             timestamp: None,
             url: None,
+            method: None,
             event_type: None,
         }
     }
@@ -58,9 +61,15 @@ impl SignRequest {
         self
     }
 
-    /// The URL the delivery goes to (required by Twilio and Square).
+    /// The URL the delivery goes to (required by Twilio, Square and HubSpot v3).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// The HTTP method the delivery is sent with (default `POST`; HubSpot v3 signs it).
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
         self
     }
 
@@ -214,6 +223,7 @@ impl Signer {
             format!("msg_{}", hex(digest.get(..12).unwrap_or_default()))
         });
         let event_type = request.event_type.clone();
+        let request_method = request.method.clone();
         let mut url = request.url.clone();
         let mut body = request.body.clone();
         let layout = Layout::of(&self.scheme, &id, ts, event_type.as_deref())?;
@@ -261,6 +271,26 @@ impl Signer {
                 url,
             });
         }
+        if let (Some(Shape::BodyToken { field }), SigningKey::Token(token)) = (shape, &self.key) {
+            let cannot = |why| ConfigError::CannotSign(self.scheme.name().to_owned(), why);
+            let mut value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|_| cannot("the body must be a JSON object"))?;
+            let object = value
+                .as_object_mut()
+                .ok_or_else(|| cannot("the body must be a JSON object"))?;
+            object.insert(
+                (*field).to_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(token.as_slice()).into_owned()),
+            );
+            let body = Bytes::from(
+                serde_json::to_vec(&value).map_err(|_| cannot("the body must be a JSON object"))?,
+            );
+            return Ok(SignedDelivery {
+                headers: layout.headers,
+                body,
+                url,
+            });
+        }
         if let SigningKey::Token(token) = &self.key {
             let mut headers = layout.headers;
             // As the shape writes it: the token itself, or Basic credentials.
@@ -274,13 +304,16 @@ impl Signer {
         // Ask the verifier's extraction which bytes it will check, using a placeholder.
         let mut probe = layout.headers.clone();
         probe.push((layout.signature_header.to_owned(), (layout.format)("00")));
-        let extracted =
-            extract::extract(&self.scheme, &probe, &body, url.as_deref()).map_err(|_| {
-                ConfigError::CannotSign(
-                    self.scheme.name().to_owned(),
-                    "the request does not fit the scheme",
-                )
-            })?;
+        let mut request = RequestContext::new().with_url_opt(url.as_deref());
+        if let Some(method) = request_method.as_deref() {
+            request = request.with_method(method);
+        }
+        let extracted = extract::extract(&self.scheme, &probe, &body, request).map_err(|_| {
+            ConfigError::CannotSign(
+                self.scheme.name().to_owned(),
+                "the request does not fit the scheme",
+            )
+        })?;
         let message: Vec<u8> = extracted
             .messages
             .first()
@@ -481,7 +514,44 @@ impl Layout {
                 Encoding::Hex,
             ),
             Shape::Twilio { .. } => plain("X-Twilio-Signature", Vec::new(), Encoding::Base64),
-            Shape::Mailgun => plain("", Vec::new(), Encoding::Hex),
+            Shape::Contentful => {
+                use crate::scheme::preset::{CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_TIMESTAMP};
+                plain(
+                    crate::scheme::preset::CONTENTFUL_SIGNATURE,
+                    h(&[
+                        (CONTENTFUL_TIMESTAMP, ts.saturating_mul(1000).to_string()),
+                        (
+                            CONTENTFUL_SIGNED_HEADERS,
+                            format!("{CONTENTFUL_SIGNED_HEADERS},{CONTENTFUL_TIMESTAMP}"),
+                        ),
+                    ]),
+                    Encoding::Hex,
+                )
+            }
+            Shape::Box => {
+                let at = rfc3339(ts).ok_or(ConfigError::CannotSign(
+                    preset.name.to_owned(),
+                    "timestamp out of range",
+                ))?;
+                plain(
+                    "box-signature-primary",
+                    h(&[
+                        ("box-delivery-timestamp", at),
+                        ("box-signature-version", "1".to_owned()),
+                        ("box-signature-algorithm", "HmacSHA256".to_owned()),
+                    ]),
+                    Encoding::Base64,
+                )
+            }
+            Shape::HubspotV3 => plain(
+                crate::scheme::preset::HUBSPOT_SIGNATURE,
+                h(&[(
+                    crate::scheme::preset::HUBSPOT_TIMESTAMP,
+                    ts.saturating_mul(1000).to_string(),
+                )]),
+                Encoding::Base64,
+            ),
+            Shape::Mailgun | Shape::BodyToken { .. } => plain("", Vec::new(), Encoding::Hex),
             Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
             Shape::BasicAuth => Layout {
                 headers: Vec::new(),

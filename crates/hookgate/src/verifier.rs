@@ -19,6 +19,7 @@ use crate::handshake::{self, HandshakeRefusal, HandshakeReply, TokenDigest};
 use crate::headers::Headers;
 use crate::keyring::{Key, Keyring};
 use crate::reason::{Reason, Rejection};
+use crate::request::RequestContext;
 use crate::scheme::extract::{self, Extracted, Message, body_sha256_hex};
 use crate::scheme::generic::SecretFormat;
 use crate::scheme::preset::KeyFormat;
@@ -139,12 +140,52 @@ impl Verifier {
         body: impl Into<Bytes>,
         url: Option<&str>,
     ) -> Result<VerifiedEvent, Rejection> {
+        self.verify_request(headers, body, url)
+    }
+
+    /// Verifies a delivery with what the request line says: the public URL the provider
+    /// called (for Twilio, Square and HubSpot v3; without one, the URL configured on the
+    /// builder) and the HTTP method (HubSpot v3 signs it; `POST` when not given).
+    ///
+    /// ```
+    /// use hookgate::{FixedClock, RequestContext, SchemeId, Verifier};
+    ///
+    /// // HubSpot's own example (hubspot-api-python, tests/spec/utils/test_signature.py).
+    /// let verifier = Verifier::builder(SchemeId::HubspotV3)
+    ///     .secret("yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy")
+    ///     .clock(FixedClock::from_unix(1_693_657_560))
+    ///     .build_with_url_per_request()?;
+    /// let headers = [
+    ///     ("X-HubSpot-Signature-v3", "K36dawei4A+QBNolUOqo7s91KQDWQ5MXZ/QufNYuk/Y="),
+    ///     ("X-HubSpot-Request-Timestamp", "1693657560000"),
+    /// ];
+    /// let body = "{'example_field':'example_value'}";
+    /// let request = RequestContext::new()
+    ///     .with_url("https://www.example.com/webhook_uri")
+    ///     .with_method("POST");
+    /// assert!(verifier.verify_request(&headers, body, request).is_ok());
+    /// let as_get = request.with_method("GET");
+    /// assert_eq!(
+    ///     verifier.verify_request(&headers, body, as_get).unwrap_err().code(),
+    ///     "signature_mismatch"
+    /// );
+    /// # Ok::<(), hookgate::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`verify_at_url`](Self::verify_at_url).
+    pub fn verify_request<'r, H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: impl Into<Bytes>,
+        request: impl Into<RequestContext<'r>>,
+    ) -> Result<VerifiedEvent, Rejection> {
         let inner = &*self.inner;
         let body: Bytes = body.into();
-        let url = url.or(inner.url.as_deref());
+        let request = request.into().or_url(inner.url.as_deref());
         let now = inner.clock.now();
         let now_ms = unix_millis(now);
-        let extracted = extract::extract(&inner.scheme, headers, &body, url)?;
+        let extracted = extract::extract(&inner.scheme, headers, &body, request)?;
 
         if !extracted.timestamp_after_signature {
             self.check_window(&extracted, now_ms)?;
@@ -172,8 +213,13 @@ impl Verifier {
             event_type,
             dedup,
             headers: info,
+            redact,
             ..
         } = extracted;
+        let body = match redact {
+            None => body,
+            Some(span) => redacted(&body, span),
+        };
         Ok(VerifiedEvent {
             scheme: Arc::clone(&inner.name),
             key_id,
@@ -292,8 +338,16 @@ impl Verifier {
             return Ok(());
         };
         match check_window(ts_ms, now_ms, window.tolerance_ms, window.accept_future) {
-            Ok(()) => Ok(()),
-            Err(reason) => Err(Rejection::new(reason, location)),
+            Ok(()) => {}
+            Err(reason) => return Err(Rejection::new(reason, location)),
+        }
+        // A scheme whose sender allows less skew into the future than into the past (Box:
+        // none at all), unless future timestamps are accepted explicitly.
+        match extracted.future_tolerance_ms {
+            Some(limit) if !window.accept_future && ts_ms.saturating_sub(now_ms) > limit => {
+                Err(Rejection::new(Reason::TimestampTooNew, location))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -305,11 +359,33 @@ impl Verifier {
             if key.not_after.is_some_and(|limit| now > limit) {
                 continue;
             }
-            if key.matches(extracted) && found.is_none() {
+            if key.matches(extracted, index) && found.is_none() {
                 found = Some(index);
             }
         }
         found
+    }
+}
+
+/// `body` with the bytes of `span` replaced by [`REDACTED`](crate::scheme::preset::REDACTED).
+/// A span outside the body (which extraction never produces) redacts the whole body rather
+/// than keep a secret.
+fn redacted(body: &Bytes, span: std::ops::Range<usize>) -> Bytes {
+    use crate::scheme::preset::REDACTED;
+    match (body.get(..span.start), body.get(span.end..)) {
+        (Some(before), Some(after)) => {
+            let mut out = Vec::with_capacity(
+                before
+                    .len()
+                    .saturating_add(REDACTED.len())
+                    .saturating_add(after.len()),
+            );
+            out.extend_from_slice(before);
+            out.extend_from_slice(REDACTED.as_bytes());
+            out.extend_from_slice(after);
+            Bytes::from(out)
+        }
+        _ => Bytes::from_static(REDACTED.as_bytes()),
     }
 }
 
@@ -333,8 +409,13 @@ pub(crate) fn check_window(
 }
 
 impl PreparedKey {
-    fn matches(&self, extracted: &Extracted<'_>) -> bool {
-        let signatures = &extracted.signatures;
+    fn matches(&self, extracted: &Extracted<'_>, index: usize) -> bool {
+        // Paired signatures (Box): key `index` is checked against signature `index` only.
+        let signatures: &[Vec<u8>] = if extracted.paired {
+            extracted.signatures.get(index..=index).unwrap_or(&[])
+        } else {
+            &extracted.signatures
+        };
         match &self.material {
             Material::HmacSha256(key) => {
                 extracted.messages.iter().fold(Choice::from(0), |acc, m| {

@@ -84,7 +84,8 @@ fn covered(scheme: SchemeId) -> Covered {
         | SchemeId::GitlabToken
         | SchemeId::Okta
         | SchemeId::Telegram
-        | SchemeId::Postmark => (false, &[]),
+        | SchemeId::Postmark
+        | SchemeId::Figma => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }
@@ -100,7 +101,9 @@ fn body_for(scheme: SchemeId, raw: &[u8]) -> Vec<u8> {
             NOW * 1000
         )
         .into_bytes(),
-        SchemeId::Mailgun => format!(r#"{{"event":"delivered","note":"{text}"}}"#).into_bytes(),
+        SchemeId::Mailgun | SchemeId::Figma => {
+            format!(r#"{{"event":"delivered","note":"{text}"}}"#).into_bytes()
+        }
         _ => raw.to_vec(),
     }
 }

@@ -31,7 +31,11 @@ fn run(vector: &Vector, accept_future: bool) -> String {
     let verifier = builder
         .build()
         .unwrap_or_else(|e| panic!("{}: {e}", vector.id));
-    match verifier.verify(&vector.header_pairs(), vector.body_bytes()) {
+    match verifier.verify_request(
+        &vector.header_pairs(),
+        vector.body_bytes(),
+        vector.request(),
+    ) {
         Ok(_) => "valid".to_owned(),
         Err(rejection) => rejection.code().to_owned(),
     }
@@ -106,7 +110,7 @@ fn valid_vectors_verify_through_the_one_call_api() {
             &[vector.secret.as_str()],
             &vector.header_pairs(),
             vector.body_bytes(),
-            vector.url.as_deref(),
+            vector.request(),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", vector.id));
         assert_eq!(event.scheme(), vector.scheme);

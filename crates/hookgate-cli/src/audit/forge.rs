@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hookgate::{Rejection, SchemeId, Signer, VerifiedEvent, Verifier};
+use hookgate::{Rejection, RequestContext, SchemeId, Signer, VerifiedEvent, Verifier};
 use sha2::{Digest, Sha256};
 
 use crate::duration::unix_now;
@@ -113,11 +113,11 @@ impl Forge {
 
     /// What hookgate's own verifier says about `request`.
     pub(super) fn reference(&self, request: &Outgoing) -> Result<VerifiedEvent, Rejection> {
-        self.reference.verify_at_url(
-            &request.headers,
-            request.body.clone(),
-            request.signed_url.as_deref(),
-        )
+        let line = RequestContext::new()
+            .with_url_opt(request.signed_url.as_deref())
+            .with_method(request.method.as_str());
+        self.reference
+            .verify_request(&request.headers, request.body.clone(), line)
     }
 
     /// A signer for the same scheme with another key of the same kind, whose deliveries the
@@ -224,6 +224,7 @@ mod tests {
         let target = Target {
             uri: "http://127.0.0.1:9/hooks".parse().unwrap(),
             public_url: "http://127.0.0.1:9/hooks".to_owned(),
+            method: http::Method::POST,
         };
         Forge::new(scheme, secret, target, Vec::new(), None).unwrap()
     }

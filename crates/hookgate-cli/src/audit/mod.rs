@@ -179,6 +179,7 @@ pub(crate) async fn run(args: AuditArgs) -> Result<Output, CliError> {
     let target = Target {
         uri,
         public_url: args.public_url.clone().unwrap_or_else(|| args.url.clone()),
+        method: http::Method::POST,
     };
     let forge = Forge::new(
         args.scheme,
@@ -235,7 +236,12 @@ async fn battery(
     let scheme = forge.scheme;
     let send = |request: Outgoing| async move {
         client
-            .post(&request.uri, &request.headers, request.body)
+            .send(
+                request.method.clone(),
+                &request.uri,
+                &request.headers,
+                request.body,
+            )
             .await
     };
     let mut checks = Vec::new();

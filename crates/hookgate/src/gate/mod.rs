@@ -173,6 +173,7 @@ use crate::event::VerifiedEvent;
 use crate::handshake::{Handshake, HandshakeKind, HandshakeRefusal};
 use crate::headers::Headers;
 use crate::reason::Reason;
+use crate::request::RequestContext;
 use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
 
@@ -237,19 +238,24 @@ impl Gate {
 
     /// Decides about one delivery: verify, replay window, dedup claim, enqueue, dedup
     /// commit. `headers` and `body` are the request's, the body byte for byte as received;
-    /// `url` is the public URL the sender called, needed only by URL-signing schemes
-    /// (Twilio, Square) when the verifier has none configured.
+    /// `request` is what the request line says ([`RequestContext`](crate::RequestContext),
+    /// or an `Option<&str>` holding the public URL alone): the public URL the sender called,
+    /// needed only by URL-signing schemes (Twilio, Square, HubSpot v3) when the verifier has
+    /// none configured, and the HTTP method, signed by HubSpot v3. Adapters pass both.
     ///
     /// Verification happens during this call; the returned future, which borrows nothing,
     /// talks to the dedup store and the sink and must be polled inside a Tokio runtime with
     /// time enabled. See the [module documentation](self) for every outcome.
-    pub fn receive<H: Headers + ?Sized>(
+    pub fn receive<'r, H: Headers + ?Sized>(
         &self,
         headers: &H,
         body: impl Into<Bytes>,
-        url: Option<&str>,
+        request: impl Into<RequestContext<'r>>,
     ) -> ReceiveFuture {
-        match self.inner.admit("receive", headers, body.into(), url) {
+        match self
+            .inner
+            .admit("receive", headers, body.into(), request.into())
+        {
             Admission::Decided(outcome) => ReceiveFuture::ready(outcome),
             Admission::Handshake(outcome, handshake, trace) => {
                 self.answer_handshake(outcome, handshake, trace)
@@ -293,13 +299,16 @@ impl Gate {
     /// assert_eq!(outcome.event().map(|e| e.body().len()), Some(13));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn verify_only<H: Headers + ?Sized>(
+    pub fn verify_only<'r, H: Headers + ?Sized>(
         &self,
         headers: &H,
         body: impl Into<Bytes>,
-        url: Option<&str>,
+        request: impl Into<RequestContext<'r>>,
     ) -> ReceiveFuture {
-        match self.inner.admit("verify_only", headers, body.into(), url) {
+        match self
+            .inner
+            .admit("verify_only", headers, body.into(), request.into())
+        {
             Admission::Decided(outcome) => ReceiveFuture::ready(outcome),
             Admission::Handshake(outcome, handshake, trace) => {
                 self.answer_handshake(outcome, handshake, trace)
@@ -516,7 +525,7 @@ impl Inner {
         mode: &'static str,
         headers: &H,
         body: Bytes,
-        url: Option<&str>,
+        request: RequestContext<'_>,
     ) -> Admission {
         let trace = Trace::start(&self.metrics, mode);
         if body.len() > self.max_body_bytes {
@@ -533,7 +542,7 @@ impl Inner {
             .then(|| body.clone());
         let verified = trace
             .span
-            .in_scope(|| self.verifier.verify_at_url(headers, body, url));
+            .in_scope(|| self.verifier.verify_request(headers, body, request));
         match verified {
             Ok(event) => {
                 trace.verified(&event, started.elapsed());

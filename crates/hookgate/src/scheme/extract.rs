@@ -2,6 +2,7 @@
 //! signed bytes. Parsing only; comparison happens in the verifier.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -13,6 +14,7 @@ use crate::encoding::{BASE64, BASE64_URL, Encoding, hex};
 use crate::event::{DedupRecipe, Field};
 use crate::headers::Headers;
 use crate::reason::{Reason, Rejection};
+use crate::request::RequestContext;
 
 /// Most signature entries considered in one request; more is treated as malformed, so a
 /// header with thousands of entries costs bounded time.
@@ -48,6 +50,15 @@ pub(crate) struct Extracted<'a> {
     pub(crate) event_type: Field,
     pub(crate) dedup: DedupRecipe,
     pub(crate) headers: Vec<(&'static str, String)>,
+    /// Where in the body a secret travels (Figma's `passcode` value): replaced in the
+    /// verified event's body, so that no sink ever sees it.
+    pub(crate) redact: Option<Range<usize>>,
+    /// `signatures[i]` belongs to key `i` alone (Box: the primary key signs
+    /// `box-signature-primary`, the secondary `box-signature-secondary`).
+    pub(crate) paired: bool,
+    /// How far ahead of the clock the timestamp may be, when the sender allows less than the
+    /// window (Box: none).
+    pub(crate) future_tolerance_ms: Option<i64>,
 }
 
 impl<'a> Extracted<'a> {
@@ -64,6 +75,9 @@ impl<'a> Extracted<'a> {
             event_type: Field::Known(None),
             dedup: DedupRecipe::Body,
             headers: Vec::new(),
+            redact: None,
+            paired: false,
+            future_tolerance_ms: None,
         }
     }
 }
@@ -242,11 +256,11 @@ pub(crate) fn extract<'a, H: Headers + ?Sized>(
     scheme: &Scheme,
     headers: &'a H,
     body: &'a [u8],
-    url: Option<&'a str>,
+    request: RequestContext<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     match scheme {
         Scheme::Generic(generic) => generic_hmac(generic, headers, body),
-        Scheme::Preset(id) => preset(*id, headers, body, url),
+        Scheme::Preset(id) => preset(*id, headers, body, request),
     }
 }
 
@@ -254,9 +268,10 @@ fn preset<'a, H: Headers + ?Sized>(
     id: SchemeId,
     h: &'a H,
     body: &'a [u8],
-    url: Option<&'a str>,
+    request: RequestContext<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     let preset = id.preset();
+    let url = request.url();
     let needs_url = || url.ok_or_else(|| reject(Reason::MissingHeader, "url"));
     let mut out = match preset.shape {
         Shape::Standard {
@@ -332,6 +347,10 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Twitch => twitch(h, body)?,
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
+        Shape::HubspotV3 => hubspot_v3(h, body, request.method(), needs_url()?)?,
+        Shape::BodyToken { field } => body_token(body, field)?,
+        Shape::Contentful => contentful(h, body, request.method(), needs_url()?)?,
+        Shape::Box => box_signatures(h, body)?,
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
@@ -824,6 +843,26 @@ fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
     Ok(out)
 }
 
+/// Figma: the token is the body's top-level `field`, a non-empty string (or number); without
+/// it there is no signature at all. A body that names the field twice is malformed: which
+/// one counts would be ambiguous, and the other copy would escape redaction.
+fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Rejection> {
+    let mut members = crate::json::top_level_members(body, field)
+        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
+    if members.len() > 1 {
+        return Err(reject(Reason::MalformedHeader, field));
+    }
+    let (span, token) = members
+        .pop()
+        .and_then(|(span, token)| Some((span, token.filter(|t| !t.is_empty())?)))
+        .ok_or_else(|| reject(Reason::MissingSignature, field))?;
+    let mut out = Extracted::new(Vec::new(), field);
+    out.signatures.push(token.into_bytes());
+    out.mismatch = Reason::TokenMismatch;
+    out.redact = Some(span);
+    Ok(out)
+}
+
 /// The JWS header Netlify signs with (and the signer writes).
 pub(crate) const NETLIFY_JWS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
@@ -866,8 +905,8 @@ fn netlify<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
 }
 
 /// Twilio: HMAC-SHA1 over the URL followed by the sorted form parameters, or, for JSON
-/// bodies, over the URL alone carrying `bodySHA256`. The URL is tried as given, without its
-/// port and with the default port, as Twilio's own libraries do.
+/// bodies, over the URL alone carrying `bodySHA256`. The URL is tried in the forms
+/// twilio-node's `validateRequest` tries ([`twilio_urls`]).
 fn twilio<'a, H: Headers + ?Sized>(
     h: &'a H,
     body: &'a [u8],
@@ -898,7 +937,7 @@ fn twilio<'a, H: Headers + ?Sized>(
     // parameter order): for form bodies it is a digest of what is signed, the URL and the
     // sorted, decoded parameters. A JSON body is covered byte for byte by `bodySHA256`.
     let dedup = twilio_dedup(url, &params, body_sha256.is_some());
-    let messages = url_variants(url)
+    let messages = twilio_urls(url)
         .into_iter()
         .map(|variant| vec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())])
         .collect();
@@ -907,6 +946,290 @@ fn twilio<'a, H: Headers + ?Sized>(
     out.body_sha256 = body_sha256.map(|digest| (digest, "bodySHA256"));
     push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, HEADER)?;
     Ok(out)
+}
+
+/// HubSpot v3: base64 HMAC-SHA256 of `{method}{URI}{body}{timestamp}`, the timestamp header's
+/// bytes signed as sent (Unix milliseconds). HubSpot's docs have the receiver decode the
+/// `%`-escapes of [`hubspot_decode_uri`] in the URI first; its official SDKs
+/// (hubspot-api-python, hubspot-api-nodejs) sign the URI they are given as it is. Both forms
+/// are tried, the second only when it differs.
+fn hubspot_v3<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    method: &'a str,
+    uri: &'a str,
+) -> Result<Extracted<'a>, Rejection> {
+    use super::preset::{HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP};
+    let value = required(h, HUBSPOT_SIGNATURE)?;
+    let ts = required(h, HUBSPOT_TIMESTAMP)?;
+    let ms = parse_digits(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, HUBSPOT_TIMESTAMP))?;
+    let decoded = hubspot_decode_uri(uri);
+    let message = |uri: Cow<'a, [u8]>| vec![bytes(method), uri, Cow::Borrowed(body), bytes(ts)];
+    let mut messages = Vec::with_capacity(2);
+    if let Cow::Owned(decoded) = decoded {
+        messages.push(message(Cow::Owned(decoded.into_bytes())));
+    }
+    messages.push(message(bytes(uri)));
+    let mut out = Extracted::new(messages, HUBSPOT_SIGNATURE);
+    out.timestamp = Some((ms, HUBSPOT_TIMESTAMP));
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Base64,
+        value,
+        HUBSPOT_SIGNATURE,
+    )?;
+    Ok(out)
+}
+
+/// The URI with the escapes HubSpot's v3 instructions decode (`%3A` `:`, `%2F` `/`, `%3F` `?`,
+/// `%40` `@`, `%21` `!`, `%24` `$`, `%27` `'`, `%28` `(`, `%29` `)`, `%2A` `*`, `%2C` `,`,
+/// `%3B` `;`; hex digits in either case, as RFC 3986 §2.1 makes them equivalent), every other
+/// escape left as it is; borrowed when there is nothing to decode.
+pub(crate) fn hubspot_decode_uri(uri: &str) -> Cow<'_, str> {
+    const DECODED: [(&[u8; 2], char); 12] = [
+        (b"3A", ':'),
+        (b"2F", '/'),
+        (b"3F", '?'),
+        (b"40", '@'),
+        (b"21", '!'),
+        (b"24", '$'),
+        (b"27", '\''),
+        (b"28", '('),
+        (b"29", ')'),
+        (b"2A", '*'),
+        (b"2C", ','),
+        (b"3B", ';'),
+    ];
+    let decode = |escape: &[u8]| {
+        DECODED
+            .iter()
+            .find(|(hex, _)| escape.eq_ignore_ascii_case(&hex[..]))
+            .map(|(_, c)| *c)
+    };
+    let bytes = uri.as_bytes();
+    let needs = bytes
+        .windows(3)
+        .any(|w| w.first() == Some(&b'%') && w.get(1..).and_then(decode).is_some());
+    if !needs {
+        return Cow::Borrowed(uri);
+    }
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(at) = rest.find('%') {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        match from.as_bytes().get(1..3).and_then(decode) {
+            Some(c) => {
+                out.push(c);
+                rest = from.get(3..).unwrap_or_default();
+            }
+            None => {
+                out.push('%');
+                rest = from.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Box: base64 HMAC-SHA256 of `{body}{box-delivery-timestamp}`, the primary key's in
+/// `box-signature-primary`, the secondary key's in `box-signature-secondary` (keys and
+/// headers paired by position). As box-python-sdk's `validate_message`, the body is tried as
+/// received and in the form [`box_escape`] writes (Box's own vectors of non-ASCII, CR and
+/// backslash bodies only verify that way). The timestamp may not be ahead of the clock at all.
+fn box_signatures<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+) -> Result<Extracted<'a>, Rejection> {
+    const PRIMARY: &str = "box-signature-primary";
+    const SECONDARY: &str = "box-signature-secondary";
+    const TIMESTAMP: &str = "box-delivery-timestamp";
+    const VERSION: &str = "box-signature-version";
+    const ALGORITHM: &str = "box-signature-algorithm";
+    let primary = required(h, PRIMARY)?;
+    let secondary = single(h, SECONDARY)?;
+    let ts = required(h, TIMESTAMP)?;
+    let ms = rfc3339_millis(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, TIMESTAMP))?;
+    let version = required(h, VERSION)?;
+    let algorithm = required(h, ALGORITHM)?;
+    let mut messages = vec![vec![Cow::Borrowed(body), bytes(ts)]];
+    if let Some(escaped) = std::str::from_utf8(body).ok().and_then(box_escape) {
+        messages.push(vec![Cow::Owned(escaped.into_bytes()), bytes(ts)]);
+    }
+    let mut out = Extracted::new(messages, PRIMARY);
+    out.timestamp = Some((ms, TIMESTAMP));
+    out.future_tolerance_ms = Some(0);
+    out.paired = true;
+    if version != "1" || algorithm != "HmacSHA256" {
+        // Box's SDK computes nothing for another version or algorithm: no signature counts.
+        out.mismatch = Reason::NoSupportedSignature;
+        return Ok(out);
+    }
+    for value in [Some(primary), secondary] {
+        // One slot per key, in order; a slot that does not decode never matches.
+        let decoded = value.and_then(|v| Encoding::Base64.decode(v.as_bytes()));
+        out.signatures.push(decoded.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// box-python-sdk's `escape_unicode`: every backslash not followed by `/` doubled, then `\n`
+/// `\r` `\t` as those escapes and every other character outside printable ASCII as
+/// `\uXXXX` (lowercase hex; a UTF-16 surrogate pair above U+FFFF). `None` when that changes
+/// nothing.
+pub(crate) fn box_escape(body: &str) -> Option<String> {
+    let needs = body.chars().any(|c| c == '\\' || !(' '..='~').contains(&c));
+    if !needs {
+        return None;
+    }
+    let mut out = String::with_capacity(body.len().saturating_add(16));
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() != Some(&'/') => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            other => {
+                let mut units = [0u16; 2];
+                for unit in other.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    (out != body).then_some(out)
+}
+
+/// Most headers a Contentful request may list as signed; more is malformed.
+const MAX_CONTENTFUL_HEADERS: usize = 32;
+
+/// Contentful: lowercase hex HMAC-SHA256 of `{method}\n{path}\n{headers}\n{body}`, as
+/// node-apps-toolkit's `verifyRequest` rebuilds it: `path` is the request's path and query
+/// normalised by [`contentful_path`]; `headers` are the request headers named in
+/// `x-contentful-signed-headers` (names lowercase, values trimmed) that are present, plus
+/// `x-contentful-timestamp` (the parsed integer) and `x-contentful-signed-headers` (the sorted
+/// names actually used), sorted by name, each `name:value`, joined by `;`.
+fn contentful<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    method: &'a str,
+    url: &'a str,
+) -> Result<Extracted<'a>, Rejection> {
+    use super::preset::{CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_TIMESTAMP};
+    let value = required(h, CONTENTFUL_SIGNATURE)?;
+    let ts = required(h, CONTENTFUL_TIMESTAMP)?;
+    let listed = required(h, CONTENTFUL_SIGNED_HEADERS)?;
+    let ms =
+        parse_digits(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, CONTENTFUL_TIMESTAMP))?;
+    let mut picked: Vec<(&str, String)> = Vec::new();
+    for (count, name) in listed.split(',').enumerate() {
+        if count >= MAX_CONTENTFUL_HEADERS {
+            return Err(reject(Reason::MalformedHeader, CONTENTFUL_SIGNED_HEADERS));
+        }
+        // The toolkit matches the listed names against lowercased header names, as listed
+        // (not trimmed): a name with capitals or spaces never matches.
+        let usable = !name.is_empty() && !name.bytes().any(|b| b.is_ascii_uppercase() || b == b' ');
+        if !usable || picked.iter().any(|(known, _)| *known == name) {
+            continue;
+        }
+        let value = match name {
+            CONTENTFUL_TIMESTAMP => Some(ms.to_string()),
+            // Written below, once the names actually used are known.
+            CONTENTFUL_SIGNED_HEADERS => Some(String::new()),
+            other => single_value(h, other)
+                .map_err(|()| reject(Reason::MalformedHeader, CONTENTFUL_SIGNED_HEADERS))?
+                .map(str::to_owned),
+        };
+        if let Some(value) = value {
+            picked.push((name, value));
+        }
+    }
+    for always in [CONTENTFUL_TIMESTAMP, CONTENTFUL_SIGNED_HEADERS] {
+        if !picked.iter().any(|(name, _)| *name == always) {
+            picked.push((always, ms.to_string()));
+        }
+    }
+    picked.sort_by_key(|(name, _)| *name);
+    let names = picked
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut canonical = String::with_capacity(names.len().saturating_mul(2).saturating_add(256));
+    canonical.push_str(method);
+    canonical.push('\n');
+    canonical.push_str(&contentful_path(url));
+    canonical.push('\n');
+    for (index, (name, value)) in picked.iter().enumerate() {
+        if index > 0 {
+            canonical.push(';');
+        }
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.push_str(if *name == CONTENTFUL_SIGNED_HEADERS {
+            &names
+        } else {
+            value
+        });
+    }
+    canonical.push('\n');
+    let message = vec![Cow::Owned(canonical.into_bytes()), Cow::Borrowed(body)];
+    let mut out = Extracted::new(vec![message], CONTENTFUL_SIGNATURE);
+    out.timestamp = Some((ms, CONTENTFUL_TIMESTAMP));
+    push_candidate(
+        &mut out.signatures,
+        &mut 0,
+        Encoding::Hex,
+        value,
+        CONTENTFUL_SIGNATURE,
+    )?;
+    Ok(out)
+}
+
+/// The path Contentful signs: node-apps-toolkit's `getNormalizedEncodedURI` of the request's
+/// path and query (`req.url`): split at `?` (text after a second `?` is dropped, as
+/// JavaScript's destructured `split` does), the query escaped as `querystring.escape`, then
+/// the whole as `encodeURI`.
+pub(crate) fn contentful_path(url: &str) -> String {
+    // The path and query of an absolute URL; a URL that is already a path stays as it is.
+    let path_and_query = match url.split_once("://") {
+        Some((_, rest)) => match rest.find(['/', '?']) {
+            Some(at) => rest.get(at..).unwrap_or("/"),
+            None => "/",
+        },
+        None => url,
+    };
+    let path_and_query = path_and_query.split('#').next().unwrap_or_default();
+    let mut parts = path_and_query.split('?');
+    let pathname = parts.next().unwrap_or_default();
+    let search = parts.next().unwrap_or_default();
+    // encodeURIComponent's unreserved set (Node's querystring.escape).
+    let component = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b);
+    // encodeURI's: those, plus the reserved characters and '#'.
+    let uri = |b: u8| component(b) || b";,/?:@&=+$#".contains(&b);
+    let mut joined = pathname.to_owned();
+    if !search.is_empty() {
+        joined.push('?');
+        joined.push_str(&percent_encode(search, component));
+    }
+    percent_encode(&joined, uri)
+}
+
+/// `text`'s UTF-8 bytes, each byte `keep` refuses written `%XX` (uppercase hex).
+fn percent_encode(text: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// For form bodies, the digest of the signed URL and sorted parameters; for JSON bodies the
@@ -925,6 +1248,149 @@ fn query_param(url: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+/// The URLs twilio-node's `validateRequest` tries for `url`: the URL as `new URL()` writes it
+/// ([`whatwg_url`]), without its port and with it (the scheme's default port when it has
+/// none), and each of those with the query re-serialised by Node's legacy `querystring`
+/// ([`legacy_query`]) — "signature generation on the back end is inconsistent", says the
+/// SDK. An explicit default port is dropped by `new URL()` before the legacy form is made, so
+/// that form is never tried with `:443`/`:80`.
+fn twilio_urls(url: &str) -> Vec<String> {
+    let normalized = whatwg_url(url);
+    let ported = url_variants(&normalized);
+    let mut all = ported.clone();
+    for variant in &ported {
+        if has_default_port(variant) {
+            continue;
+        }
+        if let Some(legacy) = legacy_query(variant) {
+            all.push(legacy);
+        }
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(all.len());
+    for candidate in all {
+        if !unique.contains(&candidate) {
+            unique.push(candidate);
+        }
+    }
+    unique
+}
+
+/// Whether `url` names its scheme's default port explicitly (`https://h:443/`).
+fn has_default_port(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        ":80"
+    };
+    host.ends_with(default)
+}
+
+/// The characters `new URL()` percent-encodes in the path and the query of an http(s) URL
+/// (WHATWG URL: the path and special-query percent-encode sets; `'` in the query), everything
+/// else, existing `%XX` escapes included, as given.
+fn whatwg_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (rest, None),
+    };
+    let path_start = before_fragment
+        .find(['/', '?'])
+        .unwrap_or(before_fragment.len());
+    let (authority, tail) = before_fragment.split_at(path_start);
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let path_keeps = |b: u8| b > 0x20 && b < 0x7f && !b"\"#<>?`{}".contains(&b);
+    let query_keeps = |b: u8| b > 0x20 && b < 0x7f && !b"\"#<>'".contains(&b);
+    let mut out = format!("{scheme}://{authority}");
+    out.push_str(&percent_encode(path, path_keeps));
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&percent_encode(query, query_keeps));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Node's `withLegacyQuerystring`: the query parsed by `querystring.parse` (`+` is a space,
+/// escapes decoded, repeated names grouped at their first place) and written back by
+/// `querystring.stringify` (`querystring.escape`: everything but `A-Z a-z 0-9 - _ . ! ~ * '
+/// ( )` escaped). `None` without a query.
+fn legacy_query(url: &str) -> Option<String> {
+    let (base, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    if query.is_empty() {
+        return None;
+    }
+    let decode = |text: &str| -> String {
+        let spaced = text.replace('+', " ");
+        percent_decode_lenient(&spaced)
+    };
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for piece in query.split('&').filter(|piece| !piece.is_empty()) {
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+        let (key, value) = (decode(key), decode(value));
+        match grouped.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, values)) => values.push(value),
+            None => grouped.push((key, vec![value])),
+        }
+    }
+    let escape = |text: &str| {
+        percent_encode(text, |b| {
+            b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
+        })
+    };
+    let written: Vec<String> = grouped
+        .iter()
+        .flat_map(|(key, values)| {
+            values
+                .iter()
+                .map(move |value| format!("{}={}", escape(key), escape(value)))
+        })
+        .collect();
+    Some(format!("{base}?{}", written.join("&")))
+}
+
+/// `%XX` escapes decoded (as UTF-8, invalid sequences replaced); a `%` not followed by two hex
+/// digits is kept as it is, as Node's `querystring.unescape` falls back to doing.
+fn percent_decode_lenient(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0usize;
+    while let Some(&b) = bytes.get(index) {
+        let hex = bytes
+            .get(index.saturating_add(1)..index.saturating_add(3))
+            .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                index = index.saturating_add(3);
+            }
+            _ => {
+                out.push(b);
+                index = index.saturating_add(1);
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URL as given, without an explicit port, and with the scheme's default port.

@@ -147,6 +147,19 @@ pub enum SchemeId {
     /// Postmark: HTTP Basic authentication with the credentials of the webhook URL (the body
     /// is not authenticated).
     Postmark,
+    /// HubSpot v3: `X-HubSpot-Signature-v3`, HMAC-SHA256 base64 of the HTTP method, the URI
+    /// HubSpot called, the body and `X-HubSpot-Request-Timestamp` (Unix milliseconds).
+    HubspotV3,
+    /// Figma: the `passcode` field of the JSON body equals the webhook's passcode (the rest of
+    /// the body is not authenticated). The verified event's body has the passcode redacted.
+    Figma,
+    /// Contentful request verification: `x-contentful-signature`, HMAC-SHA256 hex of the HTTP
+    /// method, the request path, the headers listed in `x-contentful-signed-headers` and the
+    /// body.
+    Contentful,
+    /// Box: `box-signature-primary` and `box-signature-secondary`, HMAC-SHA256 base64 of the
+    /// body and `box-delivery-timestamp`, each with its own key.
+    Box,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -160,7 +173,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 55] = [
+    pub const ALL: [SchemeId; 59] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -216,6 +229,10 @@ impl SchemeId {
         SchemeId::Docusign,
         SchemeId::Netlify,
         SchemeId::Postmark,
+        SchemeId::HubspotV3,
+        SchemeId::Figma,
+        SchemeId::Contentful,
+        SchemeId::Box,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.
@@ -259,6 +276,12 @@ impl SchemeId {
     /// Whether the scheme signs the request URL (the public URL must be configured).
     pub fn signs_url(self) -> bool {
         self.preset().shape.signs_url()
+    }
+
+    /// Whether the scheme signs the request's HTTP method (HubSpot v3): adapters pass it in
+    /// the [`RequestContext`](crate::RequestContext), `POST` when not given.
+    pub fn signs_method(self) -> bool {
+        self.preset().shape.signs_method()
     }
 
     /// The URL handshake the provider performs before it delivers events, if it has one:

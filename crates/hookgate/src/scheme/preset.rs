@@ -113,8 +113,22 @@ pub(crate) enum Shape {
     Linear,
     /// Twilio: the URL and the sorted form parameters, or the URL carrying `bodySHA256`.
     Twilio { body_sha256: bool },
+    /// HubSpot v3: base64 HMAC-SHA256 of `{method}{URI}{body}{timestamp}`, the timestamp in
+    /// Unix milliseconds in its own header, some `%`-escapes of the URI decoded first.
+    HubspotV3,
+    /// Contentful request verification: hex HMAC-SHA256 of the canonical request — method,
+    /// normalised path, the headers named in `x-contentful-signed-headers`, body — with the
+    /// timestamp (Unix milliseconds) among the signed headers.
+    Contentful,
+    /// Box: `box-signature-primary` / `-secondary`, each base64 HMAC-SHA256 of
+    /// `{body}{box-delivery-timestamp}` with its own key (primary, secondary).
+    Box,
     /// Mailgun: the signature fields travel in the body.
     Mailgun,
+    /// A shared token in a top-level field of the JSON body (Figma's `passcode`), compared
+    /// whole; the rest of the body is not authenticated. The verified event's body has the
+    /// field's value replaced by [`REDACTED`], so the secret never reaches a sink.
+    BodyToken { field: &'static str },
     /// Netlify: `X-Webhook-Signature` is a compact JWS, HS256 only, whose claims are
     /// `{"iss":"netlify","sha256":<hex SHA-256 of the body>}`.
     NetlifyJws,
@@ -137,15 +151,26 @@ impl Shape {
             Shape::Twitch => "Twitch-Eventsub-Message-Signature",
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
+            Shape::HubspotV3 => HUBSPOT_SIGNATURE,
+            Shape::Contentful => CONTENTFUL_SIGNATURE,
+            Shape::Box => "box-signature-primary",
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
-            Shape::Mailgun => return None,
+            Shape::Mailgun | Shape::BodyToken { .. } => return None,
         })
+    }
+
+    /// Whether the signed bytes include the HTTP method.
+    pub(crate) fn signs_method(&self) -> bool {
+        matches!(self, Shape::HubspotV3 | Shape::Contentful)
     }
 
     /// Whether the signed bytes include the request URL.
     pub(crate) fn signs_url(&self) -> bool {
-        matches!(self, Shape::UrlAndBody { .. } | Shape::Twilio { .. })
+        matches!(
+            self,
+            Shape::UrlAndBody { .. } | Shape::Twilio { .. } | Shape::HubspotV3 | Shape::Contentful
+        )
     }
 }
 
@@ -286,6 +311,10 @@ impl SchemeId {
             SchemeId::Docusign => &DOCUSIGN,
             SchemeId::Netlify => &NETLIFY,
             SchemeId::Postmark => &POSTMARK,
+            SchemeId::HubspotV3 => &HUBSPOT_V3,
+            SchemeId::Figma => &FIGMA,
+            SchemeId::Contentful => &CONTENTFUL,
+            SchemeId::Box => &BOX,
         }
     }
 }
@@ -609,6 +638,74 @@ const SQUARE: Preset = Preset {
         delivery_id: Source::Json(&[&["event_id"]]),
         dedup_json: Some(&[&["event_id"]]),
         headers: &[],
+    },
+    handshake: None,
+};
+
+// --- the request line, the body and a timestamp ---
+
+/// HubSpot's v3 signature header; its timestamp header is [`HUBSPOT_TIMESTAMP`].
+pub(crate) const HUBSPOT_SIGNATURE: &str = "X-HubSpot-Signature-v3";
+/// HubSpot's v3 timestamp header, Unix milliseconds.
+pub(crate) const HUBSPOT_TIMESTAMP: &str = "X-HubSpot-Request-Timestamp";
+
+/// developers.hubspot.com/docs/apps/developer-platform/build-apps/authentication/request-validation
+/// ("Validate the v3 request signature"); HubSpot/hubspot-api-python and hubspot-api-nodejs
+/// `Signature` (v3). Facts and vectors: docs/PROVIDERS.md.
+const HUBSPOT_V3: Preset = Preset {
+    name: "hubspot-v3",
+    description: "HubSpot v3: X-HubSpot-Signature-v3 HMAC-SHA256 base64 of method+URI+body+timestamp, X-HubSpot-Request-Timestamp in ms, client secret used as-is, ±300 s; needs the public URL",
+    window_secs: Some(300),
+    shape: Shape::HubspotV3,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the app's client secret (not a private app token), used as-is",
+    // The body is a batch (a JSON array) of events, each with its own `eventId` and
+    // `subscriptionType`: no one event type, and the dedup key is a digest of the body.
+    info: Info::NONE,
+    handshake: None,
+};
+
+/// Contentful's signature header.
+pub(crate) const CONTENTFUL_SIGNATURE: &str = "x-contentful-signature";
+/// Contentful's timestamp header, Unix milliseconds, always among the signed headers.
+pub(crate) const CONTENTFUL_TIMESTAMP: &str = "x-contentful-timestamp";
+/// The comma-separated names of the headers Contentful signed, itself always among them.
+pub(crate) const CONTENTFUL_SIGNED_HEADERS: &str = "x-contentful-signed-headers";
+
+/// contentful.com/developers/docs/extensibility/webhooks/request-verification;
+/// contentful/node-apps-toolkit `src/requests/sign-request.ts`, `verify-request.ts`,
+/// `utils.ts`. Facts and vectors: docs/PROVIDERS.md.
+const CONTENTFUL: Preset = Preset {
+    name: "contentful",
+    description: "Contentful: x-contentful-signature HMAC-SHA256 hex of method, path, the x-contentful-signed-headers and body; x-contentful-timestamp in ms, ±30 s; needs the public URL",
+    // node-apps-toolkit verifyRequest's default time to live.
+    window_secs: Some(30),
+    shape: Shape::Contentful,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the key is the webhook's 64-character signing secret, used as-is",
+    info: Info {
+        event_type: Source::Header(&["X-Contentful-Topic"]),
+        headers: &["X-Contentful-Topic", "X-Contentful-Webhook-Name"],
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
+/// box/box-python-sdk `WebhooksManager.validate_message`, `compute_webhook_signature`,
+/// `escape_unicode` and its tests; developer.box.com/guides/webhooks/v2/signatures-v2.
+/// Facts and vectors: docs/PROVIDERS.md.
+const BOX: Preset = Preset {
+    name: "box",
+    description: "Box: box-signature-primary/-secondary HMAC-SHA256 base64 of body+box-delivery-timestamp, one per key (primary key first, secondary second), RFC 3339 timestamp, 600 s old at most and never ahead",
+    window_secs: Some(600),
+    shape: Shape::Box,
+    key: KeyFormat::Raw(HmacAlgorithm::Sha256),
+    key_hint: "the keys are the app's primary and secondary signature keys, in that order (each header is checked with its own key), used as-is",
+    info: Info {
+        event_type: Source::Json(&[&["trigger"]]),
+        delivery_id: Source::Header(&["box-delivery-id"]),
+        dedup_json: None,
+        headers: &["box-delivery-id"],
     },
     handshake: None,
 };
@@ -1087,6 +1184,26 @@ const POSTMARK: Preset = Preset {
         "the key is user:password exactly as written in the webhook URL (https://user:password@host/path)",
     )
 };
+
+/// developers.figma.com/docs/rest-api/webhooks-security: the webhook's passcode is echoed in
+/// every event body (the `PING` sent at creation too). Stored bodies have it redacted.
+const FIGMA: Preset = Preset {
+    name: "figma",
+    description: "Figma: the JSON body's passcode equals the webhook's passcode (the rest of the body NOT authenticated; the stored body has the passcode redacted); no timestamp",
+    window_secs: None,
+    shape: Shape::BodyToken { field: "passcode" },
+    key: KeyFormat::Token,
+    key_hint: "the key is the passcode given when the webhook was created",
+    info: Info {
+        event_type: Source::Json(&[&["event_type"]]),
+        ..Info::NONE
+    },
+    handshake: None,
+};
+
+/// What replaces a body-carried secret (Figma's `passcode`) in the verified event's body: a
+/// JSON string, so the body stays the same JSON with one value changed.
+pub(crate) const REDACTED: &str = "\"[redacted]\"";
 
 const TELEGRAM: Preset = token(
     "telegram",

@@ -28,6 +28,8 @@ pub struct Vector {
     pub body: String,
     pub body_b64: Option<String>,
     pub url: Option<String>,
+    /// The HTTP method, where the scheme signs it (`hubspot-v3`); `POST` when absent.
+    pub method: Option<String>,
     pub now: u64,
     pub tolerance_s: Option<u64>,
     pub expect: String,
@@ -50,6 +52,15 @@ impl Vector {
                 .decode(b64)
                 .expect("body_b64"),
             None => self.body.as_bytes().to_vec(),
+        }
+    }
+
+    /// The request line: the URL and the method, where the vector has them.
+    pub fn request(&self) -> hookgate::RequestContext<'_> {
+        let request = hookgate::RequestContext::new().with_url_opt(self.url.as_deref());
+        match &self.method {
+            Some(method) => request.with_method(method),
+            None => request,
         }
     }
 

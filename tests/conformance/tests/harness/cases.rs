@@ -671,6 +671,26 @@ pub fn verify_only() -> Vec<Case> {
 pub fn provider_vectors() -> Vec<Case> {
     let mut cases = Vec::new();
     for vector in vectors::load() {
+        // A signed GET (hubspot-v3-009: a POST's signature sent as GET) is checked by the
+        // core vectors only: the adapters never take a GET as a delivery (it is a GET
+        // handshake or 405), so over HTTP it cannot reach the signature check.
+        if vector.method.as_deref() == Some("GET") {
+            continue;
+        }
+        // A URL with a raw space (contentful-016, -021, as the toolkit was called with it)
+        // is no HTTP request target; contentful-022 is the same case as it arrives.
+        if vector.url.as_deref().is_some_and(|url| url.contains(' ')) {
+            continue;
+        }
+        // Credentials in the signed URL (twilio-sdk-001…003): no adapter takes a public
+        // origin with a user name in it, so these are core-only too.
+        if vector
+            .url
+            .as_deref()
+            .is_some_and(|url| split_url(url).0.contains('@'))
+        {
+            continue;
+        }
         let expected = vector
             .strict_expect
             .clone()
@@ -811,7 +831,14 @@ fn vector_setup(vector: &Vector) -> Setup {
 
 fn vector_request(vector: &Vector) -> Req {
     let headers = vector.header_pairs();
-    let req = Req::new(headers, vector.body_bytes());
+    let mut req = Req::new(headers, vector.body_bytes());
+    // The method, where the scheme signs it (hubspot-v3, contentful).
+    req.method = match vector.method.as_deref() {
+        None | Some("POST") => "POST",
+        Some("PUT") => "PUT",
+        Some("PATCH") => "PATCH",
+        Some(other) => panic!("{}: no conformance request for method {other}", vector.id),
+    };
     match vector.url.as_deref() {
         Some(url) => req.path(split_url(url).1),
         None => req,

@@ -58,9 +58,9 @@ impl Target {
                     _ if req.method == "GET" => {
                         gate.receive_get_with_headers(&req.headers, req.query())
                     }
-                    Mode::Receive => gate.receive(&req.headers, req.body.clone(), url.as_deref()),
+                    Mode::Receive => gate.receive(&req.headers, req.body.clone(), line(&url, req)),
                     Mode::VerifyOnly => {
-                        gate.verify_only(&req.headers, req.body.clone(), url.as_deref())
+                        gate.verify_only(&req.headers, req.body.clone(), line(&url, req))
                     }
                 }
                 .await;
@@ -385,4 +385,12 @@ async fn axum_extracted(
         .header("content-type", "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from_static(text.as_bytes())))
         .unwrap()
+}
+
+/// The request line as the core gate takes it: the public URL (when the case has an origin)
+/// and the request's method.
+fn line<'a>(url: &'a Option<String>, req: &'a Req) -> hookgate::RequestContext<'a> {
+    hookgate::RequestContext::new()
+        .with_url_opt(url.as_deref())
+        .with_method(req.method)
 }
