@@ -169,7 +169,12 @@ impl<T, E> Leased<T, E> {
 
     /// A delivery whose content cannot be read (a corrupt or foreign message): the loop
     /// moves it to the dead letters with `reason`.
-    pub fn unreadable(ticket: T, id: impl Into<String>, attempt: u32, reason: impl fmt::Display) -> Self {
+    pub fn unreadable(
+        ticket: T,
+        id: impl Into<String>,
+        attempt: u32,
+        reason: impl fmt::Display,
+    ) -> Self {
         Leased {
             ticket,
             id: id.into(),

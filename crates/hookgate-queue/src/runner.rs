@@ -68,7 +68,12 @@ impl<E: QueueEvent> Runner<E> {
     /// Runs one attempt of `event` (attempt number `attempt`, the queue's id `queue_id`)
     /// inside a new `webhook.process` span, which it returns for the recording of the
     /// result.
-    pub(crate) async fn attempt(&self, event: E, queue_id: &str, attempt: u32) -> (Verdict, tracing::Span) {
+    pub(crate) async fn attempt(
+        &self,
+        event: E,
+        queue_id: &str,
+        attempt: u32,
+    ) -> (Verdict, tracing::Span) {
         let scheme = event.scheme().to_owned();
         let span = tracing::info_span!(
             "webhook.process",

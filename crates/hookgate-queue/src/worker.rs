@@ -457,7 +457,9 @@ async fn run<Q: Queue>(
         if leasing.is_none() && !idle && pause.is_none() {
             if let Some(want) = settings.want(tasks.len(), waiting.len()) {
                 leasing = Some((
-                    shared.queue.lease(want, settings.lease, settings.poll_interval),
+                    shared
+                        .queue
+                        .lease(want, settings.lease, settings.poll_interval),
                     want,
                 ));
             }
@@ -516,7 +518,9 @@ async fn run<Q: Queue>(
         match tokio::time::timeout(bound, pending).await {
             Ok(Ok(batch)) => waiting.add(&shared, batch),
             Ok(Err(err)) => tracing::debug!(error = %err, "the last lease failed"),
-            Err(_) => tracing::warn!("the last lease did not finish; what it took is handed out again after the lease"),
+            Err(_) => tracing::warn!(
+                "the last lease did not finish; what it took is handed out again after the lease"
+            ),
         }
     }
     // Let running handlers finish within the grace period and record their results.
@@ -784,7 +788,12 @@ mod tests {
         }
 
         fn told(&self, name: &str) -> Vec<Told> {
-            self.told.lock().unwrap().get(name).cloned().unwrap_or_default()
+            self.told
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .unwrap_or_default()
         }
 
         fn count(&self, pick: impl Fn(&State) -> bool) -> usize {
@@ -1159,7 +1168,11 @@ mod tests {
             queue.items().iter().all(|item| item.attempts == 0),
             "a released attempt is not counted"
         );
-        assert_eq!(started.load(Ordering::SeqCst), 2, "prefetched never started");
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            2,
+            "prefetched never started"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1208,10 +1221,7 @@ mod tests {
         )
         .start()
         .unwrap();
-        until("both processed", || {
-            queue.count(|s| *s == State::Done) == 2
-        })
-        .await;
+        until("both processed", || queue.count(|s| *s == State::Done) == 2).await;
         let stats = worker.stats();
         worker.shutdown().await;
         assert_eq!((stats.panics, stats.timeouts, stats.retried), (1, 1, 2));
