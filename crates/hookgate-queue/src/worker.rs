@@ -674,6 +674,7 @@ async fn record<Q: Queue>(shared: Arc<Shared<Q>>, finished: Finished<Q>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     //! The loop itself, over a queue in memory (our own logic: a fake queue is enough here;
     //! every backend runs the same loop against its real server in its own tests). Time is
