@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::{RetentionPolicy, Stream};
 use async_nats::jetstream::{AckKind, Context, Message};
 use futures_util::StreamExt as _;
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Envelope, Leased, Queue, QueuedEvent};
+use hookgate_queue::{AttemptRecord, Envelope, LeaseResult, Leased, Queue, QueuedEvent};
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
 };
@@ -302,7 +302,7 @@ impl Queue for JetStreamQueue {
         max: usize,
         lease: Duration,
         wait: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Leased<Arc<Message>, QueuedEvent>>, Error>> {
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
         Box::pin(async move {
             let consumer = self.consumer(lease).await?;
             // What is there now; else wait for the next message, then take what followed.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hookgate::BoxFuture;
 use hookgate_queue::{
-    AttemptRecord, Defaults, Handler, HandlerResult, Leased, Queue, QueuedEvent, Worker,
-    WorkerBuilder, WorkerHandle,
+    AttemptRecord, Defaults, Handler, HandlerResult, LeaseResult, Leased, Queue, QueuedEvent,
+    Worker, WorkerBuilder, WorkerHandle,
 };
 pub use hookgate_queue::{DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_SHUTDOWN_GRACE};
 use tokio::sync::{Notify, watch};
@@ -382,7 +382,7 @@ impl Queue for PgQueue {
         max: usize,
         lease: Duration,
         _wait: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Leased<(i64, i64), QueuedEvent>>, Error>> {
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
         self.prune_if_due();
         Box::pin(async move {
             let token = fastrand::i64(..);

@@ -55,7 +55,9 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! use hookgate::BoxFuture;
-//! use hookgate_queue::{AttemptRecord, HandlerResult, Leased, Queue, QueueEvent, Worker};
+//! use hookgate_queue::{
+//!     AttemptRecord, HandlerResult, LeaseResult, Leased, Queue, QueueEvent, Worker,
+//! };
 //!
 //! /// A queue of strings in memory (lost on restart; no leases to expire).
 //! #[derive(Default)]
@@ -78,7 +80,7 @@
 //!     type Error = std::convert::Infallible;
 //!
 //!     fn lease(&self, max: usize, _lease: Duration, _wait: Duration)
-//!         -> BoxFuture<'_, Result<Vec<Leased<String, Text>>, Self::Error>> {
+//!         -> BoxFuture<'_, LeaseResult<Self>> {
 //!         let mut due = self.due.lock().unwrap();
 //!         let n = max.min(due.len());
 //!         let batch = due.drain(..n).map(|(attempts, text)| {
@@ -148,7 +150,7 @@ mod worker;
 pub use envelope::{ENVELOPE_VERSION, Envelope, EnvelopeError};
 pub use event::QueuedEvent;
 pub use handler::Handler;
-pub use queue::{AttemptRecord, Defaults, Leased, Queue, QueueEvent};
+pub use queue::{AttemptRecord, Defaults, LeaseResult, Leased, Queue, QueueEvent};
 pub use result::HandlerResult;
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
 pub use runner::{ATTEMPTS_METRIC, ConfigError, PROCESS_SECONDS_METRIC};

@@ -73,7 +73,7 @@ pub trait Queue: Send + Sync + 'static {
         max: usize,
         lease: Duration,
         wait: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Leased<Self::Ticket, Self::Event>>, Self::Error>>;
+    ) -> BoxFuture<'_, LeaseResult<Self>>;
 
     /// Resolves when new work may be due, at the latest after `timeout` (the poll
     /// interval), without hard polling; the loop calls it after a lease found less than it
@@ -127,6 +127,10 @@ pub trait Queue: Send + Sync + 'static {
         Box::pin(async {})
     }
 }
+
+/// What [`Queue::lease`] answers: the deliveries leased, or what went wrong.
+pub type LeaseResult<Q> =
+    Result<Vec<Leased<<Q as Queue>::Ticket, <Q as Queue>::Event>>, <Q as Queue>::Error>;
 
 /// What the loop reads from an event for its `webhook.process` span and its metrics.
 pub trait QueueEvent: Send + 'static {

@@ -14,7 +14,8 @@ use tracing::Instrument as _;
 
 use crate::runner::{Runner, Verdict, bump, unbump};
 use crate::{
-    AttemptRecord, ConfigError, Handler, Leased, Queue, RetryPolicy, ShutdownReport, WorkerStats,
+    AttemptRecord, ConfigError, Handler, LeaseResult, Leased, Queue, RetryPolicy, ShutdownReport,
+    WorkerStats,
 };
 
 /// Default handlers running at once per worker: 8.
@@ -423,10 +424,7 @@ struct Finished<Q: Queue> {
     span: tracing::Span,
 }
 
-type LeaseFuture<'a, Q> = BoxFuture<
-    'a,
-    Result<Vec<Leased<<Q as Queue>::Ticket, <Q as Queue>::Event>>, <Q as Queue>::Error>,
->;
+type LeaseFuture<'a, Q> = BoxFuture<'a, LeaseResult<Q>>;
 
 async fn run<Q: Queue>(
     shared: Arc<Shared<Q>>,
@@ -564,7 +562,7 @@ async fn run<Q: Queue>(
 
 async fn lease_result<Q: Queue>(
     leasing: &mut Option<(LeaseFuture<'_, Q>, usize)>,
-) -> Result<Vec<Leased<Q::Ticket, Q::Event>>, Q::Error> {
+) -> LeaseResult<Q> {
     match leasing {
         Some((future, _)) => future.await,
         None => std::future::pending().await,
@@ -835,7 +833,7 @@ mod tests {
             max: usize,
             lease: Duration,
             _wait: Duration,
-        ) -> BoxFuture<'_, Result<Vec<Leased<(usize, u64), Job>>, String>> {
+        ) -> BoxFuture<'_, LeaseResult<Self>> {
             let now = self.now();
             let mut batch = Vec::new();
             for (index, item) in self.items().iter_mut().enumerate() {
@@ -982,7 +980,7 @@ mod tests {
             max: usize,
             lease: Duration,
             wait: Duration,
-        ) -> BoxFuture<'_, Result<Vec<Leased<(usize, u64), Job>>, String>> {
+        ) -> BoxFuture<'_, LeaseResult<Self>> {
             (**self).lease(max, lease, wait)
         }
         fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Envelope, Leased, Queue, QueuedEvent};
+use hookgate_queue::{AttemptRecord, Envelope, LeaseResult, Leased, Queue, QueuedEvent};
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
 };
@@ -296,7 +296,7 @@ impl Queue for StreamQueue {
         max: usize,
         lease: Duration,
         wait: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Leased<Arc<StreamTicket>, QueuedEvent>>, Error>> {
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
         Box::pin(async move {
             let mut batch = Vec::new();
             if self.maintenance_due(wait) {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Defaults, Leased, Queue, QueueEvent};
+use hookgate_queue::{AttemptRecord, Defaults, LeaseResult, Leased, Queue, QueueEvent};
 use tokio::sync::watch;
 
 pub use hookgate_queue::{
@@ -145,7 +145,7 @@ impl Queue for InboxQueue {
         max: usize,
         lease: Duration,
         _wait: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Leased<(EventId, i64), InboxEvent>>, InboxError>> {
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
         // Seen before leasing: an event stored meanwhile wakes the next wait.
         self.seen
             .lock()
