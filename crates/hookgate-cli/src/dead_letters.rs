@@ -151,7 +151,7 @@ async fn postgres(args: &DeadLettersArgs) -> Result<Output, String> {
     if args.replay {
         // The store replays all of them at once, in one statement.
         let moved = store
-            .replay_dead_letters()
+            .replay_dead_letters(hookgate_postgres::Replay::All)
             .await
             .map_err(|e| e.to_string())?;
         return Ok(Output::new(
@@ -160,7 +160,10 @@ async fn postgres(args: &DeadLettersArgs) -> Result<Output, String> {
         ));
     }
     let limit = args.count.clamp(1, hookgate_postgres::MAX_LOG_LIMIT);
-    let entries = store.dead_letters(limit).await.map_err(|e| e.to_string())?;
+    let entries = store
+        .dead_letters(None, limit)
+        .await
+        .map_err(|e| e.to_string())?;
     let listed: Vec<Listed> = entries
         .into_iter()
         .map(|entry| Listed {

@@ -246,3 +246,57 @@ async fn hookgate_console_shows_a_data_directory_without_a_receiver() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("no inbox"), "{}", run.stderr);
 }
+
+/// `hookgate console --store postgres://…` shows the store a fleet of `serve --store`
+/// replicas writes to, without a receiver of its own; its generated token is kept in
+/// --data-dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookgate_console_shows_a_postgres_store_without_a_receiver() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &["--store", &url]);
+    send_some(&serve, "3").await;
+    let token_dir = dir.path().join("console");
+    let mut child = Command::new(BIN)
+        .args(["console", "--listen", "127.0.0.1:0", "--store", &url])
+        .arg("--data-dir")
+        .arg(&token_dir)
+        .env_remove("HOOKGATE_CONSOLE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = ConsoleProcess(child);
+    let addr = listening_on(stderr);
+    let token = std::fs::read_to_string(token_dir.join("console-token")).unwrap();
+    let token = token.trim();
+    let (status, _) = get(addr, "/_hookgate/events", None).await;
+    assert_eq!(status, 401);
+    let (status, body) = get(addr, "/_hookgate/api/stats", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"],
+        3
+    );
+    let (status, page) = get(addr, "/_hookgate/events?refresh=0", Some(token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("<tr data-id=").count(), 3, "{page}");
+    // The endpoint is named after the store's schema.
+    assert!(page.contains("<code>hookgate</code>"), "{page}");
+    // The receiver's console shows the same store.
+    drop(process);
+    drop(serve);
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--store", &url, "--console", "--console-token", TOKEN],
+    );
+    let (status, body) = get(serve.addr, "/_hookgate/api/events", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let events = serde_json::from_str::<serde_json::Value>(&body).unwrap();
+    assert_eq!(events["events"].as_array().unwrap().len(), 3, "{events}");
+}

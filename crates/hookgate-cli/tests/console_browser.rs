@@ -1,11 +1,12 @@
 //! The web console in a real browser: headless Chromium, driven over the W3C WebDriver
 //! protocol by chromedriver, against a running `hookgate serve --console` fed by
-//! `hookgate send`.
+//! `hookgate send`, once over the SQLite inbox and once over a PostgreSQL store
+//! (`serve --store postgres://… --console`).
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them).
 //! Without them the test says so in one line and passes, except under
 //! `HOOKGATE_REQUIRE_SERVICES=1`, where it fails. With `HOOKGATE_CONSOLE_SCREENSHOTS=DIR`
-//! it saves a PNG of each page there (how docs/console/ was made).
+//! it saves a PNG of each page of the inbox run there (how docs/console/ was made).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -146,7 +147,7 @@ impl Drop for Browser<'_> {
 }
 
 impl<'a> Browser<'a> {
-    fn open(driver: &'a Driver, chromium: &Path) -> Browser<'a> {
+    fn open(driver: &'a Driver, chromium: &Path, screenshots: bool) -> Browser<'a> {
         let (status, answer) = driver
             .try_call(
                 "POST",
@@ -165,7 +166,9 @@ impl<'a> Browser<'a> {
         Browser {
             driver,
             session: answer["value"]["sessionId"].as_str().unwrap().to_owned(),
-            screenshots: std::env::var_os("HOOKGATE_CONSOLE_SCREENSHOTS").map(PathBuf::from),
+            screenshots: std::env::var_os("HOOKGATE_CONSOLE_SCREENSHOTS")
+                .filter(|_| screenshots)
+                .map(PathBuf::from),
         }
     }
 
@@ -338,27 +341,61 @@ async fn send(serve: &Serve, secret: &str, args: &[&str]) {
     assert_eq!(run.code, 0, "{run:?}");
 }
 
+/// The events of `hookgate inbox list --json --all` over the data directory's inbox, or
+/// over the PostgreSQL store at `store`.
+async fn listed(serve: &Serve, store: Option<&str>, extra: &[&str]) -> Vec<Value> {
+    let Some(url) = store else {
+        return inbox_list(&serve.data_dir, extra).await;
+    };
+    let mut args = vec!["inbox", "--store", url, "list", "--json", "--all"];
+    args.extend_from_slice(extra);
+    let run = hookgate(&args).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_lists_filters_replays_and_never_runs_a_body() {
-    let Some((chromium, chromedriver)) = tools() else {
+    let Some(tools) = tools() else {
         return;
     };
+    drive(tools, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_over_postgres_lists_filters_replays_and_never_runs_a_body() {
+    let Some(tools) = tools() else {
+        return;
+    };
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    drive(tools, Some(&postgres.url())).await;
+}
+
+/// The whole walk through the console of a `serve` keeping its events in the data
+/// directory's inbox, or in the PostgreSQL store at `store`.
+async fn drive((chromium, chromedriver): (PathBuf, PathBuf), store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("downstream-up");
     let exec = format!("test -f '{}'", marker.display());
     // Every event dies at first (the command fails until the marker exists).
-    let serve = Serve::start(
-        &dir.path().join("data"),
-        &[
-            "--console",
-            "--console-token",
-            TOKEN,
-            "--exec",
-            &exec,
-            "--max-attempts",
-            "1",
-        ],
-    );
+    let mut args = vec![
+        "--console",
+        "--console-token",
+        TOKEN,
+        "--exec",
+        &exec,
+        "--max-attempts",
+        "1",
+    ];
+    if let Some(url) = store {
+        args.extend(["--store", url]);
+    }
+    let serve = Serve::start(&dir.path().join("data"), &args);
     let secret = serve.generated_secret();
     send(
         &serve,
@@ -395,11 +432,11 @@ async fn the_console_lists_filters_replays_and_never_runs_a_body() {
     .await;
     assert_eq!(forged.code, 1, "{forged:?}");
     common::eventually(LIMIT, "six dead letters", || async {
-        let events = inbox_list(&serve.data_dir, &["--status", "dead"]).await;
+        let events = listed(&serve, store, &["--status", "dead"]).await;
         (events.len() == 6).then_some(())
     })
     .await;
-    let events = inbox_list(&serve.data_dir, &[]).await;
+    let events = listed(&serve, store, &[]).await;
     let id_of = |delivery: &str| {
         events
             .iter()
@@ -415,7 +452,7 @@ async fn the_console_lists_filters_replays_and_never_runs_a_body() {
         .unwrap();
 
     let driver = Driver::start(&chromedriver);
-    let browser = Browser::open(&driver, &chromium);
+    let browser = Browser::open(&driver, &chromium, store.is_none());
     let console = |path: &str| serve.url(&format!("/_hookgate{path}"));
 
     // Without the token: the login page (401), then the list once signed in.
@@ -475,4 +512,9 @@ async fn the_console_lists_filters_replays_and_never_runs_a_body() {
     browser.go(&console("/rejections?refresh=0"));
     assert!(browser.text("main").contains("signature_mismatch"));
     browser.screenshot("rejections");
+
+    // The log the console showed is the store's: `hookgate inbox` reads the same.
+    let after = listed(&serve, store, &["--status", "processed"]).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], replayed_id);
 }

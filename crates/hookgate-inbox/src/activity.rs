@@ -5,32 +5,15 @@
 //! `state_status(status, finished_at)`), so a chart over hours stays cheap whatever the
 //! size of the log.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use hookgate_queue::event_log::{ActivityFrame, ActivitySeries};
+pub use hookgate_queue::event_log::{MAX_ACTIVITY_RANGE, MinuteActivity};
 use rusqlite::params;
 
-use crate::time::{from_millis, to_millis};
 use crate::{Inbox, InboxError};
 
-/// The longest range [`Inbox::activity_per_minute`] answers: 7 days of minutes.
-pub const MAX_ACTIVITY_RANGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
 const MINUTE_MS: i64 = 60_000;
-
-/// The counts of one minute.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinuteActivity {
-    /// The start of the minute.
-    pub minute: SystemTime,
-    /// Events the gate stored in this minute (test deliveries included).
-    pub received: u64,
-    /// Events now `processed` whose last attempt finished in this minute.
-    pub processed: u64,
-    /// Events now `failed` (waiting for a retry) or `dead` whose last attempt failed in
-    /// this minute.
-    pub failed: u64,
-}
 
 impl Inbox {
     /// One [`MinuteActivity`] per minute from the minute holding `since` up to the one
@@ -67,60 +50,29 @@ impl Inbox {
         since: SystemTime,
         until: SystemTime,
     ) -> Result<Vec<MinuteActivity>, InboxError> {
-        let range = until.duration_since(since).map_err(|_| {
-            InboxError::Config("an activity range must end after it starts".to_owned())
-        })?;
-        if range > MAX_ACTIVITY_RANGE {
-            return Err(InboxError::Config(format!(
-                "an activity range may span at most {} days",
-                MAX_ACTIVITY_RANGE.as_secs() / 86_400
-            )));
-        }
-        let first = to_millis(since).div_euclid(MINUTE_MS);
-        let end_ms = to_millis(until);
-        let last = end_ms.div_euclid(MINUTE_MS);
-        let slots = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
-        let start_ms = first.saturating_mul(MINUTE_MS);
+        let mut frame = ActivityFrame::new(since, until)?;
+        let (start_ms, end_ms) = (frame.start_millis(), frame.end_millis());
         self.read(move |conn, _| {
-            let mut minutes: Vec<MinuteActivity> = (0..slots)
-                .map(|i| MinuteActivity {
-                    minute: from_millis(
-                        i64::try_from(i)
-                            .unwrap_or(i64::MAX)
-                            .saturating_add(first)
-                            .saturating_mul(MINUTE_MS),
-                    ),
-                    received: 0,
-                    processed: 0,
-                    failed: 0,
-                })
-                .collect();
-            let mut add = |sql: &str, field: fn(&mut MinuteActivity) -> &mut u64| {
+            let mut add = |sql: &str, series: ActivitySeries| {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let mut rows = stmt.query(params![start_ms, end_ms, MINUTE_MS])?;
                 while let Some(row) = rows.next()? {
                     let minute: i64 = row.get(0)?;
                     let count: i64 = row.get(1)?;
-                    let slot = usize::try_from(minute.saturating_sub(first))
-                        .ok()
-                        .and_then(|i| minutes.get_mut(i));
-                    if let Some(slot) = slot {
-                        let value = field(slot);
-                        *value = value.saturating_add(u64::try_from(count).unwrap_or(0));
-                    }
+                    frame.add(minute, series, u64::try_from(count).unwrap_or(0));
                 }
                 Ok::<_, InboxError>(())
             };
             add(
                 "SELECT received_at / ?3, count(*) FROM events
                  WHERE received_at >= ?1 AND received_at < ?2 GROUP BY 1",
-                |m| &mut m.received,
+                ActivitySeries::Received,
             )?;
             add(
                 "SELECT finished_at / ?3, count(*) FROM state
                  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
                  GROUP BY 1",
-                |m| &mut m.processed,
+                ActivitySeries::Processed,
             )?;
             for status in ["failed", "dead"] {
                 // One range of the (status, finished_at) index per status.
@@ -129,9 +81,9 @@ impl Inbox {
                      WHERE status = '{status}' AND finished_at >= ?1 AND finished_at < ?2
                      GROUP BY 1"
                 );
-                add(&sql, |m| &mut m.failed)?;
+                add(&sql, ActivitySeries::Failed)?;
             }
-            Ok(minutes)
+            Ok(frame.into_minutes())
         })
         .await
     }
@@ -146,6 +98,7 @@ mod tests {
     )]
 
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use hookgate::{Clock, SchemeId, SignRequest, Signer, VerifiedEvent, Verifier};
 

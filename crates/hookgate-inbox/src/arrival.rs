@@ -7,13 +7,12 @@
 //! `(received_at, id)`, the order that index already holds, a page reads only its own
 //! rows, and the next page starts after an [`ArrivalCursor`].
 
-use std::time::SystemTime;
-
+use hookgate_queue::event_log::ArrivalCursor;
 use rusqlite::params_from_iter;
 
-use crate::log::{LogEntry, LogQuery, entry_from_row};
-use crate::time::{from_millis, to_millis};
-use crate::{EventId, Inbox, InboxError};
+use crate::log::{LogEntry, LogQuery, entry_from_row, to_sql};
+use crate::time::to_millis;
+use crate::{Inbox, InboxError};
 
 /// How a log query orders its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,39 +21,6 @@ pub(crate) enum Order {
     Id,
     /// Newest arrival first, then newest id; after the cursor `(received_at ms, id)`.
     Arrival(Option<(i64, i64)>),
-}
-
-/// Where a page of [`Inbox::query_by_arrival`] ended: the next page starts after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArrivalCursor {
-    /// The last entry's arrival.
-    pub received_at: SystemTime,
-    /// The last entry's id.
-    pub id: EventId,
-}
-
-impl ArrivalCursor {
-    /// The cursor after `entry` (the last of a page).
-    pub fn after(entry: &LogEntry) -> Self {
-        ArrivalCursor {
-            received_at: entry.received_at,
-            id: entry.id,
-        }
-    }
-
-    /// The cursor as text, `MILLIS.ID` (for a link); [`parse`](Self::parse) reads it back.
-    pub fn to_text(&self) -> String {
-        format!("{}.{}", to_millis(self.received_at), self.id.get())
-    }
-
-    /// Reads [`to_text`](Self::to_text)'s form.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (at, id) = text.split_once('.')?;
-        Some(ArrivalCursor {
-            received_at: from_millis(at.parse().ok()?),
-            id: EventId::new(id.parse().ok()?),
-        })
-    }
 }
 
 impl Inbox {
@@ -91,7 +57,7 @@ impl Inbox {
         after: Option<ArrivalCursor>,
     ) -> Result<Vec<LogEntry>, InboxError> {
         let cursor = after.map(|c| (to_millis(c.received_at), c.id.get()));
-        let (sql, values) = query.to_sql_ordered(Order::Arrival(cursor))?;
+        let (sql, values) = to_sql(&query, Order::Arrival(cursor))?;
         self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params_from_iter(values), entry_from_row)?;
@@ -107,7 +73,7 @@ impl Inbox {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use hookgate::{FixedClock, SchemeId, SignRequest, Signer, Verifier};
 
@@ -125,7 +91,7 @@ mod tests {
             .received_before(now - Duration::from_secs(3600))
             .limit(50);
         for cursor in [None, Some((1_i64, 2_i64))] {
-            let (sql, values) = query.to_sql_ordered(Order::Arrival(cursor)).unwrap();
+            let (sql, values) = to_sql(&query, Order::Arrival(cursor)).unwrap();
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = stmt
                 .query_map(params_from_iter(values), |row| row.get(3))

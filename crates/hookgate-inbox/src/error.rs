@@ -46,3 +46,27 @@ impl From<rusqlite::Error> for InboxError {
         InboxError::Database(Arc::new(err))
     }
 }
+
+impl From<hookgate_queue::event_log::UnknownStatus> for InboxError {
+    fn from(err: hookgate_queue::event_log::UnknownStatus) -> Self {
+        InboxError::Corrupt(err.to_string())
+    }
+}
+
+impl From<hookgate_queue::event_log::LogError> for InboxError {
+    fn from(err: hookgate_queue::event_log::LogError) -> Self {
+        match err {
+            hookgate_queue::event_log::LogError::Invalid(message) => InboxError::Config(message),
+            other => InboxError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<InboxError> for hookgate_queue::event_log::LogError {
+    fn from(err: InboxError) -> Self {
+        match err {
+            InboxError::Config(message) => hookgate_queue::event_log::LogError::Invalid(message),
+            other => hookgate_queue::event_log::LogError::store(other),
+        }
+    }
+}

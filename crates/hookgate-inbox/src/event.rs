@@ -1,98 +1,15 @@
-//! The stored event: its id, its status, and what a handler receives.
+//! The stored event and what a handler receives; its id and status are the event log's
+//! ([`hookgate_queue::event_log`]), shared with the other stores.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use hookgate::VerifiedEvent;
+pub use hookgate_queue::event_log::{EventId, Status};
 
-use crate::InboxError;
 use crate::digest::key_digest;
 use crate::time::to_millis;
-
-/// The inbox's id for a stored event: increasing in arrival order, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventId(i64);
-
-impl EventId {
-    /// The id with the given value (as shown by the event log).
-    pub const fn new(value: i64) -> Self {
-        EventId(value)
-    }
-
-    /// The id's value.
-    pub const fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Where an event is in its life. See the crate docs for the transitions.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Durably stored, waiting for its first attempt.
-    Received,
-    /// Waiting to be taken again without having failed: its lease was released at shutdown,
-    /// or it was replayed from the dead letters.
-    Queued,
-    /// Leased by a worker whose handler is running (or whose process died: the lease then
-    /// expires and another worker takes it).
-    Processing,
-    /// The handler succeeded. Kept for the retention period, then pruned.
-    Processed,
-    /// The last attempt failed; another is scheduled.
-    Failed,
-    /// Dead letter: a permanent failure, or the attempts ran out. Waits for a replay.
-    Dead,
-}
-
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
-        Status::Received,
-        Status::Queued,
-        Status::Processing,
-        Status::Processed,
-        Status::Failed,
-        Status::Dead,
-    ];
-
-    /// The name stored in the database and shown by the event log.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Status::Received => "received",
-            Status::Queued => "queued",
-            Status::Processing => "processing",
-            Status::Processed => "processed",
-            Status::Failed => "failed",
-            Status::Dead => "dead",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = InboxError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| InboxError::Corrupt(format!("unknown status {s:?}")))
-    }
-}
 
 /// An event as a handler receives it: the verified delivery plus its inbox bookkeeping.
 ///
@@ -302,18 +219,5 @@ impl NewEvent {
             headers_json: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".to_owned()),
             is_test,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_names_round_trip() {
-        for status in Status::ALL {
-            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
-        }
-        assert!("done".parse::<Status>().is_err());
     }
 }

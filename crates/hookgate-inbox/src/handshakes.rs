@@ -4,9 +4,8 @@
 //! The table is created on first use (`CREATE TABLE IF NOT EXISTS`): it is independent of
 //! the event tables and of the schema version, and an older build ignores it.
 
-use std::time::SystemTime;
-
 use hookgate::Handshake;
+pub use hookgate_queue::event_log::HandshakeRecord;
 use rusqlite::{Connection, params};
 
 use crate::time::{from_millis, to_millis};
@@ -19,20 +18,6 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS handshakes (
     kind TEXT NOT NULL,
     key_id TEXT
 )";
-
-/// One recorded handshake: when, which scheme, which handshake, which key verified it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandshakeRecord {
-    /// When the gate received it.
-    pub received_at: SystemTime,
-    /// The scheme that answered it (`slack`, `meta`, …).
-    pub scheme: String,
-    /// Which handshake ([`HandshakeKind::as_str`](hookgate::HandshakeKind::as_str)), e.g.
-    /// `slack_url_verification`.
-    pub kind: String,
-    /// The id of the key that verified it; `None` for Meta's `GET`.
-    pub key_id: Option<String>,
-}
 
 impl Inbox {
     /// Records a handshake the gate answered (what [`Sink::record_handshake`] does for the
@@ -73,12 +58,12 @@ impl Inbox {
                  ORDER BY received_at DESC, id DESC LIMIT ?1",
             )?;
             let rows = statement.query_map([limit], |row| {
-                Ok(HandshakeRecord {
-                    received_at: from_millis(row.get(0)?),
-                    scheme: row.get(1)?,
-                    kind: row.get(2)?,
-                    key_id: row.get(3)?,
-                })
+                Ok(HandshakeRecord::new(
+                    from_millis(row.get(0)?),
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get(3)?,
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })

@@ -14,7 +14,9 @@
 //!   `hookgate-queue`, over an [`InboxQueue`]; a handler here is a
 //!   `Handler<InboxEvent>`);
 //! - an **event log** you can query ([`Inbox::query`]): what arrived, when, from which
-//!   scheme, with what status, how long it took and what went wrong.
+//!   scheme, with what status, how long it took and what went wrong. Its types are the
+//!   store-neutral ones of [`event_log`] (re-exported here), and the inbox implements
+//!   [`EventLog`], as the PostgreSQL store does, so a tool reads either alike.
 //!
 //! ## Quick start
 //!
@@ -177,12 +179,12 @@ mod worker;
 mod writer;
 
 pub use activity::{MAX_ACTIVITY_RANGE, MinuteActivity};
-pub use arrival::ArrivalCursor;
 pub use dead::Replay;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};
 pub use handshakes::HandshakeRecord;
 pub use hookgate::BoxFuture;
+pub use hookgate_queue::event_log::{self, ArrivalCursor, EventLog};
 pub use inbox::{
     DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, Enqueued, Inbox, InboxBuilder, InboxStats,

@@ -34,3 +34,27 @@ impl From<hookgate_queue::ConfigError> for Error {
         Error::Config(err.0)
     }
 }
+
+impl From<hookgate_queue::event_log::UnknownStatus> for Error {
+    fn from(err: hookgate_queue::event_log::UnknownStatus) -> Self {
+        Error::Corrupt(err.to_string())
+    }
+}
+
+impl From<hookgate_queue::event_log::LogError> for Error {
+    fn from(err: hookgate_queue::event_log::LogError) -> Self {
+        match err {
+            hookgate_queue::event_log::LogError::Invalid(message) => Error::Config(message),
+            other => Error::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for hookgate_queue::event_log::LogError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Config(message) => hookgate_queue::event_log::LogError::Invalid(message),
+            other => hookgate_queue::event_log::LogError::store(other),
+        }
+    }
+}

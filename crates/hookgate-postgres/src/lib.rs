@@ -15,9 +15,14 @@
 //!   `hookgate-queue` over a [`PgQueue`].
 //! - [`TxHandler`]: or process each event **inside the transaction that marks it
 //!   processed**, so that your own writes to the same database happen exactly once.
-//! - The event log: [`PgStore::query`], [`PgStore::entry`], [`PgStore::event`],
-//!   [`PgStore::attempts`], [`PgStore::status_counts`], [`PgStore::replay`],
-//!   [`PgStore::replay_dead_letters`], [`PgStore::prune`].
+//! - The event log: [`PgStore::query`] (keyset pages by id) and
+//!   [`PgStore::query_by_arrival`] (by arrival, for time windows), [`PgStore::entry`],
+//!   [`PgStore::event`] (body and headers), [`PgStore::attempts`],
+//!   [`PgStore::status_counts`], [`PgStore::activity_per_minute`],
+//!   [`PgStore::dead_letters`], [`PgStore::replay_dead_letters`], [`PgStore::replay`],
+//!   [`PgStore::handshakes`], [`PgStore::prune`]. Its types are the store-neutral ones of
+//!   [`event_log`], the same as the SQLite inbox's, and the store implements [`EventLog`],
+//!   so a tool reads either store alike.
 //!
 //! ## Quick start
 //!
@@ -158,6 +163,7 @@
 //! | `events` | every event: body, headers, status, attempts, next due time or lease end, last error |
 //! | `dedup` | one row per dedup key until the horizon (72 h): a live claim, or the stored event |
 //! | `attempts` | the attempt history the event log shows |
+//! | `handshakes` | the provider URL handshakes the gate answered (when, scheme, kind, key id), until the retention |
 //! | `schema_migrations` | the migrations applied |
 //!
 //! After each stored event the store notifies the channel `<schema>_events`, outside the
@@ -184,13 +190,14 @@ mod url;
 mod worker;
 
 pub use error::Error;
+pub use hookgate_queue::event_log::{self, EventLog};
 pub use hookgate_queue::{
     ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
     ShutdownReport, WorkerStats,
 };
 pub use log::{
-    Attempt, DEFAULT_LOG_LIMIT, EventId, LogEntry, LogQuery, MAX_LOG_LIMIT, PruneReport, Status,
-    StatusCounts,
+    ArrivalCursor, Attempt, DEFAULT_LOG_LIMIT, EventId, HandshakeRecord, LogEntry, LogQuery,
+    MAX_ACTIVITY_RANGE, MAX_LOG_LIMIT, MinuteActivity, PruneReport, Replay, Status, StatusCounts,
 };
 pub use store::{
     DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT, DEFAULT_RETENTION, DEFAULT_SCHEMA, Enqueued, PgStore,

@@ -1,311 +1,109 @@
 //! The event log: what arrived, when, from which scheme, with what status, how long it took
-//! and what went wrong; dead letters, replay and pruning.
+//! and what went wrong; dead letters, replay, handshakes and pruning.
+//!
+//! The types are the store-neutral ones of [`hookgate_queue::event_log`], which the SQLite
+//! inbox answers too: the same [`LogQuery`] gives the same [`LogEntry`] rows from either.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use hookgate_queue::QueuedEvent;
+use hookgate::{BoxFuture, Handshake};
+use hookgate_queue::event_log::{
+    ActivityFrame, ActivitySeries, EventContent, EventLog, LogError, LogFilter, TestDeliveries,
+};
+pub use hookgate_queue::event_log::{
+    ArrivalCursor, Attempt, DEFAULT_LOG_LIMIT, EventId, HandshakeRecord, LogEntry, LogQuery,
+    MAX_ACTIVITY_RANGE, MAX_LOG_LIMIT, MinuteActivity, Replay, Status, StatusCounts,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::store::{millis, queued_event};
 use crate::{Error, PgStore};
 
-/// Default most rows of one [`LogQuery`]: 100.
-pub const DEFAULT_LOG_LIMIT: usize = 100;
-/// Most rows one [`LogQuery`] may ask for: 10 000.
-pub const MAX_LOG_LIMIT: usize = 10_000;
 /// Most rows one pruning statement deletes; [`PgStore::prune`] repeats it until done.
 const PRUNE_BATCH: i64 = 5_000;
 
-/// The store's id for an event: increasing in arrival order, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventId(i64);
+/// A statement's parameters, owned.
+type Values = Vec<Box<dyn ToSql + Sync + Send>>;
 
-impl EventId {
-    /// The id with the given value (as shown by the event log).
-    pub const fn new(value: i64) -> Self {
-        EventId(value)
-    }
-
-    /// The id's value.
-    pub const fn get(self) -> i64 {
-        self.0
-    }
+/// How a log query orders its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Newest id first (with [`LogQuery::before_id`] paging): the primary key, or the
+    /// dead-letter index for dead letters alone.
+    Id,
+    /// Newest arrival first, then newest id, after the cursor: the `events_arrival`
+    /// index `(received_at, id)`, read backwards from the cursor.
+    Arrival(Option<ArrivalCursor>),
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Where an event is in its life: the same statuses as the SQLite inbox's.
+/// The statement of `filter` in `order`, its parameters numbered in order.
 ///
-/// ```text
-///  received ──lease──▶ processing ──success──▶ processed ──(retention)──▶ pruned
-///  queued   ──lease──▶     │  ▲
-///  failed   ──due───▶      │  └──(lease expired: crash)── processing
-///     ▲                    ├── retry ──▶ failed
-///     │                    ├── permanent failure / attempts exhausted ──▶ dead
-///     │                    └── given back at shutdown ──▶ queued
-///  dead, processed ──(replay)──▶ queued
-/// ```
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Stored, waiting for its first attempt.
-    Received,
-    /// Waiting to be taken again without having failed: given back at shutdown, or
-    /// replayed.
-    Queued,
-    /// Leased by a worker (whose lease expires if its process died).
-    Processing,
-    /// The handler succeeded; pruned after the retention.
-    Processed,
-    /// The last attempt failed; another is scheduled.
-    Failed,
-    /// Dead letter: a permanent failure, or the attempts ran out. Waits for a replay.
-    Dead,
-}
-
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
-        Status::Received,
-        Status::Queued,
-        Status::Processing,
-        Status::Processed,
-        Status::Failed,
-        Status::Dead,
-    ];
-
-    /// The name stored in the database and shown by the event log.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Status::Received => "received",
-            Status::Queued => "queued",
-            Status::Processing => "processing",
-            Status::Processed => "processed",
-            Status::Failed => "failed",
-            Status::Dead => "dead",
-        }
+/// Statuses are written into the statement as literals (they are the fixed names of
+/// [`Status::as_str`], never input), so that the planner sees `status = 'dead'` and can
+/// use the partial dead-letter index.
+fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values) {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Values = Vec::new();
+    if !filter.statuses.is_empty() {
+        let names: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        conditions.push(format!("e.status IN ({})", names.join(", ")));
     }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    let mut push = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(at) = filter.received_after {
+        push("e.received_at >= ?", Box::new(at));
     }
-}
-
-impl FromStr for Status {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| Error::Corrupt(format!("unknown status {s:?}")))
+    if let Some(at) = filter.received_before {
+        push("e.received_at < ?", Box::new(at));
     }
-}
-
-/// A filter over the event log; every condition given must hold. Newest events first.
-///
-/// Test deliveries are left out unless [`include_test`](Self::include_test) is set.
-///
-/// ```
-/// use std::time::{Duration, SystemTime};
-/// use hookgate_postgres::{LogQuery, Status};
-///
-/// let query = LogQuery::new()
-///     .status(Status::Dead)
-///     .event_type("invoice.paid")
-///     .received_after(SystemTime::now() - Duration::from_secs(3600))
-///     .limit(50);
-/// # let _ = query;
-/// ```
-#[derive(Debug, Clone, Default)]
-#[must_use]
-pub struct LogQuery {
-    statuses: Vec<Status>,
-    received_after: Option<SystemTime>,
-    received_before: Option<SystemTime>,
-    event_type: Option<String>,
-    delivery_id: Option<String>,
-    scheme: Option<String>,
-    include_test: bool,
-    only_test: bool,
-    before_id: Option<EventId>,
-    limit: Option<usize>,
-}
-
-impl LogQuery {
-    /// Every non-test event, newest first, [`DEFAULT_LOG_LIMIT`] at most.
-    pub fn new() -> Self {
-        LogQuery::default()
+    if let Some(event_type) = filter.event_type {
+        push("e.event_type = ?", Box::new(event_type.to_owned()));
     }
-
-    /// Only events in `status` (call again to accept several).
-    pub fn status(mut self, status: Status) -> Self {
-        self.statuses.push(status);
-        self
+    if let Some(delivery_id) = filter.delivery_id {
+        push("e.delivery_id = ?", Box::new(delivery_id.to_owned()));
     }
-
-    /// Only events received at or after `at`.
-    pub fn received_after(mut self, at: SystemTime) -> Self {
-        self.received_after = Some(at);
-        self
+    if let Some(scheme) = filter.scheme {
+        push("e.scheme = ?", Box::new(scheme.to_owned()));
     }
-
-    /// Only events received before `at`.
-    pub fn received_before(mut self, at: SystemTime) -> Self {
-        self.received_before = Some(at);
-        self
+    if let Some(id) = filter.before_id {
+        push("e.id < ?", Box::new(id.get()));
     }
-
-    /// Only events of this type.
-    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
-        self.event_type = Some(event_type.into());
-        self
+    if let Order::Arrival(Some(cursor)) = order {
+        values.push(Box::new(cursor.received_at));
+        values.push(Box::new(cursor.id.get()));
+        let n = values.len();
+        conditions.push(format!(
+            "(e.received_at, e.id) < (${}, ${n})",
+            n.saturating_sub(1)
+        ));
     }
-
-    /// Only events with this provider delivery id.
-    pub fn delivery_id(mut self, delivery_id: impl Into<String>) -> Self {
-        self.delivery_id = Some(delivery_id.into());
-        self
+    match filter.tests {
+        TestDeliveries::Only => conditions.push("e.is_test".to_owned()),
+        TestDeliveries::Excluded => conditions.push("NOT e.is_test".to_owned()),
+        _ => {}
     }
-
-    /// Only events verified by this scheme (`stripe`, `github`, …).
-    pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
-        self.scheme = Some(scheme.into());
-        self
-    }
-
-    /// Includes test deliveries (left out by default).
-    pub fn include_test(mut self, include: bool) -> Self {
-        self.include_test = include;
-        self
-    }
-
-    /// Only test deliveries.
-    pub fn only_test(mut self) -> Self {
-        self.only_test = true;
-        self
-    }
-
-    /// Only events older than `id`: pass the last id of a page to get the next one.
-    pub fn before_id(mut self, id: EventId) -> Self {
-        self.before_id = Some(id);
-        self
-    }
-
-    /// At most `limit` rows (default [`DEFAULT_LOG_LIMIT`], at most [`MAX_LOG_LIMIT`]).
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-
-    /// The statement and its parameters, numbered in order.
-    fn to_sql(&self, schema: &str) -> Result<(String, Vec<Box<dyn ToSql + Sync + Send>>), Error> {
-        let limit = self.limit.unwrap_or(DEFAULT_LOG_LIMIT);
-        if !(1..=MAX_LOG_LIMIT).contains(&limit) {
-            return Err(Error::Config(format!(
-                "a log query's limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
-            )));
-        }
-        let mut conditions: Vec<String> = Vec::new();
-        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut push = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
-            values.push(value);
-            conditions.push(condition.replace('?', &format!("${}", values.len())));
-        };
-        if !self.statuses.is_empty() {
-            let names: Vec<String> = self
-                .statuses
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect();
-            push("e.status = ANY(?::text[])", Box::new(names));
-        }
-        if let Some(at) = self.received_after {
-            push("e.received_at >= ?", Box::new(at));
-        }
-        if let Some(at) = self.received_before {
-            push("e.received_at < ?", Box::new(at));
-        }
-        if let Some(event_type) = &self.event_type {
-            push("e.event_type = ?", Box::new(event_type.clone()));
-        }
-        if let Some(delivery_id) = &self.delivery_id {
-            push("e.delivery_id = ?", Box::new(delivery_id.clone()));
-        }
-        if let Some(scheme) = &self.scheme {
-            push("e.scheme = ?", Box::new(scheme.clone()));
-        }
-        if let Some(id) = self.before_id {
-            push("e.id < ?", Box::new(id.get()));
-        }
-        if self.only_test {
-            conditions.push("e.is_test".to_owned());
-        } else if !self.include_test {
-            conditions.push("NOT e.is_test".to_owned());
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        values.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
-        let limit_param = format!("LIMIT ${}", values.len());
-        let sql = format!(
-            "SELECT {LOG_COLUMNS} FROM {schema}.events e {filter} ORDER BY e.id DESC {limit_param}"
-        );
-        Ok((sql, values))
-    }
-}
-
-/// One row of the event log. The body is not included: see [`PgStore::event`].
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// The store's id.
-    pub id: EventId,
-    /// The authenticated dedup key.
-    pub dedup_key: String,
-    /// The scheme that verified it.
-    pub scheme: String,
-    /// The provider's delivery id, where the scheme carries one.
-    pub delivery_id: Option<String>,
-    /// The event type, where the scheme carries one.
-    pub event_type: Option<String>,
-    /// The signed timestamp, where the scheme has one.
-    pub signed_at: Option<SystemTime>,
-    /// When the gate accepted it.
-    pub received_at: SystemTime,
-    /// Where it is in its life.
-    pub status: Status,
-    /// Attempts started so far (an attempt cut short by a crash counts).
-    pub attempts: u32,
-    /// For `received`, `queued` and `failed`: when it may next be attempted.
-    pub next_attempt_at: Option<SystemTime>,
-    /// For `processing`: when the lease ends unless renewed.
-    pub lease_until: Option<SystemTime>,
-    /// When the last attempt started.
-    pub started_at: Option<SystemTime>,
-    /// When the last attempt ended.
-    pub finished_at: Option<SystemTime>,
-    /// How long the last attempt took, from lease to result.
-    pub processing_duration: Option<Duration>,
-    /// The last attempt's error, if it failed.
-    pub last_error: Option<String>,
-    /// For dead letters: when it died.
-    pub dead_at: Option<SystemTime>,
-    /// Whether it is flagged as a test delivery.
-    pub is_test: bool,
-    /// The body's size in bytes.
-    pub body_len: u64,
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let order_by = match order {
+        Order::Id => "e.id DESC",
+        Order::Arrival(_) => "e.received_at DESC, e.id DESC",
+    };
+    values.push(Box::new(i64::try_from(filter.limit).unwrap_or(i64::MAX)));
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM {schema}.events e {where_clause} ORDER BY {order_by} LIMIT ${}",
+        values.len()
+    );
+    (sql, values)
 }
 
 const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type, \
@@ -313,108 +111,28 @@ const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_t
     e.duration_ms, e.last_error, e.dead_at, e.is_test, octet_length(e.body)";
 
 fn entry_from_row(row: &Row) -> Result<LogEntry, Error> {
-    let status: Status = row.try_get::<_, String>(7)?.parse()?;
-    let due_at: Option<SystemTime> = row.try_get(9)?;
-    let (next_attempt_at, lease_until) = match status {
-        Status::Processing => (None, due_at),
-        _ => (due_at, None),
-    };
-    Ok(LogEntry {
-        id: EventId::new(row.try_get(0)?),
-        dedup_key: row.try_get(1)?,
-        scheme: row.try_get(2)?,
-        delivery_id: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        signed_at: row.try_get(5)?,
-        received_at: row.try_get(6)?,
-        status,
-        attempts: u32::try_from(row.try_get::<_, i32>(8)?).unwrap_or(0),
-        next_attempt_at,
-        lease_until,
-        started_at: row.try_get(10)?,
-        finished_at: row.try_get(11)?,
-        processing_duration: row
-            .try_get::<_, Option<i64>>(12)?
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-        last_error: row.try_get(13)?,
-        dead_at: row.try_get(14)?,
-        is_test: row.try_get(15)?,
-        body_len: u64::try_from(row.try_get::<_, i32>(16)?).unwrap_or(0),
-    })
-}
-
-/// How many events are in each status.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatusCounts {
-    /// Stored, not attempted yet.
-    pub received: u64,
-    /// Back in the queue after a release or a replay.
-    pub queued: u64,
-    /// Leased by a worker.
-    pub processing: u64,
-    /// Done (until pruned).
-    pub processed: u64,
-    /// Waiting for a retry.
-    pub failed: u64,
-    /// Dead letters.
-    pub dead: u64,
-}
-
-impl StatusCounts {
-    /// The count for `status`.
-    pub fn get(&self, status: Status) -> u64 {
-        match status {
-            Status::Received => self.received,
-            Status::Queued => self.queued,
-            Status::Processing => self.processing,
-            Status::Processed => self.processed,
-            Status::Failed => self.failed,
-            Status::Dead => self.dead,
-        }
-    }
-
-    /// Events not finished yet (received, queued, processing or failed): the queue depth.
-    pub fn pending(&self) -> u64 {
-        self.received
-            .saturating_add(self.queued)
-            .saturating_add(self.processing)
-            .saturating_add(self.failed)
-    }
-
-    /// All events held.
-    pub fn total(&self) -> u64 {
-        self.pending()
-            .saturating_add(self.processed)
-            .saturating_add(self.dead)
-    }
-
-    fn slot(&mut self, status: Status) -> &mut u64 {
-        match status {
-            Status::Received => &mut self.received,
-            Status::Queued => &mut self.queued,
-            Status::Processing => &mut self.processing,
-            Status::Processed => &mut self.processed,
-            Status::Failed => &mut self.failed,
-            Status::Dead => &mut self.dead,
-        }
-    }
-}
-
-/// One attempt at processing an event.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// Its number, from 1 (restarting after a replay).
-    pub attempt: u32,
-    /// When the event was leased for it.
-    pub started_at: SystemTime,
-    /// When its result was recorded.
-    pub finished_at: SystemTime,
-    /// `processed`, `retry` or `dead`.
-    pub outcome: String,
-    /// The error, if it failed.
-    pub error: Option<String>,
+    let mut entry = LogEntry::new(
+        EventId::new(row.try_get(0)?),
+        row.try_get::<_, String>(2)?,
+        row.try_get::<_, String>(1)?,
+    );
+    entry.delivery_id = row.try_get(3)?;
+    entry.event_type = row.try_get(4)?;
+    entry.signed_at = row.try_get(5)?;
+    entry.received_at = row.try_get(6)?;
+    entry.status = row.try_get::<_, String>(7)?.parse()?;
+    entry.attempts = u32::try_from(row.try_get::<_, i32>(8)?).unwrap_or(0);
+    entry.set_due_at(row.try_get(9)?);
+    entry.started_at = row.try_get(10)?;
+    entry.finished_at = row.try_get(11)?;
+    entry.processing_duration = row
+        .try_get::<_, Option<i64>>(12)?
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    entry.last_error = row.try_get(13)?;
+    entry.dead_at = row.try_get(14)?;
+    entry.is_test = row.try_get(15)?;
+    entry.body_len = u64::try_from(row.try_get::<_, i32>(16)?).unwrap_or(0);
+    Ok(entry)
 }
 
 /// What [`PgStore::prune`] deleted.
@@ -425,16 +143,61 @@ pub struct PruneReport {
     pub events: u64,
     /// Dedup rows past the dedup horizon.
     pub dedup_keys: u64,
+    /// Handshake records older than the retention.
+    pub handshakes: u64,
 }
 
 impl PgStore {
     /// The events matching `query`, newest first.
     ///
+    /// A page reads only its own rows of an index, however large the log: newest first by
+    /// the primary key (paged with [`LogQuery::before_id`]), or, for dead letters alone,
+    /// by a partial index holding only them.
+    ///
     /// # Errors
     /// [`Error::Config`] for a limit out of range; [`Error::Unavailable`],
     /// [`Error::Database`].
     pub async fn query(&self, query: LogQuery) -> Result<Vec<LogEntry>, Error> {
-        let (sql, values) = query.to_sql(&self.inner.sql.schema)?;
+        self.log_page(&query, Order::Id).await
+    }
+
+    /// The events matching `query`, newest arrival first (ties by newest id), starting
+    /// after `after`: pass [`ArrivalCursor::after`] of a page's last entry to get the next
+    /// page. Meant for time windows (`received_after` / `received_before`), where it reads
+    /// only the page's rows of the arrival index `(received_at, id)`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use hookgate_postgres::{ArrivalCursor, LogQuery, PgStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let Some(postgres) = hookgate_testkit::Postgres::start() else { return Ok(()) };
+    /// let store = PgStore::connect(&postgres.url()).await?;
+    /// let window = LogQuery::new()
+    ///     .received_after(SystemTime::now() - Duration::from_secs(86_400))
+    ///     .limit(50);
+    /// let page = store.query_by_arrival(window.clone(), None).await?;
+    /// if let Some(last) = page.last() {
+    ///     let next = store.query_by_arrival(window, Some(ArrivalCursor::after(last))).await?;
+    ///     # let _ = next;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`query`](Self::query).
+    pub async fn query_by_arrival(
+        &self,
+        query: LogQuery,
+        after: Option<ArrivalCursor>,
+    ) -> Result<Vec<LogEntry>, Error> {
+        self.log_page(&query, Order::Arrival(after)).await
+    }
+
+    async fn log_page(&self, query: &LogQuery, order: Order) -> Result<Vec<LogEntry>, Error> {
+        let (sql, values) = to_sql(&query.filter()?, order, &self.inner.sql.schema);
         let params: Vec<&(dyn ToSql + Sync)> = values
             .iter()
             .map(|value| &**value as &(dyn ToSql + Sync))
@@ -457,11 +220,11 @@ impl PgStore {
     }
 
     /// One event with its body and headers, as a handler would receive it
-    /// ([`QueuedEvent::attempt`] is the attempts made so far).
+    /// ([`QueuedEvent::attempt`](crate::QueuedEvent::attempt) is the attempts made so far).
     ///
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`], [`Error::Corrupt`].
-    pub async fn event(&self, id: EventId) -> Result<Option<QueuedEvent>, Error> {
+    pub async fn event(&self, id: EventId) -> Result<Option<crate::QueuedEvent>, Error> {
         let rows = self
             .conn()
             .await?
@@ -483,7 +246,10 @@ impl PgStore {
         let mut counts = StatusCounts::default();
         for row in rows {
             let status: Status = row.try_get::<_, String>(0)?.parse()?;
-            *counts.slot(status) = u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0);
+            counts.set(
+                status,
+                u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+            );
         }
         Ok(counts)
     }
@@ -500,41 +266,109 @@ impl PgStore {
             .await?;
         rows.iter()
             .map(|row| {
-                Ok(Attempt {
-                    attempt: u32::try_from(row.try_get::<_, i32>(0)?).unwrap_or(0),
-                    started_at: row.try_get(1)?,
-                    finished_at: row.try_get(2)?,
-                    outcome: row.try_get(3)?,
-                    error: row.try_get(4)?,
-                })
+                Ok(Attempt::new(
+                    u32::try_from(row.try_get::<_, i32>(0)?).unwrap_or(0),
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get::<_, String>(3)?,
+                    row.try_get(4)?,
+                ))
             })
             .collect()
     }
 
-    /// The newest `limit` dead letters (test deliveries included).
+    /// One [`MinuteActivity`] per minute from the minute holding `since` up to the one
+    /// holding `until` (excluded), oldest first, minutes without events included: what
+    /// arrived (by `received_at`), and what is now processed, failed or dead (by the end
+    /// of its last attempt). Each count is one range of an index (`events_arrival`,
+    /// `events_finished`), so a chart over hours stays cheap whatever the size of the log.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use hookgate_postgres::PgStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let Some(postgres) = hookgate_testkit::Postgres::start() else { return Ok(()) };
+    /// let store = PgStore::connect(&postgres.url()).await?;
+    /// let now = SystemTime::now();
+    /// let minutes = store
+    ///     .activity_per_minute(now - Duration::from_secs(3 * 3600), now)
+    ///     .await?;
+    /// assert!((180..=181).contains(&minutes.len()));
+    /// assert!(minutes.iter().all(|m| m.received == 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `until` is before `since` or the range is longer than
+    /// [`MAX_ACTIVITY_RANGE`]; [`Error::Unavailable`], [`Error::Database`].
+    pub async fn activity_per_minute(
+        &self,
+        since: SystemTime,
+        until: SystemTime,
+    ) -> Result<Vec<MinuteActivity>, Error> {
+        let mut frame = ActivityFrame::new(since, until)?;
+        let start = frame.start();
+        let mut conn = self.conn().await?;
+        for (sql, series) in [
+            (
+                &self.inner.sql.received_per_minute,
+                ActivitySeries::Received,
+            ),
+            (
+                &self.inner.sql.processed_per_minute,
+                ActivitySeries::Processed,
+            ),
+            (&self.inner.sql.failed_per_minute, ActivitySeries::Failed),
+        ] {
+            for row in conn.query(sql, &[&start, &until]).await? {
+                let minute: i64 = row.try_get(0)?;
+                let count: i64 = row.try_get(1)?;
+                frame.add(minute, series, u64::try_from(count).unwrap_or(0));
+            }
+        }
+        Ok(frame.into_minutes())
+    }
+
+    /// Dead letters, newest first, optionally of one event type; each entry carries
+    /// `dead_at` and the `last_error` that killed it. Test deliveries are included.
     ///
     /// # Errors
     /// As [`query`](Self::query).
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<LogEntry>, Error> {
-        self.query(
-            LogQuery::new()
-                .status(Status::Dead)
-                .include_test(true)
-                .limit(limit),
-        )
-        .await
+    pub async fn dead_letters(
+        &self,
+        event_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, Error> {
+        self.query(LogQuery::dead_letters(event_type, limit)).await
     }
 
-    /// Puts every dead letter back in the queue (attempts start again from 1) and wakes
-    /// the workers; returns how many.
+    /// Puts dead letters back in the queue (status `queued`, due now, attempts counted
+    /// from zero again, the attempt history kept) and wakes the workers. Returns how many
+    /// were replayed; events that are not dead are left alone.
     ///
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`].
-    pub async fn replay_dead_letters(&self) -> Result<u64, Error> {
+    pub async fn replay_dead_letters(&self, which: Replay) -> Result<u64, Error> {
+        let sql = &self.inner.sql;
         let mut conn = self.conn().await?;
-        let replayed = conn.execute(&self.inner.sql.replay_dead, &[]).await?;
+        let replayed = match &which {
+            Replay::Id(id) => conn.execute(&sql.replay_dead_id, &[&id.get()]).await?,
+            Replay::Ids(ids) => {
+                let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+                conn.execute(&sql.replay_dead_ids, &[&ids]).await?
+            }
+            Replay::EventType(event_type) => {
+                conn.execute(&sql.replay_dead_type, &[event_type]).await?
+            }
+            Replay::All => conn.execute(&sql.replay_dead, &[]).await?,
+            // A kind of replay this build does not know selects nothing.
+            _ => 0,
+        };
         if replayed > 0 {
-            conn.query(&self.inner.sql.notify, &[]).await?;
+            conn.query(&sql.notify, &[]).await?;
         }
         Ok(replayed)
     }
@@ -568,9 +402,56 @@ impl PgStore {
         Ok(changed > 0)
     }
 
-    /// Deletes processed events older than the retention (with their attempt history) and
-    /// dedup rows past the dedup horizon, in batches. A [`PgWorker`](crate::PgWorker) calls
-    /// it every [`prune_interval`](crate::PgWorkerBuilder::prune_interval).
+    /// Records a provider URL handshake the gate answered (what
+    /// [`Sink::record_handshake`](hookgate::Sink::record_handshake) does for this store):
+    /// when, which scheme and handshake, which key. Not an event: nothing is queued, and
+    /// nothing of the request (its challenge, its token) is kept.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Database`].
+    pub async fn record_handshake(&self, handshake: &Handshake) -> Result<(), Error> {
+        self.conn()
+            .await?
+            .execute(
+                &self.inner.sql.record_handshake,
+                &[
+                    &handshake.received_at(),
+                    &handshake.scheme(),
+                    &handshake.kind().as_str(),
+                    &handshake.key_id(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// The most recent handshakes, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Database`].
+    pub async fn handshakes(&self, limit: usize) -> Result<Vec<HandshakeRecord>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .conn()
+            .await?
+            .query(&self.inner.sql.handshakes, &[&limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HandshakeRecord::new(
+                    row.try_get(0)?,
+                    row.try_get::<_, String>(1)?,
+                    row.try_get::<_, String>(2)?,
+                    row.try_get(3)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes processed events older than the retention (with their attempt history),
+    /// handshake records older than the retention and dedup rows past the dedup horizon,
+    /// in batches. A [`PgWorker`](crate::PgWorker) calls it every
+    /// [`prune_interval`](crate::PgWorkerBuilder::prune_interval).
     ///
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`]; batches deleted before the error stay
@@ -604,44 +485,228 @@ impl PgStore {
                 break;
             }
         }
+        report.handshakes = conn
+            .execute(&self.inner.sql.prune_handshakes, &[&retention])
+            .await?;
         Ok(report)
+    }
+}
+
+/// The store's event log through the store-neutral [`EventLog`] trait (what `hookgate
+/// inbox` and the console read); each method is the inherent one of the same name.
+impl EventLog for PgStore {
+    fn query(&self, query: LogQuery) -> BoxFuture<'_, Result<Vec<LogEntry>, LogError>> {
+        Box::pin(async move { Ok(PgStore::query(self, query).await?) })
+    }
+
+    fn query_by_arrival(
+        &self,
+        query: LogQuery,
+        after: Option<ArrivalCursor>,
+    ) -> BoxFuture<'_, Result<Vec<LogEntry>, LogError>> {
+        Box::pin(async move { Ok(PgStore::query_by_arrival(self, query, after).await?) })
+    }
+
+    fn entry(&self, id: EventId) -> BoxFuture<'_, Result<Option<LogEntry>, LogError>> {
+        Box::pin(async move { Ok(PgStore::entry(self, id).await?) })
+    }
+
+    fn attempts(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Attempt>, LogError>> {
+        Box::pin(async move { Ok(PgStore::attempts(self, id).await?) })
+    }
+
+    fn content(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventContent>, LogError>> {
+        Box::pin(async move {
+            let event = PgStore::event(self, id).await?;
+            Ok(event.map(|e| EventContent::new(e.headers().to_vec(), e.body().clone())))
+        })
+    }
+
+    fn status_counts(&self) -> BoxFuture<'_, Result<StatusCounts, LogError>> {
+        Box::pin(async move { Ok(PgStore::status_counts(self).await?) })
+    }
+
+    fn activity_per_minute(
+        &self,
+        since: SystemTime,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<MinuteActivity>, LogError>> {
+        Box::pin(async move { Ok(PgStore::activity_per_minute(self, since, until).await?) })
+    }
+
+    fn replay_dead_letters(&self, which: Replay) -> BoxFuture<'_, Result<u64, LogError>> {
+        Box::pin(async move { Ok(PgStore::replay_dead_letters(self, which).await?) })
+    }
+
+    fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>> {
+        Box::pin(async move { Ok(PgStore::handshakes(self, limit).await?) })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::arithmetic_side_effects)]
+
     use super::*;
+
+    fn statement(query: &LogQuery, order: Order) -> (String, usize) {
+        let (sql, values) = to_sql(&query.filter().unwrap(), order, "\"hookgate\"");
+        (sql, values.len())
+    }
 
     #[test]
     fn query_sql_numbers_its_parameters() {
-        let (sql, values) = LogQuery::new()
+        let query = LogQuery::new()
             .status(Status::Dead)
             .status(Status::Failed)
             .event_type("a")
             .delivery_id("d")
-            .limit(5)
-            .to_sql("\"hookgate\"")
-            .unwrap();
-        assert!(sql.contains("e.status = ANY($1::text[])"), "{sql}");
-        assert!(sql.contains("e.event_type = $2"), "{sql}");
-        assert!(sql.contains("e.delivery_id = $3"), "{sql}");
+            .limit(5);
+        let (sql, values) = statement(&query, Order::Id);
+        assert!(sql.contains("e.status IN ('dead', 'failed')"), "{sql}");
+        assert!(sql.contains("e.event_type = $1"), "{sql}");
+        assert!(sql.contains("e.delivery_id = $2"), "{sql}");
         assert!(sql.contains("NOT e.is_test"), "{sql}");
-        assert!(sql.ends_with("ORDER BY e.id DESC LIMIT $4"), "{sql}");
-        assert_eq!(values.len(), 4);
-        assert!(LogQuery::new().limit(0).to_sql("s").is_err());
+        assert!(sql.ends_with("ORDER BY e.id DESC LIMIT $3"), "{sql}");
+        assert_eq!(values, 3);
+        let cursor = ArrivalCursor {
+            received_at: SystemTime::UNIX_EPOCH,
+            id: EventId::new(3),
+        };
+        let query = LogQuery::new().received_after(SystemTime::UNIX_EPOCH);
+        let (sql, values) = statement(&query, Order::Arrival(Some(cursor)));
+        assert!(sql.contains("(e.received_at, e.id) < ($2, $3)"), "{sql}");
         assert!(
-            LogQuery::new()
-                .limit(MAX_LOG_LIMIT + 1)
-                .to_sql("s")
-                .is_err()
+            sql.ends_with("ORDER BY e.received_at DESC, e.id DESC LIMIT $4"),
+            "{sql}"
         );
+        assert_eq!(values, 4);
     }
 
-    #[test]
-    fn statuses_round_trip() {
-        for status in Status::ALL {
-            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
+    /// Fills a store with `n` events straight in SQL (a realistic spread: a few dead
+    /// letters, some failed, the rest processed, one event type in ten), analyses it,
+    /// and returns the plan of each page the console asks for.
+    async fn plans(n: i64, analyze: bool) -> Option<Vec<(String, String)>> {
+        let postgres = hookgate_testkit::Postgres::start()?;
+        let store = PgStore::connect(&postgres.url()).await.unwrap();
+        let mut conn = store.conn().await.unwrap();
+        conn.execute(
+            "INSERT INTO hookgate.events (dedup_key, scheme, delivery_id, event_type, \
+                 received_at, key_id, headers, body, status, attempts, finished_at, dead_at)
+             SELECT 'k' || i, 'stripe', 'd' || i, CASE WHEN i % 10 = 0 THEN 'rare' ELSE 'common' END,
+                 now() - (($1 - i) * interval '100 milliseconds'), 'k0', '[]', '\\x7b7d',
+                 CASE WHEN i % 5000 = 0 THEN 'dead' WHEN i % 997 = 0 THEN 'failed' ELSE 'processed' END,
+                 1, now(), CASE WHEN i % 5000 = 0 THEN now() END
+             FROM generate_series(1, $1::bigint) AS i",
+            &[&n],
+        )
+        .await
+        .unwrap();
+        conn.execute("ANALYZE hookgate.events", &[]).await.unwrap();
+        let now = SystemTime::now();
+        let cursor = Some(ArrivalCursor {
+            received_at: now - Duration::from_secs(3600),
+            id: EventId::new(n / 2),
+        });
+        let middle = EventId::new(n / 2);
+        let window = LogQuery::new().received_after(now - Duration::from_secs(7200));
+        let cases = [
+            ("newest", LogQuery::new(), Order::Id),
+            ("older page", LogQuery::new().before_id(middle), Order::Id),
+            (
+                "processed",
+                LogQuery::new().status(Status::Processed).before_id(middle),
+                Order::Id,
+            ),
+            (
+                "dead letters",
+                LogQuery::new().status(Status::Dead).include_test(true),
+                Order::Id,
+            ),
+            (
+                "older dead letters",
+                LogQuery::new()
+                    .status(Status::Dead)
+                    .include_test(true)
+                    .before_id(middle),
+                Order::Id,
+            ),
+            ("window", window.clone(), Order::Arrival(None)),
+            ("window, later page", window.clone(), Order::Arrival(cursor)),
+            (
+                "window of a type, later page",
+                window.event_type("common"),
+                Order::Arrival(cursor),
+            ),
+            (
+                "until",
+                LogQuery::new().received_before(now),
+                Order::Arrival(cursor),
+            ),
+        ];
+        let mut plans = Vec::new();
+        for (name, query, order) in cases {
+            let (sql, values) = to_sql(&query.limit(50).filter().unwrap(), order, "\"hookgate\"");
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|value| &**value as &(dyn ToSql + Sync))
+                .collect();
+            let explain = if analyze {
+                "EXPLAIN ANALYZE"
+            } else {
+                "EXPLAIN"
+            };
+            let rows = conn
+                .query(&format!("{explain} {sql}"), &params)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
+            plans.push((name.to_owned(), plan.join("\n")));
         }
-        assert!("nope".parse::<Status>().is_err());
+        Some(plans)
+    }
+
+    /// The pages that must stay fast on a large log read one index in order and stop at
+    /// the page's end: never a sort of every match, never a scan of the whole table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_walk_an_index_instead_of_sorting() {
+        let Some(plans) = plans(200_000, false).await else {
+            return;
+        };
+        for (name, plan) in &plans {
+            assert!(plan.starts_with("Limit"), "{name}: {plan}");
+            assert!(!plan.contains("Sort"), "{name}: no sort: {plan}");
+            assert!(!plan.contains("Seq Scan"), "{name}: no full scan: {plan}");
+            let index = if name.starts_with("window") || name == "until" {
+                "events_arrival"
+            } else if name.contains("dead") {
+                "events_dead"
+            } else {
+                "events_pkey"
+            };
+            assert!(
+                plan.contains(&format!("Index Scan Backward using {index}")),
+                "{name}: {plan}"
+            );
+        }
+    }
+
+    /// The same pages at 1 M events, run: prints each plan with its execution time (a
+    /// measurement to read, not a test that can fail on a slow machine).
+    /// `cargo test -p hookgate-postgres --lib -- --ignored --nocapture pages_at_a_million`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "fills a million rows: a measurement, run by hand"]
+    async fn pages_at_a_million_events() {
+        let Some(plans) = plans(1_000_000, true).await else {
+            return;
+        };
+        for (name, plan) in &plans {
+            let time = plan
+                .lines()
+                .find(|line| line.starts_with("Execution Time"))
+                .unwrap_or("");
+            println!("{name}: {time}");
+            assert!(!plan.contains("Sort"), "{name}: {plan}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use crate::Error;
 use crate::pool::Conn;
 
 /// The newest migration this build has.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Longest schema name: PostgreSQL's identifiers stop at 63 bytes and the notification
 /// channel adds `_events`.
@@ -19,9 +19,10 @@ const MAX_SCHEMA_LEN: usize = 48;
 /// commits of notifying transactions (a lock held until after the WAL flush, to queue
 /// notifications in commit order), which would give every delivery a flush of its own.
 /// The store notifies after the commit instead, from outside the transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE SEQUENCE {s}.events_id_seq;
 CREATE TABLE {s}.events (
     id           bigint      PRIMARY KEY DEFAULT nextval('{s}.events_id_seq'),
@@ -75,7 +76,29 @@ CREATE TABLE {s}.attempts (
 CREATE INDEX attempts_event ON {s}.attempts (event_id);
 
 "#,
-)];
+    ),
+    // The event log over a large store: pages by arrival read the index `(received_at,
+    // id)` from a cursor instead of sorting a window (it replaces `(received_at)`, which
+    // it covers), dead letters are walked by a partial index holding only them, and the
+    // provider handshakes the gate answered are recorded beside the events.
+    (
+        2,
+        r#"
+CREATE INDEX events_arrival ON {s}.events (received_at, id);
+DROP INDEX {s}.events_received;
+CREATE INDEX events_dead ON {s}.events (id) WHERE status = 'dead';
+
+CREATE TABLE {s}.handshakes (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at  timestamptz NOT NULL,
+    scheme       text        NOT NULL,
+    kind         text        NOT NULL,
+    key_id       text
+);
+CREATE INDEX handshakes_received ON {s}.handshakes (received_at, id);
+"#,
+    ),
+];
 
 /// Checks a schema name: lower-case letters, digits and `_`, not starting with a digit,
 /// at most 48 bytes, and not one of PostgreSQL's own.
@@ -163,6 +186,9 @@ pub(crate) struct Sql {
     pub(crate) give_back: String,
     pub(crate) next_due: String,
     pub(crate) replay_dead: String,
+    pub(crate) replay_dead_id: String,
+    pub(crate) replay_dead_ids: String,
+    pub(crate) replay_dead_type: String,
     pub(crate) replay_one: String,
     pub(crate) notify: String,
     pub(crate) prune_events: String,
@@ -171,6 +197,12 @@ pub(crate) struct Sql {
     pub(crate) attempts: String,
     pub(crate) event: String,
     pub(crate) set_test: String,
+    pub(crate) received_per_minute: String,
+    pub(crate) processed_per_minute: String,
+    pub(crate) failed_per_minute: String,
+    pub(crate) record_handshake: String,
+    pub(crate) handshakes: String,
+    pub(crate) prune_handshakes: String,
     /// `"schema"`, for the log queries built at run time.
     pub(crate) schema: String,
 }
@@ -183,6 +215,12 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
         let ms = "* interval '1 millisecond'";
+        let arrival_minute = "floor(extract(epoch FROM received_at) / 60)::bigint";
+        let end_minute = "floor(extract(epoch FROM finished_at) / 60)::bigint";
+        let replay = format!(
+            "UPDATE {s}.events
+             SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()"
+        );
         Sql {
             // The dedup row and the event in one statement, hence one transaction. The
             // primary key on `dedup.key` makes replicas racing on a key wait for each
@@ -267,11 +305,10 @@ impl Sql {
                 "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint
                  FROM {s}.events WHERE due_at IS NOT NULL"
             ),
-            replay_dead: format!(
-                "UPDATE {s}.events
-                 SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()
-                 WHERE status = 'dead'"
-            ),
+            replay_dead: format!("{replay} WHERE status = 'dead'"),
+            replay_dead_id: format!("{replay} WHERE status = 'dead' AND id = $1"),
+            replay_dead_ids: format!("{replay} WHERE status = 'dead' AND id = ANY($1::bigint[])"),
+            replay_dead_type: format!("{replay} WHERE status = 'dead' AND event_type = $1"),
             replay_one: format!(
                 "UPDATE {s}.events
                  SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()
@@ -302,6 +339,31 @@ impl Sql {
             event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events e WHERE e.id = $1"),
             set_test: format!(
                 "UPDATE {s}.events SET is_test = $2, updated_at = now() WHERE id = $1"
+            ),
+            // Minutes since the Unix epoch, counted over one range of an index each.
+            received_per_minute: format!(
+                "SELECT {arrival_minute}, count(*) FROM {s}.events
+                 WHERE received_at >= $1 AND received_at < $2 GROUP BY 1"
+            ),
+            processed_per_minute: format!(
+                "SELECT {end_minute}, count(*) FROM {s}.events
+                 WHERE status = 'processed' AND finished_at >= $1 AND finished_at < $2 GROUP BY 1"
+            ),
+            failed_per_minute: format!(
+                "SELECT {end_minute}, count(*) FROM {s}.events
+                 WHERE status IN ('failed', 'dead') AND finished_at >= $1 AND finished_at < $2
+                 GROUP BY 1"
+            ),
+            record_handshake: format!(
+                "INSERT INTO {s}.handshakes (received_at, scheme, kind, key_id)
+                 VALUES ($1, $2, $3, $4)"
+            ),
+            handshakes: format!(
+                "SELECT received_at, scheme, kind, key_id FROM {s}.handshakes
+                 ORDER BY received_at DESC, id DESC LIMIT $1"
+            ),
+            prune_handshakes: format!(
+                "DELETE FROM {s}.handshakes WHERE received_at < now() - $1::bigint {ms}"
             ),
             schema: s,
         }

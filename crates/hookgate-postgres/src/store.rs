@@ -362,6 +362,18 @@ impl Sink for PgStore {
             }
         })
     }
+
+    /// Records the handshake in the `handshakes` table ([`PgStore::record_handshake`]).
+    fn record_handshake(
+        &self,
+        handshake: hookgate::Handshake,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            PgStore::record_handshake(self, &handshake)
+                .await
+                .map_err(SinkError::unavailable)
+        })
+    }
 }
 
 /// The store as the dedup store of any sink, shared by every replica: claims, commits

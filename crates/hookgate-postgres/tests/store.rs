@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use hookgate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use hookgate::{ChannelSink, Gate, Handoff, Sink};
-use hookgate_postgres::{Enqueued, Error, EventId, LogQuery, PgStore, Status};
+use hookgate_postgres::{Enqueued, Error, EventId, LogQuery, PgStore, Replay, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dedup_store_follows_the_state_table() {
@@ -222,7 +222,7 @@ async fn the_schema_is_created_migrated_once_and_refused_when_newer() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     // Nothing in the default schema, nothing in public.
     let elsewhere: i64 = db
         .query_one(
@@ -250,7 +250,7 @@ async fn the_schema_is_created_migrated_once_and_refused_when_newer() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
@@ -362,8 +362,8 @@ async fn the_event_log_lists_filters_shows_and_counts() {
         !store.replay(ids[0]).await.unwrap(),
         "nothing to replay yet"
     );
-    assert_eq!(store.replay_dead_letters().await.unwrap(), 0);
-    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(store.replay_dead_letters(Replay::All).await.unwrap(), 0);
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

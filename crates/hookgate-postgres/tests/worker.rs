@@ -23,7 +23,7 @@ use common::*;
 use hookgate::BoxFuture;
 use hookgate_postgres::{
     Enqueued, EventId, HandlerResult, PgQueue, PgStore, PgTransaction, PgWorker, QueuedEvent,
-    RetryPolicy, Status, TxHandler, tx_handler,
+    Replay, RetryPolicy, Status, TxHandler, tx_handler,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ async fn retries_dead_letters_and_replay() {
         ]
     );
     // A permanent failure is dead at once; a retried one after the policy's 3 attempts.
-    let dead = store.dead_letters(10).await.unwrap();
+    let dead = store.dead_letters(None, 10).await.unwrap();
     assert_eq!(dead.len(), 2);
     let poison_entry = store.entry(poison).await.unwrap().unwrap();
     assert_eq!(poison_entry.attempts, 1);
@@ -126,7 +126,7 @@ async fn retries_dead_letters_and_replay() {
 
     // Fixed: replay the dead letters (the notification wakes the idle worker).
     healed.store(true, Ordering::SeqCst);
-    assert_eq!(store.replay_dead_letters().await.unwrap(), 2);
+    assert_eq!(store.replay_dead_letters(Replay::All).await.unwrap(), 2);
     eventually(LIMIT, "the replayed events processed", || async {
         store.status_counts().await.unwrap().processed == 4
     })

@@ -11,6 +11,12 @@
 //! | NATS JetStream (`hookgate-nats`) | `JetStreamQueue` | `JetStreamWorker` | [`QueuedEvent`] |
 //! | PostgreSQL (`hookgate-postgres`) | `PgQueue` | `PgWorker` | [`QueuedEvent`] |
 //!
+//! It also holds the [`event_log`] model (one [`LogQuery`](event_log::LogQuery), one
+//! [`LogEntry`](event_log::LogEntry), one [`EventLog`](event_log::EventLog) trait over every
+//! store that keeps an event log: the SQLite inbox and PostgreSQL) and the destination
+//! model of issue 21 (config, filters, router, rate, concurrency, circuit breaker, ordered
+//! lanes).
+//!
 //! This crate depends on no backend; the backends depend on it, and never on each other.
 //!
 //! - [`Worker`], [`WorkerBuilder`], [`WorkerHandle`]: the loop and its one builder
@@ -139,10 +145,12 @@
 
 mod envelope;
 mod event;
+pub mod event_log;
 mod handler;
 mod queue;
 mod result;
 mod retry;
+mod route;
 mod runner;
 mod stats;
 mod worker;
@@ -153,6 +161,7 @@ pub use handler::Handler;
 pub use queue::{AttemptRecord, Defaults, LeaseResult, Leased, Queue, QueueEvent};
 pub use result::HandlerResult;
 pub use retry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, RetryPolicy};
+pub use route::*;
 pub use runner::{ATTEMPTS_METRIC, ConfigError, PROCESS_SECONDS_METRIC};
 pub use stats::{ShutdownReport, WorkerStats};
 pub use worker::{

@@ -1,10 +1,12 @@
-//! `hookgate console`: the web console over an inbox, without a receiver (for a store that
-//! another process fills, or to look at a data directory after the fact).
+//! `hookgate console`: the web console over an event log, without a receiver (for a store
+//! that other processes fill, such as the PostgreSQL store of a fleet, or to look at a data
+//! directory after the fact).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hookgate_inbox::Inbox;
+use hookgate_inbox::{EventLog, Inbox};
+use hookgate_postgres::PgStore;
 use tokio::net::TcpListener;
 
 use super::auth::{Auth, TOKEN_FILE, stored_token};
@@ -20,17 +22,20 @@ pub(crate) const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8788";
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConsoleArgs {
     /// The data directory of `hookgate serve`: every endpoint's inbox in it is shown, and a
-    /// generated console token is kept there.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// generated console token is kept there (also for a PostgreSQL --store). Default:
+    /// ./hookgate-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
-    /// Only this endpoint's inbox (its name in the config file).
+    /// Only this endpoint's inbox (its name in the config file); with a PostgreSQL
+    /// --store, the name the console shows for it (default: the store's schema).
     #[arg(long, value_name = "NAME")]
     endpoint: Option<String>,
 
-    /// An inbox database file to show instead (a path, or sqlite://PATH); the token is kept
-    /// beside it.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["endpoint", "data_dir"])]
+    /// The store to show instead: the PostgreSQL store of `serve --store`
+    /// (postgres://USER@HOST/DB[?schema=S]), or an inbox database file (a path, or
+    /// sqlite://PATH, whose token is kept beside it).
+    #[arg(long, value_name = "URL")]
     store: Option<String>,
 
     /// The address to listen on (port 0 picks a free port; the actual address is printed).
@@ -54,8 +59,30 @@ pub(crate) struct ConsoleArgs {
 /// # Errors
 /// No inbox to show, a bad token, an address that cannot be bound.
 pub(crate) async fn run(args: ConsoleArgs) -> Result<Output, CliError> {
-    let (endpoints, token_dir) = match &args.store {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let (opened, token_dir) = match &args.store {
+        Some(url) if crate::serve::is_postgres(url) => {
+            let shown = crate::serve::redact(url);
+            let store = PgStore::connect(url)
+                .await
+                .map_err(|e| CliError::new(format!("--store {shown}: {e}")))?;
+            let name = args
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| store.schema().to_owned());
+            let log: Arc<dyn EventLog> = Arc::new(store);
+            (vec![ConsoleEndpoint { name, log }], data_dir)
+        }
         Some(store) => {
+            if args.endpoint.is_some() || args.data_dir.is_some() {
+                return Err(CliError::new(
+                    "--store with an inbox file takes neither --endpoint nor --data-dir (the \
+                     token is kept beside the file)",
+                ));
+            }
             let path = PathBuf::from(store.strip_prefix("sqlite://").unwrap_or(store));
             if !path.is_file() {
                 return Err(CliError::new(format!(
@@ -73,21 +100,16 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<Output, CliError> {
             let dir = path
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-            (vec![(name, path)], dir)
+            (vec![open_inbox(name, &path)?], dir)
         }
-        None => (
-            inboxes(&args.data_dir, args.endpoint.as_deref())?,
-            args.data_dir.clone(),
-        ),
+        None => {
+            let mut opened = Vec::new();
+            for (name, path) in inboxes(&data_dir, args.endpoint.as_deref())? {
+                opened.push(open_inbox(name, &path)?);
+            }
+            (opened, data_dir)
+        }
     };
-    let mut opened = Vec::new();
-    for (name, path) in endpoints {
-        let inbox = Inbox::builder(&path)
-            .no_scheduled_pruning()
-            .open()
-            .map_err(|e| CliError::new(format!("inbox {}: {e}", path.display())))?;
-        opened.push(ConsoleEndpoint { name, inbox });
-    }
     let auth = console_auth(args.console_token.as_deref(), &token_dir)?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -106,6 +128,18 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<Output, CliError> {
     )
     .await;
     Ok(Output::new(Vec::new(), ExitStatus::Success))
+}
+
+/// The inbox at `path`, as the console endpoint `name`.
+fn open_inbox(name: String, path: &Path) -> Result<ConsoleEndpoint, CliError> {
+    let inbox = Inbox::builder(path)
+        .no_scheduled_pruning()
+        .open()
+        .map_err(|e| CliError::new(format!("inbox {}: {e}", path.display())))?;
+    Ok(ConsoleEndpoint {
+        name,
+        log: Arc::new(inbox),
+    })
 }
 
 /// The console's token: the flag's, else the one kept in `dir` (generated and printed on

@@ -10,9 +10,11 @@
 //!   when rendered (maud escapes every splice), and a Content-Security-Policy without any
 //!   script source is sent as a second line of defence. Header values that can be
 //!   credentials are masked.
-//! - The data comes from the same `hookgate-inbox` queries as `hookgate inbox`
-//!   ([`LogQuery`], [`Inbox::entry`], [`Inbox::attempts`], [`Inbox::replay_dead_letters`],
-//!   …); the JSON shapes are those of `hookgate inbox … --json`.
+//! - The data comes from the same queries as `hookgate inbox`, through the store-neutral
+//!   [`EventLog`] that the SQLite inbox and the PostgreSQL store both implement
+//!   ([`LogQuery`], [`EventLog::entry`], [`EventLog::attempts`],
+//!   [`EventLog::replay_dead_letters`], …); the JSON shapes are those of
+//!   `hookgate inbox … --json`.
 
 pub(crate) mod auth;
 pub(crate) mod command;
@@ -23,9 +25,10 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hookgate_inbox::{
-    ArrivalCursor, EventId, Inbox, InboxError, LogEntry, LogQuery, Replay, Status,
-};
+use std::sync::Arc;
+
+use hookgate_inbox::event_log::LogError;
+use hookgate_inbox::{ArrivalCursor, EventId, EventLog, LogEntry, LogQuery, Replay, Status};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -48,12 +51,23 @@ const DEFAULT_REFRESH: u32 = 10;
 /// Hours of the activity chart by default, and at most.
 const DEFAULT_HOURS: u64 = 3;
 const MAX_HOURS: u64 = 24;
+/// The most recent handshakes recorded in the store that the rejections page lists.
+const HANDSHAKES_SHOWN: usize = 50;
 
-/// One endpoint's inbox, by the endpoint's name.
-#[derive(Debug, Clone)]
+/// One endpoint's event log (its SQLite inbox or its PostgreSQL store), by the endpoint's
+/// name.
+#[derive(Clone)]
 pub(crate) struct ConsoleEndpoint {
     pub(crate) name: String,
-    pub(crate) inbox: Inbox,
+    pub(crate) log: Arc<dyn EventLog>,
+}
+
+impl std::fmt::Debug for ConsoleEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleEndpoint")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The console: what it shows and who may see it.
@@ -211,16 +225,13 @@ impl Console {
             (&Method::GET, "/events") => self.list_page(&call, now).await,
             (&Method::GET, "/dead") => self.dead_page(&call).await,
             (&Method::GET, "/activity") => self.activity_page(&call, now).await,
-            (&Method::GET, "/rejections") => self.rejections_page(&call),
+            (&Method::GET, "/rejections") => self.rejections_page(&call).await,
             (&Method::POST, "/replay") => self.replay_form(&call, &parts.headers, &body).await,
             (&Method::GET, "/api/events") => self.api_list(&call, now, false).await,
             (&Method::GET, "/api/dead") => self.api_list(&call, now, true).await,
             (&Method::GET, "/api/stats") => self.api_stats(&call).await,
             (&Method::GET, "/api/activity") => self.api_activity(&call, now).await,
-            (&Method::GET, "/api/rejections") => Ok(json(
-                StatusCode::OK,
-                &rejections::Counts::read(self.metrics.as_ref()).to_json(),
-            )),
+            (&Method::GET, "/api/rejections") => self.api_rejections(&call).await,
             (&Method::POST, "/api/replay") => self.api_replay(&call, &parts.headers, &body).await,
             (&Method::GET, other) => match other
                 .strip_prefix("/events/")
@@ -254,7 +265,7 @@ impl Console {
         }
         match self.auth.new_session(now) {
             Ok(session) => redirect(&next, Some(self.cookie(&session, SESSION_LIFETIME))),
-            Err(error) => Failure::Inbox(error.to_string()).response(false),
+            Err(error) => Failure::Store(error.to_string()).response(false),
         }
     }
 
@@ -296,7 +307,7 @@ impl Console {
             Ok(filter) => (self.page(call.endpoint, filter).await?, None),
             Err(message) => (Vec::new(), Some(message.as_str())),
         };
-        let counts = call.endpoint.inbox.status_counts().await?;
+        let counts = call.endpoint.log.status_counts().await?;
         let shown = filter
             .clone()
             .unwrap_or_else(|_| Filter::lenient(&call.query));
@@ -322,7 +333,7 @@ impl Console {
         let filter =
             Filter::parse(&call.query, SystemTime::now(), true).map_err(Failure::BadRequest)?;
         let entries = self.page(call.endpoint, &filter).await?;
-        let counts = call.endpoint.inbox.status_counts().await?;
+        let counts = call.endpoint.log.status_counts().await?;
         let replayed = call.param("replayed").and_then(|n| n.parse::<u64>().ok());
         Ok(html(
             StatusCode::OK,
@@ -337,24 +348,24 @@ impl Console {
     }
 
     async fn detail_page(&self, call: &Call<'_>, id: i64) -> Result<Response<Body>, Failure> {
-        let inbox = &call.endpoint.inbox;
+        let log = &call.endpoint.log;
         let id = EventId::new(id);
-        let entry = inbox.entry(id).await?.ok_or(Failure::NotFound)?;
-        let attempts = inbox.attempts(id).await?;
-        let event = inbox.event(id).await?;
+        let entry = log.entry(id).await?.ok_or(Failure::NotFound)?;
+        let attempts = log.attempts(id).await?;
+        let content = log.content(id).await?;
         // A page about an event still on its way reloads until it has arrived somewhere.
         let settled = matches!(entry.status, Status::Processed | Status::Dead);
         let refresh = Self::refresh(call, if settled { 0 } else { 5 })?;
-        let headers: Vec<(String, String)> = event
+        let headers: Vec<(String, String)> = content
             .as_ref()
-            .map(|e| {
-                e.headers()
+            .map(|c| {
+                c.headers
                     .iter()
-                    .map(|(n, v)| ((*n).to_owned(), shown_header_value(n, v).into_owned()))
+                    .map(|(n, v)| (n.clone(), shown_header_value(n, v).into_owned()))
                     .collect()
             })
             .unwrap_or_default();
-        let body = event.map(|e| e.body().clone()).unwrap_or_default();
+        let body = content.map(|c| c.body).unwrap_or_default();
         Ok(html(
             StatusCode::OK,
             pages::detail(
@@ -376,7 +387,7 @@ impl Console {
         let hours = hours(call)?;
         let minutes = call
             .endpoint
-            .inbox
+            .log
             .activity_per_minute(hours_before(now, hours), now)
             .await?;
         Ok(html(
@@ -385,13 +396,34 @@ impl Console {
         ))
     }
 
-    fn rejections_page(&self, call: &Call<'_>) -> Result<Response<Body>, Failure> {
+    async fn rejections_page(&self, call: &Call<'_>) -> Result<Response<Body>, Failure> {
         let refresh = Self::refresh(call, DEFAULT_REFRESH)?;
         let counts = rejections::Counts::read(self.metrics.as_ref());
+        let handshakes = call.endpoint.log.handshakes(HANDSHAKES_SHOWN).await?;
         Ok(html(
             StatusCode::OK,
-            pages::rejections(&self.context(call, refresh), &counts),
+            pages::rejections(&self.context(call, refresh), &counts, &handshakes),
         ))
+    }
+
+    async fn api_rejections(&self, call: &Call<'_>) -> Result<Response<Body>, Failure> {
+        let mut value = rejections::Counts::read(self.metrics.as_ref()).to_json();
+        let handshakes = call.endpoint.log.handshakes(HANDSHAKES_SHOWN).await?;
+        let recorded: Vec<serde_json::Value> = handshakes
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "received_at": rfc3339(h.received_at),
+                    "scheme": h.scheme,
+                    "kind": h.kind,
+                    "key_id": h.key_id,
+                })
+            })
+            .collect();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("recorded_handshakes".to_owned(), recorded.into());
+        }
+        Ok(json(StatusCode::OK, &value))
     }
 
     async fn replay_form(
@@ -405,7 +437,7 @@ impl Console {
             .write_allowed(&call.principal, headers, param(&form, "csrf"))
             .map_err(Failure::Forbidden)?;
         let which = replay_target(param(&form, "all"), param(&form, "id"))?;
-        let replayed = call.endpoint.inbox.replay_dead_letters(which).await?;
+        let replayed = call.endpoint.log.replay_dead_letters(which).await?;
         let next = safe_next(param(&form, "next"));
         let separator = if next.contains('?') { '&' } else { '?' };
         Ok(redirect(
@@ -438,7 +470,7 @@ impl Console {
                 ids.iter().map(|id| id.as_i64().map(EventId::new)).collect();
             Replay::Ids(ids.ok_or_else(|| Failure::BadRequest("ids are integers".into()))?)
         };
-        let replayed = call.endpoint.inbox.replay_dead_letters(which).await?;
+        let replayed = call.endpoint.log.replay_dead_letters(which).await?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "replayed": replayed }),
@@ -471,12 +503,14 @@ impl Console {
     }
 
     async fn api_event(&self, call: &Call<'_>, id: i64) -> Result<Response<Body>, Failure> {
-        let inbox = &call.endpoint.inbox;
+        let log = &call.endpoint.log;
         let id = EventId::new(id);
-        let entry = inbox.entry(id).await?.ok_or(Failure::NotFound)?;
-        let attempts = inbox.attempts(id).await?;
-        let event = inbox.event(id).await?;
-        let stored = event.as_ref().map(|e| (e.body().as_ref(), e.headers()));
+        let entry = log.entry(id).await?.ok_or(Failure::NotFound)?;
+        let attempts = log.attempts(id).await?;
+        let content = log.content(id).await?;
+        let stored = content
+            .as_ref()
+            .map(|c| (c.body.as_ref(), c.headers.as_slice()));
         let mut value = show_json(&entry, &attempts, stored);
         if let Some(headers) = value
             .get_mut("headers")
@@ -494,7 +528,7 @@ impl Console {
     }
 
     async fn api_stats(&self, call: &Call<'_>) -> Result<Response<Body>, Failure> {
-        let counts = call.endpoint.inbox.status_counts().await?;
+        let counts = call.endpoint.log.status_counts().await?;
         Ok(json(StatusCode::OK, &stats_json(&counts)))
     }
 
@@ -506,7 +540,7 @@ impl Console {
         let hours = hours(call)?;
         let minutes = call
             .endpoint
-            .inbox
+            .log
             .activity_per_minute(hours_before(now, hours), now)
             .await?;
         let minutes: Vec<serde_json::Value> = minutes
@@ -535,11 +569,11 @@ impl Console {
     ) -> Result<Vec<LogEntry>, Failure> {
         if filter.by_arrival() {
             return Ok(endpoint
-                .inbox
+                .log
                 .query_by_arrival(filter.query(), filter.after)
                 .await?);
         }
-        Ok(endpoint.inbox.query(filter.query()).await?)
+        Ok(endpoint.log.query(filter.query()).await?)
     }
 }
 
@@ -564,7 +598,7 @@ pub(crate) struct Filter {
 
 impl Filter {
     /// The filters of a query string. `dead` forces the dead-letter view (test deliveries
-    /// included, as [`Inbox::dead_letters`] does).
+    /// included, as [`EventLog::dead_letters`] does).
     fn parse(query: &[(String, String)], now: SystemTime, dead: bool) -> Result<Filter, String> {
         let mut filter = Filter::lenient(query);
         for (name, value) in query {
@@ -698,14 +732,14 @@ enum Failure {
     NotFound,
     BadRequest(String),
     Forbidden(&'static str),
-    Inbox(String),
+    Store(String),
 }
 
-impl From<InboxError> for Failure {
-    fn from(error: InboxError) -> Self {
+impl From<LogError> for Failure {
+    fn from(error: LogError) -> Self {
         match error {
-            InboxError::Config(message) => Failure::BadRequest(message),
-            other => Failure::Inbox(other.to_string()),
+            LogError::Invalid(message) => Failure::BadRequest(message),
+            other => Failure::Store(other.to_string()),
         }
     }
 }
@@ -722,12 +756,12 @@ impl Failure {
                  with its form token (reload the page and try again)."
                     .to_owned(),
             ),
-            Failure::Inbox(message) => {
+            Failure::Store(message) => {
                 crate::note(&format!("console: {message}"));
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "inbox_error",
-                    "The inbox could not answer; the receiver's log says why.".to_owned(),
+                    "store_error",
+                    "The event store could not answer; the receiver's log says why.".to_owned(),
                 )
             }
         };

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use hookgate_inbox::event_log::HandshakeRecord;
 use hookgate_inbox::{ArrivalCursor, Attempt, LogEntry, MinuteActivity, Status, StatusCounts};
 use maud::{DOCTYPE, Markup, html};
 
@@ -457,12 +458,17 @@ pub(super) fn activity(context: &Context<'_>, hours: u64, minutes: &[MinuteActiv
     page(context, "activity", "Activity", content)
 }
 
-/// Rejected requests, deferrals and handshakes, counted per reason by the receiver.
-pub(super) fn rejections(context: &Context<'_>, counts: &rejections::Counts) -> Markup {
+/// Rejected requests, deferrals and handshakes, counted per reason by the receiver, and the
+/// handshakes recorded in the store (by any replica, also without a receiver here).
+pub(super) fn rejections(
+    context: &Context<'_>,
+    counts: &rejections::Counts,
+    handshakes: &[HandshakeRecord],
+) -> Markup {
     let content = html! {
         @if !counts.available {
             p.notice { "These counts come from the receiver's metrics: open the console of "
-                code { "hookgate serve --console" } " to see them (this console reads only the inbox)." }
+                code { "hookgate serve --console" } " to see them (this console reads only the store)." }
         } @else {
             p { "Since the receiver started. Rejected requests were answered 4xx and stored nothing; "
                 "deferred ones were answered 503 and retried by the sender." }
@@ -481,6 +487,26 @@ pub(super) fn rejections(context: &Context<'_>, counts: &rejections::Counts) -> 
                             @for row in rows {
                                 tr { td.mono { (row.reason) } td { (row.scheme) } td.num { (row.count) } }
                             }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Handshakes recorded in the store" }
+        @if handshakes.is_empty() {
+            p.empty { "None recorded." }
+        } @else {
+            p { "The newest " (handshakes.len()) ", by every receiver writing to this store "
+                "(the same list as " code { "hookgate inbox handshakes" } ")." }
+            table.handshakes {
+                thead { tr { th { "received" } th { "scheme" } th { "kind" } th { "key" } } }
+                tbody {
+                    @for handshake in handshakes {
+                        tr {
+                            td { (time(handshake.received_at)) }
+                            td { (handshake.scheme) }
+                            td.mono { (handshake.kind) }
+                            td.mono { (handshake.key_id.as_deref().unwrap_or("—")) }
                         }
                     }
                 }

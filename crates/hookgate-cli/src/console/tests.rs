@@ -1,12 +1,13 @@
-//! The console's handlers, in process over a real inbox: authentication, escaping, filters,
-//! replay and the CSRF rules.
+//! The console's handlers, in process over a real inbox and over a real PostgreSQL store:
+//! authentication, escaping, filters, replay, the CSRF rules and the recorded handshakes.
 
 #![allow(clippy::arithmetic_side_effects)]
 
 use std::time::{Duration, Instant};
 
 use hookgate::{SchemeId, SignRequest, Signer, Verifier};
-use hookgate_inbox::{HandlerResult, InboxEvent, RetryPolicy, Worker};
+use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, RetryPolicy, Worker};
+use hookgate_postgres::PgStore;
 use http::HeaderMap;
 
 use super::*;
@@ -14,31 +15,86 @@ use super::*;
 const TOKEN: &str = "handler-test-console-token";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HOST: &str = "127.0.0.1:8787";
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// Which store a fixture's console reads.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Inbox,
+    Postgres,
+}
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    _postgres: Option<hookgate_testkit::Postgres>,
     console: Console,
-    inbox: Inbox,
+    log: Arc<dyn EventLog>,
+    /// A Slack gate over the same store, to record a handshake.
+    slack: hookgate::Gate,
 }
 
-/// An inbox holding `events` (delivery id, body), every one a dead letter.
-async fn fixture(events: &[(&str, &str)]) -> Fixture {
+/// A store holding `events` (delivery id, body), every one a dead letter whose one attempt
+/// failed with "downstream said no", and a console over it. `None` when the store's server
+/// is not installed (the test is then skipped, as every backend test is).
+async fn fixture(store: Store, events: &[(&str, &str)]) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = Inbox::builder(dir.path().join("inbox.db"))
-        .no_scheduled_pruning()
-        .open()
-        .unwrap();
     let signer = Signer::new(SchemeId::StandardWebhooksV1, SECRET).unwrap();
     let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
         .secret(SECRET)
         .build()
         .unwrap();
-    for (id, body) in events {
-        let delivery = signer
-            .sign(&SignRequest::new(body.to_string()).id(id.to_string()))
-            .unwrap();
-        let event = verifier.verify(&delivery.headers, delivery.body).unwrap();
-        inbox.enqueue(&event).await.unwrap();
+    let verified: Vec<hookgate::VerifiedEvent> = events
+        .iter()
+        .map(|(id, body)| {
+            let delivery = signer
+                .sign(&SignRequest::new(body.to_string()).id(id.to_string()))
+                .unwrap();
+            verifier.verify(&delivery.headers, delivery.body).unwrap()
+        })
+        .collect();
+    let slack = Verifier::builder(SchemeId::Slack)
+        .secret(SLACK_SECRET)
+        .build()
+        .unwrap();
+    let (log, slack, postgres): (Arc<dyn EventLog>, _, _) = match store {
+        Store::Inbox => {
+            let inbox = dead_inbox(&dir, &verified).await;
+            let gate = inbox.gate(slack).build().unwrap();
+            (Arc::new(inbox), gate, None)
+        }
+        Store::Postgres => {
+            let postgres = hookgate_testkit::Postgres::start()?;
+            let store = dead_postgres(&postgres.url(), &verified).await;
+            let gate = store.gate(slack).build().unwrap();
+            (Arc::new(store), gate, Some(postgres))
+        }
+    };
+    let console = Console::new(
+        Auth::new(TOKEN).unwrap(),
+        vec![ConsoleEndpoint {
+            name: "default".to_owned(),
+            log: log.clone(),
+        }],
+        None,
+        false,
+    );
+    Some(Fixture {
+        _dir: dir,
+        _postgres: postgres,
+        console,
+        log,
+        slack,
+    })
+}
+
+/// An inbox whose worker killed every event.
+async fn dead_inbox(dir: &tempfile::TempDir, events: &[hookgate::VerifiedEvent]) -> Inbox {
+    let inbox = Inbox::builder(dir.path().join("inbox.db"))
+        .no_scheduled_pruning()
+        .open()
+        .unwrap();
+    for event in events {
+        inbox.enqueue(event).await.unwrap();
     }
     let worker = Worker::builder(inbox.clone(), |_: InboxEvent| async {
         HandlerResult::fail("downstream said no")
@@ -53,21 +109,64 @@ async fn fixture(events: &[(&str, &str)]) -> Fixture {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     worker.shutdown().await;
-    let console = Console::new(
-        Auth::new(TOKEN).unwrap(),
-        vec![ConsoleEndpoint {
-            name: "default".to_owned(),
-            inbox: inbox.clone(),
-        }],
-        None,
-        false,
-    );
-    Fixture {
-        _dir: dir,
-        console,
-        inbox,
-    }
+    inbox
 }
+
+/// A PostgreSQL store whose every event died after one failed attempt (written as the
+/// worker writes it, without running one: the console only reads the log).
+async fn dead_postgres(url: &str, events: &[hookgate::VerifiedEvent]) -> PgStore {
+    let store = PgStore::connect(url).await.unwrap();
+    for event in events {
+        store.enqueue(event).await.unwrap();
+    }
+    let (client, connection) =
+        hookgate_postgres::tokio_postgres::connect(url, hookgate_postgres::tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "UPDATE hookgate.events SET status = 'dead', attempts = 1, started_at = now(),
+                 finished_at = now(), duration_ms = 1, last_error = 'downstream said no',
+                 dead_at = now(), due_at = NULL;
+             INSERT INTO hookgate.attempts (event_id, attempt, started_at, finished_at, outcome, error)
+                 SELECT id, 1, now(), now(), 'dead', 'downstream said no' FROM hookgate.events;",
+        )
+        .await
+        .unwrap();
+    store
+}
+
+/// Runs a check against the console over the SQLite inbox, then over PostgreSQL.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod inbox {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Inbox).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    without_the_token_every_page_and_api_call_is_401,
+    bodies_types_and_errors_are_escaped_everywhere,
+    filters_and_keyset_pages_use_the_store_query,
+    replay_needs_the_origin_and_the_sessions_csrf_token,
+    live_pages_refresh_themselves_unless_told_not_to,
+    handshakes_recorded_in_the_store_are_listed,
+);
 
 fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Bytes> {
     let mut builder = Request::builder()
@@ -143,9 +242,10 @@ async fn login(console: &Console) -> (String, String) {
     (cookie, csrf)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_token_every_page_and_api_call_is_401() {
-    let f = fixture(&[("msg_1", r#"{"type":"a"}"#)]).await;
+async fn without_the_token_every_page_and_api_call_is_401(store: Store) {
+    let Some(f) = fixture(store, &[("msg_1", r#"{"type":"a"}"#)]).await else {
+        return;
+    };
     for uri in [
         "/_hookgate/events",
         "/_hookgate/events/1",
@@ -178,7 +278,7 @@ async fn without_the_token_every_page_and_api_call_is_401() {
         assert!(headers.contains_key("www-authenticate"));
         assert_eq!(body, r#"{"error":"unauthorized"}"#);
     }
-    assert_eq!(f.inbox.status_counts().await.unwrap().dead, 1);
+    assert_eq!(f.log.status_counts().await.unwrap().dead, 1);
     // The stylesheet and the login page need no token.
     let (status, _, _) = send(&f.console, request("GET", "/_hookgate/style.css", &[], "")).await;
     assert_eq!(status, StatusCode::OK);
@@ -213,10 +313,11 @@ async fn without_the_token_every_page_and_api_call_is_401() {
     login(&f.console).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_types_and_errors_are_escaped_everywhere() {
+async fn bodies_types_and_errors_are_escaped_everywhere(store: Store) {
     let probe = r#"{"type":"<script>alert('type')</script>","html":"<script>alert(1)</script><img src=x onerror=alert(2)>"}"#;
-    let f = fixture(&[("msg_<b>id</b>", probe)]).await;
+    let Some(f) = fixture(store, &[("msg_<b>id</b>", probe)]).await else {
+        return;
+    };
     for uri in [
         "/_hookgate/events?refresh=0",
         "/_hookgate/events/1",
@@ -246,8 +347,7 @@ async fn bodies_types_and_errors_are_escaped_everywhere() {
     assert_eq!(value["body"], probe);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filters_and_keyset_pages_use_the_inbox_query() {
+async fn filters_and_keyset_pages_use_the_store_query(store: Store) {
     let events: Vec<(String, String)> = (1..=7)
         .map(|n| {
             let kind = if n % 2 == 0 { "even" } else { "odd" };
@@ -258,7 +358,9 @@ async fn filters_and_keyset_pages_use_the_inbox_query() {
         .iter()
         .map(|(id, body)| (id.as_str(), body.as_str()))
         .collect();
-    let f = fixture(&refs).await;
+    let Some(f) = fixture(store, &refs).await else {
+        return;
+    };
     let ids = |body: &str| -> Vec<i64> {
         let value: serde_json::Value = serde_json::from_str(body).unwrap();
         value["events"]
@@ -348,9 +450,15 @@ async fn filters_and_keyset_pages_use_the_inbox_query() {
     assert_eq!(received, 7);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_needs_the_origin_and_the_sessions_csrf_token() {
-    let f = fixture(&[("msg_1", r#"{"type":"a"}"#), ("msg_2", r#"{"type":"b"}"#)]).await;
+async fn replay_needs_the_origin_and_the_sessions_csrf_token(store: Store) {
+    let Some(f) = fixture(
+        store,
+        &[("msg_1", r#"{"type":"a"}"#), ("msg_2", r#"{"type":"b"}"#)],
+    )
+    .await
+    else {
+        return;
+    };
     let (cookie, csrf) = login(&f.console).await;
     let form = |csrf: &str| format!("csrf={csrf}&id=1&next=%2F_hookgate%2Fdead");
     let refused = [
@@ -401,7 +509,7 @@ async fn replay_needs_the_origin_and_the_sessions_csrf_token() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
-        f.inbox.status_counts().await.unwrap().dead,
+        f.log.status_counts().await.unwrap().dead,
         2,
         "nothing replayed"
     );
@@ -418,7 +526,7 @@ async fn replay_needs_the_origin_and_the_sessions_csrf_token() {
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/_hookgate/dead?replayed=1");
-    let entry = f.inbox.entry(EventId::new(1)).await.unwrap().unwrap();
+    let entry = f.log.entry(EventId::new(1)).await.unwrap().unwrap();
     assert_eq!(entry.status, Status::Queued);
     // A Bearer client replays through the API without a CSRF token.
     let (name, value) = bearer();
@@ -434,7 +542,7 @@ async fn replay_needs_the_origin_and_the_sessions_csrf_token() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, r#"{"replayed":1}"#);
-    assert_eq!(f.inbox.status_counts().await.unwrap().dead, 0);
+    assert_eq!(f.log.status_counts().await.unwrap().dead, 0);
     // An open redirect is not on offer.
     assert_eq!(safe_next(Some("//evil.example/x")), "/_hookgate/events");
     assert_eq!(safe_next(Some("https://evil.example")), "/_hookgate/events");
@@ -449,9 +557,10 @@ fn credentials_in_headers_are_masked() {
     assert_eq!(shown_header_value("X-GitHub-Event", "push"), "push");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_pages_refresh_themselves_unless_told_not_to() {
-    let f = fixture(&[("msg_1", r#"{"type":"a"}"#)]).await;
+async fn live_pages_refresh_themselves_unless_told_not_to(store: Store) {
+    let Some(f) = fixture(store, &[("msg_1", r#"{"type":"a"}"#)]).await else {
+        return;
+    };
     let (_, _, page) = get(&f.console, "/_hookgate/events").await;
     assert!(page.contains(r#"<meta http-equiv="refresh" content="10">"#));
     let (_, _, page) = get(&f.console, "/_hookgate/events?refresh=0").await;
@@ -459,4 +568,39 @@ async fn live_pages_refresh_themselves_unless_told_not_to() {
     // A settled event's page does not reload by itself.
     let (_, _, page) = get(&f.console, "/_hookgate/events/1").await;
     assert!(!page.contains("http-equiv=\"refresh\""));
+}
+
+async fn handshakes_recorded_in_the_store_are_listed(store: Store) {
+    let Some(f) = fixture(store, &[("msg_1", r#"{"type":"a"}"#)]).await else {
+        return;
+    };
+    let (_, _, page) = get(&f.console, "/_hookgate/rejections?refresh=0").await;
+    assert!(page.contains("None recorded."), "{page}");
+    let check = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"<b>3eZbrw1aB</b>","type":"url_verification"}"#;
+    let delivery = Signer::new(SchemeId::Slack, SLACK_SECRET)
+        .unwrap()
+        .sign(&SignRequest::new(check))
+        .unwrap();
+    let outcome = f
+        .slack
+        .receive(&delivery.headers, delivery.body.clone(), None)
+        .await;
+    assert_eq!(outcome.code(), "handshake", "{outcome:?}");
+    let (status, _, page) = get(&f.console, "/_hookgate/rejections?refresh=0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Handshakes recorded in the store"), "{page}");
+    assert!(page.contains("slack_url_verification"), "{page}");
+    assert!(
+        !page.contains("3eZbrw1aB"),
+        "nothing of the request: {page}"
+    );
+    let (_, _, body) = get(&f.console, "/_hookgate/api/rejections").await;
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["recorded_handshakes"][0]["scheme"], "slack");
+    assert_eq!(
+        value["recorded_handshakes"][0]["kind"],
+        "slack_url_verification"
+    );
+    // Never an event.
+    assert_eq!(f.log.status_counts().await.unwrap().total(), 1);
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookgate::{Gate, GateBuilder, HandshakeKind, Key, SchemeId, Verifier};
-use hookgate_inbox::{Inbox, RetryPolicy, Worker, WorkerHandle};
+use hookgate_inbox::{EventLog, Inbox, RetryPolicy, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
 use hookgate_queue::{Queue, ShutdownReport, WorkerBuilder};
@@ -781,7 +781,8 @@ fn body_timeout() -> Response<ResponseBodyOf> {
     response
 }
 
-/// The console over every endpoint that has a local inbox.
+/// The console over every endpoint that keeps an event log: its local inbox, or the
+/// PostgreSQL store of `--store`.
 fn start_console(
     args: &ServeArgs,
     data_dir: &Path,
@@ -801,16 +802,21 @@ fn start_console(
     let endpoints: Vec<ConsoleEndpoint> = running
         .iter()
         .filter_map(|run| {
-            run.inbox.clone().map(|inbox| ConsoleEndpoint {
+            let log: Arc<dyn EventLog> = match (&run.inbox, &run.store) {
+                (Some(inbox), _) => Arc::new(inbox.clone()),
+                (None, Some(store)) => Arc::new(store.clone()),
+                (None, None) => return None,
+            };
+            Some(ConsoleEndpoint {
                 name: run.endpoint.name.clone(),
-                inbox,
+                log,
             })
         })
         .collect();
     if endpoints.is_empty() {
         return Err(CliError::new(
-            "--console shows the local inbox, and no endpoint has one (--queue with --dedup \
-             keeps nothing here)",
+            "--console shows the event log of a local inbox or a --store, and no endpoint has \
+             one (--queue with --dedup keeps nothing here)",
         ));
     }
     let auth = console_auth(args.console_token.as_deref(), data_dir)?;
