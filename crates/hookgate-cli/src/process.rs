@@ -11,7 +11,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use hookgate::BoxFuture;
 use hookgate_inbox::{HandlerResult, InboxEvent};
-use hookgate_queue::QueuedEvent;
+use hookgate_queue::{Handler, QueuedEvent};
 use http::Uri;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -154,8 +154,8 @@ pub(crate) fn envelope(event: EventView<'_>, endpoint: &str, one_line: bool) -> 
     serde_json::to_string(&envelope).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// Runs an endpoint's action as a worker's handler: the inbox worker of `serve`, or a
-/// queue worker of `hookgate work`.
+/// Runs an endpoint's action as the handler of the one worker loop, whichever queue feeds
+/// it: `serve`'s local worker (inbox or PostgreSQL) or `hookgate work`.
 #[derive(Debug, Clone)]
 pub(crate) struct Processor {
     pub(crate) endpoint: Arc<str>,
@@ -187,13 +187,15 @@ impl Target {
     }
 }
 
-impl hookgate_inbox::Handler for Processor {
+/// The inbox's events (`serve`'s local worker on the SQLite inbox).
+impl Handler<InboxEvent> for Processor {
     fn handle(&self, event: InboxEvent) -> BoxFuture<'_, HandlerResult> {
         Box::pin(async move { self.process(EventView::from(&event)).await })
     }
 }
 
-impl hookgate_queue::Handler for Processor {
+/// A queue's events (`hookgate work`, and `serve`'s local worker on PostgreSQL).
+impl Handler<QueuedEvent> for Processor {
     fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
         Box::pin(async move { self.process(EventView::from(&event)).await })
     }

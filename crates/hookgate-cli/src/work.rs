@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookgate_queue::{RetryPolicy, ShutdownReport, WorkerStats};
+use hookgate_queue::{Queue, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerStats};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -55,7 +55,7 @@ pub(crate) struct WorkArgs {
     endpoint: String,
 
     /// Events processed at once by this process.
-    #[arg(long, value_name = "N", default_value_t = hookgate_redis::DEFAULT_CONCURRENCY)]
+    #[arg(long, value_name = "N", default_value_t = hookgate_queue::DEFAULT_CONCURRENCY)]
     workers: usize,
 
     /// Attempts per event before it becomes a dead letter.
@@ -109,7 +109,7 @@ impl QueueKind {
     }
 }
 
-/// A started worker of either kind.
+/// A started worker on one of the three queues: the same loop, over another queue.
 enum Running {
     Redis(hookgate_redis::StreamWorkerHandle),
     Nats(hookgate_nats::JetStreamWorkerHandle),
@@ -132,6 +132,19 @@ impl Running {
             Running::Postgres(worker) => worker.shutdown().await,
         }
     }
+}
+
+/// The one worker's settings from the flags, on `queue`.
+fn configure<Q: Queue>(
+    builder: WorkerBuilder<Q>,
+    args: &WorkArgs,
+    policy: RetryPolicy,
+) -> WorkerBuilder<Q> {
+    builder
+        .concurrency(args.workers)
+        .retry(policy)
+        .lease(args.lease)
+        .handler_timeout(args.timeout.saturating_add(Duration::from_secs(5)))
 }
 
 /// Runs `hookgate work` until SIGTERM or Ctrl-C, then finishes (or gives back) the events
@@ -168,51 +181,40 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
         .base(args.retry_base)
         .cap(args.retry_cap)
         .max_attempts(args.max_attempts);
-    let handler_timeout = args.timeout.saturating_add(Duration::from_secs(5));
     let shown = crate::serve::redact(&args.queue);
     let metrics = match &args.listen {
         Some(_) => PrometheusBuilder::new().install_recorder().ok(),
         None => None,
     };
+    let unreachable = |e: &dyn std::fmt::Display| CliError::new(format!("--queue {shown}: {e}"));
     let started = match kind {
-        QueueKind::Redis => hookgate_redis::StreamWorker::builder(&args.queue, processor)
-            .map(|builder| {
-                builder
-                    .concurrency(args.workers)
-                    .retry(policy)
-                    .lease(args.lease)
-                    .handler_timeout(handler_timeout)
-            })
-            .map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?
-            .start()
-            .await
-            .map(Running::Redis)
-            .map_err(|e| e.to_string()),
-        QueueKind::Nats => hookgate_nats::JetStreamWorker::builder(&args.queue, processor)
-            .map(|builder| {
-                builder
-                    .concurrency(args.workers)
-                    .retry(policy)
-                    .lease(args.lease)
-                    .handler_timeout(handler_timeout)
-            })
-            .map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?
-            .start()
-            .await
-            .map(Running::Nats)
-            .map_err(|e| e.to_string()),
+        QueueKind::Redis => {
+            let queue = hookgate_redis::StreamQueue::connect(&args.queue)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            configure(Worker::builder(queue, processor), &args, policy)
+                .start()
+                .map(Running::Redis)
+        }
+        QueueKind::Nats => {
+            let queue = hookgate_nats::JetStreamQueue::connect(&args.queue)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            configure(Worker::builder(queue, processor), &args, policy)
+                .start()
+                .map(Running::Nats)
+        }
         QueueKind::Postgres => {
             let store = hookgate_postgres::PgStore::connect(&args.queue)
                 .await
-                .map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?;
-            hookgate_postgres::PgWorker::builder(&store, processor)
-                .concurrency(args.workers)
-                .retry(policy)
-                .lease(args.lease)
-                .handler_timeout(handler_timeout)
-                .start()
-                .map(Running::Postgres)
-                .map_err(|e| e.to_string())
+                .map_err(|e| unreachable(&e))?;
+            configure(
+                hookgate_postgres::PgWorker::builder(&store, processor),
+                &args,
+                policy,
+            )
+            .start()
+            .map(Running::Postgres)
         }
     };
     let worker = started.map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?;

@@ -10,7 +10,9 @@
 //! - a **dedup store**: the event and its dedup entry are written in the same transaction,
 //!   so there is never one without the other;
 //! - the **queue** a [`Worker`] drains, running your async [`Handler`] at least once per
-//!   event, with retries, dead letters and graceful shutdown;
+//!   event, with retries, dead letters and graceful shutdown (the one worker loop of
+//!   `hookgate-queue`, over an [`InboxQueue`]; a handler here is a
+//!   `Handler<InboxEvent>`);
 //! - an **event log** you can query ([`Inbox::query`]): what arrived, when, from which
 //!   scheme, with what status, how long it took and what went wrong. Its types are the
 //!   store-neutral ones of [`event_log`] (re-exported here), and the inbox implements
@@ -193,5 +195,6 @@ pub use ordering::{Advance, AggregateVersions};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SHUTDOWN_GRACE, Handler,
-    HandlerResult, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
+    HandlerResult, InboxQueue, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle,
+    WorkerStats,
 };

@@ -10,14 +10,16 @@
 //!   created (file storage, work-queue retention) or checked at start-up.
 //! - [`JetStreamWorker`]: a durable pull consumer running your [`Handler`] at least once per
 //!   event: ack, nak with the backoff delay, term after publishing to a dead-letter subject;
-//!   a dead consumer's messages are redelivered after the lease (`ack_wait`).
+//!   a dead consumer's messages are redelivered after the lease (`ack_wait`). It is the one
+//!   worker loop of `hookgate-queue` over a [`JetStreamQueue`], which holds the stream's
+//!   settings.
 //! - [`JetStreamDeadLetters`]: list the dead letters and replay them onto the stream.
 //!
 //! ## Quick start
 //!
 //! ```no_run
 //! use hookgate::{Gate, MemoryDedupStore, SchemeId, Verifier};
-//! use hookgate_nats::{HandlerResult, JetStreamSink, JetStreamWorker, QueuedEvent};
+//! use hookgate_nats::{HandlerResult, JetStreamQueue, JetStreamSink, JetStreamWorker, QueuedEvent};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // On every receiver replica:
@@ -32,12 +34,12 @@
 //!     .build()?;
 //!
 //! // On every consumer machine:
-//! let worker = JetStreamWorker::builder("nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in", |event: QueuedEvent| async move {
+//! let queue = JetStreamQueue::connect("nats://10.0.0.7:4222/?stream=WEBHOOKS&subject=webhooks.in").await?;
+//! let worker = JetStreamWorker::builder(queue, |event: QueuedEvent| async move {
 //!     println!("{} attempt {}", event.dedup_key(), event.attempt());
 //!     HandlerResult::Ok
-//! })?
-//! .start()
-//! .await?;
+//! })
+//! .start()?;
 //! worker.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -60,7 +62,7 @@
 //! | constructor | query parameters |
 //! |---|---|
 //! | [`JetStreamSink::connect`] | `stream`, `subject`, `duplicate_window_ms`, `ack_timeout_ms` |
-//! | [`JetStreamWorker::builder`] | `stream`, `subject`, `consumer`, `dead_subject`, `dead_stream` |
+//! | [`JetStreamQueue::connect`] | `stream`, `subject`, `consumer`, `dead_subject`, `dead_stream` |
 //! | [`JetStreamDeadLetters::connect`] | `stream`, `subject`, `dead_stream` (`consumer` ignored) |
 //!
 //! Works with nats-server 2.9 and later.
@@ -83,6 +85,6 @@ pub use sink::{DEFAULT_DUPLICATE_WINDOW, JetStreamSink, JetStreamSinkBuilder};
 pub use url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT};
 pub use worker::{
     ATTEMPTS_HEADER, DEFAULT_CONCURRENCY, DEFAULT_CONSUMER, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, ERROR_HEADER, JetStreamWorker, JetStreamWorkerBuilder,
-    JetStreamWorkerHandle,
+    DEFAULT_SHUTDOWN_GRACE, ERROR_HEADER, JetStreamQueue, JetStreamQueueBuilder, JetStreamWorker,
+    JetStreamWorkerBuilder, JetStreamWorkerHandle,
 };

@@ -23,8 +23,8 @@ use hookgate::{
 };
 use hookgate_nats::async_nats::jetstream;
 use hookgate_nats::{
-    ATTEMPTS_HEADER, ERROR_HEADER, Envelope, HandlerResult, JetStreamSink, JetStreamWorker,
-    QueuedEvent, RetryPolicy,
+    ATTEMPTS_HEADER, ERROR_HEADER, Envelope, HandlerResult, JetStreamQueue, JetStreamSink,
+    JetStreamWorker, QueuedEvent, RetryPolicy,
 };
 use hookgate_testkit::Nats;
 use tokio::sync::mpsc;
@@ -158,10 +158,11 @@ async fn two_receivers_publish_each_delivery_once_and_the_consumer_sees_it_once(
     assert_eq!(info.info().await.unwrap().state.messages, 200);
 
     let seen: Seen = Arc::default();
-    let worker = JetStreamWorker::builder(&url(&nats, &stream, &subject), recording_handler(&seen))
-        .unwrap()
-        .start()
+    let queue = JetStreamQueue::connect(&url(&nats, &stream, &subject))
         .await
+        .unwrap();
+    let worker = JetStreamWorker::builder(queue, recording_handler(&seen))
+        .start()
         .unwrap();
     eventually(Duration::from_secs(60), "200 events processed", || {
         worker.stats().processed == 200
@@ -215,8 +216,10 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
             }
         }
     };
-    let worker = JetStreamWorker::builder(&url(&nats, &stream, &subject), handler)
-        .unwrap()
+    let queue = JetStreamQueue::connect(&url(&nats, &stream, &subject))
+        .await
+        .unwrap();
+    let worker = JetStreamWorker::builder(queue, handler)
         .retry(
             RetryPolicy::new()
                 .base(Duration::from_millis(50))
@@ -225,7 +228,6 @@ async fn retries_are_naked_with_backoff_and_failures_become_dead_letters() {
         )
         .poll_interval(Duration::from_millis(200))
         .start()
-        .await
         .unwrap();
     eventually(
         Duration::from_secs(60),
@@ -307,11 +309,10 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
                 HandlerResult::Ok
             }
         };
-        let worker = JetStreamWorker::builder(&url_a, handler)
-            .unwrap()
+        let queue = JetStreamQueue::connect(&url_a).await.unwrap();
+        let worker = JetStreamWorker::builder(queue, handler)
             .lease(Duration::from_secs(2))
             .start()
-            .await
             .unwrap();
         std::future::pending::<()>().await;
         drop(worker);
@@ -328,13 +329,13 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
     runtime_a.shutdown_background();
 
     let seen: Seen = Arc::default();
-    let worker_b =
-        JetStreamWorker::builder(&url(&nats, &stream, &subject), recording_handler(&seen))
-            .unwrap()
-            .poll_interval(Duration::from_millis(200))
-            .start()
-            .await
-            .unwrap();
+    let queue = JetStreamQueue::connect(&url(&nats, &stream, &subject))
+        .await
+        .unwrap();
+    let worker_b = JetStreamWorker::builder(queue, recording_handler(&seen))
+        .poll_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
     let distinct = || {
         let mut keys: Vec<String> = seen
             .lock()

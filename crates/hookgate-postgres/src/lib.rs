@@ -11,7 +11,8 @@
 //! - [`PgWorker`]: workers in any number of processes, leasing events with
 //!   `FOR UPDATE SKIP LOCKED`, woken by `LISTEN/NOTIFY`, running your [`Handler`] at least
 //!   once per event with retries (exponential backoff, full jitter) and dead letters; a
-//!   crashed worker's events are taken over after the lease.
+//!   crashed worker's events are taken over after the lease. It is the one worker loop of
+//!   `hookgate-queue` over a [`PgQueue`].
 //! - [`TxHandler`]: or process each event **inside the transaction that marks it
 //!   processed**, so that your own writes to the same database happen exactly once.
 //! - The event log: [`PgStore::query`] (keyset pages by id) and
@@ -206,6 +207,6 @@ pub use tokio_postgres;
 pub use url::DEFAULT_CONNECT_TIMEOUT;
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_PRUNE_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, PgTransaction, PgWorker, PgWorkerBuilder, PgWorkerHandle, TxFn,
-    TxHandler, tx_handler,
+    DEFAULT_SHUTDOWN_GRACE, PgQueue, PgTransaction, PgWorker, PgWorkerBuilder, PgWorkerHandle,
+    TxFn, TxHandler, tx_handler,
 };

@@ -451,7 +451,7 @@ impl PgStore {
     /// Deletes processed events older than the retention (with their attempt history),
     /// handshake records older than the retention and dedup rows past the dedup horizon,
     /// in batches. A [`PgWorker`](crate::PgWorker) calls it every
-    /// [`prune_interval`](crate::PgWorkerBuilder::prune_interval).
+    /// [`prune_interval`](crate::PgQueue::prune_interval).
     ///
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`]; batches deleted before the error stay

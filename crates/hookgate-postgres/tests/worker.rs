@@ -22,8 +22,8 @@ use std::time::Duration;
 use common::*;
 use hookgate::BoxFuture;
 use hookgate_postgres::{
-    Enqueued, EventId, HandlerResult, PgStore, PgTransaction, PgWorker, QueuedEvent, Replay,
-    RetryPolicy, Status, TxHandler, tx_handler,
+    Enqueued, EventId, HandlerResult, PgQueue, PgStore, PgTransaction, PgWorker, QueuedEvent,
+    Replay, RetryPolicy, Status, TxHandler, tx_handler,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -153,7 +153,8 @@ async fn an_idle_worker_is_woken_by_a_notification() {
     let store = PgStore::connect(&pg.url()).await.unwrap();
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
-    let worker = PgWorker::builder(&store, move |_event: QueuedEvent| {
+    let queue = PgQueue::new(&store).prune_interval(None);
+    let worker = PgWorker::builder(queue, move |_event: QueuedEvent| {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -162,7 +163,6 @@ async fn an_idle_worker_is_woken_by_a_notification() {
     })
     .poll_interval(Duration::from_secs(3600))
     .lease(Duration::from_secs(3600))
-    .prune_interval(None)
     .start()
     .unwrap();
     // Once the first event is done and the worker listens, it sleeps for an hour unless
@@ -460,8 +460,8 @@ async fn shutdown_gives_unfinished_events_back_and_pruning_follows_the_retention
 
     // Another worker finishes it; pruning then deletes it, its history and its dedup row
     // once the retention and the horizon passed.
-    let worker = PgWorker::builder(&store, |_event: QueuedEvent| async { HandlerResult::Ok })
-        .prune_interval(None)
+    let queue = PgQueue::new(&store).prune_interval(None);
+    let worker = PgWorker::builder(queue, |_event: QueuedEvent| async { HandlerResult::Ok })
         .start()
         .unwrap();
     eventually(LIMIT, "processed", || async {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::Envelope;
+use crate::{Envelope, QueueEvent};
 
 /// An event as a queue worker's [`Handler`](crate::Handler) receives it: the envelope plus
 /// the queue's bookkeeping.
@@ -31,7 +31,7 @@ impl QueuedEvent {
     }
 
     /// The queue's id of this copy of the event: a Redis stream entry id
-    /// (`1700000000000-0`) or a JetStream stream sequence. A retried event gets a new one on
+    /// (`1700000000000-0`), a JetStream stream sequence or a PostgreSQL event id. A retried event gets a new one on
     /// Redis; use [`dedup_key`](Self::dedup_key) to recognise an event.
     pub fn id(&self) -> &str {
         &self.id
@@ -106,5 +106,19 @@ impl fmt::Debug for QueuedEvent {
             .field("attempt", &self.attempt)
             .field("envelope", &self.envelope)
             .finish()
+    }
+}
+
+impl QueueEvent for QueuedEvent {
+    fn scheme(&self) -> &str {
+        &self.envelope.scheme
+    }
+
+    fn delivery_id(&self) -> Option<&str> {
+        self.envelope.delivery_id.as_deref()
+    }
+
+    fn event_type(&self) -> Option<&str> {
+        self.envelope.event_type.as_deref()
     }
 }

@@ -1,4 +1,4 @@
-//! The handler interface of the queue workers.
+//! The handler interface of the one worker loop.
 
 use std::future::Future;
 
@@ -8,13 +8,17 @@ use crate::{HandlerResult, QueuedEvent};
 
 /// The user's processing of one event taken from a queue.
 ///
-/// The same contract as the inbox's `Handler`, and the same [`HandlerResult`]: only the
-/// event type differs ([`QueuedEvent`] instead of `InboxEvent`). Delivery is at least once,
-/// so a handler must be idempotent; deduplicate on [`QueuedEvent::dedup_key`].
+/// `E` is the event type the queue hands over ([`Queue::Event`](crate::Queue::Event)):
+/// [`QueuedEvent`] (the default) for the Redis, JetStream and PostgreSQL queues,
+/// `hookgate_inbox::InboxEvent` for the SQLite inbox. Every queue answers the same
+/// [`HandlerResult`], retried with the same [`RetryPolicy`](crate::RetryPolicy).
 ///
-/// Any `async` closure or function taking a [`QueuedEvent`] and returning a
-/// [`HandlerResult`], or a `Result<(), E>` with a displayable error (where `Err` means
-/// "retry later"), is a handler:
+/// Delivery is at least once, so a handler must be idempotent; deduplicate on the event's
+/// dedup key.
+///
+/// Any `async` closure or function taking the event and returning a [`HandlerResult`], or
+/// a `Result<(), E>` with a displayable error (where `Err` means "retry later"), is a
+/// handler:
 ///
 /// ```
 /// use hookgate_queue::{Handler, HandlerResult, QueuedEvent};
@@ -30,18 +34,18 @@ use crate::{HandlerResult, QueuedEvent};
 /// });
 /// assert_handler(|_event: QueuedEvent| async move { Ok::<(), std::io::Error>(()) });
 /// ```
-pub trait Handler: Send + Sync + 'static {
+pub trait Handler<E = QueuedEvent>: Send + Sync + 'static {
     /// Processes one event. A panic counts as a failed attempt to retry.
-    fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult>;
+    fn handle(&self, event: E) -> BoxFuture<'_, HandlerResult>;
 }
 
-impl<F, Fut, R> Handler for F
+impl<E, F, Fut, R> Handler<E> for F
 where
-    F: Fn(QueuedEvent) -> Fut + Send + Sync + 'static,
+    F: Fn(E) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
     R: Into<HandlerResult>,
 {
-    fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
+    fn handle(&self, event: E) -> BoxFuture<'_, HandlerResult> {
         let fut = self(event);
         Box::pin(async move { fut.await.into() })
     }

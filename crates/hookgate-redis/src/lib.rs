@@ -13,14 +13,17 @@
 //! - [`StreamWorker`]: consumers on any machine, in a consumer group, running your
 //!   [`Handler`] at least once per event: leases taken over with `XAUTOCLAIM` when a
 //!   consumer dies, retries with exponential backoff through a delayed set, a dead-letter
-//!   stream ([`StreamDeadLetters`] lists and replays it).
+//!   stream ([`StreamDeadLetters`] lists and replays it). It is the one worker loop of
+//!   `hookgate-queue` over a [`StreamQueue`], which holds the stream's settings.
 //! - [`FailOpenDedupStore`]: the explicit opt-in to keep accepting through a Redis outage.
 //!
 //! ## Quick start
 //!
 //! ```no_run
 //! use hookgate::{Gate, SchemeId, Verifier};
-//! use hookgate_redis::{HandlerResult, QueuedEvent, RedisDedupStore, RedisStreamSink, StreamWorker};
+//! use hookgate_redis::{
+//!     HandlerResult, QueuedEvent, RedisDedupStore, RedisStreamSink, StreamQueue, StreamWorker,
+//! };
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // On every receiver replica:
@@ -34,12 +37,12 @@
 //! // … hand `gate` to the tower/axum or actix adapter.
 //!
 //! // On every consumer machine:
-//! let worker = StreamWorker::builder("redis://10.0.0.5:6379/?stream=webhooks", |event: QueuedEvent| async move {
+//! let queue = StreamQueue::connect("redis://10.0.0.5:6379/?stream=webhooks").await?;
+//! let worker = StreamWorker::builder(queue, |event: QueuedEvent| async move {
 //!     println!("{} {:?}", event.dedup_key(), event.event_type());
 //!     HandlerResult::Ok
-//! })?
-//! .start()
-//! .await?;
+//! })
+//! .start()?;
 //! // On shutdown:
 //! worker.shutdown().await;
 //! # Ok(()) }
@@ -72,7 +75,7 @@
 //! |---|---|
 //! | [`RedisDedupStore::connect`] | `prefix`, `claim_ttl_ms`, `committed_ttl_ms` |
 //! | [`RedisStreamSink::connect`] | `stream`, `max_len`, `wait_replicas`, `wait_timeout_ms` |
-//! | [`StreamWorker::builder`] | `stream`, `group`, `consumer`, `dead_stream` |
+//! | [`StreamQueue::connect`] | `stream`, `group`, `consumer`, `dead_stream` |
 //! | [`StreamDeadLetters::connect`] | `stream`, `dead_stream` |
 //!
 //! TLS (`rediss://`) and Redis Cluster are not enabled in this build.
@@ -83,8 +86,8 @@
 //! |---|---|---|
 //! | `<prefix><dedup key>` (`hookgate:dedup:…`) | string `c:<token>` or `done` | [`RedisDedupStore`] |
 //! | `<stream>` (`hookgate:events`) | stream: `envelope`, `attempts` | [`RedisStreamSink`], worker retries |
-//! | `<stream>:delayed` | sorted set of retries by due time | [`StreamWorker`] |
-//! | `<stream>:dead` | stream: `envelope`, `attempts`, `error`, `failed_at_ms` | [`StreamWorker`] |
+//! | `<stream>:delayed` | sorted set of retries by due time | [`StreamQueue`] |
+//! | `<stream>:dead` | stream: `envelope`, `attempts`, `error`, `failed_at_ms` | [`StreamQueue`] |
 //!
 //! ## Requirements
 //!
@@ -117,5 +120,6 @@ pub use sink::{
 pub use url::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_GROUP, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, StreamWorker, StreamWorkerBuilder, StreamWorkerHandle,
+    DEFAULT_SHUTDOWN_GRACE, StreamQueue, StreamQueueBuilder, StreamTicket, StreamWorker,
+    StreamWorkerBuilder, StreamWorkerHandle,
 };

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use common::*;
 use hookgate_redis::{
-    HandlerResult, QueuedEvent, RedisStreamSink, RetryPolicy, StreamDeadLetters, StreamWorker,
+    HandlerResult, QueuedEvent, RedisStreamSink, RetryPolicy, StreamDeadLetters, StreamQueue,
+    StreamWorker,
 };
 use tokio::sync::mpsc;
 
@@ -67,12 +68,11 @@ async fn retries_back_off_then_succeed_and_failures_become_replayable_dead_lette
             }
         }
     };
-    let worker = StreamWorker::builder(&url, handler)
-        .unwrap()
+    let queue = StreamQueue::connect(&url).await.unwrap();
+    let worker = StreamWorker::builder(queue, handler)
         .retry(fast_policy())
         .poll_interval(Duration::from_millis(50))
         .start()
-        .await
         .unwrap();
 
     eventually(
@@ -171,12 +171,15 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
                 HandlerResult::Ok
             }
         };
-        let worker = StreamWorker::builder(&url_a, handler)
+        let queue = StreamQueue::builder(&url_a)
             .unwrap()
             .consumer("consumer-a")
+            .connect()
+            .await
+            .unwrap();
+        let worker = StreamWorker::builder(queue, handler)
             .lease(Duration::from_millis(500))
             .start()
-            .await
             .unwrap();
         std::future::pending::<()>().await;
         drop(worker);
@@ -205,13 +208,16 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
             }
         }
     };
-    let worker_b = StreamWorker::builder(&url, handler)
+    let queue = StreamQueue::builder(&url)
         .unwrap()
         .consumer("consumer-b")
+        .connect()
+        .await
+        .unwrap();
+    let worker_b = StreamWorker::builder(queue, handler)
         .lease(Duration::from_millis(500))
         .poll_interval(Duration::from_millis(100))
         .start()
-        .await
         .unwrap();
     eventually(
         Duration::from_secs(60),
@@ -226,7 +232,7 @@ async fn a_consumer_killed_mid_processing_has_its_events_redelivered_to_another(
     got.sort();
     let expected: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 2)).collect();
     assert_eq!(got, expected, "each event once more, as attempt 2");
-    assert_eq!(worker_b.consumer(), "consumer-b");
+    assert_eq!(worker_b.queue().consumer(), "consumer-b");
     worker_b.shutdown().await;
 
     let mut conn = conn(&redis_url).await;
@@ -247,7 +253,8 @@ async fn shutdown_gives_unfinished_events_back_uncounted() {
     sink.add(&envelope("slow")).await.unwrap();
 
     let (started_tx, mut started_rx) = mpsc::unbounded_channel::<()>();
-    let worker = StreamWorker::builder(&url, move |_event: QueuedEvent| {
+    let queue = StreamQueue::connect(&url).await.unwrap();
+    let worker = StreamWorker::builder(queue, move |_event: QueuedEvent| {
         let started = started_tx.clone();
         async move {
             let _ = started.send(());
@@ -255,10 +262,8 @@ async fn shutdown_gives_unfinished_events_back_uncounted() {
             HandlerResult::Ok
         }
     })
-    .unwrap()
     .shutdown_grace(Duration::from_millis(100))
     .start()
-    .await
     .unwrap();
     tokio::time::timeout(Duration::from_secs(60), started_rx.recv())
         .await
@@ -270,16 +275,15 @@ async fn shutdown_gives_unfinished_events_back_uncounted() {
     // The event is back in the stream with no attempt counted: the next worker sees
     // attempt 1.
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-    let next = StreamWorker::builder(&url, move |event: QueuedEvent| {
+    let queue = StreamQueue::connect(&url).await.unwrap();
+    let next = StreamWorker::builder(queue, move |event: QueuedEvent| {
         let tx = tx.clone();
         async move {
             let _ = tx.send(event.attempt());
             HandlerResult::Ok
         }
     })
-    .unwrap()
     .start()
-    .await
     .unwrap();
     let attempt = tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await

@@ -28,7 +28,7 @@ use hookgate::{Gate, GateBuilder, HandshakeKind, Key, SchemeId, Verifier};
 use hookgate_inbox::{EventLog, Inbox, RetryPolicy, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
-use hookgate_queue::ShutdownReport;
+use hookgate_queue::{Queue, ShutdownReport, WorkerBuilder};
 use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink};
 use hookgate_tower::{GateService, RawBody, ResponseBody};
 use http::{Method, Request, Response, StatusCode, header};
@@ -266,7 +266,8 @@ struct Running {
     worker: Option<LocalWorker>,
 }
 
-/// An endpoint's local worker, on its inbox or on the PostgreSQL store.
+/// An endpoint's local worker, on its inbox or on the PostgreSQL store: the one worker loop
+/// of `hookgate-queue` over either queue.
 enum LocalWorker {
     Inbox(WorkerHandle),
     Postgres(PgWorkerHandle),
@@ -983,10 +984,8 @@ async fn start_endpoint(
             worker: None,
         });
     };
-    let worker = Worker::builder(local.clone(), processor(&endpoint, client, args)?)
-        .concurrency(args.workers)
-        .retry(retry_policy(&endpoint))
-        .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
+    let processor = processor(&endpoint, client, args)?;
+    let worker = local_worker(Worker::builder(local.clone(), processor), &endpoint, args)
         .start()
         .map_err(|e| context(e.to_string()))?;
     Ok(Running {
@@ -1040,6 +1039,18 @@ fn gate_service(gate: Gate, origin: Option<&str>) -> Result<GateService<Unreacha
 /// How much longer than --timeout a handler may run before the worker gives up on it.
 const HANDLER_GRACE: Duration = Duration::from_secs(10);
 
+/// The local worker's settings, the same on either store: the one worker loop.
+fn local_worker<Q: Queue>(
+    builder: WorkerBuilder<Q>,
+    endpoint: &Endpoint,
+    args: &ServeArgs,
+) -> WorkerBuilder<Q> {
+    builder
+        .concurrency(args.workers)
+        .retry(retry_policy(endpoint))
+        .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
+}
+
 fn retry_policy(endpoint: &Endpoint) -> RetryPolicy {
     RetryPolicy::new()
         .base(endpoint.retry.base)
@@ -1078,10 +1089,7 @@ async fn start_postgres_endpoint(
         });
     }
     let processor = processor(&endpoint, client, args).map_err(|e| e.to_string())?;
-    let worker = PgWorker::builder(&store, processor)
-        .concurrency(args.workers)
-        .retry(retry_policy(&endpoint))
-        .handler_timeout(args.timeout.saturating_add(HANDLER_GRACE))
+    let worker = local_worker(PgWorker::builder(&store, processor), &endpoint, args)
         .start()
         .map_err(|e| format!("--store {shown}: {e}"))?;
     Ok(Running {
