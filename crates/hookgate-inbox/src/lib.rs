@@ -156,6 +156,7 @@
 //! already applied.
 
 mod activity;
+mod applier;
 mod arrival;
 mod checkpoint;
 mod dead;
@@ -165,10 +166,13 @@ mod error;
 mod event;
 mod handshakes;
 mod inbox;
+mod journal;
+mod keys;
 mod log;
 mod ordering;
 mod queue;
 mod schema;
+mod segment;
 mod sink;
 mod time;
 mod worker;
@@ -183,8 +187,8 @@ pub use handshakes::HandshakeRecord;
 pub use hookgate::BoxFuture;
 pub use inbox::{
     DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, Enqueued, Inbox, InboxBuilder, InboxStats,
-    PruneReport, TestFilter,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, DEFAULT_SEGMENT_SIZE, Enqueued, Inbox, InboxBuilder,
+    InboxStats, PruneReport, TestFilter,
 };
 pub use log::{Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts};
 pub use ordering::{Advance, AggregateVersions};
