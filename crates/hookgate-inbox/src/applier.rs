@@ -245,3 +245,290 @@ fn sync(writer: &mpsc::Sender<Box<dyn Work>>) -> bool {
     });
     writer.blocking_send(job).is_ok() && matches!(reply.blocking_recv(), Ok(Ok(())))
 }
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc as std_mpsc;
+
+    use hookgate::{SchemeId, SignRequest, Signer, VerifiedEvent, Verifier};
+
+    use super::*;
+    use crate::inbox::log_dir;
+    use crate::{Enqueued, Inbox, LogQuery};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn event(id: &str) -> VerifiedEvent {
+        let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
+            .unwrap()
+            .sign(&SignRequest::new(format!("{{\"id\":\"{id}\"}}")).id(id))
+            .unwrap();
+        Verifier::builder(SchemeId::StandardWebhooksV1)
+            .secret(SECRET)
+            .build()
+            .unwrap()
+            .verify(&delivery.headers, delivery.body)
+            .unwrap()
+    }
+
+    fn open(path: &Path) -> Inbox {
+        Inbox::builder(path).no_scheduled_pruning().open().unwrap()
+    }
+
+    /// Holds the database writer inside a job until the returned sender is dropped or
+    /// sent to: nothing is applied meanwhile.
+    async fn hold_writer(inbox: &Inbox) -> (std_mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (entered_tx, entered_rx) = std_mpsc::channel::<()>();
+        let (release_tx, release_rx) = std_mpsc::channel::<()>();
+        let held = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                inbox
+                    .write(false, move |_, _| {
+                        entered_tx.send(()).ok();
+                        release_rx.recv().ok();
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::task::spawn_blocking(move || entered_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        (release_tx, held)
+    }
+
+    /// What a crash at this moment leaves on disk: the database, its write-ahead log and
+    /// the segments, copied while every thread of the inbox is still running.
+    fn crash_copy(from: &Path, to: &Path) {
+        for suffix in ["", "-wal"] {
+            let name = format!("inbox.db{suffix}");
+            if from.join(&name).exists() {
+                fs::copy(from.join(&name), to.join(&name)).unwrap();
+            }
+        }
+        let (source, target) = (
+            log_dir(&from.join("inbox.db")),
+            log_dir(&to.join("inbox.db")),
+        );
+        fs::create_dir_all(&target).unwrap();
+        for (_, path) in segment::list(&source).unwrap() {
+            fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+
+    fn segments(db: &Path) -> Vec<(u64, PathBuf)> {
+        segment::list(&log_dir(db)).unwrap()
+    }
+
+    /// A crash between append and apply: the acknowledged events are only in the log.
+    /// Opening the copy replays them into SQLite exactly once, and the sender's retry of
+    /// one of them is a duplicate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_between_append_and_apply_replays_each_record_once() {
+        let (live, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let inbox = open(&live.path().join("inbox.db"));
+        // Two events applied before, three acknowledged only by the log.
+        for id in ["msg_a", "msg_b"] {
+            inbox.enqueue(&event(id)).await.unwrap();
+        }
+        assert_eq!(inbox.status_counts().await.unwrap().total(), 2);
+        let (release, held) = hold_writer(&inbox).await;
+        for id in ["msg_c", "msg_d", "msg_e"] {
+            assert!(matches!(
+                inbox.enqueue(&event(id)).await.unwrap(),
+                Enqueued::Stored(_)
+            ));
+        }
+        assert_eq!(inbox.stats().unapplied, 3);
+        crash_copy(live.path(), crashed.path());
+        release.send(()).unwrap();
+        held.await.unwrap();
+
+        let path = crashed.path().join("inbox.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let rows: i64 = conn
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(rows, 2, "the copy holds only the applied events");
+        }
+        let reopened = open(&path);
+        let entries = reopened.query(LogQuery::new().limit(100)).await.unwrap();
+        let mut ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| e.delivery_id.clone())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["msg_a", "msg_b", "msg_c", "msg_d", "msg_e"]);
+        let numbers: Vec<i64> = entries.iter().rev().map(|e| e.id.get()).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5]);
+        // The retries are duplicates, of the replayed copies.
+        assert_eq!(
+            reopened.enqueue(&event("msg_d")).await.unwrap(),
+            Enqueued::Duplicate(Some(crate::EventId::new(4)))
+        );
+        assert_eq!(
+            reopened.enqueue(&event("msg_a")).await.unwrap(),
+            Enqueued::Duplicate(Some(crate::EventId::new(1)))
+        );
+        // New events continue after the replayed ids; the segments were consumed.
+        assert_eq!(
+            reopened.enqueue(&event("msg_f")).await.unwrap(),
+            Enqueued::Stored(crate::EventId::new(6))
+        );
+        assert_eq!(
+            segments(&path).len(),
+            2,
+            "the new active segment and its spare at most"
+        );
+        drop(reopened);
+        // Opening again replays nothing twice.
+        let again = open(&path);
+        assert_eq!(again.status_counts().await.unwrap().total(), 6);
+        drop(inbox);
+    }
+
+    /// A torn or corrupted tail: recovery keeps every whole record before it and drops the
+    /// rest, without a panic, whatever the bytes are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_stops_at_a_torn_tail_or_a_bad_checksum() {
+        for damage in ["garbage after", "flipped byte", "cut short"] {
+            let (live, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let inbox = open(&live.path().join("inbox.db"));
+            let (release, held) = hold_writer(&inbox).await;
+            for id in ["msg_1", "msg_2", "msg_3"] {
+                inbox.enqueue(&event(id)).await.unwrap();
+            }
+            crash_copy(live.path(), crashed.path());
+            release.send(()).unwrap();
+            held.await.unwrap();
+            drop(inbox);
+
+            let path = crashed.path().join("inbox.db");
+            let active = segments(&path)
+                .into_iter()
+                .find(|(seq, p)| {
+                    !segment::scan(*seq, &fs::read(p).unwrap())
+                        .records
+                        .is_empty()
+                })
+                .unwrap();
+            let mut data = fs::read(&active.1).unwrap();
+            let scanned = segment::scan(active.0, &data);
+            assert_eq!(scanned.records.len(), 3);
+            let end = scanned.valid_len;
+            let last_start = {
+                let mut two = Vec::new();
+                for r in &scanned.records[..2] {
+                    segment::encode_event(r, &mut two);
+                }
+                two.len()
+            };
+            let kept = match damage {
+                "garbage after" => {
+                    for (n, byte) in data[end..end + 64].iter_mut().enumerate() {
+                        *byte = (n * 37 + 11) as u8;
+                    }
+                    3
+                }
+                "flipped byte" => {
+                    data[last_start + segment::HEADER_LEN + 3] ^= 0x40;
+                    2
+                }
+                _ => {
+                    // The last record half written: its second half is still zeros.
+                    for byte in &mut data[(last_start + end) / 2..end] {
+                        *byte = 0;
+                    }
+                    2
+                }
+            };
+            fs::write(&active.1, &data).unwrap();
+            let reopened = open(&path);
+            let entries = reopened.query(LogQuery::new()).await.unwrap();
+            assert_eq!(entries.len(), kept, "{damage}");
+            // What was lost was never acknowledged in a real crash; its retry is new.
+            let retry = reopened.enqueue(&event("msg_3")).await.unwrap();
+            assert_eq!(matches!(retry, Enqueued::Stored(_)), kept == 2, "{damage}");
+        }
+    }
+
+    /// Full segments are closed and rolled over, and deleted once everything in them is
+    /// in the database; a restart finds every event once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segments_roll_over_and_are_deleted_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let inbox = Inbox::builder(&path)
+            .no_scheduled_pruning()
+            .segment_size(64 * 1024)
+            .open()
+            .unwrap();
+        let mut highest_seq = 0;
+        for n in 0..400 {
+            let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
+                .unwrap()
+                .sign(&SignRequest::new("x".repeat(1000)).id(format!("msg_{n}")))
+                .unwrap();
+            let event = Verifier::builder(SchemeId::StandardWebhooksV1)
+                .secret(SECRET)
+                .build()
+                .unwrap()
+                .verify(&delivery.headers, delivery.body)
+                .unwrap();
+            inbox.enqueue(&event).await.unwrap();
+            if let Some((seq, _)) = segments(&path).last() {
+                highest_seq = highest_seq.max(*seq);
+            }
+        }
+        assert!(
+            highest_seq >= 6,
+            "400 KiB in 64 KiB segments: {highest_seq}"
+        );
+        assert_eq!(inbox.status_counts().await.unwrap().total(), 400);
+        // Applied and synced segments are deleted (the active one and a spare stay).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while segments(&path).len() > 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                segments(&path)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(inbox);
+        let reopened = open(&path);
+        assert_eq!(reopened.status_counts().await.unwrap().total(), 400);
+        assert_eq!(reopened.stats().dedup_keys_in_memory, 400);
+    }
+
+    /// A second inbox on the same file (`hookgate inbox` while `serve` runs) does not get
+    /// the log: it reads what the first one applied and refuses to take events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_inbox_on_the_file_reads_but_takes_no_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let first = open(&path);
+        first.enqueue(&event("msg_1")).await.unwrap();
+        first.status_counts().await.unwrap();
+        let second = open(&path);
+        assert_eq!(second.status_counts().await.unwrap().total(), 1);
+        assert!(matches!(
+            second.enqueue(&event("msg_2")).await,
+            Err(crate::InboxError::NotTheWriter)
+        ));
+        // Closing the first hands the log over at the next open.
+        drop(first);
+        drop(second);
+        let third = open(&path);
+        assert!(matches!(
+            third.enqueue(&event("msg_2")).await,
+            Ok(Enqueued::Stored(_))
+        ));
+    }
+}
