@@ -28,6 +28,8 @@ use crate::journal::{JournalShared, ToApplier, sync_dir};
 use crate::segment::{self, LogRecord};
 use crate::writer::{Call, Durability, Work};
 
+/// Applied segments kept for reuse.
+const KEEP_FREE: usize = 2;
 /// Most records one apply transaction holds.
 const APPLY_BATCH: usize = 8192;
 /// First pause before retrying a failed apply; doubles up to [`MAX_RETRY_PAUSE`].
@@ -147,9 +149,9 @@ pub(crate) fn recover(conn: &Connection, dir: &Path) -> Result<Recovered, InboxE
         );
     }
     // The writer connection runs with synchronous=FULL: every commit above is fsynced, so
-    // the segments are no longer needed.
+    // the segments are no longer needed (a few are kept for reuse).
     for (_, path) in &segments {
-        fs::remove_file(path).map_err(log_error)?;
+        give_up(path).map_err(log_error)?;
     }
     if !segments.is_empty() {
         sync_dir(dir).map_err(log_error)?;
@@ -203,12 +205,28 @@ fn run(rx: &Receiver<ToApplier>, writer: &mpsc::Sender<Box<dyn Work>>, shared: &
         let applied = *shared.applied.borrow();
         if sealed.front().is_some_and(|(_, last)| *last <= applied) && sync(writer) {
             while let Some((path, _)) = sealed.front().filter(|(_, last)| *last <= applied) {
-                if let Err(err) = fs::remove_file(path) {
+                if let Err(err) = give_up(path) {
                     tracing::warn!(error = %err, path = %path.display(), "cannot remove an applied log segment");
                 }
                 sealed.pop_front();
             }
         }
+    }
+}
+
+/// Renames an applied segment for reuse, or deletes it when enough are kept.
+fn give_up(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let seq = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    match seq {
+        Some(seq) if segment::list_free(dir)?.len() < KEEP_FREE => {
+            fs::rename(path, dir.join(segment::free_name(seq)))
+        }
+        _ => fs::remove_file(path),
     }
 }
 
@@ -501,6 +519,9 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Applied segments are kept for reuse (renamed, a bounded number), not re-zeroed;
+        // their old records never count again.
+        assert!(segment::list_free(&log_dir(&path)).unwrap().len() <= KEEP_FREE);
         drop(inbox);
         let reopened = open(&path);
         assert_eq!(reopened.status_counts().await.unwrap().total(), 400);

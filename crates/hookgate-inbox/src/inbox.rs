@@ -414,13 +414,11 @@ impl InboxBuilder {
     ) -> Result<Journal, InboxError> {
         let io = |err: std::io::Error| InboxError::Log(Arc::new(err));
         let shared = Arc::new(JournalShared::new(keys.clone(), last_id));
-        let first =
-            journal::create_segment(&dir, seq, self.segment_size, &shared.stop).map_err(io)?;
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let (to_applier, applier_rx) = std::sync::mpsc::channel();
         let mut threads = journal::start(
             dir,
-            first,
+            seq,
             self.segment_size,
             self.max_batch,
             last_id.saturating_add(1),
@@ -725,7 +723,10 @@ impl Inbox {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        self.caught_up().await;
+        // Worker bookkeeping (deferred) only touches events it leased, already applied.
+        if durability == Durability::Synced {
+            self.caught_up().await;
+        }
         let (job, rx) = Call::job_with_undo(wakes, f, undo, durability);
         self.inner
             .tx

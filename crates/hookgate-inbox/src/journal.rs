@@ -115,7 +115,9 @@ pub(crate) struct Segment {
     last_id: i64,
 }
 
-/// Creates segment `seq` in `dir`: zero-filled to `size`, synced, its directory synced.
+/// Creates segment `seq` in `dir`: a fully applied segment kept for reuse renamed (its
+/// blocks are written already, and its old records fail the checksum under the new
+/// number), or else a new file zero-filled to `size`; then synced, and its directory synced.
 pub(crate) fn create_segment(
     dir: &Path,
     seq: u64,
@@ -123,6 +125,23 @@ pub(crate) fn create_segment(
     stop: &AtomicBool,
 ) -> io::Result<Segment> {
     let path = dir.join(segment::file_name(seq));
+    if let Some(free) = segment::list_free(dir)?.into_iter().next() {
+        fs::rename(&free, &path)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        if file.metadata()?.len() >= size {
+            sync_dir(dir)?;
+            return Ok(Segment {
+                seq,
+                path,
+                file: Arc::new(file),
+                offset: 0,
+                last_id: 0,
+            });
+        }
+        // Smaller than this inbox's segments now: not reused.
+        drop(file);
+        fs::remove_file(&path)?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -162,12 +181,14 @@ pub(crate) struct Threads {
     pub(crate) handles: Vec<JoinHandle<()>>,
 }
 
-/// Starts the writer, syncer and preallocator threads on `first` (a fresh segment), with
-/// `next_id` as the first event id. Durable records go to `to_applier`.
+/// Starts the writer, syncer and preallocator threads, with `first_seq` as the first
+/// segment's number and `next_id` as the first event id. Durable records go to
+/// `to_applier`. No segment is created before the first append: an inbox opened only to
+/// be queried writes nothing.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     dir: PathBuf,
-    first: Segment,
+    first_seq: u64,
     segment_size: u64,
     max_batch: usize,
     next_id: i64,
@@ -177,14 +198,19 @@ pub(crate) fn start(
 ) -> io::Result<Threads> {
     let (spare_tx, spare_rx) = sync_channel::<io::Result<Segment>>(0);
     let (sync_tx, sync_rx) = sync_channel::<SyncBatch>(0);
+    let (go_tx, go_rx) = sync_channel::<()>(1);
     let mut handles = Vec::new();
-    let next_seq = first.seq.saturating_add(1);
     {
         let shared = shared.clone();
         handles.push(
             std::thread::Builder::new()
                 .name("hookgate-inbox-prealloc".to_owned())
-                .spawn(move || preallocate(&dir, next_seq, segment_size, &spare_tx, &shared))?,
+                .spawn(move || {
+                    // Nothing until the first append (or the inbox closes).
+                    if go_rx.recv().is_ok() {
+                        preallocate(&dir, first_seq, segment_size, &spare_tx, &shared);
+                    }
+                })?,
         );
     }
     {
@@ -200,7 +226,8 @@ pub(crate) fn start(
             .name("hookgate-inbox-log-writer".to_owned())
             .spawn(move || {
                 let writer = Writer {
-                    segment: first,
+                    segment: None,
+                    go: Some(go_tx),
                     spares: spare_rx,
                     to_syncer: sync_tx,
                     segment_size,
@@ -247,7 +274,10 @@ struct SyncBatch {
 }
 
 struct Writer {
-    segment: Segment,
+    /// The segment being written; `None` until the first append.
+    segment: Option<Segment>,
+    /// Starts the preallocator at the first append.
+    go: Option<SyncSender<()>>,
     spares: Receiver<io::Result<Segment>>,
     to_syncer: SyncSender<SyncBatch>,
     segment_size: u64,
@@ -288,6 +318,17 @@ impl Writer {
         }
     }
 
+    /// The next preallocated segment (waiting for it if it is not ready yet).
+    fn next_segment(&mut self) -> io::Result<Segment> {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+        match self.spares.recv() {
+            Ok(segment) => segment,
+            Err(_) => Err(io::Error::other("the segment preallocator stopped")),
+        }
+    }
+
     /// Writes the batch (rolling over to a new segment first if it does not fit); returns
     /// the files to sync, the closed segment if any, and the batch's last id.
     #[allow(clippy::type_complexity)]
@@ -306,23 +347,31 @@ impl Writer {
         let len = buf.len() as u64;
         let mut files = Vec::with_capacity(2);
         let mut sealed = None;
-        if self.segment.offset > 0 && self.segment.offset.saturating_add(len) > self.segment_size {
+        let mut current = match self.segment.take() {
+            Some(segment) => segment,
+            None => self.next_segment()?,
+        };
+        if current.offset > 0 && current.offset.saturating_add(len) > self.segment_size {
             let mut end = Vec::new();
             segment::encode_end(&mut end);
-            segment::seal(&mut end, self.segment.seq);
-            self.segment.file.write_all_at(&end, self.segment.offset)?;
-            files.push(self.segment.file.clone());
-            sealed = Some((self.segment.path.clone(), self.segment.last_id));
-            self.segment = match self.spares.recv() {
-                Ok(segment) => segment?,
-                Err(_) => return Err(io::Error::other("the segment preallocator stopped")),
-            };
+            segment::seal(&mut end, current.seq);
+            if let Err(err) = current.file.write_all_at(&end, current.offset) {
+                self.segment = Some(current);
+                return Err(err);
+            }
+            files.push(current.file.clone());
+            sealed = Some((current.path.clone(), current.last_id));
+            current = self.next_segment()?;
         }
-        segment::seal(buf, self.segment.seq);
-        self.segment.file.write_all_at(buf, self.segment.offset)?;
-        self.segment.offset = self.segment.offset.saturating_add(len);
-        self.segment.last_id = last_id;
-        files.push(self.segment.file.clone());
+        segment::seal(buf, current.seq);
+        let written = current.file.write_all_at(buf, current.offset);
+        if written.is_ok() {
+            current.offset = current.offset.saturating_add(len);
+            current.last_id = last_id;
+            files.push(current.file.clone());
+        }
+        self.segment = Some(current);
+        written?;
         Ok((files, sealed, last_id))
     }
 }
@@ -383,9 +432,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(Keys::default());
         let shared = Arc::new(JournalShared::new(keys.clone(), 0));
-        let stop = AtomicBool::new(false);
         let size = 64 * 1024;
-        let first = create_segment(dir.path(), 1, size, &stop).unwrap();
         let (tx, rx) = mpsc::channel(1024);
         let (to_applier, applied) = std_mpsc::channel();
         // 64 appends wait before the writer starts: one batch, one sync.
@@ -403,7 +450,7 @@ mod tests {
         }
         let threads = start(
             dir.path().to_path_buf(),
-            first,
+            1,
             size,
             1024,
             11,

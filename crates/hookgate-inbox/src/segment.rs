@@ -38,6 +38,8 @@ const ABSENT: u32 = u32::MAX;
 const FLAG_TEST: u8 = 1;
 const FLAG_SIGNED_AT: u8 = 2;
 const SUFFIX: &str = ".seg";
+/// A fully applied segment kept for reuse (renamed, not zeroed again).
+const FREE_SUFFIX: &str = ".free";
 
 /// One event as the log holds it: what the applier writes to SQLite.
 #[derive(Debug, Clone)]
@@ -54,6 +56,27 @@ pub(crate) struct LogRecord {
 /// The file name of segment `seq`.
 pub(crate) fn file_name(seq: u64) -> String {
     format!("{seq:020}{SUFFIX}")
+}
+
+/// The name a fully applied segment `seq` is kept under for reuse.
+pub(crate) fn free_name(seq: u64) -> String {
+    format!("{seq:020}{FREE_SUFFIX}")
+}
+
+/// The files kept for reuse in `dir`.
+pub(crate) fn list_free(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut free = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(FREE_SUFFIX))
+        {
+            free.push(entry.path());
+        }
+    }
+    Ok(free)
 }
 
 /// The segments in `dir`, oldest first.
