@@ -1,4 +1,5 @@
-//! Drives the inbox's writer without HTTP, for profiling its per-event cost:
+//! Drives the inbox's write path (the segment log, its applier) without HTTP, for profiling
+//! its per-event cost:
 //! `target/release/examples/profile_inbox [N] [CONCURRENCY] [worker]`, under
 //! `perf record -g` or `valgrind --tool=callgrind`.
 //!
@@ -76,6 +77,10 @@ fn main() {
             task.await.unwrap();
         }
         let stored = started.elapsed();
+        // A query waits for the events acknowledged before it to reach the database.
+        let total = inbox.status_counts().await.unwrap().total();
+        let applied = started.elapsed();
+        assert_eq!(total, n as u64);
         if let Some(worker) = worker {
             while inbox.status_counts().await.unwrap().processed < n as u64 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,9 +95,13 @@ fn main() {
         }
         let stats = inbox.stats();
         println!(
-            "stored {n} events with {concurrency} tasks in {:.2} s ({:.0}/s); {} commits, {:.1} jobs/commit",
+            "stored {n} events with {concurrency} tasks in {:.2} s ({:.0}/s); {} log syncs, {:.1} events/sync; \
+             in the database after {:.2} s; {} database commits, {:.1} jobs/commit",
             stored.as_secs_f64(),
             n as f64 / stored.as_secs_f64(),
+            stats.log_syncs,
+            stats.average_log_batch(),
+            applied.as_secs_f64(),
             stats.commits,
             stats.average_batch()
         );

@@ -1,4 +1,5 @@
-//! The inbox as a dedup store: claims in process memory, committed keys in the database.
+//! The inbox as a dedup store: claims in process memory, committed keys in the database
+//! and, in the inbox that holds the segment log, every live key in memory too.
 //!
 //! A claim is an in-process entry with a short lifetime: it only has to stop concurrent
 //! copies of a delivery while the first one is being stored, and a crash must drop it (a
@@ -22,6 +23,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::digest::key_digest;
 use crate::inbox::ClaimAttempt;
+use crate::keys::KeyState as MemoryKey;
 use crate::time::add;
 use crate::{Inbox, InboxError};
 
@@ -85,15 +87,19 @@ impl Inbox {
         }
         let digest = key_digest(key);
         let ttl = self.inner.config.committed_ttl;
-        self.write(false, move |conn, now| {
-            conn.prepare_cached(
-                "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, NULL, ?2)
+        let expires = self
+            .write(false, move |conn, now| {
+                let expires = add(now, ttl);
+                conn.prepare_cached(
+                    "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, NULL, ?2)
                  ON CONFLICT(digest) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-            )?
-            .execute(params![&digest[..], add(now, ttl)])?;
-            Ok(())
-        })
-        .await
+                )?
+                .execute(params![&digest[..], expires])?;
+                Ok(expires)
+            })
+            .await?;
+        self.remember_key(&digest, expires);
+        Ok(())
     }
 
     /// Gives up the claim made with `token`, if it still holds the key.
@@ -103,6 +109,9 @@ impl Inbox {
 
     /// The state of `key`.
     pub(crate) async fn lookup_key(&self, key: &str) -> Result<KeyLookup, InboxError> {
+        if self.holds_log() && self.key_state(&key_digest(key)) == MemoryKey::Pending {
+            return Ok(KeyLookup::InFlight);
+        }
         if self.is_committed(key).await? {
             return Ok(KeyLookup::Committed);
         }
@@ -112,8 +121,13 @@ impl Inbox {
         Ok(KeyLookup::Absent)
     }
 
+    /// Whether `key` is durably stored: from memory when this inbox holds the log (every
+    /// live key is there), else from the database.
     async fn is_committed(&self, key: &str) -> Result<bool, InboxError> {
         let digest = key_digest(key);
+        if self.holds_log() {
+            return Ok(matches!(self.key_state(&digest), MemoryKey::Stored(_)));
+        }
         self.read(move |conn, now| {
             Ok(conn
                 .prepare_cached("SELECT 1 FROM dedup WHERE digest = ?1 AND expires_at > ?2")?

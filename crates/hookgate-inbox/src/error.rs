@@ -36,6 +36,16 @@ pub enum InboxError {
     /// A stored row could not be decoded (for example an unknown status).
     #[error("corrupt inbox row: {0}")]
     Corrupt(String),
+    /// The segment log, where enqueued events are made durable, could not be read or
+    /// written (I/O error, disk full). After a failed write the log takes no more events
+    /// until the inbox is opened again, which recovers everything that was acknowledged.
+    #[error("inbox log error: {0}")]
+    Log(#[source] Arc<std::io::Error>),
+    /// Another open [`Inbox`](crate::Inbox) (in this process or another) holds this inbox's
+    /// segment log: only that one takes new events. This one can still query the event log
+    /// and run workers, replays and pruning.
+    #[error("another open inbox holds this inbox's log and takes its events")]
+    NotTheWriter,
     /// The work could not be run (the Tokio runtime is shutting down).
     #[error("inbox task failed: {0}")]
     Task(String),

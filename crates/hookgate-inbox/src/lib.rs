@@ -5,10 +5,10 @@
 //! stored events reliably afterwards.
 //!
 //! One [`Inbox`] is at once
-//! - a **sink** for the gate: [`Inbox::enqueue`] returns only after the transaction holding
-//!   the event is committed and fsynced;
-//! - a **dedup store**: the event and its dedup entry are written in the same transaction,
-//!   so there is never one without the other;
+//! - a **sink** for the gate: [`Inbox::enqueue`] returns only after the event is synced to
+//!   the inbox's append-only log, from which it reaches the database moments later;
+//! - a **dedup store**: the event and its dedup entry are one record of the log, so there
+//!   is never one without the other;
 //! - the **queue** a [`Worker`] drains, running your async [`Handler`] at least once per
 //!   event, with retries, dead letters and graceful shutdown (the one worker loop of
 //!   `hookgate-queue`, over an [`InboxQueue`]; a handler here is a
@@ -45,7 +45,7 @@
 //! let delivery = Signer::new(SchemeId::StandardWebhooksV1, secret)?
 //!     .sign(&SignRequest::new(r#"{"type":"invoice.paid"}"#).id("msg_1"))?;
 //! let outcome = gate.receive(&delivery.headers, delivery.body.clone(), None).await;
-//! // 200 only now that the event is committed to disk.
+//! // 200 only now that the event is synced to disk.
 //! assert_eq!((outcome.status(), outcome.code()), (200, "accepted"));
 //! // The sender's retry is acknowledged without a second copy.
 //! let again = gate.receive(&delivery.headers, delivery.body.clone(), None).await;
@@ -66,36 +66,62 @@
 //!
 //! ## Durability guarantees
 //!
-//! The database runs in WAL mode with `synchronous=FULL`: a commit returns only after the
-//! write-ahead log is fsynced, so an event whose enqueue returned `Ok` survives a killed
-//! process, an OS crash and a power cut, as far as the disk honours fsync. What it does
-//! not give:
+//! An enqueued event is first appended to the inbox's **segment log**, a directory beside
+//! the database (`inbox.db-log/` for `inbox.db`): [`Inbox::enqueue`] returns `Ok` only after
+//! the `fdatasync` covering its record returned, so an event whose enqueue returned `Ok`
+//! survives a killed process, an OS crash and a power cut, as far as the disk honours its
+//! flushes. Segments are preallocated (zero-filled and synced, their directory synced)
+//! before a record goes in, so the sync of a record never depends on file-system metadata
+//! that was not already durable. Each record carries a CRC-32 over its bytes and its
+//! segment's number; opening the inbox reads the log up to the first record that is torn
+//! or fails its checksum, and applies to the database what the database does not have yet.
+//!
+//! The database (WAL mode) keeps everything else. A background applier moves records from
+//! the log into it in large transactions that are not fsynced on their own: until a record
+//! is in the database the log is its durable copy, and after a crash the applier replays
+//! from its checkpoint (stored in the same transactions). Segments are reused or deleted
+//! once what they hold is applied and fsynced. Workers and queries see an event once it is
+//! applied, normally within milliseconds; a query or lease made after an enqueue returned
+//! waits for that enqueue's event (up to 5 s, if the database is stuck).
+//!
+//! What it does not give:
 //! - protection against a disk that lies about fsync (some consumer drives and virtual
 //!   disks with write caching), or against losing the disk itself — replicate or back up
 //!   the file (`VACUUM INTO`, Litestream) for that;
 //! - sharing over a network file system: SQLite's locking is unreliable there, and WAL
 //!   needs shared memory; keep the file on a local disk;
+//! - several processes taking events into one inbox: the first to open it holds its log
+//!   (a lock file); another open inbox — `hookgate inbox` while `hookgate serve` runs —
+//!   can query, replay and run workers, and its enqueues fail with
+//!   [`InboxError::NotTheWriter`];
 //! - exactly-once processing: a handler can be run again for an event it already handled
 //!   (after a crash, an expired lease or a lost result), so handlers must be idempotent.
 //!
-//! **Group commit.** All writes go through one writer thread. While one transaction is
-//! being fsynced, new writes queue up; the next transaction takes them all (up to
-//! [`InboxBuilder::max_batch`]) and one fsync answers them all. Each caller is answered only
-//! after the commit that holds its write, so sharing an fsync never weakens the guarantee;
-//! it lets throughput grow with concurrency. [`Inbox::stats`] shows commits and batch sizes.
+//! **Group commit.** Enqueues queue for the log's writer thread, which takes every one
+//! waiting (up to [`InboxBuilder::max_batch`]), writes them with one write and hands the
+//! batch to a second thread for its `fdatasync`, then writes the next batch while that one
+//! syncs. Each caller is answered only after the sync that covers its record, so sharing a
+//! sync never weakens the guarantee; it lets throughput grow with concurrency.
+//! [`Inbox::stats`] shows syncs and batch sizes.
+//!
+//! **Dedup keys in memory.** The inbox that holds the log keeps every live dedup key (a
+//! 16-byte digest) in memory, rebuilt from the database when it opens: an enqueue decides
+//! "new or duplicate" without reading the database, and a key is durable with its event's
+//! record. A retry after a restart, or after a crash between the append and the apply, is
+//! still answered `duplicate`.
 //!
 //! **Worker bookkeeping is durable a little later.** A worker's lease is fsynced before
 //! its handler runs (so an attempt cut short by a crash counts, and an event that crashes
 //! the process every time still reaches its dead letter). Its completions, lease renewals
-//! and releases are committed without an fsync of their own: the next fsynced commit (any
-//! enqueue) or the checkpoint thread's next checkpoint (normally within a second) makes
-//! them durable. A crash before that loses only the newest of them, which leaves those
+//! and releases are committed without an fsync of their own: the next fsynced commit (a
+//! lease, a replay) or the checkpoint thread's next checkpoint (normally within a second)
+//! makes them durable. A crash before that loses only the newest of them, which leaves those
 //! events leased: they are handled again once the lease expires, as at-least-once
 //! processing allows anyway.
 //!
-//! **Storage layout.** What arrived (body, headers, the fields the log shows) is written
-//! once and never rewritten; the small mutable state (status, attempts, lease, due time,
-//! last error) lives in a row of its own, which is all a lease or a completion updates.
+//! **Storage layout.** In the database, what arrived (body, headers, the fields the log
+//! shows) is written once and never rewritten; the small mutable state (status, attempts,
+//! lease, due time, last error) lives in a row of its own, which is all a lease or a completion updates.
 //! Dedup entries are keyed by a 16-byte digest of the dedup key. Checkpoints run on a
 //! thread of their own. Files written by an earlier version are migrated when opened.
 //!
@@ -144,11 +170,14 @@
 //!
 //! ## Group commit in numbers
 //!
-//! [`Inbox::stats`] counts commits, the jobs they held and the largest batch;
-//! [`InboxStats::average_batch`] is the number of callers that shared each fsync. The knobs
-//! are [`InboxBuilder::max_batch`] (1 turns group commit off, for comparison) and
-//! [`InboxBuilder::queue_capacity`] (back-pressure: past it the gate answers 503
-//! `sink_full`). Metrics: `hookgate_inbox_commit_batch_size` (histogram),
+//! [`Inbox::stats`] counts the log's syncs and the events they held
+//! ([`InboxStats::average_log_batch`] is the number of enqueues that shared each
+//! `fdatasync`), the database's commits and jobs, and the events not applied yet. The knobs
+//! are [`InboxBuilder::max_batch`] (1 turns group commit off, for comparison),
+//! [`InboxBuilder::queue_capacity`] (back-pressure: past it, or past four times as many
+//! events not yet applied, the gate answers 503 `sink_full`) and
+//! [`InboxBuilder::segment_size`]. Metrics: `hookgate_inbox_log_batch_size` and
+//! `hookgate_inbox_commit_batch_size` (histograms),
 //! `hookgate_inbox_failed_commits_total`, and from the worker
 //! `hookgate_process_attempts_total` and `hookgate_process_duration_seconds` (labels
 //! `scheme`, `outcome`); its spans are `webhook.process`.
@@ -160,6 +189,7 @@
 //! already applied.
 
 mod activity;
+mod applier;
 mod arrival;
 mod checkpoint;
 mod dead;
@@ -169,10 +199,13 @@ mod error;
 mod event;
 mod handshakes;
 mod inbox;
+mod journal;
+mod keys;
 mod log;
 mod ordering;
 mod queue;
 mod schema;
+mod segment;
 mod sink;
 mod time;
 mod worker;
@@ -187,8 +220,8 @@ pub use hookgate::BoxFuture;
 pub use hookgate_queue::event_log::{self, ArrivalCursor, EventLog};
 pub use inbox::{
     DEFAULT_CLAIM_TTL, DEFAULT_COMMITTED_TTL, DEFAULT_MAX_BATCH, DEFAULT_PRUNE_INTERVAL,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, Enqueued, Inbox, InboxBuilder, InboxStats,
-    PruneReport, TestFilter,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RETENTION, DEFAULT_SEGMENT_SIZE, Enqueued, Inbox, InboxBuilder,
+    InboxStats, PruneReport, TestFilter,
 };
 pub use log::{Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts};
 pub use ordering::{Advance, AggregateVersions};

@@ -20,6 +20,10 @@
 //!   id scans `events` from the newest row back instead (see `LogQuery::delivery_id`).
 //! - Checkpoints run on their own thread and connection, not in the writer's commits.
 //!
+//! Version 3 adds `log_applied`, the checkpoint of the segment log in front of these tables
+//! (see `journal.rs` and `applier.rs`): events are appended to the log first and applied
+//! here in batches.
+//!
 //! Version 1 (everything in one `events` row, TEXT dedup keys, the delivery-id index) is
 //! migrated in one transaction when a file is opened: see [`migrate`].
 
@@ -33,7 +37,7 @@ use crate::InboxError;
 use crate::digest::key_digest;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +108,20 @@ CREATE TABLE IF NOT EXISTS aggregate_versions (
     version       INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 3 adds the segment log's checkpoint: the highest event id applied from the log
+/// (and when a synced commit last made the applied records durable). Events written
+/// before version 3 are all in `events`, so the checkpoint starts at the id sequence.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS log_applied (
+    one           INTEGER PRIMARY KEY CHECK (one = 1),
+    event_id      INTEGER NOT NULL,
+    synced_at     INTEGER
+);
+INSERT OR IGNORE INTO log_applied (one, event_id)
+VALUES (1, max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+              coalesce((SELECT max(id) FROM events), 0)));
 ";
 
 /// Opens the writer connection: WAL, `synchronous=FULL`, and the schema created or migrated.
@@ -194,6 +212,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), InboxError> {
     } else {
         conn.execute_batch(SCHEMA_V2)?;
     }
+    conn.execute_batch(SCHEMA_V3)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -265,7 +284,7 @@ mod tests {
         drop(conn);
         assert!(matches!(
             open_writer(&path),
-            Err(InboxError::SchemaTooNew { found: 3, .. })
+            Err(InboxError::SchemaTooNew { found: 4, .. })
         ));
     }
 

@@ -92,7 +92,8 @@ async fn many_concurrent_enqueues_are_all_stored() {
     }
     let stats = inbox.stats();
     assert_eq!(stats.events_stored, 200);
-    assert!(stats.commits >= 1 && stats.commits <= 200);
+    assert!(stats.log_syncs >= 1 && stats.log_syncs <= 200);
+    assert_eq!(stats.log_records, 200);
     assert_eq!(inbox.status_counts().await.unwrap().received, 200);
 }
 

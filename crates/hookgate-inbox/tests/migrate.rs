@@ -26,6 +26,7 @@ use hookgate_inbox::{
     Enqueued, EventId, HandlerResult, Inbox, InboxEvent, LogQuery, Replay, Status, Worker,
 };
 use rusqlite::{Connection, params};
+use sha2::Digest;
 
 /// Version 1's schema, as `schema.rs` wrote it (including the index it dropped later).
 const SCHEMA_V1: &str = "
@@ -394,7 +395,10 @@ async fn check_migrated(inbox: &Inbox) {
         let stored = inbox.event(id).await.unwrap().unwrap();
         assert_eq!(stored.body(), verified.body());
         assert_eq!(stored.headers().len(), verified.headers().len());
-        assert_eq!(stored.timestamp(), verified.timestamp());
+        // `verified` was signed again just now, the stored copy when the file was written:
+        // the same second, or a few later (comparing them exactly failed at a second's edge).
+        let (then, now) = (stored.timestamp().unwrap(), verified.timestamp().unwrap());
+        assert!(now.duration_since(then).unwrap() <= Duration::from_secs(60));
     }
     let leased = inbox.entry(EventId::new(5)).await.unwrap().unwrap();
     assert!(leased.lease_until.is_some());
@@ -422,4 +426,166 @@ async fn check_migrated(inbox: &Inbox) {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].status, Status::Dead);
     assert_eq!(inbox.versions().current("cus_1").await.unwrap(), Some(5));
+}
+
+/// Version 2's schema, as `schema.rs` wrote it on main before the segment log (schema 3).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key     TEXT    NOT NULL,
+    scheme        TEXT    NOT NULL,
+    delivery_id   TEXT,
+    event_type    TEXT,
+    signed_at     INTEGER,
+    received_at   INTEGER NOT NULL,
+    headers       TEXT    NOT NULL,
+    body          BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE INDEX IF NOT EXISTS events_type ON events(event_type);
+
+CREATE TABLE IF NOT EXISTS state (
+    id            INTEGER PRIMARY KEY,
+    status        TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    due_at        INTEGER,
+    lease_token   INTEGER,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    duration_ms   INTEGER,
+    last_error    TEXT,
+    is_test       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS state_due ON state(due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS state_status ON state(status, finished_at);
+
+CREATE TABLE IF NOT EXISTS dedup (
+    digest        BLOB    PRIMARY KEY,
+    event_id      INTEGER,
+    expires_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id            INTEGER PRIMARY KEY,
+    event_id      INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER NOT NULL,
+    outcome       TEXT    NOT NULL,
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    event_id      INTEGER PRIMARY KEY,
+    dead_at       INTEGER NOT NULL,
+    reason        TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS aggregate_versions (
+    aggregate     TEXT    PRIMARY KEY,
+    version       INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// A version-2 file (the layout before the segment log), written with version 2's own DDL
+/// and the SQL its enqueue ran, opens with its events, their states and its dedup keys; new
+/// ids continue after its sequence, and its queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_file_opens_with_its_events_and_dedup_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch(SCHEMA_V2).unwrap();
+        for (n, (delivery, status)) in [("msg_v2_done", "processed"), ("msg_v2_new", "received")]
+            .into_iter()
+            .enumerate()
+        {
+            let verified = event(delivery, "invoice.paid");
+            conn.execute(
+                "INSERT INTO events (dedup_key, scheme, delivery_id, event_type, signed_at,
+                     received_at, headers, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    verified.dedup_key(),
+                    verified.scheme(),
+                    verified.delivery_id(),
+                    verified.event_type(),
+                    verified.timestamp_millis(),
+                    NOW - HOUR + i64::try_from(n).unwrap(),
+                    "[]",
+                    &verified.body()[..],
+                ],
+            )
+            .unwrap();
+            let id = conn.last_insert_rowid();
+            conn.execute(
+                "INSERT INTO state (id, status, due_at, finished_at, is_test)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+                params![
+                    id,
+                    status,
+                    (status == "received").then_some(NOW - HOUR),
+                    (status == "processed").then_some(NOW - HOUR),
+                ],
+            )
+            .unwrap();
+            let digest = sha2::Sha256::digest(verified.dedup_key().as_bytes());
+            conn.execute(
+                "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![&digest[..16], id, NOW + 10 * HOUR],
+            )
+            .unwrap();
+        }
+        let other = sha2::Sha256::digest(event("msg_v2_other_sink", "a").dedup_key().as_bytes());
+        conn.execute(
+            "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, NULL, ?2)",
+            params![&other[..16], NOW + 10 * HOUR],
+        )
+        .unwrap();
+        // Ids handed out before and since pruned: new ids continue after them.
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'events'",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+    let clock = Arc::new(ManualClock::new());
+    let inbox = open(&path, &clock);
+    let counts = inbox.status_counts().await.unwrap();
+    assert_eq!((counts.processed, counts.total()), (1, 2));
+    let entry = inbox.entry(EventId::new(2)).await.unwrap().unwrap();
+    assert_eq!(entry.delivery_id.as_deref(), Some("msg_v2_new"));
+    assert_eq!(entry.status, Status::Received);
+    for (delivery, expected) in [
+        ("msg_v2_done", Enqueued::Duplicate(Some(EventId::new(1)))),
+        ("msg_v2_new", Enqueued::Duplicate(Some(EventId::new(2)))),
+        ("msg_v2_other_sink", Enqueued::Duplicate(None)),
+        ("msg_v3_first", Enqueued::Stored(EventId::new(10))),
+    ] {
+        let got = inbox.enqueue(&event(delivery, "a")).await.unwrap();
+        assert_eq!(got, expected, "{delivery}");
+    }
+    let worker = Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
+        .poll_interval(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    eventually("the queue to drain", || async {
+        inbox.status_counts().await.unwrap().processed == 3
+    })
+    .await;
+    worker.shutdown().await;
+    drop(inbox);
+    // And again after a restart: the keys came back from the file.
+    let inbox = open(&path, &clock);
+    assert_eq!(
+        inbox.enqueue(&event("msg_v3_first", "a")).await.unwrap(),
+        Enqueued::Duplicate(Some(EventId::new(10)))
+    );
 }

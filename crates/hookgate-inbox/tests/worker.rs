@@ -490,6 +490,8 @@ async fn scheduled_pruning_runs_in_the_background() {
         .open()
         .unwrap();
     store(&inbox, "msg_1", "a").await;
+    // The event reaches the database once the log's applier wrote it; a query waits for that.
+    inbox.status_counts().await.unwrap();
     let dedup_rows = || {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.query_row("SELECT count(*) FROM dedup", [], |row| row.get::<_, i64>(0))

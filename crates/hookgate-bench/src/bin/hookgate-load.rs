@@ -202,7 +202,9 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                 let stats = server.inbox_stats();
                 let worker = server.worker_stats();
                 server.stop().await;
-                let events_per_commit = stats.map(|s| s.average_batch());
+                // Enqueues share the segment log's syncs (the database's commits are the
+                // applier's and the worker's).
+                let events_per_commit = stats.map(|s| s.average_log_batch());
                 // Of the events stored during the run (warm-up included), the share the
                 // worker had finished when the load stopped.
                 let processed_share = match (stats, worker) {
