@@ -3,29 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Parses `250ms`, `5s`, `10m`, `2h`, `3d` or a bare number of seconds (`1.5` allowed).
-///
-/// # Errors
-/// A description of the expected form.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("expected a duration such as 500ms, 5s, 10m, 2h or 3d, not {text:?}")
-    })?;
-    let factor = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" | "sec" | "secs" => 1.0,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        other => return Err(format!("unknown unit {other:?}: use ms, s, m, h or d")),
-    };
-    Duration::try_from_secs_f64(value * factor).map_err(|_| format!("{text:?} is out of range"))
-}
+/// Parses `250ms`, `5s`, `10m`, `2h`, `3d` or a bare number of seconds (`1.5` allowed): the
+/// one reading shared with the destination settings of `hookgate-queue`.
+pub(crate) use hookgate_queue::parse_duration;
 
 /// Formats a duration for people: `840µs`, `12ms`, `1.5s`, `2m05s`, `3h10m`.
 pub(crate) fn human(duration: Duration) -> String {
