@@ -358,6 +358,30 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             return true;
         }
     }
+    // The Standard Webhooks libraries parse the timestamp (JavaScript `parseInt`, Python
+    // `float`, Rust `i64::from_str`) and sign the number, so a leading `+` or zero is the
+    // same timestamp (vectors `standard-webhooks-v1-sdk-025`, `-026`).
+    let standard = matches!(
+        scheme,
+        SchemeId::StandardWebhooksV1
+            | SchemeId::StandardWebhooksV1a
+            | SchemeId::Svix
+            | SchemeId::Clerk
+            | SchemeId::Resend
+            | SchemeId::GitlabSigning
+    );
+    if standard && (name == "webhook-timestamp" || name == "svix-timestamp") {
+        let number = |v: &str| {
+            let v = v.trim();
+            let v = v.strip_prefix('+').unwrap_or(v);
+            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u128>().ok())
+                .flatten()
+        };
+        if number(before).is_some() && number(before) == number(after) {
+            return true;
+        }
+    }
     let normalized = |v: &str| -> Vec<String> {
         let separator = match scheme {
             SchemeId::Stripe | SchemeId::Prefinery | SchemeId::Calendly | SchemeId::Mux => ',',
@@ -494,6 +518,34 @@ fn the_equivalences_allowed_above_are_real_and_narrow() {
         )
         .is_err()
     );
+
+    let svix = signed(SchemeId::Svix, "evt");
+    let ts = header(&svix, "svix-timestamp").to_owned();
+    for same in [format!("+{ts}"), format!("0{ts}"), format!("+00{ts}")] {
+        assert!(
+            verify(
+                SchemeId::Svix,
+                &with_header(&svix, "svix-timestamp", same.clone())
+            )
+            .is_ok(),
+            "{same}"
+        );
+    }
+    for other in [
+        format!("++{ts}"),
+        format!("-{ts}"),
+        format!("{ts}.0"),
+        format!("{ts}0"),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Svix,
+                &with_header(&svix, "svix-timestamp", other.clone())
+            )
+            .is_err(),
+            "{other}"
+        );
+    }
 
     let discord = signed(SchemeId::Discord, "evt");
     let sig = header(&discord, "X-Signature-Ed25519").to_owned();

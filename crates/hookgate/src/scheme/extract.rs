@@ -179,6 +179,14 @@ fn parse_digits(text: &str) -> Option<i64> {
     text.parse::<i64>().ok()
 }
 
+/// A Standard Webhooks timestamp: decimal digits after an optional `+`, the form every
+/// official library accepts (JavaScript `parseInt`, Python `float`, Rust `i64::from_str`).
+/// Forms only some of them accept — surrounding spaces, a fraction, trailing text — are
+/// refused.
+fn standard_timestamp(text: &str) -> Option<i64> {
+    parse_digits(text.strip_prefix('+').unwrap_or(text))
+}
+
 fn timestamp_seconds(text: &str, location: &'static str) -> Result<(i64, &'static str), Rejection> {
     parse_unix_seconds(text)
         .map(|ms| (ms, location))
@@ -474,15 +482,23 @@ fn standard<'a, H: Headers + ?Sized>(
         .first(&values, Family::SIGNATURE)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
 
+    // The libraries parse the timestamp and sign its decimal form (`{msg_id}.{timestamp}`
+    // with the parsed number), not the header as sent: `+1614265330` and `01614265330` are
+    // that instant, signed as `1614265330`.
+    let seconds =
+        standard_timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, ts_name))?;
+    let millis = seconds
+        .checked_mul(1000)
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, ts_name))?;
     let message = vec![
         bytes(id),
         literal("."),
-        bytes(ts),
+        Cow::Owned(seconds.to_string().into_bytes()),
         literal("."),
         Cow::Borrowed(body),
     ];
     let mut out = Extracted::new(vec![message], sig_name);
-    out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
+    out.timestamp = Some((millis, ts_name));
     let mut seen = 0;
     let mut of_version = false;
     let mut result = Ok(());
@@ -1558,6 +1574,28 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Standard Webhooks timestamp forms every official library accepts, and the ones
+    /// only some of them do.
+    #[test]
+    fn standard_timestamps_are_digits_after_an_optional_plus() {
+        assert_eq!(standard_timestamp("1614265330"), Some(1_614_265_330));
+        assert_eq!(standard_timestamp("+1614265330"), Some(1_614_265_330));
+        assert_eq!(standard_timestamp("01614265330"), Some(1_614_265_330));
+        for refused in [
+            "",
+            "+",
+            "++1",
+            "-1",
+            "1.5",
+            "1abc",
+            " 1",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(standard_timestamp(refused), None, "{refused:?}");
+        }
+    }
 
     /// Persona's rotation groups: whitespace separates them, each group's signature is a
     /// candidate, and the groups must carry one timestamp; Stripe's header keeps its stricter
