@@ -301,8 +301,10 @@ fn preset<'a, H: Headers + ?Sized>(
             prefix,
             encoding,
         } => {
+            // Shopify's library reads the events header (`shopify-hmac-sha256`) whenever it
+            // is present, and `X-Shopify-Hmac-Sha256` only otherwise.
             let header = match alternate {
-                Some(other) if single(h, header)?.is_none() => other,
+                Some(other) if single(h, other)?.is_some_and(|v| !v.trim().is_empty()) => other,
                 _ => header,
             };
             let message = vec![Cow::Borrowed(body)];

@@ -53,7 +53,8 @@ pub(crate) enum Shape {
     /// Stripe-like `t=…,v1=…` in one header, over `{t}{joiner}{body}`.
     KeyValue(KeyValue),
     /// An HMAC of the body alone in one header, after a fixed prefix (`sha256=`, or none).
-    /// `alternate` is another spelling of the header, read when the first is absent.
+    /// `alternate` is another spelling of the header, read instead of `header` whenever it
+    /// is present (Shopify's events header); the signer writes `header`.
     BodyHmac {
         header: &'static str,
         alternate: Option<&'static str>,
