@@ -405,6 +405,29 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
     if Some(name) == scheme.signature_header() && normalized(before) == normalized(after) {
         return true;
     }
+    // Paddle's SDKs parse `ts` (`parseInt`, `int`: spaces around it, a `+`, leading zeros)
+    // and sign the number (vectors `paddle-sdk-014`, `-015`, `-017`).
+    if scheme == SchemeId::Paddle && Some(name) == scheme.signature_header() {
+        let canonical = |v: &str| -> Vec<String> {
+            normalized(v)
+                .into_iter()
+                .map(|entry| match entry.strip_prefix("ts=") {
+                    Some(ts) => {
+                        let ts = ts.trim_matches([' ', '\t']);
+                        let ts = ts.strip_prefix('+').unwrap_or(ts);
+                        match ts.bytes().all(|b| b.is_ascii_digit()) && !ts.is_empty() {
+                            true => format!("ts={}", ts.parse::<u128>().unwrap_or(u128::MAX)),
+                            false => entry,
+                        }
+                    }
+                    None => entry,
+                })
+                .collect()
+        };
+        if canonical(before) == canonical(after) {
+            return true;
+        }
+    }
     // RFC 7617: Postmark's `Basic` is case-insensitive, whitespace around the credentials
     // is not part of them.
     if scheme == SchemeId::Postmark && Some(name) == scheme.signature_header() {
@@ -541,6 +564,38 @@ fn the_equivalences_allowed_above_are_real_and_narrow() {
             verify(
                 SchemeId::Svix,
                 &with_header(&svix, "svix-timestamp", other.clone())
+            )
+            .is_err(),
+            "{other}"
+        );
+    }
+
+    let paddle = signed(SchemeId::Paddle, "evt");
+    let value = header(&paddle, "Paddle-Signature").to_owned();
+    for same in [
+        value.replacen("ts=", "ts=+", 1),
+        value.replacen("ts=", "ts=0", 1),
+        value.replacen("ts=", "ts= ", 1),
+        format!(";{value};"),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Paddle,
+                &with_header(&paddle, "Paddle-Signature", same.clone())
+            )
+            .is_ok(),
+            "{same}"
+        );
+    }
+    for other in [
+        value.replacen("ts=", "ts=++", 1),
+        value.replacen(";h1=", "; h1=", 1),
+        value.replacen("ts=", "ts=-", 1),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Paddle,
+                &with_header(&paddle, "Paddle-Signature", other.clone())
             )
             .is_err(),
             "{other}"

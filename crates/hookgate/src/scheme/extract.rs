@@ -179,8 +179,9 @@ fn parse_digits(text: &str) -> Option<i64> {
     text.parse::<i64>().ok()
 }
 
-/// A Standard Webhooks timestamp: decimal digits after an optional `+`, the form every
-/// official library accepts (JavaScript `parseInt`, Python `float`, Rust `i64::from_str`).
+/// A Standard Webhooks (or Paddle) timestamp: decimal digits after an optional `+`, the form
+/// every official library accepts (JavaScript `parseInt`, Python `float`/`int`, Rust
+/// `i64::from_str`).
 /// Forms only some of them accept — surrounding spaces, a fraction, trailing text — are
 /// refused.
 fn standard_timestamp(text: &str) -> Option<i64> {
@@ -552,9 +553,8 @@ pub(crate) struct KeyValue {
     pub(crate) timestamp_key: &'static str,
     pub(crate) signature_key: &'static str,
     pub(crate) joiner: &'static str,
-    /// Paddle treats an empty `h1=` as malformed; Stripe's libraries see a signature that
-    /// does not match.
-    pub(crate) empty_signature_malformed: bool,
+    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's.
+    pub(crate) paddle: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
     pub(crate) no_signature: Reason,
@@ -571,7 +571,7 @@ impl KeyValue {
         timestamp_key: "t",
         signature_key: "v1",
         joiner: ".",
-        empty_signature_malformed: false,
+        paddle: false,
         no_signature: Reason::NoSupportedSignature,
         whitespace_groups: false,
     };
@@ -585,7 +585,7 @@ impl KeyValue {
         timestamp_key: "ts",
         signature_key: "h1",
         joiner: ":",
-        empty_signature_malformed: true,
+        paddle: true,
         no_signature: Reason::MalformedHeader,
         whitespace_groups: false,
     };
@@ -596,6 +596,9 @@ fn key_value<'a, H: Headers + ?Sized>(
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
+    if kv.paddle {
+        return paddle_signature(h, body, kv);
+    }
     let value = required(h, kv.header)?;
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
@@ -614,9 +617,6 @@ fn key_value<'a, H: Headers + ?Sized>(
             }
             timestamp = Some(val);
         } else if key == kv.signature_key {
-            if val.is_empty() && kv.empty_signature_malformed {
-                return Err(malformed());
-            }
             signatures.push(val);
         }
     }
@@ -628,6 +628,68 @@ fn key_value<'a, H: Headers + ?Sized>(
     let message = vec![bytes(ts), literal(kv.joiner), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], kv.header);
     out.timestamp = Some(parsed_ts);
+    let mut seen = 0;
+    for signature in signatures {
+        push_candidate(
+            &mut out.signatures,
+            &mut seen,
+            Encoding::Hex,
+            signature,
+            kv.header,
+        )?;
+    }
+    Ok(out)
+}
+
+/// `Paddle-Signature: ts=…;h1=…`, read as both official SDKs read it (paddle-node-sdk
+/// `WebhooksValidator`, paddle-python-sdk `PaddleSignature.parse`): parts split at `;` and
+/// `=` with no trimming; a part without `=` (or with an empty value, for `h1`) is skipped;
+/// the last `ts` wins; every `h1` is a candidate; other keys are skipped (Node; Python
+/// raises). The timestamp is parsed (`parseInt`, `int`) and its decimal form signed, so
+/// `+` and leading zeros are that instant. Where the two SDKs disagree — a second `=` in a
+/// part, an empty `ts`, a fraction — the header is refused.
+fn paddle_signature<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    kv: KeyValue,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, kv.header)?;
+    let malformed = || reject(Reason::MalformedHeader, kv.header);
+    let mut timestamp: Option<&str> = None;
+    let mut signatures: Vec<&str> = Vec::new();
+    for part in value.split(kv.separator) {
+        let Some((key, val)) = part.split_once('=') else {
+            continue;
+        };
+        if val.contains('=') {
+            return Err(malformed());
+        }
+        if key == kv.timestamp_key {
+            if val.is_empty() {
+                return Err(malformed());
+            }
+            timestamp = Some(val);
+        } else if key == kv.signature_key && !val.is_empty() {
+            signatures.push(val);
+        }
+    }
+    // `parseInt` and `int` both skip spaces around the number.
+    let ts = timestamp.ok_or_else(malformed)?.trim_matches([' ', '\t']);
+    let seconds =
+        standard_timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
+    let millis = seconds
+        .checked_mul(1000)
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
+    if signatures.is_empty() {
+        return Err(reject(kv.no_signature, kv.header));
+    }
+    let message = vec![
+        Cow::Owned(seconds.to_string().into_bytes()),
+        literal(kv.joiner),
+        Cow::Borrowed(body),
+    ];
+    let mut out = Extracted::new(vec![message], kv.header);
+    out.timestamp = Some((millis, kv.header));
     let mut seen = 0;
     for signature in signatures {
         push_candidate(
