@@ -370,7 +370,9 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             | SchemeId::Resend
             | SchemeId::GitlabSigning
     );
-    if standard && (name == "webhook-timestamp" || name == "svix-timestamp") {
+    // Zoom's Rivet signs `Number(x-zm-request-timestamp)` (vectors `zoom-sdk-003`, `-004`).
+    let zoom = scheme == SchemeId::Zoom && name == "x-zm-request-timestamp";
+    if zoom || (standard && (name == "webhook-timestamp" || name == "svix-timestamp")) {
         let number = |v: &str| {
             let v = v.trim();
             let v = v.strip_prefix('+').unwrap_or(v);
@@ -568,6 +570,18 @@ fn the_equivalences_allowed_above_are_real_and_narrow() {
             .is_err(),
             "{other}"
         );
+    }
+
+    let zoom = signed(SchemeId::Zoom, "evt");
+    let ts = header(&zoom, "x-zm-request-timestamp").to_owned();
+    for (edited, ok) in [
+        (format!("+{ts}"), true),
+        (format!("0{ts}"), true),
+        (format!("++{ts}"), false),
+        (format!("{ts}.0"), false),
+    ] {
+        let changed = with_header(&zoom, "x-zm-request-timestamp", edited.clone());
+        assert_eq!(verify(SchemeId::Zoom, &changed).is_ok(), ok, "{edited}");
     }
 
     let paddle = signed(SchemeId::Paddle, "evt");

@@ -329,7 +329,8 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Versioned {
             signature,
             timestamp,
-        } => versioned(h, body, signature, timestamp)?,
+            parsed_timestamp,
+        } => versioned(h, body, signature, timestamp, parsed_timestamp)?,
         Shape::Timestamped {
             signature,
             timestamp,
@@ -797,15 +798,27 @@ fn versioned<'a, H: Headers + ?Sized>(
     body: &'a [u8],
     header: &'static str,
     timestamp_header: &'static str,
+    parsed_timestamp: bool,
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
     let ts = required(h, timestamp_header)?;
     let (version, signature) = value
         .split_once('=')
         .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
-    let message = vec![literal("v0:"), bytes(ts), literal(":"), Cow::Borrowed(body)];
+    let (signed, at) = if parsed_timestamp {
+        let invalid = || reject(Reason::InvalidTimestamp, timestamp_header);
+        let seconds = standard_timestamp(ts).ok_or_else(invalid)?;
+        let millis = seconds.checked_mul(1000).ok_or_else(invalid)?;
+        (
+            Cow::Owned(seconds.to_string().into_bytes()),
+            (millis, timestamp_header),
+        )
+    } else {
+        (bytes(ts), timestamp_seconds(ts, timestamp_header)?)
+    };
+    let message = vec![literal("v0:"), signed, literal(":"), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], header);
-    out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
+    out.timestamp = Some(at);
     if version == "v0" {
         push_candidate(
             &mut out.signatures,
