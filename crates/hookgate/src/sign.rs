@@ -460,6 +460,7 @@ impl Layout {
             Shape::Versioned {
                 signature,
                 timestamp,
+                ..
             } => with_prefix(signature, h(&[(timestamp, ts.to_string())]), "v0="),
             Shape::Timestamped {
                 signature,

@@ -358,6 +358,32 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             return true;
         }
     }
+    // The Standard Webhooks libraries parse the timestamp (JavaScript `parseInt`, Python
+    // `float`, Rust `i64::from_str`) and sign the number, so a leading `+` or zero is the
+    // same timestamp (vectors `standard-webhooks-v1-sdk-025`, `-026`).
+    let standard = matches!(
+        scheme,
+        SchemeId::StandardWebhooksV1
+            | SchemeId::StandardWebhooksV1a
+            | SchemeId::Svix
+            | SchemeId::Clerk
+            | SchemeId::Resend
+            | SchemeId::GitlabSigning
+    );
+    // Zoom's Rivet signs `Number(x-zm-request-timestamp)` (vectors `zoom-sdk-003`, `-004`).
+    let zoom = scheme == SchemeId::Zoom && name == "x-zm-request-timestamp";
+    if zoom || (standard && (name == "webhook-timestamp" || name == "svix-timestamp")) {
+        let number = |v: &str| {
+            let v = v.trim();
+            let v = v.strip_prefix('+').unwrap_or(v);
+            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u128>().ok())
+                .flatten()
+        };
+        if number(before).is_some() && number(before) == number(after) {
+            return true;
+        }
+    }
     let normalized = |v: &str| -> Vec<String> {
         let separator = match scheme {
             SchemeId::Stripe | SchemeId::Prefinery | SchemeId::Calendly | SchemeId::Mux => ',',
@@ -380,6 +406,29 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
     };
     if Some(name) == scheme.signature_header() && normalized(before) == normalized(after) {
         return true;
+    }
+    // Paddle's SDKs parse `ts` (`parseInt`, `int`: spaces around it, a `+`, leading zeros)
+    // and sign the number (vectors `paddle-sdk-014`, `-015`, `-017`).
+    if scheme == SchemeId::Paddle && Some(name) == scheme.signature_header() {
+        let canonical = |v: &str| -> Vec<String> {
+            normalized(v)
+                .into_iter()
+                .map(|entry| match entry.strip_prefix("ts=") {
+                    Some(ts) => {
+                        let ts = ts.trim_matches([' ', '\t']);
+                        let ts = ts.strip_prefix('+').unwrap_or(ts);
+                        match ts.bytes().all(|b| b.is_ascii_digit()) && !ts.is_empty() {
+                            true => format!("ts={}", ts.parse::<u128>().unwrap_or(u128::MAX)),
+                            false => entry,
+                        }
+                    }
+                    None => entry,
+                })
+                .collect()
+        };
+        if canonical(before) == canonical(after) {
+            return true;
+        }
     }
     // RFC 7617: Postmark's `Basic` is case-insensitive, whitespace around the credentials
     // is not part of them.
@@ -494,6 +543,78 @@ fn the_equivalences_allowed_above_are_real_and_narrow() {
         )
         .is_err()
     );
+
+    let svix = signed(SchemeId::Svix, "evt");
+    let ts = header(&svix, "svix-timestamp").to_owned();
+    for same in [format!("+{ts}"), format!("0{ts}"), format!("+00{ts}")] {
+        assert!(
+            verify(
+                SchemeId::Svix,
+                &with_header(&svix, "svix-timestamp", same.clone())
+            )
+            .is_ok(),
+            "{same}"
+        );
+    }
+    for other in [
+        format!("++{ts}"),
+        format!("-{ts}"),
+        format!("{ts}.0"),
+        format!("{ts}0"),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Svix,
+                &with_header(&svix, "svix-timestamp", other.clone())
+            )
+            .is_err(),
+            "{other}"
+        );
+    }
+
+    let zoom = signed(SchemeId::Zoom, "evt");
+    let ts = header(&zoom, "x-zm-request-timestamp").to_owned();
+    for (edited, ok) in [
+        (format!("+{ts}"), true),
+        (format!("0{ts}"), true),
+        (format!("++{ts}"), false),
+        (format!("{ts}.0"), false),
+    ] {
+        let changed = with_header(&zoom, "x-zm-request-timestamp", edited.clone());
+        assert_eq!(verify(SchemeId::Zoom, &changed).is_ok(), ok, "{edited}");
+    }
+
+    let paddle = signed(SchemeId::Paddle, "evt");
+    let value = header(&paddle, "Paddle-Signature").to_owned();
+    for same in [
+        value.replacen("ts=", "ts=+", 1),
+        value.replacen("ts=", "ts=0", 1),
+        value.replacen("ts=", "ts= ", 1),
+        format!(";{value};"),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Paddle,
+                &with_header(&paddle, "Paddle-Signature", same.clone())
+            )
+            .is_ok(),
+            "{same}"
+        );
+    }
+    for other in [
+        value.replacen("ts=", "ts=++", 1),
+        value.replacen(";h1=", "; h1=", 1),
+        value.replacen("ts=", "ts=-", 1),
+    ] {
+        assert!(
+            verify(
+                SchemeId::Paddle,
+                &with_header(&paddle, "Paddle-Signature", other.clone())
+            )
+            .is_err(),
+            "{other}"
+        );
+    }
 
     let discord = signed(SchemeId::Discord, "evt");
     let sig = header(&discord, "X-Signature-Ed25519").to_owned();

@@ -179,6 +179,15 @@ fn parse_digits(text: &str) -> Option<i64> {
     text.parse::<i64>().ok()
 }
 
+/// A Standard Webhooks (or Paddle) timestamp: decimal digits after an optional `+`, the form
+/// every official library accepts (JavaScript `parseInt`, Python `float`/`int`, Rust
+/// `i64::from_str`).
+/// Forms only some of them accept — surrounding spaces, a fraction, trailing text — are
+/// refused.
+fn standard_timestamp(text: &str) -> Option<i64> {
+    parse_digits(text.strip_prefix('+').unwrap_or(text))
+}
+
 fn timestamp_seconds(text: &str, location: &'static str) -> Result<(i64, &'static str), Rejection> {
     parse_unix_seconds(text)
         .map(|ms| (ms, location))
@@ -293,8 +302,10 @@ fn preset<'a, H: Headers + ?Sized>(
             prefix,
             encoding,
         } => {
+            // Shopify's library reads the events header (`shopify-hmac-sha256`) whenever it
+            // is present, and `X-Shopify-Hmac-Sha256` only otherwise.
             let header = match alternate {
-                Some(other) if single(h, header)?.is_none() => other,
+                Some(other) if single(h, other)?.is_some_and(|v| !v.trim().is_empty()) => other,
                 _ => header,
             };
             let message = vec![Cow::Borrowed(body)];
@@ -318,7 +329,8 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Versioned {
             signature,
             timestamp,
-        } => versioned(h, body, signature, timestamp)?,
+            parsed_timestamp,
+        } => versioned(h, body, signature, timestamp, parsed_timestamp)?,
         Shape::Timestamped {
             signature,
             timestamp,
@@ -474,15 +486,23 @@ fn standard<'a, H: Headers + ?Sized>(
         .first(&values, Family::SIGNATURE)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
 
+    // The libraries parse the timestamp and sign its decimal form (`{msg_id}.{timestamp}`
+    // with the parsed number), not the header as sent: `+1614265330` and `01614265330` are
+    // that instant, signed as `1614265330`.
+    let seconds =
+        standard_timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, ts_name))?;
+    let millis = seconds
+        .checked_mul(1000)
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, ts_name))?;
     let message = vec![
         bytes(id),
         literal("."),
-        bytes(ts),
+        Cow::Owned(seconds.to_string().into_bytes()),
         literal("."),
         Cow::Borrowed(body),
     ];
     let mut out = Extracted::new(vec![message], sig_name);
-    out.timestamp = Some(timestamp_seconds(ts, ts_name)?);
+    out.timestamp = Some((millis, ts_name));
     let mut seen = 0;
     let mut of_version = false;
     let mut result = Ok(());
@@ -534,9 +554,8 @@ pub(crate) struct KeyValue {
     pub(crate) timestamp_key: &'static str,
     pub(crate) signature_key: &'static str,
     pub(crate) joiner: &'static str,
-    /// Paddle treats an empty `h1=` as malformed; Stripe's libraries see a signature that
-    /// does not match.
-    pub(crate) empty_signature_malformed: bool,
+    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's.
+    pub(crate) paddle: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
     pub(crate) no_signature: Reason,
@@ -553,7 +572,7 @@ impl KeyValue {
         timestamp_key: "t",
         signature_key: "v1",
         joiner: ".",
-        empty_signature_malformed: false,
+        paddle: false,
         no_signature: Reason::NoSupportedSignature,
         whitespace_groups: false,
     };
@@ -567,7 +586,7 @@ impl KeyValue {
         timestamp_key: "ts",
         signature_key: "h1",
         joiner: ":",
-        empty_signature_malformed: true,
+        paddle: true,
         no_signature: Reason::MalformedHeader,
         whitespace_groups: false,
     };
@@ -578,6 +597,9 @@ fn key_value<'a, H: Headers + ?Sized>(
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
+    if kv.paddle {
+        return paddle_signature(h, body, kv);
+    }
     let value = required(h, kv.header)?;
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
@@ -596,9 +618,6 @@ fn key_value<'a, H: Headers + ?Sized>(
             }
             timestamp = Some(val);
         } else if key == kv.signature_key {
-            if val.is_empty() && kv.empty_signature_malformed {
-                return Err(malformed());
-            }
             signatures.push(val);
         }
     }
@@ -610,6 +629,68 @@ fn key_value<'a, H: Headers + ?Sized>(
     let message = vec![bytes(ts), literal(kv.joiner), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], kv.header);
     out.timestamp = Some(parsed_ts);
+    let mut seen = 0;
+    for signature in signatures {
+        push_candidate(
+            &mut out.signatures,
+            &mut seen,
+            Encoding::Hex,
+            signature,
+            kv.header,
+        )?;
+    }
+    Ok(out)
+}
+
+/// `Paddle-Signature: ts=…;h1=…`, read as both official SDKs read it (paddle-node-sdk
+/// `WebhooksValidator`, paddle-python-sdk `PaddleSignature.parse`): parts split at `;` and
+/// `=` with no trimming; a part without `=` (or with an empty value, for `h1`) is skipped;
+/// the last `ts` wins; every `h1` is a candidate; other keys are skipped (Node; Python
+/// raises). The timestamp is parsed (`parseInt`, `int`) and its decimal form signed, so
+/// `+` and leading zeros are that instant. Where the two SDKs disagree — a second `=` in a
+/// part, an empty `ts`, a fraction — the header is refused.
+fn paddle_signature<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    body: &'a [u8],
+    kv: KeyValue,
+) -> Result<Extracted<'a>, Rejection> {
+    let value = required(h, kv.header)?;
+    let malformed = || reject(Reason::MalformedHeader, kv.header);
+    let mut timestamp: Option<&str> = None;
+    let mut signatures: Vec<&str> = Vec::new();
+    for part in value.split(kv.separator) {
+        let Some((key, val)) = part.split_once('=') else {
+            continue;
+        };
+        if val.contains('=') {
+            return Err(malformed());
+        }
+        if key == kv.timestamp_key {
+            if val.is_empty() {
+                return Err(malformed());
+            }
+            timestamp = Some(val);
+        } else if key == kv.signature_key && !val.is_empty() {
+            signatures.push(val);
+        }
+    }
+    // `parseInt` and `int` both skip spaces around the number.
+    let ts = timestamp.ok_or_else(malformed)?.trim_matches([' ', '\t']);
+    let seconds =
+        standard_timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
+    let millis = seconds
+        .checked_mul(1000)
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
+    if signatures.is_empty() {
+        return Err(reject(kv.no_signature, kv.header));
+    }
+    let message = vec![
+        Cow::Owned(seconds.to_string().into_bytes()),
+        literal(kv.joiner),
+        Cow::Borrowed(body),
+    ];
+    let mut out = Extracted::new(vec![message], kv.header);
+    out.timestamp = Some((millis, kv.header));
     let mut seen = 0;
     for signature in signatures {
         push_candidate(
@@ -717,15 +798,27 @@ fn versioned<'a, H: Headers + ?Sized>(
     body: &'a [u8],
     header: &'static str,
     timestamp_header: &'static str,
+    parsed_timestamp: bool,
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
     let ts = required(h, timestamp_header)?;
     let (version, signature) = value
         .split_once('=')
         .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
-    let message = vec![literal("v0:"), bytes(ts), literal(":"), Cow::Borrowed(body)];
+    let (signed, at) = if parsed_timestamp {
+        let invalid = || reject(Reason::InvalidTimestamp, timestamp_header);
+        let seconds = standard_timestamp(ts).ok_or_else(invalid)?;
+        let millis = seconds.checked_mul(1000).ok_or_else(invalid)?;
+        (
+            Cow::Owned(seconds.to_string().into_bytes()),
+            (millis, timestamp_header),
+        )
+    } else {
+        (bytes(ts), timestamp_seconds(ts, timestamp_header)?)
+    };
+    let message = vec![literal("v0:"), signed, literal(":"), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], header);
-    out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
+    out.timestamp = Some(at);
     if version == "v0" {
         push_candidate(
             &mut out.signatures,
@@ -1558,6 +1651,28 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Standard Webhooks timestamp forms every official library accepts, and the ones
+    /// only some of them do.
+    #[test]
+    fn standard_timestamps_are_digits_after_an_optional_plus() {
+        assert_eq!(standard_timestamp("1614265330"), Some(1_614_265_330));
+        assert_eq!(standard_timestamp("+1614265330"), Some(1_614_265_330));
+        assert_eq!(standard_timestamp("01614265330"), Some(1_614_265_330));
+        for refused in [
+            "",
+            "+",
+            "++1",
+            "-1",
+            "1.5",
+            "1abc",
+            " 1",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(standard_timestamp(refused), None, "{refused:?}");
+        }
+    }
 
     /// Persona's rotation groups: whitespace separates them, each group's signature is a
     /// candidate, and the groups must carry one timestamp; Stripe's header keeps its stricter

@@ -53,7 +53,8 @@ pub(crate) enum Shape {
     /// Stripe-like `t=…,v1=…` in one header, over `{t}{joiner}{body}`.
     KeyValue(KeyValue),
     /// An HMAC of the body alone in one header, after a fixed prefix (`sha256=`, or none).
-    /// `alternate` is another spelling of the header, read when the first is absent.
+    /// `alternate` is another spelling of the header, read instead of `header` whenever it
+    /// is present (Shopify's events header); the signer writes `header`.
     BodyHmac {
         header: &'static str,
         alternate: Option<&'static str>,
@@ -87,9 +88,13 @@ pub(crate) enum Shape {
         encoding: Encoding,
     },
     /// Slack and Zoom: `v0=<hex>` over `v0:{timestamp}:{body}`, the time in its own header.
+    /// `parsed_timestamp`: the SDK signs the parsed number (Zoom's Rivet: `Number(header)`),
+    /// so `+` and leading zeros are that instant; otherwise the header is signed as sent
+    /// (Slack's SDKs).
     Versioned {
         signature: &'static str,
         timestamp: &'static str,
+        parsed_timestamp: bool,
     },
     /// An HMAC of the public URL followed by the body (Square).
     UrlAndBody {
@@ -542,6 +547,7 @@ const SLACK: Preset = Preset {
     shape: Shape::Versioned {
         signature: "X-Slack-Signature",
         timestamp: "X-Slack-Request-Timestamp",
+        parsed_timestamp: false,
     },
     key: KeyFormat::Raw(HmacAlgorithm::Sha256),
     key_hint: "the key is the app's Signing Secret (not the deprecated verification token)",
@@ -561,6 +567,8 @@ const ZOOM: Preset = Preset {
     shape: Shape::Versioned {
         signature: "x-zm-signature",
         timestamp: "x-zm-request-timestamp",
+        // @zoom/rivet signs `Number(x-zm-request-timestamp)` (docs/PROVIDERS.md, zoom row).
+        parsed_timestamp: true,
     },
     key_hint: "the key is the app's Secret Token",
     info: Info {
