@@ -327,7 +327,14 @@ async fn shutdown_finishes_running_handlers_within_the_grace_period() {
     tokio::task::yield_now().await;
     finish.notify_one();
     let report = shutdown.await.unwrap();
-    assert_eq!((report.finished, report.released), (1, 0));
+    // On this multi-threaded runtime the handler may finish just before the worker sees the
+    // stop (then it is recorded as usual) or during the grace period (then it counts as
+    // `finished`); either way it ran to the end and nothing was released. The exact
+    // `(1, 0)` of a handler finishing inside the grace period is checked deterministically,
+    // on a paused clock, by hookgate-queue's
+    // `shutdown_lets_running_handlers_finish_within_the_grace_period`.
+    assert!(report.finished <= 1, "{report:?}");
+    assert_eq!(report.released, 0, "{report:?}");
     assert_eq!(
         inbox.entry(id).await.unwrap().unwrap().status,
         Status::Processed
