@@ -366,14 +366,12 @@ async fn failures_become_dead_letters_that_replay(queue: Queue) {
     ]);
     let sent = send(&serve, &format!("dead-{:08x}", fastrand::u32(..))).await;
     assert_eq!(sent.code, 0, "{sent:?}");
-    let mut dead = 0;
-    for _ in 0..480 {
-        dead = queue.dead().await;
-        if dead >= N as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let queue = &queue;
+    let dead = eventually(LIMIT, "every event dead-lettered", || async move {
+        let dead = queue.dead().await;
+        (dead >= N as u64).then_some(dead)
+    })
+    .await;
     assert_eq!(dead, N as u64);
 
     let listed = hookgate(["dead-letters", "--queue", &url, "--json"]).await;
@@ -538,14 +536,12 @@ async fn the_inbox_command_reads_and_replays_a_postgres_store() {
     let serve = Serve::start(dir.path(), &args);
     let sent = send(&serve, &format!("log-{:08x}", fastrand::u32(..))).await;
     assert_eq!(sent.code, 0, "{sent:?}");
-    let mut dead = 0;
-    for _ in 0..480 {
-        dead = queue.dead().await;
-        if dead >= N as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let queue = &queue;
+    let dead = eventually(LIMIT, "every event dead-lettered", || async move {
+        let dead = queue.dead().await;
+        (dead >= N as u64).then_some(dead)
+    })
+    .await;
     assert_eq!(dead, N as u64);
 
     let inbox = |extra: &[&str]| {
