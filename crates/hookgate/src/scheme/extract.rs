@@ -623,12 +623,24 @@ fn key_value<'a, H: Headers + ?Sized>(
     }
     let ts = timestamp.filter(|t| !t.is_empty()).ok_or_else(malformed)?;
     let parsed_ts = timestamp_seconds(ts, kv.header)?;
+    signed_timestamp_and_body(bytes(ts), parsed_ts, signatures, body, kv)
+}
+
+/// What both `ts=…, sig=…` readers end with: the signed message (the timestamp as signed,
+/// the joiner, the body), the timestamp to check, and every signature as a hex candidate.
+fn signed_timestamp_and_body<'a>(
+    signed_ts: Cow<'a, [u8]>,
+    timestamp: (i64, &'static str),
+    signatures: Vec<&'a str>,
+    body: &'a [u8],
+    kv: KeyValue,
+) -> Result<Extracted<'a>, Rejection> {
     if signatures.is_empty() {
         return Err(reject(kv.no_signature, kv.header));
     }
-    let message = vec![bytes(ts), literal(kv.joiner), Cow::Borrowed(body)];
+    let message = vec![signed_ts, literal(kv.joiner), Cow::Borrowed(body)];
     let mut out = Extracted::new(vec![message], kv.header);
-    out.timestamp = Some(parsed_ts);
+    out.timestamp = Some(timestamp);
     let mut seen = 0;
     for signature in signatures {
         push_candidate(
@@ -681,27 +693,13 @@ fn paddle_signature<'a, H: Headers + ?Sized>(
     let millis = seconds
         .checked_mul(1000)
         .ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
-    if signatures.is_empty() {
-        return Err(reject(kv.no_signature, kv.header));
-    }
-    let message = vec![
+    signed_timestamp_and_body(
         Cow::Owned(seconds.to_string().into_bytes()),
-        literal(kv.joiner),
-        Cow::Borrowed(body),
-    ];
-    let mut out = Extracted::new(vec![message], kv.header);
-    out.timestamp = Some((millis, kv.header));
-    let mut seen = 0;
-    for signature in signatures {
-        push_candidate(
-            &mut out.signatures,
-            &mut seen,
-            Encoding::Hex,
-            signature,
-            kv.header,
-        )?;
-    }
-    Ok(out)
+        (millis, kv.header),
+        signatures,
+        body,
+        kv,
+    )
 }
 
 /// One signature after a fixed prefix (`sha256=…`); a value without the prefix is malformed.
