@@ -10,6 +10,18 @@ pub enum Error {
     /// PostgreSQL refused a statement or the connection failed.
     #[error("postgres: {0}")]
     Database(#[from] tokio_postgres::Error),
+    /// The enqueue was written in one transaction with others (concurrent enqueues are
+    /// batched: see [`PgStore::enqueue`](crate::PgStore::enqueue)) and PostgreSQL refused
+    /// that transaction or the connection failed: none of them was stored (if the
+    /// connection broke during the `COMMIT`, the outcome is unknown for all of them).
+    /// Each enqueue of the batch gets this error, sharing the database's.
+    #[error("postgres (a batch of {events} enqueues): {source}")]
+    Batch {
+        /// How many enqueues the failed batch answered.
+        events: usize,
+        /// The database's error.
+        source: std::sync::Arc<tokio_postgres::Error>,
+    },
     /// No connection could be had in time: the server is unreachable or slower than the
     /// connect timeout, or every pooled connection stayed busy.
     #[error("postgres unavailable: {0}")]

@@ -8,6 +8,7 @@
 //!   in one: the event and its dedup row are written in one transaction, and the gate
 //!   answers 2xx only after PostgreSQL committed it. Dedup keys are unique across replicas
 //!   (a primary key), so two replicas receiving the same delivery at once store it once.
+//!   Concurrent deliveries share transactions (group commit, see [below](#group-commit)).
 //! - [`PgWorker`]: workers in any number of processes, leasing events with
 //!   `FOR UPDATE SKIP LOCKED`, woken by `LISTEN/NOTIFY`, running your [`Handler`] at least
 //!   once per event with retries (exponential backoff, full jitter) and dead letters; a
@@ -137,8 +138,9 @@
 //!
 //! - **Fail closed.** While PostgreSQL is down or unreachable, the sink fails and the gate
 //!   answers 503 with `Retry-After` (`sink_unavailable`, or `timeout` if the gate's
-//!   deadline passes first). The event and its dedup row are one statement, so nothing is
-//!   half-written; the sender's retry is accepted once the database is back.
+//!   deadline passes first). The events of a batch and their dedup rows are one
+//!   statement, so nothing is half-written (an error fails every enqueue of the batch);
+//!   the sender's retry is accepted once the database is back.
 //! - **Reconnects by itself.** Connections come from a small pool; a broken one is
 //!   dropped and the next call connects again. The worker's listening connection is
 //!   remade with backoff; until then the worker polls.
@@ -149,6 +151,22 @@
 //! - **Durability** is PostgreSQL's: with the default `synchronous_commit = on`, a
 //!   committed event is in the server's fsynced WAL. With synchronous replication it is
 //!   also on the standbys you configured.
+//!
+//! ## Group commit
+//!
+//! A commit waits for PostgreSQL's WAL flush, and on a busy store one statement and one
+//! commit per delivery makes the database's per-transaction work, not the disk, the
+//! limit. So [`PgStore::enqueue`] batches: while a batch is being written, the deliveries
+//! that arrive wait in a queue, and the next batch writes them all with one statement
+//! (`INSERT … SELECT FROM unnest(…)`, prepared once per connection) and one `COMMIT`. At
+//! most [`PgStoreBuilder::batch_writers`] batches (default 2) are written at once, each at
+//! most [`PgStoreBuilder::max_batch`] events (default 256); nothing waits for a batch to
+//! fill, so a lone delivery is written at once. Every delivery is still answered on its
+//! own and only after its batch committed: a copy of a delivery in the same batch is a
+//! duplicate of the first, replicas' batches sharing keys wait for each other (keys are
+//! inserted in one order, so they cannot deadlock), and an error fails exactly the
+//! deliveries of its batch. [`PgStore::enqueue_stats`] counts batches and events. It
+//! needs no server setting (such as `commit_delay`).
 //!
 //! ## Schema
 //!
@@ -172,7 +190,8 @@
 //! ## URLs
 //!
 //! [`PgStore::connect`] takes a `postgres://` URL whose query may carry hookgate's
-//! settings (`schema`, `pool_size`, `claim_ttl_ms`, `committed_ttl_ms`, `retention_ms`)
+//! settings (`schema`, `pool_size`, `claim_ttl_ms`, `committed_ttl_ms`, `retention_ms`,
+//! `max_batch`, `batch_writers`: [`URL_SETTINGS`])
 //! next to `tokio-postgres`'s own (`connect_timeout`, default 5 s; `application_name`,
 //! default `hookgate`). TLS is not enabled in this build: reach the database over a
 //! private network or a local proxy.
@@ -181,6 +200,7 @@
 //!
 //! PostgreSQL 11 or later.
 
+mod batch;
 mod error;
 mod log;
 mod pool;
@@ -189,6 +209,7 @@ mod store;
 mod url;
 mod worker;
 
+pub use batch::{DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats, MAX_BATCH_BYTES};
 pub use error::Error;
 pub use hookgate_queue::event_log::{self, EventLog};
 pub use hookgate_queue::{
@@ -201,7 +222,7 @@ pub use log::{
 };
 pub use store::{
     DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT, DEFAULT_RETENTION, DEFAULT_SCHEMA, Enqueued, PgStore,
-    PgStoreBuilder, TestFilter,
+    PgStoreBuilder, TestFilter, URL_SETTINGS,
 };
 pub use tokio_postgres;
 pub use url::DEFAULT_CONNECT_TIMEOUT;

@@ -222,15 +222,26 @@ impl Sql {
              SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()"
         );
         Sql {
-            // The dedup row and the event in one statement, hence one transaction. The
-            // primary key on `dedup.key` makes replicas racing on a key wait for each
-            // other: the first inserts, the others find its committed row and store
-            // nothing. A live claim (from this store used as the dedup store) or an
-            // expired row is taken over.
+            // A batch of enqueues (see `batch.rs`): the dedup rows and the events of every
+            // event in the arrays, in one statement, hence one transaction. Each event gets
+            // its id in the arrays' (arrival) order. The primary key on `dedup.key` makes
+            // replicas racing on a key wait for each other: the first inserts, the others
+            // find its committed row and store nothing; the keys are inserted in byte
+            // order so that two batches sharing keys cannot deadlock. A live claim (from
+            // this store used as the dedup store) or an expired row is taken over. The
+            // arrays hold each key once. Returns the id and key of each stored event.
             enqueue: format!(
-                "WITH d AS (
+                "WITH input AS (
+                    SELECT t.*, nextval('{s}.events_id_seq') AS id
+                    FROM unnest($1::text[], $3::text[], $4::text[], $5::text[],
+                                $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
+                                $10::bytea[], $11::boolean[])
+                        AS t(key, scheme, delivery_id, event_type, signed_at, received_at,
+                             key_id, headers, body, is_test)
+                 ), d AS (
                     INSERT INTO {s}.dedup AS d (key, claim, event_id, expires_at)
-                    VALUES ($1, NULL, nextval('{s}.events_id_seq'), now() + $2::bigint {ms})
+                    SELECT key, NULL, id, now() + $2::bigint {ms} FROM input
+                    ORDER BY key COLLATE \"C\"
                     ON CONFLICT (key) DO UPDATE
                         SET claim = NULL, event_id = excluded.event_id, expires_at = excluded.expires_at
                         WHERE d.claim IS NOT NULL OR d.expires_at <= now()
@@ -238,9 +249,11 @@ impl Sql {
                  )
                  INSERT INTO {s}.events (id, dedup_key, scheme, delivery_id, event_type, signed_at,
                      received_at, key_id, headers, body, is_test, status, due_at)
-                 SELECT event_id, $1, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10, $11, 'received', now()
-                 FROM d
-                 RETURNING id"
+                 SELECT i.id, i.key, i.scheme, i.delivery_id, i.event_type, i.signed_at,
+                     i.received_at, i.key_id, i.headers::jsonb, i.body, i.is_test, 'received', now()
+                 FROM input i JOIN d ON d.event_id = i.id
+                 ORDER BY i.id
+                 RETURNING id, dedup_key"
             ),
             claim: format!(
                 "WITH ins AS (

@@ -13,6 +13,7 @@ use hookgate::{BoxFuture, Gate, GateBuilder, Handoff, Sink, SinkError, VerifiedE
 use hookgate_queue::{ENVELOPE_VERSION, Envelope, QueuedEvent};
 use tokio_postgres::Row;
 
+use crate::batch::{Batcher, DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats};
 use crate::pool::{Conn, Pool};
 use crate::schema::{self, Sql};
 use crate::url::{DEFAULT_CONNECT_TIMEOUT, PgUrl};
@@ -27,6 +28,19 @@ pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default retention of processed events before [`PgStore::prune`] deletes them: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The query parameters of a store URL that are hookgate's settings ([`PgStore::connect`]);
+/// the others go to `tokio-postgres`. A tool that also connects with `tokio-postgres`
+/// directly leaves these out of its URL.
+pub const URL_SETTINGS: &[&str] = &[
+    "schema",
+    "pool_size",
+    "claim_ttl_ms",
+    "committed_ttl_ms",
+    "retention_ms",
+    "max_batch",
+    "batch_writers",
+];
+
 /// Shortest time between two notifications one store sends to wake the workers.
 const WAKE_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -37,9 +51,9 @@ pub type TestFilter = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
 ///
 /// One `PgStore` is at once
 /// - a **sink** for the gate ([`Sink`]): the event and its dedup row are written by one
-///   statement, hence in one transaction, and [`enqueue`](PgStore::enqueue) returns only
-///   after PostgreSQL answered its `COMMIT` (flushed to its WAL with the default
-///   `synchronous_commit = on`);
+///   statement, hence in one transaction (shared with the concurrent enqueues of its
+///   batch), and [`enqueue`](PgStore::enqueue) returns only after PostgreSQL answered its
+///   `COMMIT` (flushed to its WAL with the default `synchronous_commit = on`);
 /// - a **dedup store** ([`DedupStore`]) whose keys are unique across replicas: the primary
 ///   key on the dedup table makes two replicas storing the same delivery at the same
 ///   moment wait for each other, and only the first stores it;
@@ -49,8 +63,8 @@ pub type TestFilter = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
 ///
 /// Use [`gate`](PgStore::gate) to put it behind a gate as both the dedup store and the
 /// sink: claims then stay in the replica's memory (they only have to stop concurrent
-/// copies while the first is stored) and the enqueue statement is the one database round
-/// trip per delivery.
+/// copies while the first is stored) and the batch's statement is the one database round
+/// trip per delivery (shared by the deliveries of a batch).
 ///
 /// **Failure.** Every call takes a pooled connection; while PostgreSQL is unreachable
 /// (or slower than the connect timeout) the sink and the dedup store fail, and the gate
@@ -74,6 +88,7 @@ pub(crate) struct StoreInner {
     pub(crate) retention: Duration,
     test_filter: Option<TestFilter>,
     claims: MemoryDedupStore,
+    pub(crate) batcher: Batcher,
     /// A stored event wants the workers woken.
     wake_wanted: AtomicBool,
     /// A task is sending wake-ups.
@@ -95,13 +110,15 @@ impl PgStore {
     /// Connects with the defaults and creates or migrates the schema, reading optional
     /// settings from the URL's query: `schema` ([`DEFAULT_SCHEMA`]), `pool_size`
     /// ([`DEFAULT_POOL_SIZE`]), `claim_ttl_ms` (30 s), `committed_ttl_ms` (72 h),
-    /// `retention_ms` (7 days). Other query parameters (`connect_timeout`,
-    /// `application_name`, …) go to `tokio-postgres`.
+    /// `retention_ms` (7 days), `max_batch` ([`DEFAULT_MAX_BATCH`]), `batch_writers`
+    /// ([`DEFAULT_BATCH_WRITERS`]). Other query parameters (`connect_timeout`,
+    /// `application_name`, …) go to `tokio-postgres`. The same as
+    /// `PgStore::builder().connect(url)`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), hookgate_postgres::Error> {
     /// let store = hookgate_postgres::PgStore::connect(
-    ///     "postgres://app@db.internal/shop?schema=webhooks",
+    ///     "postgres://app@db.internal/shop?schema=webhooks&pool_size=32",
     /// )
     /// .await?;
     /// # Ok(()) }
@@ -112,33 +129,7 @@ impl PgStore {
     /// [`Error::Database`] if PostgreSQL cannot be reached or refuses the schema,
     /// [`Error::SchemaTooNew`] if a newer hookgate migrated it.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let url = PgUrl::parse(
-            url,
-            &[
-                "schema",
-                "pool_size",
-                "claim_ttl_ms",
-                "committed_ttl_ms",
-                "retention_ms",
-            ],
-        )?;
-        let mut builder = PgStore::builder();
-        if let Some(schema) = url.param("schema") {
-            builder = builder.schema(schema);
-        }
-        if let Some(size) = url.number("pool_size")? {
-            builder = builder.pool_size(usize::try_from(size).unwrap_or(usize::MAX));
-        }
-        if let Some(ttl) = url.millis("claim_ttl_ms")? {
-            builder = builder.claim_ttl(ttl);
-        }
-        if let Some(ttl) = url.millis("committed_ttl_ms")? {
-            builder = builder.committed_ttl(ttl);
-        }
-        if let Some(retention) = url.millis("retention_ms")? {
-            builder = builder.retention(retention);
-        }
-        builder.connect_config(url.config).await
+        PgStore::builder().connect(url).await
     }
 
     /// Starts a store with other settings.
@@ -151,6 +142,8 @@ impl PgStore {
             retention: DEFAULT_RETENTION,
             acquire_timeout: DEFAULT_CONNECT_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_writers: DEFAULT_BATCH_WRITERS,
             test_filter: None,
         }
     }
@@ -183,16 +176,29 @@ impl PgStore {
     /// the same dedup key is stored within the dedup horizon. Returns once PostgreSQL
     /// committed.
     ///
+    /// Concurrent enqueues share transactions (group commit): while a batch is being
+    /// written the next ones wait in a queue, and the next batch writes them all with one
+    /// statement and one `COMMIT` ([`PgStoreBuilder::max_batch`],
+    /// [`PgStoreBuilder::batch_writers`]). Each still gets its own exact answer: of two
+    /// copies of a delivery in one batch the first is stored and the other is a
+    /// duplicate, and no answer comes before the batch's commit. A lone enqueue is
+    /// written at once.
+    ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Database`]; in every error case nothing was
-    /// stored (or, if the connection broke during the `COMMIT`, the outcome is unknown
-    /// and a retry is answered `duplicate` if it was stored).
+    /// [`Error::Unavailable`], [`Error::Database`], or [`Error::Batch`] when the batch it
+    /// was written in failed; in every error case nothing of the batch was stored (or, if
+    /// the connection broke during the `COMMIT`, the outcome is unknown and a retry is
+    /// answered `duplicate` if it was stored).
     pub async fn enqueue(&self, event: &VerifiedEvent) -> Result<Enqueued, Error> {
+        self.enqueue_owned(event.clone()).await
+    }
+
+    async fn enqueue_owned(&self, event: VerifiedEvent) -> Result<Enqueued, Error> {
         let is_test = self
             .inner
             .test_filter
             .as_ref()
-            .is_some_and(|filter| filter(event));
+            .is_some_and(|filter| filter(&event));
         let headers: Vec<(&str, &str)> = event
             .headers()
             .iter()
@@ -200,42 +206,22 @@ impl PgStore {
             .collect();
         let headers = serde_json::to_string(&headers)
             .map_err(|err| Error::Corrupt(format!("headers do not serialise: {err}")))?;
-        let ttl = millis(self.inner.committed_ttl);
-        let mut conn = self.conn().await?;
-        let rows = conn
-            .query(
-                &self.inner.sql.enqueue,
-                &[
-                    &event.dedup_key(),
-                    &ttl,
-                    &event.scheme(),
-                    &event.delivery_id(),
-                    &event.event_type(),
-                    &event.timestamp(),
-                    &event.received_at(),
-                    &event.key_id(),
-                    &headers,
-                    &event.body().as_ref(),
-                    &is_test,
-                ],
-            )
-            .await?;
-        drop(conn);
-        match rows.first() {
-            Some(row) => {
-                let id = EventId::new(row.try_get(0)?);
-                self.wake_workers();
-                Ok(Enqueued::Stored(id))
-            }
-            None => Ok(Enqueued::Duplicate),
-        }
+        // The derived fields are computed here, in the caller's task, not by the writer.
+        let _ = (event.dedup_key(), event.delivery_id(), event.event_type());
+        self.enqueue_batched(event, headers, is_test).await
+    }
+
+    /// Counters of the batched enqueues ([`enqueue`](PgStore::enqueue)) since the store
+    /// connected: with `events / batches` enqueues per transaction on average.
+    pub fn enqueue_stats(&self) -> EnqueueStats {
+        self.inner.batcher.stats()
     }
 
     /// Notifies the workers' channel, in the background and outside the event's
     /// transaction (see [`schema`]). One task per store sends the notifications, at most
     /// one per [`WAKE_INTERVAL`], and each commit is followed by one that starts after it:
     /// a burst of deliveries costs a few notifications rather than one each.
-    fn wake_workers(&self) {
+    pub(crate) fn wake_workers(&self) {
         let inner = &self.inner;
         inner.wake_wanted.store(true, Ordering::SeqCst);
         if inner.waking.swap(true, Ordering::SeqCst) {
@@ -355,7 +341,7 @@ impl Sink for PgStore {
 
     fn hand_off(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<Handoff, SinkError>> {
         Box::pin(async move {
-            match PgStore::enqueue(self, &event).await {
+            match self.enqueue_owned(event).await {
                 Ok(Enqueued::Stored(_)) => Ok(Handoff::Enqueued),
                 Ok(Enqueued::Duplicate) => Ok(Handoff::AlreadyStored),
                 Err(err) => Err(SinkError::unavailable(err)),
@@ -456,6 +442,8 @@ pub struct PgStoreBuilder {
     retention: Duration,
     acquire_timeout: Duration,
     query_timeout: Duration,
+    max_batch: usize,
+    batch_writers: usize,
     test_filter: Option<TestFilter>,
 }
 
@@ -469,6 +457,8 @@ impl fmt::Debug for PgStoreBuilder {
             .field("retention", &self.retention)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("max_batch", &self.max_batch)
+            .field("batch_writers", &self.batch_writers)
             .field("test_filter", &self.test_filter.is_some())
             .finish_non_exhaustive()
     }
@@ -530,6 +520,23 @@ impl PgStoreBuilder {
         self
     }
 
+    /// Most enqueues written in one transaction (default [`DEFAULT_MAX_BATCH`], 1 to
+    /// 10 000; 1 writes each on its own). See [`PgStore::enqueue`].
+    pub fn max_batch(mut self, size: usize) -> Self {
+        self.max_batch = size;
+        self
+    }
+
+    /// Most batches of enqueues written at once, each on a connection of the pool
+    /// (default [`DEFAULT_BATCH_WRITERS`], 1 to 1000, and never more than the pool size).
+    /// More writers mean smaller
+    /// batches and more commits; one writer means every enqueue waits for the batch
+    /// before it.
+    pub fn batch_writers(mut self, writers: usize) -> Self {
+        self.batch_writers = writers;
+        self
+    }
+
     /// Marks matching deliveries as test deliveries, left out of the event log by default.
     pub fn test_filter<F>(mut self, filter: F) -> Self
     where
@@ -539,13 +546,47 @@ impl PgStoreBuilder {
         self
     }
 
-    /// Connects to `url` (its query parameters go to `tokio-postgres`) and creates or
-    /// migrates the schema.
+    /// Connects to `url` and creates or migrates the schema. hookgate's settings in the
+    /// URL's query (the ones [`PgStore::connect`] reads) take precedence over the
+    /// builder's; the other query parameters go to `tokio-postgres`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), hookgate_postgres::Error> {
+    /// use std::time::Duration;
+    ///
+    /// // A pool of 32 from the URL, a shorter retention from the code.
+    /// let store = hookgate_postgres::PgStore::builder()
+    ///     .retention(Duration::from_secs(24 * 3600))
+    ///     .connect("postgres://app@db.internal/shop?pool_size=32")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`PgStore::connect`].
-    pub async fn connect(self, url: &str) -> Result<PgStore, Error> {
-        let url = PgUrl::parse(url, &[])?;
+    pub async fn connect(mut self, url: &str) -> Result<PgStore, Error> {
+        let url = PgUrl::parse(url, URL_SETTINGS)?;
+        if let Some(schema) = url.param("schema") {
+            self.schema = schema.to_owned();
+        }
+        if let Some(size) = url.number("pool_size")? {
+            self.pool_size = usize::try_from(size).unwrap_or(usize::MAX);
+        }
+        if let Some(ttl) = url.millis("claim_ttl_ms")? {
+            self.claim_ttl = ttl;
+        }
+        if let Some(ttl) = url.millis("committed_ttl_ms")? {
+            self.committed_ttl = ttl;
+        }
+        if let Some(retention) = url.millis("retention_ms")? {
+            self.retention = retention;
+        }
+        if let Some(size) = url.number("max_batch")? {
+            self.max_batch = usize::try_from(size).unwrap_or(usize::MAX);
+        }
+        if let Some(writers) = url.number("batch_writers")? {
+            self.batch_writers = usize::try_from(writers).unwrap_or(usize::MAX);
+        }
         self.connect_config(url.config).await
     }
 
@@ -555,6 +596,18 @@ impl PgStoreBuilder {
             return Err(Error::Config(format!(
                 "pool_size must be between 1 and 1000, got {}",
                 self.pool_size
+            )));
+        }
+        if !(1..=10_000).contains(&self.max_batch) {
+            return Err(Error::Config(format!(
+                "max_batch must be between 1 and 10000, got {}",
+                self.max_batch
+            )));
+        }
+        if !(1..=1000).contains(&self.batch_writers) {
+            return Err(Error::Config(format!(
+                "batch_writers must be between 1 and 1000, got {}",
+                self.batch_writers
             )));
         }
         if self.acquire_timeout.is_zero() || self.query_timeout.is_zero() {
@@ -600,6 +653,7 @@ impl PgStoreBuilder {
                 retention: self.retention,
                 test_filter: self.test_filter,
                 claims,
+                batcher: Batcher::new(self.max_batch, self.batch_writers.min(self.pool_size)),
                 wake_wanted: AtomicBool::new(false),
                 waking: AtomicBool::new(false),
             }),
