@@ -182,7 +182,13 @@ impl PgStore {
             start
         };
         if start_writer {
-            runtime.spawn(write_batches(self.clone()));
+            // The guard is made here, not in the task: a task that never runs (its
+            // runtime is shutting down) still drops it.
+            runtime.spawn(write_batches(WriterGuard {
+                store: self.clone(),
+                done: false,
+                writing: false,
+            }));
         }
         answered.await.unwrap_or_else(|_| {
             Err(Error::Unavailable(
@@ -195,12 +201,8 @@ impl PgStore {
 }
 
 /// A batch writer: writes batches until nothing waits.
-async fn write_batches(store: PgStore) {
-    let mut guard = WriterGuard {
-        batcher: &store.inner.batcher,
-        done: false,
-        writing: false,
-    };
+async fn write_batches(mut guard: WriterGuard) {
+    let store = guard.store.clone();
     while let Some(batch) = store.inner.batcher.take() {
         guard.writing = true;
         let result = write(&store, &batch).await;
@@ -214,19 +216,19 @@ async fn write_batches(store: PgStore) {
 /// panicked) as gone, and if it was the last one, fails the enqueues still waiting
 /// rather than leaving them to wait for good; the batch it was writing is dropped with
 /// it, which answers its waiters with an error.
-struct WriterGuard<'a> {
-    batcher: &'a Batcher,
+struct WriterGuard {
+    store: PgStore,
     done: bool,
     writing: bool,
 }
 
-impl Drop for WriterGuard<'_> {
+impl Drop for WriterGuard {
     fn drop(&mut self) {
         if self.done {
             return;
         }
         let abandoned = {
-            let mut state = self.batcher.state();
+            let mut state = self.store.inner.batcher.state();
             state.writers = state.writers.saturating_sub(1);
             if self.writing {
                 state.writing = state.writing.saturating_sub(1);
