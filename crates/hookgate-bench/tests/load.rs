@@ -173,7 +173,8 @@ fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
             "--setups",
             "baseline,gate-postgres",
             "--postgres",
-            &postgres.url(),
+            // The store's settings in the URL reach the store, not the driver.
+            &format!("{}?pool_size=4&max_batch=8", postgres.url()),
         ])
         .output()
         .expect("the load binary runs");
@@ -190,4 +191,27 @@ fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
     assert_eq!(run["errors"].as_u64().unwrap(), 0, "requests failed: {run}");
     assert!(run["ratio_to_baseline"].is_number(), "{run}");
     assert!(run["events_per_commit"].is_null(), "{run}");
+    let per_batch = run["events_per_batch"].as_f64().unwrap();
+    assert!((1.0..=8.0).contains(&per_batch), "{run}");
+    let commits = run["commits_per_event"].as_f64().unwrap();
+    assert!(commits > 0.0, "{run}");
+
+    // A schema in the URL is refused: each run makes and drops its own.
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--duration",
+            "1",
+            "--connections",
+            "1",
+            "--frameworks",
+            "axum",
+            "--setups",
+            "gate-postgres",
+            "--postgres",
+            &format!("{}?schema=app", postgres.url()),
+        ])
+        .output()
+        .expect("the load binary runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("schema"));
 }

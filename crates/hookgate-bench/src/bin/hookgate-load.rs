@@ -13,7 +13,9 @@
 //! measured in the same run. `gate-postgres` (not run unless named in `--setups`) measures
 //! the Gate with the PostgreSQL store: on the database at `--postgres URL`, or else on a
 //! throwaway cluster it starts from the PostgreSQL binaries on the machine (default
-//! settings, so `fsync` and `synchronous_commit` on). `--dedup-keys N` instead measures
+//! settings, so `fsync` and `synchronous_commit` on). The URL may carry the store's settings
+//! (`pool_size`, default 32; `max_batch`, `batch_writers`), but not `schema`: each run makes
+//! and drops a schema of its own. `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
 
 use std::time::Duration;
@@ -201,7 +203,18 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                 .await?;
                 let stats = server.inbox_stats();
                 let worker = server.worker_stats();
-                server.stop().await;
+                let postgres = server.postgres_stats();
+                let stopped = server.stop().await;
+                #[allow(clippy::cast_precision_loss, reason = "ratios of counts")]
+                let (events_per_batch, commits_per_event) = match postgres {
+                    Some(pg) if pg.batches > 0 && pg.events > 0 => (
+                        Some(pg.events as f64 / pg.batches as f64),
+                        stopped
+                            .postgres_commits
+                            .map(|commits| commits as f64 / pg.events as f64),
+                    ),
+                    _ => (None, None),
+                };
                 // Enqueues share the segment log's syncs (the database's commits are the
                 // applier's and the worker's).
                 let events_per_commit = stats.map(|s| s.average_log_batch());
@@ -231,12 +244,14 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     p99_us: load::percentile(&recorded.latencies_us, 0.99),
                     p999_us: load::percentile(&recorded.latencies_us, 0.999),
                     events_per_commit,
+                    events_per_batch,
+                    commits_per_event,
                     processed_share,
                     ratio_to_baseline: baseline_rps.filter(|b| *b > 0.0).map(|b| rps / b),
                 };
                 if !options.json {
                     println!(
-                        "{:<6} {:<17} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors){}{}",
+                        "{:<6} {:<17} {:>3} conn  {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  {}  ({} errors){}{}{}{}",
                         result.framework,
                         result.setup,
                         result.connections,
@@ -252,6 +267,12 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                         result
                             .events_per_commit
                             .map_or_else(String::new, |n| format!("  {n:.1} events/commit")),
+                        result
+                            .events_per_batch
+                            .map_or_else(String::new, |n| format!("  {n:.1} events/batch")),
+                        result
+                            .commits_per_event
+                            .map_or_else(String::new, |n| format!("  {n:.3} commits/event")),
                         result
                             .processed_share
                             .map_or_else(String::new, |n| format!("  {:.0}% processed", n * 100.0)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use client::{LoadConfig, drive};
-pub use servers::{Framework, POSTGRES_POOL, RunningServer, Setup, start};
+pub use servers::{Framework, POSTGRES_POOL, RunningServer, Setup, Stopped, start};
 
 /// The Standard Webhooks secret every setup verifies with.
 pub const SECRET: &str = crate::SW_SECRET;
@@ -41,6 +41,13 @@ pub struct RunResult {
     /// With the inbox: jobs (enqueues, and with a worker its leases and completions) per
     /// group commit (fsync) during the run, on average.
     pub events_per_commit: Option<f64>,
+    /// With `gate-postgres`: enqueues per batch (one statement, one commit) of the store,
+    /// warm-up included.
+    pub events_per_batch: Option<f64>,
+    /// With `gate-postgres`: transactions the database committed per enqueue, warm-up
+    /// included (batches, the workers' wake-up notifications, the run's few reads of the
+    /// statistics).
+    pub commits_per_event: Option<f64>,
     /// With a worker: the share of the events stored during the run that it had processed
     /// when the load stopped (1.0: it kept up).
     pub processed_share: Option<f64>,

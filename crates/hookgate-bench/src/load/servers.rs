@@ -44,9 +44,10 @@ pub enum Setup {
     GateMemory,
     /// The Gate with the SQLite inbox as dedup store and sink (fsync per group commit).
     GateInbox,
-    /// The Gate with the PostgreSQL store as dedup store and sink: one committed statement
-    /// per delivery, over a pool of [`POSTGRES_POOL`] connections whose commits share WAL
-    /// flushes (PostgreSQL's group commit). Needs a database: see [`start`].
+    /// The Gate with the PostgreSQL store as dedup store and sink: concurrent deliveries
+    /// are written in batches, one statement and one commit each (the store's group
+    /// commit), over a pool of [`POSTGRES_POOL`] connections (or the URL's `pool_size`).
+    /// Needs a database: see [`start`].
     GatePostgres,
     /// As [`Setup::GateInbox`], with a worker processing every event at the same time (a
     /// handler that returns at once): the `hookgate serve` workload, where each event is
@@ -87,12 +88,25 @@ pub struct RunningServer {
     _data: Option<tempfile::TempDir>,
 }
 
-/// The `gate-postgres` setup's database: the URL, and the schema of this run (dropped at
-/// stop, so runs do not see each other's deliveries).
+/// The `gate-postgres` setup's database: the URL without hookgate's settings (for a
+/// direct connection), the schema of this run (dropped at stop, so runs do not see each
+/// other's deliveries), the store, and the database's committed transactions when it
+/// started.
 #[derive(Debug)]
 struct Postgres {
-    url: String,
+    driver_url: String,
     schema: String,
+    store: PgStore,
+    commits_at_start: Option<i64>,
+}
+
+/// What [`RunningServer::stop`] reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stopped {
+    /// With `gate-postgres`: transactions the database committed from the store's start
+    /// to its stop (`pg_stat_database.xact_commit`, every session of the database), once
+    /// the statistics settled.
+    pub postgres_commits: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -116,16 +130,20 @@ impl RunningServer {
         self.inbox.as_ref().map(Inbox::stats)
     }
 
-    /// Stops accepting, lets open requests finish and waits for the server; drops the
-    /// `gate-postgres` run's schema.
+    /// The PostgreSQL store's counters of batched enqueues, for `gate-postgres`.
+    pub fn postgres_stats(&self) -> Option<hookgate_postgres::EnqueueStats> {
+        self.postgres.as_ref().map(|pg| pg.store.enqueue_stats())
+    }
+
     /// The worker's counters, for the setup that has one.
     pub fn worker_stats(&self) -> Option<hookgate_inbox::WorkerStats> {
         self.worker.as_ref().map(WorkerHandle::stats)
     }
 
     /// Stops accepting, lets open requests finish and waits for the server (and the
-    /// worker, which gives back what it has not finished).
-    pub async fn stop(self) {
+    /// worker, which gives back what it has not finished); for `gate-postgres`, counts the
+    /// database's commits and drops the run's schema.
+    pub async fn stop(self) -> Stopped {
         if let Some(worker) = self.worker {
             worker.shutdown().await;
         }
@@ -139,16 +157,92 @@ impl RunningServer {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         }
+        let mut stopped = Stopped::default();
         if let Some(postgres) = self.postgres {
-            let tls = hookgate_postgres::tokio_postgres::NoTls;
-            if let Ok((client, connection)) =
-                hookgate_postgres::tokio_postgres::connect(&postgres.url, tls).await
-            {
-                tokio::spawn(connection);
-                let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", postgres.schema);
+            let Postgres {
+                driver_url,
+                schema,
+                store,
+                commits_at_start,
+            } = postgres;
+            // The store's sessions end with it; their statistics are flushed as they exit.
+            drop(store);
+            if let Some(client) = direct(&driver_url).await {
+                // Wait (at most 10 s) for the store's sessions to be gone: a session's
+                // statistics are flushed when it exits. This session's own few reads are
+                // counted too (under 0.1 % of a run's commits).
+                for _ in 0..100 {
+                    if others_connected(&client).await == Some(0) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                stopped.postgres_commits = match (commits_at_start, commits(&client).await) {
+                    (Some(start), Some(end)) => u64::try_from(end.saturating_sub(start)).ok(),
+                    _ => None,
+                };
+                let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
                 let _ = client.batch_execute(&drop).await;
             }
         }
+        stopped
+    }
+}
+
+/// A direct connection, outside the store.
+async fn direct(url: &str) -> Option<hookgate_postgres::tokio_postgres::Client> {
+    let tls = hookgate_postgres::tokio_postgres::NoTls;
+    let (client, connection) = hookgate_postgres::tokio_postgres::connect(url, tls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
+
+/// The database's committed transactions so far, read afresh.
+async fn commits(client: &hookgate_postgres::tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT pg_stat_clear_snapshot(), xact_commit FROM pg_stat_database \
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .ok()?
+        .try_get(1)
+        .ok()
+}
+
+/// Client sessions of the database other than this one.
+async fn others_connected(client: &hookgate_postgres::tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .ok()?
+        .try_get(0)
+        .ok()
+}
+
+/// `url` without hookgate's settings (`pool_size`, `max_batch`, …), for `tokio-postgres`.
+fn driver_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            !pair.is_empty() && !hookgate_postgres::URL_SETTINGS.contains(&name)
+        })
+        .collect();
+    if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
     }
 }
 
@@ -224,6 +318,15 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
         Setup::GatePostgres => {
             static RUNS: AtomicU64 = AtomicU64::new(0);
             let url = postgres.ok_or("the gate-postgres setup needs a PostgreSQL URL")?;
+            // Each run has a schema of its own, dropped at its end: never one of the URL.
+            let names_schema = url
+                .split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("schema=")));
+            if names_schema {
+                return Err(
+                    "the --postgres URL must not name a schema: each run makes its own".into(),
+                );
+            }
             let schema = format!(
                 "hookgate_load_{}_{}",
                 std::process::id(),
@@ -234,12 +337,19 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                 .pool_size(POSTGRES_POOL)
                 .connect(url)
                 .await?;
+            let driver_url = driver_url(url);
+            let commits_at_start = match direct(&driver_url).await {
+                Some(client) => commits(&client).await,
+                None => None,
+            };
             Parts {
                 gate: Some(store.gate(verifier()?).build()?),
                 inbox: None,
                 postgres: Some(Postgres {
-                    url: url.to_owned(),
+                    driver_url,
                     schema,
+                    store,
+                    commits_at_start,
                 }),
                 with_worker: false,
                 data: None,
