@@ -41,8 +41,8 @@ const BATCH_SIZE: &str = "hookgate_inbox_log_batch_size";
 /// Bytes zeroed, then synced, per step while preallocating a segment. Syncing the zeros
 /// step by step keeps each flush the disk sees small: one sync of a whole 32 MiB segment
 /// held every `fdatasync` of the log waiting behind it for 18–27 ms (measured with
-/// `strace -T`, see docs/BENCHMARKS.md), the inbox's p99; a 512 KiB step holds one for
-/// about half a millisecond.
+/// `strace -T`, see docs/BENCHMARKS.md); a 512 KiB step, at the same rate, for well under
+/// a millisecond (estimated, not measured on an idle disk).
 const ZERO_CHUNK: usize = 512 * 1024;
 
 /// One enqueue for the log: answered with the event's id once it is durable.
