@@ -11,10 +11,10 @@
 //!
 //! Segments are preallocated by a third thread: the file is created, filled with zeros
 //! (synced step by step, so no flush of the disk carries a whole segment of zeros in front
-//! of the log's own syncs), synced, and its directory synced, before the writer may put a record in it. A zero-filled
-//! file keeps every later `fdatasync` a data-only flush (no block allocation, no size
-//! change, so no journal commit of the file system's metadata), and the directory sync makes
-//! the file's name as durable as its contents. A full segment is closed with an
+//! of the log's own syncs), synced, and its directory synced, before the writer may put a
+//! record in it. A zero-filled file keeps every later `fdatasync` a data-only flush (no
+//! block allocation, no size change, so no journal commit of the file system's metadata),
+//! and the directory sync makes the file's name as durable as its contents. A full segment is closed with an
 //! end-of-segment record, synced before anything in the next segment is acknowledged.
 //!
 //! A failed write or sync leaves the file's state unknown (the kernel may have dropped the
