@@ -6,7 +6,10 @@
 //! N distinct 1 KiB deliveries (random delivery ids) are verified before the clock starts; then CONCURRENCY tasks
 //! enqueue them (like that many connections through the gate), and with `worker` an inbox
 //! worker (concurrency 8, a handler that returns at once) leases and completes every event
-//! at the same time. It prints the rate and how many events shared each commit.
+//! at the same time. It prints the rate and how many events shared each commit, then the
+//! CPU time (from `/proc/self/task/*/schedstat`, nanoseconds on the CPU) and the context
+//! switches (`voluntary_ctxt_switches`, `nonvoluntary_ctxt_switches`) of every thread, per
+//! event: counts that depend little on what else runs on the machine.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,6 +62,7 @@ fn main() {
                 .start()
                 .unwrap()
         });
+        let before = snapshot();
         let started = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks: Vec<_> = (0..concurrency)
@@ -94,6 +98,7 @@ fn main() {
             );
         }
         let stats = inbox.stats();
+        print_threads(&before, n);
         println!(
             "stored {n} events with {concurrency} tasks in {:.2} s ({:.0}/s); {} log syncs, {:.1} events/sync; \
              in the database after {:.2} s; {} database commits, {:.1} jobs/commit",
@@ -106,4 +111,102 @@ fn main() {
             stats.average_batch()
         );
     });
+}
+
+/// One thread's counters.
+#[derive(Default, Clone)]
+struct ThreadCost {
+    threads: u64,
+    cpu_ns: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+/// Every live thread's counters since it started, by thread id, with its name.
+fn snapshot() -> std::collections::HashMap<String, (String, ThreadCost)> {
+    let mut threads = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let status = read("status");
+        let field = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let cost = ThreadCost {
+            threads: 1,
+            cpu_ns: read("schedstat")
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            voluntary: field("voluntary_ctxt_switches:"),
+            involuntary: field("nonvoluntary_ctxt_switches:"),
+        };
+        threads.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            (read("comm").trim().to_owned(), cost),
+        );
+    }
+    threads
+}
+
+/// Prints every thread's CPU time and context switches per event since `before`: one row
+/// per thread, in the order they were started (thread names are cut to 15 bytes, so the
+/// inbox's threads are told apart by that order: the database writer, then the log's
+/// preallocator, syncer and writer, the applier, the checkpointer), the runtime's threads
+/// summed.
+fn print_threads(before: &std::collections::HashMap<String, (String, ThreadCost)>, events: usize) {
+    let mut rows: std::collections::BTreeMap<(u64, String), ThreadCost> = Default::default();
+    for (tid, (name, now)) in snapshot() {
+        let start = before.get(&tid).map(|(_, c)| c.clone()).unwrap_or_default();
+        let order = if name.starts_with("hookgate-inbox") {
+            tid.parse().unwrap_or(0)
+        } else {
+            0
+        };
+        let cost = rows.entry((order, name)).or_default();
+        cost.threads = cost.threads.saturating_add(1);
+        cost.cpu_ns = cost
+            .cpu_ns
+            .saturating_add(now.cpu_ns.saturating_sub(start.cpu_ns));
+        cost.voluntary = cost
+            .voluntary
+            .saturating_add(now.voluntary.saturating_sub(start.voluntary));
+        cost.involuntary = cost
+            .involuntary
+            .saturating_add(now.involuntary.saturating_sub(start.involuntary));
+    }
+    let by_name = rows
+        .into_iter()
+        .map(|((order, name), cost)| (format!("{name} {order}"), cost))
+        .collect::<Vec<_>>();
+    let per = |x: u64| x as f64 / events as f64;
+    println!("thread                     n   CPU us/event  vol cs/event  invol cs/event");
+    let mut total = ThreadCost::default();
+    for (name, c) in &by_name {
+        println!(
+            "{name:<24} {:>3} {:>13.2} {:>13.3} {:>15.3}",
+            c.threads,
+            per(c.cpu_ns) / 1000.0,
+            per(c.voluntary),
+            per(c.involuntary)
+        );
+        total.cpu_ns = total.cpu_ns.saturating_add(c.cpu_ns);
+        total.voluntary = total.voluntary.saturating_add(c.voluntary);
+        total.involuntary = total.involuntary.saturating_add(c.involuntary);
+    }
+    println!(
+        "{:<28} {:>13.2} {:>13.3} {:>15.3}",
+        "total",
+        per(total.cpu_ns) / 1000.0,
+        per(total.voluntary),
+        per(total.involuntary)
+    );
 }

@@ -1,5 +1,10 @@
 //! The applier: moves durable records from the segment log into SQLite, in large batches.
 //!
+//! The applier collects durable records for up to [`APPLY_DELAY`] (or [`APPLY_MIN`]
+//! records) before it applies them, so one transaction's fixed cost is shared by many
+//! events; a reader waiting for a record (a query or a lease, through `Inbox::caught_up`)
+//! has it applied at once.
+//!
 //! The log is the source of truth for an event until it is in SQLite, so the applier's
 //! transactions need no fsync of their own ([`Durability::Deferred`]: committed with
 //! `synchronous=NORMAL`). Each one inserts the events, their state rows and dedup rows,
@@ -17,8 +22,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
@@ -32,6 +37,14 @@ use crate::writer::{Call, Durability, Work};
 const KEEP_FREE: usize = 2;
 /// Most records one apply transaction holds.
 const APPLY_BATCH: usize = 8192;
+/// Records the applier collects before it applies them at once (unless asked sooner).
+const APPLY_MIN: usize = 1024;
+/// The longest a durable record waits for the applier to collect more: each apply is a
+/// transaction whose fixed cost (the pages of every table and index it touches, written
+/// to SQLite's log and copied again by the checkpoint) is shared by the records in it. A
+/// reader that needs the records sooner (a query, a lease: see
+/// [`JournalShared::wanted`]) has them applied at once.
+const APPLY_DELAY: Duration = Duration::from_millis(10);
 /// First pause before retrying a failed apply; doubles up to [`MAX_RETRY_PAUSE`].
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -181,22 +194,15 @@ pub(crate) fn spawn(
 
 fn run(rx: &Receiver<ToApplier>, writer: &mpsc::Sender<Box<dyn Work>>, shared: &JournalShared) {
     let mut sealed: VecDeque<(PathBuf, i64)> = VecDeque::new();
-    while let Ok(first) = rx.recv() {
-        let mut records = Vec::new();
-        let mut take = |msg: ToApplier, records: &mut Vec<LogRecord>| match msg {
-            ToApplier::Records(batch) => records.extend(batch),
-            ToApplier::Sealed { path, last_id } => sealed.push_back((path, last_id)),
-        };
-        take(first, &mut records);
-        while records.len() < APPLY_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => take(msg, &mut records),
-                Err(_) => break,
-            }
-        }
-        if !records.is_empty() {
-            let count = records.len();
-            let Some(applied) = apply(writer, Arc::new(records)) else {
+    let mut records: Vec<LogRecord> = Vec::new();
+    let mut open = true;
+    while open {
+        open = gather(rx, shared, &mut records, &mut sealed, APPLY_DELAY);
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(APPLY_BATCH));
+            let chunk = std::mem::replace(&mut records, rest);
+            let count = chunk.len();
+            let Some(applied) = apply(writer, Arc::new(chunk)) else {
                 return;
             };
             shared.unapplied.fetch_sub(count, Ordering::SeqCst);
@@ -210,6 +216,52 @@ fn run(rx: &Receiver<ToApplier>, writer: &mpsc::Sender<Box<dyn Work>>, shared: &
                 }
                 sealed.pop_front();
             }
+        }
+    }
+}
+
+/// Waits for durable records and collects them into `records` until it is time to apply
+/// them: [`APPLY_MIN`] records, `delay` after the first, a reader waiting for one of them
+/// ([`JournalShared::wanted`]), or a closed segment to give up. Returns `false` once the
+/// log's threads stopped (what was collected is still to be applied).
+fn gather(
+    rx: &Receiver<ToApplier>,
+    shared: &JournalShared,
+    records: &mut Vec<LogRecord>,
+    sealed: &mut VecDeque<(PathBuf, i64)>,
+    delay: Duration,
+) -> bool {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if let Some(last) = records.last() {
+            let wanted = shared.wanted.load(Ordering::SeqCst);
+            if records.len() >= APPLY_MIN
+                || (wanted > *shared.applied.borrow() && last.id >= wanted)
+            {
+                return true;
+            }
+        }
+        let message = match deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match message {
+            Ok(ToApplier::Records(batch)) => {
+                records.extend(batch);
+                if deadline.is_none() {
+                    deadline = Instant::now().checked_add(delay);
+                }
+            }
+            Ok(ToApplier::Sealed { path, last_id }) => {
+                sealed.push_back((path, last_id));
+                if records.is_empty() {
+                    return true;
+                }
+            }
+            // Only a wake-up: the condition above is checked again.
+            Ok(ToApplier::Wanted) => {}
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
         }
     }
 }
@@ -341,6 +393,71 @@ mod tests {
 
     fn segments(db: &Path) -> Vec<(u64, PathBuf)> {
         segment::list(&log_dir(db)).unwrap()
+    }
+
+    /// What the applier collects before a transaction: everything sent until a reader
+    /// asks for it, [`APPLY_MIN`] records, or a closed segment; never a wait for the delay
+    /// once a reader asked (the delay here is an hour: a wrong answer hangs, bounded below).
+    #[test]
+    fn the_applier_collects_until_a_reader_asks_or_enough_arrived() {
+        let hour = Duration::from_secs(3600);
+        let shared = Arc::new(JournalShared::new(
+            Arc::new(crate::keys::Keys::default()),
+            0,
+        ));
+        let (tx, rx) = std_mpsc::channel();
+        let (done_tx, done_rx) = std_mpsc::channel();
+        let collector = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let (mut records, mut sealed) = (Vec::new(), VecDeque::new());
+                    let open = gather(&rx, &shared, &mut records, &mut sealed, hour);
+                    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+                    let sealed: Vec<i64> = sealed.iter().map(|(_, last)| *last).collect();
+                    done_tx.send((ids, sealed, open)).unwrap();
+                    if !open {
+                        return;
+                    }
+                }
+            })
+        };
+        let next = || done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let records = |ids: std::ops::Range<i64>| {
+            ToApplier::Records(ids.map(|id| segment::tests::record(id, "{}")).collect())
+        };
+
+        // Records alone wait for more; a reader asking for the last of them ends the wait.
+        tx.send(records(1..3)).unwrap();
+        tx.send(records(3..5)).unwrap();
+        assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
+        shared.wanted.store(4, Ordering::SeqCst);
+        tx.send(ToApplier::Wanted).unwrap();
+        assert_eq!(next(), (vec![1, 2, 3, 4], vec![], true));
+        // A reader asking for a record not here yet is answered when it arrives.
+        shared.wanted.store(6, Ordering::SeqCst);
+        tx.send(ToApplier::Wanted).unwrap();
+        tx.send(records(5..6)).unwrap();
+        assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
+        tx.send(records(6..7)).unwrap();
+        assert_eq!(next(), (vec![5, 6], vec![], true));
+        shared.applied.send_replace(6);
+        // Enough records end the wait without a reader.
+        let min = i64::try_from(APPLY_MIN).unwrap();
+        tx.send(records(7..7 + min)).unwrap();
+        assert_eq!(next().0.len(), APPLY_MIN);
+        // A closed segment with nothing to apply is handed over at once.
+        tx.send(ToApplier::Sealed {
+            path: PathBuf::from("x"),
+            last_id: 6,
+        })
+        .unwrap();
+        assert_eq!(next(), (vec![], vec![6], true));
+        // The log stopping hands over what was collected.
+        tx.send(records(2000..2002)).unwrap();
+        drop(tx);
+        assert_eq!(next(), (vec![2000, 2001], vec![], false));
+        collector.join().unwrap();
     }
 
     /// A crash between append and apply: the acknowledged events are only in the log.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{EventId, NewEvent};
-use crate::journal::{AppendJob, JournalShared};
+use crate::journal::{AppendJob, JournalShared, ToApplier};
 use crate::keys::{KeyState, Keys};
 use crate::segment::LogRecord;
 use crate::time::{add, sub, to_millis};
@@ -88,6 +88,8 @@ pub(crate) struct Inner {
 struct Journal {
     /// Taken (dropped) when the inbox closes, which stops the log's threads in turn.
     tx: Option<mpsc::Sender<AppendJob>>,
+    /// Wakes the applier for a reader (taken when the inbox closes, with `tx`).
+    to_applier: Option<std::sync::mpsc::Sender<ToApplier>>,
     shared: Arc<JournalShared>,
     unapplied_limit: usize,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -103,6 +105,7 @@ impl Drop for Inner {
             return;
         };
         drop(journal.tx.take());
+        drop(journal.to_applier.take());
         let own_thread = std::thread::current()
             .name()
             .is_some_and(|name| name.starts_with("hookgate-inbox"));
@@ -424,13 +427,14 @@ impl InboxBuilder {
             last_id.saturating_add(1),
             rx,
             shared.clone(),
-            to_applier,
+            to_applier.clone(),
         )
         .map_err(io)?
         .handles;
         threads.push(applier::spawn(applier_rx, writer.clone(), shared.clone(), lock).map_err(io)?);
         Ok(Journal {
             tx: Some(tx),
+            to_applier: Some(to_applier),
             shared,
             unapplied_limit: self.queue_capacity.saturating_mul(UNAPPLIED_PER_QUEUE_SLOT),
             threads,
@@ -617,6 +621,12 @@ impl Inbox {
         let mut applied = journal.shared.applied.subscribe();
         if *applied.borrow() >= target {
             return;
+        }
+        // The applier collects records for a few milliseconds before applying them: ask
+        // for these now.
+        journal.shared.wanted.fetch_max(target, Ordering::SeqCst);
+        if let Some(to_applier) = &journal.to_applier {
+            let _ = to_applier.send(ToApplier::Wanted);
         }
         let waited =
             tokio::time::timeout(READ_BARRIER_LIMIT, applied.wait_for(|a| *a >= target)).await;

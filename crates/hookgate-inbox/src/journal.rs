@@ -9,11 +9,12 @@
 //! for the disk, the writer is already writing the next batch (the hand-over is a
 //! rendezvous, so at most one batch is written ahead).
 //!
-//! Segments are preallocated by a third thread: the file is created, filled with zeros,
-//! synced, and its directory synced, before the writer may put a record in it. A zero-filled
-//! file keeps every later `fdatasync` a data-only flush (no block allocation, no size
-//! change, so no journal commit of the file system's metadata), and the directory sync makes
-//! the file's name as durable as its contents. A full segment is closed with an
+//! Segments are preallocated by a third thread: the file is created, filled with zeros
+//! (synced step by step, so no flush of the disk carries a whole segment of zeros in front
+//! of the log's own syncs), synced, and its directory synced, before the writer may put a
+//! record in it. A zero-filled file keeps every later `fdatasync` a data-only flush (no
+//! block allocation, no size change, so no journal commit of the file system's metadata),
+//! and the directory sync makes the file's name as durable as its contents. A full segment is closed with an
 //! end-of-segment record, synced before anything in the next segment is acknowledged.
 //!
 //! A failed write or sync leaves the file's state unknown (the kernel may have dropped the
@@ -24,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::thread::JoinHandle;
@@ -37,8 +38,12 @@ use crate::segment::{self, LogRecord};
 
 /// Records per `fdatasync` (callers sharing one sync of the log).
 const BATCH_SIZE: &str = "hookgate_inbox_log_batch_size";
-/// Bytes zeroed per write while preallocating a segment.
-const ZERO_CHUNK: usize = 1 << 20;
+/// Bytes zeroed, then synced, per step while preallocating a segment. Syncing the zeros
+/// step by step keeps each flush the disk sees small: one sync of a whole 32 MiB segment
+/// held every `fdatasync` of the log waiting behind it for 18–27 ms (measured with
+/// `strace -T`, see docs/BENCHMARKS.md); a 512 KiB step, at the same rate, for well under
+/// a millisecond (estimated, not measured on an idle disk).
+const ZERO_CHUNK: usize = 512 * 1024;
 
 /// One enqueue for the log: answered with the event's id once it is durable.
 #[derive(Debug)]
@@ -54,6 +59,8 @@ pub(crate) enum ToApplier {
     Records(Vec<LogRecord>),
     /// A closed segment, whose records (up to `last_id`) were all sent before.
     Sealed { path: PathBuf, last_id: i64 },
+    /// A reader waits for the records up to [`JournalShared::wanted`]: apply them now.
+    Wanted,
 }
 
 /// State shared by the log's threads and the inbox.
@@ -68,6 +75,9 @@ pub(crate) struct JournalShared {
     pub(crate) durable: watch::Sender<i64>,
     /// The highest event id applied to SQLite.
     pub(crate) applied: watch::Sender<i64>,
+    /// The highest event id a reader waits to see applied (the applier then applies
+    /// without waiting to collect more).
+    pub(crate) wanted: AtomicI64,
     /// Records accepted but not applied to SQLite yet (bounded by the inbox).
     pub(crate) unapplied: AtomicUsize,
     pub(crate) keys: Arc<Keys>,
@@ -84,6 +94,7 @@ impl JournalShared {
             failed: AtomicBool::new(false),
             durable: watch::channel(last_id).0,
             applied: watch::channel(last_id).0,
+            wanted: AtomicI64::new(last_id),
             unapplied: AtomicUsize::new(0),
             keys,
             stop: AtomicBool::new(false),
@@ -157,6 +168,7 @@ pub(crate) fn create_segment(
         }
         let n = usize::try_from(left).unwrap_or(ZERO_CHUNK).min(ZERO_CHUNK);
         file.write_all(zeros.get(..n).unwrap_or(&zeros))?;
+        file.sync_data()?;
         left = left.saturating_sub(n as u64);
     }
     file.sync_all()?;
@@ -488,6 +500,7 @@ mod tests {
             match msg {
                 ToApplier::Records(records) => got.extend(records.iter().map(|r| r.id)),
                 ToApplier::Sealed { last_id, .. } => sealed.push(last_id),
+                ToApplier::Wanted => {}
             }
         }
         assert_eq!(got, (11..76).collect::<Vec<_>>());
