@@ -172,7 +172,7 @@ use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use crate::event::VerifiedEvent;
 use crate::handshake::{Handshake, HandshakeKind, HandshakeRefusal};
 use crate::headers::Headers;
-use crate::reason::Reason;
+use crate::reason::{Reason, Rejection};
 use crate::request::RequestContext;
 use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
@@ -429,6 +429,9 @@ impl Gate {
                     HandshakeRefusal::NoGetHandshake => {
                         Outcome::new(OutcomeKind::MethodNotAllowed, 405)
                     }
+                    HandshakeRefusal::MalformedParameter(name) => {
+                        Outcome::rejected(Rejection::new(Reason::MalformedHeader, name))
+                    }
                 };
                 ReceiveFuture::ready(trace.finish(outcome))
             }
@@ -562,10 +565,15 @@ impl Inner {
             Err(rejection) => {
                 // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret) lacks
                 // the signature header; only then is it looked for, off the fast path.
-                if let Some(body) =
-                    body_copy.filter(|_| rejection.reason() == Reason::MissingHeader)
-                {
-                    if let Some((reply, key_id)) = self.verifier.handshake_unsigned(headers, &body)
+                // (Microsoft Graph's clientState travels in the body: `missing_signature`.)
+                let unsigned = matches!(
+                    rejection.reason(),
+                    Reason::MissingHeader | Reason::MissingSignature
+                );
+                if let Some(body) = body_copy.filter(|_| unsigned) {
+                    if let Some((reply, key_id)) =
+                        self.verifier
+                            .handshake_unsigned(headers, &body, request.query())
                     {
                         let handshake = Handshake {
                             scheme: Arc::from(self.verifier.scheme_name()),
