@@ -2,7 +2,8 @@
 //! `GET` with a verify token, Slack's and Discord's signed POSTs. Each is answered as the
 //! provider requires, a forged one is refused like a forged delivery, nothing becomes an
 //! event, and each is counted and recorded as a handshake. Then Okta's verification `GET`,
-//! Asana's `X-Hook-Secret` POST and WooCommerce's ping, which are not signed the usual way.
+//! Asana's `X-Hook-Secret` POST and WooCommerce's ping, which are not signed the usual way,
+//! and Microsoft Graph's `POST ?validationToken=` and Braintree's `GET ?bt_challenge=`.
 
 #![allow(
     missing_docs,
@@ -361,5 +362,123 @@ async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
         assert_eq!(recorded[0].scheme, endpoint);
         assert_eq!(recorded[0].kind, kind);
         assert_eq!(recorded[0].key_id.as_deref(), key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
+    const CLIENT_STATE: &str = "SecretClientState-8f14e45f";
+    // braintree_python's unit-test key pair and official challenge (test_webhooks.py).
+    const BRAINTREE_KEYS: &str = "integration_public_key:integration_private_key";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [[endpoint]]
+            name = "graph"
+            path = "/hooks/graph"
+            scheme = "microsoft-graph"
+            keys = [{{ secret = "{CLIENT_STATE}" }}]
+
+            [[endpoint]]
+            name = "braintree"
+            path = "/hooks/braintree"
+            scheme = "braintree"
+            keys = [{{ secret = "{BRAINTREE_KEYS}" }}]
+            "#
+        ),
+    )
+    .unwrap();
+    // No --public-url: the query of the POST reaches the gate all the same.
+    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let addr = serve.addr;
+
+    // Graph: the empty POST ?validationToken= → the decoded token as text; the same POST with
+    // a body is a delivery (no clientState: 400, nothing echoed); a wrong clientState → 401.
+    let text = pairs(&[("Content-Type", "text/plain; charset=utf-8")]);
+    let token_query = "/hooks/graph?validationToken=Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription%20Request-Id%3A%20522a8e7e-096a-494c-aaf1-ac0dcfca45b7";
+    assert_eq!(
+        send(addr, "POST", token_query, &text, b"").await,
+        (
+            200,
+            "text/plain; charset=utf-8".to_owned(),
+            "Validation: Testing client application reachability for subscription Request-Id: 522a8e7e-096a-494c-aaf1-ac0dcfca45b7".to_owned()
+        )
+    );
+    let json = pairs(&[("Content-Type", "application/json")]);
+    let unsigned = br#"{"value":[{"changeType":"created"}]}"#;
+    let answer = send(addr, "POST", token_query, &json, unsigned).await;
+    assert_eq!((answer.0, answer.2.as_str()), (400, "missing_signature"));
+    let forged = br#"{"value":[{"changeType":"created","clientState":"guessed"}]}"#;
+    let answer = send(addr, "POST", "/hooks/graph", &json, forged).await;
+    assert_eq!((answer.0, answer.2.as_str()), (401, "token_mismatch"));
+
+    // Braintree: the official challenge → the official answer; a malformed one → 400; none →
+    // 403; a delivery signed with another private key → 401.
+    assert_eq!(
+        send(
+            addr,
+            "GET",
+            "/hooks/braintree?bt_challenge=20f9f8ed05f77439fe955c977e4c8a53",
+            &[],
+            b""
+        )
+        .await,
+        (
+            200,
+            "text/plain; charset=utf-8".to_owned(),
+            "integration_public_key|d9b899556c966b3f06945ec21311865d35df3ce4".to_owned()
+        )
+    );
+    let answer = send(
+        addr,
+        "GET",
+        "/hooks/braintree?bt_challenge=bad%20challenge",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!((answer.0, answer.2.as_str()), (400, "malformed_header"));
+    let answer = send(addr, "GET", "/hooks/braintree", &[], b"").await;
+    assert_eq!((answer.0, answer.2.as_str()), (403, "handshake_refused"));
+    let (headers, body) = signed(
+        SchemeId::Braintree,
+        "integration_public_key:another_private_key",
+        "<notification><kind>check</kind></notification>",
+    );
+    let answer = send(addr, "POST", "/hooks/braintree", &headers, &body).await;
+    assert_eq!((answer.0, answer.2.as_str()), (401, "signature_mismatch"));
+
+    let (_, metrics) = get(addr, "/metrics").await;
+    for (endpoint, scheme) in [("graph", "microsoft-graph"), ("braintree", "braintree")] {
+        assert!(
+            metrics.contains(&format!(
+                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        let events = inbox_list(dir.path(), &["--endpoint", endpoint]).await;
+        assert!(events.is_empty(), "{endpoint}: {events:?}");
+    }
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    for (endpoint, kind) in [
+        ("graph", "microsoft_graph_validation"),
+        ("braintree", "braintree_challenge"),
+    ] {
+        let inbox =
+            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
+        let recorded = inbox.handshakes(10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
+        assert_eq!(recorded[0].kind, kind);
+        assert_eq!(recorded[0].key_id, None);
     }
 }

@@ -190,6 +190,11 @@ fn other_keys(secret: &str) -> Vec<String> {
             keys.push(format!("{prefix}{b64}"));
         }
     }
+    // A key pair written public_key:private_key (Braintree): the same public key with
+    // another private key.
+    if let Some((public, _)) = secret.split_once(':') {
+        keys.push(format!("{public}:{hex}"));
+    }
     keys.push(hex);
     keys.push(format!("{b64}-hookgate-audit"));
     let mut der = P256_PKCS8_PREFIX.to_vec();
@@ -245,6 +250,8 @@ mod tests {
                 SchemeId::Sendgrid => continue,
                 // Airtable's macSecretBase64 is base64 of the key bytes.
                 SchemeId::Airtable => "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+                // hookgate's format for Braintree's key pair.
+                SchemeId::Braintree => "audit_public_key:a-shared-secret",
                 _ => "a-shared-secret",
             };
             let forge = forge(scheme, secret);
