@@ -20,7 +20,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
-use subtle::{Choice, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 
 use super::extract::{Extracted, MAX_SIGNATURES, reject};
 use crate::encoding::{BASE64, hex};
@@ -78,19 +78,26 @@ impl KeyPair {
         format!("{}|{}", self.public, self.hex_mac(&[message]))
     }
 
-    /// Whether a signature over one of the extracted payload forms matches, as the SDKs decide.
+    /// Whether the signature matches the payload as received or with one `\n` appended (the
+    /// two forms the SDKs try), as the SDKs decide. One pass over the payload: the MAC state
+    /// after it is finished twice, once as is and once after a newline.
     pub(crate) fn matches(&self, extracted: &Extracted<'_>) -> bool {
         let Some(signature) = matching_signature(&self.public, &extracted.signatures) else {
             return false;
         };
-        extracted
-            .messages
-            .iter()
-            .fold(Choice::from(0), |acc, message| {
-                let parts: Vec<&[u8]> = message.iter().map(|part| &**part).collect();
-                acc | self.hex_mac(&parts).as_bytes().ct_eq(signature)
-            })
-            .into()
+        let Ok(mut mac) = <Hmac<Sha1> as Mac>::new_from_slice(self.hmac_key.as_slice()) else {
+            return false;
+        };
+        for message in &extracted.messages {
+            for part in message {
+                mac.update(part);
+            }
+        }
+        let mut with_newline = mac.clone();
+        with_newline.update(b"\n");
+        let as_sent = hex(&mac.finalize().into_bytes());
+        let with_newline = hex(&with_newline.finalize().into_bytes());
+        bool::from(as_sent.as_bytes().ct_eq(signature) | with_newline.as_bytes().ct_eq(signature))
     }
 
     /// Whether the signature names this public key at all (else the SDKs answer "no
@@ -159,20 +166,15 @@ pub(crate) fn extract(body: &[u8]) -> Result<Extracted<'static>, Rejection> {
     }
     // One payload, two accepted forms: the SDKs sign the canonical one with a final newline,
     // so both forms of a delivery share one dedup key.
-    let canonical = if payload.ends_with('\n') {
-        payload.clone()
-    } else {
-        format!("{payload}\n")
-    };
-    let dedup = DedupRecipe::SignedContentDigest(hex(&Sha256::digest(canonical.as_bytes())));
-    let with_newline = vec![
-        Cow::Owned(payload.clone().into_bytes()),
-        Cow::Borrowed(&b"\n"[..]),
-    ];
-    let mut out = Extracted::new(
-        vec![vec![Cow::Owned(payload.into_bytes())], with_newline],
-        SIGNATURE,
-    );
+    let mut digest = Sha256::new();
+    digest.update(payload.as_bytes());
+    if !payload.ends_with('\n') {
+        digest.update(b"\n");
+    }
+    let dedup = DedupRecipe::SignedContentDigest(hex(&digest.finalize()));
+    // The one message is the payload as received; `KeyPair::matches` also finishes it with a
+    // newline appended.
+    let mut out = Extracted::new(vec![vec![Cow::Owned(payload.into_bytes())]], SIGNATURE);
     out.signatures = pairs;
     out.dedup = dedup;
     Ok(out)
