@@ -17,6 +17,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Serve, get, inbox_list};
@@ -93,10 +94,9 @@ fn signed(scheme: SchemeId, secret: &str, body: &str) -> (Vec<(String, String)>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
             r#"
             [[endpoint]]
             name = "meta"
@@ -118,9 +118,7 @@ async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
             keys = [{{ secret = "{DISCORD_PUBLIC}" }}]
             "#
         ),
-    )
-    .unwrap();
-    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let addr = serve.addr;
 
     // Meta: GET with the verify token → the challenge; another token → 403.
@@ -180,42 +178,19 @@ async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
         401
     );
 
-    // Counted by scheme, never as events.
-    let (_, metrics) = get(addr, "/metrics").await;
-    for scheme in ["meta", "slack", "discord"] {
-        assert!(
-            metrics.contains(&format!(
-                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
-            )),
-            "{metrics}"
-        );
-    }
-    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
-    for endpoint in ["meta", "slack", "discord"] {
-        let events = inbox_list(dir.path(), &["--endpoint", endpoint]).await;
-        assert!(events.is_empty(), "{endpoint}: {events:?}");
-    }
-
-    // Recorded in each endpoint's inbox as a handshake.
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &serve.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
-    for (endpoint, kind, key) in [
-        ("meta", "meta_subscribe", None),
-        ("slack", "slack_url_verification", Some("0")),
-        ("discord", "discord_ping", Some("0")),
-    ] {
-        let inbox =
-            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
-        let recorded = inbox.handshakes(10).await.unwrap();
-        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
-        assert_eq!(recorded[0].scheme, endpoint);
-        assert_eq!(recorded[0].kind, kind);
-        assert_eq!(recorded[0].key_id.as_deref(), key);
-    }
+    // Counted by scheme, never as events; recorded in each endpoint's inbox as a handshake.
+    let endpoints = [("meta", "meta"), ("slack", "slack"), ("discord", "discord")];
+    counted_not_stored(addr, dir.path(), &endpoints).await;
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            ("meta", "meta", "meta_subscribe", None),
+            ("slack", "slack", "slack_url_verification", Some("0")),
+            ("discord", "discord", "discord_ping", Some("0")),
+        ],
+    )
+    .await;
 }
 
 fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -225,14 +200,59 @@ fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts `serve` on a configuration file holding `endpoints` (TOML `[[endpoint]]` tables).
+fn serve_with(dir: &Path, endpoints: &str) -> Serve {
+    let config = dir.join("hookgate.toml");
+    std::fs::write(&config, endpoints).unwrap();
+    Serve::start(dir, &["--config", config.to_str().unwrap()])
+}
+
+/// Each `(endpoint, scheme)` counted one handshake in the metrics, and none stored an event.
+async fn counted_not_stored(addr: SocketAddr, dir: &Path, endpoints: &[(&str, &str)]) {
+    let (_, metrics) = get(addr, "/metrics").await;
+    for (endpoint, scheme) in endpoints {
+        assert!(
+            metrics.contains(&format!(
+                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        let events = inbox_list(dir, &["--endpoint", endpoint]).await;
+        assert!(events.is_empty(), "{endpoint}: {events:?}");
+    }
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+}
+
+/// Stops `serve` cleanly, then checks that each endpoint's inbox recorded exactly one
+/// handshake: `(endpoint, scheme, kind, key id)`.
+async fn stop_and_check_recorded(
+    serve: &mut Serve,
+    dir: &Path,
+    expected: &[(&str, &str, &str, Option<&str>)],
+) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    for (endpoint, scheme, kind, key) in expected {
+        let inbox = hookgate_inbox::Inbox::open(dir.join(format!("inbox-{endpoint}.db"))).unwrap();
+        let recorded = inbox.handshakes(10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
+        assert_eq!(recorded[0].scheme, *scheme);
+        assert_eq!(recorded[0].kind, *kind);
+        assert_eq!(recorded[0].key_id.as_deref(), *key);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
     const ASANA_SECRET: &str = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
             r#"
             [[endpoint]]
             name = "okta"
@@ -253,9 +273,7 @@ async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
             keys = [{{ secret = "wc_whsec_9f8e7d6c5b4a" }}]
             "#
         ),
-    )
-    .unwrap();
-    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let addr = serve.addr;
 
     // Okta: the verification GET with the configured auth header → JSON; another → 401.
@@ -331,38 +349,22 @@ async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
         400
     );
 
-    let (_, metrics) = get(addr, "/metrics").await;
-    for scheme in ["okta", "asana", "woocommerce"] {
-        assert!(
-            metrics.contains(&format!(
-                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
-            )),
-            "{metrics}"
-        );
-        let events = inbox_list(dir.path(), &["--endpoint", scheme]).await;
-        assert!(events.is_empty(), "{scheme}: {events:?}");
-    }
-    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
-
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &serve.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
-    for (endpoint, kind, key) in [
-        ("okta", "okta_verification", Some("0")),
-        ("asana", "asana_hook_secret", Some("0")),
-        ("woocommerce", "woocommerce_ping", None),
-    ] {
-        let inbox =
-            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
-        let recorded = inbox.handshakes(10).await.unwrap();
-        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
-        assert_eq!(recorded[0].scheme, endpoint);
-        assert_eq!(recorded[0].kind, kind);
-        assert_eq!(recorded[0].key_id.as_deref(), key);
-    }
+    let endpoints = [
+        ("okta", "okta"),
+        ("asana", "asana"),
+        ("woocommerce", "woocommerce"),
+    ];
+    counted_not_stored(addr, dir.path(), &endpoints).await;
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            ("okta", "okta", "okta_verification", Some("0")),
+            ("asana", "asana", "asana_hook_secret", Some("0")),
+            ("woocommerce", "woocommerce", "woocommerce_ping", None),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,10 +373,10 @@ async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
     // braintree_python's unit-test key pair and official challenge (test_webhooks.py).
     const BRAINTREE_KEYS: &str = "integration_public_key:integration_private_key";
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    // No --public-url: the query of the POST reaches the gate all the same.
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
             r#"
             [[endpoint]]
             name = "graph"
@@ -389,10 +391,7 @@ async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
             keys = [{{ secret = "{BRAINTREE_KEYS}" }}]
             "#
         ),
-    )
-    .unwrap();
-    // No --public-url: the query of the POST reaches the gate all the same.
-    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let addr = serve.addr;
 
     // Graph: the empty POST ?validationToken= → the decoded token as text; the same POST with
@@ -451,34 +450,20 @@ async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
     let answer = send(addr, "POST", "/hooks/braintree", &headers, &body).await;
     assert_eq!((answer.0, answer.2.as_str()), (401, "signature_mismatch"));
 
-    let (_, metrics) = get(addr, "/metrics").await;
-    for (endpoint, scheme) in [("graph", "microsoft-graph"), ("braintree", "braintree")] {
-        assert!(
-            metrics.contains(&format!(
-                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
-            )),
-            "{metrics}"
-        );
-        let events = inbox_list(dir.path(), &["--endpoint", endpoint]).await;
-        assert!(events.is_empty(), "{endpoint}: {events:?}");
-    }
-    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
-
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &serve.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
-    for (endpoint, kind) in [
-        ("graph", "microsoft_graph_validation"),
-        ("braintree", "braintree_challenge"),
-    ] {
-        let inbox =
-            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
-        let recorded = inbox.handshakes(10).await.unwrap();
-        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
-        assert_eq!(recorded[0].kind, kind);
-        assert_eq!(recorded[0].key_id, None);
-    }
+    counted_not_stored(
+        addr,
+        dir.path(),
+        &[("graph", "microsoft-graph"), ("braintree", "braintree")],
+    )
+    .await;
+    // Neither proves a key by its request: no key id is recorded.
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            ("graph", "microsoft-graph", "microsoft_graph_validation", None),
+            ("braintree", "braintree", "braintree_challenge", None),
+        ],
+    )
+    .await;
 }
