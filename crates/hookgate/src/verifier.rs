@@ -308,8 +308,9 @@ impl Verifier {
     }
 
     /// The answer to an unsigned POST handshake (WooCommerce's ping, Asana's
-    /// `X-Hook-Secret`, Microsoft Graph's `validationToken` in `query`), with the id of the key it proved, for a request whose
-    /// verification failed; `None` when it is not one and the rejection stands.
+    /// `X-Hook-Secret`, Microsoft Graph's `validationToken` in `query`), with the id of the
+    /// key it proved, for a request whose verification failed; `None` when it is not one and
+    /// the rejection stands.
     pub(crate) fn handshake_unsigned<H: Headers + ?Sized>(
         &self,
         headers: &H,

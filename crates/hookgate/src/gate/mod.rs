@@ -565,9 +565,10 @@ impl Inner {
                 }
             }
             Err(rejection) => {
-                // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret) lacks
-                // the signature header; only then is it looked for, off the fast path.
-                // (Microsoft Graph's clientState travels in the body: `missing_signature`.)
+                // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret, Microsoft
+                // Graph's validationToken) lacks the signature (header, or Graph's clientState
+                // in the body: `missing_signature`); only then is it looked for, off the fast
+                // path.
                 let unsigned = matches!(
                     rejection.reason(),
                     Reason::MissingHeader | Reason::MissingSignature
