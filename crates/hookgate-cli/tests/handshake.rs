@@ -461,7 +461,12 @@ async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
         &mut serve,
         dir.path(),
         &[
-            ("graph", "microsoft-graph", "microsoft_graph_validation", None),
+            (
+                "graph",
+                "microsoft-graph",
+                "microsoft_graph_validation",
+                None,
+            ),
             ("braintree", "braintree", "braintree_challenge", None),
         ],
     )
