@@ -65,10 +65,12 @@ pub(crate) async fn decide(
     };
     let url = settings.url_for(uri);
     // The request line: schemes that sign the URL (Twilio, Square, HubSpot v3) or the method
-    // (HubSpot v3) read it from here.
+    // (HubSpot v3) read it from here, and a handshake in the query of a POST (Microsoft
+    // Graph's validationToken), public origin or not.
     let request = RequestContext::new()
         .with_url_opt(url.as_deref())
-        .with_method(method.as_str());
+        .with_method(method.as_str())
+        .with_query_opt(uri.query());
     let headers = ActixHeaders::new(headers);
     let future = match mode {
         Mode::Receive => gate.receive(&headers, body.clone(), request),

@@ -71,6 +71,17 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
             "the JSON body must carry one non-empty passcode (Figma sends it in every event)"
                 .to_owned()
         }
+        Reason::MissingSignature if scheme == SchemeId::MicrosoftGraph => {
+            "every notification of the body's value array must carry a non-empty clientState \
+             (set clientState when creating the subscription); an empty POST with \
+             ?validationToken= is the validation request, which `serve` answers"
+                .to_owned()
+        }
+        Reason::MissingSignature if scheme == SchemeId::Braintree => {
+            "the form body must carry bt_signature and bt_payload, each once (pass Braintree's \
+             POST body as received)"
+                .to_owned()
+        }
         Reason::MissingSignature => "the body must carry signature.timestamp, signature.token \
              and signature.signature (Mailgun puts its signature in the body)"
             .to_owned(),
@@ -107,6 +118,9 @@ fn mismatch_hint(cx: Context<'_>) -> String {
         SchemeId::Mailgun => {
             "Mailgun signs signature.timestamp + signature.token, not the event".to_owned()
         }
+        SchemeId::Braintree => "Braintree signs bt_payload (as sent, or with one newline \
+             added) with the private key of the pair whose public key bt_signature names"
+            .to_owned(),
         SchemeId::Twilio => "Twilio signs the URL followed by the sorted form parameters of the \
              raw body; --url must be exactly the public URL it called (https, host, port, path, \
              query string), not the URL seen behind a proxy"
@@ -164,7 +178,9 @@ fn missing_hint(scheme: SchemeId, location: &str, headers: &[(String, String)]) 
         (SchemeId::Linear, _) => {
             format!("the body must carry `{location}` (Linear's signed timestamp, in ms)")
         }
-        (SchemeId::Mailgun, _) => format!("the body must carry `{location}`"),
+        (SchemeId::Mailgun | SchemeId::Braintree | SchemeId::MicrosoftGraph, _) => {
+            format!("the body must carry `{location}`")
+        }
         _ => format!(
             "{} needs the header {location}: pass it with --header '{location}: VALUE' (names \
              are case-insensitive)",
@@ -212,6 +228,8 @@ fn signs_raw_body(scheme: SchemeId) -> bool {
             | SchemeId::Telegram
             | SchemeId::Postmark
             | SchemeId::Figma
+            | SchemeId::MicrosoftGraph
+            | SchemeId::Braintree
     )
 }
 

@@ -69,9 +69,13 @@ enum Command {
     ///   - twilio-body-sha256 only: first a line `# url: URL`, the URL to call (Twilio adds
     ///     bodySHA256 to its query string, and signs that URL);
     ///   - the headers, one `Name: value` per line;
-    ///   - mailgun only: its signature lives in the body, so a blank line follows the
-    ///     headers, then the signed body to send (a JSON object wrapping the given body as
-    ///     event-data) — unless --out-body FILE is given, which receives it instead.
+    ///   - mailgun, figma, microsoft-graph and braintree: the signature (or token) lives in
+    ///     the body, so a blank line follows the headers, then the body to send — mailgun: a
+    ///     JSON object wrapping the given body as event-data; figma: the passcode added;
+    ///     microsoft-graph: the clientState added to every notification of `value` (a single
+    ///     notification is wrapped in a batch); braintree: the form bt_signature, bt_payload
+    ///     with the given body (the notification XML) as base64 — unless --out-body FILE is
+    ///     given, which receives it instead.
     ///
     /// gitlab-token "signs" by sending the token itself: its header carries the secret.
     ///

@@ -55,9 +55,9 @@ pub(crate) struct SignArgs {
     #[arg(long, value_name = "TYPE")]
     event_type: Option<String>,
 
-    /// Write the body to send to this file instead of stdout. Only mailgun and figma change
-    /// the body (the signature, or the passcode, lives in it); for the other schemes the file
-    /// gets the body unchanged.
+    /// Write the body to send to this file instead of stdout. Only mailgun, figma,
+    /// microsoft-graph and braintree change the body (the signature, or the token, lives in
+    /// it); for the other schemes the file gets the body unchanged.
     #[arg(long, value_name = "PATH")]
     out_body: Option<PathBuf>,
 }
@@ -111,7 +111,8 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
 }
 
 /// The `sign` output: `# url: …` for twilio-body-sha256, the headers one per line, then for
-/// mailgun and figma (unless the body went to a file) a blank line and the signed body.
+/// the schemes that sign in the body (mailgun, figma, microsoft-graph, braintree; unless the
+/// body went to a file) a blank line and the signed body.
 fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> Vec<u8> {
     let mut out = String::new();
     if scheme == SchemeId::TwilioBodySha256 {
@@ -123,8 +124,9 @@ fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> 
         out.push_str(&format!("{name}: {value}\n"));
     }
     let mut out = out.into_bytes();
-    // Mailgun's and Figma's senders put the signature (the passcode) in the body.
-    if matches!(scheme, SchemeId::Mailgun | SchemeId::Figma) && body_to_stdout {
+    // Schemes without a signature header carry it in the body (Mailgun's signature, Figma's
+    // passcode, Microsoft Graph's clientState, Braintree's bt_signature).
+    if scheme.signature_header().is_none() && body_to_stdout {
         out.push(b'\n');
         out.extend_from_slice(&delivery.body);
     }

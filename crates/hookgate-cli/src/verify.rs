@@ -237,6 +237,10 @@ fn valid_report(event: &VerifiedEvent, scheme: SchemeId, json: bool) -> Result<S
             "note: mailgun signs the timestamp and token only: the event data is not \
              authenticated\n",
         ),
+        SchemeId::MicrosoftGraph => out.push_str(
+            "note: microsoft-graph checks the clientState token only: the notifications are \
+             not authenticated\n",
+        ),
         _ => {}
     }
     Ok(out)

@@ -2,7 +2,8 @@
 //! `GET` with a verify token, Slack's and Discord's signed POSTs. Each is answered as the
 //! provider requires, a forged one is refused like a forged delivery, nothing becomes an
 //! event, and each is counted and recorded as a handshake. Then Okta's verification `GET`,
-//! Asana's `X-Hook-Secret` POST and WooCommerce's ping, which are not signed the usual way.
+//! Asana's `X-Hook-Secret` POST and WooCommerce's ping, which are not signed the usual way,
+//! and Microsoft Graph's `POST ?validationToken=` and Braintree's `GET ?bt_challenge=`.
 
 #![allow(
     missing_docs,
@@ -16,6 +17,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Serve, get, inbox_list};
@@ -92,10 +94,9 @@ fn signed(scheme: SchemeId, secret: &str, body: &str) -> (Vec<(String, String)>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
             r#"
             [[endpoint]]
             name = "meta"
@@ -117,9 +118,7 @@ async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
             keys = [{{ secret = "{DISCORD_PUBLIC}" }}]
             "#
         ),
-    )
-    .unwrap();
-    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let addr = serve.addr;
 
     // Meta: GET with the verify token → the challenge; another token → 403.
@@ -179,42 +178,19 @@ async fn serve_answers_meta_slack_and_discord_handshakes_and_stores_none() {
         401
     );
 
-    // Counted by scheme, never as events.
-    let (_, metrics) = get(addr, "/metrics").await;
-    for scheme in ["meta", "slack", "discord"] {
-        assert!(
-            metrics.contains(&format!(
-                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
-            )),
-            "{metrics}"
-        );
-    }
-    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
-    for endpoint in ["meta", "slack", "discord"] {
-        let events = inbox_list(dir.path(), &["--endpoint", endpoint]).await;
-        assert!(events.is_empty(), "{endpoint}: {events:?}");
-    }
-
-    // Recorded in each endpoint's inbox as a handshake.
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &serve.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
-    for (endpoint, kind, key) in [
-        ("meta", "meta_subscribe", None),
-        ("slack", "slack_url_verification", Some("0")),
-        ("discord", "discord_ping", Some("0")),
-    ] {
-        let inbox =
-            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
-        let recorded = inbox.handshakes(10).await.unwrap();
-        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
-        assert_eq!(recorded[0].scheme, endpoint);
-        assert_eq!(recorded[0].kind, kind);
-        assert_eq!(recorded[0].key_id.as_deref(), key);
-    }
+    // Counted by scheme, never as events; recorded in each endpoint's inbox as a handshake.
+    let endpoints = [("meta", "meta"), ("slack", "slack"), ("discord", "discord")];
+    counted_not_stored(addr, dir.path(), &endpoints).await;
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            ("meta", "meta", "meta_subscribe", None),
+            ("slack", "slack", "slack_url_verification", Some("0")),
+            ("discord", "discord", "discord_ping", Some("0")),
+        ],
+    )
+    .await;
 }
 
 fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -224,14 +200,59 @@ fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts `serve` on a configuration file holding `endpoints` (TOML `[[endpoint]]` tables).
+fn serve_with(dir: &Path, endpoints: &str) -> Serve {
+    let config = dir.join("hookgate.toml");
+    std::fs::write(&config, endpoints).unwrap();
+    Serve::start(dir, &["--config", config.to_str().unwrap()])
+}
+
+/// Each `(endpoint, scheme)` counted one handshake in the metrics, and none stored an event.
+async fn counted_not_stored(addr: SocketAddr, dir: &Path, endpoints: &[(&str, &str)]) {
+    let (_, metrics) = get(addr, "/metrics").await;
+    for (endpoint, scheme) in endpoints {
+        assert!(
+            metrics.contains(&format!(
+                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        let events = inbox_list(dir, &["--endpoint", endpoint]).await;
+        assert!(events.is_empty(), "{endpoint}: {events:?}");
+    }
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+}
+
+/// Stops `serve` cleanly, then checks that each endpoint's inbox recorded exactly one
+/// handshake: `(endpoint, scheme, kind, key id)`.
+async fn stop_and_check_recorded(
+    serve: &mut Serve,
+    dir: &Path,
+    expected: &[(&str, &str, &str, Option<&str>)],
+) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    for (endpoint, scheme, kind, key) in expected {
+        let inbox = hookgate_inbox::Inbox::open(dir.join(format!("inbox-{endpoint}.db"))).unwrap();
+        let recorded = inbox.handshakes(10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
+        assert_eq!(recorded[0].scheme, *scheme);
+        assert_eq!(recorded[0].kind, *kind);
+        assert_eq!(recorded[0].key_id.as_deref(), *key);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
     const ASANA_SECRET: &str = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
             r#"
             [[endpoint]]
             name = "okta"
@@ -252,9 +273,7 @@ async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
             keys = [{{ secret = "wc_whsec_9f8e7d6c5b4a" }}]
             "#
         ),
-    )
-    .unwrap();
-    let mut serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let addr = serve.addr;
 
     // Okta: the verification GET with the configured auth header → JSON; another → 401.
@@ -330,36 +349,126 @@ async fn serve_answers_okta_asana_and_woocommerce_handshakes_and_stores_none() {
         400
     );
 
-    let (_, metrics) = get(addr, "/metrics").await;
-    for scheme in ["okta", "asana", "woocommerce"] {
-        assert!(
-            metrics.contains(&format!(
-                "hookgate_handshakes_total{{scheme=\"{scheme}\"}} 1"
-            )),
-            "{metrics}"
-        );
-        let events = inbox_list(dir.path(), &["--endpoint", scheme]).await;
-        assert!(events.is_empty(), "{scheme}: {events:?}");
-    }
-    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+    let endpoints = [
+        ("okta", "okta"),
+        ("asana", "asana"),
+        ("woocommerce", "woocommerce"),
+    ];
+    counted_not_stored(addr, dir.path(), &endpoints).await;
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            ("okta", "okta", "okta_verification", Some("0")),
+            ("asana", "asana", "asana_hook_secret", Some("0")),
+            ("woocommerce", "woocommerce", "woocommerce_ping", None),
+        ],
+    )
+    .await;
+}
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &serve.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
-    for (endpoint, kind, key) in [
-        ("okta", "okta_verification", Some("0")),
-        ("asana", "asana_hook_secret", Some("0")),
-        ("woocommerce", "woocommerce_ping", None),
-    ] {
-        let inbox =
-            hookgate_inbox::Inbox::open(dir.path().join(format!("inbox-{endpoint}.db"))).unwrap();
-        let recorded = inbox.handshakes(10).await.unwrap();
-        assert_eq!(recorded.len(), 1, "{endpoint}: {recorded:?}");
-        assert_eq!(recorded[0].scheme, endpoint);
-        assert_eq!(recorded[0].kind, kind);
-        assert_eq!(recorded[0].key_id.as_deref(), key);
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
+    const CLIENT_STATE: &str = "SecretClientState-8f14e45f";
+    // braintree_python's unit-test key pair and official challenge (test_webhooks.py).
+    const BRAINTREE_KEYS: &str = "integration_public_key:integration_private_key";
+    let dir = tempfile::tempdir().unwrap();
+    // No --public-url: the query of the POST reaches the gate all the same.
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
+            r#"
+            [[endpoint]]
+            name = "graph"
+            path = "/hooks/graph"
+            scheme = "microsoft-graph"
+            keys = [{{ secret = "{CLIENT_STATE}" }}]
+
+            [[endpoint]]
+            name = "braintree"
+            path = "/hooks/braintree"
+            scheme = "braintree"
+            keys = [{{ secret = "{BRAINTREE_KEYS}" }}]
+            "#
+        ),
+    );
+    let addr = serve.addr;
+
+    // Graph: the empty POST ?validationToken= → the decoded token as text; the same POST with
+    // a body is a delivery (no clientState: 400, nothing echoed); a wrong clientState → 401.
+    let text = pairs(&[("Content-Type", "text/plain; charset=utf-8")]);
+    let token_query = "/hooks/graph?validationToken=Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription%20Request-Id%3A%20522a8e7e-096a-494c-aaf1-ac0dcfca45b7";
+    assert_eq!(
+        send(addr, "POST", token_query, &text, b"").await,
+        (
+            200,
+            "text/plain; charset=utf-8".to_owned(),
+            "Validation: Testing client application reachability for subscription Request-Id: 522a8e7e-096a-494c-aaf1-ac0dcfca45b7".to_owned()
+        )
+    );
+    let json = pairs(&[("Content-Type", "application/json")]);
+    let unsigned = br#"{"value":[{"changeType":"created"}]}"#;
+    let answer = send(addr, "POST", token_query, &json, unsigned).await;
+    assert_eq!((answer.0, answer.2.as_str()), (400, "missing_signature"));
+    let forged = br#"{"value":[{"changeType":"created","clientState":"guessed"}]}"#;
+    let answer = send(addr, "POST", "/hooks/graph", &json, forged).await;
+    assert_eq!((answer.0, answer.2.as_str()), (401, "token_mismatch"));
+
+    // Braintree: the official challenge → the official answer; a malformed one → 400; none →
+    // 403; a delivery signed with another private key → 401.
+    assert_eq!(
+        send(
+            addr,
+            "GET",
+            "/hooks/braintree?bt_challenge=20f9f8ed05f77439fe955c977e4c8a53",
+            &[],
+            b""
+        )
+        .await,
+        (
+            200,
+            "text/plain; charset=utf-8".to_owned(),
+            "integration_public_key|d9b899556c966b3f06945ec21311865d35df3ce4".to_owned()
+        )
+    );
+    let answer = send(
+        addr,
+        "GET",
+        "/hooks/braintree?bt_challenge=bad%20challenge",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!((answer.0, answer.2.as_str()), (400, "malformed_header"));
+    let answer = send(addr, "GET", "/hooks/braintree", &[], b"").await;
+    assert_eq!((answer.0, answer.2.as_str()), (403, "handshake_refused"));
+    let (headers, body) = signed(
+        SchemeId::Braintree,
+        "integration_public_key:another_private_key",
+        "<notification><kind>check</kind></notification>",
+    );
+    let answer = send(addr, "POST", "/hooks/braintree", &headers, &body).await;
+    assert_eq!((answer.0, answer.2.as_str()), (401, "signature_mismatch"));
+
+    counted_not_stored(
+        addr,
+        dir.path(),
+        &[("graph", "microsoft-graph"), ("braintree", "braintree")],
+    )
+    .await;
+    // Neither proves a key by its request: no key id is recorded.
+    stop_and_check_recorded(
+        &mut serve,
+        dir.path(),
+        &[
+            (
+                "graph",
+                "microsoft-graph",
+                "microsoft_graph_validation",
+                None,
+            ),
+            ("braintree", "braintree", "braintree_challenge", None),
+        ],
+    )
+    .await;
 }

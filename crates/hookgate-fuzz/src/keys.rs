@@ -43,12 +43,19 @@ fn sendgrid_keys() -> &'static (String, String) {
     })
 }
 
+/// Braintree's key pair in hookgate's `public_key:private_key` format, [`SECRET`] as the
+/// private key.
+fn braintree_pair() -> String {
+    format!("fuzz_public_key:{SECRET}")
+}
+
 /// The secret a sender signs `scheme` with.
 pub(crate) fn signing_secret(scheme: SchemeId) -> String {
     match scheme {
         SchemeId::StandardWebhooksV1a => WHSK.to_owned(),
         SchemeId::Discord => DISCORD_PRIVATE.to_owned(),
         SchemeId::Sendgrid => sendgrid_keys().0.clone(),
+        SchemeId::Braintree => braintree_pair(),
         _ => SECRET.to_owned(),
     }
 }
@@ -59,6 +66,7 @@ pub(crate) fn verifying_secret(scheme: SchemeId) -> String {
         SchemeId::StandardWebhooksV1a => WHPK.to_owned(),
         SchemeId::Discord => DISCORD_PUBLIC.to_owned(),
         SchemeId::Sendgrid => sendgrid_keys().1.clone(),
+        SchemeId::Braintree => braintree_pair(),
         _ => SECRET.to_owned(),
     }
 }

@@ -92,8 +92,11 @@ where
                 )));
             }
         };
-        // No public origin here (URL-signing schemes need the layer's): the method only.
-        let line = hookgate::RequestContext::new().with_method(parts.method.as_str());
+        // No public origin here (URL-signing schemes need the layer's): the method, and the
+        // query (Microsoft Graph's validationToken arrives in the query of a POST).
+        let line = hookgate::RequestContext::new()
+            .with_method(parts.method.as_str())
+            .with_query_opt(parts.uri.query());
         let outcome = gate.verify_only(&parts.headers, bytes, line).await;
         if outcome.kind() == OutcomeKind::Verified && outcome.event().is_some() {
             if let Some(event) = outcome.into_event() {

@@ -220,10 +220,12 @@ fn decide<R>(shared: &Shared<R>, parts: &Parts, body: Bytes) -> ReceiveFuture {
         .as_deref()
         .map(|origin| public_url(origin, parts));
     // The request line: schemes that sign the URL (Twilio, Square, HubSpot v3) or the method
-    // (HubSpot v3) read it from here.
+    // (HubSpot v3) read it from here, and a handshake in the query of a POST (Microsoft
+    // Graph's validationToken), public origin or not.
     let request = RequestContext::new()
         .with_url_opt(url.as_deref())
-        .with_method(parts.method.as_str());
+        .with_method(parts.method.as_str())
+        .with_query_opt(parts.uri.query());
     match shared.mode {
         Mode::Receive => shared.gate.receive(&parts.headers, body, request),
         Mode::VerifyOnly => shared.gate.verify_only(&parts.headers, body, request),

@@ -20,8 +20,10 @@
 //! | `okta` | `GET` with `X-Okta-Verification-Challenge: V` and the configured auth header | 200 JSON `{"verification":V}`; a wrong auth header gets the 401 a forged delivery gets |
 //! | `woocommerce` | unsigned form POST `webhook_id=<digits>` (the ping sent when a webhook is saved) | 200, empty body |
 //! | `asana` | POST with `X-Hook-Secret: S` and no `X-Hook-Signature`, S equal to a configured live key | 200, empty body, `X-Hook-Secret: S` |
+//! | `microsoft-graph` | POST `?validationToken=T` with an empty body (at subscription creation and renewal) | 200 `text/plain`, T URL-decoded |
+//! | `braintree` | `GET ?bt_challenge=C`, C 20–32 lowercase hex | 200 `text/plain` `public_key\|hex(HMAC-SHA1(SHA-1(private_key), C))`; another C → 400 `malformed_header` |
 //!
-//! The last two are not signed, so they are looked at only when verification has failed
+//! WooCommerce's, Asana's and Microsoft Graph's are not signed, so they are looked at only when verification has failed
 //! for want of the signature header: a signed delivery never reaches them, and the fast
 //! path pays nothing for them. Asana's secret is **never learnt** from the request (that
 //! would let anyone register a key): the handshake is answered only when the header equals
@@ -77,6 +79,13 @@ pub enum HandshakeKind {
     /// Asana's `X-Hook-Secret` POST: answered 200 with the same header, only when its value
     /// is a configured live key.
     AsanaHookSecret,
+    /// Microsoft Graph's `POST ?validationToken=T` (empty body, unsigned) sent when a
+    /// subscription is created or renewed: answered 200 `text/plain` with T URL-decoded. It
+    /// proves only that the URL echoes; every notification still carries the `clientState`.
+    GraphValidationToken,
+    /// Braintree's `GET ?bt_challenge=C`: answered `public_key|hex(HMAC-SHA1(SHA-1(private
+    /// key), C))`, which proves the endpoint holds the key pair.
+    BraintreeChallenge,
 }
 
 impl HandshakeKind {
@@ -92,15 +101,21 @@ impl HandshakeKind {
             HandshakeKind::OktaVerification => "okta_verification",
             HandshakeKind::WooCommercePing => "woocommerce_ping",
             HandshakeKind::AsanaHookSecret => "asana_hook_secret",
+            HandshakeKind::GraphValidationToken => "microsoft_graph_validation",
+            HandshakeKind::BraintreeChallenge => "braintree_challenge",
         }
     }
 
-    /// Whether it is an unsigned `POST` (WooCommerce's ping, Asana's `X-Hook-Secret`), looked
-    /// for only when verification fails for want of the signature header.
+    /// Whether it is an unsigned `POST` (WooCommerce's ping, Asana's `X-Hook-Secret`,
+    /// Microsoft Graph's `validationToken`), looked for only when verification fails for want
+    /// of the signature (`missing_header`, or `missing_signature` where it travels in the
+    /// body).
     pub fn is_unsigned_post(self) -> bool {
         matches!(
             self,
-            HandshakeKind::WooCommercePing | HandshakeKind::AsanaHookSecret
+            HandshakeKind::WooCommercePing
+                | HandshakeKind::AsanaHookSecret
+                | HandshakeKind::GraphValidationToken
         )
     }
 
@@ -112,6 +127,7 @@ impl HandshakeKind {
             HandshakeKind::MetaSubscribe
                 | HandshakeKind::DropboxChallenge
                 | HandshakeKind::OktaVerification
+                | HandshakeKind::BraintreeChallenge
         )
     }
 }
@@ -229,6 +245,10 @@ pub enum HandshakeRefusal {
     /// The verify token differs from the configured one, or none is configured: 403
     /// `handshake_refused`.
     VerifyTokenMismatch,
+    /// A query parameter is present but not in the form the provider sends (Braintree's
+    /// `bt_challenge` is 20–32 lowercase hex): 400 `malformed_header`, as for any malformed
+    /// delivery.
+    MalformedParameter(&'static str),
 }
 
 impl fmt::Display for HandshakeRefusal {
@@ -237,6 +257,7 @@ impl fmt::Display for HandshakeRefusal {
             HandshakeRefusal::NoGetHandshake => f.write_str("the scheme has no GET handshake"),
             HandshakeRefusal::MissingParameter(name) => write!(f, "no single {name} in the query"),
             HandshakeRefusal::VerifyTokenMismatch => f.write_str("the verify token does not match"),
+            HandshakeRefusal::MalformedParameter(name) => write!(f, "{name} is malformed"),
         }
     }
 }
@@ -314,7 +335,9 @@ pub(crate) fn answer_verified(
         | HandshakeKind::DropboxChallenge
         | HandshakeKind::OktaVerification
         | HandshakeKind::WooCommercePing
-        | HandshakeKind::AsanaHookSecret => None,
+        | HandshakeKind::AsanaHookSecret
+        | HandshakeKind::GraphValidationToken
+        | HandshakeKind::BraintreeChallenge => None,
     }
 }
 
@@ -338,16 +361,29 @@ pub(crate) fn answer_okta<H: Headers + ?Sized>(
 }
 
 /// The answer to an **unsigned** POST handshake of `kind` (WooCommerce's ping, Asana's
-/// `X-Hook-Secret`), asked only after verification failed for want of the signature
-/// header. `is_live_key` says whether a value is a configured live key (constant time) and
-/// returns its id. `None`: not a handshake, and the rejection stands.
+/// `X-Hook-Secret`, Microsoft Graph's `validationToken`), asked only after verification
+/// failed for want of the signature. `query` is the request's raw query string.
+/// `is_live_key` says whether a value is a configured live key (constant time) and returns
+/// its id. `None`: not a handshake, and the rejection stands.
 pub(crate) fn answer_unsigned<H: Headers + ?Sized>(
     kind: HandshakeKind,
     headers: &H,
     body: &[u8],
+    query: Option<&str>,
     is_live_key: impl Fn(&[u8]) -> Option<Arc<str>>,
 ) -> Option<(HandshakeReply, Option<Arc<str>>)> {
     match kind {
+        HandshakeKind::GraphValidationToken => {
+            // learn.microsoft.com/graph/change-notifications-delivery-webhooks ("Notification
+            // endpoint validation"): POST {notificationUrl}?validationToken=T, answered 200
+            // text/plain with T URL-decoded, within 10 s. It carries no notification: a body
+            // means it is not one, and the rejection stands.
+            if body.iter().any(|b| !b.is_ascii_whitespace()) {
+                return None;
+            }
+            let token = single_parameter(query?, "validationToken")?;
+            Some((HandshakeReply::text(kind, token), None))
+        }
         HandshakeKind::WooCommercePing => {
             // class-wc-webhook.php deliver_ping(): body `webhook_id=<id>`, no signature;
             // any status but 200 makes saving the webhook fail. It proves nothing and
@@ -384,6 +420,44 @@ pub(crate) fn answer_unsigned<H: Headers + ?Sized>(
         }
         _ => None,
     }
+}
+
+/// The one non-empty value of the query parameter `name`, URL-decoded; `None` when it is
+/// absent, empty or repeated (which copy counts would be ambiguous).
+fn single_parameter(query: &str, name: &str) -> Option<String> {
+    let mut values = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned());
+    let value = values.next()?;
+    (values.next().is_none() && !value.is_empty()).then_some(value)
+}
+
+/// Braintree's `bt_challenge`: exactly one, 20–32 lowercase hex digits, as the official SDKs'
+/// `verify` demands (`^[a-f0-9]{20,32}$`, braintree_python `webhook_notification_gateway.py`).
+/// The answer is `{public_key}|{hex(HMAC-SHA1(SHA-1(private_key), challenge))}`, computed by
+/// `answer` from the challenge.
+pub(crate) fn answer_braintree(
+    query: Option<&str>,
+    answer: impl FnOnce(&str) -> Option<String>,
+) -> Result<HandshakeReply, HandshakeRefusal> {
+    const NAME: &str = "bt_challenge";
+    let mut values =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes()).filter(|(key, _)| key == NAME);
+    let (Some((_, challenge)), None) = (values.next(), values.next()) else {
+        return Err(HandshakeRefusal::MissingParameter(NAME));
+    };
+    let well_formed = (20..=32).contains(&challenge.len())
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return Err(HandshakeRefusal::MalformedParameter(NAME));
+    }
+    let text = answer(&challenge).ok_or(HandshakeRefusal::NoGetHandshake)?;
+    Ok(HandshakeReply::text(
+        HandshakeKind::BraintreeChallenge,
+        text,
+    ))
 }
 
 /// The answer to a `GET` handshake of `kind` with `query` (the raw query string).
@@ -539,7 +613,7 @@ mod tests {
         let none: &[(&str, &str)] = &[];
         let no_key = |_: &[u8]| -> Option<Arc<str>> { None };
         let woo = HandshakeKind::WooCommercePing;
-        let (reply, key) = answer_unsigned(woo, none, b"webhook_id=12", no_key).unwrap();
+        let (reply, key) = answer_unsigned(woo, none, b"webhook_id=12", None, no_key).unwrap();
         assert_eq!((reply.body_text(), key), ("", None));
         for body in [
             &b"webhook_id="[..],
@@ -550,7 +624,7 @@ mod tests {
             b"",
         ] {
             assert!(
-                answer_unsigned(woo, none, body, no_key).is_none(),
+                answer_unsigned(woo, none, body, None, no_key).is_none(),
                 "{body:?}"
             );
         }
@@ -558,7 +632,7 @@ mod tests {
         let configured =
             |value: &[u8]| (value == b"the-configured-secret").then(|| Arc::from("k1"));
         let headers = [("X-Hook-Secret", "the-configured-secret")];
-        let (reply, key) = answer_unsigned(asana, &headers, b"", configured).unwrap();
+        let (reply, key) = answer_unsigned(asana, &headers, b"", None, configured).unwrap();
         assert_eq!(key.as_deref(), Some("k1"));
         let (name, value) = reply.header().unwrap();
         assert_eq!(
@@ -571,24 +645,89 @@ mod tests {
         );
         // A stranger's secret, a repeated header, or a body: not a handshake.
         let stranger = [("X-Hook-Secret", "attacker-chosen")];
-        assert!(answer_unsigned(asana, &stranger, b"", configured).is_none());
+        assert!(answer_unsigned(asana, &stranger, b"", None, configured).is_none());
         let twice = [
             ("X-Hook-Secret", "the-configured-secret"),
             ("X-Hook-Secret", "the-configured-secret"),
         ];
-        assert!(answer_unsigned(asana, &twice, b"", configured).is_none());
-        assert!(answer_unsigned(asana, &headers, b"{\"events\":[]}", configured).is_none());
-        assert!(answer_unsigned(asana, none, b"", configured).is_none());
+        assert!(answer_unsigned(asana, &twice, b"", None, configured).is_none());
+        assert!(answer_unsigned(asana, &headers, b"{\"events\":[]}", None, configured).is_none());
+        assert!(answer_unsigned(asana, none, b"", None, configured).is_none());
         // Only the two unsigned kinds answer here.
         assert!(
             answer_unsigned(
                 HandshakeKind::SlackUrlVerification,
                 &headers,
                 b"",
+                None,
                 configured
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn graph_echoes_one_decoded_validation_token_on_an_empty_post() {
+        let none: &[(&str, &str)] = &[];
+        let no_key = |_: &[u8]| -> Option<Arc<str>> { None };
+        let graph = HandshakeKind::GraphValidationToken;
+        let query = Some("validationToken=Validation%3A%20Testing+client%20%3Cb%3E");
+        let (reply, key) = answer_unsigned(graph, none, b"", query, no_key).unwrap();
+        assert_eq!(
+            (reply.body_text(), reply.content_type(), key),
+            ("Validation: Testing client <b>", TEXT_PLAIN, None)
+        );
+        assert!(answer_unsigned(graph, none, b" \r\n", query, no_key).is_some());
+        for (body, query) in [
+            (&b"{\"value\":[]}"[..], query),
+            (b"", None),
+            (b"", Some("")),
+            (b"", Some("validationToken=")),
+            (b"", Some("validationToken=a&validationToken=b")),
+            (b"", Some("validationtoken=a")),
+        ] {
+            assert!(
+                answer_unsigned(graph, none, body, query, no_key).is_none(),
+                "{body:?} {query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn braintree_answers_only_a_single_lowercase_hex_challenge() {
+        let answer = |c: &str| Some(format!("pub|{c}"));
+        let ok = answer_braintree(
+            Some("bt_challenge=20f9f8ed05f77439fe955c977e4c8a53"),
+            answer,
+        )
+        .unwrap();
+        assert_eq!(ok.body_text(), "pub|20f9f8ed05f77439fe955c977e4c8a53");
+        assert_eq!(ok.kind(), HandshakeKind::BraintreeChallenge);
+        assert!(answer_braintree(Some("bt_challenge=0123456789abcdef0123"), answer).is_ok());
+        for query in [
+            "bt_challenge=bad%20challenge",
+            "bt_challenge=20F9F8ED05F77439FE955C977E4C8A53",
+            "bt_challenge=0123456789abcdef012",
+            "bt_challenge=0123456789abcdef0123456789abcdef0",
+            "bt_challenge=",
+        ] {
+            assert_eq!(
+                answer_braintree(Some(query), answer),
+                Err(HandshakeRefusal::MalformedParameter("bt_challenge")),
+                "{query}"
+            );
+        }
+        for query in [
+            None,
+            Some("challenge=20f9f8ed05f77439fe955c977e4c8a53"),
+            Some("bt_challenge=20f9f8ed05f77439fe95&bt_challenge=20f9f8ed05f77439fe95"),
+        ] {
+            assert_eq!(
+                answer_braintree(query, answer),
+                Err(HandshakeRefusal::MissingParameter("bt_challenge")),
+                "{query:?}"
+            );
+        }
     }
 
     #[test]

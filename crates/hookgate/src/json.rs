@@ -62,6 +62,22 @@ pub(crate) fn top_level_members(
         .collect()
 }
 
+/// Where each element of the JSON array `array` is: byte ranges of `array`, in order.
+/// `None` when `array` is not one JSON array.
+pub(crate) fn array_elements(array: &[u8]) -> Option<Vec<Range<usize>>> {
+    let elements: Vec<&RawValue> = serde_json::from_slice(array).ok()?;
+    let base = array.as_ptr() as usize;
+    elements
+        .into_iter()
+        .map(|raw| {
+            let text = raw.get();
+            // `raw` borrows from `array`: its offset is the difference of the addresses.
+            let start = (text.as_ptr() as usize).checked_sub(base)?;
+            Some(start..start.checked_add(text.len())?)
+        })
+        .collect()
+}
+
 /// Visits one JSON object, keeping the raw values of the members named `field`, in order.
 struct Members<'f> {
     field: &'f str,
@@ -141,5 +157,19 @@ mod tests {
             None
         );
         assert_eq!(top_level_members(b"not json", "passcode"), None);
+    }
+
+    #[test]
+    fn array_elements_give_each_span_in_order() {
+        let array = br#"[ {"a":1} ,"x\"y", [2] ,3]"#;
+        let spans = array_elements(array).unwrap();
+        let texts: Vec<&[u8]> = spans
+            .iter()
+            .map(|range| array.get(range.clone()).unwrap())
+            .collect();
+        assert_eq!(texts, [&br#"{"a":1}"#[..], br#""x\"y""#, b"[2]", b"3"]);
+        assert_eq!(array_elements(b"[]"), Some(Vec::new()));
+        assert_eq!(array_elements(br#"{"a":1}"#), None);
+        assert_eq!(array_elements(b"[1] x"), None);
     }
 }

@@ -27,6 +27,7 @@
 pub struct RequestContext<'a> {
     url: Option<&'a str>,
     method: Option<&'a str>,
+    query: Option<&'a str>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -35,6 +36,7 @@ impl<'a> RequestContext<'a> {
         RequestContext {
             url: None,
             method: None,
+            query: None,
         }
     }
 
@@ -56,9 +58,43 @@ impl<'a> RequestContext<'a> {
         self
     }
 
+    /// The raw query string of the request (without `?`), as the request line has it:
+    /// adapters pass it for every request, public URL or not, because a provider's
+    /// handshake may travel in it (Microsoft Graph's `POST ?validationToken=…`).
+    pub const fn with_query(mut self, query: &'a str) -> Self {
+        self.query = Some(query);
+        self
+    }
+
+    /// The query string if there is one (`None` leaves it unset).
+    pub const fn with_query_opt(mut self, query: Option<&'a str>) -> Self {
+        self.query = query;
+        self
+    }
+
     /// The URL, if known.
     pub const fn url(&self) -> Option<&'a str> {
         self.url
+    }
+
+    /// The raw query string: the one given with [`with_query`](Self::with_query), else the
+    /// part of the URL between `?` and any `#`; `None` when neither has one.
+    ///
+    /// ```
+    /// use hookgate::RequestContext;
+    ///
+    /// let from_url = RequestContext::new().with_url("https://h.example/graph?validationToken=a%20b");
+    /// assert_eq!(from_url.query(), Some("validationToken=a%20b"));
+    /// let given = RequestContext::new().with_query("bt_challenge=20f9f8ed05f77439fe95");
+    /// assert_eq!(given.query(), Some("bt_challenge=20f9f8ed05f77439fe95"));
+    /// assert_eq!(RequestContext::new().with_url("https://h.example/x").query(), None);
+    /// ```
+    pub fn query(&self) -> Option<&'a str> {
+        self.query.or_else(|| {
+            let url = self.url?;
+            let before_fragment = url.split_once('#').map_or(url, |(before, _)| before);
+            before_fragment.split_once('?').map(|(_, query)| query)
+        })
     }
 
     /// The method, `POST` when none was given.
@@ -71,13 +107,18 @@ impl<'a> RequestContext<'a> {
         RequestContext {
             url: self.url.or(url),
             method: self.method,
+            query: self.query,
         }
     }
 }
 
 impl<'a> From<Option<&'a str>> for RequestContext<'a> {
     fn from(url: Option<&'a str>) -> Self {
-        RequestContext { url, method: None }
+        RequestContext {
+            url,
+            method: None,
+            query: None,
+        }
     }
 }
 
@@ -86,6 +127,7 @@ impl<'a> From<&'a str> for RequestContext<'a> {
         RequestContext {
             url: Some(url),
             method: None,
+            query: None,
         }
     }
 }

@@ -103,6 +103,7 @@ enum SigningKey {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     P256(Box<p256::ecdsa::SigningKey>),
     Token(KeyBytes),
+    Braintree(Box<crate::scheme::braintree::KeyPair>),
 }
 
 impl fmt::Debug for Signer {
@@ -173,6 +174,7 @@ impl Signer {
                 crate::verifier::Material::HmacSha1(key) => {
                     SigningKey::Hmac(key, HmacAlgorithm::Sha1)
                 }
+                crate::verifier::Material::Braintree(pair) => SigningKey::Braintree(pair),
                 _ => {
                     return Err(ConfigError::CannotSign(
                         scheme.name().to_owned(),
@@ -205,7 +207,7 @@ impl Signer {
                     .ok()
                     .map(|der| BASE64.encode(der.as_bytes()))
             }
-            SigningKey::Hmac(..) | SigningKey::Token(_) => None,
+            SigningKey::Hmac(..) | SigningKey::Token(_) | SigningKey::Braintree(_) => None,
         }
     }
 
@@ -265,6 +267,31 @@ impl Signer {
         }
         if matches!(shape, Some(Shape::Mailgun)) {
             body = self.mailgun_body(&id, ts, &body);
+            return Ok(SignedDelivery {
+                headers: layout.headers,
+                body,
+                url,
+            });
+        }
+        if let (Some(Shape::Braintree), SigningKey::Braintree(pair)) = (shape, &self.key) {
+            // The body to sign is the notification (XML): it becomes the base64 bt_payload.
+            let body = Bytes::from(crate::scheme::braintree::form_body(pair, &body));
+            let mut headers = layout.headers;
+            headers.push((
+                "Content-Type".to_owned(),
+                "application/x-www-form-urlencoded".to_owned(),
+            ));
+            return Ok(SignedDelivery { headers, body, url });
+        }
+        if let (Some(Shape::BodyTokenEach { array, field }), SigningKey::Token(token)) =
+            (shape, &self.key)
+        {
+            let body = body_tokens_each(&body, array, field, token).ok_or_else(|| {
+                ConfigError::CannotSign(
+                    self.scheme.name().to_owned(),
+                    "the body must be a JSON object (a notification, or a batch with an array of them)",
+                )
+            })?;
             return Ok(SignedDelivery {
                 headers: layout.headers,
                 body,
@@ -343,6 +370,7 @@ impl Signer {
                 signature.to_der().as_bytes().to_vec()
             }
             SigningKey::Token(token) => token.as_slice().to_vec(),
+            SigningKey::Braintree(pair) => pair.hex_mac(&[message]).into_bytes(),
         }
     }
 
@@ -358,6 +386,25 @@ impl Signer {
         });
         Bytes::from(wrapped.to_string())
     }
+}
+
+/// The batch a Microsoft Graph sender posts: `token` set as `field` of every object of
+/// `array`; a JSON object without `array` is taken as one notification and wrapped in a
+/// batch of one. `None` when the body is not a JSON object or `array` holds a non-object.
+fn body_tokens_each(body: &[u8], array: &str, field: &str, token: &KeyBytes) -> Option<Bytes> {
+    let token = serde_json::Value::String(String::from_utf8_lossy(token.as_slice()).into_owned());
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    let mut batch = match object.get_mut(array) {
+        Some(serde_json::Value::Array(_)) => value,
+        _ => serde_json::json!({ array: [value] }),
+    };
+    for element in batch.get_mut(array)?.as_array_mut()? {
+        element
+            .as_object_mut()?
+            .insert(field.to_owned(), token.clone());
+    }
+    serde_json::to_vec(&batch).ok().map(Bytes::from)
 }
 
 /// HMAC of one contiguous message, through the verifier's own computation.
@@ -552,7 +599,10 @@ impl Layout {
                 )]),
                 Encoding::Base64,
             ),
-            Shape::Mailgun | Shape::BodyToken { .. } => plain("", Vec::new(), Encoding::Hex),
+            Shape::Mailgun
+            | Shape::BodyToken { .. }
+            | Shape::BodyTokenEach { .. }
+            | Shape::Braintree => plain("", Vec::new(), Encoding::Hex),
             Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
             Shape::BasicAuth => Layout {
                 headers: Vec::new(),

@@ -86,6 +86,8 @@ pub(crate) enum Material {
     /// SHA-256 of a shared token: comparing digests keeps the comparison constant-time
     /// even when the lengths differ.
     TokenDigest(zeroize::Zeroizing<[u8; 32]>),
+    /// Braintree's public key and HMAC-SHA1 key (see `scheme/braintree.rs`).
+    Braintree(Box<crate::scheme::braintree::KeyPair>),
 }
 
 impl Verifier {
@@ -192,7 +194,7 @@ impl Verifier {
         }
         let key_index = self
             .find_key(&extracted, now)
-            .ok_or_else(|| Rejection::new(extracted.mismatch, extracted.signature_location))?;
+            .ok_or_else(|| self.mismatch(&extracted))?;
         if let Some((expected, location)) = &extracted.body_sha256 {
             let actual = body_sha256_hex(&body);
             if !bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
@@ -216,9 +218,10 @@ impl Verifier {
             redact,
             ..
         } = extracted;
-        let body = match redact {
-            None => body,
-            Some(span) => redacted(&body, span),
+        let body = if redact.is_empty() {
+            body
+        } else {
+            redacted(&body, &redact)
         };
         Ok(VerifiedEvent {
             scheme: Arc::clone(&inner.name),
@@ -294,6 +297,9 @@ impl Verifier {
     /// or `hub.challenge`, [`VerifyTokenMismatch`](HandshakeRefusal::VerifyTokenMismatch)
     /// when the token differs or no [verify token](VerifierBuilder::verify_token) is set.
     pub fn handshake_get(&self, query: Option<&str>) -> Result<HandshakeReply, HandshakeRefusal> {
+        if self.inner.scheme.handshake() == Some(handshake::HandshakeKind::BraintreeChallenge) {
+            return self.braintree_challenge(query);
+        }
         handshake::answer_get(
             self.inner.scheme.handshake(),
             query,
@@ -302,16 +308,18 @@ impl Verifier {
     }
 
     /// The answer to an unsigned POST handshake (WooCommerce's ping, Asana's
-    /// `X-Hook-Secret`), with the id of the key it proved, for a request whose
-    /// verification failed; `None` when it is not one and the rejection stands.
+    /// `X-Hook-Secret`, Microsoft Graph's `validationToken` in `query`), with the id of the
+    /// key it proved, for a request whose verification failed; `None` when it is not one and
+    /// the rejection stands.
     pub(crate) fn handshake_unsigned<H: Headers + ?Sized>(
         &self,
         headers: &H,
         body: &[u8],
+        query: Option<&str>,
     ) -> Option<(HandshakeReply, Option<Arc<str>>)> {
         let kind = self.inner.scheme.handshake()?;
         let now = self.inner.clock.now();
-        handshake::answer_unsigned(kind, headers, body, |value| {
+        handshake::answer_unsigned(kind, headers, body, query, |value| {
             // Digests first: the comparison takes the same time whatever the lengths.
             let given = handshake::token_digest_bytes(value);
             let mut found = None;
@@ -329,6 +337,41 @@ impl Verifier {
                 }
             }
             found
+        })
+    }
+
+    /// The rejection when no live key matched: the scheme's mismatch reason, except that a
+    /// Braintree signature naming none of the live public keys is "no matching public key"
+    /// in the SDKs (`no_supported_signature`). Off the fast path: failures only.
+    fn mismatch(&self, extracted: &Extracted<'_>) -> Rejection {
+        let now = self.inner.clock.now();
+        let mut braintree = false;
+        let mut named = false;
+        for key in &self.inner.keys {
+            if let Material::Braintree(pair) = &key.material {
+                braintree = true;
+                let live = key.not_after.is_none_or(|limit| now <= limit);
+                named |= live && pair.is_named(extracted);
+            }
+        }
+        let reason = if braintree && !named {
+            Reason::NoSupportedSignature
+        } else {
+            extracted.mismatch
+        };
+        Rejection::new(reason, extracted.signature_location)
+    }
+
+    /// Braintree's `GET ?bt_challenge=`: answered with the first live key pair.
+    fn braintree_challenge(&self, query: Option<&str>) -> Result<HandshakeReply, HandshakeRefusal> {
+        let now = self.inner.clock.now();
+        handshake::answer_braintree(query, |challenge| {
+            self.inner.keys.iter().find_map(|key| match &key.material {
+                Material::Braintree(pair) if key.not_after.is_none_or(|limit| now <= limit) => {
+                    Some(pair.pair(challenge.as_bytes()))
+                }
+                _ => None,
+            })
         })
     }
 
@@ -367,26 +410,28 @@ impl Verifier {
     }
 }
 
-/// `body` with the bytes of `span` replaced by [`REDACTED`](crate::scheme::preset::REDACTED).
-/// A span outside the body (which extraction never produces) redacts the whole body rather
-/// than keep a secret.
-fn redacted(body: &Bytes, span: std::ops::Range<usize>) -> Bytes {
+/// `body` with the bytes of each of `spans` (in order, disjoint) replaced by
+/// [`REDACTED`](crate::scheme::preset::REDACTED). Spans out of order or outside the body
+/// (which extraction never produces) redact the whole body rather than keep a secret.
+fn redacted(body: &Bytes, spans: &[std::ops::Range<usize>]) -> Bytes {
     use crate::scheme::preset::REDACTED;
-    match (body.get(..span.start), body.get(span.end..)) {
-        (Some(before), Some(after)) => {
-            let mut out = Vec::with_capacity(
-                before
-                    .len()
-                    .saturating_add(REDACTED.len())
-                    .saturating_add(after.len()),
-            );
-            out.extend_from_slice(before);
-            out.extend_from_slice(REDACTED.as_bytes());
-            out.extend_from_slice(after);
-            Bytes::from(out)
+    let mut out = Vec::with_capacity(body.len().saturating_add(REDACTED.len()));
+    let mut at = 0usize;
+    for span in spans {
+        match (body.get(at..span.start), span.end >= span.start) {
+            (Some(before), true) => {
+                out.extend_from_slice(before);
+                out.extend_from_slice(REDACTED.as_bytes());
+                at = span.end;
+            }
+            _ => return Bytes::from_static(REDACTED.as_bytes()),
         }
-        _ => Bytes::from_static(REDACTED.as_bytes()),
     }
+    match body.get(at..) {
+        Some(rest) => out.extend_from_slice(rest),
+        None => return Bytes::from_static(REDACTED.as_bytes()),
+    }
+    Bytes::from(out)
 }
 
 /// Checks `ts` against `now` with a tolerance in both directions (the future only when
@@ -439,6 +484,7 @@ impl PreparedKey {
                     })
                 });
             }
+            Material::Braintree(pair) => return pair.matches(extracted),
             Material::P256(public) => {
                 use p256::ecdsa::signature::Verifier as _;
                 return extracted.messages.iter().any(|m| {
@@ -711,6 +757,8 @@ pub(crate) fn prepare(scheme: &Scheme, secret: &str) -> Result<Material, &'stati
                     .map(|pk| Material::P256(p256::ecdsa::VerifyingKey::from(&pk)))
                     .map_err(|_| "not a P-256 SubjectPublicKeyInfo")
             }
+            KeyFormat::BraintreePair => crate::scheme::braintree::KeyPair::parse(secret)
+                .map(|pair| Material::Braintree(Box::new(pair))),
             KeyFormat::Token => {
                 if secret.is_empty() {
                     return Err("the token is empty");

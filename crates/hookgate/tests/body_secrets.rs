@@ -131,3 +131,79 @@ async fn verify_only_hands_back_the_redacted_body() {
     assert_eq!(outcome.code(), "verified");
     assert_eq!(outcome.event().unwrap().body(), STORED.as_bytes());
 }
+
+/// Microsoft Graph: every notification of the batch carries the subscription's clientState.
+const CLIENT_STATE: &str = "SecretClientState-8f14e45f";
+
+fn graph_verifier() -> Verifier {
+    Verifier::builder(SchemeId::MicrosoftGraph)
+        .secret(CLIENT_STATE)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn every_graph_client_state_is_redacted_in_place() {
+    let body = format!(
+        r#"{{"value":[{{"id":"m0","clientState":"{CLIENT_STATE}","resourceData":{{"clientState":"nested"}}}}, {{"clientState" : "SecretClientState-8f14e45\u0066","id":"m1"}}]}}"#
+    );
+    let event = graph_verifier()
+        .verify(&[("Content-Type", "application/json")], body)
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(event.body()).unwrap(),
+        r#"{"value":[{"id":"m0","clientState":"[redacted]","resourceData":{"clientState":"nested"}}, {"clientState" : "[redacted]","id":"m1"}]}"#
+    );
+    assert!(!contains(event.body(), CLIENT_STATE));
+    // One notification with another clientState rejects the whole batch; nothing names it.
+    let mixed =
+        format!(r#"{{"value":[{{"clientState":"{CLIENT_STATE}"}},{{"clientState":"guessed"}}]}}"#);
+    let rejection = graph_verifier()
+        .verify(&[] as &[(&str, &str)], mixed)
+        .unwrap_err();
+    assert_eq!(
+        (rejection.code(), rejection.status()),
+        ("token_mismatch", 401)
+    );
+    assert!(!rejection.to_string().contains(CLIENT_STATE));
+}
+
+#[tokio::test]
+async fn graph_batches_reach_the_sink_redacted_and_retries_are_duplicates() {
+    let (sink, mut events) = ChannelSink::bounded(16);
+    let gate = Gate::builder(graph_verifier()).sink(sink).build().unwrap();
+    // What `hookgate send --scheme microsoft-graph` posts: the sender sets every clientState.
+    let signed = Signer::new(SchemeId::MicrosoftGraph, CLIENT_STATE)
+        .unwrap()
+        .sign(&SignRequest::new(
+            r#"{"value":[{"changeType":"created","id":"a"},{"changeType":"deleted","id":"b"}]}"#,
+        ))
+        .unwrap();
+    assert!(
+        contains(&signed.body, CLIENT_STATE),
+        "the sender's body has it"
+    );
+    let outcome = gate
+        .receive(
+            &[("Content-Type", "application/json")],
+            signed.body.clone(),
+            None,
+        )
+        .await;
+    assert_eq!((outcome.status(), outcome.code()), (200, "accepted"));
+    let event = events.try_recv().unwrap();
+    assert!(!contains(event.body(), CLIENT_STATE), "{:?}", event.body());
+    assert_eq!(
+        std::str::from_utf8(event.body())
+            .unwrap()
+            .matches(r#""clientState":"[redacted]""#)
+            .count(),
+        2
+    );
+    assert!(!contains(event.dedup_key().as_bytes(), CLIENT_STATE));
+    let again = gate
+        .receive(&[("Content-Type", "application/json")], signed.body, None)
+        .await;
+    assert_eq!((again.status(), again.code()), (200, "duplicate"));
+    assert!(events.try_recv().is_none());
+}

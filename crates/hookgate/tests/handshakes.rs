@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use hookgate::sink::SinkError;
 use hookgate::{
-    BoxFuture, ChannelSink, FixedClock, Gate, Handshake, OutcomeKind, SchemeId, Sink,
-    VerifiedEvent, Verifier,
+    BoxFuture, ChannelSink, FixedClock, Gate, Handshake, OutcomeKind, RequestContext, SchemeId,
+    Sink, VerifiedEvent, Verifier,
 };
 use support::HandshakeVector;
 
@@ -74,8 +74,10 @@ async fn check(vector: &HandshakeVector, scheme: SchemeId) -> Vec<String> {
             gate.receive_get_with_headers(&vector.header_pairs(), vector.query.as_deref())
                 .await
         }
+        // The query travels with a POST too (Microsoft Graph's validationToken).
         _ => {
-            gate.receive(&vector.header_pairs(), vector.body.clone(), None)
+            let request = RequestContext::new().with_query_opt(vector.query.as_deref());
+            gate.receive(&vector.header_pairs(), vector.body.clone(), request)
                 .await
         }
     };

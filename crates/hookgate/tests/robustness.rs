@@ -24,6 +24,8 @@ fn verifier(scheme: SchemeId) -> Verifier {
         }
         // Airtable's macSecretBase64 is base64 of the key bytes.
         SchemeId::Airtable => "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+        // hookgate's format for Braintree's key pair.
+        SchemeId::Braintree => "a_public_key:MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         _ => SECRET,
     };
     Verifier::builder(scheme)

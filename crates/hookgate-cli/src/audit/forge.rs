@@ -190,6 +190,11 @@ fn other_keys(secret: &str) -> Vec<String> {
             keys.push(format!("{prefix}{b64}"));
         }
     }
+    // A key pair written public_key:private_key (Braintree): the same public key with
+    // another private key.
+    if let Some((public, _)) = secret.split_once(':') {
+        keys.push(format!("{public}:{hex}"));
+    }
     keys.push(hex);
     keys.push(format!("{b64}-hookgate-audit"));
     let mut der = P256_PKCS8_PREFIX.to_vec();
@@ -198,12 +203,38 @@ fn other_keys(secret: &str) -> Vec<String> {
     keys
 }
 
-/// `request` with its body changed in one place (the amount), the signature untouched.
+/// `request` with its body changed in one place (the amount), the signature untouched. A
+/// body where the amount is not visible (Braintree's base64 `bt_payload`) gets the letter or
+/// digit nearest its middle changed instead.
 pub(super) fn tampered(request: &Outgoing) -> Outgoing {
     let mut forged = request.clone();
-    let text = String::from_utf8_lossy(&request.body).replacen("1000", "9000", 1);
-    forged.body = Bytes::from(text);
+    let text = String::from_utf8_lossy(&request.body);
+    let changed = text.replacen("1000", "9000", 1);
+    forged.body = if changed == text {
+        Bytes::from(change_middle(&request.body))
+    } else {
+        Bytes::from(changed)
+    };
     forged
+}
+
+/// `body` with the ASCII letter or digit nearest its middle replaced by the next one (`z`
+/// by `a`, `9` by `0`), so the body keeps its shape.
+fn change_middle(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    let middle = body.len() / 2;
+    let at = (middle..body.len())
+        .chain((0..middle).rev())
+        .find(|&i| body.get(i).is_some_and(u8::is_ascii_alphanumeric));
+    if let Some(byte) = at.and_then(|i| out.get_mut(i)) {
+        *byte = match *byte {
+            b'z' => b'a',
+            b'Z' => b'A',
+            b'9' => b'0',
+            other => other.saturating_add(1),
+        };
+    }
+    out
 }
 
 /// `value` cut to three quarters of its length (at a character boundary).
@@ -245,6 +276,8 @@ mod tests {
                 SchemeId::Sendgrid => continue,
                 // Airtable's macSecretBase64 is base64 of the key bytes.
                 SchemeId::Airtable => "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+                // hookgate's format for Braintree's key pair.
+                SchemeId::Braintree => "audit_public_key:a-shared-secret",
                 _ => "a-shared-secret",
             };
             let forge = forge(scheme, secret);
@@ -287,5 +320,17 @@ mod tests {
         assert_ne!(forged.body, valid.body);
         assert_eq!(forged.headers, valid.headers);
         assert!(forge.reference(&forged).is_err());
+        // Braintree's body is a form around a base64 payload: the amount is not visible.
+        let forge = self::forge(SchemeId::Braintree, "pk:sk");
+        let valid = forge
+            .sign_body(None, "t", forge.body("t", now, 0), now)
+            .unwrap();
+        let forged = tampered(&valid);
+        assert_ne!(forged.body, valid.body);
+        assert_eq!(forged.body.len(), valid.body.len());
+        assert!(forge.reference(&valid).is_ok());
+        assert!(forge.reference(&forged).is_err());
+        assert_eq!(change_middle(b"a-z-9"), b"a-a-9");
+        assert_eq!(change_middle(b"--"), b"--");
     }
 }

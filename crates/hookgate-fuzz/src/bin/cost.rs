@@ -45,6 +45,11 @@ fn keys(scheme: SchemeId) -> Option<(String, String)> {
             let public = Signer::new(SchemeId::Sendgrid, &private).ok()?.verifying_key()?;
             (private, public)
         }
+        // hookgate's format for Braintree's key pair.
+        SchemeId::Braintree => (
+            "cost_public_key:MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            "cost_public_key:MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        ),
         _ => (
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),

@@ -69,6 +69,8 @@
 //! | verify-only mode, verified | success | `verified` | the event is in the outcome for the caller to process |
 //! | verified provider URL handshake (Slack, Zoom, Twitch, Discord) | 200 | `handshake` | the body is the provider's required answer ([`Outcome::body`]); nothing stored or sent to the sink (which may [record it](Sink::record_handshake)) |
 //! | unsigned handshake: WooCommerce's ping, Asana's `X-Hook-Secret` equal to a configured key | 200 | `handshake` | empty body (Asana: the header echoed); looked for only after `missing_header` |
+//! | Microsoft Graph's empty `POST ?validationToken=T` | 200 | `handshake` | T URL-decoded, `text/plain`; looked for only after `missing_signature` (the request's query comes in the [`RequestContext`](crate::RequestContext)) |
+//! | Braintree's `GET ?bt_challenge=C` | 200 | `handshake` | `public_key\|hex(HMAC-SHA1(SHA-1(private key), C))`; C not 20–32 lowercase hex: 400 `malformed_header` |
 //! | `GET` handshake (Meta, Dropbox), right verify token | 200 | `handshake` | the body is `hub.challenge`; see [`Gate::receive_get`] |
 //! | Okta's verification `GET`, right auth header | 200 | `handshake` | `{"verification":V}`; a wrong auth header gets the delivery's 401; see [`Gate::receive_get_with_headers`] |
 //! | `GET` handshake, wrong verify token (or not a subscribe) | 403 | `handshake_refused` | nothing stored |
@@ -172,7 +174,7 @@ use crate::dedup::{Claim, ClaimToken, DedupStore, KeyState};
 use crate::event::VerifiedEvent;
 use crate::handshake::{Handshake, HandshakeKind, HandshakeRefusal};
 use crate::headers::Headers;
-use crate::reason::Reason;
+use crate::reason::{Reason, Rejection};
 use crate::request::RequestContext;
 use crate::sink::{Handoff, Sink, SinkErrorKind};
 use crate::verifier::Verifier;
@@ -429,6 +431,9 @@ impl Gate {
                     HandshakeRefusal::NoGetHandshake => {
                         Outcome::new(OutcomeKind::MethodNotAllowed, 405)
                     }
+                    HandshakeRefusal::MalformedParameter(name) => {
+                        Outcome::rejected(Rejection::new(Reason::MalformedHeader, name))
+                    }
                 };
                 ReceiveFuture::ready(trace.finish(outcome))
             }
@@ -560,12 +565,18 @@ impl Inner {
                 }
             }
             Err(rejection) => {
-                // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret) lacks
-                // the signature header; only then is it looked for, off the fast path.
-                if let Some(body) =
-                    body_copy.filter(|_| rejection.reason() == Reason::MissingHeader)
-                {
-                    if let Some((reply, key_id)) = self.verifier.handshake_unsigned(headers, &body)
+                // An unsigned handshake (WooCommerce's ping, Asana's X-Hook-Secret, Microsoft
+                // Graph's validationToken) lacks the signature (header, or Graph's clientState
+                // in the body: `missing_signature`); only then is it looked for, off the fast
+                // path.
+                let unsigned = matches!(
+                    rejection.reason(),
+                    Reason::MissingHeader | Reason::MissingSignature
+                );
+                if let Some(body) = body_copy.filter(|_| unsigned) {
+                    if let Some((reply, key_id)) =
+                        self.verifier
+                            .handshake_unsigned(headers, &body, request.query())
                     {
                         let handshake = Handshake {
                             scheme: Arc::from(self.verifier.scheme_name()),

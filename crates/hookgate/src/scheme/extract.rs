@@ -50,9 +50,10 @@ pub(crate) struct Extracted<'a> {
     pub(crate) event_type: Field,
     pub(crate) dedup: DedupRecipe,
     pub(crate) headers: Vec<(&'static str, String)>,
-    /// Where in the body a secret travels (Figma's `passcode` value): replaced in the
-    /// verified event's body, so that no sink ever sees it.
-    pub(crate) redact: Option<Range<usize>>,
+    /// Where in the body a secret travels (Figma's `passcode` value, Microsoft Graph's
+    /// `clientState`s), in order and disjoint: replaced in the verified event's body, so that
+    /// no sink ever sees it.
+    pub(crate) redact: Vec<Range<usize>>,
     /// `signatures[i]` belongs to key `i` alone (Box: the primary key signs
     /// `box-signature-primary`, the secondary `box-signature-secondary`).
     pub(crate) paired: bool,
@@ -62,7 +63,7 @@ pub(crate) struct Extracted<'a> {
 }
 
 impl<'a> Extracted<'a> {
-    fn new(messages: Vec<Message<'a>>, signature_location: &'static str) -> Self {
+    pub(crate) fn new(messages: Vec<Message<'a>>, signature_location: &'static str) -> Self {
         Extracted {
             messages,
             signatures: Vec::new(),
@@ -75,7 +76,7 @@ impl<'a> Extracted<'a> {
             event_type: Field::Known(None),
             dedup: DedupRecipe::Body,
             headers: Vec::new(),
-            redact: None,
+            redact: Vec::new(),
             paired: false,
             future_tolerance_ms: None,
         }
@@ -361,6 +362,10 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
         Shape::HubspotV3 => hubspot_v3(h, body, request.method(), needs_url()?)?,
         Shape::BodyToken { field } => body_token(body, field)?,
+        Shape::BodyTokenEach { array, field } => {
+            super::body_tokens::every_element(body, array, field)?
+        }
+        Shape::Braintree => super::braintree::extract(body)?,
         Shape::Contentful => contentful(h, body, request.method(), needs_url()?)?,
         Shape::Box => box_signatures(h, body)?,
         Shape::Mailgun => mailgun(body)?,
@@ -950,7 +955,7 @@ fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Re
     let mut out = Extracted::new(Vec::new(), field);
     out.signatures.push(token.into_bytes());
     out.mismatch = Reason::TokenMismatch;
-    out.redact = Some(span);
+    out.redact = vec![span];
     Ok(out)
 }
 

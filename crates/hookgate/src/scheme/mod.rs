@@ -13,6 +13,8 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::handshake::HandshakeKind;
 
+pub(crate) mod body_tokens;
+pub(crate) mod braintree;
 pub(crate) mod extract;
 pub(crate) mod generic;
 pub(crate) mod preset;
@@ -160,6 +162,15 @@ pub enum SchemeId {
     /// Box: `box-signature-primary` and `box-signature-secondary`, HMAC-SHA256 base64 of the
     /// body and `box-delivery-timestamp`, each with its own key.
     Box,
+    /// Microsoft Graph change notifications: the `clientState` of every notification in the
+    /// JSON body's `value` array equals the subscription's (the rest of the body is not
+    /// authenticated); the verified event's body has each one redacted. The
+    /// `POST ?validationToken=` handshake is answered.
+    MicrosoftGraph,
+    /// Braintree: form fields `bt_signature` (`public_key|hex`, HMAC-SHA1 keyed by the SHA-1
+    /// of the private key) and `bt_payload`; the `GET ?bt_challenge=` handshake is answered.
+    /// The key is written `public_key:private_key`.
+    Braintree,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -173,7 +184,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 59] = [
+    pub const ALL: [SchemeId; 61] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -233,6 +244,8 @@ impl SchemeId {
         SchemeId::Figma,
         SchemeId::Contentful,
         SchemeId::Box,
+        SchemeId::MicrosoftGraph,
+        SchemeId::Braintree,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.
@@ -259,8 +272,8 @@ impl SchemeId {
         }
     }
 
-    /// The header that carries the signature (or GitLab's token); `None` for Mailgun, whose
-    /// signature travels in the body.
+    /// The header that carries the signature (or GitLab's token); `None` for the schemes
+    /// whose signature travels in the body (Mailgun, Figma, Microsoft Graph, Braintree).
     pub fn signature_header(self) -> Option<&'static str> {
         self.preset().shape.signature_header()
     }

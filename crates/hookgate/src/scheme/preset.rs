@@ -137,6 +137,18 @@ pub(crate) enum Shape {
     /// Netlify: `X-Webhook-Signature` is a compact JWS, HS256 only, whose claims are
     /// `{"iss":"netlify","sha256":<hex SHA-256 of the body>}`.
     NetlifyJws,
+    /// A shared token in `field` of **every** object of the JSON body's top-level `array`
+    /// (Microsoft Graph's `value[].clientState`), compared whole; one missing or different
+    /// token rejects the whole body. Each value is replaced by [`REDACTED`] in the verified
+    /// event's body.
+    BodyTokenEach {
+        array: &'static str,
+        field: &'static str,
+    },
+    /// Braintree: form fields `bt_signature` (`public_key|hex` pairs joined by `&`) and
+    /// `bt_payload`; HMAC-SHA1 keyed by the SHA-1 of the private key, over the payload as
+    /// received or with one `\n` appended (see `braintree.rs`).
+    Braintree,
 }
 
 impl Shape {
@@ -161,7 +173,10 @@ impl Shape {
             Shape::Box => "box-signature-primary",
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
-            Shape::Mailgun | Shape::BodyToken { .. } => return None,
+            Shape::Mailgun
+            | Shape::BodyToken { .. }
+            | Shape::BodyTokenEach { .. }
+            | Shape::Braintree => return None,
         })
     }
 
@@ -206,6 +221,9 @@ pub(crate) enum KeyFormat {
     /// Standard base64 of the HMAC-SHA256 key bytes (Airtable's `macSecretBase64`): a
     /// secret that does not decode is refused when the verifier is built.
     Base64Sha256,
+    /// Braintree's API key pair written `public_key:private_key` (hookgate's format: Braintree
+    /// shows the two keys separately); the HMAC-SHA1 key is the SHA-1 of the private key.
+    BraintreePair,
 }
 
 /// Where a field of the event comes from.
@@ -320,6 +338,8 @@ impl SchemeId {
             SchemeId::Figma => &FIGMA,
             SchemeId::Contentful => &CONTENTFUL,
             SchemeId::Box => &BOX,
+            SchemeId::MicrosoftGraph => &MICROSOFT_GRAPH,
+            SchemeId::Braintree => &BRAINTREE,
         }
     }
 }
@@ -1207,6 +1227,40 @@ const FIGMA: Preset = Preset {
         ..Info::NONE
     },
     handshake: None,
+};
+
+/// learn.microsoft.com/graph/change-notifications-delivery-webhooks: the `clientState` set on
+/// the subscription is in every change notification of the body's `value` array; the
+/// `POST ?validationToken=` validation request (creation and renewal) is echoed. Stored
+/// bodies have every `clientState` redacted. Facts and vectors: docs/PROVIDERS.md.
+const MICROSOFT_GRAPH: Preset = Preset {
+    name: "microsoft-graph",
+    description: "Microsoft Graph change notifications: every value[].clientState of the JSON body equals the subscription's clientState (the rest of the body NOT authenticated; stored bodies have it redacted); POST ?validationToken= echoed; no timestamp",
+    window_secs: None,
+    shape: Shape::BodyTokenEach {
+        array: "value",
+        field: "clientState",
+    },
+    key: KeyFormat::Token,
+    key_hint: "the key is the clientState given when the subscription was created (subscriptions sharing the URL must share it: one batch may carry several)",
+    // A batch of notifications, each with its own `changeType` and `subscriptionId`: no one
+    // event type, and the dedup key is a digest of the (redacted) body.
+    info: Info::NONE,
+    handshake: Some(HandshakeKind::GraphValidationToken),
+};
+
+/// braintree/braintree_python `webhook_notification_gateway.py` (`parse`, `verify`) and
+/// `tests/unit/test_webhooks.py`; braintree/braintree_node `webhook_notification_gateway.js`
+/// and its spec. Facts and vectors: docs/PROVIDERS.md.
+const BRAINTREE: Preset = Preset {
+    name: "braintree",
+    description: "Braintree: form fields bt_signature (public_key|HMAC-SHA1 hex, key = SHA-1 of the private key) over bt_payload as sent or with one newline added; GET ?bt_challenge= answered; key written public_key:private_key; no timestamp checked",
+    window_secs: None,
+    shape: Shape::Braintree,
+    key: KeyFormat::BraintreePair,
+    key_hint: "write the API key pair as public_key:private_key (hookgate's format, not Braintree's: the public and private key of the same API key, Settings > API)",
+    info: Info::NONE,
+    handshake: Some(HandshakeKind::BraintreeChallenge),
 };
 
 /// What replaces a body-carried secret (Figma's `passcode`) in the verified event's body: a

@@ -902,6 +902,14 @@ const OKTA_CHALLENGE: &str = "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg";
 /// Asana's `X-Hook-Secret`, configured as the key (hookgate never learns one).
 const ASANA_SECRET: &str = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
 
+/// Microsoft Graph's subscription clientState.
+const GRAPH_CLIENT_STATE: &str = "SecretClientState-8f14e45f";
+/// braintree_python's unit-test key pair, in hookgate's `public_key:private_key` format, and
+/// the official challenge with its answer (tests/unit/test_webhooks.py).
+const BRAINTREE_KEYS: &str = "integration_public_key:integration_private_key";
+const BRAINTREE_CHALLENGE: &str = "20f9f8ed05f77439fe955c977e4c8a53";
+const BRAINTREE_ANSWER: &str = "integration_public_key|d9b899556c966b3f06945ec21311865d35df3ce4";
+
 pub fn handshakes() -> Vec<Case> {
     let slack = |body: &str| provider(SchemeId::Slack, SLACK_SECRET, body);
     let slack_check = format!(
@@ -1213,6 +1221,111 @@ pub fn handshakes() -> Vec<Case> {
             SchemeId::Asana,
             ASANA_SECRET,
             provider(SchemeId::Asana, ASANA_SECRET, r#"{"events":[]}"#),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "microsoft-graph POST ?validationToken= with no body: the decoded token",
+            SchemeId::MicrosoftGraph,
+            GRAPH_CLIENT_STATE,
+            Req::new(
+                vec![(
+                    "Content-Type".to_owned(),
+                    "text/plain; charset=utf-8".to_owned(),
+                )],
+                "",
+            )
+            .path("/webhooks?validationToken=Validation%3A%20Testing%20%3Cb%3E"),
+            ok("Validation: Testing <b>"),
+            0,
+            1,
+        ),
+        (
+            "microsoft-graph POST ?validationToken= with a body: a delivery, 400",
+            SchemeId::MicrosoftGraph,
+            GRAPH_CLIENT_STATE,
+            Req::new(Vec::new(), r#"{"value":[{"changeType":"created"}]}"#)
+                .path("/webhooks?validationToken=abc"),
+            answer(400, "missing_signature"),
+            0,
+            0,
+        ),
+        (
+            "microsoft-graph notification with another clientState: 401",
+            SchemeId::MicrosoftGraph,
+            GRAPH_CLIENT_STATE,
+            provider(
+                SchemeId::MicrosoftGraph,
+                "guessed-client-state",
+                r#"{"value":[{"changeType":"created"}]}"#,
+            ),
+            answer(401, "token_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "microsoft-graph notification: an event",
+            SchemeId::MicrosoftGraph,
+            GRAPH_CLIENT_STATE,
+            provider(
+                SchemeId::MicrosoftGraph,
+                GRAPH_CLIENT_STATE,
+                r#"{"value":[{"changeType":"created"}]}"#,
+            ),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "braintree GET ?bt_challenge=: public_key|HMAC",
+            SchemeId::Braintree,
+            BRAINTREE_KEYS,
+            Req::get(&format!("bt_challenge={BRAINTREE_CHALLENGE}")),
+            ok(BRAINTREE_ANSWER),
+            0,
+            1,
+        ),
+        (
+            "braintree GET with a challenge that is not lowercase hex: 400",
+            SchemeId::Braintree,
+            BRAINTREE_KEYS,
+            Req::get("bt_challenge=bad%20challenge"),
+            answer(400, "malformed_header"),
+            0,
+            0,
+        ),
+        (
+            "braintree GET without bt_challenge: 403",
+            SchemeId::Braintree,
+            BRAINTREE_KEYS,
+            Req::get("challenge=20f9f8ed05f77439fe955c977e4c8a53"),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "braintree delivery signed with another private key: 401",
+            SchemeId::Braintree,
+            BRAINTREE_KEYS,
+            provider(
+                SchemeId::Braintree,
+                "integration_public_key:another_private_key",
+                "<notification><kind>check</kind></notification>",
+            ),
+            answer(401, "signature_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "braintree delivery: an event",
+            SchemeId::Braintree,
+            BRAINTREE_KEYS,
+            provider(
+                SchemeId::Braintree,
+                BRAINTREE_KEYS,
+                "<notification><kind>check</kind></notification>",
+            ),
             ok("accepted"),
             1,
             0,

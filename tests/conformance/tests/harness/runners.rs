@@ -388,9 +388,10 @@ async fn axum_extracted(
 }
 
 /// The request line as the core gate takes it: the public URL (when the case has an origin)
-/// and the request's method.
+/// the request's method and its query (a handshake may travel in the query of a POST).
 fn line<'a>(url: &'a Option<String>, req: &'a Req) -> hookgate::RequestContext<'a> {
     hookgate::RequestContext::new()
         .with_url_opt(url.as_deref())
         .with_method(req.method)
+        .with_query_opt(req.query())
 }
