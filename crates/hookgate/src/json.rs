@@ -62,6 +62,29 @@ pub(crate) fn top_level_members(
         .collect()
 }
 
+/// Where the values of the members named `field` are, as byte ranges of `body`, in every
+/// object that is an element of the JSON array `body` (one level down: deeper members are not
+/// looked at), in order. `None` when `body` is not one JSON array.
+pub(crate) fn element_member_spans(body: &[u8], field: &str) -> Option<Vec<Range<usize>>> {
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
+    let base = body.as_ptr() as usize;
+    let mut spans = Vec::new();
+    for element in elements {
+        let text = element.get();
+        if !text.starts_with('{') {
+            continue;
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        for raw in (Members { field }).deserialize(&mut deserializer).ok()? {
+            let value = raw.get();
+            // `value` borrows from `body`: its offset is the difference of the addresses.
+            let start = (value.as_ptr() as usize).checked_sub(base)?;
+            spans.push(start..start.checked_add(value.len())?);
+        }
+    }
+    Some(spans)
+}
+
 /// Visits one JSON object, keeping the raw values of the members named `field`, in order.
 struct Members<'f> {
     field: &'f str,
@@ -141,5 +164,21 @@ mod tests {
             None
         );
         assert_eq!(top_level_members(b"not json", "passcode"), None);
+    }
+
+    #[test]
+    fn element_member_spans_find_the_members_of_each_object_in_the_array() {
+        let body = br#"[{"a":1,"n":0},7,{"n" : "x","b":{"n":2}},{"m":1},{"n":null,"n":3}]"#;
+        let spans = element_member_spans(body, "n").unwrap();
+        let values: Vec<&[u8]> = spans
+            .iter()
+            .map(|range| body.get(range.clone()).unwrap())
+            .collect();
+        // The nested `"n":2` is not an element's own member.
+        assert_eq!(values, [&b"0"[..], br#""x""#, b"null", b"3"]);
+        assert_eq!(element_member_spans(b"[]", "n"), Some(Vec::new()));
+        assert_eq!(element_member_spans(br#"{"n":1}"#, "n"), None);
+        assert_eq!(element_member_spans(br#"[{"n":1}] x"#, "n"), None);
+        assert_eq!(element_member_spans(b"not json", "n"), None);
     }
 }
