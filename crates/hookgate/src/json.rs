@@ -45,19 +45,14 @@ pub(crate) fn top_level_members(
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let raws = Members { field }.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
-    let base = body.as_ptr() as usize;
     raws.into_iter()
         .map(|raw| {
-            let text = raw.get();
-            // `raw` borrows from `body`: its offset is the difference of the addresses.
-            let start = (text.as_ptr() as usize).checked_sub(base)?;
-            let end = start.checked_add(text.len())?;
-            let value = match serde_json::from_str::<serde_json::Value>(text).ok()? {
+            let value = match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
                 serde_json::Value::String(text) => Some(text),
                 serde_json::Value::Number(number) => Some(number.to_string()),
                 _ => None,
             };
-            Some((start..end, value))
+            Some((span_in(body, raw)?, value))
         })
         .collect()
 }
@@ -67,7 +62,6 @@ pub(crate) fn top_level_members(
 /// looked at), in order. `None` when `body` is not one JSON array.
 pub(crate) fn element_member_spans(body: &[u8], field: &str) -> Option<Vec<Range<usize>>> {
     let elements: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
-    let base = body.as_ptr() as usize;
     let mut spans = Vec::new();
     for element in elements {
         let text = element.get();
@@ -76,13 +70,19 @@ pub(crate) fn element_member_spans(body: &[u8], field: &str) -> Option<Vec<Range
         }
         let mut deserializer = serde_json::Deserializer::from_str(text);
         for raw in (Members { field }).deserialize(&mut deserializer).ok()? {
-            let value = raw.get();
-            // `value` borrows from `body`: its offset is the difference of the addresses.
-            let start = (value.as_ptr() as usize).checked_sub(base)?;
-            spans.push(start..start.checked_add(value.len())?);
+            spans.push(span_in(body, raw)?);
         }
     }
     Some(spans)
+}
+
+/// Where `raw`, which borrows from `body`, lies in it: its offset is the difference of the
+/// addresses.
+fn span_in(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let text = raw.get();
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(text.len())?;
+    (end <= body.len()).then_some(start..end)
 }
 
 /// Visits one JSON object, keeping the raw values of the members named `field`, in order.
