@@ -891,14 +891,14 @@ fn shopify<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracte
     if body.is_empty() {
         return Err(reject(Reason::MissingHeader, "body"));
     }
-    let out = bare(h, kind.hmac, Encoding::Base64, vec![Cow::Borrowed(body)])?;
-    // One walk over the headers for all of them (at most `MAX_NAMES`).
-    for (&name, value) in kind.required.iter().zip(singles(h, kind.required)) {
-        if value
+    // The HMAC and the required headers, in one walk over the headers (at most `MAX_NAMES`).
+    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], kind.hmac);
+    for (&name, value) in kind.headers.iter().zip(singles(h, kind.headers)) {
+        let value = value
             .map_err(|()| reject(Reason::MalformedHeader, name))?
-            .is_none()
-        {
-            return Err(reject(Reason::MissingHeader, name));
+            .ok_or_else(|| reject(Reason::MissingHeader, name))?;
+        if name == kind.hmac {
+            push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, name)?;
         }
     }
     Ok(out)
@@ -1890,8 +1890,13 @@ mod tests {
     #[test]
     fn shopify_reads_its_required_headers_in_one_walk_and_names_the_missing_one() {
         use super::super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
-        assert!(SHOPIFY_WEBHOOKS.required.len() <= MAX_NAMES);
-        assert!(SHOPIFY_EVENTS.required.len() <= MAX_NAMES);
+        assert!(SHOPIFY_WEBHOOKS.headers.len() <= MAX_NAMES);
+        assert!(SHOPIFY_EVENTS.headers.len() <= MAX_NAMES);
+        assert_eq!(
+            SHOPIFY_WEBHOOKS.headers.first(),
+            Some(&SHOPIFY_WEBHOOKS.hmac)
+        );
+        assert_eq!(SHOPIFY_EVENTS.headers.first(), Some(&SHOPIFY_EVENTS.hmac));
         let full = [
             (
                 "X-Shopify-Hmac-Sha256",
@@ -1908,7 +1913,7 @@ mod tests {
             "body",
             "an empty body is refused before anything else"
         );
-        for missing in SHOPIFY_WEBHOOKS.required {
+        for missing in SHOPIFY_WEBHOOKS.headers {
             let h: Vec<_> = full.iter().filter(|(k, _)| k != missing).collect();
             let h: Vec<(&str, &str)> = h.into_iter().copied().collect();
             let rejection = shopify(&h, b"{}").unwrap_err();

@@ -514,14 +514,16 @@ const META: Preset = Preset {
 pub(crate) struct ShopifyKind {
     /// Where the signature is.
     pub(crate) hmac: &'static str,
-    /// What `webhooks.validate` requires beside it (none of them is signed).
-    pub(crate) required: &'static [&'static str],
+    /// The headers `webhooks.validate` requires: `hmac` first, then the ones beside it (none
+    /// of which is signed).
+    pub(crate) headers: &'static [&'static str],
 }
 
 /// A classic webhook delivery.
 pub(crate) const SHOPIFY_WEBHOOKS: ShopifyKind = ShopifyKind {
     hmac: "X-Shopify-Hmac-Sha256",
-    required: &[
+    headers: &[
+        "X-Shopify-Hmac-Sha256",
         "X-Shopify-Topic",
         "X-Shopify-Shop-Domain",
         "X-Shopify-API-Version",
@@ -532,7 +534,8 @@ pub(crate) const SHOPIFY_WEBHOOKS: ShopifyKind = ShopifyKind {
 /// An events delivery (`shopify-*` headers).
 pub(crate) const SHOPIFY_EVENTS: ShopifyKind = ShopifyKind {
     hmac: "shopify-hmac-sha256",
-    required: &[
+    headers: &[
+        "shopify-hmac-sha256",
         "shopify-topic",
         "shopify-shop-domain",
         "shopify-api-version",
