@@ -111,7 +111,14 @@ pub fn encodings(data: &[u8]) -> Vec<Verdict> {
         ),
         (
             SchemeId::Shopify,
-            vec![("X-Shopify-Hmac-Sha256", signature)],
+            vec![
+                ("X-Shopify-Hmac-Sha256", signature),
+                // Required beside the HMAC (not signed), so that the decoder is reached.
+                ("X-Shopify-Topic", b"orders/create"),
+                ("X-Shopify-Shop-Domain", b"shop1.myshopify.io"),
+                ("X-Shopify-API-Version", b"2025-07"),
+                ("X-Shopify-Webhook-Id", b"123456789"),
+            ],
         ),
         (
             SchemeId::Square,

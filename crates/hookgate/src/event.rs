@@ -1,6 +1,7 @@
 //! The result of a successful verification.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,11 @@ pub(crate) enum DedupRecipe {
     Json(&'static [&'static [&'static str]]),
     /// SHA-256 of the signed body.
     Body,
+    /// SHA-256 of the signed body with the value of every member of this name, in the objects
+    /// of the body's top-level array, written as `null`: HubSpot's batches, where a retry
+    /// changes each event's `attemptNumber` and nothing else. The body digest when the body
+    /// is not such an array.
+    BodyWithout(&'static str),
     /// SHA-256 of the signed URL and body (URL-signing schemes).
     UrlAndBody(String),
     /// A digest of the signed content computed during verification (Twilio's form
@@ -158,12 +164,35 @@ impl VerifiedEvent {
                 _ => body_key(),
             },
             DedupRecipe::Body => body_key(),
+            DedupRecipe::BodyWithout(member) => {
+                match json::element_member_spans(&self.body, member) {
+                    Some(spans) if !spans.is_empty() => {
+                        format!("{scheme}:sha256:{}", digest_without(&self.body, &spans))
+                    }
+                    _ => body_key(),
+                }
+            }
             DedupRecipe::UrlAndBody(url) => {
                 format!("{scheme}:sha256:{}", url_digest(url, &self.body))
             }
             DedupRecipe::SignedContentDigest(digest) => format!("{scheme}:sha256:{digest}"),
         }
     }
+}
+
+/// Lowercase hex SHA-256 of `body` with each of `spans` (in order, not overlapping) replaced
+/// by `null`. The result is itself JSON with `null` at the same places, so two bodies give the
+/// same digest only when they differ in nothing but the values at those places.
+fn digest_without(body: &[u8], spans: &[Range<usize>]) -> String {
+    let mut hasher = Sha256::new();
+    let mut at = 0;
+    for span in spans {
+        hasher.update(body.get(at..span.start).unwrap_or_default());
+        hasher.update(b"null");
+        at = span.end;
+    }
+    hasher.update(body.get(at..).unwrap_or_default());
+    hex(&hasher.finalize())
 }
 
 /// Lowercase hex SHA-256 of a URL (length-prefixed, so URL and content cannot trade bytes)

@@ -45,19 +45,14 @@ pub(crate) fn top_level_members(
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let raws = Members { field }.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
-    let base = body.as_ptr() as usize;
     raws.into_iter()
         .map(|raw| {
-            let text = raw.get();
-            // `raw` borrows from `body`: its offset is the difference of the addresses.
-            let start = (text.as_ptr() as usize).checked_sub(base)?;
-            let end = start.checked_add(text.len())?;
-            let value = match serde_json::from_str::<serde_json::Value>(text).ok()? {
+            let value = match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
                 serde_json::Value::String(text) => Some(text),
                 serde_json::Value::Number(number) => Some(number.to_string()),
                 _ => None,
             };
-            Some((start..end, value))
+            Some((span_in(body, raw)?, value))
         })
         .collect()
 }
@@ -66,16 +61,38 @@ pub(crate) fn top_level_members(
 /// `None` when `array` is not one JSON array.
 pub(crate) fn array_elements(array: &[u8]) -> Option<Vec<Range<usize>>> {
     let elements: Vec<&RawValue> = serde_json::from_slice(array).ok()?;
-    let base = array.as_ptr() as usize;
     elements
         .into_iter()
-        .map(|raw| {
-            let text = raw.get();
-            // `raw` borrows from `array`: its offset is the difference of the addresses.
-            let start = (text.as_ptr() as usize).checked_sub(base)?;
-            Some(start..start.checked_add(text.len())?)
-        })
+        .map(|raw| span_in(array, raw))
         .collect()
+}
+
+/// Where the values of the members named `field` are, as byte ranges of `body`, in every
+/// object that is an element of the JSON array `body` (one level down: deeper members are not
+/// looked at), in order. `None` when `body` is not one JSON array.
+pub(crate) fn element_member_spans(body: &[u8], field: &str) -> Option<Vec<Range<usize>>> {
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
+    let mut spans = Vec::new();
+    for element in elements {
+        let text = element.get();
+        if !text.starts_with('{') {
+            continue;
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        for raw in (Members { field }).deserialize(&mut deserializer).ok()? {
+            spans.push(span_in(body, raw)?);
+        }
+    }
+    Some(spans)
+}
+
+/// Where `raw`, which borrows from `body`, lies in it: its offset is the difference of the
+/// addresses.
+fn span_in(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let text = raw.get();
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(text.len())?;
+    (end <= body.len()).then_some(start..end)
 }
 
 /// Visits one JSON object, keeping the raw values of the members named `field`, in order.
@@ -171,5 +188,21 @@ mod tests {
         assert_eq!(array_elements(b"[]"), Some(Vec::new()));
         assert_eq!(array_elements(br#"{"a":1}"#), None);
         assert_eq!(array_elements(b"[1] x"), None);
+    }
+
+    #[test]
+    fn element_member_spans_find_the_members_of_each_object_in_the_array() {
+        let body = br#"[{"a":1,"n":0},7,{"n" : "x","b":{"n":2}},{"m":1},{"n":null,"n":3}]"#;
+        let spans = element_member_spans(body, "n").unwrap();
+        let values: Vec<&[u8]> = spans
+            .iter()
+            .map(|range| body.get(range.clone()).unwrap())
+            .collect();
+        // The nested `"n":2` is not an element's own member.
+        assert_eq!(values, [&b"0"[..], br#""x""#, b"null", b"3"]);
+        assert_eq!(element_member_spans(b"[]", "n"), Some(Vec::new()));
+        assert_eq!(element_member_spans(br#"{"n":1}"#, "n"), None);
+        assert_eq!(element_member_spans(br#"[{"n":1}] x"#, "n"), None);
+        assert_eq!(element_member_spans(b"not json", "n"), None);
     }
 }

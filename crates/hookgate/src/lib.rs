@@ -118,16 +118,18 @@ pub use verifier::{Verifier, VerifierBuilder};
 /// requests, build a [`Verifier`] once instead.
 ///
 /// ```
-/// let event = hookgate::verify(
-///     "shopify",
-///     &["test_secret_key"],
-///     &[("X-Shopify-Hmac-Sha256", "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=")],
-///     r#"{"foo": "bar"}"#,
-///     None,
-/// )?;
+/// let headers = [
+///     ("X-Shopify-Hmac-Sha256", "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="),
+///     ("X-Shopify-Topic", "products/create"),
+///     ("X-Shopify-Shop-Domain", "shop1.myshopify.io"),
+///     ("X-Shopify-API-Version", "2023-01"),
+///     ("X-Shopify-Webhook-Id", "123456789"),
+/// ];
+/// let event = hookgate::verify("shopify", &["test_secret_key"], &headers, r#"{"foo": "bar"}"#, None)?;
 /// assert_eq!(event.scheme(), "shopify");
+/// assert_eq!(event.event_type(), Some("products/create"));
 ///
-/// let err = hookgate::verify("shopify", &["wrong"], &[("X-Shopify-Hmac-Sha256", "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=")], "{}", None)
+/// let err = hookgate::verify("shopify", &["wrong"], &headers, r#"{"foo": "bar"}"#, None)
 ///     .unwrap_err();
 /// assert_eq!(err.rejection().map(|r| r.code()), Some("signature_mismatch"));
 /// # Ok::<(), hookgate::Error>(())

@@ -498,6 +498,27 @@ impl Layout {
             Shape::NumberedBodyHmac {
                 first, encoding, ..
             } => plain(first, Vec::new(), encoding),
+            Shape::Shopify => {
+                // The headers a receiver using `@shopify/shopify-api` requires (not signed):
+                // the topic is the event type, added below, or a placeholder; the shop and
+                // the API version are placeholders of Shopify's form.
+                let mut headers = h(&[
+                    (
+                        "X-Shopify-Shop-Domain",
+                        "hookgate-test.myshopify.com".to_owned(),
+                    ),
+                    ("X-Shopify-API-Version", "2025-07".to_owned()),
+                    ("X-Shopify-Webhook-Id", id.to_owned()),
+                ]);
+                if event_type.is_none() {
+                    headers.push(("X-Shopify-Topic".to_owned(), "hookgate/test".to_owned()));
+                }
+                plain(
+                    crate::scheme::preset::SHOPIFY_WEBHOOKS.hmac,
+                    headers,
+                    Encoding::Base64,
+                )
+            }
             Shape::PrefixedList { header, prefix, .. } => Layout {
                 headers: Vec::new(),
                 signature_header: header.to_owned(),

@@ -795,6 +795,54 @@ async fn dedup_keys_are_authenticated_so_changed_unsigned_headers_are_still_dupl
     assert_eq!(drain(&mut events).len(), 2);
 }
 
+/// One HubSpot v3 batch of one `contact.creation` event.
+fn hubspot_batch(event_id: u64, attempt_number: u32) -> String {
+    format!(
+        r#"[{{"eventId":{event_id},"subscriptionId":234567,"portalId":12345678,"appId":987654,"occurredAt":1699999990000,"subscriptionType":"contact.creation","attemptNumber":{attempt_number},"objectId":65059681032,"changeFlag":"CREATED","changeSource":"CRM_UI","sourceId":"userId:45678"}}]"#
+    )
+}
+
+#[tokio::test]
+async fn a_hubspot_retry_that_counts_up_attempt_number_is_a_duplicate_and_another_event_is_not() {
+    // HubSpot re-sends a batch with each event's `attemptNumber` counted up and a new
+    // timestamp and signature: the signed body differs, yet it is the same delivery.
+    let secret = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    let url = "https://hooks.example.com/hubspot";
+    let hubspot = Verifier::builder(SchemeId::HubspotV3)
+        .secret(secret)
+        .clock(FixedClock::from_unix(NOW as u64))
+        .build_with_url_per_request()
+        .unwrap();
+    let (channel, mut events) = ChannelSink::bounded(16);
+    let gate = Gate::builder(hubspot).sink(channel).build().unwrap();
+    let signer = Signer::new(SchemeId::HubspotV3, secret).unwrap();
+    let sign = |body: String, at: i64| {
+        signer
+            .sign(&SignRequest::new(body).url(url).timestamp(at))
+            .unwrap()
+    };
+    let first = sign(hubspot_batch(100, 0), NOW - 120);
+    let retry = sign(hubspot_batch(100, 1), NOW);
+    assert_ne!(first.body, retry.body);
+    let outcome = gate.receive(&first.headers, first.body.clone(), url).await;
+    assert_eq!(outcome.code(), "accepted");
+    let outcome = gate.receive(&retry.headers, retry.body.clone(), url).await;
+    assert_eq!((outcome.status(), outcome.code()), (200, "duplicate"));
+    // Another event (another eventId), or the same batch with any other field changed, is new.
+    let other = sign(hubspot_batch(101, 0), NOW);
+    let outcome = gate.receive(&other.headers, other.body.clone(), url).await;
+    assert_eq!(outcome.code(), "accepted");
+    let changed = sign(hubspot_batch(100, 0).replace("CRM_UI", "IMPORT"), NOW);
+    let outcome = gate
+        .receive(&changed.headers, changed.body.clone(), url)
+        .await;
+    assert_eq!(outcome.code(), "accepted");
+    let stored = drain(&mut events);
+    assert_eq!(stored.len(), 3);
+    // What is stored is the body as signed, counter included.
+    assert_eq!(stored[0].body(), &first.body);
+}
+
 #[tokio::test]
 async fn verify_only_hands_back_the_event_and_reports_what_the_store_knows() {
     let store = long_lived_store();

@@ -110,6 +110,8 @@ fn body_for(scheme: SchemeId, raw: &[u8]) -> Vec<u8> {
         SchemeId::Mailgun | SchemeId::Figma | SchemeId::MicrosoftGraph => {
             format!(r#"{{"event":"delivered","note":"{text}"}}"#).into_bytes()
         }
+        // Shopify never sends an empty body, and the preset refuses one as its SDK does.
+        SchemeId::Shopify => format!(r#"{{"note":"{text}"}}"#).into_bytes(),
         _ => raw.to_vec(),
     }
 }

@@ -299,16 +299,9 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::KeyValue(kv) => key_value(h, body, kv)?,
         Shape::BodyHmac {
             header,
-            alternate,
             prefix,
             encoding,
         } => {
-            // Shopify's library reads the events header (`shopify-hmac-sha256`) whenever it
-            // is present, and `X-Shopify-Hmac-Sha256` only otherwise.
-            let header = match alternate {
-                Some(other) if single(h, other)?.is_some_and(|v| !v.trim().is_empty()) => other,
-                _ => header,
-            };
             let message = vec![Cow::Borrowed(body)];
             if prefix.is_empty() {
                 bare(h, header, encoding, message)?
@@ -357,6 +350,7 @@ fn preset<'a, H: Headers + ?Sized>(
             out.mismatch = Reason::TokenMismatch;
             out
         }
+        Shape::Shopify => shopify(h, body)?,
         Shape::Twitch => twitch(h, body)?,
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
@@ -885,6 +879,36 @@ fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
     Ok(out)
 }
 
+/// Shopify, as `@shopify/shopify-api`'s `webhooks.validate` reads a delivery: an events
+/// delivery whenever `shopify-hmac-sha256` is present and not empty, else a webhook delivery;
+/// the base64 HMAC-SHA256 of the body in that kind's HMAC header. The library refuses an empty
+/// body before the HMAC and, after it, a delivery missing any other header of its kind. Those
+/// headers are not signed: they are required so that hookgate accepts no more than the
+/// library does, not because they prove anything. Here they are checked before the HMAC, so
+/// a forged delivery that also lacks them is `missing_header` (the library: invalid HMAC).
+fn shopify<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+    use super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
+    let kind = if single(h, SHOPIFY_EVENTS.hmac)?.is_some() {
+        &SHOPIFY_EVENTS
+    } else {
+        &SHOPIFY_WEBHOOKS
+    };
+    if body.is_empty() {
+        return Err(reject(Reason::MissingHeader, "body"));
+    }
+    // The HMAC and the required headers, in one walk over the headers (at most `MAX_NAMES`).
+    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], kind.hmac);
+    for (&name, value) in kind.headers.iter().zip(singles(h, kind.headers)) {
+        let value = value
+            .map_err(|()| reject(Reason::MalformedHeader, name))?
+            .ok_or_else(|| reject(Reason::MissingHeader, name))?;
+        if name == kind.hmac {
+            push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, name)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Linear: hex over the body; freshness from the body's `webhookTimestamp` (milliseconds).
 /// The `Linear-Timestamp` header is not signed, so it is never used for the window. The
 /// window is checked after the signature, because the timestamp is only trustworthy once the
@@ -1068,6 +1092,8 @@ fn hubspot_v3<'a, H: Headers + ?Sized>(
     messages.push(message(bytes(uri)));
     let mut out = Extracted::new(messages, HUBSPOT_SIGNATURE);
     out.timestamp = Some((ms, HUBSPOT_TIMESTAMP));
+    // A retry re-sends the batch with each event's `attemptNumber` counted up.
+    out.dedup = DedupRecipe::BodyWithout("attemptNumber");
     push_candidate(
         &mut out.signatures,
         &mut 0,
@@ -1864,5 +1890,50 @@ mod tests {
         );
         let h = [("x", "  ")];
         assert_eq!(single(&h, "x").unwrap(), None);
+    }
+
+    #[test]
+    fn shopify_reads_its_required_headers_in_one_walk_and_names_the_missing_one() {
+        use super::super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
+        assert!(SHOPIFY_WEBHOOKS.headers.len() <= MAX_NAMES);
+        assert!(SHOPIFY_EVENTS.headers.len() <= MAX_NAMES);
+        assert_eq!(
+            SHOPIFY_WEBHOOKS.headers.first(),
+            Some(&SHOPIFY_WEBHOOKS.hmac)
+        );
+        assert_eq!(SHOPIFY_EVENTS.headers.first(), Some(&SHOPIFY_EVENTS.hmac));
+        let full = [
+            (
+                "X-Shopify-Hmac-Sha256",
+                "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=",
+            ),
+            ("X-Shopify-Topic", "products/create"),
+            ("X-Shopify-Shop-Domain", "shop1.myshopify.io"),
+            ("X-Shopify-API-Version", "2023-01"),
+            ("X-Shopify-Webhook-Id", "123456789"),
+        ];
+        assert!(shopify(&full, b"{}").is_ok());
+        assert_eq!(
+            shopify(&full, b"").unwrap_err().location(),
+            "body",
+            "an empty body is refused before anything else"
+        );
+        for missing in SHOPIFY_WEBHOOKS.headers {
+            let h: Vec<_> = full.iter().filter(|(k, _)| k != missing).collect();
+            let h: Vec<(&str, &str)> = h.into_iter().copied().collect();
+            let rejection = shopify(&h, b"{}").unwrap_err();
+            assert_eq!(
+                (rejection.reason(), rejection.location()),
+                (Reason::MissingHeader, *missing)
+            );
+        }
+        // Two different values of one required header are malformed, as for any header.
+        let mut h = full.to_vec();
+        h.push(("X-Shopify-Topic", "orders/create"));
+        let rejection = shopify(&h, b"{}").unwrap_err();
+        assert_eq!(
+            (rejection.reason(), rejection.location()),
+            (Reason::MalformedHeader, "X-Shopify-Topic")
+        );
     }
 }

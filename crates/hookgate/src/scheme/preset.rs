@@ -53,14 +53,17 @@ pub(crate) enum Shape {
     /// Stripe-like `t=…,v1=…` in one header, over `{t}{joiner}{body}`.
     KeyValue(KeyValue),
     /// An HMAC of the body alone in one header, after a fixed prefix (`sha256=`, or none).
-    /// `alternate` is another spelling of the header, read instead of `header` whenever it
-    /// is present (Shopify's events header); the signer writes `header`.
     BodyHmac {
         header: &'static str,
-        alternate: Option<&'static str>,
         prefix: &'static str,
         encoding: Encoding,
     },
+    /// Shopify: base64 HMAC-SHA256 of the body in the HMAC header of the delivery's kind —
+    /// [`SHOPIFY_EVENTS`] whenever its HMAC header is present and not empty, else
+    /// [`SHOPIFY_WEBHOOKS`] — with every other header of that kind present, and a body that
+    /// is not empty, as `@shopify/shopify-api`'s `webhooks.validate` requires. The signer
+    /// writes a webhook delivery.
+    Shopify,
     /// One HMAC of the body per active key, each in its own numbered header
     /// `{prefix}1` … `{prefix}{max}` (DocuSign Connect's `X-DocuSign-Signature-N`).
     NumberedBodyHmac {
@@ -165,6 +168,7 @@ impl Shape {
             Shape::Versioned { signature, .. }
             | Shape::Timestamped { signature, .. }
             | Shape::Asymmetric { signature, .. } => signature,
+            Shape::Shopify => SHOPIFY_WEBHOOKS.hmac,
             Shape::Twitch => "Twitch-Eventsub-Message-Signature",
             Shape::Linear => "Linear-Signature",
             Shape::Twilio { .. } => "X-Twilio-Signature",
@@ -470,7 +474,6 @@ const GITHUB: Preset = Preset {
     window_secs: None,
     shape: Shape::BodyHmac {
         header: "X-Hub-Signature-256",
-        alternate: None,
         prefix: "sha256=",
         encoding: Encoding::Hex,
     },
@@ -490,7 +493,6 @@ const GITHUB_SHA1: Preset = Preset {
     description: "GitHub legacy: X-Hub-Signature sha1=HMAC-SHA1 hex of the body; no timestamp",
     shape: Shape::BodyHmac {
         header: "X-Hub-Signature",
-        alternate: None,
         prefix: "sha1=",
         encoding: Encoding::Hex,
     },
@@ -526,16 +528,49 @@ const META: Preset = Preset {
     ..GITHUB
 };
 
+/// The headers of one kind of Shopify delivery, as `@shopify/shopify-api` names them
+/// (`WEBHOOK_HEADER_NAMES`).
+#[derive(Debug)]
+pub(crate) struct ShopifyKind {
+    /// Where the signature is.
+    pub(crate) hmac: &'static str,
+    /// The headers `webhooks.validate` requires: `hmac` first, then the ones beside it (none
+    /// of which is signed).
+    pub(crate) headers: &'static [&'static str],
+}
+
+/// A classic webhook delivery.
+pub(crate) const SHOPIFY_WEBHOOKS: ShopifyKind = ShopifyKind {
+    hmac: "X-Shopify-Hmac-Sha256",
+    headers: &[
+        "X-Shopify-Hmac-Sha256",
+        "X-Shopify-Topic",
+        "X-Shopify-Shop-Domain",
+        "X-Shopify-API-Version",
+        "X-Shopify-Webhook-Id",
+    ],
+};
+
+/// An events delivery (`shopify-*` headers).
+pub(crate) const SHOPIFY_EVENTS: ShopifyKind = ShopifyKind {
+    hmac: "shopify-hmac-sha256",
+    headers: &[
+        "shopify-hmac-sha256",
+        "shopify-topic",
+        "shopify-shop-domain",
+        "shopify-api-version",
+        "shopify-webhook-id",
+        "shopify-event-id",
+    ],
+};
+
+/// Shopify/shopify-app-js `packages/apps/shopify-api/lib/webhooks/validate.ts`,
+/// `lib/utils/hmac-validator.ts`. Facts and vectors: docs/PROVIDERS.md (shopify row).
 const SHOPIFY: Preset = Preset {
     name: "shopify",
-    description: "Shopify: X-Shopify-Hmac-Sha256 HMAC-SHA256 base64 of the body; no timestamp",
+    description: "Shopify: X-Shopify-Hmac-Sha256 (events: shopify-hmac-sha256) HMAC-SHA256 base64 of the body, the topic, shop domain, API version and webhook id headers required; no timestamp",
     window_secs: None,
-    shape: Shape::BodyHmac {
-        header: "X-Shopify-Hmac-Sha256",
-        alternate: Some("shopify-hmac-sha256"),
-        prefix: "",
-        encoding: Encoding::Base64,
-    },
+    shape: Shape::Shopify,
     key: KeyFormat::Raw(HmacAlgorithm::Sha256),
     key_hint: "the key is the app's client secret, used as-is",
     info: Info {
@@ -688,7 +723,8 @@ const HUBSPOT_V3: Preset = Preset {
     key: KeyFormat::Raw(HmacAlgorithm::Sha256),
     key_hint: "the key is the app's client secret (not a private app token), used as-is",
     // The body is a batch (a JSON array) of events, each with its own `eventId` and
-    // `subscriptionType`: no one event type, and the dedup key is a digest of the body.
+    // `subscriptionType`: no one event type. The dedup key is a digest of the body with each
+    // event's `attemptNumber` (the one field a retry changes) set aside (`extract.rs`).
     info: Info::NONE,
     handshake: None,
 };
@@ -880,7 +916,6 @@ const fn body_hex(
         window_secs: None,
         shape: Shape::BodyHmac {
             header,
-            alternate: None,
             prefix: "",
             encoding: Encoding::Hex,
         },
@@ -1088,7 +1123,6 @@ const fn body_prefixed(
     Preset {
         shape: Shape::BodyHmac {
             header,
-            alternate: None,
             prefix,
             encoding,
         },
