@@ -112,6 +112,9 @@ fn body_for(scheme: SchemeId, raw: &[u8]) -> Vec<u8> {
         }
         // Shopify never sends an empty body, and the preset refuses one as its SDK does.
         SchemeId::Shopify => format!(r#"{{"note":"{text}"}}"#).into_bytes(),
+        // Braintree's notification is XML, never empty; an empty `bt_payload` is refused as
+        // braintree_node refuses it.
+        SchemeId::Braintree => format!("<notification>{text}</notification>").into_bytes(),
         _ => raw.to_vec(),
     }
 }
