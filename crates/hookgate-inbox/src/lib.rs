@@ -194,6 +194,7 @@ mod arrival;
 mod checkpoint;
 mod dead;
 mod dedup;
+mod deliveries;
 mod digest;
 mod error;
 mod event;
@@ -213,6 +214,7 @@ mod writer;
 
 pub use activity::{MAX_ACTIVITY_RANGE, MinuteActivity};
 pub use dead::Replay;
+pub use deliveries::Delivery;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};
 pub use handshakes::HandshakeRecord;
@@ -228,6 +230,6 @@ pub use ordering::{Advance, AggregateVersions};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SHUTDOWN_GRACE, Handler,
-    HandlerResult, InboxQueue, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle,
-    WorkerStats,
+    HandlerResult, InboxQueue, InboxTicket, RetryPolicy, ShutdownReport, Worker, WorkerBuilder,
+    WorkerHandle, WorkerStats,
 };
