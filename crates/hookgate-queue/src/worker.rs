@@ -24,6 +24,9 @@ use crate::{
 /// Attempts per destination. Labels: `endpoint`, `destination`, `outcome` (`processed`,
 /// `retry`, `dead`).
 pub const DESTINATION_ATTEMPTS_METRIC: &str = "hookgate_destination_attempts_total";
+/// Gauge: 1 while a destination is paused (as the loop last read the store), else 0.
+/// Labels: `endpoint`, `destination`.
+pub const DESTINATION_PAUSED_METRIC: &str = "hookgate_destination_paused";
 
 /// Default handlers running at once per worker: 8.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -213,7 +216,8 @@ impl<Q: Queue> WorkerBuilder<Q> {
     ///
     /// Gauges, labelled `endpoint` and `destination`: [`CIRCUIT_STATE_METRIC`],
     /// [`IN_FLIGHT_METRIC`], [`LANE_BACKLOG_METRIC`] (deliveries with a lane key this
-    /// worker holds); and the counter [`DESTINATION_ATTEMPTS_METRIC`].
+    /// worker holds), [`DESTINATION_PAUSED_METRIC`]; and the counter
+    /// [`DESTINATION_ATTEMPTS_METRIC`].
     pub fn destinations(
         mut self,
         endpoint: impl Into<String>,
@@ -652,6 +656,11 @@ impl Routes {
                 .set(r.in_flight.load(Ordering::SeqCst) as f64);
             metrics::gauge!(LANE_BACKLOG_METRIC, &labels)
                 .set(r.backlog.load(Ordering::SeqCst) as f64);
+            metrics::gauge!(DESTINATION_PAUSED_METRIC, &labels).set(if r.gates.is_paused() {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 }
