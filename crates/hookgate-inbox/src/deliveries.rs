@@ -71,12 +71,13 @@ pub(crate) fn insert_routes(conn: &Connection, record: &LogRecord) -> Result<(),
     }
     conn.prepare_cached("UPDATE state SET due_at = NULL WHERE id = ?1")?
         .execute(params![record.id])?;
+    // A lane's order is its events' order: `seq` starts as the event id (unique within a
+    // destination, which has one delivery per event), and a replay moves it past the end.
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (event_id, destination, lane, seq, status, due_at)
-         VALUES (?1, ?2, ?3, 0, 'received', ?4)
+         VALUES (?1, ?2, ?3, ?1, 'received', ?4)
          ON CONFLICT (event_id, destination) DO NOTHING",
     )?;
-    let mut seq = conn.prepare_cached("UPDATE deliveries SET seq = id WHERE id = ?1")?;
     for route in routes {
         insert.execute(params![
             record.id,
@@ -84,7 +85,6 @@ pub(crate) fn insert_routes(conn: &Connection, record: &LogRecord) -> Result<(),
             route.lane,
             record.enqueued_at_ms
         ])?;
-        seq.execute(params![conn.last_insert_rowid()])?;
     }
     Ok(())
 }
@@ -909,6 +909,57 @@ mod tests {
             others
                 .iter()
                 .all(|d| d.event.destination() == Some("other"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_event_level_replay_replays_a_routed_events_dead_deliveries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(vec![destination("a"), destination("b")]).unwrap();
+        let inbox = Inbox::builder(dir.path().join("inbox.db"))
+            .destinations(router)
+            .open()
+            .unwrap();
+        inbox.enqueue(&event("msg_1", "{}")).await.unwrap();
+        let leased = inbox.lease_deliveries(10, LIMIT, Vec::new()).await.unwrap();
+        assert_eq!(leased.len(), 2);
+        for (n, d) in leased.iter().enumerate() {
+            let completion = if n == 0 {
+                Completion::Dead {
+                    reason: "gone".to_owned(),
+                }
+            } else {
+                Completion::Processed
+            };
+            let recorded = inbox
+                .record_delivery(
+                    (d.id, d.token),
+                    1,
+                    SystemTime::now(),
+                    Duration::ZERO,
+                    completion,
+                )
+                .await
+                .unwrap();
+            assert!(recorded);
+        }
+        let entry = inbox.entry(EventId::new(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (entry.status, entry.last_error.as_deref()),
+            (Status::Dead, Some("gone"))
+        );
+        assert_eq!(inbox.replay_dead_letters(Replay::All).await.unwrap(), 1);
+        let entry = inbox.entry(EventId::new(1)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Queued);
+        // Only the dead delivery comes back, and never as a plain event.
+        assert!(inbox.lease_events(10, LIMIT).await.unwrap().is_empty());
+        let again = inbox.lease_deliveries(10, LIMIT, Vec::new()).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].event.destination(), Some("a"));
+        assert_eq!(
+            again[0].event.attempt(),
+            1,
+            "attempts count from zero again"
         );
     }
 
