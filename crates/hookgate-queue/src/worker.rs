@@ -534,7 +534,12 @@ impl Routes {
         let held = match holds.get(&route) {
             None => return false,
             Some(Until::Time(at)) => tokio::time::Instant::now() < *at,
-            Some(Until::Finish) => true,
+            // Held while one of its deliveries runs: a delivery that ended between the
+            // check that said "busy" and the hold being set cannot leave it held.
+            Some(Until::Finish) => self
+                .list
+                .get(route)
+                .is_some_and(|r| r.in_flight.load(Ordering::SeqCst) > 0),
             Some(Until::Resume) => self.list.get(route).is_some_and(|r| r.gates.is_paused()),
         };
         if !held {
