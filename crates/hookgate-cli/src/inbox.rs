@@ -97,7 +97,7 @@ enum InboxCommand {
 #[derive(Debug, clap::Args)]
 struct ListArgs {
     /// Only events in this status (repeatable): received, queued, processing, processed,
-    /// failed, dead.
+    /// failed, dead, filtered (taken by no destination).
     #[arg(long, value_name = "S", value_parser = parse_status)]
     status: Vec<Status>,
     /// Only events of this type.
