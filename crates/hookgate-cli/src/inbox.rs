@@ -87,13 +87,17 @@ enum InboxCommand {
         /// Replay every dead letter.
         #[arg(long)]
         dead: bool,
+        /// Replay only this destination's dead deliveries (an endpoint with
+        /// destinations): the events' deliveries to other destinations are left alone.
+        #[arg(long, value_name = "NAME", conflicts_with = "store")]
+        destination: Option<String>,
     },
 }
 
 #[derive(Debug, clap::Args)]
 struct ListArgs {
     /// Only events in this status (repeatable): received, queued, processing, processed,
-    /// failed, dead.
+    /// failed, dead, filtered (taken by no destination).
     #[arg(long, value_name = "S", value_parser = parse_status)]
     status: Vec<Status>,
     /// Only events of this type.
@@ -167,6 +171,7 @@ impl<'a> EntryJson<'a> {
 /// # Errors
 /// No inbox in the data directory, an unknown event, or a database error.
 pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
+    let mut local: Option<Inbox> = None;
     let (log, label) = match &args.store {
         Some(url) => {
             let label = format!("store {}", crate::serve::redact(url));
@@ -182,6 +187,7 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
                 .no_scheduled_pruning()
                 .open()
                 .map_err(|e| CliError::new(format!("{label}: {e}")))?;
+            local = Some(inbox.clone());
             (Arc::new(inbox) as Arc<dyn EventLog>, label)
         }
     };
@@ -203,24 +209,81 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
             let stored = content
                 .as_ref()
                 .map(|c| (c.body.as_ref(), c.headers.as_slice()));
-            Ok(shown(&entry, &attempts, stored, json))
+            let deliveries = match &local {
+                Some(inbox) => inbox
+                    .deliveries(id)
+                    .await
+                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
+                None => Vec::new(),
+            };
+            if deliveries.is_empty() {
+                return Ok(shown(&entry, &attempts, stored, json));
+            }
+            if json {
+                let mut value = show_json(&entry, &attempts, stored);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("deliveries".to_owned(), deliveries_json(&deliveries));
+                }
+                return Ok(Output::new(format!("{value}\n"), ExitStatus::Success));
+            }
+            let text = shown(&entry, &attempts, stored, false).into_text();
+            let block = deliveries_text(&deliveries);
+            let text = match text.find("body (") {
+                Some(at) => format!("{}{block}{}", &text[..at], &text[at..]),
+                None => format!("{text}{block}"),
+            };
+            Ok(Output::new(text, ExitStatus::Success))
         }
         InboxCommand::Stats { json } => {
             let counts = log.status_counts().await.map_err(fail)?;
-            Ok(counted(&Counts::from(&counts), json))
+            let per_destination = match &local {
+                Some(inbox) => inbox
+                    .delivery_counts()
+                    .await
+                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
+                None => Vec::new(),
+            };
+            if per_destination.is_empty() {
+                return Ok(counted(&Counts::from(&counts), json));
+            }
+            Ok(counted_per_destination(
+                &Counts::from(&counts),
+                &per_destination,
+                json,
+            ))
         }
         InboxCommand::Handshakes { limit, json } => {
             let handshakes = log.handshakes(limit.max(1)).await.map_err(fail)?;
             Ok(handshakes_listed(&handshakes, json))
         }
-        InboxCommand::Replay { ids, dead } => {
+        InboxCommand::Replay {
+            ids,
+            dead,
+            destination,
+        } => {
             let which = if dead {
                 Replay::All
             } else {
                 Replay::Ids(ids.iter().copied().map(EventId::new).collect())
             };
-            let replayed = log.replay_dead_letters(which).await.map_err(fail)?;
-            let mut out = format!("replayed {replayed} dead letter(s)\n");
+            let replayed = match (&destination, &local) {
+                (Some(name), Some(inbox)) => inbox
+                    .replay_destination(name, which)
+                    .await
+                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
+                (Some(_), None) => {
+                    return Err(CliError::new(
+                        "--destination replays the dead deliveries of a local inbox",
+                    ));
+                }
+                (None, _) => log.replay_dead_letters(which).await.map_err(fail)?,
+            };
+            let mut out = match &destination {
+                Some(name) => {
+                    format!("replayed {replayed} dead deliver(ies) of destination {name}\n")
+                }
+                None => format!("replayed {replayed} dead letter(s)\n"),
+            };
             if !dead && usize::try_from(replayed).ok() != Some(ids.len()) {
                 out.push_str(
                     "note: only dead letters are replayed; the other ids were left alone\n",
@@ -377,6 +440,86 @@ fn table(entries: &[LogEntry]) -> String {
         ));
     }
     out
+}
+
+/// The deliveries of an event, one line each, for `show`.
+fn deliveries_text(deliveries: &[hookgate_inbox::Delivery]) -> String {
+    let mut out = String::from("deliveries:\n");
+    for d in deliveries {
+        out.push_str(&format!(
+            "  {}: {}, {} attempt(s){}{}{}\n",
+            d.destination,
+            d.status,
+            d.attempts,
+            d.lane
+                .as_deref()
+                .map(|l| format!(", lane {}", snippet(l.as_bytes(), 100)))
+                .unwrap_or_default(),
+            d.due_at
+                .filter(|_| d.status.waits())
+                .map(|at| format!(", next attempt {}", rfc3339(at)))
+                .unwrap_or_default(),
+            d.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {}", snippet(e.as_bytes(), 300)))
+                .unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// The deliveries of an event for `show --json`.
+fn deliveries_json(deliveries: &[hookgate_inbox::Delivery]) -> serde_json::Value {
+    deliveries
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "destination": d.destination,
+                "status": d.status.as_str(),
+                "attempts": d.attempts,
+                "lane": d.lane,
+                "due_at": d.due_at.map(rfc3339),
+                "finished_at": d.finished_at.map(rfc3339),
+                "last_error": d.last_error,
+            })
+        })
+        .collect()
+}
+
+/// `stats` of an endpoint with destinations: the events' counts, then each destination's
+/// deliveries per status.
+fn counted_per_destination(
+    counts: &Counts,
+    per_destination: &[(String, Status, u64)],
+    json: bool,
+) -> Output {
+    if json {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&counted(counts, true).into_text().into_bytes())
+                .unwrap_or_default();
+        let mut destinations = serde_json::Map::new();
+        for (name, status, count) in per_destination {
+            let entry = destinations
+                .entry(name.clone())
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(object) = entry.as_object_mut() {
+                object.insert(status.as_str().to_owned(), serde_json::json!(count));
+            }
+        }
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "destinations".to_owned(),
+                serde_json::Value::Object(destinations),
+            );
+        }
+        return Output::new(format!("{value}\n"), ExitStatus::Success);
+    }
+    let mut text = counted(counts, false).into_text();
+    text.push_str("deliveries per destination:\n");
+    for (name, status, count) in per_destination {
+        text.push_str(&format!("  {name} {status}: {count}\n"));
+    }
+    Output::new(text, ExitStatus::Success)
 }
 
 /// A stored event's body and headers.

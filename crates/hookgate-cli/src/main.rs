@@ -12,6 +12,7 @@ mod audit;
 mod client;
 mod console;
 mod dead_letters;
+mod destination;
 mod duration;
 mod error;
 mod hint;
@@ -205,6 +206,15 @@ enum Command {
     /// Inspect the receiver's event log and dead letters, and replay events.
     Inbox(inbox::InboxArgs),
 
+    /// Pause or resume deliveries to one destination of an endpoint, while `hookgate
+    /// serve` keeps receiving (and runs, in another process, or not).
+    ///
+    /// Example:
+    ///
+    ///   hookgate destination pause billing --endpoint stripe --data-dir ./hookgate-data
+    #[command(verbatim_doc_comment)]
+    Destination(destination::DestinationArgs),
+
     /// Serve the web console over a data directory's inboxes, without a receiver: the
     /// event list with filters, event details, dead letters with replay, the activity chart,
     /// and a JSON API, behind the console token. (`hookgate serve --console` serves the
@@ -231,6 +241,11 @@ impl Output {
             status,
         }
     }
+
+    /// What it prints, as text.
+    pub(crate) fn into_text(self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
 }
 
 /// How a command ended, besides usage and configuration errors (exit status 2).
@@ -254,6 +269,7 @@ fn main() -> ExitCode {
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),
+        Command::Destination(args) => run_async(destination::run(args)),
         Command::Console(args) => run_async(console::command::run(args)),
     };
     match result {

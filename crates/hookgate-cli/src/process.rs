@@ -56,6 +56,7 @@ pub(crate) struct EventView<'a> {
     attempt: u32,
     headers: &'a [(String, String)],
     body: &'a [u8],
+    destination: Option<&'a str>,
 }
 
 impl<'a> From<&'a InboxEvent> for EventView<'a> {
@@ -71,6 +72,7 @@ impl<'a> From<&'a InboxEvent> for EventView<'a> {
             attempt: event.attempt(),
             headers: event.headers(),
             body: event.body(),
+            destination: event.destination(),
         }
     }
 }
@@ -88,6 +90,7 @@ impl<'a> From<&'a QueuedEvent> for EventView<'a> {
             attempt: event.attempt(),
             headers: event.headers(),
             body: event.body(),
+            destination: None,
         }
     }
 }
@@ -99,6 +102,9 @@ struct Envelope<'a> {
     /// queue's entry.
     id: EventRef<'a>,
     endpoint: &'a str,
+    /// The destination this delivery goes to, for an endpoint with destinations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<&'a str>,
     scheme: &'a str,
     /// The authenticated dedup key: the same for every copy of the delivery.
     dedup_key: &'a str,
@@ -139,6 +145,7 @@ pub(crate) fn envelope(event: EventView<'_>, endpoint: &str, one_line: bool) -> 
     let envelope = Envelope {
         id: event.id,
         endpoint,
+        destination: event.destination,
         scheme: event.scheme,
         dedup_key: event.dedup_key,
         delivery_id: event.delivery_id,
@@ -161,6 +168,9 @@ pub(crate) struct Processor {
     pub(crate) endpoint: Arc<str>,
     pub(crate) action: Target,
     pub(crate) timeout: Duration,
+    /// The endpoint's destinations by name: a delivery to one runs its target instead of
+    /// `action`.
+    pub(crate) destinations: Arc<[(String, Target)]>,
 }
 
 /// An action ready to run.
@@ -190,20 +200,29 @@ impl Target {
 /// The inbox's events (`serve`'s local worker on the SQLite inbox).
 impl Handler<InboxEvent> for Processor {
     fn handle(&self, event: InboxEvent) -> BoxFuture<'_, HandlerResult> {
-        Box::pin(async move { self.process(EventView::from(&event)).await })
+        Box::pin(async move {
+            let view = EventView::from(&event);
+            let Some(name) = event.destination() else {
+                return self.process(view, &self.action).await;
+            };
+            match self.destinations.iter().find(|(n, _)| n == name) {
+                Some((_, target)) => self.process(view, target).await,
+                None => HandlerResult::fail(format!("destination {name} is not configured")),
+            }
+        })
     }
 }
 
 /// A queue's events (`hookgate work`, and `serve`'s local worker on PostgreSQL).
 impl Handler<QueuedEvent> for Processor {
     fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
-        Box::pin(async move { self.process(EventView::from(&event)).await })
+        Box::pin(async move { self.process(EventView::from(&event), &self.action).await })
     }
 }
 
 impl Processor {
-    async fn process(&self, event: EventView<'_>) -> HandlerResult {
-        match &self.action {
+    async fn process(&self, event: EventView<'_>, target: &Target) -> HandlerResult {
+        match target {
             Target::Print => {
                 crate::say(&envelope(event, &self.endpoint, true));
                 HandlerResult::Ok
@@ -227,6 +246,9 @@ impl Processor {
                 concat!("hookgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             ),
         ];
+        if let Some(destination) = event.destination {
+            headers.push(("Hookgate-Destination".to_owned(), destination.to_owned()));
+        }
         if let Some(event_type) = event.event_type {
             if http::HeaderValue::from_str(event_type).is_ok() {
                 headers.push(("Hookgate-Event-Type".to_owned(), event_type.to_owned()));
@@ -264,6 +286,7 @@ impl Processor {
             .env("HOOKGATE_SCHEME", event.scheme)
             .env("HOOKGATE_ATTEMPT", event.attempt.to_string())
             .env("HOOKGATE_ENDPOINT", &*self.endpoint)
+            .env("HOOKGATE_DESTINATION", event.destination.unwrap_or(""))
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())

@@ -176,6 +176,7 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
         endpoint: Arc::from(args.endpoint.as_str()),
         action: target,
         timeout: args.timeout,
+        destinations: Arc::from(Vec::new()),
     };
     let policy = RetryPolicy::new()
         .base(args.retry_base)

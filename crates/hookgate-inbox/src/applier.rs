@@ -87,6 +87,7 @@ pub(crate) fn apply_records(conn: &Connection, records: &[LogRecord]) -> Result<
             &e.body[..],
         ])?;
         state.execute(params![record.id, record.enqueued_at_ms, e.is_test])?;
+        crate::deliveries::insert_routes(conn, record)?;
         dedup.execute(params![
             &e.dedup_digest[..],
             record.id,

@@ -66,6 +66,7 @@ impl Inbox {
                  WHERE id IN (SELECT id FROM temp.replay_ids)",
                 params![now],
             )?;
+            crate::deliveries::replay_routed(conn, now)?;
             conn.execute("DELETE FROM temp.replay_ids", [])?;
             Ok(u64::try_from(replayed).unwrap_or(u64::MAX))
         })

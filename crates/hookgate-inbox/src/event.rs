@@ -27,6 +27,7 @@ pub struct InboxEvent {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) attempt: u32,
     pub(crate) is_test: bool,
+    pub(crate) destination: Option<String>,
 }
 
 impl InboxEvent {
@@ -60,6 +61,7 @@ impl InboxEvent {
             headers: Vec::new(),
             attempt: 1,
             is_test: false,
+            destination: None,
         }
     }
 
@@ -167,6 +169,21 @@ impl InboxEvent {
     pub fn is_test(&self) -> bool {
         self.is_test
     }
+
+    /// For an inbox with destinations ([`InboxBuilder::destinations`]): the destination
+    /// this delivery of the event goes to. `None` for an inbox without destinations.
+    ///
+    /// [`InboxBuilder::destinations`]: crate::InboxBuilder::destinations
+    pub fn destination(&self) -> Option<&str> {
+        self.destination.as_deref()
+    }
+
+    /// Sets the destination (to unit-test a handler of an inbox with destinations).
+    #[must_use]
+    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
+        self
+    }
 }
 
 impl fmt::Debug for InboxEvent {
@@ -179,6 +196,7 @@ impl fmt::Debug for InboxEvent {
             .field("dedup_key", &self.dedup_key)
             .field("attempt", &self.attempt)
             .field("is_test", &self.is_test)
+            .field("destination", &self.destination)
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
@@ -198,6 +216,16 @@ pub(crate) struct NewEvent {
     pub(crate) body: Bytes,
     pub(crate) headers_json: String,
     pub(crate) is_test: bool,
+    /// For an inbox with destinations: the deliveries routing made on receive (empty:
+    /// filtered). `None` for an inbox without destinations.
+    pub(crate) routes: Option<Vec<RouteRecord>>,
+}
+
+/// One delivery routing made: the destination's name and the lane key, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteRecord {
+    pub(crate) destination: String,
+    pub(crate) lane: Option<String>,
 }
 
 impl NewEvent {
@@ -218,6 +246,29 @@ impl NewEvent {
             body: event.body().clone(),
             headers_json: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".to_owned()),
             is_test,
+            routes: None,
         }
     }
+}
+
+/// The deliveries `router` makes of `event`: one per destination whose filter passes it,
+/// with the lane key of an ordered destination.
+pub(crate) fn route(router: &hookgate_queue::Router, event: &VerifiedEvent) -> Vec<RouteRecord> {
+    let headers: Vec<(String, String)> = event
+        .headers()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect();
+    let view = hookgate_queue::EventView::new(event.event_type(), &headers, event.body());
+    router
+        .route(view)
+        .into_iter()
+        .filter_map(|routed| {
+            let destination = router.destinations().get(routed.destination())?;
+            Some(RouteRecord {
+                destination: destination.name().to_owned(),
+                lane: routed.into_lane().map(|lane| lane.as_str().to_owned()),
+            })
+        })
+        .collect()
 }

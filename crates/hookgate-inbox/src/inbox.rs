@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     claims: Mutex<Claims>,
     pub(crate) config: Config,
     test_filter: Option<TestFilter>,
+    /// The endpoint's destinations, when it has them: each event is routed on receive.
+    router: Option<Arc<hookgate_queue::Router>>,
     stored: AtomicU64,
     duplicates: AtomicU64,
     /// Dropped with the inbox, which stops the pruning thread.
@@ -224,6 +226,7 @@ pub struct InboxBuilder {
     segment_size: u64,
     clock: Arc<dyn Clock>,
     test_filter: Option<TestFilter>,
+    router: Option<Arc<hookgate_queue::Router>>,
 }
 
 impl fmt::Debug for InboxBuilder {
@@ -237,6 +240,7 @@ impl fmt::Debug for InboxBuilder {
             .field("segment_size", &self.segment_size)
             .field("clock", &self.clock)
             .field("test_filter", &self.test_filter.is_some())
+            .field("router", &self.router)
             .finish()
     }
 }
@@ -333,6 +337,33 @@ impl InboxBuilder {
         self
     }
 
+    /// The endpoint's destinations (issue 21): each event the inbox stores is routed
+    /// once, on receive, and becomes one delivery per destination whose filter passes it
+    /// (with its lane key), written in the same durable record as the event; an event no
+    /// destination takes is stored as `filtered`. A [`Worker`](crate::Worker) then leases
+    /// deliveries instead of events ([`InboxEvent::destination`](crate::InboxEvent::destination)
+    /// says where each goes); give it the same destinations
+    /// ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
+    /// Events stored before keep their routing (none: an inbox with destinations does not
+    /// lease them).
+    ///
+    /// ```
+    /// use hookgate_inbox::Inbox;
+    /// use hookgate_queue::{Destination, DestinationTarget, Router};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// let router = Router::new(vec![
+    ///     Destination::new("billing", DestinationTarget::Forward("http://127.0.0.1:3000/".into()))?,
+    ///     Destination::new("audit", DestinationTarget::Exec("./audit.sh".into()))?,
+    /// ])?;
+    /// let inbox = Inbox::builder(dir.path().join("inbox.db")).destinations(router).open()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn destinations(mut self, router: hookgate_queue::Router) -> Self {
+        self.router = Some(Arc::new(router));
+        self
+    }
+
     /// Opens (creating if needed) the database and starts the writer thread, and the
     /// pruning thread unless turned off.
     ///
@@ -392,6 +423,7 @@ impl InboxBuilder {
             claims: Mutex::new(Claims::default()),
             config: self.config,
             test_filter: self.test_filter,
+            router: self.router,
             stored: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             _stop_pruner: stop_pruner,
@@ -507,6 +539,7 @@ impl Inbox {
             segment_size: DEFAULT_SEGMENT_SIZE,
             clock: Arc::new(SystemClock),
             test_filter: None,
+            router: None,
         }
     }
 
@@ -538,7 +571,10 @@ impl Inbox {
             .test_filter
             .as_ref()
             .is_some_and(|filter| filter(event));
-        let new = NewEvent::from_verified(event, is_test);
+        let mut new = NewEvent::from_verified(event, is_test);
+        if let Some(router) = &self.inner.router {
+            new.routes = Some(crate::event::route(router, event));
+        }
         let key = new.dedup_key.clone();
         let now = self.now_ms();
         let expires = add(now, self.inner.config.committed_ttl);
@@ -633,6 +669,11 @@ impl Inbox {
         if waited.is_err() {
             tracing::warn!("inbox: events are slow to reach the database; answering without them");
         }
+    }
+
+    /// Whether this inbox routes events to destinations (and its queue leases deliveries).
+    pub fn has_destinations(&self) -> bool {
+        self.inner.router.is_some()
     }
 
     /// Whether this inbox holds the segment log (and so takes new events).
@@ -879,7 +920,10 @@ fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneRepo
              (SELECT digest FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, PRUNE_CHUNK],
     )?;
-    let processed_events = delete_finished(conn, "processed", sub(now, config.retention))?;
+    let processed_events =
+        delete_finished(conn, "processed", sub(now, config.retention))?.saturating_add(
+            delete_finished(conn, "filtered", sub(now, config.retention))?,
+        );
     let dead_events = match config.dead_retention {
         Some(retention) => delete_finished(conn, "dead", sub(now, retention))?,
         None => 0,
@@ -904,7 +948,7 @@ fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize
              SELECT id FROM state WHERE status = ?1 AND finished_at <= ?2 LIMIT ?3",
         params![status, before, PRUNE_CHUNK],
     )?;
-    for table in ["attempts", "dead_letters"] {
+    for table in ["attempts", "dead_letters", "deliveries"] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE event_id IN (SELECT id FROM temp.prune_ids)"),
             [],

@@ -149,6 +149,21 @@
 //! - [`Status::Dead`]: a permanent failure or the attempts ran out; listed by
 //!   [`Inbox::dead_letters`] and put back by [`Inbox::replay_dead_letters`].
 //!
+//! ## Destinations
+//!
+//! Opened with [`InboxBuilder::destinations`], the inbox routes each event once, on
+//! receive: the deliveries (one per destination whose filter takes the event, with its
+//! lane key) travel in the event's own log record, so they are as durable as the event
+//! before the 2xx, and are applied as rows of their own. An event no destination takes
+//! is stored as [`Status::Filtered`]. A [`Worker`] given the same destinations
+//! (`WorkerBuilder::destinations`) then leases deliveries, each with its own status,
+//! attempts, retries, dead letter and replay ([`Inbox::deliveries`],
+//! [`Inbox::replay_destination`], [`Inbox::dead_deliveries`],
+//! [`Inbox::delivery_counts`]); the event's own status sums them up. For an ordered
+//! destination only the oldest unfinished delivery of each lane key is handed out.
+//! [`Inbox::pause_destination`] holds a destination for every worker of the file, in any
+//! process. See `docs/DESTINATIONS.md`.
+//!
 //! ## Retry policy defaults
 //!
 //! Exponential backoff with full jitter ([`RetryPolicy`]): after the `n`-th failed attempt
@@ -194,6 +209,7 @@ mod arrival;
 mod checkpoint;
 mod dead;
 mod dedup;
+mod deliveries;
 mod digest;
 mod error;
 mod event;
@@ -213,6 +229,7 @@ mod writer;
 
 pub use activity::{MAX_ACTIVITY_RANGE, MinuteActivity};
 pub use dead::Replay;
+pub use deliveries::Delivery;
 pub use error::InboxError;
 pub use event::{EventId, InboxEvent, Status};
 pub use handshakes::HandshakeRecord;
@@ -228,6 +245,6 @@ pub use ordering::{Advance, AggregateVersions};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_SHUTDOWN_GRACE, Handler,
-    HandlerResult, InboxQueue, RetryPolicy, ShutdownReport, Worker, WorkerBuilder, WorkerHandle,
-    WorkerStats,
+    HandlerResult, InboxQueue, InboxTicket, RetryPolicy, ShutdownReport, Worker, WorkerBuilder,
+    WorkerHandle, WorkerStats,
 };

@@ -36,7 +36,7 @@ pub(crate) enum Completion {
 }
 
 impl Completion {
-    fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             Completion::Processed => "processed",
             Completion::Retry { .. } => "retry",
@@ -242,6 +242,7 @@ pub(crate) fn event_from_row(
         headers,
         attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
         is_test,
+        destination: None,
     }))
 }
 

@@ -24,6 +24,13 @@
 //! (see `journal.rs` and `applier.rs`): events are appended to the log first and applied
 //! here in batches.
 //!
+//! Version 4 adds destinations (issue 21): `deliveries`, one row per event and destination
+//! its routing picked on receive, with the same small mutable state as `state` (status,
+//! attempts, due time, lease, last error) plus the destination, the lane key and the lane
+//! order (`seq`); `destination_pauses`, the destinations paused by `hookgate destination
+//! pause` (any process); and `attempts.destination`. An inbox without destinations
+//! writes none of it, and a file of version 2 or 3 gains the empty tables.
+//!
 //! Version 1 (everything in one `events` row, TEXT dedup keys, the delivery-id index) is
 //! migrated in one transaction when a file is opened: see [`migrate`].
 
@@ -37,7 +44,7 @@ use crate::InboxError;
 use crate::digest::key_digest;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +130,48 @@ INSERT OR IGNORE INTO log_applied (one, event_id)
 VALUES (1, max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
               coalesce((SELECT max(id) FROM events), 0)));
 ";
+
+/// Version 4: deliveries per destination (see the module documentation).
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id            INTEGER PRIMARY KEY,
+    event_id      INTEGER NOT NULL,
+    destination   TEXT    NOT NULL,
+    lane          TEXT,
+    seq           INTEGER NOT NULL,
+    status        TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    due_at        INTEGER,
+    lease_token   INTEGER,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    duration_ms   INTEGER,
+    last_error    TEXT,
+    UNIQUE (event_id, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(destination, lane, seq)
+    WHERE lane IS NOT NULL AND status NOT IN ('processed', 'dead');
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(destination, status);
+
+CREATE TABLE IF NOT EXISTS destination_pauses (
+    destination   TEXT    PRIMARY KEY,
+    paused_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Adds `attempts.destination` (version 4) unless the column is there.
+fn add_attempt_destination(conn: &Connection) -> Result<(), InboxError> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('attempts') WHERE name = 'destination'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE attempts ADD COLUMN destination TEXT")?;
+    }
+    Ok(())
+}
 
 /// Opens the writer connection: WAL, `synchronous=FULL`, and the schema created or migrated.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, InboxError> {
@@ -213,6 +262,8 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), InboxError> {
         conn.execute_batch(SCHEMA_V2)?;
     }
     conn.execute_batch(SCHEMA_V3)?;
+    conn.execute_batch(SCHEMA_V4)?;
+    add_attempt_destination(conn)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -284,8 +335,52 @@ mod tests {
         drop(conn);
         assert!(matches!(
             open_writer(&path),
-            Err(InboxError::SchemaTooNew { found: 4, .. })
+            Err(InboxError::SchemaTooNew { found: 5, .. })
         ));
+    }
+
+    #[test]
+    fn a_version_3_file_gains_the_delivery_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        // A version 3 file as the previous release wrote it, with one event and an attempt.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V2).unwrap();
+        conn.execute_batch(SCHEMA_V3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, dedup_key, scheme, received_at, headers, body)
+                 VALUES (1, 'k', 's', 0, '[]', x'7b7d');
+             INSERT INTO state (id, status) VALUES (1, 'processed');
+             INSERT INTO attempts (event_id, attempt, started_at, finished_at, outcome)
+                 VALUES (1, 1, 0, 1, 'processed');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_writer(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
+        let (status, destination): (String, Option<String>) = conn
+            .query_row(
+                "SELECT s.status, a.destination FROM state s JOIN attempts a ON a.event_id = s.id",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), destination), ("processed", None));
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('deliveries', 'destination_pauses')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
+        drop(conn);
+        // Opening again changes nothing.
+        open_writer(&path).unwrap();
     }
 
     #[test]
@@ -318,6 +413,9 @@ mod tests {
             [
                 "attempts_event",
                 "dedup_expiry",
+                "deliveries_due",
+                "deliveries_lane",
+                "deliveries_status",
                 "events_received",
                 "events_type",
                 "state_due",

@@ -12,7 +12,9 @@
 //!           | event_type? | headers_json | body
 //!           where a string or the body is len: u32 LE | bytes, and an absent optional
 //!           one is the length u32::MAX;
-//!           an end-of-segment record (kind 2) has no more bytes.
+//!           an end-of-segment record (kind 2) has no more bytes;
+//!           a routed event (kind 3, an inbox with destinations) is an event followed by
+//!           count u32 | (destination | lane?) × count: the deliveries made on receive.
 //! ```
 //!
 //! The checksum covers the segment's sequence number, so a record left in a reused or
@@ -28,12 +30,13 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::event::NewEvent;
+use crate::event::{NewEvent, RouteRecord};
 
 /// Bytes before a record's payload.
 pub(crate) const HEADER_LEN: usize = 8;
 const KIND_EVENT: u8 = 1;
 const KIND_END: u8 = 2;
+const KIND_ROUTED: u8 = 3;
 const ABSENT: u32 = u32::MAX;
 const FLAG_TEST: u8 = 1;
 const FLAG_SIGNED_AT: u8 = 2;
@@ -104,7 +107,11 @@ pub(crate) fn encode_event(record: &LogRecord, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     let e = &record.event;
-    buf.push(KIND_EVENT);
+    buf.push(if e.routes.is_some() {
+        KIND_ROUTED
+    } else {
+        KIND_EVENT
+    });
     buf.extend_from_slice(&record.id.to_le_bytes());
     buf.extend_from_slice(&record.enqueued_at_ms.to_le_bytes());
     buf.extend_from_slice(&record.expires_at_ms.to_le_bytes());
@@ -125,7 +132,32 @@ pub(crate) fn encode_event(record: &LogRecord, buf: &mut Vec<u8>) {
     put(buf, e.event_type.as_deref().map(str::as_bytes));
     put(buf, Some(e.headers_json.as_bytes()));
     put(buf, Some(&e.body));
+    if let Some(routes) = &e.routes {
+        encode_routes(routes, buf);
+    }
     set_len(buf, start);
+}
+
+/// The deliveries of a routed event, after its body.
+fn encode_routes(routes: &[RouteRecord], buf: &mut Vec<u8>) {
+    let count = u32::try_from(routes.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&count.to_le_bytes());
+    for route in routes.iter().take(count as usize) {
+        put(buf, Some(route.destination.as_bytes()));
+        put(buf, route.lane.as_deref().map(str::as_bytes));
+    }
+}
+
+fn decode_routes(r: &mut Reader<'_>) -> Option<Vec<RouteRecord>> {
+    let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let mut routes = Vec::new();
+    for _ in 0..count {
+        routes.push(RouteRecord {
+            destination: r.string()??,
+            lane: r.string()?,
+        });
+    }
+    Some(routes)
 }
 
 /// Appends an end-of-segment record (header placeholder included) to `buf`.
@@ -223,15 +255,17 @@ pub(crate) fn scan(seq: u64, data: &[u8]) -> Scanned {
                 scanned.valid_len = end;
                 break;
             }
-            Some(&KIND_EVENT) => match decode_event(payload.get(1..).unwrap_or(&[])) {
-                // Ids only grow: a smaller one is not part of this log.
-                Some(record) if record.id > last_id => {
-                    last_id = record.id;
-                    scanned.records.push(record);
-                    scanned.valid_len = end;
+            Some(&kind @ (KIND_EVENT | KIND_ROUTED)) => {
+                match decode_event(payload.get(1..).unwrap_or(&[]), kind == KIND_ROUTED) {
+                    // Ids only grow: a smaller one is not part of this log.
+                    Some(record) if record.id > last_id => {
+                        last_id = record.id;
+                        scanned.records.push(record);
+                        scanned.valid_len = end;
+                    }
+                    _ => break,
                 }
-                _ => break,
-            },
+            }
             _ => break,
         }
         at = end;
@@ -273,7 +307,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_event(payload: &[u8]) -> Option<LogRecord> {
+fn decode_event(payload: &[u8], routed: bool) -> Option<LogRecord> {
     let mut r = Reader(payload);
     let id = r.i64()?;
     let enqueued_at_ms = r.i64()?;
@@ -288,6 +322,11 @@ fn decode_event(payload: &[u8]) -> Option<LogRecord> {
     let event_type = r.string()?;
     let headers_json = r.string()??;
     let body = Bytes::copy_from_slice(r.bytes()??);
+    let routes = if routed {
+        Some(decode_routes(&mut r)?)
+    } else {
+        None
+    };
     if !r.0.is_empty() {
         return None;
     }
@@ -306,6 +345,7 @@ fn decode_event(payload: &[u8]) -> Option<LogRecord> {
             body,
             headers_json,
             is_test: flags & FLAG_TEST != 0,
+            routes,
         },
     })
 }
@@ -333,6 +373,7 @@ pub(crate) mod tests {
                 body: Bytes::from(body.to_owned()),
                 headers_json: "[[\"webhook-id\",\"x\"]]".to_owned(),
                 is_test: id % 2 == 0,
+                routes: None,
             },
         }
     }
@@ -368,6 +409,29 @@ pub(crate) mod tests {
         assert_eq!(back.event.dedup_digest, records[1].event.dedup_digest);
         assert!(back.event.is_test);
         assert!(!scanned.records[0].event.is_test);
+    }
+
+    #[test]
+    fn routed_records_keep_their_deliveries() {
+        let mut routed = record(2, "{}");
+        routed.event.routes = Some(vec![
+            RouteRecord {
+                destination: "billing".to_owned(),
+                lane: Some("cus_1".to_owned()),
+            },
+            RouteRecord {
+                destination: "audit".to_owned(),
+                lane: None,
+            },
+        ]);
+        let mut filtered = record(3, "{}");
+        filtered.event.routes = Some(Vec::new());
+        let records = [record(1, "{}"), routed.clone(), filtered];
+        let scanned = scan(7, &encoded(7, &records, false));
+        assert_eq!(scanned.records.len(), 3);
+        assert_eq!(scanned.records[0].event.routes, None);
+        assert_eq!(scanned.records[1].event.routes, routed.event.routes);
+        assert_eq!(scanned.records[2].event.routes, Some(Vec::new()));
     }
 
     #[test]

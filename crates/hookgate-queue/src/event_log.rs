@@ -71,6 +71,12 @@ impl fmt::Display for EventId {
 ///     │                    └── given back at shutdown ──▶ queued
 ///  dead ──(replay)──▶ queued
 /// ```
+///
+/// An event of an endpoint with destinations (issue 21) has one delivery per matching
+/// destination, each with its own status from this list; the event's own status sums
+/// them up (processing while one is, failed while one waits for a retry, dead once all
+/// ended and one is dead, processed once all are), and is [`Filtered`](Status::Filtered)
+/// when no destination took it.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -88,17 +94,21 @@ pub enum Status {
     Failed,
     /// Dead letter: a permanent failure, or the attempts ran out. Waits for a replay.
     Dead,
+    /// Stored and acknowledged, but no destination's filter took it: delivered nowhere.
+    /// Pruned after the retention like a processed event.
+    Filtered,
 }
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Received,
         Status::Queued,
         Status::Processing,
         Status::Processed,
         Status::Failed,
         Status::Dead,
+        Status::Filtered,
     ];
 
     /// The name stored in the database and shown by the event log.
@@ -110,6 +120,7 @@ impl Status {
             Status::Processed => "processed",
             Status::Failed => "failed",
             Status::Dead => "dead",
+            Status::Filtered => "filtered",
         }
     }
 
@@ -435,6 +446,8 @@ pub struct StatusCounts {
     pub failed: u64,
     /// Dead letters.
     pub dead: u64,
+    /// Taken by no destination.
+    pub filtered: u64,
 }
 
 impl StatusCounts {
@@ -447,6 +460,7 @@ impl StatusCounts {
             Status::Processed => self.processed,
             Status::Failed => self.failed,
             Status::Dead => self.dead,
+            Status::Filtered => self.filtered,
         }
     }
 
@@ -459,6 +473,7 @@ impl StatusCounts {
             Status::Processed => &mut self.processed,
             Status::Failed => &mut self.failed,
             Status::Dead => &mut self.dead,
+            Status::Filtered => &mut self.filtered,
         };
         *slot = count;
     }
@@ -476,6 +491,7 @@ impl StatusCounts {
         self.pending()
             .saturating_add(self.processed)
             .saturating_add(self.dead)
+            .saturating_add(self.filtered)
     }
 }
 

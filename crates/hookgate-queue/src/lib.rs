@@ -135,13 +135,19 @@
 //! # }
 //! ```
 //!
-//! ## Room for more than one delivery per event
+//! ## Destinations
 //!
-//! A [`Leased`] delivery is built by the queue and read only by the loop, and is
-//! `#[non_exhaustive]`: a destination and an ordering lane key can be added to it, and the
-//! loop's choice of which waiting delivery starts next (one place, today first-in
-//! first-out) can then keep one delivery per lane running and cap each destination's
-//! concurrency, without changing the queue operations.
+//! An endpoint may declare several destinations (issue 21; see the `route` items:
+//! [`DestinationConfig`], [`Router`], [`DestinationGates`]). A queue with destinations
+//! stores one delivery per event and matching destination, says on each [`Leased`] which
+//! destination it goes to and its lane key ([`Leased::with_destination`]), skips held
+//! destinations in [`Queue::lease_except`], hands out only the head of each lane, and
+//! reports its paused destinations ([`Queue::paused`]). The loop, given the destinations
+//! with [`WorkerBuilder::destinations`], checks each delivery against its destination's
+//! pause, circuit breaker, lane, concurrency cap and rate limit before starting it (in
+//! the one place that picks what starts next), gives
+//! back uncounted what may not start, retries with each destination's own policy, and
+//! keeps the gauges. One held destination never holds up another.
 
 mod envelope;
 mod event;
@@ -166,5 +172,6 @@ pub use runner::{ATTEMPTS_METRIC, ConfigError, PROCESS_SECONDS_METRIC};
 pub use stats::{ShutdownReport, WorkerStats};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder, WorkerHandle,
+    DEFAULT_SHUTDOWN_GRACE, DESTINATION_ATTEMPTS_METRIC, DESTINATION_PAUSED_METRIC, Worker,
+    WorkerBuilder, WorkerHandle,
 };

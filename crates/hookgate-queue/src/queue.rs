@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
 
-use crate::{DEFAULT_LEASE, DEFAULT_POLL_INTERVAL};
+use crate::{DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, LaneKey};
 
 /// A queue the one [`Worker`](crate::Worker) loop drains: the SQLite inbox, a Redis stream,
 /// a JetStream stream, a PostgreSQL store, or your own.
@@ -31,6 +31,21 @@ use crate::{DEFAULT_LEASE, DEFAULT_POLL_INTERVAL};
 /// delivery over): the loop then counts a lost lease and changes nothing. A delivery whose
 /// consumer dies is not released: its lease expires and the backend hands it out again
 /// from [`lease`](Self::lease), as a new attempt.
+///
+/// **Destinations** (issue 21). A queue whose deliveries each go to one of an endpoint's
+/// destinations says which on each [`Leased`] ([`Leased::with_destination`]), and then
+/// also:
+/// - leases with [`lease_except`](Self::lease_except), skipping the destinations the loop
+///   holds (paused, circuit open, at their concurrency or rate limit), so that one held
+///   destination never fills the loop with deliveries it cannot start;
+/// - hands out, for an ordered destination, **only the head of each lane**: the oldest
+///   unfinished delivery of a (destination, lane key), and nothing else of that lane
+///   while it is leased or waits for its retry (a dead letter finishes it). The loop
+///   keeps at most one delivery per lane running of what it holds, but only the store
+///   sees the deliveries it has not handed out, so only the store can keep a retrying
+///   head ahead of the rest of its lane, across restarts too;
+/// - answers [`paused`](Self::paused) with the destinations paused in the store
+///   (`hookgate destination pause`), which the loop polls.
 ///
 /// **Replay of dead letters** is not part of the trait: each backend keeps its own
 /// dead-letter API (listing and replay differ too much: rows, a stream, a subject), and a
@@ -74,6 +89,29 @@ pub trait Queue: Send + Sync + 'static {
         lease: Duration,
         wait: Duration,
     ) -> BoxFuture<'_, LeaseResult<Self>>;
+
+    /// Leases like [`lease`](Self::lease), skipping deliveries to the destinations named in
+    /// `held` (by [`Leased::destination`]). The loop calls this instead of `lease` when it
+    /// runs with destinations. Default: `lease`, ignoring `held` (right for a queue
+    /// without destinations; one with destinations must skip them, or the loop gives the
+    /// held deliveries back and leases them again until the hold ends).
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        let _ = held;
+        self.lease(max, lease, wait)
+    }
+
+    /// The destinations paused in the store (`hookgate destination pause NAME`, possibly
+    /// from another process). The loop polls it every poll interval when it runs with
+    /// destinations and holds their deliveries. Default: none.
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, Self::Error>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Resolves when new work may be due, at the latest after `timeout` (the poll
     /// interval), without hard polling; the loop calls it after a lease found less than it
@@ -144,9 +182,10 @@ pub trait QueueEvent: Send + 'static {
 
 /// One delivery a queue leased to the worker.
 ///
-/// Today a delivery is one stored event. Fields describing where it goes (a destination)
-/// and what it must wait for (an ordering lane) can be added without breaking queues,
-/// which build it with [`new`](Self::new) or [`unreadable`](Self::unreadable).
+/// A delivery is one stored event, or, for an endpoint with destinations, one event's
+/// delivery to one destination ([`with_destination`](Self::with_destination)), with the
+/// lane key of an ordered destination. Queues build it with [`new`](Self::new) or
+/// [`unreadable`](Self::unreadable).
 #[non_exhaustive]
 pub struct Leased<T, E> {
     /// The proof of the lease.
@@ -158,6 +197,10 @@ pub struct Leased<T, E> {
     /// The event, or why it could not be read (the loop then dead-letters it without
     /// calling the handler).
     pub event: Result<E, String>,
+    /// The destination this delivery goes to (its name), for a queue with destinations.
+    pub destination: Option<String>,
+    /// The lane key, for a delivery to an ordered destination whose event has one.
+    pub lane: Option<LaneKey>,
 }
 
 impl<T, E> Leased<T, E> {
@@ -168,7 +211,22 @@ impl<T, E> Leased<T, E> {
             id: id.into(),
             attempt,
             event: Ok(event),
+            destination: None,
+            lane: None,
         }
+    }
+
+    /// Says which destination the delivery goes to, and its lane key if the destination
+    /// is ordered (see [`Queue`] on destinations).
+    #[must_use]
+    pub fn with_destination(
+        mut self,
+        destination: impl Into<String>,
+        lane: Option<LaneKey>,
+    ) -> Self {
+        self.destination = Some(destination.into());
+        self.lane = lane;
+        self
     }
 
     /// A delivery whose content cannot be read (a corrupt or foreign message): the loop
@@ -184,6 +242,8 @@ impl<T, E> Leased<T, E> {
             id: id.into(),
             attempt,
             event: Err(reason.to_string()),
+            destination: None,
+            lane: None,
         }
     }
 }
@@ -194,6 +254,7 @@ impl<T, E> fmt::Debug for Leased<T, E> {
             .field("id", &self.id)
             .field("attempt", &self.attempt)
             .field("readable", &self.event.is_ok())
+            .field("destination", &self.destination)
             .finish_non_exhaustive()
     }
 }

@@ -68,12 +68,17 @@ impl<E: QueueEvent> Runner<E> {
     /// Runs one attempt of `event` (attempt number `attempt`, the queue's id `queue_id`)
     /// inside a new `webhook.process` span, which it returns for the recording of the
     /// result.
-    pub(crate) async fn attempt(
+    ///
+    /// For a delivery to a destination, `destination` gives its name (for the span) and
+    /// its own retry policy; otherwise the worker's applies.
+    pub(crate) async fn attempt_to(
         &self,
         event: E,
         queue_id: &str,
         attempt: u32,
+        destination: Option<(&str, &RetryPolicy)>,
     ) -> (Verdict, tracing::Span) {
+        let retry = destination.map_or(&self.retry, |(_, retry)| retry);
         let scheme = event.scheme().to_owned();
         let span = tracing::info_span!(
             "webhook.process",
@@ -82,22 +87,23 @@ impl<E: QueueEvent> Runner<E> {
             event_type = cut(event.event_type().unwrap_or("")),
             queue_id = cut(queue_id),
             attempt,
+            destination = destination.map(|(name, _)| name),
             outcome = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
         let verdict = async {
             let started = Instant::now();
-            let verdict = if attempt > self.retry.attempt_limit() {
+            let verdict = if attempt > retry.attempt_limit() {
                 Verdict::Dead {
                     reason: format!(
                         "delivered {attempt} times, more than the {} attempts allowed: earlier attempts did not finish",
-                        self.retry.attempt_limit()
+                        retry.attempt_limit()
                     ),
                 }
             } else {
                 bump(&self.counters.handled);
                 let result = self.call(event).await;
-                self.decide(attempt, result)
+                decide(retry, attempt, result)
             };
             let duration = started.elapsed();
             let outcome = verdict.outcome();
@@ -141,22 +147,23 @@ impl<E: QueueEvent> Runner<E> {
             }
         }
     }
+}
 
-    fn decide(&self, attempt: u32, result: HandlerResult) -> Verdict {
-        match result {
-            HandlerResult::Ok => Verdict::Processed,
-            HandlerResult::Fail(reason) => Verdict::Dead { reason },
-            HandlerResult::Retry { after, error } => {
-                let error = error.unwrap_or_else(|| "retry requested".to_owned());
-                if self.retry.allows_retry_after(attempt) {
-                    Verdict::Retry {
-                        delay: after.unwrap_or_else(|| self.retry.backoff(attempt)),
-                        error,
-                    }
-                } else {
-                    Verdict::Dead {
-                        reason: format!("gave up after {attempt} attempts: {error}"),
-                    }
+/// What follows an attempt's `result` under `retry`.
+fn decide(retry: &RetryPolicy, attempt: u32, result: HandlerResult) -> Verdict {
+    match result {
+        HandlerResult::Ok => Verdict::Processed,
+        HandlerResult::Fail(reason) => Verdict::Dead { reason },
+        HandlerResult::Retry { after, error } => {
+            let error = error.unwrap_or_else(|| "retry requested".to_owned());
+            if retry.allows_retry_after(attempt) {
+                Verdict::Retry {
+                    delay: after.unwrap_or_else(|| retry.backoff(attempt)),
+                    error,
+                }
+            } else {
+                Verdict::Dead {
+                    reason: format!("gave up after {attempt} attempts: {error}"),
                 }
             }
         }
@@ -243,7 +250,7 @@ mod tests {
     }
 
     async fn verdict_of(runner: &Runner<QueuedEvent>, attempt: u32) -> Verdict {
-        runner.attempt(event(), "1-0", attempt).await.0
+        runner.attempt_to(event(), "1-0", attempt, None).await.0
     }
 
     #[tokio::test]

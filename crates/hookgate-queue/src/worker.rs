@@ -1,9 +1,10 @@
 //! The one worker loop, over any [`Queue`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,20 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use crate::route::MonotonicClock;
 use crate::runner::{Runner, Verdict, bump, unbump};
 use crate::{
-    AttemptRecord, ConfigError, Handler, LeaseResult, Leased, Queue, RetryPolicy, ShutdownReport,
-    WorkerStats,
+    Admission, AttemptRecord, CIRCUIT_STATE_METRIC, ConfigError, Destination, DestinationGates,
+    Handler, Hold, IN_FLIGHT_METRIC, LANE_BACKLOG_METRIC, LaneKey, LeaseResult, Leased, Queue,
+    RetryPolicy, ShutdownReport, WorkerStats,
 };
+
+/// Attempts per destination. Labels: `endpoint`, `destination`, `outcome` (`processed`,
+/// `retry`, `dead`).
+pub const DESTINATION_ATTEMPTS_METRIC: &str = "hookgate_destination_attempts_total";
+/// Gauge: 1 while a destination is paused (as the loop last read the store), else 0.
+/// Labels: `endpoint`, `destination`.
+pub const DESTINATION_PAUSED_METRIC: &str = "hookgate_destination_paused";
 
 /// Default handlers running at once per worker: 8.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -98,6 +108,7 @@ impl<Q: Queue> Worker<Q> {
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retry: RetryPolicy::new(),
+            destinations: None,
         }
     }
 }
@@ -116,6 +127,7 @@ pub struct WorkerBuilder<Q: Queue> {
     handler_timeout: Duration,
     shutdown_grace: Duration,
     retry: RetryPolicy,
+    destinations: Option<(String, Vec<Destination>)>,
 }
 
 impl<Q: Queue> fmt::Debug for WorkerBuilder<Q> {
@@ -191,6 +203,30 @@ impl<Q: Queue> WorkerBuilder<Q> {
         self
     }
 
+    /// Runs with the destinations of endpoint `endpoint` (issue 21): each delivery the
+    /// queue hands out for one of them ([`Leased::destination`]) passes that destination's
+    /// guards first, in the order of the design note of the `route` module: paused (the
+    /// store's pause, polled with [`Queue::paused`]), circuit breaker, its lane (one
+    /// delivery per lane key running), concurrency, rate. A delivery that may not start
+    /// is given back to the queue uncounted ([`Queue::release`]) and the destination
+    /// skipped by the next leases ([`Queue::lease_except`]) until its hold ends, so a held
+    /// destination never stalls the others. Each destination retries with its own
+    /// [`Destination::retry`]. A delivery for a destination not in `destinations` is a
+    /// dead letter ("destination NAME is not configured"), replayable once it is again.
+    ///
+    /// Gauges, labelled `endpoint` and `destination`: [`CIRCUIT_STATE_METRIC`],
+    /// [`IN_FLIGHT_METRIC`], [`LANE_BACKLOG_METRIC`] (deliveries with a lane key this
+    /// worker holds), [`DESTINATION_PAUSED_METRIC`]; and the counter
+    /// [`DESTINATION_ATTEMPTS_METRIC`].
+    pub fn destinations(
+        mut self,
+        endpoint: impl Into<String>,
+        destinations: &[Destination],
+    ) -> Self {
+        self.destinations = Some((endpoint.into(), destinations.to_vec()));
+        self
+    }
+
     /// The queue.
     pub fn queue(&self) -> &Q {
         &self.queue
@@ -242,6 +278,10 @@ impl<Q: Queue> WorkerBuilder<Q> {
                 "the handler timeout must not be zero".to_owned(),
             ));
         }
+        let routes = match self.destinations {
+            Some((endpoint, destinations)) => Some(Routes::new(endpoint, destinations)?),
+            None => None,
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError("a worker must be started inside a Tokio runtime".to_owned())
         })?;
@@ -258,6 +298,7 @@ impl<Q: Queue> WorkerBuilder<Q> {
             runner: Runner::new(self.handler, self.handler_timeout, self.retry),
             lease: self.lease,
             held: Mutex::new(HashMap::new()),
+            routes,
         });
         let (stop, stopped) = watch::channel(false);
         let task = runtime.spawn(run(shared.clone(), settings, stopped));
@@ -351,6 +392,8 @@ struct Shared<Q: Queue> {
     /// Deliveries leased and not finished (waiting, running or being recorded), by a
     /// number of the loop's own.
     held: Mutex<HashMap<u64, Q::Ticket>>,
+    /// The destinations, when the worker runs with them.
+    routes: Option<Routes>,
 }
 
 impl<Q: Queue> Shared<Q> {
@@ -367,6 +410,270 @@ impl<Q: Queue> Shared<Q> {
             tracing::warn!(error = %err, "worker could not renew its leases");
         }
     }
+
+    /// Mirrors the store's pauses into the destinations' gates.
+    async fn sync_pauses(&self) {
+        let Some(routes) = &self.routes else {
+            return;
+        };
+        match self.queue.paused().await {
+            Ok(paused) => routes.mirror_pauses(&paused),
+            Err(err) => {
+                tracing::warn!(error = %err, "worker could not read the paused destinations")
+            }
+        }
+    }
+
+    /// Gives back deliveries that may not start now, uncounted.
+    async fn give_back(&self, tickets: Vec<Q::Ticket>) {
+        if tickets.is_empty() {
+            return;
+        }
+        if let Err(err) = self.queue.release(tickets).await {
+            tracing::warn!(error = %err, "worker could not give back held deliveries; they are handed out again after the lease");
+        }
+    }
+}
+
+/// The tokio clock as the gates' monotonic clock: the system's in production, and the
+/// paused test clock in the loop's tests.
+#[derive(Debug, Clone, Copy)]
+struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl MonotonicClock for TokioClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// Until when a destination is held.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// A time (circuit open, rate limit).
+    Time(tokio::time::Instant),
+    /// One of its deliveries ends (concurrency full, probe in flight).
+    Finish,
+    /// It is resumed.
+    Resume,
+}
+
+/// One destination at run time.
+struct Route {
+    name: String,
+    retry: RetryPolicy,
+    gates: DestinationGates<TokioClock>,
+    in_flight: AtomicU64,
+    backlog: AtomicU64,
+}
+
+/// The worker's destinations, their holds and their running lanes.
+struct Routes {
+    endpoint: String,
+    list: Vec<Route>,
+    holds: Mutex<HashMap<usize, Until>>,
+    lanes: Mutex<HashSet<(usize, LaneKey)>>,
+}
+
+/// Leave for one delivery to a destination to start.
+struct Pass {
+    route: usize,
+    admission: Admission<TokioClock>,
+    lane: Option<LaneKey>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Routes {
+    fn new(endpoint: String, destinations: Vec<Destination>) -> Result<Self, ConfigError> {
+        let clock = TokioClock {
+            origin: tokio::time::Instant::now(),
+        };
+        let mut list: Vec<Route> = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            if list.iter().any(|r| r.name == destination.name()) {
+                return Err(ConfigError(format!(
+                    "destination {} is given twice",
+                    destination.name()
+                )));
+            }
+            destination
+                .retry()
+                .check()
+                .map_err(|e| ConfigError(format!("destination {}: {e}", destination.name())))?;
+            list.push(Route {
+                name: destination.name().to_owned(),
+                retry: destination.retry(),
+                gates: DestinationGates::with_clock(&destination, clock),
+                in_flight: AtomicU64::new(0),
+                backlog: AtomicU64::new(0),
+            });
+        }
+        let routes = Routes {
+            endpoint,
+            list,
+            holds: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashSet::new()),
+        };
+        for route in 0..routes.list.len() {
+            routes.gauges(route);
+        }
+        Ok(routes)
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.list.iter().position(|r| r.name == name)
+    }
+
+    /// Whether `route` is held now (forgetting a hold that ended).
+    fn is_held(&self, route: usize) -> bool {
+        let mut holds = locked(&self.holds);
+        let held = match holds.get(&route) {
+            None => return false,
+            Some(Until::Time(at)) => tokio::time::Instant::now() < *at,
+            // Held while one of its deliveries runs: a delivery that ended between the
+            // check that said "busy" and the hold being set cannot leave it held.
+            Some(Until::Finish) => self
+                .list
+                .get(route)
+                .is_some_and(|r| r.in_flight.load(Ordering::SeqCst) > 0),
+            Some(Until::Resume) => self.list.get(route).is_some_and(|r| r.gates.is_paused()),
+        };
+        if !held {
+            holds.remove(&route);
+        }
+        held
+    }
+
+    fn hold(&self, route: usize, hold: Hold) {
+        let until = match hold {
+            Hold::Paused => Until::Resume,
+            Hold::CircuitOpen { remaining } => Until::Time(later(remaining)),
+            Hold::Rate { wait } => Until::Time(later(wait)),
+            _ => Until::Finish,
+        };
+        if let Some(r) = self.list.get(route) {
+            tracing::debug!(destination = %r.name, ?hold, "destination held");
+        }
+        locked(&self.holds).insert(route, until);
+        self.gauges(route);
+    }
+
+    /// The names of the destinations held now, for the next lease to skip.
+    fn held_names(&self) -> Vec<String> {
+        (0..self.list.len())
+            .filter(|route| self.is_held(*route))
+            .filter_map(|route| self.list.get(route).map(|r| r.name.clone()))
+            .collect()
+    }
+
+    /// When the earliest timed hold ends.
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        locked(&self.holds)
+            .values()
+            .filter_map(|until| match until {
+                Until::Time(at) => Some(*at),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn lane_busy(&self, route: usize, lane: &LaneKey) -> bool {
+        locked(&self.lanes).contains(&(route, lane.clone()))
+    }
+
+    fn mirror_pauses(&self, paused: &[String]) {
+        for (index, route) in self.list.iter().enumerate() {
+            let pause = paused.contains(&route.name);
+            if pause != route.gates.is_paused() {
+                if pause {
+                    route.gates.pause();
+                    tracing::info!(endpoint = %self.endpoint, destination = %route.name, "destination paused");
+                } else {
+                    route.gates.resume();
+                    tracing::info!(endpoint = %self.endpoint, destination = %route.name, "destination resumed");
+                }
+                self.gauges(index);
+            }
+        }
+    }
+
+    /// A delivery of `route` was taken in (`by` 1) or left (`by` -1) with a lane key.
+    fn backlog(&self, route: usize, entered: bool) {
+        if let Some(r) = self.list.get(route) {
+            if entered {
+                r.backlog.fetch_add(1, Ordering::SeqCst);
+            } else {
+                let _ = r
+                    .backlog
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            }
+            self.gauges(route);
+        }
+    }
+
+    fn started(&self, route: usize, lane: Option<&LaneKey>) {
+        if let Some(lane) = lane {
+            locked(&self.lanes).insert((route, lane.clone()));
+        }
+        if let Some(r) = self.list.get(route) {
+            r.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        self.gauges(route);
+    }
+
+    /// A delivery of `route` ended: its lane and concurrency slot are free again.
+    fn finished(&self, route: usize, lane: Option<&LaneKey>) {
+        if let Some(lane) = lane {
+            locked(&self.lanes).remove(&(route, lane.clone()));
+        }
+        {
+            let mut holds = locked(&self.holds);
+            if matches!(holds.get(&route), Some(Until::Finish)) {
+                holds.remove(&route);
+            }
+        }
+        if let Some(r) = self.list.get(route) {
+            let _ = r
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+        self.gauges(route);
+    }
+
+    fn gauges(&self, route: usize) {
+        let Some(r) = self.list.get(route) else {
+            return;
+        };
+        let labels = [
+            ("endpoint", self.endpoint.clone()),
+            ("destination", r.name.clone()),
+        ];
+        if let Some(state) = r.gates.circuit_state() {
+            metrics::gauge!(CIRCUIT_STATE_METRIC, &labels).set(state.gauge());
+        }
+        #[allow(clippy::cast_precision_loss)]
+        {
+            metrics::gauge!(IN_FLIGHT_METRIC, &labels)
+                .set(r.in_flight.load(Ordering::SeqCst) as f64);
+            metrics::gauge!(LANE_BACKLOG_METRIC, &labels)
+                .set(r.backlog.load(Ordering::SeqCst) as f64);
+            metrics::gauge!(DESTINATION_PAUSED_METRIC, &labels).set(if r.gates.is_paused() {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+}
+
+/// `after` from now, on the tokio clock.
+fn later(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after).unwrap_or(now)
 }
 
 /// A leased delivery, waiting for or holding a handler's place.
@@ -376,8 +683,8 @@ struct Held<Q: Queue> {
 }
 
 /// Deliveries leased and waiting for a handler's place, in the order leased. The one
-/// place that picks which delivery starts next (ordered lanes and per-destination caps
-/// would choose here).
+/// place that picks which delivery starts next: the oldest whose destination admits it
+/// (see [`WorkerBuilder::destinations`]).
 struct Waiting<Q: Queue> {
     queue: VecDeque<Held<Q>>,
     next_key: u64,
@@ -405,13 +712,72 @@ impl<Q: Queue> Waiting<Q> {
             let key = self.next_key;
             self.next_key = self.next_key.wrapping_add(1);
             held.insert(key, leased.ticket.clone());
+            if let (Some(routes), Some(_)) = (&shared.routes, &leased.lane) {
+                if let Some(route) = leased.destination.as_deref().and_then(|n| routes.index(n)) {
+                    routes.backlog(route, true);
+                }
+            }
             self.queue.push_back(Held { key, leased });
         }
     }
 
-    /// The next delivery to start.
-    fn next(&mut self) -> Option<Held<Q>> {
-        self.queue.pop_front()
+    /// The next delivery to start: the oldest waiting one that is not for a destination,
+    /// or whose destination admits it now. Deliveries of a held destination go to
+    /// `give_back`; those whose lane has a delivery running wait.
+    fn next(
+        &mut self,
+        shared: &Shared<Q>,
+        give_back: &mut Vec<Held<Q>>,
+    ) -> Option<(Held<Q>, Option<Pass>)> {
+        let Some(routes) = &shared.routes else {
+            return self.queue.pop_front().map(|held| (held, None));
+        };
+        let mut at = 0usize;
+        while let Some(held) = self.queue.get(at) {
+            let route = held
+                .leased
+                .destination
+                .as_deref()
+                .and_then(|n| routes.index(n));
+            let Some(route) = route else {
+                // Not for a destination, or for one not configured: `handle` decides.
+                return self.queue.remove(at).map(|held| (held, None));
+            };
+            if routes.is_held(route) {
+                give_back.extend(self.queue.remove(at));
+                continue;
+            }
+            let lane = held.leased.lane.clone();
+            if lane
+                .as_ref()
+                .is_some_and(|lane| routes.lane_busy(route, lane))
+            {
+                at = at.saturating_add(1);
+                continue;
+            }
+            let admitted = routes.list.get(route).map(|r| r.gates.try_admit());
+            match admitted {
+                Some(Ok(admission)) => {
+                    routes.started(route, lane.as_ref());
+                    return self.queue.remove(at).map(|held| {
+                        (
+                            held,
+                            Some(Pass {
+                                route,
+                                admission,
+                                lane,
+                            }),
+                        )
+                    });
+                }
+                Some(Err(hold)) => {
+                    routes.hold(route, hold);
+                    give_back.extend(self.queue.remove(at));
+                }
+                None => at = at.saturating_add(1),
+            }
+        }
+        None
     }
 }
 
@@ -422,6 +788,7 @@ struct Finished<Q: Queue> {
     record: AttemptRecord,
     verdict: Verdict,
     span: tracing::Span,
+    pass: Option<Pass>,
 }
 
 type LeaseFuture<'a, Q> = BoxFuture<'a, LeaseResult<Q>>;
@@ -446,22 +813,40 @@ async fn run<Q: Queue>(
     let renew_every = settings.lease.checked_div(3).unwrap_or(settings.lease);
     let mut renew = tokio::time::interval(renew_every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let with_routes = shared.routes.is_some();
+    let mut pauses = tokio::time::interval(settings.poll_interval);
+    pauses.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if with_routes {
+        shared.sync_pauses().await;
+    }
 
     loop {
         if *stopped.borrow() {
             break;
         }
-        start_waiting(&shared, &mut tasks, &mut waiting, settings.concurrency);
+        start_waiting(
+            &shared,
+            &mut tasks,
+            &mut recording,
+            &mut waiting,
+            settings.concurrency,
+        );
         if leasing.is_none() && !idle && pause.is_none() {
             if let Some(want) = settings.want(tasks.len(), waiting.len()) {
-                leasing = Some((
-                    shared
-                        .queue
-                        .lease(want, settings.lease, settings.poll_interval),
-                    want,
-                ));
+                let queue = &shared.queue;
+                let future = match &shared.routes {
+                    Some(routes) => queue.lease_except(
+                        want,
+                        settings.lease,
+                        settings.poll_interval,
+                        routes.held_names(),
+                    ),
+                    None => queue.lease(want, settings.lease, settings.poll_interval),
+                };
+                leasing = Some((future, want));
             }
         }
+        let hold_ends = shared.routes.as_ref().and_then(Routes::next_deadline);
         let wait_for_work = idle
             && leasing.is_none()
             && pause.is_none()
@@ -482,7 +867,19 @@ async fn run<Q: Queue>(
                     recording.spawn(record(shared.clone(), finished));
                 }
             }
-            Some(_) = recording.join_next(), if !recording.is_empty() => {}
+            // A result recorded may have ended a destination's hold: lease again.
+            Some(_) = recording.join_next(), if !recording.is_empty() => {
+                if with_routes {
+                    idle = false;
+                }
+            }
+            _ = pauses.tick(), if with_routes => {
+                shared.sync_pauses().await;
+                idle = false;
+            }
+            () = until(hold_ends), if hold_ends.is_some() => {
+                idle = false;
+            }
             result = lease_result::<Q>(&mut leasing), if leasing.is_some() => {
                 let asked = leasing.take().map_or(0, |(_, asked)| asked);
                 match result {
@@ -569,6 +966,13 @@ async fn lease_result<Q: Queue>(
     }
 }
 
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn paused(pause: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     match pause {
         Some(sleep) => sleep.await,
@@ -576,36 +980,85 @@ async fn paused(pause: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
-/// Starts handlers for waiting deliveries while there is a place.
+/// Starts handlers for waiting deliveries while there is a place; gives back those whose
+/// destination is held.
 fn start_waiting<Q: Queue>(
     shared: &Arc<Shared<Q>>,
     tasks: &mut JoinSet<Finished<Q>>,
+    recording: &mut JoinSet<()>,
     waiting: &mut Waiting<Q>,
     concurrency: usize,
 ) {
+    let mut give_back = Vec::new();
     while tasks.len() < concurrency {
-        let Some(held) = waiting.next() else {
-            return;
+        let Some((held, pass)) = waiting.next(shared, &mut give_back) else {
+            break;
         };
-        tasks.spawn(handle(shared.clone(), held));
+        tasks.spawn(handle(shared.clone(), held, pass));
     }
+    if give_back.is_empty() {
+        return;
+    }
+    let mut tickets = Vec::with_capacity(give_back.len());
+    {
+        let mut holding = shared.held();
+        for held in give_back {
+            holding.remove(&held.key);
+            if let (Some(routes), Some(_)) = (&shared.routes, &held.leased.lane) {
+                if let Some(route) = held
+                    .leased
+                    .destination
+                    .as_deref()
+                    .and_then(|n| routes.index(n))
+                {
+                    routes.backlog(route, false);
+                }
+            }
+            tickets.push(held.leased.ticket);
+        }
+    }
+    let shared = shared.clone();
+    recording.spawn(async move { shared.give_back(tickets).await });
 }
 
 /// Runs the handler on one leased delivery.
-async fn handle<Q: Queue>(shared: Arc<Shared<Q>>, held: Held<Q>) -> Finished<Q> {
+async fn handle<Q: Queue>(
+    shared: Arc<Shared<Q>>,
+    held: Held<Q>,
+    pass: Option<Pass>,
+) -> Finished<Q> {
     let Held { key, leased } = held;
     let Leased {
         ticket,
         id,
         attempt,
         event,
+        destination,
         ..
     } = leased;
     let started_at = shared.queue.now();
     let clock = Instant::now();
-    let (verdict, span) = match event {
-        Ok(event) => shared.runner.attempt(event, &id, attempt).await,
-        Err(reason) => {
+    let route = pass
+        .as_ref()
+        .and_then(|pass| shared.routes.as_ref()?.list.get(pass.route));
+    let unknown = match (&destination, &shared.routes, route) {
+        (Some(name), Some(_), None) => Some(name.clone()),
+        _ => None,
+    };
+    let (verdict, span) = match (event, unknown) {
+        (_, Some(name)) => {
+            let span = tracing::info_span!("webhook.process", queue_id = %id, attempt, destination = %name);
+            let reason = format!("destination {name} is not configured");
+            span.in_scope(
+                || tracing::warn!(reason = %reason, "delivery moved to the dead letters"),
+            );
+            (Verdict::Dead { reason }, span)
+        }
+        (Ok(event), None) => {
+            let to = route.map(|r| (r.name.as_str(), &r.retry));
+            shared.runner.attempt_to(event, &id, attempt, to).await
+        }
+        (Err(reason), None) => {
             let span = tracing::info_span!("webhook.process", queue_id = %id, attempt);
             span.in_scope(|| {
                 tracing::warn!(reason = %reason, "unreadable delivery moved to the dead letters");
@@ -626,6 +1079,7 @@ async fn handle<Q: Queue>(shared: Arc<Shared<Q>>, held: Held<Q>) -> Finished<Q> 
         },
         verdict,
         span,
+        pass,
     }
 }
 
@@ -637,10 +1091,13 @@ async fn record<Q: Queue>(shared: Arc<Shared<Q>>, finished: Finished<Q>) {
         record,
         verdict,
         span,
+        pass,
     } = finished;
     async {
         let counters = &shared.runner.counters;
         let counter = counters.of(&verdict);
+        let outcome = verdict.outcome();
+        let dead = matches!(verdict, Verdict::Dead { .. });
         // Counted before the queue changes, taken back if it does not: whoever sees the new
         // state sees the count.
         bump(counter);
@@ -665,10 +1122,40 @@ async fn record<Q: Queue>(shared: Arc<Shared<Q>>, finished: Finished<Q>) {
                 tracing::warn!(error = %err, "could not record the result; the event will be handled again once its lease expires");
             }
         }
+        if let (Some(pass), Some(routes)) = (pass, &shared.routes) {
+            end_pass(routes, pass, outcome, dead);
+        }
         shared.held().remove(&key);
     }
     .instrument(span)
     .await;
+}
+
+/// The end of a delivery to a destination: the circuit breaker counts it, its slot and
+/// lane are freed, and a dead letter that releases a lane says so.
+fn end_pass(routes: &Routes, pass: Pass, outcome: &'static str, dead: bool) {
+    let Pass {
+        route,
+        admission,
+        lane,
+    } = pass;
+    admission.finish(outcome == "processed");
+    if let Some(r) = routes.list.get(route) {
+        metrics::counter!(
+            DESTINATION_ATTEMPTS_METRIC,
+            "endpoint" => routes.endpoint.clone(),
+            "destination" => r.name.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        if let (true, Some(lane)) = (dead, &lane) {
+            tracing::warn!(destination = %r.name, lane = %lane, "dead letter released lane {lane}: later deliveries of the key go on without it");
+        }
+    }
+    if lane.is_some() {
+        routes.backlog(route, false);
+    }
+    routes.finished(route, lane.as_ref());
 }
 
 #[cfg(test)]
@@ -691,6 +1178,7 @@ mod tests {
     struct Job {
         name: String,
         attempt: u32,
+        destination: Option<String>,
     }
 
     impl QueueEvent for Job {
@@ -719,6 +1207,8 @@ mod tests {
         attempts: u32,
         state: State,
         unreadable: bool,
+        destination: Option<String>,
+        lane: Option<String>,
     }
 
     /// What the queue was told, per item.
@@ -748,6 +1238,7 @@ mod tests {
         renewals: AtomicU64,
         released: AtomicU64,
         lose_leases: AtomicBool,
+        paused: Mutex<Vec<String>>,
     }
 
     impl Memory {
@@ -763,6 +1254,8 @@ mod tests {
                             attempts: 0,
                             state: State::Due(epoch),
                             unreadable: false,
+                            destination: None,
+                            lane: None,
                         })
                         .collect(),
                 ),
@@ -771,7 +1264,19 @@ mod tests {
                 renewals: AtomicU64::new(0),
                 released: AtomicU64::new(0),
                 lose_leases: AtomicBool::new(false),
+                paused: Mutex::default(),
             }
+        }
+
+        /// Deliveries `(name, destination, lane)`, in received order.
+        fn routed(deliveries: &[(&str, &str, Option<&str>)]) -> Self {
+            let names: Vec<&str> = deliveries.iter().map(|(name, _, _)| *name).collect();
+            let memory = Memory::new(&names);
+            for (item, (_, destination, lane)) in memory.items().iter_mut().zip(deliveries) {
+                item.destination = Some((*destination).to_owned());
+                item.lane = lane.map(str::to_owned);
+            }
+            memory
         }
 
         fn items(&self) -> MutexGuard<'_, Vec<Item>> {
@@ -832,13 +1337,36 @@ mod tests {
             &self,
             max: usize,
             lease: Duration,
+            wait: Duration,
+        ) -> BoxFuture<'_, LeaseResult<Self>> {
+            self.lease_except(max, lease, wait, Vec::new())
+        }
+
+        /// Skips held destinations and, like a store must, hands out only the head of
+        /// each lane (the oldest unfinished delivery of a destination and key).
+        fn lease_except(
+            &self,
+            max: usize,
+            lease: Duration,
             _wait: Duration,
+            held: Vec<String>,
         ) -> BoxFuture<'_, LeaseResult<Self>> {
             let now = self.now();
             let mut batch = Vec::new();
-            for (index, item) in self.items().iter_mut().enumerate() {
+            let mut items = self.items();
+            let mut heads: Vec<(String, String)> = Vec::new();
+            for (index, item) in items.iter_mut().enumerate() {
                 if batch.len() == max {
                     break;
+                }
+                let unfinished = !matches!(item.state, State::Done | State::Dead(_));
+                let lane = item.destination.clone().zip(item.lane.clone());
+                let behind = lane.as_ref().is_some_and(|lane| heads.contains(lane));
+                if let (true, Some(lane)) = (unfinished, lane) {
+                    heads.push(lane);
+                }
+                if behind || item.destination.as_ref().is_some_and(|d| held.contains(d)) {
+                    continue;
                 }
                 let due = match item.state {
                     State::Due(at) => at <= now,
@@ -861,11 +1389,22 @@ mod tests {
                     let job = Job {
                         name: item.name.clone(),
                         attempt: item.attempts,
+                        destination: item.destination.clone(),
                     };
-                    Leased::new(ticket, item.name.clone(), item.attempts, job)
+                    let leased = Leased::new(ticket, item.name.clone(), item.attempts, job);
+                    match &item.destination {
+                        Some(d) => leased
+                            .with_destination(d.clone(), item.lane.as_deref().map(LaneKey::new)),
+                        None => leased,
+                    }
                 });
             }
             Box::pin(async move { Ok(batch) })
+        }
+
+        fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+            let paused = self.paused.lock().unwrap().clone();
+            Box::pin(async move { Ok(paused) })
         }
 
         fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
@@ -985,6 +1524,18 @@ mod tests {
         }
         fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
             (**self).wait(timeout)
+        }
+        fn lease_except(
+            &self,
+            max: usize,
+            lease: Duration,
+            wait: Duration,
+            held: Vec<String>,
+        ) -> BoxFuture<'_, LeaseResult<Self>> {
+            (**self).lease_except(max, lease, wait, held)
+        }
+        fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+            (**self).paused()
         }
         fn renew(
             &self,
@@ -1267,6 +1818,272 @@ mod tests {
         let stats = worker.stats();
         worker.shutdown().await;
         assert_eq!(stats.processed, 0);
+    }
+
+    fn destination(name: &str) -> Destination {
+        Destination::new(name, crate::DestinationTarget::Exec("true".into())).unwrap()
+    }
+
+    /// Handler starts: (delivery name, destination, when on the queue's clock).
+    type Starts = Arc<Mutex<Vec<(String, SystemTime)>>>;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_destination_does_not_hold_up_the_others() {
+        let mut deliveries = vec![];
+        let names: Vec<String> = (0..6)
+            .map(|n| format!("slow{n}"))
+            .chain((0..20).map(|n| format!("fast{n}")))
+            .collect();
+        for name in &names {
+            let d = if name.starts_with("slow") {
+                "slow"
+            } else {
+                "fast"
+            };
+            deliveries.push((name.as_str(), d, None));
+        }
+        let queue = Arc::new(Memory::routed(&deliveries));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (running, most) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (g, r, m) = (gate.clone(), running.clone(), most.clone());
+        let worker = fast(Worker::builder(queue.clone(), move |job: Job| {
+            let (g, r, m) = (g.clone(), r.clone(), m.clone());
+            async move {
+                if job.destination.as_deref() == Some("slow") {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    g.acquire().await.unwrap().forget();
+                    r.fetch_sub(1, Ordering::SeqCst);
+                }
+                HandlerResult::Ok
+            }
+        }))
+        .concurrency(4)
+        .destinations(
+            "e",
+            &[
+                destination("slow").with_concurrency(std::num::NonZeroU32::new(2).unwrap()),
+                destination("fast"),
+            ],
+        )
+        .start()
+        .unwrap();
+        until("every fast delivery done while slow is stuck", || {
+            (0..20).all(|n| queue.item(&format!("fast{n}")).state == State::Done)
+        })
+        .await;
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            2,
+            "slow holds its two slots"
+        );
+        gate.add_permits(6);
+        until("slow done", || queue.count(|s| *s == State::Done) == 26).await;
+        worker.shutdown().await;
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "never above its concurrency"
+        );
+        // Held deliveries were given back uncounted: each was attempted exactly once.
+        assert!(queue.items().iter().all(|item| item.attempts == 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_destination_retries_with_its_own_policy_and_circuit() {
+        let queue = Arc::new(Memory::routed(&[
+            ("down1", "down", None),
+            ("down2", "down", None),
+            ("up1", "up", None),
+        ]));
+        let starts: Starts = Arc::default();
+        let seen = starts.clone();
+        let clock = queue.clone();
+        let worker = fast(Worker::builder(queue.clone(), move |job: Job| {
+            seen.lock().unwrap().push((job.name.clone(), clock.now()));
+            async move {
+                match job.destination.as_deref() {
+                    Some("down") => HandlerResult::retry_because("502"),
+                    _ => HandlerResult::Ok,
+                }
+            }
+        }))
+        .concurrency(1)
+        .retry(RetryPolicy::new().max_attempts(9))
+        .destinations(
+            "e",
+            &[
+                destination("down")
+                    .with_retry(
+                        RetryPolicy::new()
+                            .max_attempts(2)
+                            .base(Duration::from_millis(10))
+                            .cap(Duration::from_millis(10)),
+                    )
+                    .unwrap()
+                    .with_circuit(crate::CircuitConfig::new(
+                        std::num::NonZeroU32::new(2).unwrap(),
+                        Duration::from_secs(30),
+                    )),
+                destination("up"),
+            ],
+        )
+        .start()
+        .unwrap();
+        until("both down deliveries dead", || {
+            queue.count(|s| matches!(s, State::Dead(_))) == 2
+        })
+        .await;
+        worker.shutdown().await;
+        assert_eq!(queue.item("up1").state, State::Done);
+        let State::Dead(reason) = queue.item("down1").state else {
+            panic!()
+        };
+        assert!(reason.contains("gave up after 2 attempts"), "{reason}");
+        // Two failures open the circuit for 30 s: the third and fourth attempts wait.
+        let starts = starts.lock().unwrap();
+        let down: Vec<SystemTime> = starts
+            .iter()
+            .filter(|(n, _)| n.starts_with("down"))
+            .map(|(_, at)| *at)
+            .collect();
+        assert_eq!(down.len(), 4, "{starts:?}");
+        let gap = down[2].duration_since(down[1]).unwrap();
+        assert!(
+            gap >= Duration::from_secs(30),
+            "the probe waited for the circuit: {gap:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordered_lanes_keep_their_order_and_a_dead_letter_releases_its_lane() {
+        let queue = Arc::new(Memory::routed(&[
+            ("c1-a", "ordered", Some("c1")),
+            ("c2-a", "ordered", Some("c2")),
+            ("c1-b", "ordered", Some("c1")),
+            ("c3-a", "ordered", Some("c3")),
+            ("c2-b", "ordered", Some("c2")),
+            ("c1-c", "ordered", Some("c1")),
+            ("c3-b", "ordered", Some("c3")),
+        ]));
+        let starts: Starts = Arc::default();
+        let seen = starts.clone();
+        let clock = queue.clone();
+        let worker = fast(Worker::builder(queue.clone(), move |job: Job| {
+            seen.lock().unwrap().push((job.name.clone(), clock.now()));
+            async move {
+                match (job.name.as_str(), job.attempt) {
+                    ("c1-a", 1 | 2) => HandlerResult::retry_after(Duration::from_secs(5)),
+                    ("c3-a", _) => HandlerResult::fail("poison"),
+                    _ => HandlerResult::Ok,
+                }
+            }
+        }))
+        .concurrency(8)
+        .destinations(
+            "e",
+            &[destination("ordered").with_order_key("/customer".parse().unwrap())],
+        )
+        .start()
+        .unwrap();
+        until("all finished", || {
+            queue.count(|s| matches!(s, State::Done | State::Dead(_))) == 7
+        })
+        .await;
+        worker.shutdown().await;
+        let starts = starts.lock().unwrap();
+        let order = |key: &str| -> Vec<String> {
+            starts
+                .iter()
+                .filter(|(n, _)| n.starts_with(key))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        assert_eq!(order("c1"), ["c1-a", "c1-a", "c1-a", "c1-b", "c1-c"]);
+        assert_eq!(order("c2"), ["c2-a", "c2-b"]);
+        assert_eq!(order("c3"), ["c3-a", "c3-b"], "the dead letter released c3");
+        // c2 was not held up by c1's failing head.
+        let at = |name: &str| {
+            starts
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, at)| *at)
+                .next_back()
+                .unwrap()
+        };
+        assert!(at("c2-b") < at("c1-b"));
+        assert!(matches!(queue.item("c3-a").state, State::Dead(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_destination_waits_for_resume_and_the_others_go_on() {
+        let queue = Arc::new(Memory::routed(&[
+            ("p1", "paused", None),
+            ("o1", "open", None),
+            ("p2", "paused", None),
+            ("o2", "open", None),
+        ]));
+        queue.paused.lock().unwrap().push("paused".to_owned());
+        let worker = fast(Worker::builder(queue.clone(), |_job: Job| async {
+            HandlerResult::Ok
+        }))
+        .destinations("e", &[destination("paused"), destination("open")])
+        .start()
+        .unwrap();
+        until("the open destination done", || {
+            queue.item("o1").state == State::Done && queue.item("o2").state == State::Done
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            queue
+                .items()
+                .iter()
+                .filter(|i| i.name.starts_with('p'))
+                .all(|i| i.attempts == 0)
+        );
+        queue.paused.lock().unwrap().clear();
+        until("resumed", || queue.count(|s| *s == State::Done) == 4).await;
+        worker.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_pace_a_destination_and_unknown_destinations_are_dead() {
+        let names: Vec<String> = (0..6).map(|n| format!("r{n}")).collect();
+        let mut deliveries: Vec<(&str, &str, Option<&str>)> =
+            names.iter().map(|n| (n.as_str(), "rated", None)).collect();
+        deliveries.push(("gone", "removed", None));
+        let queue = Arc::new(Memory::routed(&deliveries));
+        let starts: Starts = Arc::default();
+        let seen = starts.clone();
+        let clock = queue.clone();
+        let worker = fast(Worker::builder(queue.clone(), move |job: Job| {
+            seen.lock().unwrap().push((job.name.clone(), clock.now()));
+            async { HandlerResult::Ok }
+        }))
+        .destinations(
+            "e",
+            &[destination("rated").with_rate("2/s".parse().unwrap())],
+        )
+        .start()
+        .unwrap();
+        until("all rated done", || queue.count(|s| *s == State::Done) == 6).await;
+        worker.shutdown().await;
+        let starts = starts.lock().unwrap();
+        assert_eq!(
+            starts.len(),
+            6,
+            "the unknown destination's delivery never ran"
+        );
+        let last = starts.iter().map(|(_, at)| *at).max().unwrap();
+        assert!(
+            last.duration_since(UNIX_EPOCH).unwrap() >= Duration::from_secs(2),
+            "{last:?}"
+        );
+        assert_eq!(
+            queue.item("gone").state,
+            State::Dead("destination removed is not configured".to_owned())
+        );
     }
 
     #[tokio::test]

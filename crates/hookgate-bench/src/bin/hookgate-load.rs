@@ -3,7 +3,8 @@
 //! ```sh
 //! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
 //!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
-//!     [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-postgres]
+//!     [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,
+//!               gate-inbox-fanout3,gate-postgres]
 //!     [--postgres URL] [--dedup-keys N]
 //! ```
 //!
@@ -36,7 +37,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
-[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-postgres] \
+[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,gate-inbox-fanout3,gate-postgres] \
 [--postgres URL] [--dedup-keys N]";
 
 /// A comma-separated list of names, each looked up in `known`.
@@ -106,6 +107,8 @@ fn parse() -> Result<Options, String> {
                     ("gate-inbox", Setup::GateInbox),
                     ("gate-postgres", Setup::GatePostgres),
                     ("gate-inbox-worker", Setup::GateInboxWorker),
+                    ("gate-inbox-fanout1", Setup::GateInboxFanout1),
+                    ("gate-inbox-fanout3", Setup::GateInboxFanout3),
                 ];
                 options.setups = names(&value("--setups")?, &known, "setup")?;
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hookgate::{ChannelSink, Gate, SchemeId, Verifier};
 use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, Worker, WorkerHandle};
 use hookgate_postgres::PgStore;
+use hookgate_queue::{Destination, DestinationTarget, Router as DestinationRouter};
 use hookgate_tower::GateLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -53,6 +54,14 @@ pub enum Setup {
     /// handler that returns at once): the `hookgate serve` workload, where each event is
     /// enqueued, leased and completed.
     GateInboxWorker,
+    /// As [`Setup::GateInboxWorker`], on an inbox with one destination (issue 21): each
+    /// event is routed on receive and becomes one delivery. The baseline of
+    /// [`Setup::GateInboxFanout3`].
+    GateInboxFanout1,
+    /// As [`Setup::GateInboxFanout1`] with three destinations: three deliveries per event,
+    /// leased and completed by the worker. The issue's bound: at most 10 % below
+    /// `gate-inbox-fanout1`'s rate.
+    GateInboxFanout3,
 }
 
 /// Connections of the `gate-postgres` setup's pool.
@@ -67,12 +76,35 @@ impl Setup {
             Setup::GateInbox => "gate-inbox",
             Setup::GatePostgres => "gate-postgres",
             Setup::GateInboxWorker => "gate-inbox-worker",
+            Setup::GateInboxFanout1 => "gate-inbox-fanout1",
+            Setup::GateInboxFanout3 => "gate-inbox-fanout3",
         }
     }
 
     /// Whether the setup stores events in an inbox.
     pub fn has_inbox(self) -> bool {
-        matches!(self, Setup::GateInbox | Setup::GateInboxWorker)
+        matches!(
+            self,
+            Setup::GateInbox
+                | Setup::GateInboxWorker
+                | Setup::GateInboxFanout1
+                | Setup::GateInboxFanout3
+        )
+    }
+
+    /// The destinations of a fan-out setup (none for the others).
+    fn destinations(self) -> Vec<Destination> {
+        let count = match self {
+            Setup::GateInboxFanout1 => 1,
+            Setup::GateInboxFanout3 => 3,
+            _ => 0,
+        };
+        (1..=count)
+            .filter_map(|n| {
+                let target = DestinationTarget::Exec(format!("destination {n}"));
+                Destination::new(&format!("d{n}"), target).ok()
+            })
+            .collect()
     }
 }
 
@@ -277,6 +309,8 @@ struct Parts {
     inbox: Option<Inbox>,
     postgres: Option<Postgres>,
     with_worker: bool,
+    /// The fan-out setups' destinations, for the inbox and its worker.
+    destinations: Vec<Destination>,
     data: Option<tempfile::TempDir>,
     receiver: Option<hookgate::sink::ChannelReceiver>,
 }
@@ -288,6 +322,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
             inbox: None,
             postgres: None,
             with_worker: false,
+            destinations: Vec::new(),
             data: None,
             receiver: None,
         },
@@ -299,18 +334,28 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                 inbox: None,
                 postgres: None,
                 with_worker: false,
+                destinations: Vec::new(),
                 data: None,
                 receiver: Some(receiver),
             }
         }
-        Setup::GateInbox | Setup::GateInboxWorker => {
+        Setup::GateInbox
+        | Setup::GateInboxWorker
+        | Setup::GateInboxFanout1
+        | Setup::GateInboxFanout3 => {
             let dir = tempfile::tempdir()?;
-            let inbox = Inbox::open(dir.path().join("inbox.db"))?;
+            let destinations = setup.destinations();
+            let mut builder = Inbox::builder(dir.path().join("inbox.db"));
+            if !destinations.is_empty() {
+                builder = builder.destinations(DestinationRouter::new(destinations.clone())?);
+            }
+            let inbox = builder.open()?;
             Parts {
                 gate: Some(inbox.gate(verifier()?).build()?),
                 inbox: Some(inbox),
                 postgres: None,
-                with_worker: setup == Setup::GateInboxWorker,
+                with_worker: setup != Setup::GateInbox,
+                destinations,
                 data: Some(dir),
                 receiver: None,
             }
@@ -352,6 +397,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                     commits_at_start,
                 }),
                 with_worker: false,
+                destinations: Vec::new(),
                 data: None,
                 receiver: None,
             }
@@ -363,12 +409,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The worker of [`Setup::GateInboxWorker`]: `hookgate serve`'s default concurrency, and a
 /// handler that succeeds at once, so what is measured is the inbox's queue work.
-fn start_worker(inbox: &Inbox) -> Result<WorkerHandle, BoxError> {
-    Ok(
-        Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
-            .concurrency(WORKER_CONCURRENCY)
-            .start()?,
-    )
+fn start_worker(inbox: &Inbox, destinations: &[Destination]) -> Result<WorkerHandle, BoxError> {
+    let mut builder = Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
+        .concurrency(WORKER_CONCURRENCY);
+    if !destinations.is_empty() {
+        builder = builder.destinations("load", destinations);
+    }
+    Ok(builder.start()?)
 }
 
 /// Handlers the worker of [`Setup::GateInboxWorker`] runs at once (`hookgate serve`'s
@@ -384,12 +431,13 @@ fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
         inbox,
         postgres,
         with_worker,
+        destinations,
         data,
         receiver,
     } = parts;
     // On the caller's Tokio runtime, as the axum setups' worker.
     let worker = match (&inbox, with_worker) {
-        (Some(inbox), true) => Some(start_worker(inbox)?),
+        (Some(inbox), true) => Some(start_worker(inbox, &destinations)?),
         _ => None,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -447,11 +495,12 @@ async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
         inbox,
         postgres,
         with_worker,
+        destinations,
         data,
         receiver,
     } = parts;
     let worker = match (&inbox, with_worker) {
-        (Some(inbox), true) => Some(start_worker(inbox)?),
+        (Some(inbox), true) => Some(start_worker(inbox, &destinations)?),
         _ => None,
     };
     if let Some(mut receiver) = receiver {

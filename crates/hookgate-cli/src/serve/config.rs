@@ -29,6 +29,18 @@
 //!   { secret_env = "OLD_STRIPE_SECRET", not_after = "2025-07-01T00:00:00Z" },
 //! ]
 //! retry = { max_attempts = 12, base = "1s", cap = "1h" }   # optional
+//!
+//! # Instead of forward/exec: several destinations, each with its own deliveries
+//! # (local inbox only). See docs/DESTINATIONS.md.
+//! [[endpoint.destination]]
+//! name = "billing"
+//! forward = "http://127.0.0.1:3000/billing"          # or exec = "CMD"
+//! filter = { type = ["invoice.*"], body = { "/data/object/livemode" = true } }
+//! rate = "50/s"
+//! concurrency = 4
+//! order_key = "/data/object/customer"
+//! circuit = { failures = 5, open_for = "30s" }
+//! retry = { max_attempts = 12, base = "1s", cap = "1h" }  # missing keys: the endpoint's
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use hookgate::SchemeId;
+use hookgate_queue::{Destination, DestinationConfig, DestinationTarget, RetryPolicy, Router};
 use serde::Deserialize;
 
 use crate::duration::{parse_duration, parse_instant};
@@ -86,6 +99,8 @@ pub(super) struct EndpointFile {
     public_url: Option<String>,
     verify_token: Option<String>,
     retry: Option<RetryFile>,
+    #[serde(default, rename = "destination")]
+    destinations: Vec<DestinationConfig>,
 }
 
 /// One key of an endpoint's keyring.
@@ -221,6 +236,92 @@ pub(super) struct Endpoint {
     /// The verify token of the scheme's GET handshake (Meta).
     pub(super) verify_token: Option<String>,
     pub(super) retry: Retry,
+    /// The endpoint's destinations (none: its `action` takes every event).
+    pub(super) destinations: Vec<Destination>,
+}
+
+impl Retry {
+    /// The worker's policy.
+    pub(super) fn policy(self) -> RetryPolicy {
+        RetryPolicy::new()
+            .base(self.base)
+            .cap(self.cap)
+            .max_attempts(self.max_attempts)
+    }
+}
+
+/// Checks an endpoint's destinations (from `[[endpoint.destination]]` or `--destination`)
+/// with the endpoint's retry policy as their default. Messages start with `endpoint E,
+/// destination D: ` and name the key at fault.
+///
+/// # Errors
+/// The first mistake.
+pub(super) fn destinations(
+    endpoint: &str,
+    configs: &[DestinationConfig],
+    retry: Retry,
+    action: &Action,
+    store: Option<&str>,
+) -> Result<Vec<Destination>, String> {
+    if configs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if *action != Action::Print {
+        return Err(format!(
+            "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
+             remove its own forward, exec or queue (declare it as one more destination)"
+        ));
+    }
+    if store.is_some() {
+        return Err(format!(
+            "endpoint {endpoint}: destinations need the local inbox for now (not a PostgreSQL \
+             store): remove store, or the destinations"
+        ));
+    }
+    let mut out = Vec::with_capacity(configs.len());
+    for config in configs {
+        let at = |problem: String| {
+            format!(
+                "endpoint {endpoint}, destination {}: {problem}",
+                config.name()
+            )
+        };
+        let destination = config
+            .resolve(retry.policy())
+            .map_err(|e| at(e.to_string()))?;
+        match destination.target() {
+            DestinationTarget::Forward(url) => {
+                crate::client::parse_url(url, "forward").map_err(|e| at(e.to_string()))?;
+            }
+            DestinationTarget::Exec(_) => {}
+            _ => {
+                return Err(at(
+                    "queue: a destination cannot hand events to a queue yet; use forward or \
+                     exec (or an endpoint of its own with queue = \"URL\")"
+                        .to_owned(),
+                ));
+            }
+        }
+        out.push(destination);
+    }
+    Router::new(out.clone()).map_err(|e| format!("endpoint {endpoint}: destination {e}"))?;
+    Ok(out)
+}
+
+/// Reads one `--destination` value: the keys of a `[[endpoint.destination]]` table as an
+/// inline TOML table without its braces, e.g. `name = "billing", forward =
+/// "http://127.0.0.1:3000/", filter = { type = "invoice.*" }`.
+///
+/// # Errors
+/// Not TOML, or a key the table does not have.
+pub(super) fn destination_flag(text: &str) -> Result<DestinationConfig, String> {
+    #[derive(Deserialize)]
+    struct One {
+        destination: DestinationConfig,
+    }
+    toml::from_str::<One>(&format!("destination = {{ {text} }}"))
+        .map(|one| one.destination)
+        .map_err(|e| format!("--destination {text:?}: {}", e.message()))
 }
 
 /// Reads and parses the configuration file.
@@ -307,6 +408,14 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             Some(r) => retry_from(r, retry).map_err(at)?,
             None => retry,
         };
+        let destinations = destinations(
+            &name,
+            &spec.destinations,
+            retry,
+            &action,
+            spec.store.as_deref(),
+        )
+        .map_err(CliError::new)?;
         out.push(Endpoint {
             name,
             path: spec.path.clone(),
@@ -321,6 +430,7 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             public_url: spec.public_url.clone(),
             verify_token: spec.verify_token.clone(),
             retry,
+            destinations,
         });
     }
     Ok(out)

@@ -28,7 +28,7 @@ use hookgate::{Gate, GateBuilder, HandshakeKind, Key, SchemeId, Verifier};
 use hookgate_inbox::{EventLog, Inbox, RetryPolicy, Worker, WorkerHandle};
 use hookgate_nats::JetStreamSink;
 use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle};
-use hookgate_queue::{Queue, ShutdownReport, WorkerBuilder};
+use hookgate_queue::{DestinationTarget, Queue, ShutdownReport, WorkerBuilder};
 use hookgate_redis::{FailOpenDedupStore, RedisDedupStore, RedisStreamSink};
 use hookgate_tower::{GateService, RawBody, ResponseBody};
 use http::{Method, Request, Response, StatusCode, header};
@@ -154,6 +154,20 @@ pub(crate) struct ServeArgs {
     /// local inbox deduplicates, per replica only.
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     queue: Option<String>,
+
+    /// Send each event to a destination (repeatable: one delivery per matching
+    /// destination, each with its own retries and dead letters): the keys of a
+    /// `[[endpoint.destination]]` table as an inline TOML table without its braces, e.g.
+    /// --destination 'name = "billing", forward = "http://127.0.0.1:3000/b", filter = {
+    /// type = "invoice.*" }, concurrency = 4'. Keys: name, forward | exec, filter (type,
+    /// header, body, any, all), rate, concurrency, order_key, circuit, retry. See
+    /// docs/DESTINATIONS.md.
+    #[arg(
+        long = "destination",
+        value_name = "KEYS",
+        conflicts_with_all = ["forward", "exec", "queue", "config", "store"]
+    )]
+    destinations: Vec<String>,
 
     /// Deduplicate in Redis instead of the local inbox, so that replicas behind one load
     /// balancer share what they have seen: redis://HOST:6379/?prefix=P&claim_ttl_ms=N&
@@ -405,12 +419,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
                 None => String::new(),
             },
         };
+        let action = if e.destinations.is_empty() {
+            describe_action(&e.action)
+        } else {
+            let names: Vec<String> = e
+                .destinations
+                .iter()
+                .map(|d| format!("{} ({})", d.name(), d.target().redacted()))
+                .collect();
+            format!("destinations {}", names.join(", "))
+        };
         crate::note(&format!(
-            "endpoint {}: POST {origin}{} ({}) → {}; {dedup}",
-            e.name,
-            e.path,
-            e.scheme,
-            describe_action(&e.action),
+            "endpoint {}: POST {origin}{} ({}) → {action}; {dedup}",
+            e.name, e.path, e.scheme,
         ));
         if matches!(e.action, Action::Queue(_)) {
             crate::note(&format!(
@@ -738,6 +759,9 @@ impl Router {
             let pending = pending as f64;
             metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
                 .set(pending);
+            if let (Some(inbox), false) = (&run.inbox, run.endpoint.destinations.is_empty()) {
+                destination_gauges(&run.endpoint, inbox).await;
+            }
         }
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(handle.render()))));
         response.headers_mut().insert(
@@ -747,6 +771,37 @@ impl Router {
         response
     }
 }
+
+/// `hookgate_destination_deliveries{endpoint, destination, status}`: an endpoint's
+/// deliveries per destination and status (every status of every destination, zeros too).
+async fn destination_gauges(endpoint: &Endpoint, inbox: &Inbox) {
+    let Ok(counts) = inbox.delivery_counts().await else {
+        return;
+    };
+    for destination in &endpoint.destinations {
+        for status in hookgate_inbox::Status::ALL {
+            if status == hookgate_inbox::Status::Filtered {
+                continue;
+            }
+            let count = counts
+                .iter()
+                .find(|(d, s, _)| d == destination.name() && *s == status)
+                .map_or(0, |(_, _, n)| *n);
+            #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+            let value = count as f64;
+            metrics::gauge!(
+                DESTINATION_DELIVERIES_METRIC,
+                "endpoint" => endpoint.name.clone(),
+                "destination" => destination.name().to_owned(),
+                "status" => status.as_str()
+            )
+            .set(value);
+        }
+    }
+}
+
+/// Gauge: deliveries per destination and status.
+const DESTINATION_DELIVERIES_METRIC: &str = "hookgate_destination_deliveries";
 
 pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBodyOf> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
@@ -873,6 +928,20 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         config::check_store(url, args.queue.is_some(), args.dedup.is_some())
             .map_err(|e| CliError::new(format!("--{e}")))?;
     }
+    let configs = args
+        .destinations
+        .iter()
+        .map(|text| config::destination_flag(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::new)?;
+    let destinations = config::destinations(
+        DEFAULT_ENDPOINT,
+        &configs,
+        retry,
+        &action,
+        args.store.as_deref(),
+    )
+    .map_err(CliError::new)?;
     Ok(Endpoint {
         name: DEFAULT_ENDPOINT.to_owned(),
         path: args.path.clone(),
@@ -893,6 +962,7 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         public_url: args.public_url.clone(),
         verify_token: args.verify_token.clone(),
         retry,
+        destinations,
     })
 }
 
@@ -962,8 +1032,15 @@ async fn start_endpoint(
         None
     } else {
         let path = inbox_path(data_dir, &endpoint.name);
+        let mut builder = Inbox::builder(&path);
+        if !endpoint.destinations.is_empty() {
+            let router = hookgate_queue::Router::new(endpoint.destinations.clone())
+                .map_err(|e| context(format!("destination {e}")))?;
+            builder = builder.destinations(router);
+        }
         Some(
-            Inbox::open(&path)
+            builder
+                .open()
                 .map_err(|e| context(format!("cannot open the inbox {}: {e}", path.display())))?,
         )
     };
@@ -985,9 +1062,11 @@ async fn start_endpoint(
         });
     };
     let processor = processor(&endpoint, client, args)?;
-    let worker = local_worker(Worker::builder(local.clone(), processor), &endpoint, args)
-        .start()
-        .map_err(|e| context(e.to_string()))?;
+    let mut builder = local_worker(Worker::builder(local.clone(), processor), &endpoint, args);
+    if !endpoint.destinations.is_empty() {
+        builder = builder.destinations(endpoint.name.clone(), &endpoint.destinations);
+    }
+    let worker = builder.start().map_err(|e| context(e.to_string()))?;
     Ok(Running {
         service,
         endpoint,
@@ -1052,10 +1131,7 @@ fn local_worker<Q: Queue>(
 }
 
 fn retry_policy(endpoint: &Endpoint) -> RetryPolicy {
-    RetryPolicy::new()
-        .base(endpoint.retry.base)
-        .cap(endpoint.retry.cap)
-        .max_attempts(endpoint.retry.max_attempts)
+    endpoint.retry.policy()
 }
 
 /// An endpoint on the PostgreSQL store: the store is the gate's dedup store and sink, and
@@ -1150,10 +1226,26 @@ fn processor(
     client: &HttpClient,
     args: &ServeArgs,
 ) -> Result<Processor, CliError> {
+    let mut destinations = Vec::with_capacity(endpoint.destinations.len());
+    for destination in &endpoint.destinations {
+        let target = match destination.target() {
+            DestinationTarget::Forward(url) => Target::forward(url, client)?,
+            DestinationTarget::Exec(command) => Target::Exec(command.clone()),
+            _ => {
+                return Err(CliError::new(format!(
+                    "endpoint {}, destination {}: only forward and exec destinations run here",
+                    endpoint.name,
+                    destination.name()
+                )));
+            }
+        };
+        destinations.push((destination.name().to_owned(), target));
+    }
     Ok(Processor {
         endpoint: Arc::from(endpoint.name.as_str()),
         action: target(&endpoint.action, client)?,
         timeout: args.timeout,
+        destinations: Arc::from(destinations),
     })
 }
 

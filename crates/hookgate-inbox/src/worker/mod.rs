@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Defaults, LeaseResult, Leased, Queue, QueueEvent};
+use hookgate_queue::{AttemptRecord, Defaults, LaneKey, LeaseResult, Leased, Queue, QueueEvent};
 use tokio::sync::watch;
 
 pub use hookgate_queue::{
@@ -119,6 +119,33 @@ impl QueueEvent for InboxEvent {
     }
 }
 
+/// The proof of an inbox lease: on an event, or, for an inbox with destinations, on one
+/// delivery of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxTicket(Lease);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    Event(EventId, i64),
+    Delivery(i64, i64),
+}
+
+/// Event leases and delivery leases: (id, lease token) each.
+type Split = (Vec<(EventId, i64)>, Vec<(i64, i64)>);
+
+/// Splits tickets into event leases and delivery leases.
+fn split(tickets: Vec<InboxTicket>) -> Split {
+    let mut events = Vec::new();
+    let mut deliveries = Vec::new();
+    for InboxTicket(lease) in tickets {
+        match lease {
+            Lease::Event(id, token) => events.push((id, token)),
+            Lease::Delivery(id, token) => deliveries.push((id, token)),
+        }
+    }
+    (events, deliveries)
+}
+
 /// The recording needs no count of its own: the loop counts.
 fn no_tally() -> Tally {
     Arc::new(|_| {})
@@ -126,7 +153,7 @@ fn no_tally() -> Tally {
 
 impl Queue for InboxQueue {
     type Event = InboxEvent;
-    type Ticket = (EventId, i64);
+    type Ticket = InboxTicket;
     type Error = InboxError;
 
     fn defaults(&self) -> Defaults {
@@ -144,7 +171,19 @@ impl Queue for InboxQueue {
         &self,
         max: usize,
         lease: Duration,
+        wait: Duration,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        self.lease_except(max, lease, wait, Vec::new())
+    }
+
+    /// An inbox with destinations leases deliveries (skipping `held` destinations and
+    /// every delivery behind an unfinished one of its lane); one without, events.
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
         _wait: Duration,
+        held: Vec<String>,
     ) -> BoxFuture<'_, LeaseResult<Self>> {
         // Seen before leasing: an event stored meanwhile wakes the next wait.
         self.seen
@@ -152,16 +191,36 @@ impl Queue for InboxQueue {
             .unwrap_or_else(PoisonError::into_inner)
             .borrow_and_update();
         Box::pin(async move {
+            if self.inbox.has_destinations() {
+                let batch = self.inbox.lease_deliveries(max, lease, held).await?;
+                return Ok(batch
+                    .into_iter()
+                    .map(|leased| {
+                        let ticket = InboxTicket(Lease::Delivery(leased.id, leased.token));
+                        let attempt = leased.event.attempt();
+                        let destination = leased.event.destination().unwrap_or("").to_owned();
+                        let id = format!("{}/{destination}", leased.event.id());
+                        let lane = leased.lane.as_deref().map(LaneKey::new);
+                        Leased::new(ticket, id, attempt, leased.event)
+                            .with_destination(destination, lane)
+                    })
+                    .collect());
+            }
             let batch = self.inbox.lease_events(max, lease).await?;
             Ok(batch
                 .into_iter()
                 .map(|leased| {
                     let id = leased.event.id();
                     let attempt = leased.event.attempt();
-                    Leased::new((id, leased.token), id.to_string(), attempt, leased.event)
+                    let ticket = InboxTicket(Lease::Event(id, leased.token));
+                    Leased::new(ticket, id.to_string(), attempt, leased.event)
                 })
                 .collect())
         })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, InboxError>> {
+        Box::pin(self.inbox.paused_destinations())
     }
 
     fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
@@ -179,15 +238,24 @@ impl Queue for InboxQueue {
 
     fn renew(
         &self,
-        tickets: Vec<(EventId, i64)>,
+        tickets: Vec<InboxTicket>,
         lease: Duration,
     ) -> BoxFuture<'_, Result<(), InboxError>> {
-        Box::pin(async move { self.inbox.renew_leases(tickets, lease).await.map(drop) })
+        let (events, deliveries) = split(tickets);
+        Box::pin(async move {
+            if !events.is_empty() {
+                self.inbox.renew_leases(events, lease).await?;
+            }
+            if !deliveries.is_empty() {
+                self.inbox.renew_deliveries(deliveries, lease).await?;
+            }
+            Ok(())
+        })
     }
 
     fn complete(
         &self,
-        ticket: (EventId, i64),
+        ticket: InboxTicket,
         attempt: AttemptRecord,
     ) -> BoxFuture<'_, Result<bool, InboxError>> {
         self.record(ticket, attempt, Completion::Processed)
@@ -195,7 +263,7 @@ impl Queue for InboxQueue {
 
     fn retry(
         &self,
-        ticket: (EventId, i64),
+        ticket: InboxTicket,
         attempt: AttemptRecord,
         at: SystemTime,
         error: String,
@@ -206,16 +274,24 @@ impl Queue for InboxQueue {
 
     fn dead(
         &self,
-        ticket: (EventId, i64),
+        ticket: InboxTicket,
         attempt: AttemptRecord,
         reason: String,
     ) -> BoxFuture<'_, Result<bool, InboxError>> {
         self.record(ticket, attempt, Completion::Dead { reason })
     }
 
-    fn release(&self, tickets: Vec<(EventId, i64)>) -> BoxFuture<'_, Result<u64, InboxError>> {
+    fn release(&self, tickets: Vec<InboxTicket>) -> BoxFuture<'_, Result<u64, InboxError>> {
+        let (events, deliveries) = split(tickets);
         Box::pin(async move {
-            let released = self.inbox.release_leases(tickets).await?;
+            let mut released = 0usize;
+            if !events.is_empty() {
+                released = self.inbox.release_leases(events).await?;
+            }
+            if !deliveries.is_empty() {
+                released =
+                    released.saturating_add(self.inbox.release_deliveries(deliveries).await?);
+            }
             Ok(u64::try_from(released).unwrap_or(u64::MAX))
         })
     }
@@ -224,18 +300,27 @@ impl Queue for InboxQueue {
 impl InboxQueue {
     fn record(
         &self,
-        (id, token): (EventId, i64),
+        InboxTicket(lease): InboxTicket,
         attempt: AttemptRecord,
         completion: Completion,
     ) -> BoxFuture<'_, Result<bool, InboxError>> {
-        Box::pin(self.inbox.record_attempt(
-            id,
-            token,
-            attempt.attempt,
-            attempt.started_at,
-            attempt.duration,
-            completion,
-            no_tally(),
-        ))
+        match lease {
+            Lease::Event(id, token) => Box::pin(self.inbox.record_attempt(
+                id,
+                token,
+                attempt.attempt,
+                attempt.started_at,
+                attempt.duration,
+                completion,
+                no_tally(),
+            )),
+            Lease::Delivery(id, token) => Box::pin(self.inbox.record_delivery(
+                (id, token),
+                attempt.attempt,
+                attempt.started_at,
+                attempt.duration,
+                completion,
+            )),
+        }
     }
 }

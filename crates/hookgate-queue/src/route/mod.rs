@@ -68,6 +68,35 @@
 //! (the oldest N), a blocked lane's later deliveries stay in the window, so size the window
 //! well above the concurrency or feed the scheduler per lane from the store.
 //!
+//! **Where this stands** (issue 21). The loop does all of the above in
+//! [`WorkerBuilder::destinations`](crate::WorkerBuilder::destinations): the holds in the
+//! one place that picks what starts next (`Waiting::next` in `worker.rs`), the end in
+//! `record`, gauges per destination, a held destination's deliveries given back
+//! uncounted and skipped by the next [`Queue::lease_except`](crate::Queue::lease_except),
+//! pauses polled through [`Queue::paused`](crate::Queue::paused). Lanes are kept by the
+//! store, the note's second option ("feed the scheduler per lane from the store"): a queue
+//! hands out only the head of each (destination, lane key), so a retrying head keeps its
+//! lane across restarts; the loop adds "one running delivery per lane of what it holds"
+//! and logs the release by a dead letter. The [`LaneScheduler`] is not used by the loop
+//! (it orders an in-memory window, which a lease-based store cannot give it whole).
+//!
+//! The SQLite inbox implements it (`hookgate-inbox`, `deliveries.rs`: routing in the log
+//! record, a `deliveries` table, head-of-lane leasing, pauses in `destination_pauses`),
+//! and `hookgate serve` runs it. Still to do, per store:
+//! - **PostgreSQL** (`hookgate-postgres`): a `deliveries` table keyed by (event, destination)
+//!   written in the enqueue transaction from [`Router::route`] (in a new function beside the
+//!   batched enqueue, which changes in parallel), a `destination_pauses` table, `PgQueue`'s
+//!   `lease_except` with the head-of-lane condition under `FOR UPDATE SKIP LOCKED` (lock
+//!   the lane, e.g. `pg_try_advisory_xact_lock(hashtext(destination || lane))`, so two
+//!   replicas never run one lane at once), `paused`, per-destination replay and log rows.
+//! - **Redis streams and JetStream** (`hookgate-redis`, `hookgate-nats`): one message per
+//!   delivery at enqueue (the destination and lane key in the envelope), or one stream or
+//!   subject per destination (`….billing`) so that holding a destination is not reading
+//!   its consumer group / consumer; `lease_except` then skips held destinations' streams.
+//!   Ordered lanes need a partition per lane key (a stream per key hash, or JetStream's
+//!   `max_ack_pending = 1` consumer per partition); pauses in a Redis key / KV bucket.
+//!   `serve` refuses destinations with `store` or `queue` until then.
+//!
 //! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
 //! a shared store, each limit holds per replica, and an ordered destination needs its lane
 //! keys confined to one worker at a time (for example a per-key lock or partition in the

@@ -1,0 +1,605 @@
+//! `hookgate serve` with several destinations per endpoint (issue 21), as processes on
+//! free ports: fan-out, filters, concurrency caps, ordered lanes, pause/resume over the
+//! CLI, and a SIGKILL during fan-out. Deliveries are told apart by the envelope's
+//! `delivery_id` (the id each test signs its events with).
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Serve, TestServer, eventually, get, hookgate, inbox_list};
+use hookgate::{SchemeId, SignRequest, Signer};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Generous: a loaded 2-core machine may run several test binaries at once.
+const PATIENCE: Duration = Duration::from_secs(180);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Signs `body` as Standard Webhooks message `id` and POSTs it to serve; returns the status.
+async fn post(addr: SocketAddr, id: &str, body: &str) -> u16 {
+    let request = SignRequest::new(body.to_owned()).id(id);
+    post_signed(addr, SchemeId::StandardWebhooksV1, SECRET, request).await
+}
+
+/// Signs `request` with `scheme` and `secret` and POSTs it to serve; returns the status.
+async fn post_signed(
+    addr: SocketAddr,
+    scheme: SchemeId,
+    secret: &str,
+    request: SignRequest,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let signed = Signer::new(scheme, secret).unwrap().sign(&request).unwrap();
+    let mut request = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        signed.body.len()
+    );
+    for (name, value) in &signed.headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&signed.body).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The delivery ids a destination's server was sent, in arrival order.
+fn ids(server: &TestServer) -> Vec<String> {
+    server.seen().iter().map(delivery_id).collect()
+}
+
+fn delivery_id(seen: &common::Seen) -> String {
+    let envelope: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    envelope["delivery_id"].as_str().unwrap().to_owned()
+}
+
+/// `hookgate inbox stats --json`'s deliveries per destination and status.
+async fn destination_counts(dir: &Path) -> serde_json::Value {
+    let run = hookgate([
+        "inbox",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "stats",
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    stats["destinations"].clone()
+}
+
+fn destination(name: &str, url: &str, extra: &str) -> String {
+    let mut keys = format!("name = \"{name}\", forward = \"{url}\"");
+    if !extra.is_empty() {
+        keys.push_str(", ");
+        keys.push_str(extra);
+    }
+    keys
+}
+
+fn serve(dir: &Path, destinations: &[String], extra: &[&str]) -> Serve {
+    let mut args: Vec<&str> = vec!["--secret", SECRET, "--retry-base", "10ms"];
+    for d in destinations {
+        args.push("--destination");
+        args.push(d);
+    }
+    args.extend_from_slice(extra);
+    Serve::start(dir, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_with_a_failing_destination_dead_letters_and_replays_it_alone() {
+    let good = TestServer::start(|_, _| (200, "ok")).await;
+    let bad = TestServer::start(|_, _| (500, "down")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let retry = r#"retry = { max_attempts = 2, base = "10ms", cap = "20ms" }"#;
+    let serve = serve(
+        dir.path(),
+        &[
+            destination("good", &good.url("/good"), ""),
+            destination("bad", &bad.url("/bad"), retry),
+        ],
+        &[],
+    );
+    let sent: Vec<String> = (0..5).map(|n| format!("msg_fan_{n}")).collect();
+    for id in &sent {
+        assert_eq!(
+            post(serve.addr, id, r#"{"type":"invoice.paid"}"#).await,
+            200
+        );
+    }
+    eventually(PATIENCE, "bad's five dead letters", || async {
+        let counts = destination_counts(dir.path()).await;
+        (counts["bad"]["dead"] == 5 && counts["good"]["processed"] == 5).then_some(())
+    })
+    .await;
+    let mut got = ids(&good);
+    got.sort();
+    assert_eq!(got, sent, "good got every event exactly once");
+    assert_eq!(bad.seen().len(), 10, "two attempts each");
+    // The event log shows each event dead (one delivery dead), with both deliveries.
+    assert_eq!(inbox_list(dir.path(), &["--status", "dead"]).await.len(), 5);
+    let show = hookgate([
+        "inbox",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "show",
+        "1",
+    ])
+    .await;
+    assert!(
+        show.stdout.contains("good: processed, 1 attempt(s)"),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("bad: dead, 2 attempt(s)"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("forward: 500 down"), "{}", show.stdout);
+
+    // Replaying bad's dead letters does not deliver to good again.
+    let replay = hookgate([
+        "inbox",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "replay",
+        "--dead",
+        "--destination",
+        "bad",
+    ])
+    .await;
+    assert_eq!(replay.code, 0, "{replay:?}");
+    assert!(replay.stdout.contains("replayed 5"), "{}", replay.stdout);
+    eventually(PATIENCE, "bad dead again after its replay", || async {
+        let counts = destination_counts(dir.path()).await;
+        (bad.seen().len() == 20 && counts["bad"]["dead"] == 5).then_some(())
+    })
+    .await;
+    assert_eq!(good.seen().len(), 5, "good untouched by bad's replay");
+    let (status, metrics) = get(serve.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            r#"hookgate_destination_deliveries{endpoint="default",destination="bad",status="dead"} 5"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_send_each_event_where_they_say_and_store_the_rest_as_filtered() {
+    let invoices = TestServer::start(|_, _| (200, "ok")).await;
+    let shop = TestServer::start(|_, _| (200, "ok")).await;
+    let live = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    // GitHub keeps X-GitHub-Event (the event type) and X-GitHub-Delivery with the event.
+    let github_secret = "github-test-secret";
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--scheme",
+            "github",
+            "--secret",
+            github_secret,
+            "--destination",
+            &destination(
+                "invoices",
+                &invoices.url("/"),
+                r#"filter = { type = ["issue*", "pull_request.*"] }"#,
+            ),
+            "--destination",
+            &destination(
+                "shop",
+                &shop.url("/"),
+                r#"filter = { header = { "X-GitHub-Delivery" = "msg_shop_*" } }"#,
+            ),
+            "--destination",
+            &destination(
+                "live",
+                &live.url("/"),
+                r#"filter = { body = { "/data/livemode" = true } }"#,
+            ),
+        ],
+    );
+    let events = [
+        ("msg_a", "issues", "false"),
+        ("msg_b", "issue_comment", "null"),
+        ("msg_shop_c", "push", "true"),
+        ("msg_d", "push", "true"),
+        ("msg_e", "push", "false"),
+    ];
+    for (id, event_type, livemode) in events {
+        // GitHub's dedup key is the body's digest: each body names its delivery.
+        let body = format!(r#"{{"n":"{id}","data":{{"livemode":{livemode}}}}}"#);
+        let request = SignRequest::new(body).id(id).event_type(event_type);
+        let status = post_signed(serve.addr, SchemeId::Github, github_secret, request).await;
+        assert_eq!(status, 200, "{id}");
+    }
+    eventually(PATIENCE, "every delivery made", || async {
+        let counts = destination_counts(dir.path()).await;
+        (counts["invoices"]["processed"] == 2
+            && counts["shop"]["processed"] == 1
+            && counts["live"]["processed"] == 2)
+            .then_some(())
+    })
+    .await;
+    let sorted = |server: &TestServer| {
+        let mut got = ids(server);
+        got.sort();
+        got
+    };
+    assert_eq!(sorted(&invoices), ["msg_a", "msg_b"]);
+    assert_eq!(sorted(&shop), ["msg_shop_c"]);
+    assert_eq!(sorted(&live), ["msg_d", "msg_shop_c"]);
+    let filtered = inbox_list(dir.path(), &["--status", "filtered"]).await;
+    assert_eq!(filtered.len(), 1, "{filtered:?}");
+    assert_eq!(filtered[0]["delivery_id"], "msg_e");
+    drop(serve);
+
+    // A filter that cannot be parsed stops serve at start, naming where and what.
+    let bad = hookgate([
+        "serve",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--destination",
+        &destination(
+            "audit",
+            &live.url("/"),
+            r#"filter = { body = { "data" = 1 } }"#,
+        ),
+    ])
+    .await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr
+            .contains("endpoint default, destination audit: filter.body"),
+        "{}",
+        bad.stderr
+    );
+    // And in a config file too.
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[endpoint]]\nname = \"stripe\"\npath = \"/stripe\"\nscheme = \"stripe\"\n\
+             keys = [{{ secret = \"whsec_x\" }}]\n\
+             [[endpoint.destination]]\nname = \"billing\"\nforward = \"{}\"\n\
+             filter = {{ type = [] }}\n",
+            live.url("/")
+        ),
+    )
+    .unwrap();
+    let bad = hookgate([
+        "serve",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr
+            .contains("endpoint stripe, destination billing: filter.type"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// A slow application that records how many of its requests ran at once, and the order
+/// in which it answered 2xx, failing requests `fail` picks (from the delivery id and how
+/// many times it was seen).
+struct SlowApp {
+    addr: SocketAddr,
+    most: Arc<AtomicUsize>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<BTreeMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SlowApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SlowApp {
+    async fn start<F>(hold: Duration, fail: F) -> SlowApp
+    where
+        F: Fn(&str, usize, &[String]) -> bool + Send + Sync + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let fail = Arc::new(fail);
+        let (r, m, a, s) = (running, most.clone(), accepted.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (r, m, a, s, fail) = (r.clone(), m.clone(), a.clone(), s.clone(), fail.clone());
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (r, m, a, s, fail) =
+                        (r.clone(), m.clone(), a.clone(), s.clone(), fail.clone());
+                    async move {
+                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let id = envelope["delivery_id"].as_str().unwrap().to_owned();
+                        // The application's own work: it keeps the request open a while.
+                        tokio::time::sleep(hold).await;
+                        let times = {
+                            let mut seen = s.lock().unwrap();
+                            let n = seen.entry(id.clone()).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let failed = {
+                            let accepted = a.lock().unwrap();
+                            fail(&id, times, &accepted)
+                        };
+                        if !failed {
+                            a.lock().unwrap().push(id);
+                        }
+                        r.fetch_sub(1, Ordering::SeqCst);
+                        let status = if failed { 500 } else { 200 };
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"")));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        SlowApp {
+            addr,
+            most,
+            accepted,
+            seen,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn accepted(&self) -> Vec<String> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_never_has_more_requests_in_flight_than_its_concurrency() {
+    let capped = SlowApp::start(Duration::from_millis(100), |_, _, _| false).await;
+    let free = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve(
+        dir.path(),
+        &[
+            destination("capped", &capped.url(), "concurrency = 2"),
+            destination("free", &free.url("/"), ""),
+        ],
+        &["--workers", "8"],
+    );
+    for n in 0..12 {
+        assert_eq!(post(serve.addr, &format!("msg_cap_{n}"), "{}").await, 200);
+    }
+    eventually(PATIENCE, "all twelve delivered to both", || async {
+        (capped.accepted().len() == 12 && free.seen().len() == 12).then_some(())
+    })
+    .await;
+    let most = capped.most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "at most 2 at once, saw {most}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_lane_keeps_its_order_while_its_head_fails_and_other_keys_go_on() {
+    // c1's first event fails (at least twice) until every c2 and c3 event was accepted:
+    // if the failing head blocked other keys, this would never end.
+    let app = SlowApp::start(Duration::from_millis(5), |id, times, accepted| {
+        let others_done = ["msg_c2_1", "msg_c2_2", "msg_c3_1"]
+            .iter()
+            .all(|other| accepted.iter().any(|a| a == other));
+        id == "msg_c1_1" && (times <= 2 || !others_done)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve(
+        dir.path(),
+        &[destination(
+            "ordered",
+            &app.url(),
+            r#"order_key = "/customer", retry = { max_attempts = 50, base = "10ms", cap = "50ms" }"#,
+        )],
+        &["--workers", "4"],
+    );
+    let events = [
+        ("msg_c1_1", "c1"),
+        ("msg_c2_1", "c2"),
+        ("msg_c1_2", "c1"),
+        ("msg_c3_1", "c3"),
+        ("msg_c2_2", "c2"),
+        ("msg_c1_3", "c1"),
+    ];
+    for (id, customer) in events {
+        let body = format!(r#"{{"customer":"{customer}"}}"#);
+        assert_eq!(post(serve.addr, id, &body).await, 200);
+    }
+    eventually(PATIENCE, "all six accepted", || async {
+        (app.accepted().len() == 6).then_some(())
+    })
+    .await;
+    let accepted = app.accepted();
+    let of = |customer: &str| -> Vec<String> {
+        accepted
+            .iter()
+            .filter(|id| id.starts_with(&format!("msg_{customer}_")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("c1"), ["msg_c1_1", "msg_c1_2", "msg_c1_3"]);
+    assert_eq!(of("c2"), ["msg_c2_1", "msg_c2_2"]);
+    assert!(
+        app.seen.lock().unwrap()["msg_c1_1"] >= 3,
+        "the head failed twice first"
+    );
+    // c1's later events were never sent before their head was accepted.
+    assert_eq!(app.seen.lock().unwrap()["msg_c1_2"], 1);
+    assert_eq!(app.seen.lock().unwrap()["msg_c1_3"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_over_the_cli_while_events_keep_arriving() {
+    let held = TestServer::start(|_, _| (200, "ok")).await;
+    let open = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve(
+        dir.path(),
+        &[
+            destination("held", &held.url("/"), ""),
+            destination("open", &open.url("/"), ""),
+        ],
+        &[],
+    );
+    let data_dir = dir.path().to_str().unwrap();
+    let pause = hookgate(["destination", "--data-dir", data_dir, "pause", "held"]).await;
+    assert_eq!(pause.code, 0, "{pause:?}");
+    assert!(
+        pause.stdout.contains("paused destination held"),
+        "{pause:?}"
+    );
+    // Wait until serve's worker has read the pause.
+    eventually(PATIENCE, "serve to hold the destination", || async {
+        let (_, metrics) = get(serve.addr, "/metrics").await;
+        metrics
+            .contains(r#"hookgate_destination_paused{endpoint="default",destination="held"} 1"#)
+            .then_some(())
+    })
+    .await;
+    for n in 0..4 {
+        assert_eq!(post(serve.addr, &format!("msg_pause_{n}"), "{}").await, 200);
+    }
+    eventually(PATIENCE, "open to get all four", || async {
+        (open.seen().len() == 4).then_some(())
+    })
+    .await;
+    // While paused: the held deliveries wait, stored and acknowledged.
+    let counts = destination_counts(dir.path()).await;
+    assert_eq!(
+        counts["held"]["processed"],
+        serde_json::Value::Null,
+        "{counts}"
+    );
+    assert!(held.seen().is_empty());
+    let listed = hookgate(["destination", "--data-dir", data_dir, "paused"]).await;
+    assert_eq!(listed.stdout, "held\n");
+
+    let resume = hookgate(["destination", "--data-dir", data_dir, "resume", "held"]).await;
+    assert_eq!(resume.code, 0, "{resume:?}");
+    for n in 4..6 {
+        assert_eq!(post(serve.addr, &format!("msg_pause_{n}"), "{}").await, 200);
+    }
+    eventually(PATIENCE, "held to get all six after the resume", || async {
+        (held.seen().len() == 6 && open.seen().len() == 6).then_some(())
+    })
+    .await;
+    let mut got = ids(&held);
+    got.sort();
+    assert_eq!(
+        got,
+        (0..6).map(|n| format!("msg_pause_{n}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sigkill_during_fan_out_each_destination_gets_each_event() {
+    let a = SlowApp::start(Duration::from_millis(20), |_, _, _| false).await;
+    let b = SlowApp::start(Duration::from_millis(20), |_, _, _| false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let destinations = [
+        destination("a", &a.url(), "concurrency = 1"),
+        destination("b", &b.url(), "concurrency = 1"),
+    ];
+    // The deliveries the killed process held are taken over once their lease (30 s) ends.
+    let mut serve = serve(dir.path(), &destinations, &[]);
+    let sent: Vec<String> = (0..20).map(|n| format!("msg_kill_{n:02}")).collect();
+    for id in &sent {
+        assert_eq!(post(serve.addr, id, "{}").await, 200);
+    }
+    eventually(PATIENCE, "fan-out under way", || async {
+        (a.accepted().len() >= 2).then_some(())
+    })
+    .await;
+    // SIGKILL: no graceful shutdown, leases left held.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(serve.wait_exit(PATIENCE).is_some());
+    drop(serve);
+    let _restarted = Serve::start(
+        dir.path(),
+        &[
+            "--secret",
+            SECRET,
+            "--destination",
+            &destinations[0],
+            "--destination",
+            &destinations[1],
+        ],
+    );
+    eventually(PATIENCE, "every event at each destination", || async {
+        let has_all = |app: &SlowApp| {
+            let accepted = app.accepted();
+            sent.iter().all(|id| accepted.contains(id))
+        };
+        (has_all(&a) && has_all(&b)).then_some(())
+    })
+    .await;
+}
