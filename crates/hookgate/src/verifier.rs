@@ -17,6 +17,7 @@ use crate::error::ConfigError;
 use crate::event::VerifiedEvent;
 use crate::handshake::{self, HandshakeRefusal, HandshakeReply, TokenDigest};
 use crate::headers::Headers;
+use crate::hmac_sha256::HmacSha256Key;
 use crate::keyring::{Key, Keyring};
 use crate::reason::{Reason, Rejection};
 use crate::request::RequestContext;
@@ -75,6 +76,9 @@ pub(crate) struct PreparedKey {
     id: Arc<str>,
     not_after: Option<SystemTime>,
     material: Material,
+    /// For an HMAC-SHA256 key, its midstates, so that a verification does not hash the key's
+    /// two padded blocks again (zeroized on drop, as the key bytes are).
+    hmac_sha256: Option<HmacSha256Key>,
 }
 
 /// Key material decoded for the scheme's algorithm.
@@ -419,7 +423,11 @@ impl PreparedKey {
         match &self.material {
             Material::HmacSha256(key) => {
                 extracted.messages.iter().fold(Choice::from(0), |acc, m| {
-                    acc | any_equal(hmac_tag::<Hmac<Sha256>>(key, m).as_deref(), signatures)
+                    let tag = match &self.hmac_sha256 {
+                        Some(prepared) => Some(prepared.tag(m.iter().map(|piece| &**piece))),
+                        None => hmac_tag::<Hmac<Sha256>>(key, m).map(Into::into),
+                    };
+                    acc | any_equal(tag.as_ref().map(|t| t.as_slice()), signatures)
                 })
             }
             Material::HmacSha1(key) => extracted.messages.iter().fold(Choice::from(0), |acc, m| {
@@ -632,7 +640,12 @@ impl VerifierBuilder {
                         problem,
                     }
                 })?;
+                let hmac_sha256 = match &material {
+                    Material::HmacSha256(bytes) => Some(HmacSha256Key::new(bytes.as_slice())),
+                    _ => None,
+                };
                 Ok(PreparedKey {
+                    hmac_sha256,
                     id: key
                         .id
                         .clone()
