@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use smallvec::SmallVec;
 
 /// Standard base64 with padding, canonical: what every provider here sends.
 pub(crate) const BASE64: GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -44,6 +45,30 @@ impl Encoding {
             Encoding::Hex => base16ct::lower::decode_vec(text).ok(),
             Encoding::HexAnyCase => base16ct::mixed::decode_vec(text).ok(),
             Encoding::Base64 => BASE64.decode(text).ok(),
+        }
+    }
+
+    /// Decodes a signature as [`decode`](Self::decode) does, into a buffer that holds up to
+    /// 64 bytes without allocating.
+    pub(crate) fn decode_inline(self, text: &[u8]) -> Option<SmallVec<[u8; 64]>> {
+        let mut buffer = [0u8; 64];
+        let written = match self {
+            Encoding::Hex => base16ct::lower::decode(text, &mut buffer)
+                .map(|d| d.len())
+                .ok(),
+            Encoding::HexAnyCase => base16ct::mixed::decode(text, &mut buffer)
+                .map(|d| d.len())
+                .ok(),
+            // A value that may decode to more than the buffer goes the allocating way.
+            Encoding::Base64 if text.len() > 84 => {
+                return self.decode(text).map(SmallVec::from_vec);
+            }
+            Encoding::Base64 => BASE64.decode_slice(text, &mut buffer).ok(),
+        };
+        match written {
+            Some(len) => buffer.get(..len).map(SmallVec::from_slice),
+            // Hex too long for the buffer, or invalid: the allocating way says which.
+            None => self.decode(text).map(SmallVec::from_vec),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::hmac_sha256::HmacSha256Key;
 use crate::keyring::{Key, Keyring};
 use crate::reason::{Reason, Rejection};
 use crate::request::RequestContext;
-use crate::scheme::extract::{self, Extracted, Message, body_sha256_hex};
+use crate::scheme::extract::{self, Candidate, Extracted, body_sha256_hex};
 use crate::scheme::generic::SecretFormat;
 use crate::scheme::preset::KeyFormat;
 use crate::scheme::{HmacAlgorithm, Scheme, Window};
@@ -70,6 +70,16 @@ struct Inner {
 struct CheckedWindow {
     tolerance_ms: i64,
     accept_future: bool,
+}
+
+/// What a verified delivery keeps of its extraction.
+struct Verdict {
+    timestamp: Option<(i64, &'static str)>,
+    delivery_id: crate::event::Field,
+    event_type: crate::event::Field,
+    dedup: crate::event::DedupRecipe,
+    headers: Vec<(&'static str, String)>,
+    redact: Option<std::ops::Range<usize>>,
 }
 
 pub(crate) struct PreparedKey {
@@ -188,37 +198,19 @@ impl Verifier {
         let body: Bytes = body.into();
         let request = request.into().or_url(inner.url.as_deref());
         let now = inner.clock.now();
-        let now_ms = unix_millis(now);
-        let extracted = extract::extract(&inner.scheme, headers, &body, request)?;
-
-        if !extracted.timestamp_after_signature {
-            self.check_window(&extracted, now_ms)?;
-        }
-        let key_index = self
-            .find_key(&extracted, now)
-            .ok_or_else(|| Rejection::new(extracted.mismatch, extracted.signature_location))?;
-        if let Some((expected, location)) = &extracted.body_sha256 {
-            let actual = body_sha256_hex(&body);
-            if !bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(Rejection::new(Reason::BodyHashMismatch, location));
-            }
-        }
-        if extracted.timestamp_after_signature {
-            self.check_window(&extracted, now_ms)?;
-        }
+        let (key_index, extracted) = self.check(headers, &body, request, now)?;
         let key_id = inner
             .keys
             .get(key_index)
             .map(|k| Arc::clone(&k.id))
             .unwrap_or_else(|| Arc::from(key_index.to_string()));
-        let Extracted {
+        let Verdict {
             timestamp,
             delivery_id,
             event_type,
             dedup,
             headers: info,
             redact,
-            ..
         } = extracted;
         let body = match redact {
             None => body,
@@ -239,6 +231,43 @@ impl Verifier {
             delivery_id_cell: OnceLock::new(),
             dedup_cell: OnceLock::new(),
         })
+    }
+
+    /// Extraction and every check: the matching key's index and what the event keeps. What
+    /// borrows the body stays in here, so that the event can take the body afterwards.
+    fn check<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        body: &Bytes,
+        request: RequestContext<'_>,
+        now: SystemTime,
+    ) -> Result<(usize, Verdict), Rejection> {
+        let now_ms = unix_millis(now);
+        let extracted = extract::extract(&self.inner.scheme, headers, body, request)?;
+        if !extracted.timestamp_after_signature {
+            self.check_window(&extracted, now_ms)?;
+        }
+        let key_index = self
+            .find_key(&extracted, now)
+            .ok_or_else(|| Rejection::new(extracted.mismatch, extracted.signature_location))?;
+        if let Some((expected, location)) = &extracted.body_sha256 {
+            let actual = body_sha256_hex(body);
+            if !bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(Rejection::new(Reason::BodyHashMismatch, location));
+            }
+        }
+        if extracted.timestamp_after_signature {
+            self.check_window(&extracted, now_ms)?;
+        }
+        let verdict = Verdict {
+            timestamp: extracted.timestamp,
+            delivery_id: extracted.delivery_id,
+            event_type: extracted.event_type,
+            dedup: extracted.dedup,
+            headers: extracted.headers,
+            redact: extracted.redact,
+        };
+        Ok((key_index, verdict))
     }
 
     /// The answer to a verified delivery that is the scheme's URL handshake (Slack
@@ -415,7 +444,7 @@ pub(crate) fn check_window(
 impl PreparedKey {
     fn matches(&self, extracted: &Extracted<'_>, index: usize) -> bool {
         // Paired signatures (Box): key `index` is checked against signature `index` only.
-        let signatures: &[Vec<u8>] = if extracted.paired {
+        let signatures: &[Candidate] = if extracted.paired {
             extracted.signatures.get(index..=index).unwrap_or(&[])
         } else {
             &extracted.signatures
@@ -464,7 +493,7 @@ impl PreparedKey {
 
 pub(crate) fn hmac_tag<M: Mac + hmac::digest::KeyInit>(
     key: &KeyBytes,
-    message: &Message<'_>,
+    message: &[std::borrow::Cow<'_, [u8]>],
 ) -> Option<hmac::digest::Output<M>> {
     // `new_from_slice` accepts keys of any length for HMAC; the error arm is unreachable but
     // handled: no tag never equals a signature.
@@ -477,13 +506,13 @@ pub(crate) fn hmac_tag<M: Mac + hmac::digest::KeyInit>(
 
 /// Constant-time "does any candidate equal `tag`" (a length mismatch is simply unequal; the
 /// length of a tag is public).
-fn any_equal(tag: Option<&[u8]>, candidates: &[Vec<u8>]) -> Choice {
+fn any_equal(tag: Option<&[u8]>, candidates: &[Candidate]) -> Choice {
     let Some(tag) = tag.filter(|t| !t.is_empty()) else {
         return Choice::from(0);
     };
     candidates
         .iter()
-        .fold(Choice::from(0), |acc, c| acc | tag.ct_eq(c))
+        .fold(Choice::from(0), |acc, c| acc | tag.ct_eq(c.as_slice()))
 }
 
 impl fmt::Debug for Verifier {
