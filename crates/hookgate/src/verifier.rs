@@ -512,7 +512,25 @@ fn any_equal(tag: Option<&[u8]>, candidates: &[Candidate]) -> Choice {
     };
     candidates
         .iter()
-        .fold(Choice::from(0), |acc, c| acc | tag.ct_eq(c.as_slice()))
+        .fold(Choice::from(0), |acc, c| acc | ct_eq(tag, c))
+}
+
+/// `subtle`'s constant-time equality, eight bytes at a time when the lengths allow (every
+/// HMAC-SHA256 tag): the same comparison in an eighth of the steps.
+fn ct_eq(a: &[u8], b: &[u8]) -> Choice {
+    if a.len() != b.len() || a.len() % 8 != 0 {
+        return a.ct_eq(b);
+    }
+    a.chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .fold(Choice::from(1), |acc, (x, y)| {
+            let word = |bytes: &[u8]| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(bytes);
+                u64::from_ne_bytes(word)
+            };
+            acc & word(x).ct_eq(&word(y))
+        })
 }
 
 impl fmt::Debug for Verifier {
@@ -805,6 +823,28 @@ mod tests {
             check_window(i64::MIN, i64::MAX, i64::MAX, false),
             Err(Reason::TimestampTooOld)
         );
+    }
+
+    #[test]
+    fn word_wise_comparison_agrees_with_bytewise() {
+        let tag: Vec<u8> = (0..32).collect();
+        assert!(bool::from(ct_eq(&tag, &tag)));
+        for i in 0..32 {
+            let mut other = tag.clone();
+            other[i] ^= 0x80;
+            assert!(!bool::from(ct_eq(&tag, &other)), "byte {i}");
+        }
+        assert!(!bool::from(ct_eq(&tag, &tag[..31])));
+        assert!(!bool::from(ct_eq(&tag, &tag[..24])));
+        assert!(bool::from(ct_eq(&tag[..20], &tag[..20])));
+        assert!(!bool::from(ct_eq(&tag[..20], &tag[1..21])));
+        let candidates = [
+            Candidate::from_slice(&tag[1..]),
+            Candidate::from_slice(&tag),
+        ];
+        assert!(bool::from(any_equal(Some(&tag), &candidates)));
+        assert!(!bool::from(any_equal(Some(&tag), &candidates[..1])));
+        assert!(!bool::from(any_equal(Some(&[]), &[Candidate::new()])));
     }
 
     #[test]

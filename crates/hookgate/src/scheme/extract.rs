@@ -161,7 +161,9 @@ const MAX_PREFETCHED: usize = 16;
 pub(crate) struct Prefetched<'h> {
     names: [&'static str; MAX_PREFETCHED],
     len: usize,
-    values: [Result<Option<&'h str>, ()>; MAX_PREFETCHED],
+    /// What [`note`] kept of each name: settled when asked for.
+    found: [Option<&'h [u8]>; MAX_PREFETCHED],
+    conflict: [bool; MAX_PREFETCHED],
     /// The first line of each name as sent, and how many lines it came in (blank ones too).
     first_line: [Option<&'h [u8]>; MAX_PREFETCHED],
     lines: [usize; MAX_PREFETCHED],
@@ -178,9 +180,8 @@ impl<'h> Prefetched<'h> {
             *slot = name;
             out.len = out.len.saturating_add(1);
         }
-        let mut found: [Option<&'h [u8]>; MAX_PREFETCHED] = [None; MAX_PREFETCHED];
-        let mut conflict = [false; MAX_PREFETCHED];
         let names = out.names.get(..out.len).unwrap_or_default();
+        let (found, conflict) = (&mut out.found, &mut out.conflict);
         let (first_line, lines) = (&mut out.first_line, &mut out.lines);
         headers.visit_names(names, &mut |index, value| {
             if let (Some(found), Some(conflict), Some(first), Some(lines)) = (
@@ -195,9 +196,6 @@ impl<'h> Prefetched<'h> {
             }
             true
         });
-        for ((out, found), conflict) in out.values.iter_mut().zip(found).zip(conflict) {
-            *out = settle(found, conflict);
-        }
         out
     }
 
@@ -206,7 +204,8 @@ impl<'h> Prefetched<'h> {
         Prefetched {
             names: [""; MAX_PREFETCHED],
             len: 0,
-            values: [Ok(None); MAX_PREFETCHED],
+            found: [None; MAX_PREFETCHED],
+            conflict: [false; MAX_PREFETCHED],
             first_line: [None; MAX_PREFETCHED],
             lines: [0; MAX_PREFETCHED],
         }
@@ -225,8 +224,13 @@ impl<'h> Prefetched<'h> {
         headers: &'h H,
         name: &'static str,
     ) -> Result<Option<&'h str>, Rejection> {
-        match self.index(name).and_then(|index| self.values.get(index)) {
-            Some(value) => value.map_err(|()| reject(Reason::MalformedHeader, name)),
+        let read = self
+            .index(name)
+            .and_then(|index| Some((*self.found.get(index)?, *self.conflict.get(index)?)));
+        match read {
+            Some((found, conflict)) => {
+                settle(found, conflict).map_err(|()| reject(Reason::MalformedHeader, name))
+            }
             None => single(headers, name),
         }
     }
@@ -272,11 +276,16 @@ pub(crate) fn parse_unix_seconds(text: &str) -> Option<i64> {
     parse_digits(text)?.checked_mul(1000)
 }
 
+/// ASCII digits only, as an `i64` (`None` when empty, anything else, or too large): one pass
+/// instead of a check and then `str::parse`.
 fn parse_digits(text: &str) -> Option<i64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() {
         return None;
     }
-    text.parse::<i64>().ok()
+    text.bytes().try_fold(0i64, |value, b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        value.checked_mul(10)?.checked_add(i64::from(digit))
+    })
 }
 
 /// A Standard Webhooks (or Paddle) timestamp: decimal digits after an optional `+`, the form
@@ -748,7 +757,7 @@ fn key_value<'a, H: Headers + ?Sized>(
     }
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
-    let mut signatures: Vec<&str> = Vec::new();
+    let mut signatures: SmallVec<[&str; 4]> = SmallVec::new();
     let separates =
         |c: char| c == kv.separator || (kv.whitespace_groups && c.is_ascii_whitespace());
     for element in value
@@ -776,7 +785,7 @@ fn key_value<'a, H: Headers + ?Sized>(
 fn signed_timestamp_and_body<'a>(
     signed_ts: Cow<'a, [u8]>,
     timestamp: (i64, &'static str),
-    signatures: Vec<&'a str>,
+    signatures: SmallVec<[&'a str; 4]>,
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
@@ -813,7 +822,7 @@ fn paddle_signature<'a>(
 ) -> Result<Extracted<'a>, Rejection> {
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
-    let mut signatures: Vec<&str> = Vec::new();
+    let mut signatures: SmallVec<[&str; 4]> = SmallVec::new();
     for part in value.split(kv.separator) {
         let Some((key, val)) = part.split_once('=') else {
             continue;
@@ -1796,6 +1805,26 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_parse_in_one_pass_as_str_parse_would() {
+        for text in ["0", "7", "1614265330", "9223372036854775807", "000123"] {
+            assert_eq!(parse_digits(text), text.parse::<i64>().ok(), "{text}");
+        }
+        for refused in [
+            "",
+            "+1",
+            "-1",
+            "1.5",
+            " 1",
+            "1 ",
+            "9223372036854775808",
+            "1a",
+            "٣",
+        ] {
+            assert_eq!(parse_digits(refused), None, "{refused:?}");
+        }
+    }
 
     /// The Standard Webhooks timestamp forms every official library accepts, and the ones
     /// only some of them do.
