@@ -48,9 +48,9 @@ impl Encoding {
         }
     }
 
-    /// Decodes a signature as [`decode`](Self::decode) does, into a buffer that holds up to
-    /// 64 bytes without allocating.
-    pub(crate) fn decode_inline(self, text: &[u8]) -> Option<SmallVec<[u8; 64]>> {
+    /// Decodes a signature as [`decode`](Self::decode) does, without allocating for up to
+    /// 32 bytes (any HMAC-SHA256 tag).
+    pub(crate) fn decode_inline(self, text: &[u8]) -> Option<SmallVec<[u8; 32]>> {
         let mut buffer = [0u8; 64];
         let written = match self {
             Encoding::Hex => base16ct::lower::decode(text, &mut buffer)

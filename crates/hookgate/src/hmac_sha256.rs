@@ -83,7 +83,8 @@ impl HmacSha256Key {
         });
 
         // The outer hash of the inner digest: one block, padded by hand (its length is fixed).
-        let mut block = Zeroizing::new([0u8; BLOCK]);
+        // It holds the inner digest, not key material: no need to wipe it.
+        let mut block = [0u8; BLOCK];
         for (out, word) in block.chunks_exact_mut(4).zip(state.iter()) {
             out.copy_from_slice(&word.to_be_bytes());
         }

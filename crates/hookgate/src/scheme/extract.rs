@@ -33,9 +33,8 @@ pub(crate) type Message<'a> = SmallVec<[Cow<'a, [u8]>; 5]>;
 /// Alternative signed messages: almost always one, kept inline.
 pub(crate) type Messages<'a> = SmallVec<[Message<'a>; 1]>;
 
-/// A decoded candidate signature: up to 64 bytes (any HMAC tag, an Ed25519 signature) kept
-/// inline.
-pub(crate) type Candidate = SmallVec<[u8; 64]>;
+/// A decoded candidate signature: up to 32 bytes (an HMAC-SHA256 or -SHA1 tag) kept inline.
+pub(crate) type Candidate = SmallVec<[u8; 32]>;
 
 /// Everything the verifier needs from one request.
 #[derive(Debug)]
@@ -120,13 +119,15 @@ fn single_value<'h, H: Headers + ?Sized>(
 }
 
 /// Takes one value of a header that must have one: blank values are ignored, a different
-/// second value is a conflict.
+/// second value (surrounding whitespace aside) is a conflict. The first is kept as sent.
 fn note<'h>(found: &mut Option<&'h [u8]>, conflict: &mut bool, value: &'h [u8]) {
-    let value = value.trim_ascii();
+    if value.trim_ascii().is_empty() {
+        return;
+    }
     match *found {
-        _ if value.is_empty() => {}
-        Some(previous) if previous != value => *conflict = true,
-        _ => *found = Some(value),
+        Some(previous) if previous.trim_ascii() != value.trim_ascii() => *conflict = true,
+        Some(_) => {}
+        None => *found = Some(value),
     }
 }
 
@@ -135,7 +136,7 @@ fn settle(found: Option<&[u8]>, conflict: bool) -> Result<Option<&str>, ()> {
     if conflict {
         return Err(());
     }
-    match found {
+    match found.map(<[u8]>::trim_ascii) {
         None => Ok(None),
         Some(bytes) if visible_ascii(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| ()),
         Some(_) => Err(()),
@@ -161,12 +162,12 @@ const MAX_PREFETCHED: usize = 16;
 pub(crate) struct Prefetched<'h> {
     names: [&'static str; MAX_PREFETCHED],
     len: usize,
-    /// What [`note`] kept of each name: settled when asked for.
+    /// What [`note`] kept of each name (its first non-blank line as sent), settled when
+    /// asked for.
     found: [Option<&'h [u8]>; MAX_PREFETCHED],
     conflict: [bool; MAX_PREFETCHED],
-    /// The first line of each name as sent, and how many lines it came in (blank ones too).
-    first_line: [Option<&'h [u8]>; MAX_PREFETCHED],
-    lines: [usize; MAX_PREFETCHED],
+    /// How many lines each name came in, blank ones too (counting stops at 255).
+    lines: [u8; MAX_PREFETCHED],
 }
 
 impl<'h> Prefetched<'h> {
@@ -181,17 +182,14 @@ impl<'h> Prefetched<'h> {
             out.len = out.len.saturating_add(1);
         }
         let names = out.names.get(..out.len).unwrap_or_default();
-        let (found, conflict) = (&mut out.found, &mut out.conflict);
-        let (first_line, lines) = (&mut out.first_line, &mut out.lines);
+        let (found, conflict, lines) = (&mut out.found, &mut out.conflict, &mut out.lines);
         headers.visit_names(names, &mut |index, value| {
-            if let (Some(found), Some(conflict), Some(first), Some(lines)) = (
+            if let (Some(found), Some(conflict), Some(lines)) = (
                 found.get_mut(index),
                 conflict.get_mut(index),
-                first_line.get_mut(index),
                 lines.get_mut(index),
             ) {
                 note(found, conflict, value);
-                first.get_or_insert(value);
                 *lines = lines.saturating_add(1);
             }
             true
@@ -206,7 +204,6 @@ impl<'h> Prefetched<'h> {
             len: 0,
             found: [None; MAX_PREFETCHED],
             conflict: [false; MAX_PREFETCHED],
-            first_line: [None; MAX_PREFETCHED],
             lines: [0; MAX_PREFETCHED],
         }
     }
@@ -245,12 +242,12 @@ impl<'h> Prefetched<'h> {
             .ok_or_else(|| reject(Reason::MissingHeader, name))
     }
 
-    /// The header's line as sent when it came in exactly one line; `None` when it came in
-    /// several or was not read.
+    /// The header's line as sent when it came in exactly one line, not blank; `None` when it
+    /// came in several or was not read.
     fn only_line(&self, name: &str) -> Option<&'h [u8]> {
         let index = self.index(name)?;
         match self.lines.get(index) {
-            Some(1) => self.first_line.get(index).copied().flatten(),
+            Some(1) => self.found.get(index).copied().flatten(),
             _ => None,
         }
     }
