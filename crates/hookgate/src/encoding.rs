@@ -104,6 +104,43 @@ mod tests {
         assert_eq!(Encoding::Hex.decode(b""), Some(vec![]));
     }
 
+    /// The inline decoder accepts and refuses exactly what the allocating one does, and
+    /// keeps a 32-byte tag inline.
+    #[test]
+    fn inline_decoding_agrees_with_decoding() {
+        let tag: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
+        let hex = Encoding::Hex.encode(&tag);
+        let b64 = Encoding::Base64.encode(&tag);
+        for (encoding, text) in [
+            (Encoding::Hex, hex.as_str()),
+            (Encoding::HexAnyCase, hex.as_str()),
+            (Encoding::Base64, b64.as_str()),
+        ] {
+            let inline = encoding.decode_inline(text.as_bytes()).unwrap();
+            assert_eq!(inline.as_slice(), tag.as_slice());
+            assert!(!inline.spilled(), "{encoding:?}");
+        }
+        let long = "ab".repeat(100);
+        let cases: [(Encoding, &[u8]); 9] = [
+            (Encoding::Hex, b"0AFF"),
+            (Encoding::Hex, b"abc"),
+            (Encoding::Hex, b""),
+            (Encoding::Hex, long.as_bytes()),
+            (Encoding::HexAnyCase, b"0AFF"),
+            (Encoding::Base64, b"AAE"),
+            (Encoding::Base64, b"-_8="),
+            (Encoding::Base64, b""),
+            (Encoding::Base64, &[b'A'; 120]),
+        ];
+        for (encoding, text) in cases {
+            assert_eq!(
+                encoding.decode_inline(text).map(|d| d.to_vec()),
+                encoding.decode(text),
+                "{encoding:?} {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn base64_is_strict_for_signatures_and_lenient_for_secrets() {
         assert_eq!(Encoding::Base64.decode(b"AAE="), Some(vec![0, 1]));
