@@ -17,9 +17,6 @@ pub(crate) enum Field {
     Known(Option<String>),
     /// Read lazily from the verified JSON body, trying each path in turn.
     Json(&'static [&'static [&'static str]]),
-    /// The value of the kept header at this index in [`VerifiedEvent::headers`] (GitHub's
-    /// `X-GitHub-Delivery` is both): one copy serves both.
-    Header(usize),
 }
 
 /// How the dedup key is derived. Every recipe uses authenticated content only.
@@ -122,7 +119,7 @@ impl VerifiedEvent {
     /// deduplication, not this.
     pub fn delivery_id(&self) -> Option<&str> {
         self.delivery_id_cell
-            .get_or_init(|| resolve(&self.delivery_id, &self.body, &self.headers))
+            .get_or_init(|| resolve(&self.delivery_id, &self.body))
             .as_deref()
     }
 
@@ -130,7 +127,7 @@ impl VerifiedEvent {
     /// the body's `type` field).
     pub fn event_type(&self) -> Option<&str> {
         self.event_type_cell
-            .get_or_init(|| resolve(&self.event_type, &self.body, &self.headers))
+            .get_or_init(|| resolve(&self.event_type, &self.body))
             .as_deref()
     }
 
@@ -159,10 +156,10 @@ impl VerifiedEvent {
         let body_key = || format!("{scheme}:sha256:{}", hex(&Sha256::digest(&self.body)));
         match &self.dedup {
             DedupRecipe::SignedId(id) => id_key(id),
-            // Extraction always sets a known id with this recipe.
             DedupRecipe::SignedDeliveryId => match &self.delivery_id {
                 Field::Known(Some(id)) => id_key(id),
-                _ => body_key(),
+                // Extraction always sets the id with this recipe.
+                Field::Known(None) | Field::Json(_) => body_key(),
             },
             DedupRecipe::Json(paths) => match json::first_field(&self.body, paths) {
                 Some(id) if !id.is_empty() => id_key(&id),
@@ -187,11 +184,10 @@ pub(crate) fn url_digest(url: &str, content: &[u8]) -> String {
     hex(&hasher.finalize())
 }
 
-fn resolve(field: &Field, body: &[u8], headers: &[(&'static str, String)]) -> Option<String> {
+fn resolve(field: &Field, body: &[u8]) -> Option<String> {
     match field {
         Field::Known(value) => value.clone(),
         Field::Json(paths) => json::first_field(body, paths),
-        Field::Header(index) => headers.get(*index).map(|(_, value)| value.clone()),
     }
 }
 

@@ -325,27 +325,16 @@ fn literal(text: &'static str) -> Cow<'static, [u8]> {
     Cow::Borrowed(text.as_bytes())
 }
 
-/// The value of the first of `names` present: a reference to the kept header of that name
-/// when there is one (no second copy), else a copy.
 fn known<'h, H: Headers + ?Sized>(
     headers: &'h H,
     pre: &Prefetched<'h>,
     names: &[&'static str],
-    kept: &[(&'static str, String)],
 ) -> Field {
-    let Some((name, value)) = names
+    let value = names
         .iter()
-        .find_map(|name| Some((*name, pre.single(headers, name).ok().flatten()?)))
-    else {
-        return Field::Known(None);
-    };
-    match kept
-        .iter()
-        .position(|(kept, _)| kept.eq_ignore_ascii_case(name))
-    {
-        Some(index) => Field::Header(index),
-        None => Field::Known(Some(value.to_owned())),
-    }
+        .find_map(|name| pre.single(headers, name).ok().flatten())
+        .map(str::to_owned);
+    Field::Known(value)
 }
 
 fn collect_headers<'h, H: Headers + ?Sized>(
@@ -525,21 +514,21 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::BasicAuth => basic_auth(h)?,
     };
     // What the provider says about the event, and how retries are recognised.
-    if !info.headers.is_empty() {
-        out.headers = collect_headers(h, &pre, info.headers);
-    }
     match info.event_type {
         Source::Shape => {}
-        Source::Header(names) => out.event_type = known(h, &pre, names, &out.headers),
+        Source::Header(names) => out.event_type = known(h, &pre, names),
         Source::Json(paths) => out.event_type = Field::Json(paths),
     }
     match info.delivery_id {
         Source::Shape => {}
-        Source::Header(names) => out.delivery_id = known(h, &pre, names, &out.headers),
+        Source::Header(names) => out.delivery_id = known(h, &pre, names),
         Source::Json(paths) => out.delivery_id = Field::Json(paths),
     }
     if let Some(paths) = info.dedup_json {
         out.dedup = DedupRecipe::Json(paths);
+    }
+    if !info.headers.is_empty() {
+        out.headers = collect_headers(h, &pre, info.headers);
     }
     Ok(out)
 }
