@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use smallvec::SmallVec;
 
 /// Standard base64 with padding, canonical: what every provider here sends.
 pub(crate) const BASE64: GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -47,6 +48,30 @@ impl Encoding {
         }
     }
 
+    /// Decodes a signature as [`decode`](Self::decode) does, without allocating for up to
+    /// 32 bytes (any HMAC-SHA256 tag).
+    pub(crate) fn decode_inline(self, text: &[u8]) -> Option<SmallVec<[u8; 32]>> {
+        let mut buffer = [0u8; 64];
+        let written = match self {
+            Encoding::Hex => base16ct::lower::decode(text, &mut buffer)
+                .map(|d| d.len())
+                .ok(),
+            Encoding::HexAnyCase => base16ct::mixed::decode(text, &mut buffer)
+                .map(|d| d.len())
+                .ok(),
+            // A value that may decode to more than the buffer goes the allocating way.
+            Encoding::Base64 if text.len() > 84 => {
+                return self.decode(text).map(SmallVec::from_vec);
+            }
+            Encoding::Base64 => BASE64.decode_slice(text, &mut buffer).ok(),
+        };
+        match written {
+            Some(len) => buffer.get(..len).map(SmallVec::from_slice),
+            // Hex too long for the buffer, or invalid: the allocating way says which.
+            None => self.decode(text).map(SmallVec::from_vec),
+        }
+    }
+
     /// Encodes a signature the way the provider sends it.
     pub(crate) fn encode(self, bytes: &[u8]) -> String {
         match self {
@@ -77,6 +102,43 @@ mod tests {
         assert_eq!(Encoding::HexAnyCase.decode(b"0AFF"), Some(vec![0x0a, 0xff]));
         assert_eq!(Encoding::Hex.decode(b"abc"), None);
         assert_eq!(Encoding::Hex.decode(b""), Some(vec![]));
+    }
+
+    /// The inline decoder accepts and refuses exactly what the allocating one does, and
+    /// keeps a 32-byte tag inline.
+    #[test]
+    fn inline_decoding_agrees_with_decoding() {
+        let tag: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
+        let hex = Encoding::Hex.encode(&tag);
+        let b64 = Encoding::Base64.encode(&tag);
+        for (encoding, text) in [
+            (Encoding::Hex, hex.as_str()),
+            (Encoding::HexAnyCase, hex.as_str()),
+            (Encoding::Base64, b64.as_str()),
+        ] {
+            let inline = encoding.decode_inline(text.as_bytes()).unwrap();
+            assert_eq!(inline.as_slice(), tag.as_slice());
+            assert!(!inline.spilled(), "{encoding:?}");
+        }
+        let long = "ab".repeat(100);
+        let cases: [(Encoding, &[u8]); 9] = [
+            (Encoding::Hex, b"0AFF"),
+            (Encoding::Hex, b"abc"),
+            (Encoding::Hex, b""),
+            (Encoding::Hex, long.as_bytes()),
+            (Encoding::HexAnyCase, b"0AFF"),
+            (Encoding::Base64, b"AAE"),
+            (Encoding::Base64, b"-_8="),
+            (Encoding::Base64, b""),
+            (Encoding::Base64, &[b'A'; 120]),
+        ];
+        for (encoding, text) in cases {
+            assert_eq!(
+                encoding.decode_inline(text).map(|d| d.to_vec()),
+                encoding.decode(text),
+                "{encoding:?} {text:?}"
+            );
+        }
     }
 
     #[test]

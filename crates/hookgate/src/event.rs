@@ -26,6 +26,9 @@ pub(crate) enum DedupRecipe {
     /// An id that is part of the signed content (Standard Webhooks `webhook-id`, Twitch's
     /// message id, Mailgun's token).
     SignedId(String),
+    /// The delivery id, which the scheme signs (Standard Webhooks `webhook-id`, Twitch's
+    /// message id): one copy of it serves both.
+    SignedDeliveryId,
     /// A field of the signed JSON body (Stripe's event `id`), else the body digest.
     Json(&'static [&'static [&'static str]]),
     /// SHA-256 of the signed body.
@@ -159,6 +162,11 @@ impl VerifiedEvent {
         let body_key = || format!("{scheme}:sha256:{}", hex(&Sha256::digest(&self.body)));
         match &self.dedup {
             DedupRecipe::SignedId(id) => id_key(id),
+            DedupRecipe::SignedDeliveryId => match &self.delivery_id {
+                Field::Known(Some(id)) => id_key(id),
+                // Extraction always sets the id with this recipe.
+                Field::Known(None) | Field::Json(_) => body_key(),
+            },
             DedupRecipe::Json(paths) => match json::first_field(&self.body, paths) {
                 Some(id) if !id.is_empty() => id_key(&id),
                 _ => body_key(),

@@ -78,6 +78,7 @@ mod event;
 pub mod gate;
 pub mod handshake;
 mod headers;
+mod hmac_sha256;
 mod json;
 mod keyring;
 mod reason;

@@ -346,6 +346,8 @@ impl Signer {
             .first()
             .map(|m| m.concat())
             .unwrap_or_default();
+        // It borrows the body and URL, which the delivery takes.
+        drop(extracted);
         let encoded = self.sign_bytes(&message, layout.encoding);
         let mut headers = layout.headers;
         headers.push((
@@ -409,7 +411,7 @@ fn body_tokens_each(body: &[u8], array: &str, field: &str, token: &KeyBytes) -> 
 
 /// HMAC of one contiguous message, through the verifier's own computation.
 fn mac<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &[u8]) -> Vec<u8> {
-    crate::verifier::hmac_tag::<M>(key, &vec![std::borrow::Cow::Borrowed(message)])
+    crate::verifier::hmac_tag::<M>(key, &[std::borrow::Cow::Borrowed(message)])
         .map(|tag| tag.to_vec())
         .unwrap_or_default()
 }

@@ -401,6 +401,9 @@ fn equivalent_header_edit(scheme: SchemeId, name: &str, before: &str, after: &st
             | SchemeId::GitlabSigning => ' ',
             // Commas and whitespace both separate Persona's entries (rotation groups).
             SchemeId::Persona => ',',
+            // PagerDuty's comma-separated `v1=` entries: an empty one is skipped, as
+            // go-pagerduty does (a trailing comma changes nothing).
+            SchemeId::Pagerduty => ',',
             _ => return vec![v.trim().to_owned()],
         };
         let persona = scheme == SchemeId::Persona;

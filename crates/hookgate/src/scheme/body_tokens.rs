@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+#[cfg(test)]
+use super::extract::Candidate;
 use super::extract::{Extracted, reject};
 use crate::json;
 use crate::reason::{Reason, Rejection};
@@ -20,11 +22,11 @@ use crate::reason::{Reason, Rejection};
 ///
 /// The one token is then compared with the keys by the verifier, and every value's span is
 /// redacted in the verified event's body.
-pub(crate) fn every_element(
+pub(crate) fn every_element<'a>(
     body: &[u8],
     array: &'static str,
     field: &'static str,
-) -> Result<Extracted<'static>, Rejection> {
+) -> Result<Extracted<'a>, Rejection> {
     let missing = || reject(Reason::MissingSignature, field);
     let members = json::top_level_members(body, array).ok_or_else(missing)?;
     let array_span = match members.as_slice() {
@@ -68,7 +70,7 @@ pub(crate) fn every_element(
     }
     let token = token.ok_or_else(missing)?;
     let mut out = Extracted::new(Vec::new(), field);
-    out.signatures.push(token.into_bytes());
+    out.signatures.push(token.into_bytes().into());
     out.mismatch = Reason::TokenMismatch;
     out.redact = spans;
     Ok(out)
@@ -88,7 +90,10 @@ mod tests {
     fn every_element_must_carry_the_same_token_once() {
         let body = r#"{"value":[{"id":1,"clientState":"s3cret"}, {"clientState" : "s3c\u0072et","x":{"clientState":"nested"}}],"clientState":"top"}"#;
         let out = every_element(body.as_bytes(), "value", "clientState").unwrap();
-        assert_eq!(out.signatures, [b"s3cret".to_vec()]);
+        assert_eq!(
+            out.signatures.as_slice(),
+            [Candidate::from_slice(b"s3cret")]
+        );
         let redacted: Vec<&str> = out
             .redact
             .iter()

@@ -22,7 +22,9 @@ use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::extract::{Extracted, MAX_SIGNATURES, reject};
+use smallvec::{SmallVec, smallvec};
+
+use super::extract::{Candidate, Extracted, MAX_SIGNATURES, reject};
 use crate::encoding::{BASE64, hex};
 use crate::event::DedupRecipe;
 use crate::reason::{Reason, Rejection};
@@ -111,7 +113,7 @@ impl KeyPair {
 /// pair names it, its signature is empty (braintree_python: `if not signature`), or a pair
 /// of more than two parts comes first (braintree_python fails on it; braintree_node reads
 /// its first two parts: the stricter answer is kept).
-fn matching_signature<'s>(public: &str, pairs: &'s [Vec<u8>]) -> Option<&'s [u8]> {
+fn matching_signature<'s>(public: &str, pairs: &'s [Candidate]) -> Option<&'s [u8]> {
     for pair in pairs {
         let mut parts = pair.split(|b| *b == b'|');
         let (Some(key), Some(signature), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -125,7 +127,7 @@ fn matching_signature<'s>(public: &str, pairs: &'s [Vec<u8>]) -> Option<&'s [u8]
 }
 
 /// Reads `bt_signature` and `bt_payload` from the form body.
-pub(crate) fn extract(body: &[u8]) -> Result<Extracted<'static>, Rejection> {
+pub(crate) fn extract<'a>(body: &[u8]) -> Result<Extracted<'a>, Rejection> {
     let mut signature: Option<String> = None;
     let mut payload: Option<String> = None;
     for (name, value) in form_urlencoded::parse(body) {
@@ -153,10 +155,10 @@ pub(crate) fn extract(body: &[u8]) -> Result<Extracted<'static>, Rejection> {
     {
         return Err(reject(Reason::SignatureMismatch, PAYLOAD));
     }
-    let pairs: Vec<Vec<u8>> = signature
+    let pairs: SmallVec<[Candidate; 2]> = signature
         .split('&')
         .filter(|pair| pair.contains('|'))
-        .map(|pair| pair.as_bytes().to_vec())
+        .map(|pair| Candidate::from_slice(pair.as_bytes()))
         .collect();
     if pairs.is_empty() {
         return Err(reject(Reason::NoSupportedSignature, SIGNATURE));
@@ -174,7 +176,10 @@ pub(crate) fn extract(body: &[u8]) -> Result<Extracted<'static>, Rejection> {
     let dedup = DedupRecipe::SignedContentDigest(hex(&digest.finalize()));
     // The one message is the payload as received; `KeyPair::matches` also finishes it with a
     // newline appended.
-    let mut out = Extracted::new(vec![vec![Cow::Owned(payload.into_bytes())]], SIGNATURE);
+    let mut out = Extracted::new(
+        smallvec![smallvec![Cow::Owned(payload.into_bytes())]],
+        SIGNATURE,
+    );
     out.signatures = pairs;
     out.dedup = dedup;
     Ok(out)
@@ -233,8 +238,10 @@ mod tests {
 
     #[test]
     fn the_first_pair_naming_the_key_is_the_signature() {
-        let pairs = |list: &[&str]| -> Vec<Vec<u8>> {
-            list.iter().map(|p| p.as_bytes().to_vec()).collect()
+        let pairs = |list: &[&str]| -> Vec<Candidate> {
+            list.iter()
+                .map(|p| Candidate::from_slice(p.as_bytes()))
+                .collect()
         };
         assert_eq!(
             matching_signature("pk", &pairs(&["other|aa", "pk|bb", "pk|cc"])),

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use smallvec::{SmallVec, smallvec};
 
 use super::generic::{GenericHmac, Part};
 use super::preset::{Shape, Source, TimeFormat};
@@ -25,18 +26,25 @@ pub(crate) const MAX_SIGNATURES: usize = 32;
 /// per active key, so 4 leaves room for a rotation.
 pub(crate) const MAX_ASYMMETRIC_SIGNATURES: usize = 4;
 
-/// The signed bytes, as pieces fed to the MAC in order.
-pub(crate) type Message<'a> = Vec<Cow<'a, [u8]>>;
+/// The signed bytes, as pieces fed to the MAC in order (up to five kept inline: no preset's
+/// usual message allocates).
+pub(crate) type Message<'a> = SmallVec<[Cow<'a, [u8]>; 5]>;
+
+/// Alternative signed messages: almost always one, kept inline.
+pub(crate) type Messages<'a> = SmallVec<[Message<'a>; 1]>;
+
+/// A decoded candidate signature: up to 32 bytes (an HMAC-SHA256 or -SHA1 tag) kept inline.
+pub(crate) type Candidate = SmallVec<[u8; 32]>;
 
 /// Everything the verifier needs from one request.
 #[derive(Debug)]
 pub(crate) struct Extracted<'a> {
     /// Alternative signed messages; a signature over any of them counts (Twilio's port
     /// variants). Almost always one.
-    pub(crate) messages: Vec<Message<'a>>,
+    pub(crate) messages: Messages<'a>,
     /// Decoded candidate signatures (entries that failed to decode are dropped: they can
     /// never match).
-    pub(crate) signatures: Vec<Vec<u8>>,
+    pub(crate) signatures: SmallVec<[Candidate; 2]>,
     /// The signed timestamp in Unix milliseconds and where it came from.
     pub(crate) timestamp: Option<(i64, &'static str)>,
     /// Check the window only after the signature (the timestamp is read from the body).
@@ -63,10 +71,10 @@ pub(crate) struct Extracted<'a> {
 }
 
 impl<'a> Extracted<'a> {
-    pub(crate) fn new(messages: Vec<Message<'a>>, signature_location: &'static str) -> Self {
+    pub(crate) fn new(messages: impl Into<Messages<'a>>, signature_location: &'static str) -> Self {
         Extracted {
-            messages,
-            signatures: Vec::new(),
+            messages: messages.into(),
+            signatures: SmallVec::new(),
             timestamp: None,
             timestamp_after_signature: false,
             body_sha256: None,
@@ -112,13 +120,15 @@ fn single_value<'h, H: Headers + ?Sized>(
 }
 
 /// Takes one value of a header that must have one: blank values are ignored, a different
-/// second value is a conflict.
+/// second value (surrounding whitespace aside) is a conflict. The first is kept as sent.
 fn note<'h>(found: &mut Option<&'h [u8]>, conflict: &mut bool, value: &'h [u8]) {
-    let value = value.trim_ascii();
+    if value.trim_ascii().is_empty() {
+        return;
+    }
     match *found {
-        _ if value.is_empty() => {}
-        Some(previous) if previous != value => *conflict = true,
-        _ => *found = Some(value),
+        Some(previous) if previous.trim_ascii() != value.trim_ascii() => *conflict = true,
+        Some(_) => {}
+        None => *found = Some(value),
     }
 }
 
@@ -127,38 +137,129 @@ fn settle(found: Option<&[u8]>, conflict: bool) -> Result<Option<&str>, ()> {
     if conflict {
         return Err(());
     }
-    match found {
+    match found.map(<[u8]>::trim_ascii) {
         None => Ok(None),
-        Some(bytes) if bytes.iter().all(|b| (0x20..0x7f).contains(b)) => {
-            std::str::from_utf8(bytes).map(Some).map_err(|_| ())
-        }
+        Some(bytes) if visible_ascii(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| ()),
         Some(_) => Err(()),
     }
 }
 
-/// Most header names [`singles`] reads in one walk.
-const MAX_NAMES: usize = 6;
+/// Whether every byte is visible ASCII or a space. No early exit: the loop compiles to
+/// vector instructions, several times faster than `all` on a signature-sized value.
+fn visible_ascii(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(true, |visible, b| visible & (0x20..0x7f).contains(b))
+}
 
-/// What [`single_value`] says of each of `names` (at most [`MAX_NAMES`]), from one walk
-/// over the headers rather than one lookup per name.
-fn singles<'h, H: Headers + ?Sized>(
-    headers: &'h H,
-    names: &[&str],
-) -> [Result<Option<&'h str>, ()>; MAX_NAMES] {
-    let mut found: [Option<&'h [u8]>; MAX_NAMES] = [None; MAX_NAMES];
-    let mut conflict = [false; MAX_NAMES];
-    let names = names.get(..MAX_NAMES).unwrap_or(names);
-    headers.visit_names(names, &mut |index, value| {
-        if let (Some(found), Some(conflict)) = (found.get_mut(index), conflict.get_mut(index)) {
-            note(found, conflict, value);
+/// Most header names [`Prefetched`] reads in one walk.
+const MAX_PREFETCHED: usize = 16;
+
+/// What [`single`] says of each of a preset's header names — its shape's and those its event
+/// information comes from — read in one walk over the headers instead of one lookup per
+/// name: a lookup in an `http::HeaderMap` parses and hashes the name, which costs about as
+/// much as comparing a dozen names. Names beyond [`MAX_PREFETCHED`], and names not read,
+/// are looked up when asked for.
+pub(crate) struct Prefetched<'h> {
+    names: [&'static str; MAX_PREFETCHED],
+    len: usize,
+    /// What [`note`] kept of each name (its first non-blank line as sent), settled when
+    /// asked for.
+    found: [Option<&'h [u8]>; MAX_PREFETCHED],
+    conflict: [bool; MAX_PREFETCHED],
+    /// How many lines each name came in, blank ones too (counting stops at 255).
+    lines: [u8; MAX_PREFETCHED],
+}
+
+impl<'h> Prefetched<'h> {
+    /// Reads `names` (repeats are harmless) in one walk over `headers`.
+    fn read<H: Headers + ?Sized>(
+        headers: &'h H,
+        names: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
+        let mut out = Prefetched::none();
+        for (slot, name) in out.names.iter_mut().zip(names) {
+            *slot = name;
+            out.len = out.len.saturating_add(1);
         }
-        true
-    });
-    let mut settled = [Ok(None); MAX_NAMES];
-    for ((out, found), conflict) in settled.iter_mut().zip(found).zip(conflict) {
-        *out = settle(found, conflict);
+        let names = out.names.get(..out.len).unwrap_or_default();
+        let (found, conflict, lines) = (&mut out.found, &mut out.conflict, &mut out.lines);
+        headers.visit_names(names, &mut |index, value| {
+            if let (Some(found), Some(conflict), Some(lines)) = (
+                found.get_mut(index),
+                conflict.get_mut(index),
+                lines.get_mut(index),
+            ) {
+                note(found, conflict, value);
+                *lines = lines.saturating_add(1);
+            }
+            true
+        });
+        out
     }
-    settled
+
+    /// Nothing read: every name is looked up when asked for.
+    fn none() -> Self {
+        Prefetched {
+            names: [""; MAX_PREFETCHED],
+            len: 0,
+            found: [None; MAX_PREFETCHED],
+            conflict: [false; MAX_PREFETCHED],
+            lines: [0; MAX_PREFETCHED],
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.get(..self.len)?.iter().position(|read| {
+            read.len() == name.len()
+                && (std::ptr::eq(read.as_ptr(), name.as_ptr()) || read.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// As [`single`].
+    fn single<H: Headers + ?Sized>(
+        &self,
+        headers: &'h H,
+        name: &'static str,
+    ) -> Result<Option<&'h str>, Rejection> {
+        let read = self
+            .index(name)
+            .and_then(|index| Some((*self.found.get(index)?, *self.conflict.get(index)?)));
+        match read {
+            Some((found, conflict)) => {
+                settle(found, conflict).map_err(|()| reject(Reason::MalformedHeader, name))
+            }
+            None => single(headers, name),
+        }
+    }
+
+    /// As [`required`].
+    fn required<H: Headers + ?Sized>(
+        &self,
+        headers: &'h H,
+        name: &'static str,
+    ) -> Result<&'h str, Rejection> {
+        self.single(headers, name)?
+            .ok_or_else(|| reject(Reason::MissingHeader, name))
+    }
+
+    /// The header's line as sent when it came in exactly one line, not blank; `None` when it
+    /// came in several or was not read.
+    fn only_line(&self, name: &str) -> Option<&'h [u8]> {
+        let index = self.index(name)?;
+        match self.lines.get(index) {
+            Some(1) => self.found.get(index).copied().flatten(),
+            _ => None,
+        }
+    }
+}
+
+/// The header names a source of event information reads.
+fn source_headers(source: Source) -> &'static [&'static str] {
+    match source {
+        Source::Header(names) => names,
+        Source::Shape | Source::Json(_) => &[],
+    }
 }
 
 pub(crate) fn required<'h, H: Headers + ?Sized>(
@@ -173,11 +274,16 @@ pub(crate) fn parse_unix_seconds(text: &str) -> Option<i64> {
     parse_digits(text)?.checked_mul(1000)
 }
 
+/// ASCII digits only, as an `i64` (`None` when empty, anything else, or too large): one pass
+/// instead of a check and then `str::parse`.
 fn parse_digits(text: &str) -> Option<i64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() {
         return None;
     }
-    text.parse::<i64>().ok()
+    text.bytes().try_fold(0i64, |value, b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        value.checked_mul(10)?.checked_add(i64::from(digit))
+    })
 }
 
 /// A Standard Webhooks (or Paddle) timestamp: decimal digits after an optional `+`, the form
@@ -187,6 +293,17 @@ fn parse_digits(text: &str) -> Option<i64> {
 /// refused.
 fn standard_timestamp(text: &str) -> Option<i64> {
     parse_digits(text.strip_prefix('+').unwrap_or(text))
+}
+
+/// The decimal form of `number`, parsed from `text` by [`standard_timestamp`]: `text`
+/// itself when it is already that form (no `+`, no leading zero), so nothing is allocated
+/// for what senders send.
+fn decimal(text: &str, number: i64) -> Cow<'_, [u8]> {
+    if text == "0" || !text.starts_with(['+', '0']) {
+        bytes(text)
+    } else {
+        Cow::Owned(number.to_string().into_bytes())
+    }
 }
 
 fn timestamp_seconds(text: &str, location: &'static str) -> Result<(i64, &'static str), Rejection> {
@@ -209,22 +326,27 @@ fn literal(text: &'static str) -> Cow<'static, [u8]> {
     Cow::Borrowed(text.as_bytes())
 }
 
-fn known<H: Headers + ?Sized>(headers: &H, names: &[&'static str]) -> Field {
+fn known<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    pre: &Prefetched<'h>,
+    names: &[&'static str],
+) -> Field {
     let value = names
         .iter()
-        .find_map(|name| single(headers, name).ok().flatten())
+        .find_map(|name| pre.single(headers, name).ok().flatten())
         .map(str::to_owned);
     Field::Known(value)
 }
 
-fn collect_headers<H: Headers + ?Sized>(
-    headers: &H,
+fn collect_headers<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    pre: &Prefetched<'h>,
     names: &[&'static str],
 ) -> Vec<(&'static str, String)> {
     names
         .iter()
         .filter_map(|name| {
-            single(headers, name)
+            pre.single(headers, name)
                 .ok()
                 .flatten()
                 .map(|v| (*name, v.to_owned()))
@@ -234,7 +356,7 @@ fn collect_headers<H: Headers + ?Sized>(
 
 /// Pushes a decoded candidate, enforcing [`MAX_SIGNATURES`].
 fn push_candidate(
-    out: &mut Vec<Vec<u8>>,
+    out: &mut SmallVec<[Candidate; 2]>,
     seen: &mut usize,
     encoding: Encoding,
     text: &str,
@@ -245,7 +367,7 @@ fn push_candidate(
 
 /// Pushes a decoded candidate; more than `limit` entries are malformed.
 fn push_candidate_up_to(
-    out: &mut Vec<Vec<u8>>,
+    out: &mut SmallVec<[Candidate; 2]>,
     seen: &mut usize,
     limit: usize,
     encoding: Encoding,
@@ -256,7 +378,7 @@ fn push_candidate_up_to(
     if *seen > limit {
         return Err(reject(Reason::MalformedHeader, location));
     }
-    if let Some(decoded) = encoding.decode(text.as_bytes()) {
+    if let Some(decoded) = encoding.decode_inline(text.as_bytes()) {
         out.push(decoded);
     }
     Ok(())
@@ -281,8 +403,32 @@ fn preset<'a, H: Headers + ?Sized>(
     request: RequestContext<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     let preset = id.preset();
+    let info = &preset.info;
     let url = request.url();
     let needs_url = || url.ok_or_else(|| reject(Reason::MissingHeader, "url"));
+    // Every header the shape reads and the event information comes from, in one walk.
+    let (first, family, more): (Option<&'static str>, &[&str], &[&str]) = match preset.shape {
+        Shape::Standard { family, .. } => (None, family.names, &[]),
+        Shape::KeyValue(kv) => (Some(kv.header), &[], &[]),
+        Shape::BodyHmac { header, .. }
+        | Shape::UrlAndBody { header, .. }
+        | Shape::Token { header } => (Some(header), &[], &[]),
+        Shape::Shopify => {
+            use super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
+            (None, SHOPIFY_EVENTS.headers, SHOPIFY_WEBHOOKS.headers)
+        }
+        _ => (None, &[], &[]),
+    };
+    let pre = Prefetched::read(
+        h,
+        first
+            .into_iter()
+            .chain(family.iter().copied())
+            .chain(more.iter().copied())
+            .chain(source_headers(info.event_type).iter().copied())
+            .chain(source_headers(info.delivery_id).iter().copied())
+            .chain(info.headers.iter().copied()),
+    );
     let mut out = match preset.shape {
         Shape::Standard {
             family,
@@ -290,23 +436,24 @@ fn preset<'a, H: Headers + ?Sized>(
             other_versions_only,
         } => standard(
             h,
+            &pre,
             body,
             family,
             version,
             Encoding::Base64,
             other_versions_only,
         )?,
-        Shape::KeyValue(kv) => key_value(h, body, kv)?,
+        Shape::KeyValue(kv) => key_value(h, &pre, body, kv)?,
         Shape::BodyHmac {
             header,
             prefix,
             encoding,
         } => {
-            let message = vec![Cow::Borrowed(body)];
+            let message = smallvec![Cow::Borrowed(body)];
             if prefix.is_empty() {
-                bare(h, header, encoding, message)?
+                bare(h, &pre, header, encoding, message)?
             } else {
-                prefixed(h, header, prefix, encoding, message)?
+                prefixed(h, &pre, header, prefix, encoding, message)?
             }
         }
         Shape::NumberedBodyHmac {
@@ -319,7 +466,7 @@ fn preset<'a, H: Headers + ?Sized>(
             header,
             prefix,
             encoding,
-        } => prefixed_list(h, header, prefix, encoding, vec![Cow::Borrowed(body)])?,
+        } => prefixed_list(h, header, prefix, encoding, smallvec![Cow::Borrowed(body)])?,
         Shape::Versioned {
             signature,
             timestamp,
@@ -334,9 +481,10 @@ fn preset<'a, H: Headers + ?Sized>(
         } => timestamped(h, body, signature, timestamp, time, separator, encoding)?,
         Shape::UrlAndBody { header, encoding } => bare(
             h,
+            &pre,
             header,
             encoding,
-            vec![bytes(needs_url()?), Cow::Borrowed(body)],
+            smallvec![bytes(needs_url()?), Cow::Borrowed(body)],
         )?,
         Shape::Asymmetric {
             signature,
@@ -344,13 +492,13 @@ fn preset<'a, H: Headers + ?Sized>(
             encoding,
         } => asymmetric(h, body, signature, timestamp, encoding)?,
         Shape::Token { header } => {
-            let token = required(h, header)?;
+            let token = pre.required(h, header)?;
             let mut out = Extracted::new(Vec::new(), header);
-            out.signatures.push(token.as_bytes().to_vec());
+            out.signatures.push(Candidate::from_slice(token.as_bytes()));
             out.mismatch = Reason::TokenMismatch;
             out
         }
-        Shape::Shopify => shopify(h, body)?,
+        Shape::Shopify => shopify(h, &pre, body)?,
         Shape::Twitch => twitch(h, body)?,
         Shape::Linear => linear(h, body)?,
         Shape::Twilio { body_sha256 } => twilio(h, body, needs_url()?, body_sha256)?,
@@ -367,22 +515,21 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::BasicAuth => basic_auth(h)?,
     };
     // What the provider says about the event, and how retries are recognised.
-    let info = &preset.info;
     match info.event_type {
         Source::Shape => {}
-        Source::Header(names) => out.event_type = known(h, names),
+        Source::Header(names) => out.event_type = known(h, &pre, names),
         Source::Json(paths) => out.event_type = Field::Json(paths),
     }
     match info.delivery_id {
         Source::Shape => {}
-        Source::Header(names) => out.delivery_id = known(h, names),
+        Source::Header(names) => out.delivery_id = known(h, &pre, names),
         Source::Json(paths) => out.delivery_id = Field::Json(paths),
     }
     if let Some(paths) = info.dedup_json {
         out.dedup = DedupRecipe::Json(paths);
     }
     if !info.headers.is_empty() {
-        out.headers = collect_headers(h, info.headers);
+        out.headers = collect_headers(h, &pre, info.headers);
     }
     Ok(out)
 }
@@ -402,22 +549,20 @@ impl Family {
     pub(crate) const SIGNATURE: usize = 2;
 
     /// The preferred spelling of header `slot` that is present, with its value.
-    fn first<'h>(
+    fn first<'h, H: Headers + ?Sized>(
         &self,
-        values: &[Result<Option<&'h str>, ()>],
+        headers: &'h H,
+        pre: &Prefetched<'h>,
         slot: usize,
     ) -> Result<Option<(&'static str, &'h str)>, Rejection> {
         let spellings = self
             .names
             .iter()
-            .zip(values)
             .skip(slot.saturating_mul(self.spellings))
             .take(self.spellings);
-        for (name, value) in spellings {
-            match value {
-                Err(()) => return Err(reject(Reason::MalformedHeader, name)),
-                Ok(Some(value)) => return Ok(Some((name, value))),
-                Ok(None) => {}
+        for name in spellings {
+            if let Some(value) = pre.single(headers, name)? {
+                return Ok(Some((name, value)));
             }
         }
         Ok(None)
@@ -467,22 +612,22 @@ impl Family {
 /// of `version,signature` entries; entries of other versions are skipped.
 fn standard<'a, H: Headers + ?Sized>(
     h: &'a H,
+    pre: &Prefetched<'a>,
     body: &'a [u8],
     family: Family,
     version: &str,
     encoding: Encoding,
     other_versions_only: Reason,
 ) -> Result<Extracted<'a>, Rejection> {
-    // One walk over the headers finds all three (and their Svix spellings).
-    let values = singles(h, family.names);
+    // One walk over the headers found all three (and their Svix spellings).
     let (_, id) = family
-        .first(&values, Family::ID)?
+        .first(h, pre, Family::ID)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-id"))?;
     let (ts_name, ts) = family
-        .first(&values, Family::TIMESTAMP)?
+        .first(h, pre, Family::TIMESTAMP)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-timestamp"))?;
     let (sig_name, _) = family
-        .first(&values, Family::SIGNATURE)?
+        .first(h, pre, Family::SIGNATURE)?
         .ok_or_else(|| reject(Reason::MissingHeader, "webhook-signature"))?;
 
     // The libraries parse the timestamp and sign its decimal form (`{msg_id}.{timestamp}`
@@ -493,14 +638,14 @@ fn standard<'a, H: Headers + ?Sized>(
     let millis = seconds
         .checked_mul(1000)
         .ok_or_else(|| reject(Reason::InvalidTimestamp, ts_name))?;
-    let message = vec![
+    let message = smallvec![
         bytes(id),
         literal("."),
-        Cow::Owned(seconds.to_string().into_bytes()),
+        decimal(ts, seconds),
         literal("."),
         Cow::Borrowed(body),
     ];
-    let mut out = Extracted::new(vec![message], sig_name);
+    let mut out = Extracted::new(smallvec![message], sig_name);
     out.timestamp = Some((millis, ts_name));
     let mut seen = 0;
     let mut of_version = false;
@@ -511,7 +656,7 @@ fn standard<'a, H: Headers + ?Sized>(
         MAX_SIGNATURES
     };
     // Every line of the header, so that repeated lines count toward the limit.
-    h.visit(sig_name, &mut |value| {
+    let mut on_line = |value: &'a [u8]| {
         let Ok(value) = std::str::from_utf8(value) else {
             result = Err(reject(Reason::MalformedHeader, sig_name));
             return false;
@@ -535,13 +680,20 @@ fn standard<'a, H: Headers + ?Sized>(
             }
         }
         true
-    });
+    };
+    // The walk that found the header saw its only line; several lines are visited again.
+    match pre.only_line(sig_name) {
+        Some(line) => {
+            on_line(line);
+        }
+        None => h.visit(sig_name, &mut on_line),
+    }
     result?;
     if !of_version {
         out.mismatch = other_versions_only;
     }
     out.delivery_id = Field::Known(Some(id.to_owned()));
-    out.dedup = DedupRecipe::SignedId(id.to_owned());
+    out.dedup = DedupRecipe::SignedDeliveryId;
     Ok(out)
 }
 
@@ -593,16 +745,17 @@ impl KeyValue {
 
 fn key_value<'a, H: Headers + ?Sized>(
     h: &'a H,
+    pre: &Prefetched<'a>,
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
+    let value = pre.required(h, kv.header)?;
     if kv.paddle {
-        return paddle_signature(h, body, kv);
+        return paddle_signature(value, body, kv);
     }
-    let value = required(h, kv.header)?;
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
-    let mut signatures: Vec<&str> = Vec::new();
+    let mut signatures: SmallVec<[&str; 4]> = SmallVec::new();
     let separates =
         |c: char| c == kv.separator || (kv.whitespace_groups && c.is_ascii_whitespace());
     for element in value
@@ -630,15 +783,15 @@ fn key_value<'a, H: Headers + ?Sized>(
 fn signed_timestamp_and_body<'a>(
     signed_ts: Cow<'a, [u8]>,
     timestamp: (i64, &'static str),
-    signatures: Vec<&'a str>,
+    signatures: SmallVec<[&'a str; 4]>,
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
     if signatures.is_empty() {
         return Err(reject(kv.no_signature, kv.header));
     }
-    let message = vec![signed_ts, literal(kv.joiner), Cow::Borrowed(body)];
-    let mut out = Extracted::new(vec![message], kv.header);
+    let message = smallvec![signed_ts, literal(kv.joiner), Cow::Borrowed(body)];
+    let mut out = Extracted::new(smallvec![message], kv.header);
     out.timestamp = Some(timestamp);
     let mut seen = 0;
     for signature in signatures {
@@ -660,15 +813,14 @@ fn signed_timestamp_and_body<'a>(
 /// raises). The timestamp is parsed (`parseInt`, `int`) and its decimal form signed, so
 /// `+` and leading zeros are that instant. Where the two SDKs disagree — a second `=` in a
 /// part, an empty `ts`, a fraction — the header is refused.
-fn paddle_signature<'a, H: Headers + ?Sized>(
-    h: &'a H,
+fn paddle_signature<'a>(
+    value: &'a str,
     body: &'a [u8],
     kv: KeyValue,
 ) -> Result<Extracted<'a>, Rejection> {
-    let value = required(h, kv.header)?;
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
-    let mut signatures: Vec<&str> = Vec::new();
+    let mut signatures: SmallVec<[&str; 4]> = SmallVec::new();
     for part in value.split(kv.separator) {
         let Some((key, val)) = part.split_once('=') else {
             continue;
@@ -693,7 +845,7 @@ fn paddle_signature<'a, H: Headers + ?Sized>(
         .checked_mul(1000)
         .ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
     signed_timestamp_and_body(
-        Cow::Owned(seconds.to_string().into_bytes()),
+        decimal(ts, seconds),
         (millis, kv.header),
         signatures,
         body,
@@ -704,16 +856,17 @@ fn paddle_signature<'a, H: Headers + ?Sized>(
 /// One signature after a fixed prefix (`sha256=…`); a value without the prefix is malformed.
 fn prefixed<'a, H: Headers + ?Sized>(
     h: &'a H,
+    pre: &Prefetched<'a>,
     header: &'static str,
     prefix: &str,
     encoding: Encoding,
     message: Message<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
-    let value = required(h, header)?;
+    let value = pre.required(h, header)?;
     let signature = value
         .strip_prefix(prefix)
         .ok_or_else(|| reject(Reason::MalformedHeader, header))?;
-    let mut out = Extracted::new(vec![message], header);
+    let mut out = Extracted::new(smallvec![message], header);
     push_candidate(&mut out.signatures, &mut 0, encoding, signature, header)?;
     Ok(out)
 }
@@ -730,7 +883,7 @@ fn prefixed_list<'a, H: Headers + ?Sized>(
     message: Message<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
-    let mut out = Extracted::new(vec![message], header);
+    let mut out = Extracted::new(smallvec![message], header);
     let mut seen = 0;
     for entry in value.split(',') {
         let Some(signature) = entry.strip_prefix(prefix) else {
@@ -756,7 +909,7 @@ fn numbered<'a, H: Headers + ?Sized>(
     max: usize,
     encoding: Encoding,
 ) -> Result<Extracted<'a>, Rejection> {
-    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], first);
+    let mut out = Extracted::new(smallvec![smallvec![Cow::Borrowed(body)]], first);
     let mut name = String::with_capacity(prefix.len().saturating_add(3));
     let mut seen = 0;
     let mut found = false;
@@ -778,12 +931,13 @@ fn numbered<'a, H: Headers + ?Sized>(
 /// One signature, no prefix.
 fn bare<'a, H: Headers + ?Sized>(
     h: &'a H,
+    pre: &Prefetched<'a>,
     header: &'static str,
     encoding: Encoding,
     message: Message<'a>,
 ) -> Result<Extracted<'a>, Rejection> {
-    let value = required(h, header)?;
-    let mut out = Extracted::new(vec![message], header);
+    let value = pre.required(h, header)?;
+    let mut out = Extracted::new(smallvec![message], header);
     push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
     Ok(out)
 }
@@ -806,15 +960,12 @@ fn versioned<'a, H: Headers + ?Sized>(
         let invalid = || reject(Reason::InvalidTimestamp, timestamp_header);
         let seconds = standard_timestamp(ts).ok_or_else(invalid)?;
         let millis = seconds.checked_mul(1000).ok_or_else(invalid)?;
-        (
-            Cow::Owned(seconds.to_string().into_bytes()),
-            (millis, timestamp_header),
-        )
+        (decimal(ts, seconds), (millis, timestamp_header))
     } else {
         (bytes(ts), timestamp_seconds(ts, timestamp_header)?)
     };
-    let message = vec![literal("v0:"), signed, literal(":"), Cow::Borrowed(body)];
-    let mut out = Extracted::new(vec![message], header);
+    let message = smallvec![literal("v0:"), signed, literal(":"), Cow::Borrowed(body)];
+    let mut out = Extracted::new(smallvec![message], header);
     out.timestamp = Some(at);
     if version == "v0" {
         push_candidate(
@@ -841,8 +992,8 @@ fn timestamped<'a, H: Headers + ?Sized>(
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
     let ts = required(h, timestamp_header)?;
-    let message = vec![bytes(ts), literal(separator), Cow::Borrowed(body)];
-    let mut out = Extracted::new(vec![message], header);
+    let message = smallvec![bytes(ts), literal(separator), Cow::Borrowed(body)];
+    let mut out = Extracted::new(smallvec![message], header);
     let ms = match time {
         TimeFormat::UnixMillis => parse_digits(ts),
         TimeFormat::Rfc3339 => rfc3339_millis(ts),
@@ -863,8 +1014,8 @@ fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
         .strip_prefix("sha256=")
         .ok_or_else(|| reject(Reason::MalformedHeader, SIGNATURE))?;
     // The header bytes are signed verbatim; the parsed time is only for the window.
-    let message = vec![bytes(id), bytes(ts), Cow::Borrowed(body)];
-    let mut out = Extracted::new(vec![message], SIGNATURE);
+    let message = smallvec![bytes(id), bytes(ts), Cow::Borrowed(body)];
+    let mut out = Extracted::new(smallvec![message], SIGNATURE);
     let ms = rfc3339_millis(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, TIMESTAMP))?;
     out.timestamp = Some((ms, TIMESTAMP));
     push_candidate(
@@ -875,7 +1026,7 @@ fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
         SIGNATURE,
     )?;
     out.delivery_id = Field::Known(Some(id.to_owned()));
-    out.dedup = DedupRecipe::SignedId(id.to_owned());
+    out.dedup = DedupRecipe::SignedDeliveryId;
     Ok(out)
 }
 
@@ -886,9 +1037,13 @@ fn twitch<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
 /// headers are not signed: they are required so that hookgate accepts no more than the
 /// library does, not because they prove anything. Here they are checked before the HMAC, so
 /// a forged delivery that also lacks them is `missing_header` (the library: invalid HMAC).
-fn shopify<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+fn shopify<'a, H: Headers + ?Sized>(
+    h: &'a H,
+    pre: &Prefetched<'a>,
+    body: &'a [u8],
+) -> Result<Extracted<'a>, Rejection> {
     use super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
-    let kind = if single(h, SHOPIFY_EVENTS.hmac)?.is_some() {
+    let kind = if pre.single(h, SHOPIFY_EVENTS.hmac)?.is_some() {
         &SHOPIFY_EVENTS
     } else {
         &SHOPIFY_WEBHOOKS
@@ -896,11 +1051,11 @@ fn shopify<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracte
     if body.is_empty() {
         return Err(reject(Reason::MissingHeader, "body"));
     }
-    // The HMAC and the required headers, in one walk over the headers (at most `MAX_NAMES`).
-    let mut out = Extracted::new(vec![vec![Cow::Borrowed(body)]], kind.hmac);
-    for (&name, value) in kind.headers.iter().zip(singles(h, kind.headers)) {
-        let value = value
-            .map_err(|()| reject(Reason::MalformedHeader, name))?
+    // The HMAC and the required headers, read in the preset's one walk over the headers.
+    let mut out = Extracted::new(smallvec![smallvec![Cow::Borrowed(body)]], kind.hmac);
+    for &name in kind.headers {
+        let value = pre
+            .single(h, name)?
             .ok_or_else(|| reject(Reason::MissingHeader, name))?;
         if name == kind.hmac {
             push_candidate(&mut out.signatures, &mut 0, Encoding::Base64, value, name)?;
@@ -917,9 +1072,10 @@ fn linear<'a, H: Headers + ?Sized>(h: &'a H, body: &'a [u8]) -> Result<Extracted
     const LOCATION: &str = "webhookTimestamp";
     let mut out = bare(
         h,
+        &Prefetched::none(),
         "Linear-Signature",
         Encoding::Hex,
-        vec![Cow::Borrowed(body)],
+        smallvec![Cow::Borrowed(body)],
     )?;
     let text = crate::json::field(body, &[LOCATION])
         .ok_or_else(|| reject(Reason::MissingHeader, LOCATION))?;
@@ -939,7 +1095,7 @@ fn asymmetric<'a, H: Headers + ?Sized>(
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
     let ts = required(h, timestamp_header)?;
-    let mut out = Extracted::new(vec![vec![bytes(ts), Cow::Borrowed(body)]], header);
+    let mut out = Extracted::new(smallvec![smallvec![bytes(ts), Cow::Borrowed(body)]], header);
     out.timestamp = Some(timestamp_seconds(ts, timestamp_header)?);
     push_candidate(&mut out.signatures, &mut 0, encoding, value, header)?;
     Ok(out)
@@ -958,7 +1114,7 @@ fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
     }
     let decoded = BASE64.decode(credentials.trim()).map_err(|_| malformed())?;
     let mut out = Extracted::new(Vec::new(), HEADER);
-    out.signatures.push(decoded);
+    out.signatures.push(decoded.into());
     out.mismatch = Reason::TokenMismatch;
     Ok(out)
 }
@@ -966,7 +1122,7 @@ fn basic_auth<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
 /// Figma: the token is the body's top-level `field`, a non-empty string (or number); without
 /// it there is no signature at all. A body that names the field twice is malformed: which
 /// one counts would be ambiguous, and the other copy would escape redaction.
-fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Rejection> {
+fn body_token<'a>(body: &'a [u8], field: &'static str) -> Result<Extracted<'a>, Rejection> {
     let mut members = crate::json::top_level_members(body, field)
         .ok_or_else(|| reject(Reason::MissingSignature, field))?;
     if members.len() > 1 {
@@ -977,7 +1133,7 @@ fn body_token(body: &[u8], field: &'static str) -> Result<Extracted<'static>, Re
         .and_then(|(span, token)| Some((span, token.filter(|t| !t.is_empty())?)))
         .ok_or_else(|| reject(Reason::MissingSignature, field))?;
     let mut out = Extracted::new(Vec::new(), field);
-    out.signatures.push(token.into_bytes());
+    out.signatures.push(token.into_bytes().into());
     out.mismatch = Reason::TokenMismatch;
     out.redact = vec![span];
     Ok(out)
@@ -1016,9 +1172,9 @@ fn netlify<H: Headers + ?Sized>(h: &H) -> Result<Extracted<'_>, Rejection> {
         .saturating_add(1)
         .saturating_add(claims.len());
     let input = value.get(..input_len).ok_or_else(malformed)?;
-    let mut out = Extracted::new(vec![vec![bytes(input)]], HEADER);
+    let mut out = Extracted::new(smallvec![smallvec![bytes(input)]], HEADER);
     if let Ok(decoded) = BASE64_URL.decode(signature) {
-        out.signatures.push(decoded);
+        out.signatures.push(decoded.into());
     }
     out.body_sha256 = Some((digest, HEADER));
     Ok(out)
@@ -1057,9 +1213,11 @@ fn twilio<'a, H: Headers + ?Sized>(
     // parameter order): for form bodies it is a digest of what is signed, the URL and the
     // sorted, decoded parameters. A JSON body is covered byte for byte by `bodySHA256`.
     let dedup = twilio_dedup(url, &params, body_sha256.is_some());
-    let messages = twilio_urls(url)
+    let messages: Messages<'a> = twilio_urls(url)
         .into_iter()
-        .map(|variant| vec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())])
+        .map(|variant| -> Message<'a> {
+            smallvec![Cow::Owned(variant.into_bytes()), Cow::Owned(params.clone())]
+        })
         .collect();
     let mut out = Extracted::new(messages, HEADER);
     out.dedup = dedup;
@@ -1084,8 +1242,9 @@ fn hubspot_v3<'a, H: Headers + ?Sized>(
     let ts = required(h, HUBSPOT_TIMESTAMP)?;
     let ms = parse_digits(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, HUBSPOT_TIMESTAMP))?;
     let decoded = hubspot_decode_uri(uri);
-    let message = |uri: Cow<'a, [u8]>| vec![bytes(method), uri, Cow::Borrowed(body), bytes(ts)];
-    let mut messages = Vec::with_capacity(2);
+    let message =
+        |uri: Cow<'a, [u8]>| smallvec![bytes(method), uri, Cow::Borrowed(body), bytes(ts)];
+    let mut messages = Messages::new();
     if let Cow::Owned(decoded) = decoded {
         messages.push(message(Cow::Owned(decoded.into_bytes())));
     }
@@ -1176,9 +1335,9 @@ fn box_signatures<'a, H: Headers + ?Sized>(
     let ms = rfc3339_millis(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, TIMESTAMP))?;
     let version = required(h, VERSION)?;
     let algorithm = required(h, ALGORITHM)?;
-    let mut messages = vec![vec![Cow::Borrowed(body), bytes(ts)]];
+    let mut messages: Messages<'a> = smallvec![smallvec![Cow::Borrowed(body), bytes(ts)]];
     if let Some(escaped) = std::str::from_utf8(body).ok().and_then(box_escape) {
-        messages.push(vec![Cow::Owned(escaped.into_bytes()), bytes(ts)]);
+        messages.push(smallvec![Cow::Owned(escaped.into_bytes()), bytes(ts)]);
     }
     let mut out = Extracted::new(messages, PRIMARY);
     out.timestamp = Some((ms, TIMESTAMP));
@@ -1192,7 +1351,7 @@ fn box_signatures<'a, H: Headers + ?Sized>(
     for value in [Some(primary), secondary] {
         // One slot per key, in order; a slot that does not decode never matches.
         let decoded = value.and_then(|v| Encoding::Base64.decode(v.as_bytes()));
-        out.signatures.push(decoded.unwrap_or_default());
+        out.signatures.push(decoded.unwrap_or_default().into());
     }
     Ok(out)
 }
@@ -1299,8 +1458,8 @@ fn contentful<'a, H: Headers + ?Sized>(
         });
     }
     canonical.push('\n');
-    let message = vec![Cow::Owned(canonical.into_bytes()), Cow::Borrowed(body)];
-    let mut out = Extracted::new(vec![message], CONTENTFUL_SIGNATURE);
+    let message = smallvec![Cow::Owned(canonical.into_bytes()), Cow::Borrowed(body)];
+    let mut out = Extracted::new(smallvec![message], CONTENTFUL_SIGNATURE);
     out.timestamp = Some((ms, CONTENTFUL_TIMESTAMP));
     push_candidate(
         &mut out.signatures,
@@ -1574,8 +1733,8 @@ fn mailgun(body: &[u8]) -> Result<Extracted<'_>, Rejection> {
     };
     let timestamp = timestamp_seconds(&ts, "signature.timestamp")?;
     let dedup = DedupRecipe::SignedId(token.clone());
-    let message = vec![Cow::Owned(ts.into_bytes()), Cow::Owned(token.into_bytes())];
-    let mut out = Extracted::new(vec![message], LOCATION);
+    let message = smallvec![Cow::Owned(ts.into_bytes()), Cow::Owned(token.into_bytes())];
+    let mut out = Extracted::new(smallvec![message], LOCATION);
     out.timestamp = Some(timestamp);
     push_candidate(
         &mut out.signatures,
@@ -1604,7 +1763,7 @@ fn generic_hmac<'a, H: Headers + ?Sized>(
         Some(name) => single_dynamic(h, name, "timestamp header")?,
         None => None,
     };
-    let mut message: Message<'a> = Vec::with_capacity(g.template.len());
+    let mut message: Message<'a> = Message::with_capacity(g.template.len());
     for part in &g.template {
         message.push(match part {
             Part::Literal(text) => Cow::Owned(text.clone()),
@@ -1633,7 +1792,7 @@ fn generic_hmac<'a, H: Headers + ?Sized>(
     if entries.is_empty() {
         return Err(reject(Reason::MissingHeader, SIGNATURE));
     }
-    let mut out = Extracted::new(vec![message], SIGNATURE);
+    let mut out = Extracted::new(smallvec![message], SIGNATURE);
     let mut seen = 0;
     let mut prefixed = 0usize;
     for entry in entries {
@@ -1681,6 +1840,26 @@ pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn digits_parse_in_one_pass_as_str_parse_would() {
+        for text in ["0", "7", "1614265330", "9223372036854775807", "000123"] {
+            assert_eq!(parse_digits(text), text.parse::<i64>().ok(), "{text}");
+        }
+        for refused in [
+            "",
+            "+1",
+            "-1",
+            "1.5",
+            " 1",
+            "1 ",
+            "9223372036854775808",
+            "1a",
+            "٣",
+        ] {
+            assert_eq!(parse_digits(refused), None, "{refused:?}");
+        }
+    }
+
     /// The Standard Webhooks timestamp forms every official library accepts, and the ones
     /// only some of them do.
     #[test]
@@ -1718,20 +1897,22 @@ mod tests {
             "Persona-Signature",
             format!("t=1700000000,v1={a} t=1700000000,v1={b}"),
         )];
-        let out = key_value(&same[..], b"{}", kv).unwrap();
+        let out = key_value(&same[..], &Prefetched::none(), b"{}", kv).unwrap();
         assert_eq!(out.signatures.len(), 2);
         assert_eq!(out.timestamp.map(|(ms, _)| ms), Some(1_700_000_000_000));
         let differ = [(
             "Persona-Signature",
             format!("t=1700000000,v1={a} t=1700000001,v1={b}"),
         )];
-        let rejected = key_value(&differ[..], b"{}", kv).map(|_| ()).unwrap_err();
+        let rejected = key_value(&differ[..], &Prefetched::none(), b"{}", kv)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(rejected.reason(), Reason::MalformedHeader);
         let stripe = [(
             "Stripe-Signature",
             format!("t=1700000000,v1={a},t=1700000000"),
         )];
-        let rejected = key_value(&stripe[..], b"{}", KeyValue::STRIPE)
+        let rejected = key_value(&stripe[..], &Prefetched::none(), b"{}", KeyValue::STRIPE)
             .map(|_| ())
             .unwrap_err();
         assert_eq!(rejected.reason(), Reason::MalformedHeader);
@@ -1751,7 +1932,10 @@ mod tests {
             Encoding::Base64,
         )
         .unwrap();
-        assert_eq!(out.signatures, vec![vec![0, 0, 0]]);
+        assert_eq!(
+            out.signatures.as_slice(),
+            [Candidate::from_slice(&[0, 0, 0])]
+        );
         let none: [(&str, &str); 0] = [];
         let missing = numbered(
             &none[..],
@@ -1821,6 +2005,42 @@ mod tests {
         assert_ne!(key(b"From=%2B1556&Body=hi"), original);
     }
 
+    /// What the preset reads of a Standard Webhooks delivery's headers, in one walk.
+    fn webhook_headers(h: &[(String, String)]) -> Prefetched<'_> {
+        Prefetched::read(h, Family::WEBHOOK.names.iter().copied())
+    }
+
+    /// A signature header repeated on several lines counts every line's entries toward the
+    /// limit, as one line with all of them would.
+    #[test]
+    fn repeated_signature_lines_count_toward_the_limit() {
+        let half = vec!["v1,AAAA"; MAX_SIGNATURES / 2 + 1].join(" ");
+        let mut h = vec![
+            ("webhook-id".to_owned(), "msg".to_owned()),
+            ("webhook-timestamp".to_owned(), "1".to_owned()),
+            ("webhook-signature".to_owned(), half.clone()),
+        ];
+        let read = |h: &[(String, String)]| {
+            standard(
+                h,
+                &webhook_headers(h),
+                b"{}",
+                Family::WEBHOOK,
+                "v1",
+                Encoding::Base64,
+                Reason::SignatureMismatch,
+            )
+            .map(|out| out.signatures.len())
+        };
+        assert_eq!(read(&h).unwrap(), MAX_SIGNATURES / 2 + 1);
+        h.push(("Webhook-Signature".to_owned(), half));
+        assert_eq!(read(&h).unwrap_err().reason(), Reason::MalformedHeader);
+        // A blank second line adds nothing; the one line is read as sent.
+        h.pop();
+        h.push(("webhook-signature".to_owned(), " ".to_owned()));
+        assert_eq!(read(&h).unwrap(), MAX_SIGNATURES / 2 + 1);
+    }
+
     #[test]
     fn v1a_headers_carry_at_most_a_few_signatures() {
         let entry = format!("v1a,{}", "A".repeat(86) + "==");
@@ -1838,6 +2058,7 @@ mod tests {
         assert!(
             standard(
                 &four,
+                &webhook_headers(&four),
                 b"{}",
                 Family::WEBHOOK,
                 "v1a",
@@ -1849,6 +2070,7 @@ mod tests {
         let five = headers(MAX_ASYMMETRIC_SIGNATURES + 1);
         let err = standard(
             &five,
+            &webhook_headers(&five),
             b"{}",
             Family::WEBHOOK,
             "v1a",
@@ -1869,6 +2091,7 @@ mod tests {
         assert!(
             standard(
                 &many_v1,
+                &webhook_headers(&many_v1),
                 b"{}",
                 Family::WEBHOOK,
                 "v1",
@@ -1895,8 +2118,7 @@ mod tests {
     #[test]
     fn shopify_reads_its_required_headers_in_one_walk_and_names_the_missing_one() {
         use super::super::preset::{SHOPIFY_EVENTS, SHOPIFY_WEBHOOKS};
-        assert!(SHOPIFY_WEBHOOKS.headers.len() <= MAX_NAMES);
-        assert!(SHOPIFY_EVENTS.headers.len() <= MAX_NAMES);
+        assert!(SHOPIFY_WEBHOOKS.headers.len() + SHOPIFY_EVENTS.headers.len() <= MAX_PREFETCHED);
         assert_eq!(
             SHOPIFY_WEBHOOKS.headers.first(),
             Some(&SHOPIFY_WEBHOOKS.hmac)
@@ -1912,6 +2134,18 @@ mod tests {
             ("X-Shopify-API-Version", "2023-01"),
             ("X-Shopify-Webhook-Id", "123456789"),
         ];
+        // As `preset` calls it: the headers read in one walk (and, for the missing-name
+        // fallback, with nothing read beforehand).
+        fn shopify<'a>(h: &'a [(&str, &str)], body: &'a [u8]) -> Result<Extracted<'a>, Rejection> {
+            let names = SHOPIFY_EVENTS
+                .headers
+                .iter()
+                .chain(SHOPIFY_WEBHOOKS.headers);
+            let walked = super::shopify(h, &Prefetched::read(h, names.copied()), body);
+            let looked_up = super::shopify(h, &Prefetched::none(), body);
+            assert_eq!(walked.is_ok(), looked_up.is_ok());
+            walked
+        }
         assert!(shopify(&full, b"{}").is_ok());
         assert_eq!(
             shopify(&full, b"").unwrap_err().location(),
