@@ -193,25 +193,11 @@ impl Inbox {
         held: Vec<(i64, i64)>,
         lease: Duration,
     ) -> Result<usize, InboxError> {
-        self.write_with_undo(
-            false,
-            move |conn, now| {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE deliveries SET due_at = ?3
-                     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-                )?;
-                let mut renewed = 0usize;
-                for (id, token) in held {
-                    renewed = renewed.saturating_add(stmt.execute(params![
-                        id,
-                        token,
-                        add(now, lease)
-                    ])?);
-                }
-                Ok(renewed)
-            },
-            None,
-            Durability::Deferred,
+        self.renew(
+            "UPDATE deliveries SET due_at = ?3
+             WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
+            held,
+            lease,
         )
         .await
     }

@@ -64,17 +64,35 @@ impl Inbox {
         held: Vec<(EventId, i64)>,
         lease: Duration,
     ) -> Result<usize, InboxError> {
+        let held = held
+            .into_iter()
+            .map(|(id, token)| (id.get(), token))
+            .collect();
+        self.renew(
+            "UPDATE state SET due_at = ?3
+             WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
+            held,
+            lease,
+        )
+        .await
+    }
+
+    /// Runs `update` (`?1` row id, `?2` lease token, `?3` new due time) for each lease
+    /// still held, without an fsync of its own; returns how many were extended.
+    pub(crate) async fn renew(
+        &self,
+        update: &'static str,
+        held: Vec<(i64, i64)>,
+        lease: Duration,
+    ) -> Result<usize, InboxError> {
         self.write_with_undo(
             false,
             move |conn, now| {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE state SET due_at = ?3
-                 WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'",
-                )?;
+                let mut stmt = conn.prepare_cached(update)?;
                 let mut renewed = 0usize;
                 for (id, token) in held {
                     renewed = renewed.saturating_add(stmt.execute(params![
-                        id.get(),
+                        id,
                         token,
                         add(now, lease)
                     ])?);

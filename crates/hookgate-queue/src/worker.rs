@@ -479,7 +479,8 @@ struct Routes {
 /// Leave for one delivery to a destination to start.
 struct Pass {
     route: usize,
-    admission: Admission<TokioClock>,
+    /// Taken when the call ends ([`Finished::settle`]), before its result is recorded.
+    admission: Option<Admission<TokioClock>>,
     lane: Option<LaneKey>,
 }
 
@@ -764,7 +765,7 @@ impl<Q: Queue> Waiting<Q> {
                             held,
                             Some(Pass {
                                 route,
-                                admission,
+                                admission: Some(admission),
                                 lane,
                             }),
                         )
@@ -789,6 +790,19 @@ struct Finished<Q: Queue> {
     verdict: Verdict,
     span: tracing::Span,
     pass: Option<Pass>,
+}
+
+impl<Q: Queue> Finished<Q> {
+    /// The call to a destination ended: its circuit breaker counts the outcome and its
+    /// concurrency slot is freed now, in the loop, before the next delivery is admitted,
+    /// not later when the result has been written (a second failure could otherwise be
+    /// missed by the admission right after it).
+    fn settle(mut self) -> Self {
+        if let Some(admission) = self.pass.as_mut().and_then(|pass| pass.admission.take()) {
+            admission.finish(matches!(self.verdict, Verdict::Processed));
+        }
+        self
+    }
 }
 
 type LeaseFuture<'a, Q> = BoxFuture<'a, LeaseResult<Q>>;
@@ -864,7 +878,7 @@ async fn run<Q: Queue>(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 idle = false;
                 if let Ok(finished) = joined {
-                    recording.spawn(record(shared.clone(), finished));
+                    recording.spawn(record(shared.clone(), finished.settle()));
                 }
             }
             // A result recorded may have ended a destination's hold: lease again.
@@ -928,7 +942,7 @@ async fn run<Q: Queue>(
             joined = tasks.join_next() => {
                 if let Some(Ok(finished)) = joined {
                     report.finished = report.finished.saturating_add(1);
-                    recording.spawn(record(shared.clone(), finished));
+                    recording.spawn(record(shared.clone(), finished.settle()));
                 }
             }
             () = &mut deadline => break,
@@ -939,7 +953,7 @@ async fn run<Q: Queue>(
         // A handler that finished just as the others were cancelled.
         if let Ok(finished) = joined {
             report.finished = report.finished.saturating_add(1);
-            recording.spawn(record(shared.clone(), finished));
+            recording.spawn(record(shared.clone(), finished.settle()));
         }
     }
     while recording.join_next().await.is_some() {}
@@ -1139,7 +1153,10 @@ fn end_pass(routes: &Routes, pass: Pass, outcome: &'static str, dead: bool) {
         admission,
         lane,
     } = pass;
-    admission.finish(outcome == "processed");
+    // Already settled when the call ended; here only if it was not.
+    if let Some(admission) = admission {
+        admission.finish(outcome == "processed");
+    }
     if let Some(r) = routes.list.get(route) {
         metrics::counter!(
             DESTINATION_ATTEMPTS_METRIC,
