@@ -327,6 +327,7 @@ mod tests {
 
     use super::*;
     use crate::inbox::log_dir;
+    use crate::inbox::tests::hold_writer;
     use crate::{Enqueued, Inbox, LogQuery};
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -346,31 +347,6 @@ mod tests {
 
     fn open(path: &Path) -> Inbox {
         Inbox::builder(path).no_scheduled_pruning().open().unwrap()
-    }
-
-    /// Holds the database writer inside a job until the returned sender is dropped or
-    /// sent to: nothing is applied meanwhile.
-    async fn hold_writer(inbox: &Inbox) -> (std_mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (entered_tx, entered_rx) = std_mpsc::channel::<()>();
-        let (release_tx, release_rx) = std_mpsc::channel::<()>();
-        let held = {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                inbox
-                    .write(false, move |_, _| {
-                        entered_tx.send(()).ok();
-                        release_rx.recv().ok();
-                        Ok(())
-                    })
-                    .await
-                    .unwrap();
-            })
-        };
-        tokio::task::spawn_blocking(move || entered_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        (release_tx, held)
     }
 
     /// What a crash at this moment leaves on disk: the database, its write-ahead log and

@@ -1088,8 +1088,35 @@ impl Claims {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Holds the database writer inside a job until the returned sender is dropped or
+    /// sent to: nothing is applied meanwhile.
+    pub(crate) async fn hold_writer(
+        inbox: &Inbox,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                inbox
+                    .write(false, move |_, _| {
+                        entered_tx.send(()).ok();
+                        release_rx.recv().ok();
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::task::spawn_blocking(move || entered_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        (release_tx, held)
+    }
 
     #[test]
     fn claims_expire_and_check_tokens() {
@@ -1134,6 +1161,7 @@ mod tests {
 #[cfg(test)]
 mod group_commit_tests {
     use super::*;
+    use crate::inbox::tests::hold_writer;
 
     /// A batch of deferred jobs only commits with `synchronous=NORMAL` (no fsync); every
     /// other batch with `FULL`, however often the two alternate.
@@ -1176,24 +1204,7 @@ mod group_commit_tests {
             .no_scheduled_pruning()
             .open()
             .unwrap();
-        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                inbox
-                    .write(false, move |_, _| {
-                        entered_tx.send(()).ok();
-                        release_rx.recv().ok();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        tokio::task::spawn_blocking(move || entered_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (release_tx, blocker) = hold_writer(&inbox).await;
 
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let signer = hookgate::Signer::new(hookgate::SchemeId::StandardWebhooksV1, secret).unwrap();
@@ -1225,7 +1236,7 @@ mod group_commit_tests {
         assert_eq!(stats.unapplied, 64, "the database writer is still held");
 
         release_tx.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        blocker.await.unwrap();
         assert_eq!(inbox.status_counts().await.unwrap().total(), 64);
         assert_eq!(inbox.stats().unapplied, 0);
     }
