@@ -19,6 +19,7 @@ mod hint;
 mod inbox;
 mod input;
 mod log_view;
+mod logging;
 mod outgoing;
 mod process;
 mod send;
@@ -103,6 +104,8 @@ enum Command {
     /// --console adds the web console (event log, dead letters with replay, activity)
     /// under /_hookgate/, behind a token printed at start.
     /// SIGTERM or Ctrl-C stops taking requests, lets running handlers finish and exits.
+    /// Rejections, retries and dead letters are logged on stderr; HOOKGATE_LOG sets the
+    /// filter (default info; e.g. warn, or hookgate_queue=debug,info).
     ///
     /// Example:
     ///
@@ -156,6 +159,7 @@ enum Command {
     /// dead letter (`<stream>:dead` in Redis, `<stream>_DEAD` in JetStream). Several `work`
     /// processes share one queue; the events of one that dies are taken over by another
     /// after --lease. SIGTERM or Ctrl-C finishes the events in progress, or gives them back.
+    /// Retries and dead letters are logged on stderr (HOOKGATE_LOG, as for serve).
     ///
     /// Examples:
     ///
@@ -263,14 +267,16 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Schemes => Ok(schemes()),
-        Command::Serve(args) => run_async(serve::run(*args)),
-        Command::Work(args) => run_async(work::run(*args)),
+        Command::Serve(args) => logging::init().and_then(|()| run_async(serve::run(*args))),
+        Command::Work(args) => logging::init().and_then(|()| run_async(work::run(*args))),
         Command::DeadLetters(args) => run_async(dead_letters::run(args)),
         Command::Send(args) => run_async(send::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Inbox(args) => run_async(inbox::run(args)),
         Command::Destination(args) => run_async(destination::run(args)),
-        Command::Console(args) => run_async(console::command::run(args)),
+        Command::Console(args) => {
+            logging::init().and_then(|()| run_async(console::command::run(args)))
+        }
     };
     match result {
         Ok(output) => {

@@ -270,6 +270,33 @@ async fn an_always_failing_target_ends_in_dead_letters_that_replay_reruns() {
     }
     let attempts_before = app.seen().len();
     assert_eq!(attempts_before, 4);
+    // The worker's lines reach stderr (HOOKGATE_LOG's default, info): each retry and each
+    // dead letter with its reason, and never the secret.
+    eventually(PATIENCE, "the dead letters in serve's log", || async {
+        let log = serve.stderr();
+        (log.matches("event moved to the dead letters").count() == 2).then_some(())
+    })
+    .await;
+    let log = serve.stderr();
+    assert!(log.contains("event failed, retry scheduled"), "{log}");
+    assert!(log.contains("forward: 500 down"), "{log}");
+    let forged = hookgate([
+        "send",
+        &serve.url("/webhooks"),
+        "--secret",
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ])
+    .await;
+    assert_ne!(forged.code, 0, "{forged:?}");
+    eventually(PATIENCE, "the rejection in serve's log", || async {
+        serve
+            .stderr()
+            .contains(r#"webhook rejected outcome="signature_mismatch""#)
+            .then_some(())
+    })
+    .await;
+    let key = secret.trim_start_matches("whsec_");
+    assert!(!serve.stderr().contains(key), "the secret is never logged");
 
     healthy.store(true, Ordering::SeqCst);
     let replay = hookgate([
