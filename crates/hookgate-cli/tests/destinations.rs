@@ -1,5 +1,5 @@
 //! `hookgate serve` with several destinations per endpoint (issue 21), as processes on
-//! free ports: fan-out, filters, concurrency caps, ordered lanes, pause/resume over the
+//! free ports: fan-out, filters, concurrency caps, a circuit breaker, ordered lanes, pause/resume over the
 //! CLI, and a SIGKILL during fan-out. Deliveries are told apart by the envelope's
 //! `delivery_id` (the id each test signs its events with).
 
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Serve, TestServer, eventually, get, hookgate, inbox_list};
@@ -321,15 +321,23 @@ async fn filters_send_each_event_where_they_say_and_store_the_rest_as_filtered()
     );
 }
 
-/// A slow application that records how many of its requests ran at once, and the order
-/// in which it answered 2xx, failing requests `fail` picks (from the delivery id and how
-/// many times it was seen).
+/// A slow application that records how many of its requests ran at once, when each began
+/// and ended, and the order in which it answered 2xx, failing requests `fail` picks (from
+/// the delivery id and how many times it was seen).
 struct SlowApp {
     addr: SocketAddr,
     most: Arc<AtomicUsize>,
     accepted: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<BTreeMap<String, usize>>>,
+    timeline: Arc<Mutex<Vec<(Instant, Mark)>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A request's beginning, or its end with the status it was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Start,
+    End(u16),
 }
 
 impl Drop for SlowApp {
@@ -349,18 +357,23 @@ impl SlowApp {
         let most = Arc::new(AtomicUsize::new(0));
         let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let timeline: Arc<Mutex<Vec<(Instant, Mark)>>> = Arc::default();
         let fail = Arc::new(fail);
         let (r, m, a, s) = (running, most.clone(), accepted.clone(), seen.clone());
+        let t = timeline.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (r, m, a, s, fail) = (r.clone(), m.clone(), a.clone(), s.clone(), fail.clone());
+                let t = t.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
                     let (r, m, a, s, fail) =
                         (r.clone(), m.clone(), a.clone(), s.clone(), fail.clone());
+                    let t = t.clone();
                     async move {
+                        t.lock().unwrap().push((Instant::now(), Mark::Start));
                         let now = r.fetch_add(1, Ordering::SeqCst) + 1;
                         m.fetch_max(now, Ordering::SeqCst);
                         let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -383,6 +396,7 @@ impl SlowApp {
                         }
                         r.fetch_sub(1, Ordering::SeqCst);
                         let status = if failed { 500 } else { 200 };
+                        t.lock().unwrap().push((Instant::now(), Mark::End(status)));
                         let mut response = Response::new(Full::new(Bytes::from_static(b"")));
                         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         Ok::<_, Infallible>(response)
@@ -400,6 +414,7 @@ impl SlowApp {
             most,
             accepted,
             seen,
+            timeline,
             task,
         }
     }
@@ -410,6 +425,10 @@ impl SlowApp {
 
     fn accepted(&self) -> Vec<String> {
         self.accepted.lock().unwrap().clone()
+    }
+
+    fn timeline(&self) -> Vec<(Instant, Mark)> {
+        self.timeline.lock().unwrap().clone()
     }
 }
 
@@ -600,6 +619,91 @@ async fn after_a_sigkill_during_fan_out_each_destination_gets_each_event() {
             sent.iter().all(|id| accepted.contains(id))
         };
         (has_all(&a) && has_all(&b)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_circuit_opens_after_its_failures_then_one_probe_closes_it() {
+    // The first three requests fail, whatever they carry; every later one succeeds.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let flaky = {
+        let calls = Arc::clone(&calls);
+        SlowApp::start(Duration::from_millis(20), move |_, _, _| {
+            calls.fetch_add(1, Ordering::SeqCst) < 3
+        })
+        .await
+    };
+    let steady = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open_for = Duration::from_secs(1);
+    let serve = serve(
+        dir.path(),
+        &[
+            destination(
+                "flaky",
+                &flaky.url(),
+                r#"concurrency = 4, circuit = { failures = 3, open_for = "1s" }, retry = { max_attempts = 20, base = "10ms", cap = "20ms" }"#,
+            ),
+            destination("steady", &steady.url("/"), ""),
+        ],
+        &["--workers", "8"],
+    );
+    // One event first, so that its first three attempts are the three failures in a row.
+    assert_eq!(post(serve.addr, "msg_circuit_0", "{}").await, 200);
+    eventually(PATIENCE, "three failed calls", || async {
+        let ends = flaky
+            .timeline()
+            .iter()
+            .filter(|(_, m)| *m == Mark::End(500))
+            .count();
+        (ends == 3).then_some(())
+    })
+    .await;
+    // The receiver keeps answering 2xx while the circuit is open; nothing is dropped.
+    let later: Vec<String> = (1..=4).map(|n| format!("msg_circuit_{n}")).collect();
+    for id in &later {
+        assert_eq!(post(serve.addr, id, "{}").await, 200);
+    }
+    eventually(PATIENCE, "all five delivered to both", || async {
+        (flaky.accepted().len() == 5 && steady.seen().len() == 5).then_some(())
+    })
+    .await;
+    let timeline = flaky.timeline();
+    let starts: Vec<usize> = (0..timeline.len())
+        .filter(|&i| timeline[i].1 == Mark::Start)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        8,
+        "three failures and five deliveries: {timeline:?}"
+    );
+    let third_failure_end = timeline
+        .iter()
+        .filter(|(_, m)| *m == Mark::End(500))
+        .nth(2)
+        .unwrap()
+        .0;
+    // The probe, the fourth call, waited the whole open time after the third failure...
+    let probe = starts[3];
+    assert!(
+        timeline[probe].0.duration_since(third_failure_end) >= open_for,
+        "the circuit held calls for open_for: {timeline:?}"
+    );
+    // ...and went alone: the next thing the application saw was its answer.
+    assert_eq!(timeline[probe + 1].1, Mark::End(200), "{timeline:?}");
+    let mut got = ids(&steady);
+    got.sort();
+    let mut sent = later.clone();
+    sent.insert(0, "msg_circuit_0".to_owned());
+    assert_eq!(got, sent, "steady got every event once, circuit or not");
+    eventually(PATIENCE, "the circuit gauge closed again", || async {
+        let (_, metrics) = get(serve.addr, "/metrics").await;
+        metrics
+            .contains(
+                r#"hookgate_destination_circuit_state{endpoint="default",destination="flaky"} 0"#,
+            )
+            .then_some(())
     })
     .await;
 }
