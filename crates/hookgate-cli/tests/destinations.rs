@@ -1,7 +1,7 @@
 //! `hookgate serve` with several destinations per endpoint (issue 21), as processes on
-//! free ports: fan-out, filters, concurrency caps, a circuit breaker, ordered lanes, pause/resume over the
-//! CLI, and a SIGKILL during fan-out. Deliveries are told apart by the envelope's
-//! `delivery_id` (the id each test signs its events with).
+//! free ports: fan-out, filters, concurrency caps, a circuit breaker, ordered lanes,
+//! pause/resume over the CLI, and a SIGKILL during fan-out. Deliveries are told apart by
+//! the envelope's `delivery_id` (the id each test signs its events with).
 
 #![allow(
     missing_docs,
