@@ -707,3 +707,59 @@ async fn a_destination_circuit_opens_after_its_failures_then_one_probe_closes_it
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_backlog_gauge_counts_every_waiting_keyed_delivery_in_the_store() {
+    let app = TestServer::start(|_, _| (200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve(
+        dir.path(),
+        &[destination(
+            "ordered",
+            &app.url("/"),
+            r#"order_key = "/customer""#,
+        )],
+        &[],
+    );
+    let data_dir = dir.path().to_str().unwrap();
+    let pause = hookgate(["destination", "--data-dir", data_dir, "pause", "ordered"]).await;
+    assert_eq!(pause.code, 0, "{pause:?}");
+    eventually(PATIENCE, "serve to hold the destination", || async {
+        let (_, metrics) = get(serve.addr, "/metrics").await;
+        metrics
+            .contains(r#"hookgate_destination_paused{endpoint="default",destination="ordered"} 1"#)
+            .then_some(())
+    })
+    .await;
+    // Three keyed deliveries (two lanes) and one without a key, which is in no lane.
+    for (id, body) in [
+        ("msg_backlog_1", r#"{"customer":"c1"}"#),
+        ("msg_backlog_2", r#"{"customer":"c1"}"#),
+        ("msg_backlog_3", r#"{"customer":"c2"}"#),
+        ("msg_backlog_4", "{}"),
+    ] {
+        assert_eq!(post(serve.addr, id, body).await, 200);
+    }
+    let gauge = |n: u32| {
+        format!(
+            r#"hookgate_destination_lane_backlog{{endpoint="default",destination="ordered"}} {n}"#
+        )
+    };
+    eventually(PATIENCE, "a backlog of three keyed deliveries", || async {
+        let (_, metrics) = get(serve.addr, "/metrics").await;
+        metrics.contains(&gauge(3)).then_some(())
+    })
+    .await;
+    assert!(app.seen().is_empty(), "nothing delivered while paused");
+    let resume = hookgate(["destination", "--data-dir", data_dir, "resume", "ordered"]).await;
+    assert_eq!(resume.code, 0, "{resume:?}");
+    eventually(
+        PATIENCE,
+        "all four delivered and the backlog empty",
+        || async {
+            let (_, metrics) = get(serve.addr, "/metrics").await;
+            (app.seen().len() == 4 && metrics.contains(&gauge(0))).then_some(())
+        },
+    )
+    .await;
+}

@@ -378,6 +378,33 @@ impl Inbox {
         .await
     }
 
+    /// Each ordered destination's lane backlog: `(destination, count)` of deliveries with a
+    /// lane key that have not ended (pending, retrying or running), over the whole inbox,
+    /// for `/metrics`. Read from the `deliveries_lane` partial index, which holds exactly
+    /// these rows. Destinations with no backlog are absent.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn lane_backlog(&self) -> Result<Vec<(String, u64)>, InboxError> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT destination, count(*) FROM deliveries
+                 WHERE lane IS NOT NULL AND status NOT IN ('processed', 'dead')
+                 GROUP BY destination ORDER BY destination",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut backlog = Vec::new();
+            for row in rows {
+                let (destination, count) = row?;
+                backlog.push((destination, u64::try_from(count).unwrap_or(0)));
+            }
+            Ok(backlog)
+        })
+        .await
+    }
+
     /// Puts dead deliveries of `destination` back in the queue (due now, attempts from
     /// zero, at the tail of their lanes); the event's deliveries to other destinations
     /// are left alone. `which` selects by event (all, ids, event type). Returns how many
@@ -814,6 +841,9 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // The backlog counts every keyed delivery not ended; `other` has no lanes.
+        let backlog = |n: u64| vec![("ordered".to_owned(), n)];
+        assert_eq!(inbox.lane_backlog().await.unwrap(), backlog(3));
         // Another process (here: another handle on the file) pauses `other`.
         let cli = Inbox::open(&path).unwrap();
         assert!(cli.pause_destination("other").await.unwrap());
@@ -887,6 +917,8 @@ mod tests {
             .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].event.id().get(), 3);
+        // Dead ended event 1's delivery; 2 and 3 are still running, from another handle too.
+        assert_eq!(cli.lane_backlog().await.unwrap(), backlog(2));
         assert!(cli.resume_destination("other").await.unwrap());
         assert!(inbox.paused_destinations().await.unwrap().is_empty());
         let others = inbox.lease_deliveries(10, LIMIT, Vec::new()).await.unwrap();

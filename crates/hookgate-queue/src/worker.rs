@@ -17,7 +17,7 @@ use crate::route::MonotonicClock;
 use crate::runner::{Runner, Verdict, bump, unbump};
 use crate::{
     Admission, AttemptRecord, CIRCUIT_STATE_METRIC, ConfigError, Destination, DestinationGates,
-    Handler, Hold, IN_FLIGHT_METRIC, LANE_BACKLOG_METRIC, LaneKey, LeaseResult, Leased, Queue,
+    Handler, Hold, IN_FLIGHT_METRIC, LANE_HELD_METRIC, LaneKey, LeaseResult, Leased, Queue,
     RetryPolicy, ShutdownReport, WorkerStats,
 };
 
@@ -215,8 +215,9 @@ impl<Q: Queue> WorkerBuilder<Q> {
     /// dead letter ("destination NAME is not configured"), replayable once it is again.
     ///
     /// Gauges, labelled `endpoint` and `destination`: [`CIRCUIT_STATE_METRIC`],
-    /// [`IN_FLIGHT_METRIC`], [`LANE_BACKLOG_METRIC`] (deliveries with a lane key this
-    /// worker holds), [`DESTINATION_PAUSED_METRIC`]; and the counter
+    /// [`IN_FLIGHT_METRIC`], [`LANE_HELD_METRIC`] (deliveries with a lane key this
+    /// worker holds; the store-wide backlog is [`crate::LANE_BACKLOG_METRIC`], set by
+    /// whoever counts the store), [`DESTINATION_PAUSED_METRIC`]; and the counter
     /// [`DESTINATION_ATTEMPTS_METRIC`].
     pub fn destinations(
         mut self,
@@ -660,8 +661,7 @@ impl Routes {
         {
             metrics::gauge!(IN_FLIGHT_METRIC, &labels)
                 .set(r.in_flight.load(Ordering::SeqCst) as f64);
-            metrics::gauge!(LANE_BACKLOG_METRIC, &labels)
-                .set(r.backlog.load(Ordering::SeqCst) as f64);
+            metrics::gauge!(LANE_HELD_METRIC, &labels).set(r.backlog.load(Ordering::SeqCst) as f64);
             metrics::gauge!(DESTINATION_PAUSED_METRIC, &labels).set(if r.gates.is_paused() {
                 1.0
             } else {

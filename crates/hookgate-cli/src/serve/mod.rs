@@ -774,7 +774,29 @@ impl Router {
 
 /// `hookgate_destination_deliveries{endpoint, destination, status}`: an endpoint's
 /// deliveries per destination and status (every status of every destination, zeros too).
+///
+/// And `hookgate_destination_lane_backlog` of each ordered destination, counted in the
+/// inbox (the worker knows only the lane heads it holds).
 async fn destination_gauges(endpoint: &Endpoint, inbox: &Inbox) {
+    if let Ok(backlog) = inbox.lane_backlog().await {
+        for destination in &endpoint.destinations {
+            if destination.order_key().is_none() {
+                continue;
+            }
+            let count = backlog
+                .iter()
+                .find(|(d, _)| d == destination.name())
+                .map_or(0, |(_, n)| *n);
+            #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+            let value = count as f64;
+            metrics::gauge!(
+                hookgate_queue::LANE_BACKLOG_METRIC,
+                "endpoint" => endpoint.name.clone(),
+                "destination" => destination.name().to_owned()
+            )
+            .set(value);
+        }
+    }
     let Ok(counts) = inbox.delivery_counts().await else {
         return;
     };

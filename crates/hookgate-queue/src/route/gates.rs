@@ -12,11 +12,14 @@ use super::rate::RateGate;
 /// Gauge: a destination's circuit state (0 closed, 1 open, 2 half-open), labelled
 /// `endpoint` and `destination`.
 pub const CIRCUIT_STATE_METRIC: &str = "hookgate_destination_circuit_state";
-/// Gauge: deliveries a destination's lane scheduler holds ([`LaneScheduler::backlog`]),
-/// labelled `endpoint` and `destination`.
-///
-/// [`LaneScheduler::backlog`]: crate::LaneScheduler::backlog
+/// Gauge: a destination's ordered-lane backlog, the deliveries with a lane key that have
+/// not ended (waiting, retrying or running), counted in the store over every worker,
+/// labelled `endpoint` and `destination`. Set by whoever can count the store (`hookgate
+/// serve`'s `/metrics`, on each scrape), not by a worker, which holds only lane heads.
 pub const LANE_BACKLOG_METRIC: &str = "hookgate_destination_lane_backlog";
+/// Gauge: deliveries with a lane key one worker holds (leased, waiting for a place or
+/// running), labelled `endpoint` and `destination`.
+pub const LANE_HELD_METRIC: &str = "hookgate_destination_lane_held";
 /// Gauge: deliveries in flight to a destination, labelled `endpoint` and `destination`.
 pub const IN_FLIGHT_METRIC: &str = "hookgate_destination_in_flight";
 

@@ -61,7 +61,8 @@
 //!
 //! **Gauges** for `/metrics`, labelled `endpoint` and `destination` (never an event id or
 //! a lane key): [`CIRCUIT_STATE_METRIC`] from [`CircuitState::gauge`],
-//! [`LANE_BACKLOG_METRIC`] from [`LaneScheduler::backlog`], [`IN_FLIGHT_METRIC`].
+//! [`LANE_HELD_METRIC`] (what the worker holds), [`IN_FLIGHT_METRIC`]; and, from the store,
+//! [`LANE_BACKLOG_METRIC`].
 //!
 //! **Lanes and leasing.** A [`LaneScheduler`] orders only what it is given: feed it every
 //! pending delivery of its destination, in received order. If the loop feeds it a window
@@ -127,6 +128,7 @@ pub use duration::parse_duration;
 pub use filter::{EventFilter, EventView, FilterSpec};
 pub use gates::{
     Admission, CIRCUIT_STATE_METRIC, DestinationGates, Hold, IN_FLIGHT_METRIC, LANE_BACKLOG_METRIC,
+    LANE_HELD_METRIC,
 };
 pub use lane::{LaneKey, LaneOutcome, LaneRelease, LaneScheduler, OrderKey};
 pub use rate::{RateGate, RateLimit};
