@@ -466,7 +466,8 @@ fn preset<'a, H: Headers + ?Sized>(
             header,
             prefix,
             encoding,
-        } => prefixed_list(h, header, prefix, encoding, smallvec![Cow::Borrowed(body)])?,
+            non_empty_body,
+        } => prefixed_list(h, header, prefix, encoding, body, non_empty_body)?,
         Shape::Versioned {
             signature,
             timestamp,
@@ -871,19 +872,24 @@ fn prefixed<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
-/// PagerDuty: `v1=<hex>[,v1=<hex>…]`, as go-pagerduty's `VerifySignature` reads it: entries
-/// that do not start with the prefix (another version, or `, v1=` with a space) and values
-/// that do not decode are skipped; with no usable entry the header carries no supported
-/// signature.
+/// PagerDuty: `v1=<hex>[,v1=<hex>…]`, as go-pagerduty's `VerifySignature` reads it: the
+/// header first, then an empty body refused (where `non_empty_body`), then the entries —
+/// those that do not start with the prefix (another version, or `, v1=` with a space) and
+/// values that do not decode are skipped; with no usable entry the header carries no
+/// supported signature.
 fn prefixed_list<'a, H: Headers + ?Sized>(
     h: &'a H,
     header: &'static str,
     prefix: &str,
     encoding: Encoding,
-    message: Message<'a>,
+    body: &'a [u8],
+    non_empty_body: bool,
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
-    let mut out = Extracted::new(smallvec![message], header);
+    if non_empty_body && body.is_empty() {
+        return Err(reject(Reason::MissingHeader, "body"));
+    }
+    let mut out = Extracted::new(smallvec![smallvec![Cow::Borrowed(body)]], header);
     let mut seen = 0;
     for entry in value.split(',') {
         let Some(signature) = entry.strip_prefix(prefix) else {
@@ -1948,6 +1954,38 @@ mod tests {
         .map(|_| ())
         .unwrap_err();
         assert_eq!(missing.reason(), Reason::MissingHeader);
+    }
+
+    /// go-pagerduty's order: the header, then the body (`ErrMalformedBody`), then the entries.
+    #[test]
+    fn an_empty_body_is_refused_after_the_header_and_before_the_entries() {
+        let list = |headers: &[(&str, &str)], body: &'static [u8], non_empty_body: bool| {
+            prefixed_list(
+                headers,
+                "X-PagerDuty-Signature",
+                "v1=",
+                Encoding::HexAnyCase,
+                body,
+                non_empty_body,
+            )
+            .map(|out| out.signatures.len())
+            .map_err(|r| (r.reason(), r.location()))
+        };
+        let entry = [("X-PagerDuty-Signature", "v1=00ff")];
+        assert_eq!(list(&entry, b"{}", true), Ok(1));
+        assert_eq!(
+            list(&entry, b"", true),
+            Err((Reason::MissingHeader, "body"))
+        );
+        assert_eq!(list(&entry, b"", false), Ok(1));
+        assert_eq!(
+            list(&[], b"", true),
+            Err((Reason::MissingHeader, "X-PagerDuty-Signature"))
+        );
+        assert_eq!(
+            list(&[("X-PagerDuty-Signature", "v2=00ff")], b"", true),
+            Err((Reason::MissingHeader, "body"))
+        );
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub(crate) enum Shape {
         header: &'static str,
         prefix: &'static str,
         encoding: Encoding,
+        /// Refuse an empty body (`missing_header` at `body`) once the header is found, before
+        /// its entries are read: go-pagerduty's `VerifySignature` answers `ErrMalformedBody`
+        /// there, and PagerDuty never sends one.
+        non_empty_body: bool,
     },
     /// A bare signature in one header over `{timestamp}{separator}{body}`, the timestamp in
     /// its own header, signed as sent (Zendesk: RFC 3339, no separator, base64; Webflow: Unix
@@ -941,6 +945,7 @@ const PAGERDUTY: Preset = Preset {
         header: "X-PagerDuty-Signature",
         prefix: "v1=",
         encoding: Encoding::HexAnyCase,
+        non_empty_body: true,
     },
     info: Info {
         event_type: Source::Json(&[&["event", "event_type"]]),
