@@ -706,7 +706,8 @@ pub(crate) struct KeyValue {
     pub(crate) timestamp_key: &'static str,
     pub(crate) signature_key: &'static str,
     pub(crate) joiner: &'static str,
-    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's.
+    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's;
+    /// `@mux/mux-node`'s `parseHeader` reads `Mux-Signature` the same way.
     pub(crate) paddle: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
@@ -813,7 +814,9 @@ fn signed_timestamp_and_body<'a>(
 /// the last `ts` wins; every `h1` is a candidate; other keys are skipped (Node; Python
 /// raises). The timestamp is parsed (`parseInt`, `int`) and its decimal form signed, so
 /// `+` and leading zeros are that instant. Where the two SDKs disagree — a second `=` in a
-/// part, an empty `ts`, a fraction — the header is refused.
+/// part, an empty `ts`, a fraction — the header is refused. `@mux/mux-node` reads
+/// `Mux-Signature` (`,`, `t`, `v1`) the same way, and accepts those three too (a fraction, and
+/// a `t` that is no number, which it signs as `NaN` and never expires); hookgate refuses them.
 fn paddle_signature<'a>(
     value: &'a str,
     body: &'a [u8],

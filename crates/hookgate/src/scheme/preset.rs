@@ -1361,8 +1361,11 @@ const PERSONA: Preset = Preset {
 const MUX: Preset = Preset {
     name: "mux",
     description: "Mux: Mux-Signature t=,v1= HMAC-SHA256 hex over t.body, signing secret used as-is, 300 s",
+    // @mux/mux-node's `parseHeader` reads the header as Paddle's SDKs do (parts untrimmed, the
+    // last `t` wins, the parsed timestamp signed): `mux-sdk-008`…`-015`.
     shape: Shape::KeyValue(KeyValue {
         header: "Mux-Signature",
+        paddle: true,
         ..KeyValue::STRIPE
     }),
     key_hint: "the key is the webhook's signing secret",
