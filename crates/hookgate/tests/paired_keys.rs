@@ -75,3 +75,21 @@ fn each_header_is_checked_with_its_own_key() {
         Err("signature_mismatch")
     );
 }
+
+/// The four key pairs `testWebhookValidation` passes to `validate_message` (primary,
+/// `secondary_key=`), on the test's own signed headers; the vectors (`box-sdk-*`) take one key
+/// each, so the pairs with a wrong primary key are checked here.
+#[test]
+fn the_sdk_tests_key_pairs_give_the_sdks_answers() {
+    const INCORRECT: &str = "IncorrectKey";
+    assert_eq!(
+        verify(&["SamplePrimaryKey", "SampleSecondaryKey"], &HEADERS),
+        Ok(0)
+    );
+    assert_eq!(verify(&["SamplePrimaryKey", INCORRECT], &HEADERS), Ok(0));
+    assert_eq!(verify(&[INCORRECT, "SampleSecondaryKey"], &HEADERS), Ok(1));
+    assert_eq!(
+        verify(&[INCORRECT, INCORRECT], &HEADERS),
+        Err("signature_mismatch")
+    );
+}

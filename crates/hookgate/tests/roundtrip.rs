@@ -115,6 +115,8 @@ fn body_for(scheme: SchemeId, raw: &[u8]) -> Vec<u8> {
         // Braintree's notification is XML, never empty; an empty `bt_payload` is refused as
         // braintree_node refuses it.
         SchemeId::Braintree => format!("<notification>{text}</notification>").into_bytes(),
+        // PagerDuty never sends an empty body, and the preset refuses one as go-pagerduty does.
+        SchemeId::Pagerduty => format!(r#"{{"event":{{"id":"{text}"}}}}"#).into_bytes(),
         _ => raw.to_vec(),
     }
 }

@@ -466,7 +466,8 @@ fn preset<'a, H: Headers + ?Sized>(
             header,
             prefix,
             encoding,
-        } => prefixed_list(h, header, prefix, encoding, smallvec![Cow::Borrowed(body)])?,
+            non_empty_body,
+        } => prefixed_list(h, header, prefix, encoding, body, non_empty_body)?,
         Shape::Versioned {
             signature,
             timestamp,
@@ -705,7 +706,8 @@ pub(crate) struct KeyValue {
     pub(crate) timestamp_key: &'static str,
     pub(crate) signature_key: &'static str,
     pub(crate) joiner: &'static str,
-    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's.
+    /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's;
+    /// `@mux/mux-node`'s `parseHeader` reads `Mux-Signature` the same way.
     pub(crate) paddle: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
@@ -812,7 +814,9 @@ fn signed_timestamp_and_body<'a>(
 /// the last `ts` wins; every `h1` is a candidate; other keys are skipped (Node; Python
 /// raises). The timestamp is parsed (`parseInt`, `int`) and its decimal form signed, so
 /// `+` and leading zeros are that instant. Where the two SDKs disagree — a second `=` in a
-/// part, an empty `ts`, a fraction — the header is refused.
+/// part, an empty `ts`, a fraction — the header is refused. `@mux/mux-node` reads
+/// `Mux-Signature` (`,`, `t`, `v1`) the same way, and accepts those three too (a fraction, and
+/// a `t` that is no number, which it signs as `NaN` and never expires); hookgate refuses them.
 fn paddle_signature<'a>(
     value: &'a str,
     body: &'a [u8],
@@ -871,19 +875,24 @@ fn prefixed<'a, H: Headers + ?Sized>(
     Ok(out)
 }
 
-/// PagerDuty: `v1=<hex>[,v1=<hex>…]`, as go-pagerduty's `VerifySignature` reads it: entries
-/// that do not start with the prefix (another version, or `, v1=` with a space) and values
-/// that do not decode are skipped; with no usable entry the header carries no supported
-/// signature.
+/// PagerDuty: `v1=<hex>[,v1=<hex>…]`, as go-pagerduty's `VerifySignature` reads it: the
+/// header first, then an empty body refused (where `non_empty_body`), then the entries —
+/// those that do not start with the prefix (another version, or `, v1=` with a space) and
+/// values that do not decode are skipped; with no usable entry the header carries no
+/// supported signature.
 fn prefixed_list<'a, H: Headers + ?Sized>(
     h: &'a H,
     header: &'static str,
     prefix: &str,
     encoding: Encoding,
-    message: Message<'a>,
+    body: &'a [u8],
+    non_empty_body: bool,
 ) -> Result<Extracted<'a>, Rejection> {
     let value = required(h, header)?;
-    let mut out = Extracted::new(smallvec![message], header);
+    if non_empty_body && body.is_empty() {
+        return Err(reject(Reason::MissingHeader, "body"));
+    }
+    let mut out = Extracted::new(smallvec![smallvec![Cow::Borrowed(body)]], header);
     let mut seen = 0;
     for entry in value.split(',') {
         let Some(signature) = entry.strip_prefix(prefix) else {
@@ -1948,6 +1957,38 @@ mod tests {
         .map(|_| ())
         .unwrap_err();
         assert_eq!(missing.reason(), Reason::MissingHeader);
+    }
+
+    /// go-pagerduty's order: the header, then the body (`ErrMalformedBody`), then the entries.
+    #[test]
+    fn an_empty_body_is_refused_after_the_header_and_before_the_entries() {
+        let list = |headers: &[(&str, &str)], body: &'static [u8], non_empty_body: bool| {
+            prefixed_list(
+                headers,
+                "X-PagerDuty-Signature",
+                "v1=",
+                Encoding::HexAnyCase,
+                body,
+                non_empty_body,
+            )
+            .map(|out| out.signatures.len())
+            .map_err(|r| (r.reason(), r.location()))
+        };
+        let entry = [("X-PagerDuty-Signature", "v1=00ff")];
+        assert_eq!(list(&entry, b"{}", true), Ok(1));
+        assert_eq!(
+            list(&entry, b"", true),
+            Err((Reason::MissingHeader, "body"))
+        );
+        assert_eq!(list(&entry, b"", false), Ok(1));
+        assert_eq!(
+            list(&[], b"", true),
+            Err((Reason::MissingHeader, "X-PagerDuty-Signature"))
+        );
+        assert_eq!(
+            list(&[("X-PagerDuty-Signature", "v2=00ff")], b"", true),
+            Err((Reason::MissingHeader, "body"))
+        );
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub(crate) enum Shape {
         header: &'static str,
         prefix: &'static str,
         encoding: Encoding,
+        /// Refuse an empty body (`missing_header` at `body`) once the header is found, before
+        /// its entries are read: go-pagerduty's `VerifySignature` answers `ErrMalformedBody`
+        /// there, and PagerDuty never sends one.
+        non_empty_body: bool,
     },
     /// A bare signature in one header over `{timestamp}{separator}{body}`, the timestamp in
     /// its own header, signed as sent (Zendesk: RFC 3339, no separator, base64; Webflow: Unix
@@ -941,6 +945,7 @@ const PAGERDUTY: Preset = Preset {
         header: "X-PagerDuty-Signature",
         prefix: "v1=",
         encoding: Encoding::HexAnyCase,
+        non_empty_body: true,
     },
     info: Info {
         event_type: Source::Json(&[&["event", "event_type"]]),
@@ -1356,8 +1361,11 @@ const PERSONA: Preset = Preset {
 const MUX: Preset = Preset {
     name: "mux",
     description: "Mux: Mux-Signature t=,v1= HMAC-SHA256 hex over t.body, signing secret used as-is, 300 s",
+    // @mux/mux-node's `parseHeader` reads the header as Paddle's SDKs do (parts untrimmed, the
+    // last `t` wins, the parsed timestamp signed): `mux-sdk-008`…`-015`.
     shape: Shape::KeyValue(KeyValue {
         header: "Mux-Signature",
+        paddle: true,
         ..KeyValue::STRIPE
     }),
     key_hint: "the key is the webhook's signing secret",
