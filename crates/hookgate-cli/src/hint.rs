@@ -40,6 +40,12 @@ pub(crate) fn advise(rejection: &Rejection, cx: Context<'_>) -> Advice {
             provider(scheme)
         ),
         Reason::TokenMismatch => token_hint(scheme, location),
+        // Shopify's and PagerDuty's SDKs refuse an empty body as missing, as we do.
+        Reason::MissingHeader if location == "body" => format!(
+            "the body is empty, and {} never sends an empty body: pass the delivery's body \
+             with --body-file or on stdin",
+            provider(scheme)
+        ),
         Reason::MissingHeader => missing_hint(scheme, location, cx.headers),
         Reason::MalformedHeader => format!(
             "{location} does not have {}'s syntax, or was given twice with different values",
@@ -239,6 +245,8 @@ fn provider(scheme: SchemeId) -> &'static str {
         SchemeId::Square => "Square",
         SchemeId::HubspotV3 => "HubSpot",
         SchemeId::Contentful => "Contentful",
+        SchemeId::Shopify => "Shopify",
+        SchemeId::Pagerduty => "PagerDuty",
         _ => "the provider",
     }
 }
@@ -292,6 +300,27 @@ mod tests {
         assert!(advice.hint.contains("--scheme"));
         let advice = advise(&rejection, cx(SchemeId::Stripe, b"{}"));
         assert!(advice.hint.contains("--header 'Stripe-Signature: VALUE'"));
+    }
+
+    #[test]
+    fn an_empty_body_refused_as_missing_is_not_called_a_header() {
+        let headers = vec![(
+            "X-PagerDuty-Signature".to_owned(),
+            format!("v1={}", "0".repeat(64)),
+        )];
+        let rejection = hookgate::verify("pagerduty", &["k"], &headers, "", None)
+            .unwrap_err()
+            .rejection()
+            .cloned()
+            .unwrap();
+        assert_eq!(rejection.location(), "body");
+        let advice = advise(&rejection, cx(SchemeId::Pagerduty, b""));
+        assert!(
+            advice.hint.contains("PagerDuty never sends an empty body"),
+            "{}",
+            advice.hint
+        );
+        assert!(!advice.hint.contains("--header"), "{}", advice.hint);
     }
 
     #[test]
