@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
 use hookgate_queue::event_log::{
-    ArrivalCursor, EventContent, EventLog, HandshakeRecord, LogError, LogFilter, MinuteActivity,
+    ArrivalCursor, Delivery, DeliveryCounts, EventContent, EventLog, HandshakeRecord, LogError, LogFilter, MinuteActivity,
     Replay, TestDeliveries,
 };
 pub use hookgate_queue::event_log::{
@@ -321,6 +321,40 @@ impl EventLog for Inbox {
 
     fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>> {
         Box::pin(async move { Ok(Inbox::handshakes(self, limit).await?) })
+    }
+
+    fn deliveries(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Delivery>, LogError>> {
+        Box::pin(async move { Ok(Inbox::deliveries(self, id).await?) })
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<DeliveryCounts, LogError>> {
+        Box::pin(async move { Ok(Inbox::delivery_counts(self).await?) })
+    }
+
+    fn replay_destination<'a>(
+        &'a self,
+        destination: &'a str,
+        which: Replay,
+    ) -> BoxFuture<'a, Result<u64, LogError>> {
+        Box::pin(async move { Ok(Inbox::replay_destination(self, destination, which).await?) })
+    }
+
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(Inbox::pause_destination(self, destination).await?) })
+    }
+
+    fn resume_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(Inbox::resume_destination(self, destination).await?) })
+    }
+
+    fn paused_destinations(&self) -> BoxFuture<'_, Result<Vec<String>, LogError>> {
+        Box::pin(async move { Ok(Inbox::paused_destinations(self).await?) })
     }
 }
 

@@ -201,6 +201,7 @@
 //! PostgreSQL 11 or later.
 
 mod batch;
+mod deliveries;
 mod error;
 mod log;
 mod pool;
@@ -209,6 +210,7 @@ mod store;
 mod url;
 mod worker;
 
+pub use deliveries::Delivery;
 pub use batch::{DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats, MAX_BATCH_BYTES};
 pub use error::Error;
 pub use hookgate_queue::event_log::{self, EventLog};
