@@ -165,7 +165,7 @@ pub(crate) struct ServeArgs {
     #[arg(
         long = "destination",
         value_name = "KEYS",
-        conflicts_with_all = ["forward", "exec", "queue", "config", "store"]
+        conflicts_with_all = ["forward", "exec", "queue", "config"]
     )]
     destinations: Vec<String>,
 
@@ -759,8 +759,12 @@ impl Router {
             let pending = pending as f64;
             metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
                 .set(pending);
-            if let (Some(inbox), false) = (&run.inbox, run.endpoint.destinations.is_empty()) {
-                destination_gauges(&run.endpoint, inbox).await;
+            if !run.endpoint.destinations.is_empty() {
+                match (&run.inbox, &run.store) {
+                    (Some(inbox), _) => destination_gauges(&run.endpoint, inbox).await,
+                    (None, Some(store)) => destination_gauges(&run.endpoint, store).await,
+                    (None, None) => {}
+                }
             }
         }
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(handle.render()))));
@@ -774,8 +778,8 @@ impl Router {
 
 /// `hookgate_destination_deliveries{endpoint, destination, status}`: an endpoint's
 /// deliveries per destination and status (every status of every destination, zeros too).
-async fn destination_gauges(endpoint: &Endpoint, inbox: &Inbox) {
-    let Ok(counts) = inbox.delivery_counts().await else {
+async fn destination_gauges(endpoint: &Endpoint, log: &dyn EventLog) {
+    let Ok(counts) = log.delivery_counts().await else {
         return;
     };
     for destination in &endpoint.destinations {
@@ -939,7 +943,6 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         &configs,
         retry,
         &action,
-        args.store.as_deref(),
     )
     .map_err(CliError::new)?;
     Ok(Endpoint {
@@ -1146,7 +1149,14 @@ async fn start_postgres_endpoint(
     args: &ServeArgs,
 ) -> Result<Running, String> {
     let shown = config::redact(url);
-    let store = PgStore::connect(url)
+    let mut store = PgStore::builder();
+    if !endpoint.destinations.is_empty() {
+        let router = hookgate_queue::Router::new(endpoint.destinations.clone())
+            .map_err(|e| format!("destination {e}"))?;
+        store = store.destinations(router);
+    }
+    let store = store
+        .connect(url)
         .await
         .map_err(|e| format!("--store {shown}: {e}"))?;
     let mut gate = store.gate(verifier);
@@ -1165,7 +1175,11 @@ async fn start_postgres_endpoint(
         });
     }
     let processor = processor(&endpoint, client, args).map_err(|e| e.to_string())?;
-    let worker = local_worker(PgWorker::builder(&store, processor), &endpoint, args)
+    let mut builder = local_worker(PgWorker::builder(&store, processor), &endpoint, args);
+    if !endpoint.destinations.is_empty() {
+        builder = builder.destinations(endpoint.name.clone(), &endpoint.destinations);
+    }
+    let worker = builder
         .start()
         .map_err(|e| format!("--store {shown}: {e}"))?;
     Ok(Running {
