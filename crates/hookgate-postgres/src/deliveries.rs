@@ -649,3 +649,332 @@ fn delivery_from_row(row: &Row) -> Result<Delivery, Error> {
     delivery.last_error = row.try_get(7)?;
     Ok(delivery)
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    //! Against a real PostgreSQL (started by the test), through the queue's own calls.
+
+    use std::collections::BTreeMap;
+
+    use hookgate::{SchemeId, SignRequest, Signer, Verifier};
+    use hookgate_queue::{Destination, DestinationTarget, EventFilter, Queue, Router};
+    use hookgate_testkit::Postgres;
+
+    use super::*;
+    use crate::{Enqueued, PgQueue};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn event(id: &str, body: &str) -> VerifiedEvent {
+        let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
+            .unwrap()
+            .sign(&SignRequest::new(body.to_owned()).id(id))
+            .unwrap();
+        Verifier::builder(SchemeId::StandardWebhooksV1)
+            .secret(SECRET)
+            .build()
+            .unwrap()
+            .verify(&delivery.headers, delivery.body)
+            .unwrap()
+    }
+
+    fn destination(name: &str) -> Destination {
+        Destination::new(name, DestinationTarget::Exec("true".into())).unwrap()
+    }
+
+    fn body_filter(json: &str) -> EventFilter {
+        EventFilter::compile(&serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    async fn store(url: &str, destinations: Vec<Destination>) -> PgStore {
+        PgStore::builder()
+            .destinations(Router::new(destinations).unwrap())
+            .connect(url)
+            .await
+            .unwrap()
+    }
+
+    async fn enqueue(store: &PgStore, id: &str, body: &str) -> i64 {
+        match store.enqueue(&event(id, body)).await.unwrap() {
+            Enqueued::Stored(id) => id.get(),
+            Enqueued::Duplicate => panic!("{id} is a duplicate"),
+        }
+    }
+
+    /// `(event id, destination, lane)` of each leased delivery, sorted.
+    fn summary(leased: &[Leased<(i64, i64), QueuedEvent>]) -> Vec<(i64, String, Option<String>)> {
+        let mut out: Vec<_> = leased
+            .iter()
+            .map(|l| {
+                let event = l.event.as_ref().unwrap();
+                assert_eq!(event.destination(), l.destination.as_deref());
+                (
+                    event.id().parse::<i64>().unwrap(),
+                    l.destination.clone().unwrap(),
+                    l.lane.as_ref().map(|k| k.as_str().to_owned()),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_skip_held_destinations_and_pauses_are_shared_by_every_store() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let routed = store(&url, vec![destination("billing"), destination("audit")]).await;
+        let first = enqueue(&routed, "msg_1", "{}").await;
+        let queue = PgQueue::new(&routed);
+        let leased = queue
+            .lease_except(10, LEASE, Duration::ZERO, vec!["audit".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(summary(&leased), [(first, "billing".to_owned(), None)]);
+        // Another process (a CLI, a store without destinations) pauses audit.
+        let cli = PgStore::connect(&url).await.unwrap();
+        assert!(cli.pause_destination("audit").await.unwrap());
+        assert!(!cli.pause_destination("audit").await.unwrap());
+        assert_eq!(queue.paused().await.unwrap(), ["audit"]);
+        // The held audit delivery is still there for the next lease that does not skip it.
+        assert!(cli.resume_destination("audit").await.unwrap());
+        assert!(queue.paused().await.unwrap().is_empty());
+        let rest = queue.lease(10, LEASE, Duration::ZERO).await.unwrap();
+        assert_eq!(summary(&rest), [(first, "audit".to_owned(), None)]);
+        let entry = routed.entry(EventId::new(first)).await.unwrap().unwrap();
+        assert_eq!((entry.status, entry.attempts), (Status::Processing, 2));
+        assert!(queue.lease(10, LEASE, Duration::ZERO).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_leasing_at_once_never_run_one_lane_twice_and_keep_its_order() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let ordered = || {
+            vec![
+                destination("ordered").with_order_key("/customer".parse().unwrap()),
+                destination("free"),
+            ]
+        };
+        // Two replicas: stores of their own, so their leases run on different connections.
+        let a = store(&url, ordered()).await;
+        let b = store(&url, ordered()).await;
+        let mut lane_of: BTreeMap<i64, String> = BTreeMap::new();
+        for n in 0..18 {
+            let customer = format!("c{}", n % 3);
+            let id = enqueue(&a, &format!("msg_{n}"), &format!(r#"{{"customer":"{customer}"}}"#))
+                .await;
+            lane_of.insert(id, customer);
+        }
+        let mut order: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut failed_once: Vec<i64> = Vec::new();
+        let mut free = 0;
+        let mut rounds = 0;
+        while order.values().map(Vec::len).sum::<usize>() < 18 || free < 18 {
+            rounds += 1;
+            assert!(rounds < 500, "stuck: {order:?}, {free} free");
+            let (from_a, from_b) = tokio::join!(
+                a.lease_deliveries(4, LEASE, &[]),
+                b.lease_deliveries(4, LEASE, &[])
+            );
+            let leased: Vec<(PgStore, Leased<(i64, i64), QueuedEvent>)> = from_a
+                .unwrap()
+                .into_iter()
+                .map(|l| (a.clone(), l))
+                .chain(from_b.unwrap().into_iter().map(|l| (b.clone(), l)))
+                .collect();
+            let mut lanes_running: Vec<String> = Vec::new();
+            for (_, l) in &leased {
+                if let Some(lane) = &l.lane {
+                    assert!(
+                        !lanes_running.contains(&lane.as_str().to_owned()),
+                        "lane {} handed out twice at once",
+                        lane.as_str()
+                    );
+                    lanes_running.push(lane.as_str().to_owned());
+                }
+            }
+            for (replica, l) in leased {
+                let event_id: i64 = l.event.as_ref().unwrap().id().parse().unwrap();
+                if l.destination.as_deref() == Some("free") {
+                    free += 1;
+                    assert!(replica.finish_delivery(l.ticket, "processed", 0, None).await.unwrap());
+                    continue;
+                }
+                // Every fourth event's first attempt fails: its lane waits for the retry.
+                if event_id % 4 == 0 && !failed_once.contains(&event_id) {
+                    failed_once.push(event_id);
+                    let error = Some("500".to_owned());
+                    assert!(replica.finish_delivery(l.ticket, "failed", 0, error).await.unwrap());
+                    continue;
+                }
+                order.entry(lane_of[&event_id].clone()).or_default().push(event_id);
+                assert!(replica.finish_delivery(l.ticket, "processed", 0, None).await.unwrap());
+            }
+        }
+        for (lane, ids) in &order {
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            assert_eq!(ids, &sorted, "lane {lane} out of order");
+            assert_eq!(ids.len(), 6);
+        }
+        assert!(!failed_once.is_empty());
+        let counts = a.delivery_counts().await.unwrap();
+        assert!(counts.contains(&("ordered".to_owned(), Status::Processed, 18)));
+        assert!(counts.contains(&("free".to_owned(), Status::Processed, 18)));
+        assert_eq!(a.status_counts().await.unwrap().get(Status::Processed), 18);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retrying_head_holds_its_lane_and_a_dead_letter_releases_it() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let routed = store(
+            &url,
+            vec![destination("ordered").with_order_key("/customer".parse().unwrap())],
+        )
+        .await;
+        let one = enqueue(&routed, "msg_1", r#"{"customer":"c1"}"#).await;
+        let two = enqueue(&routed, "msg_2", r#"{"customer":"c2"}"#).await;
+        let three = enqueue(&routed, "msg_3", r#"{"customer":"c1"}"#).await;
+        let first = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(
+            summary(&first),
+            [
+                (one, "ordered".to_owned(), Some("c1".to_owned())),
+                (two, "ordered".to_owned(), Some("c2".to_owned()))
+            ],
+            "event 3 waits behind 1"
+        );
+        let head = first.iter().find(|l| l.lane.as_ref().unwrap().as_str() == "c1").unwrap();
+        let error = Some("500".to_owned());
+        assert!(routed.finish_delivery(head.ticket, "failed", 60_000, error).await.unwrap());
+        let c2 = first.iter().find(|l| l.lane.as_ref().unwrap().as_str() == "c2").unwrap();
+        assert!(routed.finish_delivery(c2.ticket, "processed", 0, None).await.unwrap());
+        assert!(routed.lease_deliveries(10, LEASE, &[]).await.unwrap().is_empty());
+        // The wait of an idle worker does not count the lane's tail as due.
+        let due = routed.next_delivery_due(&[]).await.unwrap().unwrap();
+        assert!(due > Duration::from_secs(50), "{due:?}");
+        // The retry falls due; this time the head dies, and releases its lane.
+        let db = routed.conn().await.unwrap();
+        db.client()
+            .unwrap()
+            .execute(
+                "UPDATE hookgate.deliveries SET due_at = now() WHERE event_id = $1",
+                &[&one],
+            )
+            .await
+            .unwrap();
+        drop(db);
+        let again = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&again), [(one, "ordered".to_owned(), Some("c1".to_owned()))]);
+        let gone = Some("gave up".to_owned());
+        assert!(routed.finish_delivery(again[0].ticket, "dead", 0, gone).await.unwrap());
+        let next = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&next), [(three, "ordered".to_owned(), Some("c1".to_owned()))]);
+        let entry = routed.entry(EventId::new(one)).await.unwrap().unwrap();
+        assert_eq!(
+            (entry.status, entry.attempts, entry.last_error.as_deref()),
+            (Status::Dead, 2, Some("gave up"))
+        );
+        // A lost lease changes nothing.
+        assert!(!routed.finish_delivery(again[0].ticket, "processed", 0, None).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replaying_one_destination_leaves_the_others_deliveries_alone() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let routed = store(&url, vec![destination("billing"), destination("audit")]).await;
+        let id = enqueue(&routed, "msg_1", "{}").await;
+        let other = enqueue(&routed, "msg_2", "{}").await;
+        for leased in routed.lease_deliveries(10, LEASE, &[]).await.unwrap() {
+            let (status, error) = match leased.destination.as_deref() {
+                Some("billing") => ("dead", Some("billing answered 500".to_owned())),
+                _ => ("processed", None),
+            };
+            assert!(routed.finish_delivery(leased.ticket, status, 0, error).await.unwrap());
+        }
+        let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Dead, "one delivery dead, the other done");
+        assert_eq!(routed.dead_letters(None, 10).await.unwrap().len(), 2);
+        let shown: Vec<(String, Status, u32)> = routed
+            .deliveries(EventId::new(id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.destination, d.status, d.attempts))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("billing".to_owned(), Status::Dead, 1),
+                ("audit".to_owned(), Status::Processed, 1)
+            ]
+        );
+        // An unknown destination replays nothing; billing's one event is replayed alone.
+        assert_eq!(routed.replay_destination("audit", Replay::All).await.unwrap(), 0);
+        assert_eq!(
+            routed
+                .replay_destination("billing", Replay::Id(EventId::new(id)))
+                .await
+                .unwrap(),
+            1
+        );
+        let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Queued);
+        let again = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&again), [(id, "billing".to_owned(), None)]);
+        assert_eq!(again[0].attempt, 1, "attempts count from zero again");
+        assert!(routed.finish_delivery(again[0].ticket, "processed", 0, None).await.unwrap());
+        let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Processed);
+        // The event-level replay (the CLI's without --destination, from a store without
+        // destinations) replays the other event's dead delivery, not the event row.
+        let cli = PgStore::connect(&url).await.unwrap();
+        assert_eq!(cli.replay_dead_letters(Replay::All).await.unwrap(), 1);
+        let again = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&again), [(other, "billing".to_owned(), None)]);
+        assert!(
+            PgQueue::new(&cli)
+                .lease(10, LEASE, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a routed event is never leased as a plain event"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_no_destination_takes_are_stored_as_filtered() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let routed = store(
+            &url,
+            vec![destination("invoices").with_filter(body_filter(r#"{"body":{"/kind":"invoice"}}"#))],
+        )
+        .await;
+        let charge = enqueue(&routed, "msg_1", r#"{"kind":"charge"}"#).await;
+        let invoice = enqueue(&routed, "msg_2", r#"{"kind":"invoice"}"#).await;
+        let entry = routed.entry(EventId::new(charge)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Filtered);
+        assert!(routed.deliveries(EventId::new(charge)).await.unwrap().is_empty());
+        assert_eq!(routed.status_counts().await.unwrap().get(Status::Filtered), 1);
+        let leased = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&leased), [(invoice, "invoices".to_owned(), None)]);
+        // A duplicate of a routed event writes no second delivery.
+        assert_eq!(
+            routed.enqueue(&event("msg_2", r#"{"kind":"invoice"}"#)).await.unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(routed.deliveries(EventId::new(invoice)).await.unwrap().len(), 1);
+    }
+}
