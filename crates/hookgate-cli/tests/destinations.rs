@@ -693,8 +693,16 @@ async fn two_replicas_on_one_postgres_store_deliver_each_once_and_keep_each_lane
     ];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let on = On::store(&url);
-    let a = serve(dir_a.path(), &destinations, &on.serve_args(&["--workers", "4"]));
-    let b = serve(dir_b.path(), &destinations, &on.serve_args(&["--workers", "4"]));
+    let a = serve(
+        dir_a.path(),
+        &destinations,
+        &on.serve_args(&["--workers", "4"]),
+    );
+    let b = serve(
+        dir_b.path(),
+        &destinations,
+        &on.serve_args(&["--workers", "4"]),
+    );
     // Each event after the previous one's 2xx, to one replica or the other: the order
     // received is the order of the ids.
     let mut sent: Vec<(String, String)> = Vec::new();
@@ -713,7 +721,10 @@ async fn two_replicas_on_one_postgres_store_deliver_each_once_and_keep_each_lane
     for app in [&ordered, &plain] {
         let seen = app.seen.lock().unwrap();
         assert_eq!(seen.len(), 24);
-        assert!(seen.values().all(|n| *n == 1), "each delivered once: {seen:?}");
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "each delivered once: {seen:?}"
+        );
     }
     let accepted = ordered.accepted();
     for customer in ["c0", "c1", "c2"] {
@@ -722,10 +733,7 @@ async fn two_replicas_on_one_postgres_store_deliver_each_once_and_keep_each_lane
             .filter(|(_, c)| c == customer)
             .map(|(id, _)| id)
             .collect();
-        let got: Vec<&String> = accepted
-            .iter()
-            .filter(|id| expected.contains(id))
-            .collect();
+        let got: Vec<&String> = accepted.iter().filter(|id| expected.contains(id)).collect();
         assert_eq!(got, expected, "lane {customer} in the order received");
     }
     let counts = on.counts().await;

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
 use hookgate_queue::event_log::{
-    ArrivalCursor, Delivery, DeliveryCounts, EventContent, EventLog, HandshakeRecord, LogError, LogFilter, MinuteActivity,
-    Replay, TestDeliveries,
+    ArrivalCursor, Delivery, DeliveryCounts, EventContent, EventLog, HandshakeRecord, LogError,
+    LogFilter, MinuteActivity, Replay, TestDeliveries,
 };
 pub use hookgate_queue::event_log::{
     Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts,

@@ -393,8 +393,9 @@ impl PgStore {
             };
             let delivery = match event {
                 Ok(event) => {
-                    let event = QueuedEvent::new(event.into_envelope(), event_id.to_string(), attempt)
-                        .with_destination(destination.clone());
+                    let event =
+                        QueuedEvent::new(event.into_envelope(), event_id.to_string(), attempt)
+                            .with_destination(destination.clone());
                     Leased::new((id, token), queue_id, attempt, event)
                 }
                 Err(reason) => Leased::unreadable((id, token), queue_id, attempt, reason),
@@ -598,12 +599,8 @@ impl PgStore {
                     .await?
             }
             Replay::EventType(event_type) => {
-                self.change_and_summarize(
-                    &mut conn,
-                    &sql.replay_type,
-                    &[&destination, event_type],
-                )
-                .await?
+                self.change_and_summarize(&mut conn, &sql.replay_type, &[&destination, event_type])
+                    .await?
             }
             // A kind of replay this build does not know selects nothing.
             _ => Vec::new(),
@@ -709,8 +706,10 @@ mod tests {
         }
     }
 
+    type LeasedDelivery = Leased<(i64, i64), QueuedEvent>;
+
     /// `(event id, destination, lane)` of each leased delivery, sorted.
-    fn summary(leased: &[Leased<(i64, i64), QueuedEvent>]) -> Vec<(i64, String, Option<String>)> {
+    fn summary(leased: &[LeasedDelivery]) -> Vec<(i64, String, Option<String>)> {
         let mut out: Vec<_> = leased
             .iter()
             .map(|l| {
@@ -751,7 +750,13 @@ mod tests {
         assert_eq!(summary(&rest), [(first, "audit".to_owned(), None)]);
         let entry = routed.entry(EventId::new(first)).await.unwrap().unwrap();
         assert_eq!((entry.status, entry.attempts), (Status::Processing, 2));
-        assert!(queue.lease(10, LEASE, Duration::ZERO).await.unwrap().is_empty());
+        assert!(
+            queue
+                .lease(10, LEASE, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,8 +775,12 @@ mod tests {
         let mut lane_of: BTreeMap<i64, String> = BTreeMap::new();
         for n in 0..18 {
             let customer = format!("c{}", n % 3);
-            let id = enqueue(&a, &format!("msg_{n}"), &format!(r#"{{"customer":"{customer}"}}"#))
-                .await;
+            let id = enqueue(
+                &a,
+                &format!("msg_{n}"),
+                &format!(r#"{{"customer":"{customer}"}}"#),
+            )
+            .await;
             lane_of.insert(id, customer);
         }
         let mut order: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -785,7 +794,7 @@ mod tests {
                 a.lease_deliveries(4, LEASE, &[]),
                 b.lease_deliveries(4, LEASE, &[])
             );
-            let leased: Vec<(PgStore, Leased<(i64, i64), QueuedEvent>)> = from_a
+            let leased: Vec<(PgStore, LeasedDelivery)> = from_a
                 .unwrap()
                 .into_iter()
                 .map(|l| (a.clone(), l))
@@ -806,18 +815,36 @@ mod tests {
                 let event_id: i64 = l.event.as_ref().unwrap().id().parse().unwrap();
                 if l.destination.as_deref() == Some("free") {
                     free += 1;
-                    assert!(replica.finish_delivery(l.ticket, "processed", 0, None).await.unwrap());
+                    assert!(
+                        replica
+                            .finish_delivery(l.ticket, "processed", 0, None)
+                            .await
+                            .unwrap()
+                    );
                     continue;
                 }
                 // Every fourth event's first attempt fails: its lane waits for the retry.
                 if event_id % 4 == 0 && !failed_once.contains(&event_id) {
                     failed_once.push(event_id);
                     let error = Some("500".to_owned());
-                    assert!(replica.finish_delivery(l.ticket, "failed", 0, error).await.unwrap());
+                    assert!(
+                        replica
+                            .finish_delivery(l.ticket, "failed", 0, error)
+                            .await
+                            .unwrap()
+                    );
                     continue;
                 }
-                order.entry(lane_of[&event_id].clone()).or_default().push(event_id);
-                assert!(replica.finish_delivery(l.ticket, "processed", 0, None).await.unwrap());
+                order
+                    .entry(lane_of[&event_id].clone())
+                    .or_default()
+                    .push(event_id);
+                assert!(
+                    replica
+                        .finish_delivery(l.ticket, "processed", 0, None)
+                        .await
+                        .unwrap()
+                );
             }
         }
         for (lane, ids) in &order {
@@ -854,12 +881,34 @@ mod tests {
             ],
             "event 3 waits behind 1"
         );
-        let head = first.iter().find(|l| l.lane.as_ref().unwrap().as_str() == "c1").unwrap();
+        let head = first
+            .iter()
+            .find(|l| l.lane.as_ref().unwrap().as_str() == "c1")
+            .unwrap();
         let error = Some("500".to_owned());
-        assert!(routed.finish_delivery(head.ticket, "failed", 60_000, error).await.unwrap());
-        let c2 = first.iter().find(|l| l.lane.as_ref().unwrap().as_str() == "c2").unwrap();
-        assert!(routed.finish_delivery(c2.ticket, "processed", 0, None).await.unwrap());
-        assert!(routed.lease_deliveries(10, LEASE, &[]).await.unwrap().is_empty());
+        assert!(
+            routed
+                .finish_delivery(head.ticket, "failed", 60_000, error)
+                .await
+                .unwrap()
+        );
+        let c2 = first
+            .iter()
+            .find(|l| l.lane.as_ref().unwrap().as_str() == "c2")
+            .unwrap();
+        assert!(
+            routed
+                .finish_delivery(c2.ticket, "processed", 0, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            routed
+                .lease_deliveries(10, LEASE, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // The wait of an idle worker does not count the lane's tail as due.
         let due = routed.next_delivery_due(&[]).await.unwrap().unwrap();
         assert!(due > Duration::from_secs(50), "{due:?}");
@@ -875,18 +924,34 @@ mod tests {
             .unwrap();
         drop(db);
         let again = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
-        assert_eq!(summary(&again), [(one, "ordered".to_owned(), Some("c1".to_owned()))]);
+        assert_eq!(
+            summary(&again),
+            [(one, "ordered".to_owned(), Some("c1".to_owned()))]
+        );
         let gone = Some("gave up".to_owned());
-        assert!(routed.finish_delivery(again[0].ticket, "dead", 0, gone).await.unwrap());
+        assert!(
+            routed
+                .finish_delivery(again[0].ticket, "dead", 0, gone)
+                .await
+                .unwrap()
+        );
         let next = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
-        assert_eq!(summary(&next), [(three, "ordered".to_owned(), Some("c1".to_owned()))]);
+        assert_eq!(
+            summary(&next),
+            [(three, "ordered".to_owned(), Some("c1".to_owned()))]
+        );
         let entry = routed.entry(EventId::new(one)).await.unwrap().unwrap();
         assert_eq!(
             (entry.status, entry.attempts, entry.last_error.as_deref()),
             (Status::Dead, 2, Some("gave up"))
         );
         // A lost lease changes nothing.
-        assert!(!routed.finish_delivery(again[0].ticket, "processed", 0, None).await.unwrap());
+        assert!(
+            !routed
+                .finish_delivery(again[0].ticket, "processed", 0, None)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -901,10 +966,19 @@ mod tests {
                 Some("billing") => ("dead", Some("billing answered 500".to_owned())),
                 _ => ("processed", None),
             };
-            assert!(routed.finish_delivery(leased.ticket, status, 0, error).await.unwrap());
+            assert!(
+                routed
+                    .finish_delivery(leased.ticket, status, 0, error)
+                    .await
+                    .unwrap()
+            );
         }
         let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
-        assert_eq!(entry.status, Status::Dead, "one delivery dead, the other done");
+        assert_eq!(
+            entry.status,
+            Status::Dead,
+            "one delivery dead, the other done"
+        );
         assert_eq!(routed.dead_letters(None, 10).await.unwrap().len(), 2);
         let shown: Vec<(String, Status, u32)> = routed
             .deliveries(EventId::new(id))
@@ -921,7 +995,13 @@ mod tests {
             ]
         );
         // An unknown destination replays nothing; billing's one event is replayed alone.
-        assert_eq!(routed.replay_destination("audit", Replay::All).await.unwrap(), 0);
+        assert_eq!(
+            routed
+                .replay_destination("audit", Replay::All)
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(
             routed
                 .replay_destination("billing", Replay::Id(EventId::new(id)))
@@ -934,7 +1014,12 @@ mod tests {
         let again = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
         assert_eq!(summary(&again), [(id, "billing".to_owned(), None)]);
         assert_eq!(again[0].attempt, 1, "attempts count from zero again");
-        assert!(routed.finish_delivery(again[0].ticket, "processed", 0, None).await.unwrap());
+        assert!(
+            routed
+                .finish_delivery(again[0].ticket, "processed", 0, None)
+                .await
+                .unwrap()
+        );
         let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
         assert_eq!(entry.status, Status::Processed);
         // The event-level replay (the CLI's without --destination, from a store without
@@ -959,22 +1044,43 @@ mod tests {
         let url = pg.url();
         let routed = store(
             &url,
-            vec![destination("invoices").with_filter(body_filter(r#"{"body":{"/kind":"invoice"}}"#))],
+            vec![
+                destination("invoices").with_filter(body_filter(r#"{"body":{"/kind":"invoice"}}"#)),
+            ],
         )
         .await;
         let charge = enqueue(&routed, "msg_1", r#"{"kind":"charge"}"#).await;
         let invoice = enqueue(&routed, "msg_2", r#"{"kind":"invoice"}"#).await;
         let entry = routed.entry(EventId::new(charge)).await.unwrap().unwrap();
         assert_eq!(entry.status, Status::Filtered);
-        assert!(routed.deliveries(EventId::new(charge)).await.unwrap().is_empty());
-        assert_eq!(routed.status_counts().await.unwrap().get(Status::Filtered), 1);
+        assert!(
+            routed
+                .deliveries(EventId::new(charge))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            routed.status_counts().await.unwrap().get(Status::Filtered),
+            1
+        );
         let leased = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
         assert_eq!(summary(&leased), [(invoice, "invoices".to_owned(), None)]);
         // A duplicate of a routed event writes no second delivery.
         assert_eq!(
-            routed.enqueue(&event("msg_2", r#"{"kind":"invoice"}"#)).await.unwrap(),
+            routed
+                .enqueue(&event("msg_2", r#"{"kind":"invoice"}"#))
+                .await
+                .unwrap(),
             Enqueued::Duplicate
         );
-        assert_eq!(routed.deliveries(EventId::new(invoice)).await.unwrap().len(), 1);
+        assert_eq!(
+            routed
+                .deliveries(EventId::new(invoice))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

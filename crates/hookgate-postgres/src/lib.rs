@@ -210,8 +210,8 @@ mod store;
 mod url;
 mod worker;
 
-pub use deliveries::Delivery;
 pub use batch::{DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats, MAX_BATCH_BYTES};
+pub use deliveries::Delivery;
 pub use error::Error;
 pub use hookgate_queue::event_log::{self, EventLog};
 pub use hookgate_queue::{

@@ -323,7 +323,11 @@ impl PgQueue {
     /// How long until the next event is due (`None`: nothing is scheduled).
     async fn next_due(&self) -> Result<Option<Duration>, Error> {
         if self.store.has_destinations() {
-            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             return self.store.next_delivery_due(&held).await;
         }
         let rows = self

@@ -916,8 +916,10 @@ pub trait EventLog: Send + Sync {
     /// Pauses deliveries to `destination` in the store: every worker on it, in any
     /// process, stops starting them within its poll interval, while the receiver keeps
     /// storing events. `false` if it was paused already.
-    fn pause_destination<'a>(&'a self, destination: &'a str)
-    -> BoxFuture<'a, Result<bool, LogError>>;
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>>;
 
     /// Resumes deliveries to `destination`. `false` if it was not paused.
     fn resume_destination<'a>(

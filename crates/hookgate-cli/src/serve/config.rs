@@ -401,13 +401,8 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             Some(r) => retry_from(r, retry).map_err(at)?,
             None => retry,
         };
-        let destinations = destinations(
-            &name,
-            &spec.destinations,
-            retry,
-            &action,
-        )
-        .map_err(CliError::new)?;
+        let destinations =
+            destinations(&name, &spec.destinations, retry, &action).map_err(CliError::new)?;
         out.push(Endpoint {
             name,
             path: spec.path.clone(),

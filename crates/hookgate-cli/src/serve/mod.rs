@@ -938,13 +938,8 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         .map(|text| config::destination_flag(text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CliError::new)?;
-    let destinations = config::destinations(
-        DEFAULT_ENDPOINT,
-        &configs,
-        retry,
-        &action,
-    )
-    .map_err(CliError::new)?;
+    let destinations =
+        config::destinations(DEFAULT_ENDPOINT, &configs, retry, &action).map_err(CliError::new)?;
     Ok(Endpoint {
         name: DEFAULT_ENDPOINT.to_owned(),
         path: args.path.clone(),
