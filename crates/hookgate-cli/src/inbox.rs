@@ -465,7 +465,7 @@ fn deliveries_text(deliveries: &[Delivery]) -> String {
 }
 
 /// The deliveries of an event for `show --json`.
-fn deliveries_json(deliveries: &[Delivery]) -> serde_json::Value {
+pub(crate) fn deliveries_json(deliveries: &[Delivery]) -> serde_json::Value {
     deliveries
         .iter()
         .map(|d| {

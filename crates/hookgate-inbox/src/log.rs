@@ -85,6 +85,14 @@ fn sql_of(filter: &LogFilter<'_>, order: Order) -> (String, Vec<Value>) {
     if let Some(scheme) = filter.scheme {
         push("e.scheme = ?", Value::Text(scheme.to_owned()), &mut values);
     }
+    if let Some(destination) = filter.destination {
+        // One probe of the deliveries' (event, destination) key per event.
+        push(
+            "EXISTS (SELECT 1 FROM deliveries dl WHERE dl.event_id = e.id AND dl.destination = ?)",
+            Value::Text(destination.to_owned()),
+            &mut values,
+        );
+    }
     if let Some(id) = filter.before_id {
         let condition = if dead_only {
             "d.event_id < ?"

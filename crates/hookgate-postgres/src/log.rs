@@ -73,6 +73,14 @@ fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values
     if let Some(scheme) = filter.scheme {
         push("e.scheme = ?", Box::new(scheme.to_owned()));
     }
+    if let Some(destination) = filter.destination {
+        // One probe of the deliveries' (event, destination) key per event.
+        let probe = format!(
+            "EXISTS (SELECT 1 FROM {schema}.deliveries dl \
+             WHERE dl.event_id = e.id AND dl.destination = ?)"
+        );
+        push(&probe, Box::new(destination.to_owned()));
+    }
     if let Some(id) = filter.before_id {
         push("e.id < ?", Box::new(id.get()));
     }

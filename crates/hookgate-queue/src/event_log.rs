@@ -189,6 +189,7 @@ pub struct LogQuery {
     event_type: Option<String>,
     delivery_id: Option<String>,
     scheme: Option<String>,
+    destination: Option<String>,
     include_test: bool,
     only_test: bool,
     before_id: Option<EventId>,
@@ -240,6 +241,13 @@ impl LogQuery {
     /// Only events verified by this scheme (`stripe`, `github`, …).
     pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
         self.scheme = Some(scheme.into());
+        self
+    }
+
+    /// Only events routed to this destination (an endpoint with destinations, issue 21):
+    /// those with a delivery to it, whatever its state.
+    pub fn destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
         self
     }
 
@@ -305,6 +313,7 @@ impl LogQuery {
             event_type: self.event_type.as_deref(),
             delivery_id: self.delivery_id.as_deref(),
             scheme: self.scheme.as_deref(),
+            destination: self.destination.as_deref(),
             tests,
             before_id: self.before_id,
             limit,
@@ -328,6 +337,8 @@ pub struct LogFilter<'a> {
     pub delivery_id: Option<&'a str>,
     /// Verified by this scheme.
     pub scheme: Option<&'a str>,
+    /// With a delivery to this destination.
+    pub destination: Option<&'a str>,
     /// Which test deliveries.
     pub tests: TestDeliveries,
     /// Older than this id.
