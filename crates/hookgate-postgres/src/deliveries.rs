@@ -59,6 +59,7 @@ pub(crate) struct DeliverySql {
     insert: String,
     lease: String,
     events: String,
+    lock_events: String,
     summarize: String,
     finish: String,
     renew: String,
@@ -133,10 +134,11 @@ impl DeliverySql {
                  RETURNING d.id, d.event_id, d.destination, d.lane, d.attempts"
             ),
             events: format!("SELECT {EVENT_COLUMNS} FROM {s}.events e WHERE e.id = ANY($1::bigint[])"),
+            lock_events: format!(
+                "SELECT id FROM {s}.events WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+            ),
             summarize: format!(
-                "WITH locked AS (
-                    SELECT id FROM {s}.events WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
-                 ), sums AS (
+                "WITH sums AS (
                     SELECT d.event_id,
                         CASE WHEN bool_or(d.status = 'processing') THEN 'processing'
                              WHEN bool_or(d.status = 'failed') THEN 'failed'
@@ -148,7 +150,7 @@ impl DeliverySql {
                         max(d.started_at) AS started_at,
                         (array_agg(d.last_error ORDER BY d.finished_at DESC NULLS LAST)
                             FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
-                    FROM {s}.deliveries d WHERE d.event_id IN (SELECT id FROM locked)
+                    FROM {s}.deliveries d WHERE d.event_id = ANY($1::bigint[])
                     GROUP BY d.event_id
                  )
                  UPDATE {s}.events e
@@ -317,14 +319,22 @@ pub(crate) fn outcome(status: &str) -> &'static str {
 
 impl PgStore {
     /// Sums the deliveries of `events` up into their rows, in the open transaction.
+    ///
+    /// The event rows are locked first, in id order, by a statement of their own: the
+    /// summing statement then starts (and takes its snapshot) only once it holds them,
+    /// so it sees every delivery change of a transaction that summed the same event up
+    /// before it. Locked and summed in one statement, two deliveries of one event ending
+    /// at once would each miss the other's change (their snapshots predate the other's
+    /// commit), and the event would stay `processing` with both done.
     async fn summarize(&self, conn: &mut Conn, mut events: Vec<i64>) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
         events.sort_unstable();
         events.dedup();
-        conn.execute(&self.inner.delivery_sql.summarize, &[&events])
-            .await?;
+        let sql = &self.inner.delivery_sql;
+        conn.query(&sql.lock_events, &[&events]).await?;
+        conn.execute(&sql.summarize, &[&events]).await?;
         Ok(())
     }
 
@@ -1036,6 +1046,34 @@ mod tests {
                 .is_empty(),
             "a routed event is never leased as a plain event"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_deliveries_of_one_event_ending_at_once_both_count_in_its_status() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let both = || vec![destination("a"), destination("b")];
+        // The two ends of each event come from two replicas at the same moment.
+        let (one, two) = (store(&url, both()).await, store(&url, both()).await);
+        for n in 0..30 {
+            enqueue(&one, &format!("msg_{n}"), "{}").await;
+        }
+        let leased = one.lease_deliveries(60, LEASE, &[]).await.unwrap();
+        assert_eq!(leased.len(), 60);
+        let mut by_event: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+        for l in &leased {
+            let event: i64 = l.event.as_ref().unwrap().id().parse().unwrap();
+            by_event.entry(event).or_default().push(l.ticket);
+        }
+        for tickets in by_event.values() {
+            let (x, y) = tokio::join!(
+                one.finish_delivery(tickets[0], "processed", 0, None),
+                two.finish_delivery(tickets[1], "processed", 0, None)
+            );
+            assert!(x.unwrap() && y.unwrap());
+        }
+        let counts = one.status_counts().await.unwrap();
+        assert_eq!(counts.get(Status::Processed), 30, "{counts:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
