@@ -1,14 +1,16 @@
 //! `hookgate destination pause|resume NAME`: stops and restarts deliveries to one
-//! destination of an endpoint. The pause is stored in the endpoint's inbox, so a running
-//! `hookgate serve` (another process) holds the destination's deliveries within its poll
-//! interval, while its receiver keeps accepting events; nothing is dropped.
+//! destination of an endpoint. The pause is stored in the endpoint's inbox, or in the
+//! PostgreSQL store of `serve --store` (`--store postgres://…`), so a running `hookgate
+//! serve` (another process, every replica of a fleet) holds the destination's deliveries
+//! within its poll interval, while its receiver keeps accepting events; nothing is
+//! dropped. Both stores answer through [`EventLog`](hookgate_inbox::EventLog).
 
 use std::path::PathBuf;
 
-use hookgate_inbox::Inbox;
+use hookgate_inbox::event_log::LogError;
 
 use crate::error::CliError;
-use crate::inbox::{DEFAULT_DATA_DIR, existing_inbox};
+use crate::inbox::{DEFAULT_DATA_DIR, open_log};
 use crate::{Output, Status as ExitStatus};
 
 /// Arguments of `hookgate destination`.
@@ -21,6 +23,11 @@ pub(crate) struct DestinationArgs {
     /// The endpoint, by its name in the config file. Default: the only one, or `default`.
     #[arg(long, value_name = "NAME", global = true)]
     endpoint: Option<String>,
+
+    /// The PostgreSQL store of `serve --store` instead of a data directory:
+    /// postgres://USER@HOST/DB[?schema=S].
+    #[arg(long, value_name = "URL", global = true, conflicts_with = "endpoint")]
+    store: Option<String>,
 
     #[command(subcommand)]
     command: DestinationCommand,
@@ -47,30 +54,30 @@ enum DestinationCommand {
 /// # Errors
 /// No inbox for the endpoint, or a database error.
 pub(crate) async fn run(args: DestinationArgs) -> Result<Output, CliError> {
-    let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
-    let label = format!("inbox {}", path.display());
-    let inbox = Inbox::builder(&path)
-        .no_scheduled_pruning()
-        .open()
-        .map_err(|e| CliError::new(format!("{label}: {e}")))?;
-    let fail = |e: hookgate_inbox::InboxError| CliError::new(format!("{label}: {e}"));
+    let (log, label) = open_log(
+        args.store.as_deref(),
+        &args.data_dir,
+        args.endpoint.as_deref(),
+    )
+    .await?;
+    let fail = |e: LogError| CliError::new(format!("{label}: {e}"));
     let text = match args.command {
         DestinationCommand::Pause { name } => {
-            if inbox.pause_destination(&name).await.map_err(fail)? {
+            if log.pause_destination(&name).await.map_err(fail)? {
                 format!("paused destination {name}\n")
             } else {
                 format!("destination {name} was paused already\n")
             }
         }
         DestinationCommand::Resume { name } => {
-            if inbox.resume_destination(&name).await.map_err(fail)? {
+            if log.resume_destination(&name).await.map_err(fail)? {
                 format!("resumed destination {name}\n")
             } else {
                 format!("destination {name} was not paused\n")
             }
         }
         DestinationCommand::Paused => {
-            let names = inbox.paused_destinations().await.map_err(fail)?;
+            let names = log.paused_destinations().await.map_err(fail)?;
             names.iter().map(|n| format!("{n}\n")).collect()
         }
     };

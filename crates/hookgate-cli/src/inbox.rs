@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use hookgate_inbox::{
     Attempt, EventId, EventLog, Inbox, LogEntry, LogQuery, MAX_LOG_LIMIT, Replay, Status,
-    StatusCounts, event_log::HandshakeRecord, event_log::LogError,
+    StatusCounts, event_log::Delivery, event_log::HandshakeRecord, event_log::LogError,
 };
 use hookgate_postgres::PgStore;
 use serde::Serialize;
@@ -89,7 +89,7 @@ enum InboxCommand {
         dead: bool,
         /// Replay only this destination's dead deliveries (an endpoint with
         /// destinations): the events' deliveries to other destinations are left alone.
-        #[arg(long, value_name = "NAME", conflicts_with = "store")]
+        #[arg(long, value_name = "NAME")]
         destination: Option<String>,
     },
 }
@@ -171,26 +171,12 @@ impl<'a> EntryJson<'a> {
 /// # Errors
 /// No inbox in the data directory, an unknown event, or a database error.
 pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
-    let mut local: Option<Inbox> = None;
-    let (log, label) = match &args.store {
-        Some(url) => {
-            let label = format!("store {}", crate::serve::redact(url));
-            let store = PgStore::connect(url)
-                .await
-                .map_err(|e| CliError::new(format!("{label}: {e}")))?;
-            (Arc::new(store) as Arc<dyn EventLog>, label)
-        }
-        None => {
-            let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
-            let label = format!("inbox {}", path.display());
-            let inbox = Inbox::builder(&path)
-                .no_scheduled_pruning()
-                .open()
-                .map_err(|e| CliError::new(format!("{label}: {e}")))?;
-            local = Some(inbox.clone());
-            (Arc::new(inbox) as Arc<dyn EventLog>, label)
-        }
-    };
+    let (log, label) = open_log(
+        args.store.as_deref(),
+        &args.data_dir,
+        args.endpoint.as_deref(),
+    )
+    .await?;
     let fail = |e: LogError| CliError::new(format!("{label}: {e}"));
     match args.command {
         InboxCommand::List(list_args) => list(log.as_ref(), list_args).await.map_err(fail),
@@ -209,13 +195,7 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
             let stored = content
                 .as_ref()
                 .map(|c| (c.body.as_ref(), c.headers.as_slice()));
-            let deliveries = match &local {
-                Some(inbox) => inbox
-                    .deliveries(id)
-                    .await
-                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
-                None => Vec::new(),
-            };
+            let deliveries = log.deliveries(id).await.map_err(fail)?;
             if deliveries.is_empty() {
                 return Ok(shown(&entry, &attempts, stored, json));
             }
@@ -236,13 +216,7 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
         }
         InboxCommand::Stats { json } => {
             let counts = log.status_counts().await.map_err(fail)?;
-            let per_destination = match &local {
-                Some(inbox) => inbox
-                    .delivery_counts()
-                    .await
-                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
-                None => Vec::new(),
-            };
+            let per_destination = log.delivery_counts().await.map_err(fail)?;
             if per_destination.is_empty() {
                 return Ok(counted(&Counts::from(&counts), json));
             }
@@ -266,17 +240,9 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
             } else {
                 Replay::Ids(ids.iter().copied().map(EventId::new).collect())
             };
-            let replayed = match (&destination, &local) {
-                (Some(name), Some(inbox)) => inbox
-                    .replay_destination(name, which)
-                    .await
-                    .map_err(|e| CliError::new(format!("{label}: {e}")))?,
-                (Some(_), None) => {
-                    return Err(CliError::new(
-                        "--destination replays the dead deliveries of a local inbox",
-                    ));
-                }
-                (None, _) => log.replay_dead_letters(which).await.map_err(fail)?,
+            let replayed = match &destination {
+                Some(name) => log.replay_destination(name, which).await.map_err(fail)?,
+                None => log.replay_dead_letters(which).await.map_err(fail)?,
             };
             let mut out = match &destination {
                 Some(name) => {
@@ -290,6 +256,36 @@ pub(crate) async fn run(args: InboxArgs) -> Result<Output, CliError> {
                 );
             }
             Ok(Output::new(out, ExitStatus::Success))
+        }
+    }
+}
+
+/// The event log `hookgate inbox` and `hookgate destination` work on: the PostgreSQL
+/// store at `store`, or the endpoint's inbox in `data_dir`; and its label for messages.
+///
+/// # Errors
+/// The store cannot be reached, or there is no such inbox.
+pub(crate) async fn open_log(
+    store: Option<&str>,
+    data_dir: &Path,
+    endpoint: Option<&str>,
+) -> Result<(Arc<dyn EventLog>, String), CliError> {
+    match store {
+        Some(url) => {
+            let label = format!("store {}", crate::serve::redact(url));
+            let store = PgStore::connect(url)
+                .await
+                .map_err(|e| CliError::new(format!("{label}: {e}")))?;
+            Ok((Arc::new(store), label))
+        }
+        None => {
+            let path = existing_inbox(data_dir, endpoint)?;
+            let label = format!("inbox {}", path.display());
+            let inbox = Inbox::builder(&path)
+                .no_scheduled_pruning()
+                .open()
+                .map_err(|e| CliError::new(format!("{label}: {e}")))?;
+            Ok((Arc::new(inbox), label))
         }
     }
 }
@@ -443,7 +439,7 @@ fn table(entries: &[LogEntry]) -> String {
 }
 
 /// The deliveries of an event, one line each, for `show`.
-fn deliveries_text(deliveries: &[hookgate_inbox::Delivery]) -> String {
+fn deliveries_text(deliveries: &[Delivery]) -> String {
     let mut out = String::from("deliveries:\n");
     for d in deliveries {
         out.push_str(&format!(
@@ -469,7 +465,7 @@ fn deliveries_text(deliveries: &[hookgate_inbox::Delivery]) -> String {
 }
 
 /// The deliveries of an event for `show --json`.
-fn deliveries_json(deliveries: &[hookgate_inbox::Delivery]) -> serde_json::Value {
+pub(crate) fn deliveries_json(deliveries: &[Delivery]) -> serde_json::Value {
     deliveries
         .iter()
         .map(|d| {

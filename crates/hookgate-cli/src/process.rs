@@ -90,7 +90,7 @@ impl<'a> From<&'a QueuedEvent> for EventView<'a> {
             attempt: event.attempt(),
             headers: event.headers(),
             body: event.body(),
-            destination: None,
+            destination: event.destination(),
         }
     }
 }
@@ -202,12 +202,9 @@ impl Handler<InboxEvent> for Processor {
     fn handle(&self, event: InboxEvent) -> BoxFuture<'_, HandlerResult> {
         Box::pin(async move {
             let view = EventView::from(&event);
-            let Some(name) = event.destination() else {
-                return self.process(view, &self.action).await;
-            };
-            match self.destinations.iter().find(|(n, _)| n == name) {
-                Some((_, target)) => self.process(view, target).await,
-                None => HandlerResult::fail(format!("destination {name} is not configured")),
+            match event.destination() {
+                None => self.process(view, &self.action).await,
+                Some(name) => self.to_destination(view, name).await,
             }
         })
     }
@@ -216,11 +213,26 @@ impl Handler<InboxEvent> for Processor {
 /// A queue's events (`hookgate work`, and `serve`'s local worker on PostgreSQL).
 impl Handler<QueuedEvent> for Processor {
     fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
-        Box::pin(async move { self.process(EventView::from(&event), &self.action).await })
+        Box::pin(async move {
+            let view = EventView::from(&event);
+            match event.destination() {
+                None => self.process(view, &self.action).await,
+                Some(name) => self.to_destination(view, name).await,
+            }
+        })
     }
 }
 
 impl Processor {
+    /// Runs the target of the destination `name` (a delivery of an endpoint with
+    /// destinations, from either store).
+    async fn to_destination(&self, event: EventView<'_>, name: &str) -> HandlerResult {
+        match self.destinations.iter().find(|(n, _)| n == name) {
+            Some((_, target)) => self.process(event, target).await,
+            None => HandlerResult::fail(format!("destination {name} is not configured")),
+        }
+    }
+
     async fn process(&self, event: EventView<'_>, target: &Target) -> HandlerResult {
         match target {
             Target::Print => {

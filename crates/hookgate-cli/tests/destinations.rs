@@ -82,16 +82,64 @@ fn delivery_id(seen: &common::Seen) -> String {
     envelope["delivery_id"].as_str().unwrap().to_owned()
 }
 
-/// `hookgate inbox stats --json`'s deliveries per destination and status.
+/// Where a test's events are kept: serve's local inbox in its data directory, or a
+/// PostgreSQL store (`serve --store`); and how serve and the CLI are told so.
+struct On {
+    /// serve's arguments: none for the inbox, `--store URL`.
+    serve: Vec<String>,
+    /// `hookgate inbox` and `hookgate destination`'s: `--data-dir DIR` or `--store URL`.
+    cli: Vec<String>,
+}
+
+impl On {
+    fn inbox(dir: &Path) -> On {
+        On {
+            serve: Vec::new(),
+            cli: vec!["--data-dir".to_owned(), dir.to_str().unwrap().to_owned()],
+        }
+    }
+
+    fn store(url: &str) -> On {
+        On {
+            serve: vec!["--store".to_owned(), url.to_owned()],
+            cli: vec!["--store".to_owned(), url.to_owned()],
+        }
+    }
+
+    /// serve's arguments with `extra` after them.
+    fn serve_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args: Vec<&str> = self.serve.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// `hookgate COMMAND --data-dir DIR|--store URL ARGS…`.
+    async fn run(&self, command: &str, args: &[&str]) -> common::Run {
+        let mut all: Vec<&str> = vec![command];
+        all.extend(self.cli.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        hookgate(all).await
+    }
+
+    /// `hookgate inbox stats --json`'s deliveries per destination and status.
+    async fn counts(&self) -> serde_json::Value {
+        let at: Vec<&str> = self.cli.iter().map(String::as_str).collect();
+        counts_of(&at).await
+    }
+}
+
+/// `hookgate inbox stats --json`'s deliveries per destination and status, of a data
+/// directory's inbox.
 async fn destination_counts(dir: &Path) -> serde_json::Value {
-    let run = hookgate([
-        "inbox",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "stats",
-        "--json",
-    ])
-    .await;
+    counts_of(&["--data-dir", dir.to_str().unwrap()]).await
+}
+
+/// The same, of the store `at` names (`--data-dir DIR` or `--store URL`).
+async fn counts_of(at: &[&str]) -> serde_json::Value {
+    let mut args = vec!["inbox"];
+    args.extend_from_slice(at);
+    args.extend_from_slice(&["stats", "--json"]);
+    let run = hookgate(args).await;
     assert_eq!(run.code, 0, "{run:?}");
     let stats: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     stats["destinations"].clone()
@@ -118,17 +166,30 @@ fn serve(dir: &Path, destinations: &[String], extra: &[&str]) -> Serve {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_with_a_failing_destination_dead_letters_and_replays_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    fan_out(dir.path(), &On::inbox(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_on_a_postgres_store_dead_letters_and_replays_the_failing_destination_alone() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    fan_out(dir.path(), &On::store(&postgres.url())).await;
+}
+
+async fn fan_out(dir: &Path, on: &On) {
     let good = TestServer::start(|_, _| (200, "ok")).await;
     let bad = TestServer::start(|_, _| (500, "down")).await;
-    let dir = tempfile::tempdir().unwrap();
     let retry = r#"retry = { max_attempts = 2, base = "10ms", cap = "20ms" }"#;
     let serve = serve(
-        dir.path(),
+        dir,
         &[
             destination("good", &good.url("/good"), ""),
             destination("bad", &bad.url("/bad"), retry),
         ],
-        &[],
+        &on.serve_args(&[]),
     );
     let sent: Vec<String> = (0..5).map(|n| format!("msg_fan_{n}")).collect();
     for id in &sent {
@@ -138,7 +199,7 @@ async fn fan_out_with_a_failing_destination_dead_letters_and_replays_it_alone() 
         );
     }
     eventually(PATIENCE, "bad's five dead letters", || async {
-        let counts = destination_counts(dir.path()).await;
+        let counts = on.counts().await;
         (counts["bad"]["dead"] == 5 && counts["good"]["processed"] == 5).then_some(())
     })
     .await;
@@ -147,15 +208,11 @@ async fn fan_out_with_a_failing_destination_dead_letters_and_replays_it_alone() 
     assert_eq!(got, sent, "good got every event exactly once");
     assert_eq!(bad.seen().len(), 10, "two attempts each");
     // The event log shows each event dead (one delivery dead), with both deliveries.
-    assert_eq!(inbox_list(dir.path(), &["--status", "dead"]).await.len(), 5);
-    let show = hookgate([
-        "inbox",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "show",
-        "1",
-    ])
-    .await;
+    let dead = on
+        .run("inbox", &["list", "--json", "--status", "dead"])
+        .await;
+    assert_eq!(dead.stdout.lines().count(), 5, "{dead:?}");
+    let show = on.run("inbox", &["show", "1"]).await;
     assert!(
         show.stdout.contains("good: processed, 1 attempt(s)"),
         "{}",
@@ -169,20 +226,13 @@ async fn fan_out_with_a_failing_destination_dead_letters_and_replays_it_alone() 
     assert!(show.stdout.contains("forward: 500 down"), "{}", show.stdout);
 
     // Replaying bad's dead letters does not deliver to good again.
-    let replay = hookgate([
-        "inbox",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "replay",
-        "--dead",
-        "--destination",
-        "bad",
-    ])
-    .await;
+    let replay = on
+        .run("inbox", &["replay", "--dead", "--destination", "bad"])
+        .await;
     assert_eq!(replay.code, 0, "{replay:?}");
     assert!(replay.stdout.contains("replayed 5"), "{}", replay.stdout);
     eventually(PATIENCE, "bad dead again after its replay", || async {
-        let counts = destination_counts(dir.path()).await;
+        let counts = on.counts().await;
         (bad.seen().len() == 20 && counts["bad"]["dead"] == 5).then_some(())
     })
     .await;
@@ -458,6 +508,20 @@ async fn a_destination_never_has_more_requests_in_flight_than_its_concurrency() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordered_lane_keeps_its_order_while_its_head_fails_and_other_keys_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    ordered_lane(dir.path(), &On::inbox(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_lane_on_a_postgres_store_keeps_its_order_while_its_head_fails() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    ordered_lane(dir.path(), &On::store(&postgres.url())).await;
+}
+
+async fn ordered_lane(dir: &Path, on: &On) {
     // c1's first event fails (at least twice) until every c2 and c3 event was accepted:
     // if the failing head blocked other keys, this would never end.
     let app = SlowApp::start(Duration::from_millis(5), |id, times, accepted| {
@@ -467,15 +531,14 @@ async fn an_ordered_lane_keeps_its_order_while_its_head_fails_and_other_keys_go_
         id == "msg_c1_1" && (times <= 2 || !others_done)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let serve = serve(
-        dir.path(),
+        dir,
         &[destination(
             "ordered",
             &app.url(),
             r#"order_key = "/customer", retry = { max_attempts = 50, base = "10ms", cap = "50ms" }"#,
         )],
-        &["--workers", "4"],
+        &on.serve_args(&["--workers", "4"]),
     );
     let events = [
         ("msg_c1_1", "c1"),
@@ -514,19 +577,31 @@ async fn an_ordered_lane_keeps_its_order_while_its_head_fails_and_other_keys_go_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_over_the_cli_while_events_keep_arriving() {
+    let dir = tempfile::tempdir().unwrap();
+    pause_and_resume(dir.path(), &On::inbox(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_of_a_postgres_store_over_the_cli() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    pause_and_resume(dir.path(), &On::store(&postgres.url())).await;
+}
+
+async fn pause_and_resume(dir: &Path, on: &On) {
     let held = TestServer::start(|_, _| (200, "ok")).await;
     let open = TestServer::start(|_, _| (200, "ok")).await;
-    let dir = tempfile::tempdir().unwrap();
     let serve = serve(
-        dir.path(),
+        dir,
         &[
             destination("held", &held.url("/"), ""),
             destination("open", &open.url("/"), ""),
         ],
-        &[],
+        &on.serve_args(&[]),
     );
-    let data_dir = dir.path().to_str().unwrap();
-    let pause = hookgate(["destination", "--data-dir", data_dir, "pause", "held"]).await;
+    let pause = on.run("destination", &["pause", "held"]).await;
     assert_eq!(pause.code, 0, "{pause:?}");
     assert!(
         pause.stdout.contains("paused destination held"),
@@ -548,17 +623,17 @@ async fn pause_and_resume_over_the_cli_while_events_keep_arriving() {
     })
     .await;
     // While paused: the held deliveries wait, stored and acknowledged.
-    let counts = destination_counts(dir.path()).await;
+    let counts = on.counts().await;
     assert_eq!(
         counts["held"]["processed"],
         serde_json::Value::Null,
         "{counts}"
     );
     assert!(held.seen().is_empty());
-    let listed = hookgate(["destination", "--data-dir", data_dir, "paused"]).await;
+    let listed = on.run("destination", &["paused"]).await;
     assert_eq!(listed.stdout, "held\n");
 
-    let resume = hookgate(["destination", "--data-dir", data_dir, "resume", "held"]).await;
+    let resume = on.run("destination", &["resume", "held"]).await;
     assert_eq!(resume.code, 0, "{resume:?}");
     for n in 4..6 {
         assert_eq!(post(serve.addr, &format!("msg_pause_{n}"), "{}").await, 200);
@@ -710,19 +785,31 @@ async fn a_destination_circuit_opens_after_its_failures_then_one_probe_closes_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lane_backlog_gauge_counts_every_waiting_keyed_delivery_in_the_store() {
-    let app = TestServer::start(|_, _| (200, "ok")).await;
     let dir = tempfile::tempdir().unwrap();
+    lane_backlog(dir.path(), &On::inbox(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_backlog_gauge_of_a_postgres_store() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    lane_backlog(dir.path(), &On::store(&postgres.url())).await;
+}
+
+async fn lane_backlog(dir: &Path, on: &On) {
+    let app = TestServer::start(|_, _| (200, "ok")).await;
     let serve = serve(
-        dir.path(),
+        dir,
         &[destination(
             "ordered",
             &app.url("/"),
             r#"order_key = "/customer""#,
         )],
-        &[],
+        &on.serve_args(&[]),
     );
-    let data_dir = dir.path().to_str().unwrap();
-    let pause = hookgate(["destination", "--data-dir", data_dir, "pause", "ordered"]).await;
+    let pause = on.run("destination", &["pause", "ordered"]).await;
     assert_eq!(pause.code, 0, "{pause:?}");
     eventually(PATIENCE, "serve to hold the destination", || async {
         let (_, metrics) = get(serve.addr, "/metrics").await;
@@ -751,7 +838,7 @@ async fn the_lane_backlog_gauge_counts_every_waiting_keyed_delivery_in_the_store
     })
     .await;
     assert!(app.seen().is_empty(), "nothing delivered while paused");
-    let resume = hookgate(["destination", "--data-dir", data_dir, "resume", "ordered"]).await;
+    let resume = on.run("destination", &["resume", "ordered"]).await;
     assert_eq!(resume.code, 0, "{resume:?}");
     eventually(
         PATIENCE,
@@ -762,4 +849,66 @@ async fn the_lane_backlog_gauge_counts_every_waiting_keyed_delivery_in_the_store
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_deliver_each_once_and_keep_each_lane_in_order() {
+    let Some(postgres) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let ordered = SlowApp::start(Duration::from_millis(20), |_, _, _| false).await;
+    let plain = SlowApp::start(Duration::from_millis(5), |_, _, _| false).await;
+    let destinations = [
+        destination("ordered", &ordered.url(), r#"order_key = "/customer""#),
+        destination("plain", &plain.url(), ""),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = On::store(&url);
+    let a = serve(
+        dir_a.path(),
+        &destinations,
+        &on.serve_args(&["--workers", "4"]),
+    );
+    let b = serve(
+        dir_b.path(),
+        &destinations,
+        &on.serve_args(&["--workers", "4"]),
+    );
+    // Each event after the previous one's 2xx, to one replica or the other: the order
+    // received is the order of the ids.
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for n in 0..24 {
+        let customer = format!("c{}", n % 3);
+        let id = format!("msg_rep_{n:02}");
+        let replica = if n % 2 == 0 { a.addr } else { b.addr };
+        let body = format!(r#"{{"customer":"{customer}"}}"#);
+        assert_eq!(post(replica, &id, &body).await, 200);
+        sent.push((id, customer));
+    }
+    eventually(PATIENCE, "all 24 at both destinations", || async {
+        (ordered.accepted().len() == 24 && plain.accepted().len() == 24).then_some(())
+    })
+    .await;
+    for app in [&ordered, &plain] {
+        let seen = app.seen.lock().unwrap();
+        assert_eq!(seen.len(), 24);
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "each delivered once: {seen:?}"
+        );
+    }
+    let accepted = ordered.accepted();
+    for customer in ["c0", "c1", "c2"] {
+        let expected: Vec<&String> = sent
+            .iter()
+            .filter(|(_, c)| c == customer)
+            .map(|(id, _)| id)
+            .collect();
+        let got: Vec<&String> = accepted.iter().filter(|id| expected.contains(id)).collect();
+        assert_eq!(got, expected, "lane {customer} in the order received");
+    }
+    let counts = on.counts().await;
+    assert_eq!(counts["ordered"]["processed"], 24, "{counts}");
+    assert_eq!(counts["plain"]["processed"], 24, "{counts}");
 }

@@ -23,29 +23,7 @@ use crate::time::{add, from_millis, to_millis};
 use crate::writer::Durability;
 use crate::{Inbox, InboxError, Replay};
 
-/// One delivery of an event to a destination, as the event log shows it.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The event.
-    pub event_id: EventId,
-    /// The destination's name.
-    pub destination: String,
-    /// The lane key, for an ordered destination whose event has one.
-    pub lane: Option<String>,
-    /// Where the delivery is in its life (`received`, `queued`, `processing`, `failed`,
-    /// `processed` or `dead`).
-    pub status: Status,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// For a waiting delivery, when it may next be attempted; for one in flight, when its
-    /// lease ends.
-    pub due_at: Option<SystemTime>,
-    /// When the last attempt ended.
-    pub finished_at: Option<SystemTime>,
-    /// The last attempt's error (for a dead letter: why it died).
-    pub last_error: Option<String>,
-}
+pub use hookgate_queue::event_log::Delivery;
 
 /// A delivery a worker holds, with the token of its lease.
 #[derive(Debug)]
@@ -483,18 +461,16 @@ fn read_deliveries(
     let mut deliveries = Vec::new();
     for row in rows {
         let (event, destination, lane, status, attempts, due_at, finished_at, last_error) = row?;
-        deliveries.push(Delivery {
-            event_id: EventId::new(event),
-            destination,
-            lane,
-            status: status
-                .parse()
-                .map_err(|_| InboxError::Corrupt(format!("delivery status {status:?}")))?,
-            attempts: u32::try_from(attempts).unwrap_or(0),
-            due_at: due_at.map(from_millis),
-            finished_at: finished_at.map(from_millis),
-            last_error,
-        });
+        let mut delivery = Delivery::new(EventId::new(event), destination);
+        delivery.lane = lane;
+        delivery.status = status
+            .parse()
+            .map_err(|_| InboxError::Corrupt(format!("delivery status {status:?}")))?;
+        delivery.attempts = u32::try_from(attempts).unwrap_or(0);
+        delivery.due_at = due_at.map(from_millis);
+        delivery.finished_at = finished_at.map(from_millis);
+        delivery.last_error = last_error;
+        deliveries.push(delivery);
     }
     Ok(deliveries)
 }

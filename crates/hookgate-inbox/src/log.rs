@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
 use hookgate_queue::event_log::{
-    ArrivalCursor, EventContent, EventLog, HandshakeRecord, LogError, LogFilter, MinuteActivity,
-    Replay, TestDeliveries,
+    ArrivalCursor, Delivery, DeliveryCounts, EventContent, EventLog, HandshakeRecord, LogError,
+    LogFilter, MinuteActivity, Replay, TestDeliveries,
 };
 pub use hookgate_queue::event_log::{
     Attempt, DEFAULT_LOG_LIMIT, LogEntry, LogQuery, MAX_LOG_LIMIT, StatusCounts,
@@ -84,6 +84,14 @@ fn sql_of(filter: &LogFilter<'_>, order: Order) -> (String, Vec<Value>) {
     }
     if let Some(scheme) = filter.scheme {
         push("e.scheme = ?", Value::Text(scheme.to_owned()), &mut values);
+    }
+    if let Some(destination) = filter.destination {
+        // One probe of the deliveries' (event, destination) key per event.
+        push(
+            "EXISTS (SELECT 1 FROM deliveries dl WHERE dl.event_id = e.id AND dl.destination = ?)",
+            Value::Text(destination.to_owned()),
+            &mut values,
+        );
     }
     if let Some(id) = filter.before_id {
         let condition = if dead_only {
@@ -321,6 +329,44 @@ impl EventLog for Inbox {
 
     fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>> {
         Box::pin(async move { Ok(Inbox::handshakes(self, limit).await?) })
+    }
+
+    fn deliveries(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Delivery>, LogError>> {
+        Box::pin(async move { Ok(Inbox::deliveries(self, id).await?) })
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<DeliveryCounts, LogError>> {
+        Box::pin(async move { Ok(Inbox::delivery_counts(self).await?) })
+    }
+
+    fn lane_backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, LogError>> {
+        Box::pin(async move { Ok(Inbox::lane_backlog(self).await?) })
+    }
+
+    fn replay_destination<'a>(
+        &'a self,
+        destination: &'a str,
+        which: Replay,
+    ) -> BoxFuture<'a, Result<u64, LogError>> {
+        Box::pin(async move { Ok(Inbox::replay_destination(self, destination, which).await?) })
+    }
+
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(Inbox::pause_destination(self, destination).await?) })
+    }
+
+    fn resume_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(Inbox::resume_destination(self, destination).await?) })
+    }
+
+    fn paused_destinations(&self) -> BoxFuture<'_, Result<Vec<String>, LogError>> {
+        Box::pin(async move { Ok(Inbox::paused_destinations(self).await?) })
     }
 }
 

@@ -270,6 +270,7 @@ async fn write(store: &PgStore, batch: &[Waiter]) -> Result<Vec<Option<EventId>>
     let ttl = millis(inner.committed_ttl);
 
     let mut conn = store.conn().await?;
+    crate::deliveries::begin_routed(store, &mut conn).await?;
     let rows = conn
         .query(
             &inner.sql.enqueue,
@@ -287,6 +288,8 @@ async fn write(store: &PgStore, batch: &[Waiter]) -> Result<Vec<Option<EventId>>
                 &is_test,
             ],
         )
+        .await?;
+    crate::deliveries::route_batch(store, &mut conn, &rows, unique.iter().map(|w| &w.event))
         .await?;
     drop(conn);
 

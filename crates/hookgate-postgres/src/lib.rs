@@ -24,6 +24,11 @@
 //!   [`PgStore::handshakes`], [`PgStore::prune`]. Its types are the store-neutral ones of
 //!   [`event_log`], the same as the SQLite inbox's, and the store implements [`EventLog`],
 //!   so a tool reads either store alike.
+//! - Destinations (fan-out, filters, ordered lanes; issue 21): with
+//!   [`PgStoreBuilder::destinations`] each event is routed once, in its enqueue's
+//!   transaction, into one delivery per matching destination, and the worker leases
+//!   deliveries, the head of each lane only, across replicas ([`PgStore::deliveries`],
+//!   [`PgStore::replay_destination`], [`PgStore::pause_destination`]).
 //!
 //! ## Quick start
 //!
@@ -182,6 +187,8 @@
 //! | `dedup` | one row per dedup key until the horizon (72 h): a live claim, or the stored event |
 //! | `attempts` | the attempt history the event log shows |
 //! | `handshakes` | the provider URL handshakes the gate answered (when, scheme, kind, key id), until the retention |
+//! | `deliveries` | with [`PgStoreBuilder::destinations`]: one row per event and matching destination (status, attempts, due time or lease end, last error, lane key) |
+//! | `destination_pauses` | the destinations paused ([`PgStore::pause_destination`]), for every replica |
 //! | `schema_migrations` | the migrations applied |
 //!
 //! After each stored event the store notifies the channel `<schema>_events`, outside the
@@ -201,6 +208,7 @@
 //! PostgreSQL 11 or later.
 
 mod batch;
+mod deliveries;
 mod error;
 mod log;
 mod pool;
@@ -210,6 +218,7 @@ mod url;
 mod worker;
 
 pub use batch::{DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats, MAX_BATCH_BYTES};
+pub use deliveries::Delivery;
 pub use error::Error;
 pub use hookgate_queue::event_log::{self, EventLog};
 pub use hookgate_queue::{

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use hookgate::{BoxFuture, Handshake};
 use hookgate_queue::event_log::{
-    ActivityFrame, ActivitySeries, EventContent, EventLog, LogError, LogFilter, TestDeliveries,
+    ActivityFrame, ActivitySeries, Delivery, DeliveryCounts, EventContent, EventLog, LogError,
+    LogFilter, TestDeliveries,
 };
 pub use hookgate_queue::event_log::{
     ArrivalCursor, Attempt, DEFAULT_LOG_LIMIT, EventId, HandshakeRecord, LogEntry, LogQuery,
@@ -71,6 +72,14 @@ fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values
     }
     if let Some(scheme) = filter.scheme {
         push("e.scheme = ?", Box::new(scheme.to_owned()));
+    }
+    if let Some(destination) = filter.destination {
+        // One probe of the deliveries' (event, destination) key per event.
+        let probe = format!(
+            "EXISTS (SELECT 1 FROM {schema}.deliveries dl \
+             WHERE dl.event_id = e.id AND dl.destination = ?)"
+        );
+        push(&probe, Box::new(destination.to_owned()));
     }
     if let Some(id) = filter.before_id {
         push("e.id < ?", Box::new(id.get()));
@@ -352,6 +361,9 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`].
     pub async fn replay_dead_letters(&self, which: Replay) -> Result<u64, Error> {
+        // Events routed to destinations: their dead deliveries are replayed (the event
+        // is then no longer dead, so the event-level replay below leaves it alone).
+        let routed = self.replay_deliveries(None, &which).await?;
         let sql = &self.inner.sql;
         let mut conn = self.conn().await?;
         let replayed = match &which {
@@ -370,7 +382,7 @@ impl PgStore {
         if replayed > 0 {
             conn.query(&sql.notify, &[]).await?;
         }
-        Ok(replayed)
+        Ok(replayed.saturating_add(routed))
     }
 
     /// Puts one dead or processed event back in the queue (attempts start again from 1)
@@ -379,6 +391,10 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Database`].
     pub async fn replay(&self, id: EventId) -> Result<bool, Error> {
+        // An event routed to destinations: its dead deliveries.
+        if self.replay_deliveries(None, &Replay::Id(id)).await? > 0 {
+            return Ok(true);
+        }
         let mut conn = self.conn().await?;
         let replayed = conn
             .execute(&self.inner.sql.replay_one, &[&id.get()])
@@ -477,6 +493,17 @@ impl PgStore {
             }
         }
         loop {
+            let (events, deliveries) = self
+                .prune_deliveries(&mut conn, retention, PRUNE_BATCH)
+                .await?;
+            report.events = report
+                .events
+                .saturating_add(u64::try_from(events).unwrap_or(0));
+            if events < PRUNE_BATCH && deliveries < PRUNE_BATCH {
+                break;
+            }
+        }
+        loop {
             let deleted = conn
                 .execute(&self.inner.sql.prune_dedup, &[&PRUNE_BATCH])
                 .await?;
@@ -540,6 +567,44 @@ impl EventLog for PgStore {
 
     fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>> {
         Box::pin(async move { Ok(PgStore::handshakes(self, limit).await?) })
+    }
+
+    fn deliveries(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Delivery>, LogError>> {
+        Box::pin(async move { Ok(PgStore::deliveries(self, id).await?) })
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<DeliveryCounts, LogError>> {
+        Box::pin(async move { Ok(PgStore::delivery_counts(self).await?) })
+    }
+
+    fn lane_backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, LogError>> {
+        Box::pin(async move { Ok(PgStore::lane_backlog(self).await?) })
+    }
+
+    fn replay_destination<'a>(
+        &'a self,
+        destination: &'a str,
+        which: Replay,
+    ) -> BoxFuture<'a, Result<u64, LogError>> {
+        Box::pin(async move { Ok(PgStore::replay_destination(self, destination, which).await?) })
+    }
+
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(PgStore::pause_destination(self, destination).await?) })
+    }
+
+    fn resume_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        Box::pin(async move { Ok(PgStore::resume_destination(self, destination).await?) })
+    }
+
+    fn paused_destinations(&self) -> BoxFuture<'_, Result<Vec<String>, LogError>> {
+        Box::pin(async move { Ok(PgStore::paused_destinations(self).await?) })
     }
 }
 

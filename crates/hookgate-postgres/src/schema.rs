@@ -5,7 +5,7 @@ use crate::Error;
 use crate::pool::Conn;
 
 /// The newest migration this build has.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// Longest schema name: PostgreSQL's identifiers stop at 63 bytes and the notification
 /// channel adds `_events`.
@@ -96,6 +96,54 @@ CREATE TABLE {s}.handshakes (
     key_id       text
 );
 CREATE INDEX handshakes_received ON {s}.handshakes (received_at, id);
+"#,
+    ),
+    // Destinations (issue 21; see `deliveries.rs`): one delivery per event and matching
+    // destination, each with its own status, attempts, due time or lease end, lease token
+    // and last error; `seq` orders a lane (the event id, moved past the end by a replay).
+    // An event no destination took is `filtered`, which the events' status check gains
+    // (the only change to an existing table: the check is widened, nothing rewritten).
+    // The paused destinations are rows of their own, shared by every replica.
+    // Indexes: `deliveries_due` for the lease (due first), `deliveries_lane` for the
+    // head-of-lane test (the unfinished deliveries of one destination and lane key, by
+    // `seq`), `deliveries_dead` for a destination's dead letters, `deliveries_done` for
+    // pruning.
+    (
+        4,
+        r#"
+ALTER TABLE {s}.events DROP CONSTRAINT IF EXISTS events_status_check;
+ALTER TABLE {s}.events ADD CONSTRAINT events_status_check CHECK (status IN
+    ('received', 'queued', 'processing', 'processed', 'failed', 'dead', 'filtered'));
+
+CREATE TABLE {s}.deliveries (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id     bigint      NOT NULL,
+    destination  text        NOT NULL,
+    lane         text,
+    seq          bigint      NOT NULL,
+    status       text        NOT NULL CHECK (status IN
+                     ('received', 'queued', 'processing', 'processed', 'failed', 'dead')),
+    attempts     integer     NOT NULL DEFAULT 0,
+    due_at       timestamptz,
+    lease_token  bigint,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    duration_ms  bigint,
+    last_error   text,
+    dead_at      timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (event_id, destination)
+);
+CREATE INDEX deliveries_due ON {s}.deliveries (due_at, id) WHERE due_at IS NOT NULL;
+CREATE INDEX deliveries_lane ON {s}.deliveries (destination, lane, seq)
+    WHERE lane IS NOT NULL AND status NOT IN ('processed', 'dead');
+CREATE INDEX deliveries_dead ON {s}.deliveries (destination, id) WHERE status = 'dead';
+CREATE INDEX deliveries_done ON {s}.deliveries (finished_at) WHERE status = 'processed';
+
+CREATE TABLE {s}.destination_pauses (
+    destination  text        PRIMARY KEY,
+    paused_at    timestamptz NOT NULL DEFAULT now()
+);
 "#,
     ),
 ];

@@ -10,10 +10,11 @@ use hookgate::dedup::{
     MAX_TTL, MemoryDedupStore,
 };
 use hookgate::{BoxFuture, Gate, GateBuilder, Handoff, Sink, SinkError, VerifiedEvent, Verifier};
-use hookgate_queue::{ENVELOPE_VERSION, Envelope, QueuedEvent};
+use hookgate_queue::{ENVELOPE_VERSION, Envelope, QueuedEvent, Router};
 use tokio_postgres::Row;
 
 use crate::batch::{Batcher, DEFAULT_BATCH_WRITERS, DEFAULT_MAX_BATCH, EnqueueStats};
+use crate::deliveries::DeliverySql;
 use crate::pool::{Conn, Pool};
 use crate::schema::{self, Sql};
 use crate::url::{DEFAULT_CONNECT_TIMEOUT, PgUrl};
@@ -89,6 +90,10 @@ pub(crate) struct StoreInner {
     test_filter: Option<TestFilter>,
     claims: MemoryDedupStore,
     pub(crate) batcher: Batcher,
+    /// The endpoint's destinations: each stored event is routed once, in its enqueue's
+    /// transaction, into deliveries (see `deliveries.rs`).
+    pub(crate) router: Option<Router>,
+    pub(crate) delivery_sql: DeliverySql,
     /// A stored event wants the workers woken.
     wake_wanted: AtomicBool,
     /// A task is sending wake-ups.
@@ -145,12 +150,19 @@ impl PgStore {
             max_batch: DEFAULT_MAX_BATCH,
             batch_writers: DEFAULT_BATCH_WRITERS,
             test_filter: None,
+            router: None,
         }
     }
 
     /// The schema the tables live in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// Whether this store routes events to destinations
+    /// ([`PgStoreBuilder::destinations`]), and its queue leases deliveries.
+    pub fn has_destinations(&self) -> bool {
+        self.inner.router.is_some()
     }
 
     /// A [`Gate`] builder with this store as both the dedup store and the sink: the usual
@@ -445,6 +457,7 @@ pub struct PgStoreBuilder {
     max_batch: usize,
     batch_writers: usize,
     test_filter: Option<TestFilter>,
+    router: Option<Router>,
 }
 
 impl fmt::Debug for PgStoreBuilder {
@@ -460,6 +473,7 @@ impl fmt::Debug for PgStoreBuilder {
             .field("max_batch", &self.max_batch)
             .field("batch_writers", &self.batch_writers)
             .field("test_filter", &self.test_filter.is_some())
+            .field("destinations", &self.router.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -534,6 +548,19 @@ impl PgStoreBuilder {
     /// before it.
     pub fn batch_writers(mut self, writers: usize) -> Self {
         self.batch_writers = writers;
+        self
+    }
+
+    /// Routes each stored event to `router`'s destinations (issue 21): the enqueue writes
+    /// one delivery per matching destination in the event's own transaction (no delivery:
+    /// the event is `filtered`), and a [`PgWorker`](crate::PgWorker) on this store leases
+    /// deliveries (each with its own attempts, retries and dead letter, ordered lanes
+    /// kept by the store) instead of events. Run the worker with
+    /// [`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations) of the
+    /// same destinations. Routing happens once: a later change of the destinations does
+    /// not re-route stored events.
+    pub fn destinations(mut self, router: Router) -> Self {
+        self.router = Some(router);
         self
     }
 
@@ -647,6 +674,8 @@ impl PgStoreBuilder {
             inner: Arc::new(StoreInner {
                 pool,
                 sql: Sql::new(&self.schema),
+                delivery_sql: DeliverySql::new(&self.schema),
+                router: self.router,
                 schema: self.schema,
                 claim_ttl: self.claim_ttl,
                 committed_ttl: self.committed_ttl,

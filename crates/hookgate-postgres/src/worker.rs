@@ -205,6 +205,9 @@ pub struct PgQueue {
     listener: Mutex<Option<Listener>>,
     last_prune: Mutex<Option<Instant>>,
     pruning: Arc<AtomicBool>,
+    /// The destinations the last lease skipped: an idle worker's wait leaves them out of
+    /// the next due time too.
+    held: Mutex<Vec<String>>,
 }
 
 /// The listening task and the switch that stops it.
@@ -224,6 +227,7 @@ impl PgQueue {
             listener: Mutex::new(None),
             last_prune: Mutex::new(None),
             pruning: Arc::new(AtomicBool::new(false)),
+            held: Mutex::new(Vec::new()),
         }
     }
 
@@ -281,11 +285,13 @@ impl PgQueue {
         delay: i64,
         error: Option<String>,
     ) -> Result<bool, Error> {
-        let outcome = match status {
-            "processed" => "processed",
-            "dead" => "dead",
-            _ => "retry",
-        };
+        if self.store.has_destinations() {
+            return self
+                .store
+                .finish_delivery((id, token), status, delay, error)
+                .await;
+        }
+        let outcome = crate::deliveries::outcome(status);
         let sql = &self.store.inner.sql.finish;
         let open = self
             .open_transactions()
@@ -316,6 +322,14 @@ impl PgQueue {
 
     /// How long until the next event is due (`None`: nothing is scheduled).
     async fn next_due(&self) -> Result<Option<Duration>, Error> {
+        if self.store.has_destinations() {
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return self.store.next_delivery_due(&held).await;
+        }
         let rows = self
             .store
             .conn()
@@ -381,8 +395,11 @@ impl Queue for PgQueue {
         &self,
         max: usize,
         lease: Duration,
-        _wait: Duration,
+        wait: Duration,
     ) -> BoxFuture<'_, LeaseResult<Self>> {
+        if self.store.has_destinations() {
+            return self.lease_except(max, lease, wait, Vec::new());
+        }
         self.prune_if_due();
         Box::pin(async move {
             let token = fastrand::i64(..);
@@ -410,6 +427,36 @@ impl Queue for PgQueue {
         })
     }
 
+    /// A store with destinations leases deliveries: the head of each lane only, none of
+    /// the `held` destinations (see `deliveries.rs`). Transactional handlers do not run
+    /// with destinations (each delivery would need a transaction of its own).
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        if !self.store.has_destinations() {
+            return self.lease(max, lease, wait);
+        }
+        self.prune_if_due();
+        Box::pin(async move {
+            if self.transactions.is_some() {
+                return Err(Error::Config(
+                    "transactional handlers do not run on a store with destinations".to_owned(),
+                ));
+            }
+            let leased = self.store.lease_deliveries(max, lease, &held).await;
+            *self.held.lock().unwrap_or_else(PoisonError::into_inner) = held;
+            leased
+        })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        Box::pin(self.store.paused_destinations())
+    }
+
     fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut sleep_for = timeout;
@@ -428,6 +475,9 @@ impl Queue for PgQueue {
     }
 
     fn renew(&self, tickets: Vec<(i64, i64)>, lease: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        if self.store.has_destinations() {
+            return Box::pin(self.store.renew_deliveries(tickets, lease));
+        }
         Box::pin(async move {
             let (ids, tokens): (Vec<i64>, Vec<i64>) = tickets.into_iter().unzip();
             self.store
@@ -471,6 +521,9 @@ impl Queue for PgQueue {
     }
 
     fn release(&self, tickets: Vec<(i64, i64)>) -> BoxFuture<'_, Result<u64, Error>> {
+        if self.store.has_destinations() {
+            return Box::pin(self.store.give_back_deliveries(tickets));
+        }
         Box::pin(async move {
             if let Some(mut open) = self.open_transactions() {
                 // Handlers cut short between their success and its recording: closing their

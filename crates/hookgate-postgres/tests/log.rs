@@ -369,7 +369,8 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
          DROP INDEX hookgate.events_arrival;
          DROP INDEX hookgate.events_dead;
          CREATE INDEX events_received ON hookgate.events (received_at);
-         DELETE FROM hookgate.schema_migrations WHERE version = 2;",
+         DROP TABLE hookgate.deliveries, hookgate.destination_pauses;
+         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 4);",
     )
     .await
     .unwrap();
@@ -384,7 +385,7 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 4]);
     let indexes: Vec<String> = db
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'hookgate'

@@ -17,6 +17,7 @@ pub struct QueuedEvent {
     envelope: Envelope,
     id: String,
     attempt: u32,
+    destination: Option<String>,
 }
 
 impl QueuedEvent {
@@ -27,7 +28,22 @@ impl QueuedEvent {
             envelope,
             id: id.into(),
             attempt,
+            destination: None,
         }
+    }
+
+    /// Says which of the endpoint's destinations this delivery of the event goes to (a
+    /// queue with destinations, issue 21): the handler then runs that destination's
+    /// target.
+    #[must_use]
+    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
+        self
+    }
+
+    /// The destination this delivery goes to, for a queue with destinations.
+    pub fn destination(&self) -> Option<&str> {
+        self.destination.as_deref()
     }
 
     /// The queue's id of this copy of the event: a Redis stream entry id
@@ -104,6 +120,7 @@ impl fmt::Debug for QueuedEvent {
         f.debug_struct("QueuedEvent")
             .field("id", &self.id)
             .field("attempt", &self.attempt)
+            .field("destination", &self.destination)
             .field("envelope", &self.envelope)
             .finish()
     }

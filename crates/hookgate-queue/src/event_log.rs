@@ -189,6 +189,7 @@ pub struct LogQuery {
     event_type: Option<String>,
     delivery_id: Option<String>,
     scheme: Option<String>,
+    destination: Option<String>,
     include_test: bool,
     only_test: bool,
     before_id: Option<EventId>,
@@ -240,6 +241,13 @@ impl LogQuery {
     /// Only events verified by this scheme (`stripe`, `github`, …).
     pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
         self.scheme = Some(scheme.into());
+        self
+    }
+
+    /// Only events routed to this destination (an endpoint with destinations, issue 21):
+    /// those with a delivery to it, whatever its state.
+    pub fn destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
         self
     }
 
@@ -305,6 +313,7 @@ impl LogQuery {
             event_type: self.event_type.as_deref(),
             delivery_id: self.delivery_id.as_deref(),
             scheme: self.scheme.as_deref(),
+            destination: self.destination.as_deref(),
             tests,
             before_id: self.before_id,
             limit,
@@ -328,6 +337,8 @@ pub struct LogFilter<'a> {
     pub delivery_id: Option<&'a str>,
     /// Verified by this scheme.
     pub scheme: Option<&'a str>,
+    /// With a delivery to this destination.
+    pub destination: Option<&'a str>,
     /// Which test deliveries.
     pub tests: TestDeliveries,
     /// Older than this id.
@@ -772,6 +783,51 @@ impl HandshakeRecord {
     }
 }
 
+/// One delivery of an event to one of its endpoint's destinations (issue 21), as the
+/// event log shows it ([`EventLog::deliveries`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event.
+    pub event_id: EventId,
+    /// The destination's name.
+    pub destination: String,
+    /// The lane key, for an ordered destination whose event has one.
+    pub lane: Option<String>,
+    /// Where the delivery is in its life (`received`, `queued`, `processing`, `failed`,
+    /// `processed` or `dead`).
+    pub status: Status,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// For a waiting delivery, when it may next be attempted; for one in flight, when its
+    /// lease ends.
+    pub due_at: Option<SystemTime>,
+    /// When the last attempt ended.
+    pub finished_at: Option<SystemTime>,
+    /// The last attempt's error (for a dead letter: why it died).
+    pub last_error: Option<String>,
+}
+
+impl Delivery {
+    /// A delivery for a store to fill: `received`, no attempt yet.
+    pub fn new(event_id: EventId, destination: impl Into<String>) -> Self {
+        Delivery {
+            event_id,
+            destination: destination.into(),
+            lane: None,
+            status: Status::Received,
+            attempts: 0,
+            due_at: None,
+            finished_at: None,
+            last_error: None,
+        }
+    }
+}
+
+/// Deliveries per destination and status: `(destination, status, count)`
+/// ([`EventLog::delivery_counts`]).
+pub type DeliveryCounts = Vec<(String, Status, u64)>;
+
 /// Which dead letters [`EventLog::replay_dead_letters`] puts back in the queue.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -850,6 +906,47 @@ pub trait EventLog: Send + Sync {
     /// The most recent provider URL handshakes, newest first, at most `limit`.
     fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>>;
 
+    /// The deliveries of event `id`, one per destination its routing picked, in the order
+    /// of the endpoint's destinations (none for a store without destinations, or a
+    /// `filtered` event).
+    fn deliveries(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Delivery>, LogError>>;
+
+    /// Deliveries per destination and status, by destination then status (empty for a
+    /// store without destinations).
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<DeliveryCounts, LogError>>;
+
+    /// Each ordered destination's lane backlog: `(destination, count)` of deliveries with
+    /// a lane key that have not ended (waiting, retrying or running), over the whole
+    /// store, for `/metrics`; destinations with none are absent. A worker sees only the
+    /// lane heads it holds, so this is counted in the store.
+    fn lane_backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, LogError>>;
+
+    /// Puts dead deliveries of `destination` back in the queue (due now, attempts from
+    /// zero, at the tail of their lanes), selected by event as `which` says; the events'
+    /// deliveries to other destinations are left alone. Returns how many.
+    fn replay_destination<'a>(
+        &'a self,
+        destination: &'a str,
+        which: Replay,
+    ) -> BoxFuture<'a, Result<u64, LogError>>;
+
+    /// Pauses deliveries to `destination` in the store: every worker on it, in any
+    /// process, stops starting them within its poll interval, while the receiver keeps
+    /// storing events. `false` if it was paused already.
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>>;
+
+    /// Resumes deliveries to `destination`. `false` if it was not paused.
+    fn resume_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>>;
+
+    /// The paused destinations, by name.
+    fn paused_destinations(&self) -> BoxFuture<'_, Result<Vec<String>, LogError>>;
+
     /// Dead letters, newest first, optionally of one event type (test deliveries
     /// included).
     fn dead_letters<'a>(
@@ -904,6 +1001,44 @@ impl<T: EventLog + ?Sized> EventLog for std::sync::Arc<T> {
 
     fn handshakes(&self, limit: usize) -> BoxFuture<'_, Result<Vec<HandshakeRecord>, LogError>> {
         (**self).handshakes(limit)
+    }
+
+    fn deliveries(&self, id: EventId) -> BoxFuture<'_, Result<Vec<Delivery>, LogError>> {
+        (**self).deliveries(id)
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<DeliveryCounts, LogError>> {
+        (**self).delivery_counts()
+    }
+
+    fn lane_backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, LogError>> {
+        (**self).lane_backlog()
+    }
+
+    fn replay_destination<'a>(
+        &'a self,
+        destination: &'a str,
+        which: Replay,
+    ) -> BoxFuture<'a, Result<u64, LogError>> {
+        (**self).replay_destination(destination, which)
+    }
+
+    fn pause_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        (**self).pause_destination(destination)
+    }
+
+    fn resume_destination<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LogError>> {
+        (**self).resume_destination(destination)
+    }
+
+    fn paused_destinations(&self) -> BoxFuture<'_, Result<Vec<String>, LogError>> {
+        (**self).paused_destinations()
     }
 }
 

@@ -35,7 +35,7 @@ use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::duration::{parse_instant, rfc3339};
-use crate::inbox::{EntryJson, show_json, stats_json};
+use crate::inbox::{EntryJson, deliveries_json, show_json, stats_json};
 use auth::{Auth, COOKIE_NAME, Principal, SESSION_LIFETIME};
 
 /// Where the console lives, on the receiver's listener or its own.
@@ -352,9 +352,13 @@ impl Console {
         let id = EventId::new(id);
         let entry = log.entry(id).await?.ok_or(Failure::NotFound)?;
         let attempts = log.attempts(id).await?;
+        let deliveries = log.deliveries(id).await?;
         let content = log.content(id).await?;
         // A page about an event still on its way reloads until it has arrived somewhere.
-        let settled = matches!(entry.status, Status::Processed | Status::Dead);
+        let settled = matches!(
+            entry.status,
+            Status::Processed | Status::Dead | Status::Filtered
+        );
         let refresh = Self::refresh(call, if settled { 0 } else { 5 })?;
         let headers: Vec<(String, String)> = content
             .as_ref()
@@ -372,6 +376,7 @@ impl Console {
                 &self.context(call, refresh),
                 &entry,
                 &attempts,
+                &deliveries,
                 &headers,
                 &body,
             ),
@@ -511,7 +516,11 @@ impl Console {
         let stored = content
             .as_ref()
             .map(|c| (c.body.as_ref(), c.headers.as_slice()));
+        let deliveries = log.deliveries(id).await?;
         let mut value = show_json(&entry, &attempts, stored);
+        if let (false, Some(object)) = (deliveries.is_empty(), value.as_object_mut()) {
+            object.insert("deliveries".to_owned(), deliveries_json(&deliveries));
+        }
         if let Some(headers) = value
             .get_mut("headers")
             .and_then(serde_json::Value::as_array_mut)
@@ -584,6 +593,8 @@ pub(crate) struct Filter {
     pub(crate) event_type: String,
     pub(crate) delivery_id: String,
     pub(crate) scheme: String,
+    /// Only events with a delivery to this destination (an endpoint with destinations).
+    pub(crate) destination: String,
     /// As typed (RFC 3339, Unix seconds or a duration ago), and as an instant.
     pub(crate) since: String,
     pub(crate) until: String,
@@ -659,6 +670,7 @@ impl Filter {
             event_type: text("type"),
             delivery_id: text("delivery"),
             scheme: text("scheme"),
+            destination: text("destination"),
             since: text("since"),
             until: text("until"),
             include_test: param(query, "test").is_some_and(|v| v == "1" || v == "on"),
@@ -689,6 +701,9 @@ impl Filter {
         if !self.scheme.is_empty() {
             query = query.scheme(self.scheme.clone());
         }
+        if !self.destination.is_empty() {
+            query = query.destination(self.destination.clone());
+        }
         if let Some(at) = self.since_at {
             query = query.received_after(at);
         }
@@ -712,6 +727,7 @@ impl Filter {
             ("type", &self.event_type),
             ("delivery", &self.delivery_id),
             ("scheme", &self.scheme),
+            ("destination", &self.destination),
             ("since", &self.since),
             ("until", &self.until),
         ] {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use hookgate_inbox::event_log::HandshakeRecord;
+use hookgate_inbox::event_log::{Delivery, HandshakeRecord};
 use hookgate_inbox::{ArrivalCursor, Attempt, LogEntry, MinuteActivity, Status, StatusCounts};
 use maud::{DOCTYPE, Markup, html};
 
@@ -189,6 +189,7 @@ pub(super) fn list(
             }
             label { "type " input type="text" name="type" value=(filter.event_type) placeholder="invoice.paid"; }
             label { "delivery id " input type="text" name="delivery" value=(filter.delivery_id); }
+            label { "destination " input type="text" name="destination" value=(filter.destination); }
             label { "since " input type="text" name="since" value=(filter.since) placeholder="1h, 2025-01-31T10:00:00Z"; }
             label { "until " input type="text" name="until" value=(filter.until); }
             label { input type="checkbox" name="test" value="1" checked[filter.include_test]; " test deliveries" }
@@ -298,6 +299,7 @@ pub(super) fn detail(
     context: &Context<'_>,
     entry: &LogEntry,
     attempts: &[Attempt],
+    deliveries: &[Delivery],
     headers: &[(String, String)],
     body: &[u8],
 ) -> Markup {
@@ -330,6 +332,25 @@ pub(super) fn detail(
         }
         @if entry.status == Status::Dead {
             (replay_button(context, Some(entry.id.get()), &format!("{PREFIX}/events/{}?endpoint={}", entry.id.get(), urlencode(context.endpoint)), "Replay this event"))
+        }
+        @if !deliveries.is_empty() {
+            h2 { "Deliveries" }
+            table.deliveries {
+                thead { tr { th { "destination" } th { "state" } th { "attempts" } th { "lane" } th { "last error" } } }
+                tbody {
+                    @for delivery in deliveries {
+                        tr {
+                            td {
+                                a href={ (PREFIX) "/events?endpoint=" (urlencode(context.endpoint)) "&destination=" (urlencode(&delivery.destination)) } { (delivery.destination) }
+                            }
+                            td { (status_badge(delivery.status)) }
+                            td.num { (delivery.attempts) }
+                            td.mono { (delivery.lane.as_deref().map(|l| cut(l, 100)).unwrap_or_default()) }
+                            td.error { (delivery.last_error.as_deref().map(|e| cut(e, 300)).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
         }
         h2 { "Attempts" }
         @if attempts.is_empty() {

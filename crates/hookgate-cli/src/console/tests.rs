@@ -166,6 +166,7 @@ on_both_stores!(
     replay_needs_the_origin_and_the_sessions_csrf_token,
     live_pages_refresh_themselves_unless_told_not_to,
     handshakes_recorded_in_the_store_are_listed,
+    deliveries_per_destination_are_shown_and_filter_the_list,
 );
 
 fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Bytes> {
@@ -603,4 +604,179 @@ async fn handshakes_recorded_in_the_store_are_listed(store: Store) {
     );
     // Never an event.
     assert_eq!(f.log.status_counts().await.unwrap().total(), 1);
+}
+
+/// A store of an endpoint with destinations `billing` (invoices only, every call failing
+/// with markup in its error) and `audit` (everything, succeeding), two events (an invoice,
+/// a charge) run through the real worker loop, and a console over it.
+async fn routed(
+    store: Store,
+) -> Option<(
+    Console,
+    Option<hookgate_testkit::Postgres>,
+    tempfile::TempDir,
+)> {
+    use hookgate_queue::{Destination, DestinationTarget, EventFilter, Router};
+
+    let dir = tempfile::tempdir().unwrap();
+    let filter = serde_json::from_str(r#"{"body":{"/kind":"invoice"}}"#).unwrap();
+    let destinations = vec![
+        Destination::new("billing", DestinationTarget::Exec("true".into()))
+            .unwrap()
+            .with_filter(EventFilter::compile(&filter).unwrap())
+            .with_retry(RetryPolicy::new().max_attempts(1))
+            .unwrap(),
+        Destination::new("audit", DestinationTarget::Exec("true".into())).unwrap(),
+    ];
+    let router = Router::new(destinations.clone()).unwrap();
+    let signer = Signer::new(SchemeId::StandardWebhooksV1, SECRET).unwrap();
+    let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let events: Vec<hookgate::VerifiedEvent> = [("msg_1", "invoice"), ("msg_2", "charge")]
+        .iter()
+        .map(|(id, kind)| {
+            let body = format!(r#"{{"kind":"{kind}"}}"#);
+            let delivery = signer.sign(&SignRequest::new(body).id(*id)).unwrap();
+            verifier.verify(&delivery.headers, delivery.body).unwrap()
+        })
+        .collect();
+    let result = |destination: Option<&str>| match destination {
+        Some("billing") => HandlerResult::fail("<b>billing</b> said no"),
+        _ => HandlerResult::Ok,
+    };
+    let (log, postgres): (Arc<dyn EventLog>, _) = match store {
+        Store::Inbox => {
+            let inbox = Inbox::builder(dir.path().join("inbox.db"))
+                .destinations(router)
+                .no_scheduled_pruning()
+                .open()
+                .unwrap();
+            for event in &events {
+                inbox.enqueue(event).await.unwrap();
+            }
+            let worker = Worker::builder(inbox.clone(), move |event: InboxEvent| {
+                let outcome = result(event.destination());
+                async move { outcome }
+            })
+            .poll_interval(Duration::from_millis(10))
+            .destinations("default", &destinations)
+            .start()
+            .unwrap();
+            settled(&inbox).await;
+            worker.shutdown().await;
+            (Arc::new(inbox), None)
+        }
+        Store::Postgres => {
+            let postgres = hookgate_testkit::Postgres::start()?;
+            let store = PgStore::builder()
+                .destinations(router)
+                .connect(&postgres.url())
+                .await
+                .unwrap();
+            for event in &events {
+                store.enqueue(event).await.unwrap();
+            }
+            let worker = hookgate_postgres::PgWorker::builder(
+                &store,
+                move |event: hookgate_queue::QueuedEvent| {
+                    let outcome = result(event.destination());
+                    async move { outcome }
+                },
+            )
+            .poll_interval(Duration::from_millis(10))
+            .destinations("default", &destinations)
+            .start()
+            .unwrap();
+            settled(&store).await;
+            worker.shutdown().await;
+            (Arc::new(store), Some(postgres))
+        }
+    };
+    let console = Console::new(
+        Auth::new(TOKEN).unwrap(),
+        vec![ConsoleEndpoint {
+            name: "default".to_owned(),
+            log,
+        }],
+        None,
+        false,
+    );
+    Some((console, postgres, dir))
+}
+
+/// Waits until billing's delivery is dead and audit's two are processed.
+async fn settled(log: &dyn EventLog) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = log.delivery_counts().await.unwrap();
+        if counts.contains(&("billing".to_owned(), Status::Dead, 1))
+            && counts.contains(&("audit".to_owned(), Status::Processed, 2))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not settle: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn deliveries_per_destination_are_shown_and_filter_the_list(store: Store) {
+    let Some((console, _postgres, _dir)) = routed(store).await else {
+        return;
+    };
+    let (status, _, page) = get(&console, "/_hookgate/events/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<h2>Deliveries</h2>"), "{page}");
+    let billing = page.find(">billing</a>").expect("billing's row");
+    let audit = page.find(">audit</a>").expect("audit's row");
+    assert!(billing < audit, "in the endpoint's order");
+    assert!(
+        page.contains("&lt;b&gt;billing&lt;/b&gt; said no"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>billing"), "escaped");
+    assert!(page.contains("/_hookgate/events?endpoint=default&amp;destination=billing"));
+    // The charge went to audit alone.
+    let (_, _, page) = get(&console, "/_hookgate/events/2").await;
+    assert!(
+        page.contains(">audit</a>") && !page.contains(">billing</a>"),
+        "{page}"
+    );
+
+    let ids = |body: &str| -> Vec<i64> {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        value["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, _, body) = get(&console, "/_hookgate/api/events?destination=billing").await;
+    assert_eq!(ids(&body), [1]);
+    let (_, _, body) = get(&console, "/_hookgate/api/events?destination=audit").await;
+    assert_eq!(ids(&body), [2, 1]);
+    let (_, _, body) = get(&console, "/_hookgate/api/events?destination=nowhere").await;
+    assert_eq!(ids(&body), Vec::<i64>::new());
+    // The HTML list keeps the filter in its form and its links.
+    let (status, _, page) = get(&console, "/_hookgate/events?destination=billing&refresh=0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(r#"name="destination" value="billing""#),
+        "{page}"
+    );
+    // The JSON API gives each delivery's state.
+    let (_, _, body) = get(&console, "/_hookgate/api/events/1").await;
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let deliveries = value["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0]["destination"], "billing");
+    assert_eq!(deliveries[0]["status"], "dead");
+    assert_eq!(deliveries[0]["attempts"], 1);
+    assert_eq!(deliveries[0]["last_error"], "<b>billing</b> said no");
+    assert_eq!(deliveries[1]["status"], "processed");
 }

@@ -261,7 +261,6 @@ pub(super) fn destinations(
     configs: &[DestinationConfig],
     retry: Retry,
     action: &Action,
-    store: Option<&str>,
 ) -> Result<Vec<Destination>, String> {
     if configs.is_empty() {
         return Ok(Vec::new());
@@ -270,12 +269,6 @@ pub(super) fn destinations(
         return Err(format!(
             "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
              remove its own forward, exec or queue (declare it as one more destination)"
-        ));
-    }
-    if store.is_some() {
-        return Err(format!(
-            "endpoint {endpoint}: destinations need the local inbox for now (not a PostgreSQL \
-             store): remove store, or the destinations"
         ));
     }
     let mut out = Vec::with_capacity(configs.len());
@@ -408,14 +401,8 @@ pub(super) fn endpoints(file: &File, retry: Retry) -> Result<Vec<Endpoint>, CliE
             Some(r) => retry_from(r, retry).map_err(at)?,
             None => retry,
         };
-        let destinations = destinations(
-            &name,
-            &spec.destinations,
-            retry,
-            &action,
-            spec.store.as_deref(),
-        )
-        .map_err(CliError::new)?;
+        let destinations =
+            destinations(&name, &spec.destinations, retry, &action).map_err(CliError::new)?;
         out.push(Endpoint {
             name,
             path: spec.path.clone(),

@@ -165,7 +165,7 @@ pub(crate) struct ServeArgs {
     #[arg(
         long = "destination",
         value_name = "KEYS",
-        conflicts_with_all = ["forward", "exec", "queue", "config", "store"]
+        conflicts_with_all = ["forward", "exec", "queue", "config"]
     )]
     destinations: Vec<String>,
 
@@ -759,8 +759,12 @@ impl Router {
             let pending = pending as f64;
             metrics::gauge!("hookgate_queue_depth", "endpoint" => run.endpoint.name.clone())
                 .set(pending);
-            if let (Some(inbox), false) = (&run.inbox, run.endpoint.destinations.is_empty()) {
-                destination_gauges(&run.endpoint, inbox).await;
+            if !run.endpoint.destinations.is_empty() {
+                match (&run.inbox, &run.store) {
+                    (Some(inbox), _) => destination_gauges(&run.endpoint, inbox).await,
+                    (None, Some(store)) => destination_gauges(&run.endpoint, store).await,
+                    (None, None) => {}
+                }
             }
         }
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(handle.render()))));
@@ -776,9 +780,9 @@ impl Router {
 /// deliveries per destination and status (every status of every destination, zeros too).
 ///
 /// And `hookgate_destination_lane_backlog` of each ordered destination, counted in the
-/// inbox (the worker knows only the lane heads it holds).
-async fn destination_gauges(endpoint: &Endpoint, inbox: &Inbox) {
-    if let Ok(backlog) = inbox.lane_backlog().await {
+/// store (a worker knows only the lane heads it holds).
+async fn destination_gauges(endpoint: &Endpoint, log: &dyn EventLog) {
+    if let Ok(backlog) = log.lane_backlog().await {
         for destination in &endpoint.destinations {
             if destination.order_key().is_none() {
                 continue;
@@ -797,7 +801,7 @@ async fn destination_gauges(endpoint: &Endpoint, inbox: &Inbox) {
             .set(value);
         }
     }
-    let Ok(counts) = inbox.delivery_counts().await else {
+    let Ok(counts) = log.delivery_counts().await else {
         return;
     };
     for destination in &endpoint.destinations {
@@ -956,14 +960,8 @@ fn flag_endpoint(args: &ServeArgs, data_dir: &Path, retry: Retry) -> Result<Endp
         .map(|text| config::destination_flag(text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CliError::new)?;
-    let destinations = config::destinations(
-        DEFAULT_ENDPOINT,
-        &configs,
-        retry,
-        &action,
-        args.store.as_deref(),
-    )
-    .map_err(CliError::new)?;
+    let destinations =
+        config::destinations(DEFAULT_ENDPOINT, &configs, retry, &action).map_err(CliError::new)?;
     Ok(Endpoint {
         name: DEFAULT_ENDPOINT.to_owned(),
         path: args.path.clone(),
@@ -1168,7 +1166,14 @@ async fn start_postgres_endpoint(
     args: &ServeArgs,
 ) -> Result<Running, String> {
     let shown = config::redact(url);
-    let store = PgStore::connect(url)
+    let mut store = PgStore::builder();
+    if !endpoint.destinations.is_empty() {
+        let router = hookgate_queue::Router::new(endpoint.destinations.clone())
+            .map_err(|e| format!("destination {e}"))?;
+        store = store.destinations(router);
+    }
+    let store = store
+        .connect(url)
         .await
         .map_err(|e| format!("--store {shown}: {e}"))?;
     let mut gate = store.gate(verifier);
@@ -1187,7 +1192,11 @@ async fn start_postgres_endpoint(
         });
     }
     let processor = processor(&endpoint, client, args).map_err(|e| e.to_string())?;
-    let worker = local_worker(PgWorker::builder(&store, processor), &endpoint, args)
+    let mut builder = local_worker(PgWorker::builder(&store, processor), &endpoint, args);
+    if !endpoint.destinations.is_empty() {
+        builder = builder.destinations(endpoint.name.clone(), &endpoint.destinations);
+    }
+    let worker = builder
         .start()
         .map_err(|e| format!("--store {shown}: {e}"))?;
     Ok(Running {

@@ -83,25 +83,25 @@
 //!
 //! The SQLite inbox implements it (`hookgate-inbox`, `deliveries.rs`: routing in the log
 //! record, a `deliveries` table, head-of-lane leasing, pauses in `destination_pauses`),
-//! and `hookgate serve` runs it. Still to do, per store:
-//! - **PostgreSQL** (`hookgate-postgres`): a `deliveries` table keyed by (event, destination)
-//!   written in the enqueue transaction from [`Router::route`] (in a new function beside the
-//!   batched enqueue, which changes in parallel), a `destination_pauses` table, `PgQueue`'s
-//!   `lease_except` with the head-of-lane condition under `FOR UPDATE SKIP LOCKED` (lock
-//!   the lane, e.g. `pg_try_advisory_xact_lock(hashtext(destination || lane))`, so two
-//!   replicas never run one lane at once), `paused`, per-destination replay and log rows.
+//! and so does the PostgreSQL store (`hookgate-postgres`, `deliveries.rs`: routing in the
+//! enqueue's transaction, one `deliveries` row per (event, destination), head-of-lane
+//! leasing under `FOR UPDATE SKIP LOCKED` whose head row is the lane's lock across
+//! replicas, pauses in `destination_pauses`, per-destination replay); `hookgate serve`
+//! runs both, and both answer the per-destination questions of the event log
+//! ([`EventLog`](crate::event_log::EventLog)). Still to do, per store:
 //! - **Redis streams and JetStream** (`hookgate-redis`, `hookgate-nats`): one message per
 //!   delivery at enqueue (the destination and lane key in the envelope), or one stream or
 //!   subject per destination (`….billing`) so that holding a destination is not reading
 //!   its consumer group / consumer; `lease_except` then skips held destinations' streams.
 //!   Ordered lanes need a partition per lane key (a stream per key hash, or JetStream's
 //!   `max_ack_pending = 1` consumer per partition); pauses in a Redis key / KV bucket.
-//!   `serve` refuses destinations with `store` or `queue` until then.
+//!   `serve` refuses destinations with `queue` until then.
 //!
-//! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
-//! a shared store, each limit holds per replica, and an ordered destination needs its lane
-//! keys confined to one worker at a time (for example a per-key lock or partition in the
-//! store) for the order to hold across replicas.
+//! **Fleets.** The gates are in memory, per process: with several replicas over a shared
+//! store, each limit holds per replica. Lanes are kept by the store (it hands out only the
+//! head of each lane), so on PostgreSQL the order holds across replicas; a queue without
+//! that (Redis, JetStream) needs its lane keys confined to one worker at a time (a
+//! partition per key) for the order to hold.
 
 mod circuit;
 mod clock;
