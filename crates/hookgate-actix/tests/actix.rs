@@ -461,7 +461,11 @@ async fn over_http(
     .await
     .unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
-    (head[9..12].parse().unwrap(), head.to_ascii_lowercase(), body.to_owned())
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body.to_owned(),
+    )
 }
 
 /// Both Azure Event Grid handshakes, through the middleware (`/mw`) and the extractor
@@ -499,8 +503,14 @@ async fn azure_event_grid_handshakes_over_real_http() {
     for path in ["/mw", "/ex"] {
         let with_token = format!("{path}?code={EVENT_GRID_TOKEN}");
         let validation = [("aeg-event-type", "SubscriptionValidation")];
-        let (status, head, body) =
-            over_http(addr, "POST", &with_token, &validation, EVENT_GRID_VALIDATION).await;
+        let (status, head, body) = over_http(
+            addr,
+            "POST",
+            &with_token,
+            &validation,
+            EVENT_GRID_VALIDATION,
+        )
+        .await;
         assert_eq!(status, 200, "{path}: {body}");
         assert!(head.contains("content-type: application/json"), "{head}");
         assert_eq!(
@@ -510,7 +520,10 @@ async fn azure_event_grid_handshakes_over_real_http() {
         let origin = [("WebHook-Request-Origin", "eventgrid.azure.net")];
         let (status, head, body) = over_http(addr, "OPTIONS", &with_token, &origin, "").await;
         assert_eq!((status, body.as_str()), (200, ""), "{path}");
-        assert!(head.contains("webhook-allowed-origin: eventgrid.azure.net"), "{head}");
+        assert!(
+            head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+            "{head}"
+        );
         assert!(head.contains("webhook-allowed-rate: *"), "{head}");
         for method in ["POST", "OPTIONS"] {
             for (target, status, code) in [
@@ -524,7 +537,11 @@ async fn azure_event_grid_handshakes_over_real_http() {
             }
         }
         let (status, _, body) = over_http(addr, "OPTIONS", &with_token, &[], "").await;
-        assert_eq!((status, body.as_str()), (403, "handshake_refused"), "{path}");
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "handshake_refused"),
+            "{path}"
+        );
     }
     assert!(events.try_recv().is_none(), "a handshake reached the sink");
     // A notification with the token is an event: the query reaches the gate on a POST too.

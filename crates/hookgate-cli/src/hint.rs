@@ -150,8 +150,7 @@ fn mismatch_hint(cx: Context<'_>) -> String {
 /// a field of the body), with how the provider writes it.
 fn token_hint(scheme: SchemeId, location: &str) -> String {
     let place = if scheme == SchemeId::AzureEventGrid {
-        "the token (the URL's code or access_token parameter, or Authorization: Bearer)"
-            .to_owned()
+        "the token (the URL's code or access_token parameter, or Authorization: Bearer)".to_owned()
     } else if scheme.signature_header() == Some(location) {
         format!("the {location} header")
     } else {

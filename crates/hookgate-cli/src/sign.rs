@@ -117,7 +117,10 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
 /// body went to a file) a blank line and the signed body.
 fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> Vec<u8> {
     let mut out = String::new();
-    if matches!(scheme, SchemeId::TwilioBodySha256 | SchemeId::AzureEventGrid) {
+    if matches!(
+        scheme,
+        SchemeId::TwilioBodySha256 | SchemeId::AzureEventGrid
+    ) {
         if let Some(url) = &delivery.url {
             out.push_str(&format!("# url: {url}\n"));
         }

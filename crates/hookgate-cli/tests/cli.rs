@@ -712,9 +712,21 @@ fn azure_event_grid_signs_by_putting_the_token_in_the_url() {
     assert!(!signed.stderr.contains("ignored"), "{signed:?}");
     let parsed = parse_signed(&signed.stdout);
     let url = parsed.url.expect("the URL to call");
-    assert_eq!(url, format!("https://hooks.example.com/eventgrid?code={TOKEN}"));
-    assert!(parsed.headers.contains(&"aeg-event-type: Notification".to_owned()));
-    assert!(!parsed.headers.iter().any(|h| h.starts_with("Authorization")));
+    assert_eq!(
+        url,
+        format!("https://hooks.example.com/eventgrid?code={TOKEN}")
+    );
+    assert!(
+        parsed
+            .headers
+            .contains(&"aeg-event-type: Notification".to_owned())
+    );
+    assert!(
+        !parsed
+            .headers
+            .iter()
+            .any(|h| h.starts_with("Authorization"))
+    );
     let verify = |url: &str, secret: &str| {
         let mut args = strings(&["verify", "--scheme", "azure-event-grid", "--secret", secret]);
         args.extend(strings(&["--url", url]));

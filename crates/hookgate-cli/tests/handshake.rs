@@ -510,8 +510,14 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
         ("aeg-event-type", "SubscriptionValidation"),
         ("aeg-subscription-name", "MYEVENTSUB"),
     ]);
-    let (status, content_type, body) =
-        send(addr, "POST", &with_token, &validation, VALIDATION.as_bytes()).await;
+    let (status, content_type, body) = send(
+        addr,
+        "POST",
+        &with_token,
+        &validation,
+        VALIDATION.as_bytes(),
+    )
+    .await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
@@ -531,7 +537,10 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
     );
     let head = raw_head(addr, &request).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("webhook-allowed-origin: eventgrid.azure.net"), "{head}");
+    assert!(
+        head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+        "{head}"
+    );
     assert!(head.contains("webhook-allowed-rate: *"), "{head}");
 
     // Forged: no token, a wrong one; for the validation POST and the OPTIONS alike.
@@ -542,7 +551,11 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
             ("/hooks/eventgrid?code=guess", 401, "token_mismatch"),
         ] {
             let answer = send(addr, method, path, &headers, VALIDATION.as_bytes()).await;
-            assert_eq!((answer.0, answer.2.as_str()), (status, code), "{method} {path}");
+            assert_eq!(
+                (answer.0, answer.2.as_str()),
+                (status, code),
+                "{method} {path}"
+            );
         }
     }
     let answer = send(addr, "OPTIONS", &with_token, &[], b"").await;
@@ -569,7 +582,11 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
         "{metrics}"
     );
     assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
-    assert!(inbox_list(dir.path(), &["--endpoint", "eventgrid"]).await.is_empty());
+    assert!(
+        inbox_list(dir.path(), &["--endpoint", "eventgrid"])
+            .await
+            .is_empty()
+    );
 
     // A notification with the token is an event; the token stays out of what is kept.
     let notification = pairs(&[
@@ -602,8 +619,16 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
     assert_eq!(
         kinds,
         [
-            (scheme.clone(), "cloudevents_options".to_owned(), Some("0".to_owned())),
-            (scheme, "event_grid_subscription_validation".to_owned(), Some("0".to_owned())),
+            (
+                scheme.clone(),
+                "cloudevents_options".to_owned(),
+                Some("0".to_owned())
+            ),
+            (
+                scheme,
+                "event_grid_subscription_validation".to_owned(),
+                Some("0".to_owned())
+            ),
         ]
     );
     drop(inbox);
@@ -630,7 +655,9 @@ async fn raw_head(addr: SocketAddr, request: &str) -> String {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let head = text.split_once("\r\n\r\n").map_or(text.as_str(), |(head, _)| head);
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(head, _)| head);
     head.lines()
         .map(|line| match line.split_once(':') {
             Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),

@@ -436,33 +436,56 @@ async fn send(
 /// Both Azure Event Grid handshakes through a real server: answered only with the token,
 /// refused like a forged delivery without it, and never handed to the sink (Gate mode) or the
 /// handler (verify-only mode); a notification with the token is an event.
-async fn event_grid_handshakes(addr: SocketAddr, mode: Mode, events: &mut hookgate::sink::ChannelReceiver) {
+async fn event_grid_handshakes(
+    addr: SocketAddr,
+    mode: Mode,
+    events: &mut hookgate::sink::ChannelReceiver,
+) {
     let with_token = format!("/webhooks?code={EVENT_GRID_TOKEN}");
     let validation = [
         ("Content-Type", "application/json"),
         ("aeg-event-type", "SubscriptionValidation"),
     ];
-    let reply = send(addr, "POST", &with_token, &validation, EVENT_GRID_VALIDATION).await;
+    let reply = send(
+        addr,
+        "POST",
+        &with_token,
+        &validation,
+        EVENT_GRID_VALIDATION,
+    )
+    .await;
     assert_eq!(reply.status, 200, "{mode:?}: {}", reply.code());
     let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(
         answer,
         serde_json::json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
     );
-    assert!(reply.head.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(
+        reply
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
     for (target, status, code) in [
         ("/webhooks", 400, "missing_header"),
         ("/webhooks?code=guess", 401, "token_mismatch"),
     ] {
         let forged = send(addr, "POST", target, &validation, EVENT_GRID_VALIDATION).await;
-        assert_eq!((forged.status, forged.code()), (status, code), "{mode:?} {target}");
+        assert_eq!(
+            (forged.status, forged.code()),
+            (status, code),
+            "{mode:?} {target}"
+        );
     }
 
     let origin = [("WebHook-Request-Origin", "eventgrid.azure.net")];
     let reply = send(addr, "OPTIONS", &with_token, &origin, "").await;
     assert_eq!(reply.status, 200, "{mode:?}: {}", reply.code());
     let head = reply.head.to_ascii_lowercase();
-    assert!(head.contains("webhook-allowed-origin: eventgrid.azure.net"), "{head}");
+    assert!(
+        head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+        "{head}"
+    );
     assert!(head.contains("webhook-allowed-rate: *"), "{head}");
     assert!(reply.body.is_empty());
     let bearer = format!("Bearer {EVENT_GRID_TOKEN}");
@@ -474,21 +497,42 @@ async fn event_grid_handshakes(addr: SocketAddr, mode: Mode, events: &mut hookga
         "",
     )
     .await;
-    assert_eq!(reply.status, 200, "{mode:?}: the token in a Bearer delivery property");
+    assert_eq!(
+        reply.status, 200,
+        "{mode:?}: the token in a Bearer delivery property"
+    );
     for (target, status, code) in [
         ("/webhooks", 400, "missing_header"),
         ("/webhooks?code=guess", 401, "token_mismatch"),
     ] {
         let forged = send(addr, "OPTIONS", target, &origin, "").await;
-        assert_eq!((forged.status, forged.code()), (status, code), "{mode:?} {target}");
-        assert!(!forged.head.to_ascii_lowercase().contains("webhook-allowed-origin"));
+        assert_eq!(
+            (forged.status, forged.code()),
+            (status, code),
+            "{mode:?} {target}"
+        );
+        assert!(
+            !forged
+                .head
+                .to_ascii_lowercase()
+                .contains("webhook-allowed-origin")
+        );
     }
     let no_origin = send(addr, "OPTIONS", &with_token, &[], "").await;
-    assert_eq!((no_origin.status, no_origin.code()), (403, "handshake_refused"));
-    assert!(events.try_recv().is_none(), "{mode:?}: a handshake reached the sink");
+    assert_eq!(
+        (no_origin.status, no_origin.code()),
+        (403, "handshake_refused")
+    );
+    assert!(
+        events.try_recv().is_none(),
+        "{mode:?}: a handshake reached the sink"
+    );
 
     // A notification with the token is an event: the query reaches the gate on a POST too.
-    let notification = [("Content-Type", "application/json"), ("aeg-event-type", "Notification")];
+    let notification = [
+        ("Content-Type", "application/json"),
+        ("aeg-event-type", "Notification"),
+    ];
     let body = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
     let reply = send(addr, "POST", &with_token, &notification, body).await;
     match mode {

@@ -432,19 +432,25 @@ pub(crate) fn answer_cloudevents_options<H: Headers + ?Sized>(
     if origin.len() > 255 || !origin.iter().all(|b| b.is_ascii_graphic()) {
         return Err(HandshakeRefusal::MalformedParameter(NAME));
     }
-    let origin =
-        http::HeaderValue::from_bytes(origin).map_err(|_| HandshakeRefusal::MalformedParameter(NAME))?;
+    let origin = http::HeaderValue::from_bytes(origin)
+        .map_err(|_| HandshakeRefusal::MalformedParameter(NAME))?;
     Ok(HandshakeReply {
         kind: HandshakeKind::CloudEventsOptions,
         content_type: TEXT_PLAIN,
         body: Bytes::new(),
         headers: vec![
-            (http::HeaderName::from_static("webhook-allowed-origin"), origin),
+            (
+                http::HeaderName::from_static("webhook-allowed-origin"),
+                origin,
+            ),
             (
                 http::HeaderName::from_static("webhook-allowed-rate"),
                 http::HeaderValue::from_static("*"),
             ),
-            (http::header::ALLOW, http::HeaderValue::from_static("OPTIONS, POST")),
+            (
+                http::header::ALLOW,
+                http::HeaderValue::from_static("OPTIONS, POST"),
+            ),
         ],
     })
 }

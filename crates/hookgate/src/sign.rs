@@ -781,7 +781,10 @@ mod tests {
             with_query_token("https://h.example/eg?x=1#frag", b"t"),
             "https://h.example/eg?x=1&code=t#frag"
         );
-        assert_eq!(with_query_token("https://h.example/eg?", b"t"), "https://h.example/eg?code=t");
+        assert_eq!(
+            with_query_token("https://h.example/eg?", b"t"),
+            "https://h.example/eg?code=t"
+        );
         let signer = Signer::new(SchemeId::AzureEventGrid, "s3cret token").unwrap();
         let verifier = Verifier::builder(SchemeId::AzureEventGrid)
             .secret("s3cret token")
@@ -792,12 +795,19 @@ mod tests {
             .unwrap();
         let url = in_url.url.as_deref().unwrap();
         assert_eq!(url, "https://h.example/eg?code=s3cret+token");
-        assert!(!in_url.headers.iter().any(|(name, _)| name == "Authorization"));
+        assert!(
+            !in_url
+                .headers
+                .iter()
+                .any(|(name, _)| name == "Authorization")
+        );
         assert!(verifier.verify_request(&in_url.headers, "[]", url).is_ok());
         let in_header = signer.sign(&SignRequest::new("[]")).unwrap();
-        assert!(in_header
-            .headers
-            .contains(&("Authorization".to_owned(), "Bearer s3cret token".to_owned())));
+        assert!(
+            in_header
+                .headers
+                .contains(&("Authorization".to_owned(), "Bearer s3cret token".to_owned()))
+        );
         assert!(verifier.verify(&in_header.headers, "[]").is_ok());
     }
 

@@ -106,7 +106,9 @@ async fn provider_handshakes_answer_alike_and_store_nothing() {
         let json = case.name.starts_with("zoom")
             || case.name.starts_with("discord")
             || case.name.starts_with("okta")
-            || case.name.starts_with("azure event grid SubscriptionValidationEvent");
+            || case
+                .name
+                .starts_with("azure event grid SubscriptionValidationEvent");
         let expected = if json {
             "application/json"
         } else {

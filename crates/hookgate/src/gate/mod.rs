@@ -592,7 +592,8 @@ impl Gate {
 fn refused(refusal: HandshakeRefusal) -> Outcome {
     match refusal {
         HandshakeRefusal::MissingParameter(name) => {
-            Outcome::new(OutcomeKind::HandshakeRefused, 403).with_detail(format!("no single {name}"))
+            Outcome::new(OutcomeKind::HandshakeRefused, 403)
+                .with_detail(format!("no single {name}"))
         }
         HandshakeRefusal::VerifyTokenMismatch => Outcome::new(OutcomeKind::HandshakeRefused, 403)
             .with_detail("the verify token does not match".to_owned()),

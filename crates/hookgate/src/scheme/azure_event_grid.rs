@@ -71,7 +71,9 @@ fn single_parameter(query: Option<&str>, name: &'static str) -> Result<Option<St
     if values.next().is_some() {
         return Err(reject(Reason::MalformedHeader, name));
     }
-    Ok(first.filter(|value| !value.is_empty()).map(|v| v.into_owned()))
+    Ok(first
+        .filter(|value| !value.is_empty())
+        .map(|v| v.into_owned()))
 }
 
 /// The token of `Bearer <token>` (the scheme name is case-insensitive, RFC 7235 §2.1);
@@ -111,7 +113,10 @@ mod tests {
             Ok(vec!["s3cret".into()])
         );
         assert_eq!(
-            tokens(&[("authorization", "Bearer t")], Some("code=c&access_token=a")),
+            tokens(
+                &[("authorization", "Bearer t")],
+                Some("code=c&access_token=a")
+            ),
             Ok(vec!["c".into(), "a".into(), "t".into()])
         );
         // Another auth scheme is not ours; an empty value is no token.
@@ -119,7 +124,10 @@ mod tests {
             tokens(&[("Authorization", "Basic dXNlcjpwdw==")], None),
             Err("missing_header")
         );
-        assert_eq!(tokens(none, Some("code=&access_token=")), Err("missing_header"));
+        assert_eq!(
+            tokens(none, Some("code=&access_token=")),
+            Err("missing_header")
+        );
         assert_eq!(tokens(none, Some("Code=s3cret")), Err("missing_header"));
         assert_eq!(tokens(none, None), Err("missing_header"));
         assert_eq!(

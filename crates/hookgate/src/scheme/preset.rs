@@ -1325,7 +1325,11 @@ const AZURE_EVENT_GRID: Preset = Preset {
         event_type: Source::Json(TYPE),
         delivery_id: Source::Json(ID),
         dedup_json: None,
-        headers: &["aeg-event-type", "aeg-subscription-name", "aeg-delivery-count"],
+        headers: &[
+            "aeg-event-type",
+            "aeg-subscription-name",
+            "aeg-delivery-count",
+        ],
     },
     handshake: Some(HandshakeKind::EventGridSubscriptionValidation),
 };

@@ -925,7 +925,10 @@ fn event_grid_validation(query: &str) -> Req {
     Req::new(
         vec![
             ("Content-Type".to_owned(), "application/json".to_owned()),
-            ("aeg-event-type".to_owned(), "SubscriptionValidation".to_owned()),
+            (
+                "aeg-event-type".to_owned(),
+                "SubscriptionValidation".to_owned(),
+            ),
         ],
         body,
     )
@@ -1365,7 +1368,8 @@ pub fn handshakes() -> Vec<Case> {
             "azure event grid SubscriptionValidationEvent with a Bearer token: validationResponse",
             SchemeId::AzureEventGrid,
             EVENT_GRID_TOKEN,
-            event_grid_validation("").adding("Authorization", &format!("Bearer {EVENT_GRID_TOKEN}")),
+            event_grid_validation("")
+                .adding("Authorization", &format!("Bearer {EVENT_GRID_TOKEN}")),
             ok(r#"{"validationResponse":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}"#),
             0,
             1,
