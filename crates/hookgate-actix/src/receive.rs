@@ -51,6 +51,15 @@ pub(crate) async fn decide(
             body: Bytes::new(),
         });
     }
+    if *method == Method::OPTIONS {
+        // Never a delivery either: Azure Event Grid's CloudEvents validation, or 405.
+        return Ok(Decided {
+            outcome: gate
+                .receive_options(&ActixHeaders::new(headers), uri.query())
+                .await,
+            body: Bytes::new(),
+        });
+    }
     let limit = gate.max_body_bytes();
     if declared_too_large(headers, limit) {
         return Err(WebhookError::from(gate.body_too_large()));

@@ -422,3 +422,134 @@ async fn a_server_with_a_misconfigured_middleware_does_not_start() {
     let error = result.expect("the server stopped by itself").unwrap_err();
     assert!(error.to_string().contains("can not start"), "{error}");
 }
+
+/// Azure Event Grid's token, as the operator puts it in the webhook URL registered in Azure.
+const EVENT_GRID_TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+
+/// The `SubscriptionValidationEvent` of learn.microsoft.com/azure/event-grid
+/// (end-point-validation-event-grid-events-schema).
+const EVENT_GRID_VALIDATION: &str = r#"[{"id":"2d1781af-3a4c-4d7c-bd0c-e34b19da4e66","topic":"/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx","subject":"","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/myeventsub/validate?id=0000000000-0000-0000-0000-00000000000000&t=2022-10-28T04:23:35.1981776Z&apiVersion=2018-05-01-preview&token=1A1A1A1A"},"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2022-10-28T04:23:35.1981776Z","metadataVersion":"1","dataVersion":"1"}]"#;
+
+/// One request over a real TCP connection; the status, the head (lower-cased) and the body.
+async fn over_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let response = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8(response).unwrap()
+    })
+    .await
+    .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body.to_owned(),
+    )
+}
+
+/// Both Azure Event Grid handshakes, through the middleware (`/mw`) and the extractor
+/// (`/ex`) of a real actix-web server: answered only with the token, refused like a forged
+/// delivery without it, never handed to the sink or the handler.
+#[actix_web::test]
+async fn azure_event_grid_handshakes_over_real_http() {
+    let verifier = Verifier::builder(SchemeId::AzureEventGrid)
+        .secret(EVENT_GRID_TOKEN)
+        .build()
+        .unwrap();
+    let (sink, mut events) = ChannelSink::bounded(4);
+    let gate = Gate::builder(verifier.clone()).sink(sink).build().unwrap();
+    let checking = Gate::builder(verifier).build_verify_only().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(WebhookConfig::new(checking.clone()))
+            .service(
+                web::resource("/mw")
+                    .wrap(WebhookGate::new(gate.clone()))
+                    .to(never_called),
+            )
+            .route("/ex", web::route().to(untyped))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+
+    for path in ["/mw", "/ex"] {
+        let with_token = format!("{path}?code={EVENT_GRID_TOKEN}");
+        let validation = [("aeg-event-type", "SubscriptionValidation")];
+        let (status, head, body) = over_http(
+            addr,
+            "POST",
+            &with_token,
+            &validation,
+            EVENT_GRID_VALIDATION,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+        );
+        let origin = [("WebHook-Request-Origin", "eventgrid.azure.net")];
+        let (status, head, body) = over_http(addr, "OPTIONS", &with_token, &origin, "").await;
+        assert_eq!((status, body.as_str()), (200, ""), "{path}");
+        assert!(
+            head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+            "{head}"
+        );
+        assert!(head.contains("webhook-allowed-rate: *"), "{head}");
+        for method in ["POST", "OPTIONS"] {
+            for (target, status, code) in [
+                (path.to_owned(), 400, "missing_header"),
+                (format!("{path}?code=guess"), 401, "token_mismatch"),
+            ] {
+                let headers = [validation[0], origin[0]];
+                let got = over_http(addr, method, &target, &headers, EVENT_GRID_VALIDATION).await;
+                assert_eq!((got.0, got.2.as_str()), (status, code), "{method} {target}");
+                assert!(!got.1.contains("webhook-allowed-origin"));
+            }
+        }
+        let (status, _, body) = over_http(addr, "OPTIONS", &with_token, &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "handshake_refused"),
+            "{path}"
+        );
+    }
+    assert!(events.try_recv().is_none(), "a handshake reached the sink");
+    // A notification with the token is an event: the query reaches the gate on a POST too.
+    let body = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
+    let notification = [("aeg-event-type", "Notification")];
+    let target = format!("/mw?code={EVENT_GRID_TOKEN}");
+    let (status, _, answer) = over_http(addr, "POST", &target, &notification, body).await;
+    assert_eq!((status, answer.as_str()), (200, "accepted"));
+    assert_eq!(events.try_recv().unwrap().body().as_ref(), body.as_bytes());
+    handle.stop(true).await;
+}

@@ -155,7 +155,9 @@ fn mismatch_hint(cx: Context<'_>) -> String {
 /// A shared token that does not match: named where the scheme carries it (its own header, or
 /// a field of the body), with how the provider writes it.
 fn token_hint(scheme: SchemeId, location: &str) -> String {
-    let place = if scheme.signature_header() == Some(location) {
+    let place = if scheme == SchemeId::AzureEventGrid {
+        "the token (the URL's code or access_token parameter, or Authorization: Bearer)".to_owned()
+    } else if scheme.signature_header() == Some(location) {
         format!("the {location} header")
     } else {
         format!("the body's {location} field")
@@ -184,6 +186,10 @@ fn missing_hint(scheme: SchemeId, location: &str, headers: &[(String, String)]) 
         (SchemeId::Linear, _) => {
             format!("the body must carry `{location}` (Linear's signed timestamp, in ms)")
         }
+        (SchemeId::AzureEventGrid, _) => "azure-event-grid needs its token: pass --url with \
+             the URL Azure called (with its ?code=TOKEN or ?access_token=TOKEN) or --header \
+             'Authorization: Bearer TOKEN'"
+            .to_owned(),
         (SchemeId::Mailgun | SchemeId::Braintree | SchemeId::MicrosoftGraph, _) => {
             format!("the body must carry `{location}`")
         }
@@ -235,6 +241,7 @@ fn signs_raw_body(scheme: SchemeId) -> bool {
             | SchemeId::Postmark
             | SchemeId::Figma
             | SchemeId::MicrosoftGraph
+            | SchemeId::AzureEventGrid
             | SchemeId::Braintree
     )
 }

@@ -69,7 +69,9 @@ enum Command {
     ///
     /// Output, on stdout:
     ///   - twilio-body-sha256 only: first a line `# url: URL`, the URL to call (Twilio adds
-    ///     bodySHA256 to its query string, and signs that URL);
+    ///     bodySHA256 to its query string, and signs that URL); azure-event-grid with --url:
+    ///     the same line, the URL with the token in its `code` parameter (as registered in
+    ///     Azure; without --url the token goes in `Authorization: Bearer`);
     ///   - the headers, one `Name: value` per line;
     ///   - mailgun, figma, microsoft-graph and braintree: the signature (or token) lives in
     ///     the body, so a blank line follows the headers, then the body to send — mailgun: a
@@ -79,7 +81,8 @@ enum Command {
     ///     with the given body (the notification XML) as base64 — unless --out-body FILE is
     ///     given, which receives it instead.
     ///
-    /// gitlab-token "signs" by sending the token itself: its header carries the secret.
+    /// gitlab-token "signs" by sending the token itself: its header carries the secret (and
+    /// azure-event-grid's URL or Authorization header carries its token).
     ///
     /// Example:
     ///

@@ -37,7 +37,7 @@ pub(crate) struct SignArgs {
     timestamp: Option<i64>,
 
     /// The URL the delivery goes to. Required by twilio, twilio-body-sha256, square and
-    /// hubspot-v3.
+    /// hubspot-v3; azure-event-grid adds its token to it (`code=`).
     #[arg(long)]
     url: Option<String>,
 
@@ -72,7 +72,8 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
     if scheme.signs_url() && args.url.is_none() {
         return Err(CliError::missing_url(scheme.as_str()));
     }
-    if args.url.is_some() && !scheme.signs_url() {
+    // Azure Event Grid signs nothing; its token goes into the URL's query when one is given.
+    if args.url.is_some() && !scheme.signs_url() && scheme != SchemeId::AzureEventGrid {
         crate::note(&format!("{scheme} does not sign the URL: --url is ignored"));
     }
     if args.method.is_some() && !scheme.signs_method() {
@@ -110,12 +111,16 @@ pub(crate) fn run(args: SignArgs) -> Result<Output, CliError> {
     ))
 }
 
-/// The `sign` output: `# url: …` for twilio-body-sha256, the headers one per line, then for
+/// The `sign` output: `# url: …` for twilio-body-sha256 and azure-event-grid (the URL to
+/// call: with `bodySHA256`, or with the token in `code`), the headers one per line, then for
 /// the schemes that sign in the body (mailgun, figma, microsoft-graph, braintree; unless the
 /// body went to a file) a blank line and the signed body.
 fn render(scheme: SchemeId, delivery: &SignedDelivery, body_to_stdout: bool) -> Vec<u8> {
     let mut out = String::new();
-    if scheme == SchemeId::TwilioBodySha256 {
+    if matches!(
+        scheme,
+        SchemeId::TwilioBodySha256 | SchemeId::AzureEventGrid
+    ) {
         if let Some(url) = &delivery.url {
             out.push_str(&format!("# url: {url}\n"));
         }

@@ -182,7 +182,8 @@ pub(crate) fn run(args: VerifyArgs) -> Result<Output, CliError> {
 
 fn warn_about_ignored_options(args: &VerifyArgs) {
     let scheme = args.scheme;
-    if args.url.is_some() && !scheme.signs_url() {
+    // Azure Event Grid signs nothing but reads its token from the URL's query.
+    if args.url.is_some() && !scheme.signs_url() && scheme != SchemeId::AzureEventGrid {
         crate::note(&format!("{scheme} does not sign the URL: --url is ignored"));
     }
     if args.method.is_some() && !scheme.signs_method() {
@@ -240,6 +241,10 @@ fn valid_report(event: &VerifiedEvent, scheme: SchemeId, json: bool) -> Result<S
         SchemeId::MicrosoftGraph => out.push_str(
             "note: microsoft-graph checks the clientState token only: the notifications are \
              not authenticated\n",
+        ),
+        SchemeId::AzureEventGrid => out.push_str(
+            "note: azure-event-grid checks the token of the URL (or Authorization: Bearer) only: \
+             the body is not authenticated\n",
         ),
         _ => {}
     }

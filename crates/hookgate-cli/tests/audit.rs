@@ -192,3 +192,32 @@ async fn checks_a_scheme_makes_moot_are_not_applicable_with_the_reason() {
     );
     assert_eq!(verdicts["wrong-key"].0, "fail");
 }
+
+/// `audit --scheme azure-event-grid` against `serve`: the token is checked (wrong key and no
+/// token fail a forgery), the body is not covered by it (tampering is not applicable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_knows_azure_event_grid_checks_a_token_not_the_body() {
+    const TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &["--scheme", "azure-event-grid", "--secret", TOKEN],
+    );
+    let run = hookgate([
+        "audit",
+        &serve.url("/webhooks"),
+        "--scheme",
+        "azure-event-grid",
+        "--secret",
+        TOKEN,
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", serve.stderr());
+    let verdicts = verdicts_of(&run.stdout);
+    for id in ["valid", "wrong-key", "missing-signature", "body-too-large"] {
+        assert_eq!(verdicts[id].0, "pass", "{id}: {}", verdicts[id].1);
+    }
+    assert_eq!(verdicts["tampered-body"].0, "not_applicable");
+    assert!(!run.stdout.contains(TOKEN), "{}", run.stdout);
+}

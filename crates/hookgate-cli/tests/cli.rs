@@ -525,6 +525,7 @@ fn round_trips() -> Vec<RoundTrip> {
         shared("box", "SamplePrimaryKey"),
         shared("mailgun", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"),
         shared("microsoft-graph", "SecretClientState-8f14e45f"),
+        shared("azure-event-grid", "eg-7f3c9a1b2d4e6f80_S3cret"),
         RoundTrip {
             body: "<notification><kind>demo.created</kind></notification>",
             ..shared(
@@ -688,6 +689,61 @@ fn what_sign_prints_verifies_for_every_scheme() {
     }
 }
 
+/// Azure Event Grid signs nothing: `sign --url` puts the token in the URL's `code`, as the
+/// operator registers it in Azure, and `verify --url` reads it back from there; without a URL
+/// the token goes in `Authorization: Bearer`.
+#[test]
+fn azure_event_grid_signs_by_putting_the_token_in_the_url() {
+    const TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+    let body = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
+    let signed = hookgate(
+        strings(&[
+            "sign",
+            "--scheme",
+            "azure-event-grid",
+            "--secret",
+            TOKEN,
+            "--url",
+            "https://hooks.example.com/eventgrid",
+        ]),
+        body.as_bytes(),
+    );
+    assert_eq!(signed.code, 0, "{signed:?}");
+    assert!(!signed.stderr.contains("ignored"), "{signed:?}");
+    let parsed = parse_signed(&signed.stdout);
+    let url = parsed.url.expect("the URL to call");
+    assert_eq!(
+        url,
+        format!("https://hooks.example.com/eventgrid?code={TOKEN}")
+    );
+    assert!(
+        parsed
+            .headers
+            .contains(&"aeg-event-type: Notification".to_owned())
+    );
+    assert!(
+        !parsed
+            .headers
+            .iter()
+            .any(|h| h.starts_with("Authorization"))
+    );
+    let verify = |url: &str, secret: &str| {
+        let mut args = strings(&["verify", "--scheme", "azure-event-grid", "--secret", secret]);
+        args.extend(strings(&["--url", url]));
+        hookgate(args, body.as_bytes())
+    };
+    let run = verify(&url, TOKEN);
+    assert_eq!(run.first_line(), "valid (key 0)", "{run:?}");
+    assert!(!run.stderr.contains("ignored"), "{run:?}");
+    assert!(run.stdout.contains("not authenticated"), "{run:?}");
+    let run = verify(&url, "not-the-token");
+    assert_eq!(run.first_line(), "invalid: token_mismatch", "{run:?}");
+    assert!(!run.all_output().contains(TOKEN), "{run:?}");
+    let run = verify("https://hooks.example.com/eventgrid", TOKEN);
+    assert_eq!(run.first_line(), "invalid: missing_header", "{run:?}");
+    assert!(run.all_output().contains("?code=TOKEN"), "{run:?}");
+}
+
 #[test]
 fn a_changed_body_fails_where_the_scheme_signs_it() {
     for case in round_trips() {
@@ -702,6 +758,7 @@ fn a_changed_body_fails_where_the_scheme_signs_it() {
                 | "postmark"
                 | "figma"
                 | "microsoft-graph"
+                | "azure-event-grid"
         ) {
             continue;
         }
@@ -1034,8 +1091,8 @@ fn schemes_lists_every_id_with_a_description() {
     let run = hookgate(["schemes"], b"");
     assert_eq!(run.code, 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 61);
-    assert_eq!(SchemeId::ALL.len(), 61);
+    assert_eq!(lines.len(), 62);
+    assert_eq!(SchemeId::ALL.len(), 62);
     for (line, id) in lines.iter().zip(SchemeId::ALL) {
         let (name, description) = line.split_once(' ').unwrap();
         assert_eq!(name, id.as_str());

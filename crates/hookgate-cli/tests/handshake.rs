@@ -472,3 +472,197 @@ async fn serve_answers_graph_and_braintree_handshakes_and_stores_none() {
     )
     .await;
 }
+
+/// Azure Event Grid against `serve`: the `SubscriptionValidationEvent` POST and the CloudEvents
+/// `OPTIONS`, each answered only with the token of the registered URL (or its Bearer delivery
+/// property), refused like a forged delivery without it; both counted and recorded as
+/// handshakes, none stored. A notification with the token is stored, and nothing `serve`
+/// keeps (the inbox's files, its output) holds the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
+    const TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+    // learn.microsoft.com/azure/event-grid/end-point-validation-event-grid-events-schema.
+    const VALIDATION: &str = r#"[{"id":"2d1781af-3a4c-4d7c-bd0c-e34b19da4e66","topic":"/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx","subject":"","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/myeventsub/validate?id=0000000000-0000-0000-0000-00000000000000&t=2022-10-28T04:23:35.1981776Z&apiVersion=2018-05-01-preview&token=1A1A1A1A"},"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2022-10-28T04:23:35.1981776Z","metadataVersion":"1","dataVersion":"1"}]"#;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = serve_with(
+        dir.path(),
+        &format!(
+            r#"
+            [[endpoint]]
+            name = "eventgrid"
+            path = "/hooks/eventgrid"
+            scheme = "azure-event-grid"
+            keys = [{{ secret = "{TOKEN}" }}]
+
+            [[endpoint]]
+            name = "slack"
+            path = "/hooks/slack"
+            scheme = "slack"
+            keys = [{{ secret = "{SLACK_SECRET}" }}]
+            "#
+        ),
+    );
+    let addr = serve.addr;
+    let with_token = format!("/hooks/eventgrid?code={TOKEN}");
+
+    let validation = pairs(&[
+        ("Content-Type", "application/json"),
+        ("aeg-event-type", "SubscriptionValidation"),
+        ("aeg-subscription-name", "MYEVENTSUB"),
+    ]);
+    let (status, content_type, body) = send(
+        addr,
+        "POST",
+        &with_token,
+        &validation,
+        VALIDATION.as_bytes(),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+    let origin = pairs(&[("WebHook-Request-Origin", "eventgrid.azure.net")]);
+    let bearer = pairs(&[
+        ("WebHook-Request-Origin", "eventgrid.azure.net"),
+        ("Authorization", &format!("Bearer {TOKEN}")),
+    ]);
+    let request = format!(
+        "OPTIONS /hooks/eventgrid HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n{}\r\n",
+        bearer
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect::<String>()
+    );
+    let head = raw_head(addr, &request).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+        "{head}"
+    );
+    assert!(head.contains("webhook-allowed-rate: *"), "{head}");
+
+    // Forged: no token, a wrong one; for the validation POST and the OPTIONS alike.
+    for method in ["POST", "OPTIONS"] {
+        let headers: Vec<(String, String)> = validation.iter().chain(&origin).cloned().collect();
+        for (path, status, code) in [
+            ("/hooks/eventgrid", 400, "missing_header"),
+            ("/hooks/eventgrid?code=guess", 401, "token_mismatch"),
+        ] {
+            let answer = send(addr, method, path, &headers, VALIDATION.as_bytes()).await;
+            assert_eq!(
+                (answer.0, answer.2.as_str()),
+                (status, code),
+                "{method} {path}"
+            );
+        }
+    }
+    let answer = send(addr, "OPTIONS", &with_token, &[], b"").await;
+    assert_eq!((answer.0, answer.2.as_str()), (403, "handshake_refused"));
+    // OPTIONS goes to the gate only for a scheme validated with one.
+    let head = raw_head(
+        addr,
+        "OPTIONS /hooks/slack HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(head.contains("allow: POST"), "{head}");
+    let head = raw_head(
+        addr,
+        "GET /hooks/eventgrid HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(head.contains("allow: OPTIONS, POST"), "{head}");
+
+    let (_, metrics) = get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("hookgate_handshakes_total{scheme=\"azure-event-grid\"} 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("hookgate_enqueued_total"), "{metrics}");
+    assert!(
+        inbox_list(dir.path(), &["--endpoint", "eventgrid"])
+            .await
+            .is_empty()
+    );
+
+    // A notification with the token is an event; the token stays out of what is kept.
+    let notification = pairs(&[
+        ("Content-Type", "application/json"),
+        ("aeg-event-type", "Notification"),
+    ]);
+    let event = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
+    let answer = send(addr, "POST", &with_token, &notification, event.as_bytes()).await;
+    assert_eq!((answer.0, answer.2.as_str()), (200, "accepted"));
+    let events = inbox_list(dir.path(), &["--endpoint", "eventgrid"]).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(!format!("{events:?}").contains(TOKEN), "{events:?}");
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.wait_exit(Duration::from_secs(60)), Some(0));
+    let inbox = hookgate_inbox::Inbox::open(dir.path().join("inbox-eventgrid.db")).unwrap();
+    let mut kinds: Vec<(String, String, Option<String>)> = inbox
+        .handshakes(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.scheme, h.kind, h.key_id))
+        .collect();
+    kinds.sort();
+    let scheme = "azure-event-grid".to_owned();
+    assert_eq!(
+        kinds,
+        [
+            (
+                scheme.clone(),
+                "cloudevents_options".to_owned(),
+                Some("0".to_owned())
+            ),
+            (
+                scheme,
+                "event_grid_subscription_validation".to_owned(),
+                Some("0".to_owned())
+            ),
+        ]
+    );
+    drop(inbox);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())
+                    || path.extension().is_some_and(|e| e == "toml"),
+                "the token is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(!serve.stdout().contains(TOKEN) && !serve.stderr().contains(TOKEN));
+}
+
+/// The head of the answer to a raw request, header names lower-cased.
+async fn raw_head(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(head, _)| head);
+    head.lines()
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -175,3 +175,47 @@ async fn the_inbox_filters_by_type_status_and_time() {
     assert_eq!(none.code, 2, "{none:?}");
     assert!(none.stderr.contains("hookgate serve"), "{none:?}");
 }
+
+/// `send --scheme azure-event-grid` carries the token where `serve` looks for it (its
+/// `Authorization: Bearer` delivery property), and the event is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_delivers_an_azure_event_grid_event_to_serve() {
+    const TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &["--scheme", "azure-event-grid", "--secret", TOKEN],
+    );
+    let run = hookgate([
+        "send",
+        &serve.url("/webhooks"),
+        "--scheme",
+        "azure-event-grid",
+        "--secret",
+        TOKEN,
+        "--id",
+        "msg_eg",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", serve.stderr());
+    assert!(run.stdout.contains("1 delivered (2xx)"), "{}", run.stdout);
+    let events = eventually(Duration::from_secs(30), "the event stored", || async {
+        let events = inbox_list(dir.path(), &[]).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(!format!("{events:?}").contains(TOKEN), "{events:?}");
+    let run = hookgate([
+        "send",
+        &serve.url("/webhooks"),
+        "--scheme",
+        "azure-event-grid",
+        "--secret",
+        "not-the-token",
+        "--id",
+        "msg_eg_forged",
+    ])
+    .await;
+    assert!(run.stdout.contains("401 token_mismatch"), "{run:?}");
+}

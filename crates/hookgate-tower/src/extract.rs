@@ -72,6 +72,13 @@ where
                 .await;
             return Err(WebhookRejection::decided(outcome));
         }
+        if parts.method == http::Method::OPTIONS {
+            // Azure Event Grid's CloudEvents validation is answered here; other schemes get 405.
+            let outcome = gate
+                .receive_options(&parts.headers, parts.uri.query())
+                .await;
+            return Err(WebhookRejection::decided(outcome));
+        }
         let limit = gate.max_body_bytes();
         let declared = parts
             .headers

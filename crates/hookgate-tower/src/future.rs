@@ -215,6 +215,13 @@ fn decide<R>(shared: &Shared<R>, parts: &Parts, body: Bytes) -> ReceiveFuture {
             .gate
             .receive_get_with_headers(&parts.headers, parts.uri.query());
     }
+    // An OPTIONS is never a delivery: Azure Event Grid's CloudEvents validation (its token
+    // in the query or `Authorization`), or 405.
+    if parts.method == http::Method::OPTIONS {
+        return shared
+            .gate
+            .receive_options(&parts.headers, parts.uri.query());
+    }
     let url = shared
         .public_origin
         .as_deref()

@@ -405,3 +405,164 @@ async fn axum_routes_behind_route_layer_in_both_modes() {
         );
     }
 }
+
+/// Azure Event Grid's token, as the operator puts it in the webhook URL registered in Azure.
+const EVENT_GRID_TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+
+/// The `SubscriptionValidationEvent` of learn.microsoft.com/azure/event-grid
+/// (end-point-validation-event-grid-events-schema).
+const EVENT_GRID_VALIDATION: &str = r#"[{"id":"2d1781af-3a4c-4d7c-bd0c-e34b19da4e66","topic":"/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx","subject":"","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/myeventsub/validate?id=0000000000-0000-0000-0000-00000000000000&t=2022-10-28T04:23:35.1981776Z&apiVersion=2018-05-01-preview&token=1A1A1A1A"},"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2022-10-28T04:23:35.1981776Z","metadataVersion":"1","dataVersion":"1"}]"#;
+
+/// One request over raw TCP: `method target`, the headers, and the body with its length.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    raw(addr, request.as_bytes()).await
+}
+
+/// Both Azure Event Grid handshakes through a real server: answered only with the token,
+/// refused like a forged delivery without it, and never handed to the sink (Gate mode) or the
+/// handler (verify-only mode); a notification with the token is an event.
+async fn event_grid_handshakes(
+    addr: SocketAddr,
+    mode: Mode,
+    events: &mut hookgate::sink::ChannelReceiver,
+) {
+    let with_token = format!("/webhooks?code={EVENT_GRID_TOKEN}");
+    let validation = [
+        ("Content-Type", "application/json"),
+        ("aeg-event-type", "SubscriptionValidation"),
+    ];
+    let reply = send(
+        addr,
+        "POST",
+        &with_token,
+        &validation,
+        EVENT_GRID_VALIDATION,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{mode:?}: {}", reply.code());
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+    assert!(
+        reply
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
+    for (target, status, code) in [
+        ("/webhooks", 400, "missing_header"),
+        ("/webhooks?code=guess", 401, "token_mismatch"),
+    ] {
+        let forged = send(addr, "POST", target, &validation, EVENT_GRID_VALIDATION).await;
+        assert_eq!(
+            (forged.status, forged.code()),
+            (status, code),
+            "{mode:?} {target}"
+        );
+    }
+
+    let origin = [("WebHook-Request-Origin", "eventgrid.azure.net")];
+    let reply = send(addr, "OPTIONS", &with_token, &origin, "").await;
+    assert_eq!(reply.status, 200, "{mode:?}: {}", reply.code());
+    let head = reply.head.to_ascii_lowercase();
+    assert!(
+        head.contains("webhook-allowed-origin: eventgrid.azure.net"),
+        "{head}"
+    );
+    assert!(head.contains("webhook-allowed-rate: *"), "{head}");
+    assert!(reply.body.is_empty());
+    let bearer = format!("Bearer {EVENT_GRID_TOKEN}");
+    let reply = send(
+        addr,
+        "OPTIONS",
+        "/webhooks",
+        &[origin[0], ("Authorization", bearer.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "{mode:?}: the token in a Bearer delivery property"
+    );
+    for (target, status, code) in [
+        ("/webhooks", 400, "missing_header"),
+        ("/webhooks?code=guess", 401, "token_mismatch"),
+    ] {
+        let forged = send(addr, "OPTIONS", target, &origin, "").await;
+        assert_eq!(
+            (forged.status, forged.code()),
+            (status, code),
+            "{mode:?} {target}"
+        );
+        assert!(
+            !forged
+                .head
+                .to_ascii_lowercase()
+                .contains("webhook-allowed-origin")
+        );
+    }
+    let no_origin = send(addr, "OPTIONS", &with_token, &[], "").await;
+    assert_eq!(
+        (no_origin.status, no_origin.code()),
+        (403, "handshake_refused")
+    );
+    assert!(
+        events.try_recv().is_none(),
+        "{mode:?}: a handshake reached the sink"
+    );
+
+    // A notification with the token is an event: the query reaches the gate on a POST too.
+    let notification = [
+        ("Content-Type", "application/json"),
+        ("aeg-event-type", "Notification"),
+    ];
+    let body = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
+    let reply = send(addr, "POST", &with_token, &notification, body).await;
+    match mode {
+        Mode::Receive => {
+            assert_eq!((reply.status, reply.code()), (200, "accepted"));
+            let event = events.try_recv().expect("the notification was stored");
+            assert_eq!(event.body().as_ref(), body.as_bytes());
+            assert!(!format!("{event:?}").contains(EVENT_GRID_TOKEN));
+        }
+        _ => assert_eq!((reply.status, reply.body.as_ref()), (299, body.as_bytes())),
+    }
+}
+
+fn event_grid_gate() -> (Gate, hookgate::sink::ChannelReceiver) {
+    let verifier = hookgate::Verifier::builder(hookgate::SchemeId::AzureEventGrid)
+        .secret(EVENT_GRID_TOKEN)
+        .build()
+        .unwrap();
+    let (sink, events) = ChannelSink::bounded(4);
+    (Gate::builder(verifier).sink(sink).build().unwrap(), events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_event_grid_handshakes_over_plain_hyper_and_axum() {
+    for mode in MODES {
+        let (gate, mut events) = event_grid_gate();
+        let addr = serve_tower(GateLayer::with_mode(gate, mode)).await;
+        event_grid_handshakes(addr, mode, &mut events).await;
+        let (gate, mut events) = event_grid_gate();
+        let addr = serve_axum(axum_app(GateLayer::with_mode(gate, mode))).await;
+        event_grid_handshakes(addr, mode, &mut events).await;
+    }
+}

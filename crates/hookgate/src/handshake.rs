@@ -22,6 +22,8 @@
 //! | `asana` | POST with `X-Hook-Secret: S` and no `X-Hook-Signature`, S equal to a configured live key | 200, empty body, `X-Hook-Secret: S` |
 //! | `microsoft-graph` | POST `?validationToken=T` with an empty body (at subscription creation and renewal) | 200 `text/plain`, T URL-decoded |
 //! | `braintree` | `GET ?bt_challenge=C`, C 20–32 lowercase hex | 200 `text/plain` `public_key\|hex(HMAC-SHA1(SHA-1(private_key), C))`; another C → 400 `malformed_header` |
+//! | `azure-event-grid` | POST `aeg-event-type: SubscriptionValidation`, `[{"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","data":{"validationCode":V,…},…}]`, with the token | 200 JSON `{"validationResponse":V}` |
+//! | `azure-event-grid` | `OPTIONS` with `WebHook-Request-Origin: O` (CloudEvents 1.0 abuse protection), with the token | 200, empty body, `WebHook-Allowed-Origin: O`, `WebHook-Allowed-Rate: *`, `Allow: OPTIONS, POST` |
 //!
 //! WooCommerce's, Asana's and Microsoft Graph's are not signed, so they are looked at only when verification has failed
 //! for want of the signature header: a signed delivery never reaches them, and the fast
@@ -29,6 +31,13 @@
 //! would let anyone register a key): the handshake is answered only when the header equals
 //! a key the operator configured (compared in constant time), otherwise it is rejected as
 //! any unsigned delivery is.
+//!
+//! Azure Event Grid signs nothing; both of its handshakes carry the token the operator put
+//! in the webhook URL (or its `Authorization: Bearer` delivery property) and are verified
+//! like a delivery first, so a handshake without the token gets the same 400/401 as a
+//! forged delivery: answering anyone would let anyone subscribe the endpoint. Its `OPTIONS`
+//! is answered by [`Gate::receive_options`](crate::Gate::receive_options); adapters route
+//! `OPTIONS` there when [`Gate::takes_options`](crate::Gate::takes_options) says so.
 //!
 //! Every answer carries `X-Content-Type-Options: nosniff`: a challenge is echoed as text,
 //! never as something a browser would render.
@@ -86,6 +95,15 @@ pub enum HandshakeKind {
     /// Braintree's `GET ?bt_challenge=C`: answered `public_key|hex(HMAC-SHA1(SHA-1(private
     /// key), C))`, which proves the endpoint holds the key pair.
     BraintreeChallenge,
+    /// Azure Event Grid's `SubscriptionValidationEvent` (Event Grid schema): a POST with
+    /// `aeg-event-type: SubscriptionValidation`, verified by its token, answered
+    /// `{"validationResponse": <data.validationCode>}`. A scheme with this handshake also
+    /// answers the CloudEvents `OPTIONS` validation ([`CloudEventsOptions`](Self::CloudEventsOptions)).
+    EventGridSubscriptionValidation,
+    /// The CloudEvents 1.0 HTTP webhook abuse-protection `OPTIONS` (Azure Event Grid with the
+    /// CloudEvents schema): verified by its token, answered 200 with `WebHook-Allowed-Origin`
+    /// set to the request's `WebHook-Request-Origin`.
+    CloudEventsOptions,
 }
 
 impl HandshakeKind {
@@ -103,6 +121,8 @@ impl HandshakeKind {
             HandshakeKind::AsanaHookSecret => "asana_hook_secret",
             HandshakeKind::GraphValidationToken => "microsoft_graph_validation",
             HandshakeKind::BraintreeChallenge => "braintree_challenge",
+            HandshakeKind::EventGridSubscriptionValidation => "event_grid_subscription_validation",
+            HandshakeKind::CloudEventsOptions => "cloudevents_options",
         }
     }
 
@@ -130,6 +150,16 @@ impl HandshakeKind {
                 | HandshakeKind::BraintreeChallenge
         )
     }
+
+    /// Whether the provider also validates the endpoint with an `OPTIONS` (the CloudEvents
+    /// abuse protection Azure Event Grid uses with the CloudEvents schema): adapters must
+    /// route `OPTIONS` to the gate for it.
+    pub fn takes_options(self) -> bool {
+        matches!(
+            self,
+            HandshakeKind::EventGridSubscriptionValidation | HandshakeKind::CloudEventsOptions
+        )
+    }
 }
 
 impl fmt::Display for HandshakeKind {
@@ -144,8 +174,9 @@ pub struct HandshakeReply {
     kind: HandshakeKind,
     content_type: &'static str,
     body: Bytes,
-    /// A header the answer must carry (Asana's `X-Hook-Secret` echo).
-    header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// Headers the answer must carry (Asana's `X-Hook-Secret` echo, the CloudEvents
+    /// `WebHook-Allowed-*`).
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// `Content-Type` of a plain-text answer.
@@ -159,7 +190,7 @@ impl HandshakeReply {
             kind,
             content_type: TEXT_PLAIN,
             body: Bytes::from(text),
-            header: None,
+            headers: Vec::new(),
         }
     }
 
@@ -168,14 +199,20 @@ impl HandshakeReply {
             kind,
             content_type: APPLICATION_JSON,
             body: Bytes::from(value.to_string()),
-            header: None,
+            headers: Vec::new(),
         }
     }
 
-    /// A header the answer must carry besides the content type: Asana's `X-Hook-Secret`
-    /// echo; `None` for the others.
+    /// The first header the answer must carry besides the content type: Asana's
+    /// `X-Hook-Secret` echo, the CloudEvents `WebHook-Allowed-Origin`; `None` for the others.
+    /// [`headers`](Self::headers) has them all.
     pub fn header(&self) -> Option<(&http::HeaderName, &http::HeaderValue)> {
-        self.header.as_ref().map(|(name, value)| (name, value))
+        self.headers.first().map(|(name, value)| (name, value))
+    }
+
+    /// Every header the answer must carry besides the content type, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.headers.iter().map(|(name, value)| (name, value))
     }
 
     /// Which handshake this answers.
@@ -331,14 +368,91 @@ pub(crate) fn answer_verified(
                 &serde_json::json!({ "type": 1 }),
             ))
         }
+        HandshakeKind::EventGridSubscriptionValidation => answer_event_grid_validation(event),
         HandshakeKind::MetaSubscribe
         | HandshakeKind::DropboxChallenge
         | HandshakeKind::OktaVerification
         | HandshakeKind::WooCommercePing
         | HandshakeKind::AsanaHookSecret
         | HandshakeKind::GraphValidationToken
-        | HandshakeKind::BraintreeChallenge => None,
+        | HandshakeKind::BraintreeChallenge
+        | HandshakeKind::CloudEventsOptions => None,
     }
+}
+
+/// Azure Event Grid's `SubscriptionValidationEvent`, once its token has verified
+/// (learn.microsoft.com/azure/event-grid/end-point-validation-event-grid-events-schema):
+/// header `aeg-event-type: SubscriptionValidation` and a body that is an array holding only
+/// the validation event (`eventType` `Microsoft.EventGrid.SubscriptionValidationEvent`, a
+/// non-empty `data.validationCode`). Both must say "validation" (the header is not covered by
+/// anything, the body is the token-holder's); otherwise it is an ordinary event. Answered 200
+/// JSON `{"validationResponse": V}`.
+fn answer_event_grid_validation(event: &VerifiedEvent) -> Option<HandshakeReply> {
+    let validation = event.headers().iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("aeg-event-type") && value == "SubscriptionValidation"
+    });
+    if !validation {
+        return None;
+    }
+    let body = event.body();
+    let elements = json::array_elements(body)?;
+    let [only] = elements.as_slice() else {
+        return None;
+    };
+    let element = body.get(only.clone())?;
+    if json::field(element, &["eventType"])? != "Microsoft.EventGrid.SubscriptionValidationEvent" {
+        return None;
+    }
+    let code = json::field(element, &["data", "validationCode"]).filter(|c| !c.is_empty())?;
+    Some(HandshakeReply::json(
+        HandshakeKind::EventGridSubscriptionValidation,
+        &serde_json::json!({ "validationResponse": code }),
+    ))
+}
+
+/// The CloudEvents 1.0 abuse-protection answer to a verified `OPTIONS`
+/// (github.com/cloudevents/spec `http-webhook.md` §4, as Azure Event Grid sends it): the one
+/// non-empty `WebHook-Request-Origin` (visible ASCII, at most 255 bytes: a DNS name) is
+/// granted in `WebHook-Allowed-Origin`; `WebHook-Allowed-Rate: *` (§4.2.2: MUST when the
+/// request asked for a rate, SHOULD otherwise; hookgate sets no per-origin rate, its limits
+/// answer 503 with `Retry-After`); `Allow: OPTIONS, POST` (§4.2: SHOULD name POST). A
+/// `WebHook-Request-Callback` is never called: permission is granted in this answer.
+pub(crate) fn answer_cloudevents_options<H: Headers + ?Sized>(
+    headers: &H,
+) -> Result<HandshakeReply, HandshakeRefusal> {
+    const NAME: &str = "WebHook-Request-Origin";
+    let values = headers.get_all(NAME);
+    let origin = match values.as_slice() {
+        [value] => value.trim_ascii(),
+        _ => return Err(HandshakeRefusal::MissingParameter(NAME)),
+    };
+    if origin.is_empty() {
+        return Err(HandshakeRefusal::MissingParameter(NAME));
+    }
+    if origin.len() > 255 || !origin.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(HandshakeRefusal::MalformedParameter(NAME));
+    }
+    let origin = http::HeaderValue::from_bytes(origin)
+        .map_err(|_| HandshakeRefusal::MalformedParameter(NAME))?;
+    Ok(HandshakeReply {
+        kind: HandshakeKind::CloudEventsOptions,
+        content_type: TEXT_PLAIN,
+        body: Bytes::new(),
+        headers: vec![
+            (
+                http::HeaderName::from_static("webhook-allowed-origin"),
+                origin,
+            ),
+            (
+                http::HeaderName::from_static("webhook-allowed-rate"),
+                http::HeaderValue::from_static("*"),
+            ),
+            (
+                http::header::ALLOW,
+                http::HeaderValue::from_static("OPTIONS, POST"),
+            ),
+        ],
+    })
 }
 
 /// The answer to Okta's verification `GET`, once its auth header has been verified: the
@@ -414,7 +528,7 @@ pub(crate) fn answer_unsigned<H: Headers + ?Sized>(
                 kind,
                 content_type: TEXT_PLAIN,
                 body: Bytes::new(),
-                header: Some((http::HeaderName::from_static("x-hook-secret"), value)),
+                headers: vec![(http::HeaderName::from_static("x-hook-secret"), value)],
             };
             Some((reply, Some(key_id)))
         }
@@ -726,6 +840,47 @@ mod tests {
                 answer_braintree(query, answer),
                 Err(HandshakeRefusal::MissingParameter("bt_challenge")),
                 "{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cloudevents_options_grants_exactly_the_one_origin_asked_for() {
+        let reply =
+            answer_cloudevents_options(&[("WebHook-Request-Origin", " eventgrid.azure.net ")])
+                .unwrap();
+        assert_eq!(reply.kind(), HandshakeKind::CloudEventsOptions);
+        assert_eq!(reply.body_text(), "");
+        let headers: Vec<(&str, &str)> = reply
+            .headers()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("webhook-allowed-origin", "eventgrid.azure.net"),
+                ("webhook-allowed-rate", "*"),
+                ("allow", "OPTIONS, POST"),
+            ]
+        );
+        let name = "WebHook-Request-Origin";
+        for headers in [
+            vec![],
+            vec![(name, "")],
+            vec![(name, "a.example"), (name, "a.example")],
+        ] {
+            assert_eq!(
+                answer_cloudevents_options(&headers),
+                Err(HandshakeRefusal::MissingParameter(name)),
+                "{headers:?}"
+            );
+        }
+        let long = "a".repeat(256);
+        for origin in ["two words", "caf\u{e9}.example", long.as_str()] {
+            assert_eq!(
+                answer_cloudevents_options(&[(name, origin)]),
+                Err(HandshakeRefusal::MalformedParameter(name)),
+                "{origin}"
             );
         }
     }

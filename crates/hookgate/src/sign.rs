@@ -318,6 +318,17 @@ impl Signer {
                 url,
             });
         }
+        if let (Some(Shape::UrlToken), SigningKey::Token(token), Some(base)) =
+            (shape, &self.key, url.as_deref())
+        {
+            // As the operator registers it in Azure: the webhook URL with `code=<token>`.
+            let url = Some(with_query_token(base, token.as_slice()));
+            return Ok(SignedDelivery {
+                headers: layout.headers,
+                body,
+                url,
+            });
+        }
         if let SigningKey::Token(token) = &self.key {
             let mut headers = layout.headers;
             // As the shape writes it: the token itself, or Basic credentials.
@@ -410,6 +421,32 @@ fn body_tokens_each(body: &[u8], array: &str, field: &str, token: &KeyBytes) -> 
 }
 
 /// HMAC of one contiguous message, through the verifier's own computation.
+/// `url` with the query parameter `code=<token>` (form-encoded) added before any fragment.
+fn with_query_token(url: &str, token: &[u8]) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let joiner = match base.split_once('?') {
+        None => "?",
+        Some((_, "")) => "",
+        Some((_, query)) if query.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    let parameter = form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            crate::scheme::azure_event_grid::PARAMETERS[0],
+            &String::from_utf8_lossy(token),
+        )
+        .finish();
+    let mut out = format!("{base}{joiner}{parameter}");
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
 fn mac<M: Mac + hmac::digest::KeyInit>(key: &KeyBytes, message: &[u8]) -> Vec<u8> {
     crate::verifier::hmac_tag::<M>(key, &[std::borrow::Cow::Borrowed(message)])
         .map(|tag| tag.to_vec())
@@ -627,6 +664,14 @@ impl Layout {
             | Shape::BodyTokenEach { .. }
             | Shape::Braintree => plain("", Vec::new(), Encoding::Hex),
             Shape::NetlifyJws => plain("X-Webhook-Signature", Vec::new(), Encoding::Base64),
+            // Azure Event Grid marks every delivery `aeg-event-type: Notification`; the token
+            // goes in the URL (see `sign`) or, without one, in `Authorization: Bearer`.
+            Shape::UrlToken => Layout {
+                headers: h(&[("aeg-event-type", "Notification".to_owned())]),
+                signature_header: crate::scheme::azure_event_grid::AUTHORIZATION.to_owned(),
+                encoding: Encoding::Hex,
+                format: Box::new(|token: &str| format!("Bearer {token}")),
+            },
             Shape::BasicAuth => Layout {
                 headers: Vec::new(),
                 signature_header: "Authorization".to_owned(),
@@ -724,6 +769,46 @@ mod tests {
             let layout = Layout::of(&Scheme::Preset(id), "msg", 1_700_000_000, None).unwrap();
             assert_eq!(layout.signature_header, header, "{id}");
         }
+    }
+
+    #[test]
+    fn the_event_grid_token_goes_in_the_url_or_else_the_bearer_header() {
+        assert_eq!(
+            with_query_token("https://h.example/eg", b"a b+c"),
+            "https://h.example/eg?code=a+b%2Bc"
+        );
+        assert_eq!(
+            with_query_token("https://h.example/eg?x=1#frag", b"t"),
+            "https://h.example/eg?x=1&code=t#frag"
+        );
+        assert_eq!(
+            with_query_token("https://h.example/eg?", b"t"),
+            "https://h.example/eg?code=t"
+        );
+        let signer = Signer::new(SchemeId::AzureEventGrid, "s3cret token").unwrap();
+        let verifier = Verifier::builder(SchemeId::AzureEventGrid)
+            .secret("s3cret token")
+            .build()
+            .unwrap();
+        let in_url = signer
+            .sign(&SignRequest::new("[]").url("https://h.example/eg"))
+            .unwrap();
+        let url = in_url.url.as_deref().unwrap();
+        assert_eq!(url, "https://h.example/eg?code=s3cret+token");
+        assert!(
+            !in_url
+                .headers
+                .iter()
+                .any(|(name, _)| name == "Authorization")
+        );
+        assert!(verifier.verify_request(&in_url.headers, "[]", url).is_ok());
+        let in_header = signer.sign(&SignRequest::new("[]")).unwrap();
+        assert!(
+            in_header
+                .headers
+                .contains(&("Authorization".to_owned(), "Bearer s3cret token".to_owned()))
+        );
+        assert!(verifier.verify(&in_header.headers, "[]").is_ok());
     }
 
     #[test]

@@ -74,6 +74,11 @@ async fn check(vector: &HandshakeVector, scheme: SchemeId) -> Vec<String> {
             gate.receive_get_with_headers(&vector.header_pairs(), vector.query.as_deref())
                 .await
         }
+        // Azure Event Grid's CloudEvents validation.
+        "OPTIONS" => {
+            gate.receive_options(&vector.header_pairs(), vector.query.as_deref())
+                .await
+        }
         // The query travels with a POST too (Microsoft Graph's validationToken).
         _ => {
             let request = RequestContext::new().with_query_opt(vector.query.as_deref());

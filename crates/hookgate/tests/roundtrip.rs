@@ -91,7 +91,8 @@ fn covered(scheme: SchemeId) -> Covered {
         | SchemeId::Telegram
         | SchemeId::Postmark
         | SchemeId::Figma
-        | SchemeId::MicrosoftGraph => (false, &[]),
+        | SchemeId::MicrosoftGraph
+        | SchemeId::AzureEventGrid => (false, &[]),
         _ => (true, &[]),
     };
     Covered { body, headers }
@@ -229,6 +230,13 @@ proptest! {
                 flip_bit(&mut bytes, position, bit);
                 let mut changed = delivery.clone();
                 changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("Basic {}", b64.encode(&bytes));
+                changed
+            } else if scheme == SchemeId::AzureEventGrid {
+                // The auth scheme `Bearer` is case-insensitive (RFC 7235); flip the token.
+                let mut bytes = value.strip_prefix("Bearer ").unwrap().as_bytes().to_vec();
+                flip_bit(&mut bytes, position, bit);
+                let mut changed = delivery.clone();
+                changed.headers.iter_mut().find(|(k, _)| k == header).unwrap().1 = format!("Bearer {}", String::from_utf8(bytes).unwrap());
                 changed
             } else {
                 flip_header(&delivery, header, position, bit)

@@ -487,6 +487,7 @@ proptest! {
                     | SchemeId::Postmark
                     | SchemeId::Figma
                     | SchemeId::MicrosoftGraph
+                    | SchemeId::AzureEventGrid
                     | SchemeId::Mailgun
             ) {
                 continue;
@@ -1050,13 +1051,17 @@ fn no_error_or_debug_output_shows_a_key_for_any_scheme() {
         // A forged body (GitLab's token does not cover it: a wrong token instead).
         let forged_headers = if matches!(
             scheme,
-            SchemeId::GitlabToken | SchemeId::Okta | SchemeId::Telegram | SchemeId::Postmark
+            SchemeId::GitlabToken
+                | SchemeId::Okta
+                | SchemeId::Telegram
+                | SchemeId::Postmark
+                | SchemeId::AzureEventGrid
         ) {
             let header = scheme.signature_header().unwrap().to_owned();
-            let wrong = if scheme == SchemeId::Postmark {
-                "Basic d3Jvbmc6dG9rZW4=" // wrong:token
-            } else {
-                "wrong-token"
+            let wrong = match scheme {
+                SchemeId::Postmark => "Basic d3Jvbmc6dG9rZW4=", // wrong:token
+                SchemeId::AzureEventGrid => "Bearer wrong-token",
+                _ => "wrong-token",
             };
             vec![(header, wrong.to_owned())]
         } else {

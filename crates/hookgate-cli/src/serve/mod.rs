@@ -692,12 +692,23 @@ impl Router {
             }
         }
         if let Some(run) = self.endpoints.iter().find(|r| r.endpoint.path == path) {
-            // A GET goes to the gate only for a scheme with a GET handshake (Meta).
+            // A GET goes to the gate only for a scheme with a GET handshake (Meta), an
+            // OPTIONS only for one validated with an OPTIONS (Azure Event Grid's CloudEvents
+            // abuse protection).
             let takes_get = run.service.gate().takes_get();
+            let takes_options = run.service.gate().takes_options();
             let method = request.method();
-            if method != Method::POST && !(takes_get && method == Method::GET) {
+            if method != Method::POST
+                && !(takes_get && method == Method::GET)
+                && !(takes_options && method == Method::OPTIONS)
+            {
                 let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed\n");
-                let allow = if takes_get { "GET, POST" } else { "POST" };
+                let allow = match (takes_get, takes_options) {
+                    (true, true) => "GET, OPTIONS, POST",
+                    (true, false) => "GET, POST",
+                    (false, true) => "OPTIONS, POST",
+                    (false, false) => "POST",
+                };
                 response
                     .headers_mut()
                     .insert(header::ALLOW, http::HeaderValue::from_static(allow));

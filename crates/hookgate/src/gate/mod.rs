@@ -75,6 +75,9 @@
 //! | Okta's verification `GET`, right auth header | 200 | `handshake` | `{"verification":V}`; a wrong auth header gets the delivery's 401; see [`Gate::receive_get_with_headers`] |
 //! | `GET` handshake, wrong verify token (or not a subscribe) | 403 | `handshake_refused` | nothing stored |
 //! | `GET` to a scheme without a `GET` handshake | 405 + Allow | `method_not_allowed` | nothing stored |
+//! | Azure Event Grid's `SubscriptionValidation` POST, right token | 200 | `handshake` | `{"validationResponse":V}`; a missing or wrong token gets the delivery's 400/401 |
+//! | Azure Event Grid's CloudEvents `OPTIONS`, right token | 200 | `handshake` | `WebHook-Allowed-Origin` echoes `WebHook-Request-Origin`; see [`Gate::receive_options`] |
+//! | `OPTIONS` to a scheme without an `OPTIONS` handshake | 405 + Allow | `method_not_allowed` | nothing stored |
 //! | verified, another copy in flight | 503 + Retry-After | `in_flight` | a concurrent copy is being handed off and is not durable yet: retry later (the retry will get `duplicate`, or be accepted if that copy failed) |
 //! | required header absent | 400 | `missing_header` | not a delivery of this scheme: nothing stored |
 //! | header not in the scheme's syntax | 400 | `malformed_header` | nothing stored |
@@ -418,26 +421,88 @@ impl Gate {
                 };
                 self.answer_handshake(Outcome::handshake_answered(reply), handshake, trace)
             }
-            Err(refusal) => {
-                let outcome = match refusal {
-                    HandshakeRefusal::MissingParameter(name) => {
-                        Outcome::new(OutcomeKind::HandshakeRefused, 403)
-                            .with_detail(format!("no single {name}"))
-                    }
-                    HandshakeRefusal::VerifyTokenMismatch => {
-                        Outcome::new(OutcomeKind::HandshakeRefused, 403)
-                            .with_detail("the verify token does not match".to_owned())
-                    }
-                    HandshakeRefusal::NoGetHandshake => {
-                        Outcome::new(OutcomeKind::MethodNotAllowed, 405)
-                    }
-                    HandshakeRefusal::MalformedParameter(name) => {
-                        Outcome::rejected(Rejection::new(Reason::MalformedHeader, name))
-                    }
-                };
-                ReceiveFuture::ready(trace.finish(outcome))
-            }
+            Err(refusal) => ReceiveFuture::ready(trace.finish(refused(refusal))),
         }
+    }
+
+    /// Decides about an `OPTIONS` to the endpoint: the CloudEvents 1.0 abuse-protection
+    /// validation Azure Event Grid sends with the CloudEvents schema, given the request's
+    /// headers and raw query string. Event Grid signs nothing, so the request must carry the
+    /// endpoint's token (in the query or `Authorization: Bearer`), verified as for a
+    /// delivery: without it, the same 400/401 a forged delivery gets. Adapters route
+    /// `OPTIONS` here when [`takes_options`](Self::takes_options) says so (the tower and actix
+    /// adapters always do; other schemes get 405 through this call).
+    ///
+    /// | situation | status | code |
+    /// |---|---|---|
+    /// | right token, one `WebHook-Request-Origin: O` | 200, `WebHook-Allowed-Origin: O`, `WebHook-Allowed-Rate: *` | `handshake` |
+    /// | no token / a wrong one | 400 / 401 | `missing_header` / `token_mismatch` |
+    /// | right token, no (or a repeated) `WebHook-Request-Origin` | 403 | `handshake_refused` |
+    /// | right token, an origin that is not a visible-ASCII name | 400 | `malformed_header` |
+    /// | the scheme has no `OPTIONS` handshake | 405 + `Allow: POST` | `method_not_allowed` |
+    ///
+    /// ```
+    /// use hookgate::{Gate, SchemeId, Verifier};
+    ///
+    /// let verifier = Verifier::builder(SchemeId::AzureEventGrid).secret("s3cret-token").build()?;
+    /// let gate = Gate::builder(verifier).build_verify_only()?;
+    /// assert!(gate.takes_options());
+    /// let headers = [("WebHook-Request-Origin", "eventgrid.azure.net")];
+    /// let future = gate.receive_options(&headers, Some("code=s3cret-token"));
+    /// # let outcome = tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(future);
+    /// assert_eq!(outcome.status(), 200);
+    /// assert_eq!(outcome.headers()["webhook-allowed-origin"], "eventgrid.azure.net");
+    /// let forged = gate.receive_options(&headers, Some("code=guess"));
+    /// # let forged = tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(forged);
+    /// assert_eq!((forged.status(), forged.code()), (401, "token_mismatch"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_options<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+        query: Option<&str>,
+    ) -> ReceiveFuture {
+        let trace = Trace::start(&self.inner.metrics, "handshake");
+        if !self.takes_options() {
+            let outcome = Outcome::new(OutcomeKind::MethodNotAllowed, 405);
+            return ReceiveFuture::ready(trace.finish(outcome));
+        }
+        let verifier = &self.inner.verifier;
+        let request = RequestContext::new()
+            .with_method("OPTIONS")
+            .with_query_opt(query);
+        let event = match trace
+            .span
+            .in_scope(|| verifier.verify_request(headers, Bytes::new(), request))
+        {
+            Ok(event) => event,
+            Err(rejection) => {
+                return ReceiveFuture::ready(trace.finish(Outcome::rejected(rejection)));
+            }
+        };
+        match crate::handshake::answer_cloudevents_options(headers) {
+            Ok(reply) => {
+                let handshake = Handshake {
+                    scheme: Arc::clone(&event.scheme),
+                    kind: reply.kind(),
+                    key_id: Some(Arc::clone(&event.key_id)),
+                    received_at: event.received_at(),
+                };
+                self.answer_handshake(Outcome::handshake_answered(reply), handshake, trace)
+            }
+            Err(refusal) => ReceiveFuture::ready(trace.finish(refused(refusal))),
+        }
+    }
+
+    /// Whether the scheme validates the endpoint with an `OPTIONS` (Azure Event Grid), so
+    /// that a server must route `OPTIONS` requests on the endpoint to
+    /// [`receive_options`](Self::receive_options).
+    pub fn takes_options(&self) -> bool {
+        self.inner
+            .verifier
+            .scheme()
+            .handshake()
+            .is_some_and(HandshakeKind::takes_options)
     }
 
     /// Whether the scheme has a `GET` handshake (Meta), so that a server must route `GET`
@@ -520,6 +585,22 @@ impl Gate {
     /// The deadline for the dedup store and the sink together.
     pub fn deadline(&self) -> Duration {
         self.inner.deadline
+    }
+}
+
+/// The outcome of a handshake that was not answered.
+fn refused(refusal: HandshakeRefusal) -> Outcome {
+    match refusal {
+        HandshakeRefusal::MissingParameter(name) => {
+            Outcome::new(OutcomeKind::HandshakeRefused, 403)
+                .with_detail(format!("no single {name}"))
+        }
+        HandshakeRefusal::VerifyTokenMismatch => Outcome::new(OutcomeKind::HandshakeRefused, 403)
+            .with_detail("the verify token does not match".to_owned()),
+        HandshakeRefusal::NoGetHandshake => Outcome::new(OutcomeKind::MethodNotAllowed, 405),
+        HandshakeRefusal::MalformedParameter(name) => {
+            Outcome::rejected(Rejection::new(Reason::MalformedHeader, name))
+        }
     }
 }
 

@@ -270,7 +270,7 @@ impl Outcome {
                 http::header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             );
-            if let Some((name, value)) = reply.header() {
+            for (name, value) in reply.headers() {
                 headers.insert(name.clone(), value.clone());
             }
         }

@@ -514,6 +514,7 @@ fn preset<'a, H: Headers + ?Sized>(
         Shape::Mailgun => mailgun(body)?,
         Shape::NetlifyJws => netlify(h)?,
         Shape::BasicAuth => basic_auth(h)?,
+        Shape::UrlToken => super::azure_event_grid::extract(h, request.query())?,
     };
     // What the provider says about the event, and how retries are recognised.
     match info.event_type {

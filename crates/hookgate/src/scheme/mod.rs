@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::handshake::HandshakeKind;
 
+pub(crate) mod azure_event_grid;
 pub(crate) mod body_tokens;
 pub(crate) mod braintree;
 pub(crate) mod extract;
@@ -171,6 +172,11 @@ pub enum SchemeId {
     /// of the private key) and `bt_payload`; the `GET ?bt_challenge=` handshake is answered.
     /// The key is written `public_key:private_key`.
     Braintree,
+    /// Azure Event Grid: a shared token in the webhook URL's query (`code` or `access_token`)
+    /// or in `Authorization: Bearer` (the body is not authenticated); the
+    /// `SubscriptionValidationEvent` POST and the CloudEvents `OPTIONS` validation are
+    /// answered once the token verifies.
+    AzureEventGrid,
 }
 
 /// Whether a timestamp in the future beyond the tolerance is accepted.
@@ -184,7 +190,7 @@ pub(crate) enum Window {
 
 impl SchemeId {
     /// Every preset, in the order `hookgate schemes` lists them.
-    pub const ALL: [SchemeId; 61] = [
+    pub const ALL: [SchemeId; 62] = [
         SchemeId::StandardWebhooksV1,
         SchemeId::StandardWebhooksV1a,
         SchemeId::Svix,
@@ -246,6 +252,7 @@ impl SchemeId {
         SchemeId::Box,
         SchemeId::MicrosoftGraph,
         SchemeId::Braintree,
+        SchemeId::AzureEventGrid,
     ];
 
     /// The stable id, e.g. `standard-webhooks-v1`.

@@ -156,6 +156,11 @@ pub(crate) enum Shape {
     /// `bt_payload`; HMAC-SHA1 keyed by the SHA-1 of the private key, over the payload as
     /// received or with one `\n` appended (see `braintree.rs`).
     Braintree,
+    /// A shared token in the request URL's query (`code` or `access_token`) or in
+    /// `Authorization: Bearer` (Azure Event Grid, see `azure_event_grid.rs`), compared whole;
+    /// the body is not authenticated. The signer writes it in the URL's `code` when it has a
+    /// URL, else in the header.
+    UrlToken,
 }
 
 impl Shape {
@@ -181,6 +186,7 @@ impl Shape {
             Shape::Box => "box-signature-primary",
             Shape::NetlifyJws => "X-Webhook-Signature",
             Shape::BasicAuth => "Authorization",
+            Shape::UrlToken => super::azure_event_grid::AUTHORIZATION,
             Shape::Mailgun
             | Shape::BodyToken { .. }
             | Shape::BodyTokenEach { .. }
@@ -348,6 +354,7 @@ impl SchemeId {
             SchemeId::Box => &BOX,
             SchemeId::MicrosoftGraph => &MICROSOFT_GRAPH,
             SchemeId::Braintree => &BRAINTREE,
+            SchemeId::AzureEventGrid => &AZURE_EVENT_GRID,
         }
     }
 }
@@ -1300,6 +1307,36 @@ const BRAINTREE: Preset = Preset {
     key_hint: "write the API key pair as public_key:private_key (hookgate's format, not Braintree's: the public and private key of the same API key, Settings > API)",
     info: Info::NONE,
     handshake: Some(HandshakeKind::BraintreeChallenge),
+};
+
+/// learn.microsoft.com/azure/event-grid: `security-authentication` (a client secret as a
+/// query parameter of the webhook URL), `delivery-properties` (a static `Authorization`
+/// header), `end-point-validation-event-grid-events-schema` (the `SubscriptionValidationEvent`
+/// POST) and `end-point-validation-cloud-events-schema` (the CloudEvents `OPTIONS`). Event
+/// Grid signs nothing: the token authenticates the sender, not the body. Facts and vectors:
+/// docs/PROVIDERS.md.
+const AZURE_EVENT_GRID: Preset = Preset {
+    name: "azure-event-grid",
+    description: "Azure Event Grid: a shared token in the webhook URL's query (code= or access_token=) or in Authorization: Bearer (body NOT authenticated); SubscriptionValidationEvent POST and CloudEvents OPTIONS validation answered once the token verifies; no timestamp",
+    window_secs: None,
+    shape: Shape::UrlToken,
+    key: KeyFormat::Token,
+    key_hint: "the key is the token you put in the webhook URL registered in Azure (https://host/path?code=TOKEN) or in a static Authorization: Bearer TOKEN delivery property; use URL-safe characters",
+    // The Event Grid schema posts a JSON array of events (no one type or id at the top); a
+    // CloudEvents 1.0 delivery is one event with `type` and `id`. The dedup key is the body's
+    // digest (the `id` is not covered by anything the token proves), as for every token
+    // preset. `aeg-event-type` tells a validation from a notification.
+    info: Info {
+        event_type: Source::Json(TYPE),
+        delivery_id: Source::Json(ID),
+        dedup_json: None,
+        headers: &[
+            "aeg-event-type",
+            "aeg-subscription-name",
+            "aeg-delivery-count",
+        ],
+    },
+    handshake: Some(HandshakeKind::EventGridSubscriptionValidation),
 };
 
 /// What replaces a body-carried secret (Figma's `passcode`) in the verified event's body: a

@@ -910,6 +910,31 @@ const BRAINTREE_KEYS: &str = "integration_public_key:integration_private_key";
 const BRAINTREE_CHALLENGE: &str = "20f9f8ed05f77439fe955c977e4c8a53";
 const BRAINTREE_ANSWER: &str = "integration_public_key|d9b899556c966b3f06945ec21311865d35df3ce4";
 
+/// Azure Event Grid's token, as the operator puts it in the webhook URL registered in Azure.
+const EVENT_GRID_TOKEN: &str = "eg-7f3c9a1b2d4e6f80_S3cret";
+
+/// Event Grid's `SubscriptionValidationEvent` POST (learn.microsoft.com/azure/event-grid,
+/// end-point-validation-event-grid-events-schema) with `query` on the endpoint's URL.
+fn event_grid_validation(query: &str) -> Req {
+    let body = r#"[{"id":"2d1781af-3a4c-4d7c-bd0c-e34b19da4e66","topic":"/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx","subject":"","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/myeventsub/validate?id=0000000000-0000-0000-0000-00000000000000&t=2022-10-28T04:23:35.1981776Z&apiVersion=2018-05-01-preview&token=1A1A1A1A"},"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2022-10-28T04:23:35.1981776Z","metadataVersion":"1","dataVersion":"1"}]"#;
+    let path = if query.is_empty() {
+        "/webhooks".to_owned()
+    } else {
+        format!("/webhooks?{query}")
+    };
+    Req::new(
+        vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            (
+                "aeg-event-type".to_owned(),
+                "SubscriptionValidation".to_owned(),
+            ),
+        ],
+        body,
+    )
+    .path(path)
+}
+
 pub fn handshakes() -> Vec<Case> {
     let slack = |body: &str| provider(SchemeId::Slack, SLACK_SECRET, body);
     let slack_check = format!(
@@ -1328,6 +1353,100 @@ pub fn handshakes() -> Vec<Case> {
             ),
             ok("accepted"),
             1,
+            0,
+        ),
+        (
+            "azure event grid SubscriptionValidationEvent with the URL token: validationResponse",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            event_grid_validation(&format!("code={EVENT_GRID_TOKEN}")),
+            ok(r#"{"validationResponse":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}"#),
+            0,
+            1,
+        ),
+        (
+            "azure event grid SubscriptionValidationEvent with a Bearer token: validationResponse",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            event_grid_validation("")
+                .adding("Authorization", &format!("Bearer {EVENT_GRID_TOKEN}")),
+            ok(r#"{"validationResponse":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}"#),
+            0,
+            1,
+        ),
+        (
+            "azure event grid SubscriptionValidationEvent without the token: 400",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            event_grid_validation(""),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "azure event grid SubscriptionValidationEvent with a wrong token: 401",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            event_grid_validation("code=guess"),
+            answer(401, "token_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "azure event grid notification with the token: an event",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            event_grid_validation(&format!("code={EVENT_GRID_TOKEN}"))
+                .replacing("aeg-event-type", "Notification"),
+            ok("accepted"),
+            1,
+            0,
+        ),
+        (
+            "azure event grid CloudEvents OPTIONS with the token: allowed, empty",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            Req::options(&format!("code={EVENT_GRID_TOKEN}"))
+                .adding("WebHook-Request-Origin", "eventgrid.azure.net"),
+            ok(""),
+            0,
+            1,
+        ),
+        (
+            "azure event grid CloudEvents OPTIONS without the token: 400",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            Req::options("").adding("WebHook-Request-Origin", "eventgrid.azure.net"),
+            answer(400, "missing_header"),
+            0,
+            0,
+        ),
+        (
+            "azure event grid CloudEvents OPTIONS with a wrong token: 401",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            Req::options("access_token=guess")
+                .adding("WebHook-Request-Origin", "eventgrid.azure.net"),
+            answer(401, "token_mismatch"),
+            0,
+            0,
+        ),
+        (
+            "azure event grid OPTIONS with the token but no WebHook-Request-Origin: 403",
+            SchemeId::AzureEventGrid,
+            EVENT_GRID_TOKEN,
+            Req::options(&format!("code={EVENT_GRID_TOKEN}")),
+            answer(403, "handshake_refused"),
+            0,
+            0,
+        ),
+        (
+            "OPTIONS to a scheme without an OPTIONS handshake: 405",
+            SchemeId::StandardWebhooksV1,
+            SECRET,
+            Req::options("").adding("WebHook-Request-Origin", "eventgrid.azure.net"),
+            answer(405, "method_not_allowed"),
+            0,
             0,
         ),
         (

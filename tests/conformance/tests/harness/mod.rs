@@ -60,6 +60,14 @@ impl Req {
     }
 
     /// The query string of `path`, if any.
+    /// An `OPTIONS` to the endpoint with `query` (Azure Event Grid's CloudEvents validation).
+    pub fn options(query: &str) -> Self {
+        Req {
+            method: "OPTIONS",
+            ..Req::get(query)
+        }
+    }
+
     pub fn query(&self) -> Option<&str> {
         self.path.split_once('?').map(|(_, query)| query)
     }

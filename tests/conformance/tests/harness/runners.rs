@@ -58,6 +58,7 @@ impl Target {
                     _ if req.method == "GET" => {
                         gate.receive_get_with_headers(&req.headers, req.query())
                     }
+                    _ if req.method == "OPTIONS" => gate.receive_options(&req.headers, req.query()),
                     Mode::Receive => gate.receive(&req.headers, req.body.clone(), line(&url, req)),
                     Mode::VerifyOnly => {
                         gate.verify_only(&req.headers, req.body.clone(), line(&url, req))
