@@ -1,6 +1,7 @@
 #!/bin/sh
 # What a gate-postgres run costs PostgreSQL per event, in numbers that do not depend on
-# how fast the machine is: transactions committed, WAL flushes (pg_stat_wal.wal_sync), and
+# how fast the machine is: transactions committed, WAL flushes (pg_stat_wal.wal_sync), WAL
+# bytes written (pg_stat_wal.wal_bytes: the rows and index entries the events cost), and
 # the CPU time of the server's processes (the postmaster's own and its reaped children's,
 # plus its live children's).
 #
@@ -30,7 +31,7 @@ stats() {
   psql -X -A -t -d "$driver_url" \
     -c "SELECT pg_stat_clear_snapshot()" \
     -c "SELECT xact_commit, tup_inserted FROM pg_stat_database WHERE datname = current_database()" \
-    -c "SELECT wal_sync FROM pg_stat_wal" | tail -2 | tr '|\n' '  '
+    -c "SELECT wal_sync, wal_bytes FROM pg_stat_wal" | tail -2 | tr '|\n' '  '
 }
 b_cpu=$(cpu)
 b=$(stats)
@@ -40,6 +41,7 @@ sleep 3
 a_cpu=$(cpu)
 a=$(stats)
 echo "$b $b_cpu $a $a_cpu $(getconf CLK_TCK)" | awk '{
-  events = ($6 - $2) / 2; commits = $5 - $1; syncs = $7 - $3; cpu = ($8 - $4) / $9;
-  printf "events %d  commits/event %.3f  WAL flushes/event %.3f  server CPU %.1f s = %.0f µs/event\n",
-    events, commits / events, syncs / events, cpu, cpu * 1e6 / events }'
+  events = ($7 - $2) / 2; commits = $6 - $1; syncs = $8 - $3; wal = $9 - $4;
+  cpu = ($10 - $5) / $11;
+  printf "events %d  commits/event %.3f  WAL flushes/event %.3f  WAL bytes/event %.0f  server CPU %.1f s = %.0f µs/event\n",
+    events, commits / events, syncs / events, wal / events, cpu, cpu * 1e6 / events }'

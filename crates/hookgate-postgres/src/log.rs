@@ -42,17 +42,18 @@ enum Order {
 ///
 /// Statuses are written into the statement as literals (they are the fixed names of
 /// [`Status::as_str`], never input), so that the planner sees `status = 'dead'` and can
-/// use the partial dead-letter index.
+/// use the partial indexes: `events_dead`, and `events_status`, which holds every status
+/// but `received`.
+///
+/// `received` is looked for with `due_at IS NOT NULL` beside it, which every received
+/// event has (the enqueue sets it; only the lease moves an event out of `received`): the
+/// planner can then read the queue's index `events_due` instead of the whole log when
+/// few events are waiting.
 fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values) {
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Values = Vec::new();
-    if !filter.statuses.is_empty() {
-        let names: Vec<String> = filter
-            .statuses
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        conditions.push(format!("e.status IN ({})", names.join(", ")));
+    if let Some(condition) = status_condition(filter.statuses) {
+        conditions.push(condition);
     }
     let mut push = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
         values.push(value);
@@ -113,6 +114,22 @@ fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values
         values.len()
     );
     (sql, values)
+}
+
+/// The condition on the status of a filter for `statuses` (`None`: any status).
+fn status_condition(statuses: &[Status]) -> Option<String> {
+    let received = "e.status = 'received' AND e.due_at IS NOT NULL";
+    let others: Vec<String> = statuses
+        .iter()
+        .filter(|s| **s != Status::Received)
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let others = (!others.is_empty()).then(|| format!("e.status IN ({})", others.join(", ")));
+    match (statuses.contains(&Status::Received), others) {
+        (false, others) => others,
+        (true, None) => Some(received.to_owned()),
+        (true, Some(others)) => Some(format!("({others} OR ({received}))")),
+    }
 }
 
 const LOG_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type, \
@@ -290,7 +307,7 @@ impl PgStore {
     /// holding `until` (excluded), oldest first, minutes without events included: what
     /// arrived (by `received_at`), and what is now processed, failed or dead (by the end
     /// of its last attempt). Each count is one range of an index (`events_arrival`,
-    /// `events_finished`), so a chart over hours stays cheap whatever the size of the log.
+    /// `events_status`), so a chart over hours stays cheap whatever the size of the log.
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
@@ -648,10 +665,9 @@ mod tests {
         assert_eq!(values, 4);
     }
 
-    /// Fills a store with `n` events straight in SQL (a realistic spread: a few dead
-    /// letters, some failed, the rest processed, one event type in ten), analyses it,
-    /// and returns the plan of each page the console asks for.
-    async fn plans(n: i64, analyze: bool) -> Option<Vec<(String, String)>> {
+    /// A store filled with `n` events straight in SQL (a realistic spread: a few dead
+    /// letters, some failed, the rest processed, one event type in ten), analysed.
+    async fn filled(n: i64) -> Option<(hookgate_testkit::Postgres, PgStore)> {
         let postgres = hookgate_testkit::Postgres::start()?;
         let store = PgStore::connect(&postgres.url()).await.unwrap();
         let mut conn = store.conn().await.unwrap();
@@ -668,6 +684,15 @@ mod tests {
         .await
         .unwrap();
         conn.execute("ANALYZE hookgate.events", &[]).await.unwrap();
+        drop(conn);
+        Some((postgres, store))
+    }
+
+    /// Fills a store with `n` events ([`filled`]) and returns the plan of each page the
+    /// console asks for.
+    async fn plans(n: i64, analyze: bool) -> Option<Vec<(String, String)>> {
+        let (_postgres, store) = filled(n).await?;
+        let mut conn = store.conn().await.unwrap();
         let now = SystemTime::now();
         let cursor = Some(ArrivalCursor {
             received_at: now - Duration::from_secs(3600),
@@ -754,6 +779,111 @@ mod tests {
                 "{name}: {plan}"
             );
         }
+    }
+
+    async fn explain(
+        conn: &mut crate::pool::Conn,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> String {
+        let rows = conn.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        plan.join("\n")
+    }
+
+    /// What used `(status, finished_at)` before it left `received` out (schema version 3)
+    /// still reads an index: the status filters, the activity counts and pruning; and a
+    /// filter on `received`, which that index no longer holds, reads the queue's index
+    /// instead of the whole log when few events wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_queries_read_an_index_without_received_in_the_status_index() {
+        let Some((_postgres, store)) = filled(200_000).await else {
+            return;
+        };
+        let mut conn = store.conn().await.unwrap();
+        // Each event finished a second after it arrived (over 5.5 hours), and two events
+        // waiting, as the enqueue leaves them.
+        conn.execute(
+            "UPDATE hookgate.events SET finished_at = received_at + interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+        conn.execute(
+            "UPDATE hookgate.events SET status = 'received', due_at = now(), finished_at = NULL
+             WHERE id IN (1000, 2000)",
+            &[],
+        )
+        .await
+        .unwrap();
+        conn.execute("ANALYZE hookgate.events", &[]).await.unwrap();
+        for (statuses, index) in [
+            (&[Status::Received][..], "events_due"),
+            (&[Status::Received, Status::Failed][..], "events_status"),
+            (&[Status::Failed][..], "events_status"),
+            (&[Status::Queued, Status::Processing][..], "events_status"),
+        ] {
+            let mut query = LogQuery::new().include_test(true).limit(50);
+            for status in statuses {
+                query = query.status(*status);
+            }
+            let (sql, values) = to_sql(&query.filter().unwrap(), Order::Id, "\"hookgate\"");
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|value| &**value as &(dyn ToSql + Sync))
+                .collect();
+            let plan = explain(&mut conn, &sql, &params).await;
+            assert!(!plan.contains("Seq Scan"), "{statuses:?}: {plan}");
+            assert!(plan.contains(index), "{statuses:?}: {plan}");
+        }
+        let sql = &store.inner.sql;
+        let now = SystemTime::now();
+        let since = now - Duration::from_secs(600);
+        for activity in [&sql.processed_per_minute, &sql.failed_per_minute] {
+            let plan = explain(&mut conn, activity, &[&since, &now]).await;
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+            assert!(plan.contains("events_status"), "{plan}");
+        }
+        // Nothing is old enough to prune: the index says so without reading the log.
+        let retention = millis(Duration::from_secs(7 * 86_400));
+        let plan = explain(&mut conn, &sql.prune_events, &[&retention, &PRUNE_BATCH]).await;
+        assert!(!plan.contains("Seq Scan on events"), "{plan}");
+        assert!(plan.contains("events_status"), "{plan}");
+        // The received events are found, and only they.
+        let waiting = store
+            .query(LogQuery::new().status(Status::Received).include_test(true))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = waiting.iter().map(|entry| entry.id.get()).collect();
+        assert_eq!(ids, [2000, 1000]);
+        let mixed = store
+            .query(
+                LogQuery::new()
+                    .status(Status::Received)
+                    .status(Status::Dead)
+                    .include_test(true)
+                    .limit(500),
+            )
+            .await
+            .unwrap();
+        assert_eq!(mixed.len(), 2 + 40, "two waiting, one dead letter in 5 000");
+    }
+
+    #[test]
+    fn received_is_looked_for_with_its_due_time() {
+        assert_eq!(status_condition(&[]), None);
+        assert_eq!(
+            status_condition(&[Status::Dead, Status::Failed]).as_deref(),
+            Some("e.status IN ('dead', 'failed')")
+        );
+        assert_eq!(
+            status_condition(&[Status::Received]).as_deref(),
+            Some("e.status = 'received' AND e.due_at IS NOT NULL")
+        );
+        assert_eq!(
+            status_condition(&[Status::Failed, Status::Received]).as_deref(),
+            Some("(e.status IN ('failed') OR (e.status = 'received' AND e.due_at IS NOT NULL))")
+        );
     }
 
     /// The same pages at 1 M events, run: prints each plan with its execution time (a

@@ -1,7 +1,7 @@
 //! The event log on a real PostgreSQL, read through the store-neutral `EventLog` trait that
 //! `hookgate inbox` and the console use: headers kept, pages by arrival, activity per minute,
 //! dead letters replayed one, some, by type or all, handshakes recorded by the gate, and the
-//! migration from the first schema.
+//! migrations from the first and second schemas.
 
 #![allow(
     missing_docs,
@@ -370,7 +370,9 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
          DROP INDEX hookgate.events_dead;
          CREATE INDEX events_received ON hookgate.events (received_at);
          DROP TABLE hookgate.deliveries, hookgate.destination_pauses;
-         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 4);",
+         DROP INDEX hookgate.events_status;
+         CREATE INDEX events_finished ON hookgate.events (status, finished_at);
+         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 3, 4);",
     )
     .await
     .unwrap();
@@ -385,7 +387,7 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 4]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let indexes: Vec<String> = db
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'hookgate'
@@ -409,4 +411,126 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
     let entry = store.entry(id).await.unwrap().unwrap();
     assert_eq!(entry.event_type.as_deref(), Some("push"));
     assert!(store.handshakes(10).await.unwrap().is_empty());
+}
+
+/// Schema version 3 replaces `events_finished (status, finished_at)` by the same index
+/// without `received` events: a version-2 store keeps its events, whatever their status,
+/// and every query over them answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_schema_store_is_migrated_with_its_events() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let store = PgStore::connect(&url).await.unwrap();
+    let now = SystemTime::now();
+    let ids = ten_events(&store, now - Duration::from_secs(60)).await;
+    drop(store);
+    // Back to the second schema, as a build of it left it, with events in every status
+    // the index tells apart.
+    let db = client(&url).await;
+    db.batch_execute(
+        "DROP INDEX hookgate.events_status;
+         CREATE INDEX events_finished ON hookgate.events (status, finished_at);
+         DROP TABLE hookgate.deliveries, hookgate.destination_pauses;
+         DELETE FROM hookgate.schema_migrations WHERE version IN (3, 4);",
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE hookgate.events SET status = CASE WHEN id % 3 = 0 THEN 'processed'
+             WHEN id % 3 = 1 THEN 'dead' ELSE status END,
+             finished_at = CASE WHEN id % 3 = 2 THEN NULL ELSE now() END,
+             due_at = CASE WHEN id % 3 = 2 THEN due_at END",
+        &[],
+    )
+    .await
+    .unwrap();
+    let before = db
+        .query(
+            "SELECT id, status, finished_at IS NULL FROM hookgate.events ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1), row.get(2)))
+        .collect::<Vec<(i64, String, bool)>>();
+
+    let store = PgStore::connect(&url).await.unwrap();
+    let versions: Vec<i32> = db
+        .query(
+            "SELECT version FROM hookgate.schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let indexes: Vec<(String, String)> = db
+        .query(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'hookgate'
+             AND tablename = 'events' ORDER BY indexname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert!(
+        !indexes.iter().any(|(name, _)| name == "events_finished"),
+        "{indexes:?}"
+    );
+    let status_index = indexes
+        .iter()
+        .find(|(name, _)| name == "events_status")
+        .map(|(_, def)| def.clone())
+        .unwrap_or_default();
+    assert!(
+        status_index.contains("(status, finished_at) WHERE (status <> 'received'::text)"),
+        "{status_index}"
+    );
+    let after = db
+        .query(
+            "SELECT id, status, finished_at IS NULL FROM hookgate.events ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1), row.get(2)))
+        .collect::<Vec<(i64, String, bool)>>();
+    assert_eq!(after, before);
+    assert_eq!(after.len(), 10);
+    // The queries that read the replaced index give the same answers.
+    let counts = store.status_counts().await.unwrap();
+    let count =
+        |status: &str| u64::try_from(after.iter().filter(|(_, s, _)| s == status).count()).unwrap();
+    assert_eq!(counts.processed, count("processed"));
+    assert_eq!(counts.dead, count("dead"));
+    assert_eq!(counts.received, count("received"));
+    let waiting = store
+        .query(LogQuery::new().status(Status::Received).include_test(true))
+        .await
+        .unwrap();
+    assert_eq!(u64::try_from(waiting.len()).unwrap(), count("received"));
+    let minutes = store
+        .activity_per_minute(
+            now - Duration::from_secs(120),
+            now + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let processed: u64 = minutes.iter().map(|m| m.processed).sum();
+    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    assert_eq!(processed, count("processed"));
+    assert_eq!(failed, count("dead"));
+    assert_eq!(ids.len(), 10);
+    // A new event is stored and waits, as before.
+    let id = stored(&store, &github(99, "push", SystemTime::now())).await;
+    assert_eq!(
+        store.entry(id).await.unwrap().unwrap().status,
+        Status::Received
+    );
 }
