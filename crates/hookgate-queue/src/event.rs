@@ -88,6 +88,12 @@ impl QueuedEvent {
         &self.envelope.headers
     }
 
+    /// The destination this delivery goes to, for an endpoint with destinations (the
+    /// envelope's `destination`): mirrors `InboxEvent::destination`.
+    pub fn destination(&self) -> Option<&str> {
+        self.envelope.destination.as_deref()
+    }
+
     /// The whole envelope.
     pub fn envelope(&self) -> &Envelope {
         &self.envelope

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Envelope, LeaseResult, Leased, Queue, QueuedEvent};
+use hookgate_queue::{
+    AttemptRecord, Destination, Envelope, LeaseResult, Leased, Queue, QueuedEvent,
+};
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
 };
@@ -15,6 +17,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, St
 use redis::{Client, RedisError, RedisResult};
 
 use crate::Error;
+use crate::routes::{StreamPauses, check_destinations, destination_stream};
 use crate::scripts::Scripts;
 use crate::sink::{ATTEMPTS_FIELD, DEFAULT_STREAM, ENVELOPE_FIELD};
 use crate::url::{DEFAULT_RESPONSE_TIMEOUT, RedisUrl, connection};
@@ -80,6 +83,22 @@ pub type StreamWorkerHandle = hookgate_queue::WorkerHandle<StreamQueue>;
 ///
 /// Needs Redis 6.2 or later (`XAUTOCLAIM`). The group is created when the queue connects
 /// (from the beginning of the stream, so entries added before any worker ran are handled).
+///
+/// # Destinations
+///
+/// With [`destinations`](StreamQueueBuilder::destinations) (issue 21) the queue reads the
+/// destinations' streams `<stream>:<destination>` that a
+/// [`RedisStreamSink`](crate::RedisStreamSink) with the same destinations fills, each in
+/// its own consumer group (the same group name on every destination stream), with its own
+/// delayed set and dead-letter stream (`<stream>:<destination>:delayed`, `…:dead`), and
+/// not the plain stream. Each leased delivery names its destination
+/// ([`Leased::destination`]), from the stream it was read from. The worker loop's
+/// [`lease_except`](Queue::lease_except) skips the held destinations' streams entirely:
+/// no read, no take-over (their due retries are still moved back to their streams,
+/// which delivers nothing). [`paused`](Queue::paused) reads the set `<stream>:paused`
+/// that [`StreamPauses`](crate::StreamPauses) (`hookgate destination pause --queue URL`)
+/// writes. Ordered lanes (`order_key`) are refused: see the
+/// [crate documentation](crate#destinations).
 pub struct StreamQueue {
     conn: ConnectionManager,
     reader: ConnectionManager,
@@ -87,12 +106,14 @@ pub struct StreamQueue {
     scripts: Scripts,
     delete_handled: bool,
     takeover: Mutex<Takeover>,
+    pauses: Option<StreamPauses>,
 }
 
-/// Where `XAUTOCLAIM` goes on, and when the take-over and the retries last ran.
+/// Where `XAUTOCLAIM` goes on in each stream, and when the take-over and the retries last
+/// ran.
 #[derive(Debug)]
 struct Takeover {
-    cursor: String,
+    cursors: Vec<String>,
     last: Option<Instant>,
 }
 
@@ -124,6 +145,7 @@ impl StreamQueue {
             client: url.client,
             delete_handled: true,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            destinations: Vec::new(),
         })
     }
 
@@ -132,9 +154,18 @@ impl StreamQueue {
         &self.names.consumer
     }
 
-    /// The stream.
+    /// The stream (the endpoint's stream name; with destinations, their streams are
+    /// `<stream>:<destination>`).
     pub fn stream(&self) -> &str {
-        &self.names.stream
+        &self.names.base
+    }
+
+    /// The destinations whose streams this queue reads (none: the plain stream).
+    pub fn destinations(&self) -> impl Iterator<Item = &str> {
+        self.names
+            .streams
+            .iter()
+            .filter_map(|s| s.destination.as_deref())
     }
 }
 
@@ -157,6 +188,7 @@ pub struct StreamQueueBuilder {
     dead: Option<String>,
     delete_handled: bool,
     response_timeout: Duration,
+    destinations: Vec<String>,
 }
 
 impl fmt::Debug for StreamQueueBuilder {
@@ -168,6 +200,7 @@ impl fmt::Debug for StreamQueueBuilder {
             .field("dead", &self.dead)
             .field("delete_handled", &self.delete_handled)
             .field("response_timeout", &self.response_timeout)
+            .field("destinations", &self.destinations)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +248,20 @@ impl StreamQueueBuilder {
         self
     }
 
+    /// Reads the streams of these destinations instead of the plain stream (see
+    /// [Destinations](StreamQueue#destinations)); the worker then runs with the same
+    /// destinations ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a destination this backend cannot serve: one with an
+    /// `order_key` (ordered lanes are not supported on Redis streams yet) or named
+    /// `paused`, `filtered` or `seen`.
+    pub fn destinations(mut self, destinations: &[Destination]) -> Result<Self, Error> {
+        check_destinations(destinations)?;
+        self.destinations = destinations.iter().map(|d| d.name().to_owned()).collect();
+        Ok(self)
+    }
+
     /// Connects and creates the consumer group if needed.
     ///
     /// # Errors
@@ -234,10 +281,30 @@ impl StreamQueueBuilder {
         let consumer = self
             .consumer
             .unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let streams = if self.destinations.is_empty() {
+            vec![StreamNames {
+                destination: None,
+                delayed: format!("{}:delayed", self.stream),
+                dead: self.dead.unwrap_or_else(|| format!("{}:dead", self.stream)),
+                stream: self.stream.clone(),
+            }]
+        } else {
+            self.destinations
+                .iter()
+                .map(|name| {
+                    let stream = destination_stream(&self.stream, name);
+                    StreamNames {
+                        destination: Some(name.clone()),
+                        delayed: format!("{stream}:delayed"),
+                        dead: format!("{stream}:dead"),
+                        stream,
+                    }
+                })
+                .collect()
+        };
         let names = Names {
-            delayed: format!("{}:delayed", self.stream),
-            dead: self.dead.unwrap_or_else(|| format!("{}:dead", self.stream)),
-            stream: self.stream,
+            base: self.stream,
+            streams,
             group: self.group,
             consumer,
         };
@@ -245,17 +312,20 @@ impl StreamQueueBuilder {
         // The blocking reads get a connection of their own, which waits longer for an answer.
         let reader =
             connection(self.client, self.response_timeout.saturating_add(MAX_BLOCK)).await?;
-        ensure_group(&mut conn.clone(), &names).await?;
+        ensure_groups(&mut conn.clone(), &names).await?;
+        let pauses =
+            (!self.destinations.is_empty()).then(|| StreamPauses::new(conn.clone(), &names.base));
         Ok(StreamQueue {
             conn,
             reader,
-            names,
             scripts: Scripts::new(),
             delete_handled: self.delete_handled,
             takeover: Mutex::new(Takeover {
-                cursor: "0-0".to_owned(),
+                cursors: vec!["0-0".to_owned(); names.streams.len()],
                 last: None,
             }),
+            names,
+            pauses,
         })
     }
 }
@@ -263,11 +333,22 @@ impl StreamQueueBuilder {
 /// The keys and names a queue uses.
 #[derive(Debug)]
 struct Names {
+    /// The stream name of the URL.
+    base: String,
+    /// The streams read: the plain stream, or one per destination.
+    streams: Vec<StreamNames>,
+    group: String,
+    consumer: String,
+}
+
+/// One stream read by the queue, with its delayed set and dead letters.
+#[derive(Debug)]
+struct StreamNames {
+    /// The destination whose stream it is.
+    destination: Option<String>,
     stream: String,
     delayed: String,
     dead: String,
-    group: String,
-    consumer: String,
 }
 
 /// An entry this consumer holds: what it needs to finish it or give it back.
@@ -277,6 +358,8 @@ pub struct StreamTicket {
     envelope: String,
     /// Attempts made before this one.
     attempts_before: u32,
+    /// Which of the queue's streams it was read from.
+    stream: usize,
 }
 
 impl StreamTicket {
@@ -297,36 +380,25 @@ impl Queue for StreamQueue {
         lease: Duration,
         wait: Duration,
     ) -> BoxFuture<'_, LeaseResult<Self>> {
+        Box::pin(self.lease_streams(max, lease, wait, Vec::new()))
+    }
+
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        Box::pin(self.lease_streams(max, lease, wait, held))
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
         Box::pin(async move {
-            let mut batch = Vec::new();
-            if self.maintenance_due(wait) {
-                self.promote_due().await;
-                for (entry, deliveries) in self.take_over(max, lease).await {
-                    batch.push(leased(entry, deliveries));
-                }
+            match &self.pauses {
+                Some(pauses) => pauses.paused().await,
+                None => Ok(Vec::new()),
             }
-            let room = max.saturating_sub(batch.len());
-            if room == 0 {
-                return Ok(batch);
-            }
-            // Block only when nothing was taken over, at most the poll interval.
-            let block = batch.is_empty().then(|| wait.min(MAX_BLOCK));
-            match self.read_new(room, block).await {
-                Ok(entries) => batch.extend(entries.into_iter().map(|entry| leased(entry, 1))),
-                Err(err) => {
-                    if err.code() == Some("NOGROUP") {
-                        // The stream or group was deleted (or Redis restarted empty).
-                        if let Err(err) = ensure_group(&mut self.conn.clone(), &self.names).await {
-                            tracing::warn!(error = %err, "could not recreate the consumer group");
-                        }
-                    }
-                    if batch.is_empty() {
-                        return Err(err.into());
-                    }
-                    tracing::warn!(error = %err, "redis stream worker could not read");
-                }
-            }
-            Ok(batch)
         })
     }
 
@@ -341,14 +413,24 @@ impl Queue for StreamQueue {
         _lease: Duration,
     ) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let mut invocation = self.scripts.renew.key(&self.names.stream);
-            invocation.arg(&self.names.group).arg(&self.names.consumer);
-            for ticket in &tickets {
-                invocation.arg(&ticket.id);
+            for (at, names) in self.names.streams.iter().enumerate() {
+                let ids: Vec<&str> = tickets
+                    .iter()
+                    .filter(|t| t.stream == at)
+                    .map(|t| t.id.as_str())
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut invocation = self.scripts.renew.key(&names.stream);
+                invocation.arg(&self.names.group).arg(&self.names.consumer);
+                for id in ids {
+                    invocation.arg(id);
+                }
+                invocation
+                    .invoke_async::<i64>(&mut self.conn.clone())
+                    .await?;
             }
-            invocation
-                .invoke_async::<i64>(&mut self.conn.clone())
-                .await?;
             Ok(())
         })
     }
@@ -358,7 +440,7 @@ impl Queue for StreamQueue {
         ticket: Arc<StreamTicket>,
         _attempt: AttemptRecord,
     ) -> BoxFuture<'_, Result<bool, Error>> {
-        Box::pin(async move { Ok(self.finish(&ticket.id, "ack", &[]).await?) })
+        Box::pin(async move { Ok(self.finish(&ticket, "ack", &[]).await?) })
     }
 
     fn retry(
@@ -372,7 +454,7 @@ impl Queue for StreamQueue {
             let attempts = ticket.attempts_before.saturating_add(1);
             let member = format!("{attempts}|{}|{}", ticket.id, ticket.envelope);
             let args = [unix_millis(at).to_string(), member];
-            Ok(self.finish(&ticket.id, "retry", &args).await?)
+            Ok(self.finish(&ticket, "retry", &args).await?)
         })
     }
 
@@ -389,7 +471,7 @@ impl Queue for StreamQueue {
                 reason,
                 unix_millis(SystemTime::now()).to_string(),
             ];
-            Ok(self.finish(&ticket.id, "dead", &args).await?)
+            Ok(self.finish(&ticket, "dead", &args).await?)
         })
     }
 
@@ -398,7 +480,7 @@ impl Queue for StreamQueue {
             let mut released = 0u64;
             for ticket in tickets {
                 let args = [ticket.envelope.clone(), ticket.attempts_before.to_string()];
-                match self.finish(&ticket.id, "release", &args).await {
+                match self.finish(&ticket, "release", &args).await {
                     Ok(true) => released = released.saturating_add(1),
                     Ok(false) => {}
                     Err(err) => {
@@ -427,14 +509,108 @@ impl StreamQueue {
         true
     }
 
-    /// Runs the finish script for entry `id`.
-    async fn finish(&self, id: &str, action: &str, args: &[String]) -> RedisResult<bool> {
-        let mut invocation = self.scripts.finish.key(&self.names.stream);
+    /// Leases from the streams of the destinations not `held` (from the plain stream
+    /// without destinations).
+    async fn lease_streams(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> LeaseResult<Self> {
+        let open: Vec<usize> = (0..self.names.streams.len())
+            .filter(|at| {
+                self.names.streams.get(*at).is_some_and(|names| {
+                    names
+                        .destination
+                        .as_ref()
+                        .is_none_or(|name| !held.contains(name))
+                })
+            })
+            .collect();
+        let mut batch = Vec::new();
+        if self.maintenance_due(wait) {
+            self.promote_due().await;
+            for at in &open {
+                let room = max.saturating_sub(batch.len());
+                if room == 0 {
+                    break;
+                }
+                for (entry, deliveries) in self.take_over(*at, room, lease).await {
+                    batch.push(self.leased(*at, entry, deliveries));
+                }
+            }
+        }
+        let room = max.saturating_sub(batch.len());
+        if room == 0 {
+            return Ok(batch);
+        }
+        // Block only when nothing was taken over, at most the poll interval.
+        let block = batch.is_empty().then(|| wait.min(MAX_BLOCK));
+        if open.is_empty() {
+            // Every destination is held: wait as a blocking read would, then look again.
+            if let Some(block) = block {
+                tokio::time::sleep(block).await;
+            }
+            return Ok(batch);
+        }
+        match self.read_new(&open, room, block).await {
+            Ok(entries) => batch.extend(
+                entries
+                    .into_iter()
+                    .map(|(at, entry)| self.leased(at, entry, 1)),
+            ),
+            Err(err) => {
+                if err.code() == Some("NOGROUP") {
+                    // The stream or group was deleted (or Redis restarted empty).
+                    if let Err(err) = ensure_groups(&mut self.conn.clone(), &self.names).await {
+                        tracing::warn!(error = %err, "could not recreate the consumer group");
+                    }
+                }
+                if batch.is_empty() {
+                    return Err(err.into());
+                }
+                tracing::warn!(error = %err, "redis stream worker could not read");
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The leased delivery of `entry` from stream `at`.
+    fn leased(
+        &self,
+        at: usize,
+        entry: StreamId,
+        deliveries: u32,
+    ) -> Leased<Arc<StreamTicket>, QueuedEvent> {
+        let leased = leased(at, entry, deliveries);
+        match self
+            .names
+            .streams
+            .get(at)
+            .and_then(|n| n.destination.as_deref())
+        {
+            Some(destination) => leased.with_destination(destination, None),
+            None => leased,
+        }
+    }
+
+    /// Runs the finish script for the entry of `ticket`.
+    async fn finish(
+        &self,
+        ticket: &StreamTicket,
+        action: &str,
+        args: &[String],
+    ) -> RedisResult<bool> {
+        let Some(names) = self.names.streams.get(ticket.stream) else {
+            return Ok(false);
+        };
+        let mut invocation = self.scripts.finish.key(&names.stream);
         invocation
-            .key(&self.names.delayed)
-            .key(&self.names.dead)
+            .key(&names.delayed)
+            .key(&names.dead)
             .arg(&self.names.group)
-            .arg(id)
+            .arg(&ticket.id)
             .arg(&self.names.consumer)
             .arg(action)
             .arg(if self.delete_handled { "1" } else { "0" });
@@ -445,45 +621,68 @@ impl StreamQueue {
         Ok(applied == 1)
     }
 
-    /// Reads up to `count` new entries for this consumer, blocking up to `block` if given.
-    async fn read_new(&self, count: usize, block: Option<Duration>) -> RedisResult<Vec<StreamId>> {
+    /// Reads about `count` new entries for this consumer from the streams `open` (one
+    /// command; at least one entry per stream that has some), blocking up to `block` if
+    /// given, with the stream each came from.
+    async fn read_new(
+        &self,
+        open: &[usize],
+        count: usize,
+        block: Option<Duration>,
+    ) -> RedisResult<Vec<(usize, StreamId)>> {
         let names = &self.names;
+        let per_stream = count.div_ceil(open.len().max(1)).max(1);
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&names.group)
             .arg(&names.consumer)
             .arg("COUNT")
-            .arg(count);
+            .arg(per_stream);
         if let Some(block) = block {
             cmd.arg("BLOCK")
                 .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
         }
-        cmd.arg("STREAMS").arg(&names.stream).arg(">");
+        cmd.arg("STREAMS");
+        for at in open {
+            if let Some(stream) = names.streams.get(*at) {
+                cmd.arg(&stream.stream);
+            }
+        }
+        for _ in open {
+            cmd.arg(">");
+        }
         let reply: Option<StreamReadReply> = cmd.query_async(&mut self.reader.clone()).await?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|key| key.ids).collect())
-            .unwrap_or_default())
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(at) = names.streams.iter().position(|s| s.stream == key.key) else {
+                continue;
+            };
+            out.extend(key.ids.into_iter().map(|id| (at, id)));
+        }
+        Ok(out)
     }
 
     async fn promote_due(&self) {
-        let result = self
-            .scripts
-            .promote
-            .key(&self.names.delayed)
-            .key(&self.names.stream)
-            .arg(unix_millis(SystemTime::now()))
-            .arg(PROMOTE_BATCH)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await;
-        if let Err(err) = result {
-            tracing::warn!(error = %err, "redis stream worker could not move due retries back");
+        for names in &self.names.streams {
+            let result = self
+                .scripts
+                .promote
+                .key(&names.delayed)
+                .key(&names.stream)
+                .arg(unix_millis(SystemTime::now()))
+                .arg(PROMOTE_BATCH)
+                .invoke_async::<i64>(&mut self.conn.clone())
+                .await;
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "redis stream worker could not move due retries back");
+            }
         }
     }
 
-    /// Takes over up to `room` entries whose lease expired (`XAUTOCLAIM`), with how often
-    /// each was delivered.
-    async fn take_over(&self, room: usize, lease: Duration) -> Vec<(StreamId, u32)> {
-        match self.try_take_over(room, lease).await {
+    /// Takes over up to `room` entries of stream `at` whose lease expired
+    /// (`XAUTOCLAIM`), with how often each was delivered.
+    async fn take_over(&self, at: usize, room: usize, lease: Duration) -> Vec<(StreamId, u32)> {
+        match self.try_take_over(at, room, lease).await {
             Ok(taken) => {
                 if !taken.is_empty() {
                     tracing::info!(count = taken.len(), "took over entries whose lease expired");
@@ -499,32 +698,42 @@ impl StreamQueue {
 
     async fn try_take_over(
         &self,
+        at: usize,
         room: usize,
         lease: Duration,
     ) -> RedisResult<Vec<(StreamId, u32)>> {
-        let names = &self.names;
+        let Some(names) = self.names.streams.get(at) else {
+            return Ok(Vec::new());
+        };
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let cursor = self
             .takeover
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .cursor
-            .clone();
+            .cursors
+            .get(at)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_owned());
         let mut conn = self.conn.clone();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&names.stream)
-            .arg(&names.group)
-            .arg(&names.consumer)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
             .arg(lease_ms)
             .arg(cursor)
             .arg("COUNT")
             .arg(room)
             .query_async(&mut conn)
             .await?;
-        self.takeover
+        if let Some(cursor) = self
+            .takeover
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .cursor = reply.next_stream_id;
+            .cursors
+            .get_mut(at)
+        {
+            *cursor = reply.next_stream_id;
+        }
         if reply.claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -532,7 +741,7 @@ impl StreamQueue {
         for entry in &reply.claimed {
             pipe.cmd("XPENDING")
                 .arg(&names.stream)
-                .arg(&names.group)
+                .arg(&self.names.group)
                 .arg(&entry.id)
                 .arg(&entry.id)
                 .arg(1);
@@ -557,30 +766,36 @@ impl StreamQueue {
     async fn forget_consumer_if_idle(&self) {
         let names = &self.names;
         let mut conn = self.conn.clone();
-        let pending: RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
-            .arg(&names.stream)
-            .arg(&names.group)
-            .arg("-")
-            .arg("+")
-            .arg(1)
-            .arg(&names.consumer)
-            .query_async(&mut conn)
-            .await;
-        if matches!(pending, Ok(ref p) if p.ids.is_empty()) {
-            let _: RedisResult<i64> = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&names.stream)
+        for stream in &names.streams {
+            let pending: RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+                .arg(&stream.stream)
                 .arg(&names.group)
+                .arg("-")
+                .arg("+")
+                .arg(1)
                 .arg(&names.consumer)
                 .query_async(&mut conn)
                 .await;
+            if matches!(pending, Ok(ref p) if p.ids.is_empty()) {
+                let _: RedisResult<i64> = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream.stream)
+                    .arg(&names.group)
+                    .arg(&names.consumer)
+                    .query_async(&mut conn)
+                    .await;
+            }
         }
     }
 }
 
 /// The leased delivery of `entry`, delivered `deliveries` times to consumers: earlier
 /// deliveries of this very entry were attempts cut short (a crash).
-fn leased(entry: StreamId, deliveries: u32) -> Leased<Arc<StreamTicket>, QueuedEvent> {
+fn leased(
+    stream: usize,
+    entry: StreamId,
+    deliveries: u32,
+) -> Leased<Arc<StreamTicket>, QueuedEvent> {
     let before: u32 = entry.get(ATTEMPTS_FIELD).unwrap_or(0);
     let attempts_before = before.saturating_add(deliveries.saturating_sub(1));
     let envelope = entry.get::<String>(ENVELOPE_FIELD).unwrap_or_default();
@@ -591,6 +806,7 @@ fn leased(entry: StreamId, deliveries: u32) -> Leased<Arc<StreamTicket>, QueuedE
         id: id.clone(),
         envelope,
         attempts_before,
+        stream,
     });
     match parsed {
         Ok(parsed) => {
@@ -601,21 +817,24 @@ fn leased(entry: StreamId, deliveries: u32) -> Leased<Arc<StreamTicket>, QueuedE
     }
 }
 
-/// Creates the consumer group (from the start of the stream, creating the stream) unless
-/// it exists.
-async fn ensure_group(conn: &mut ConnectionManager, names: &Names) -> Result<(), RedisError> {
-    let created: RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&names.stream)
-        .arg(&names.group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Err(err) if err.code() != Some("BUSYGROUP") => Err(err),
-        _ => Ok(()),
+/// Creates the consumer group on each stream (from the start of the stream, creating the
+/// stream) unless it exists.
+async fn ensure_groups(conn: &mut ConnectionManager, names: &Names) -> Result<(), RedisError> {
+    for stream in &names.streams {
+        let created: RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream.stream)
+            .arg(&names.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Err(err) if err.code() != Some("BUSYGROUP") => return Err(err),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 fn unix_millis(at: SystemTime) -> i64 {
