@@ -1,14 +1,18 @@
 //! `hookgate destination pause|resume NAME`: stops and restarts deliveries to one
-//! destination of an endpoint. The pause is stored in the endpoint's inbox, so a running
-//! `hookgate serve` (another process) holds the destination's deliveries within its poll
-//! interval, while its receiver keeps accepting events; nothing is dropped.
+//! destination of an endpoint. The pause is stored where the endpoint's deliveries are:
+//! in its inbox, or with `--queue URL` in the queue (a Redis set, a JetStream key-value
+//! bucket), so a running `hookgate serve` or `hookgate work` (another process) holds the
+//! destination's deliveries within its poll interval, while the receiver keeps accepting
+//! events; nothing is dropped.
 
 use std::path::PathBuf;
 
+use hookgate::BoxFuture;
 use hookgate_inbox::Inbox;
 
 use crate::error::CliError;
 use crate::inbox::{DEFAULT_DATA_DIR, existing_inbox};
+use crate::work::QueueKind;
 use crate::{Output, Status as ExitStatus};
 
 /// Arguments of `hookgate destination`.
@@ -21,6 +25,13 @@ pub(crate) struct DestinationArgs {
     /// The endpoint, by its name in the config file. Default: the only one, or `default`.
     #[arg(long, value_name = "NAME", global = true)]
     endpoint: Option<String>,
+
+    /// The endpoint's queue instead of its inbox, for `serve --queue URL` with
+    /// destinations: the same redis://…?stream=NAME or nats://…?stream=NAME&subject=SUBJ
+    /// URL (its stream names the endpoint). `hookgate work` on that queue reads the pauses
+    /// from there.
+    #[arg(long, value_name = "URL", global = true, conflicts_with = "endpoint")]
+    queue: Option<String>,
 
     #[command(subcommand)]
     command: DestinationCommand,
@@ -42,35 +53,113 @@ enum DestinationCommand {
     Paused,
 }
 
+/// Where an endpoint's pauses are kept: the one thing this command needs of a store, so
+/// that the inbox and the queues share the command.
+trait Pauses {
+    /// Pauses `name`; `false` if it was paused already.
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    /// Resumes `name`; `false` if it was not paused.
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    /// The paused destinations.
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
+}
+
+impl Pauses for Inbox {
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.pause_destination(name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.resume_destination(name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.paused_destinations().await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl Pauses for hookgate_redis::StreamPauses {
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.pause(name).await.map_err(|e| e.to_string()) })
+    }
+
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.resume(name).await.map_err(|e| e.to_string()) })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.paused().await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Runs `hookgate destination`.
 ///
 /// # Errors
-/// No inbox for the endpoint, or a database error.
+/// No inbox for the endpoint, a queue that cannot be reached, or a store error.
 pub(crate) async fn run(args: DestinationArgs) -> Result<Output, CliError> {
-    let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
-    let label = format!("inbox {}", path.display());
-    let inbox = Inbox::builder(&path)
-        .no_scheduled_pruning()
-        .open()
-        .map_err(|e| CliError::new(format!("{label}: {e}")))?;
-    let fail = |e: hookgate_inbox::InboxError| CliError::new(format!("{label}: {e}"));
-    let text = match args.command {
+    match &args.queue {
+        None => {
+            let path = existing_inbox(&args.data_dir, args.endpoint.as_deref())?;
+            let label = format!("inbox {}", path.display());
+            let inbox = Inbox::builder(&path)
+                .no_scheduled_pruning()
+                .open()
+                .map_err(|e| CliError::new(format!("{label}: {e}")))?;
+            change(&inbox, args.command, &label).await
+        }
+        Some(url) => {
+            let label = format!("--queue {}", crate::serve::redact(url));
+            let fail = |e: &dyn std::fmt::Display| CliError::new(format!("{label}: {e}"));
+            match QueueKind::of(url)? {
+                QueueKind::Redis => {
+                    let pauses = hookgate_redis::StreamPauses::connect(url)
+                        .await
+                        .map_err(|e| fail(&e))?;
+                    change(&pauses, args.command, &label).await
+                }
+                QueueKind::Nats => Err(CliError::new(format!(
+                    "{label}: destinations on JetStream are not supported yet"
+                ))),
+                QueueKind::Postgres => Err(CliError::new(format!(
+                    "{label}: --queue takes a redis:// or nats:// queue here"
+                ))),
+            }
+        }
+    }
+}
+
+/// Applies `command` to the pauses in `store`.
+async fn change(
+    store: &dyn Pauses,
+    command: DestinationCommand,
+    label: &str,
+) -> Result<Output, CliError> {
+    let fail = |e: String| CliError::new(format!("{label}: {e}"));
+    let text = match command {
         DestinationCommand::Pause { name } => {
-            if inbox.pause_destination(&name).await.map_err(fail)? {
+            if store.pause(&name).await.map_err(fail)? {
                 format!("paused destination {name}\n")
             } else {
                 format!("destination {name} was paused already\n")
             }
         }
         DestinationCommand::Resume { name } => {
-            if inbox.resume_destination(&name).await.map_err(fail)? {
+            if store.resume(&name).await.map_err(fail)? {
                 format!("resumed destination {name}\n")
             } else {
                 format!("destination {name} was not paused\n")
             }
         }
         DestinationCommand::Paused => {
-            let names = inbox.paused_destinations().await.map_err(fail)?;
+            let names = store.paused().await.map_err(fail)?;
             names.iter().map(|n| format!("{n}\n")).collect()
         }
     };

@@ -90,7 +90,7 @@ impl<'a> From<&'a QueuedEvent> for EventView<'a> {
             attempt: event.attempt(),
             headers: event.headers(),
             body: event.body(),
-            destination: None,
+            destination: event.destination(),
         }
     }
 }
@@ -216,7 +216,16 @@ impl Handler<InboxEvent> for Processor {
 /// A queue's events (`hookgate work`, and `serve`'s local worker on PostgreSQL).
 impl Handler<QueuedEvent> for Processor {
     fn handle(&self, event: QueuedEvent) -> BoxFuture<'_, HandlerResult> {
-        Box::pin(async move { self.process(EventView::from(&event), &self.action).await })
+        Box::pin(async move {
+            let view = EventView::from(&event);
+            let Some(name) = event.destination() else {
+                return self.process(view, &self.action).await;
+            };
+            match self.destinations.iter().find(|(n, _)| n == name) {
+                Some((_, target)) => self.process(view, target).await,
+                None => HandlerResult::fail(format!("destination {name} is not configured")),
+            }
+        })
     }
 }
 

@@ -107,6 +107,19 @@ impl RedisStreamSink {
     /// [`Error::Config`] for a bad URL or setting, [`Error::Redis`] if Redis cannot be
     /// reached now.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        RedisStreamSink::connect_with_destinations(url, None).await
+    }
+
+    /// [`connect`](Self::connect), routing each event to `router`'s destinations when one
+    /// is given (see [Destinations](Self#destinations)).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), and [`Error::Config`] for a destination this backend
+    /// cannot serve (an `order_key`, a reserved name).
+    pub async fn connect_with_destinations(
+        url: &str,
+        router: Option<Router>,
+    ) -> Result<Self, Error> {
         let url = RedisUrl::parse(
             url,
             &["stream", "max_len", "wait_replicas", "wait_timeout_ms"],
@@ -125,6 +138,9 @@ impl RedisStreamSink {
                 .millis("wait_timeout_ms")?
                 .unwrap_or(Duration::from_millis(50));
             builder = builder.wait_for_replicas(replicas, timeout);
+        }
+        if let Some(router) = router {
+            builder = builder.destinations(router);
         }
         builder.connect_client(url.client).await
     }

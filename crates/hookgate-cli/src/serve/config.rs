@@ -266,12 +266,26 @@ pub(super) fn destinations(
     if configs.is_empty() {
         return Ok(Vec::new());
     }
-    if *action != Action::Print {
-        return Err(format!(
-            "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
-             remove its own forward, exec or queue (declare it as one more destination)"
-        ));
-    }
+    // An endpoint-level queue holds the destinations' streams (one per destination):
+    // `hookgate work --queue URL --destination …` delivers them.
+    let queue = match action {
+        Action::Print => None,
+        Action::Queue(url) => match queue_kind(url)? {
+            QueueKind::Nats => {
+                return Err(format!(
+                    "endpoint {endpoint}: destinations on a JetStream queue are not supported \
+                     yet: use a redis:// queue, or the local inbox"
+                ));
+            }
+            kind => Some(kind),
+        },
+        _ => {
+            return Err(format!(
+                "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
+                 remove its own forward or exec (declare it as one more destination)"
+            ));
+        }
+    };
     if store.is_some() {
         return Err(format!(
             "endpoint {endpoint}: destinations need the local inbox for now (not a PostgreSQL \
@@ -289,6 +303,13 @@ pub(super) fn destinations(
         let destination = config
             .resolve(retry.policy())
             .map_err(|e| at(e.to_string()))?;
+        if queue.is_some() && destination.order_key().is_some() {
+            return Err(at(
+                "order_key: ordered lanes are not supported with a queue (Redis streams, \
+                 JetStream) yet; remove order_key, or keep the endpoint on the local inbox"
+                    .to_owned(),
+            ));
+        }
         match destination.target() {
             DestinationTarget::Forward(url) => {
                 crate::client::parse_url(url, "forward").map_err(|e| at(e.to_string()))?;

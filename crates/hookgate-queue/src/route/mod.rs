@@ -89,13 +89,17 @@
 //!   `lease_except` with the head-of-lane condition under `FOR UPDATE SKIP LOCKED` (lock
 //!   the lane, e.g. `pg_try_advisory_xact_lock(hashtext(destination || lane))`, so two
 //!   replicas never run one lane at once), `paused`, per-destination replay and log rows.
-//! - **Redis streams and JetStream** (`hookgate-redis`, `hookgate-nats`): one message per
-//!   delivery at enqueue (the destination and lane key in the envelope), or one stream or
-//!   subject per destination (`….billing`) so that holding a destination is not reading
-//!   its consumer group / consumer; `lease_except` then skips held destinations' streams.
-//!   Ordered lanes need a partition per lane key (a stream per key hash, or JetStream's
-//!   `max_ack_pending = 1` consumer per partition); pauses in a Redis key / KV bucket.
-//!   `serve` refuses destinations with `store` or `queue` until then.
+//! - **Redis streams** (`hookgate-redis`): done without lanes. One stream per
+//!   destination (`<stream>:<destination>`, the destination also in the envelope), written
+//!   at enqueue by one Lua script with the event's enqueue marker; `lease_except` skips
+//!   held destinations' streams; pauses in the set `<stream>:paused`; dead letters and
+//!   replay per destination. Still to do: ordered lanes (a partition per lane key hash,
+//!   with a per-partition lease key `SET NX PX` renewed with the delivery lease); refused
+//!   at start until then.
+//! - **JetStream** (`hookgate-nats`): one subject per destination (`<subject>.<name>`),
+//!   one durable consumer per destination; ordered lanes would need a `max_ack_pending =
+//!   1` consumer per partition; pauses in a KV bucket. `serve` refuses destinations with a
+//!   `nats://` queue until then.
 //!
 //! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
 //! a shared store, each limit holds per replica, and an ordered destination needs its lane
