@@ -12,13 +12,19 @@ use async_nats::jetstream::stream::{RetentionPolicy, Stream};
 use async_nats::jetstream::{AckKind, Context, Message};
 use futures_util::StreamExt as _;
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Envelope, LeaseResult, Leased, Queue, QueuedEvent};
+use hookgate_queue::{
+    AttemptRecord, Destination, Envelope, LeaseResult, Leased, Queue, QueuedEvent,
+};
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::OnceCell;
 
 use crate::Error;
+use crate::routes::{
+    JetStreamPauses, check_destinations, destination_consumer, destination_subject,
+    destinations_wildcard,
+};
 use crate::sink::DEFAULT_DUPLICATE_WINDOW;
 use crate::stream::{StreamSpec, ensure_stream};
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
@@ -81,11 +87,37 @@ pub type JetStreamWorkerHandle = hookgate_queue::WorkerHandle<JetStreamQueue>;
 ///   [`connect`](JetStreamQueueBuilder::connect) creates if missing.
 /// - **Release** at shutdown `-NAK`s the unfinished messages so they are redelivered at
 ///   once (JetStream counts that as a delivery).
+///
+/// # Destinations
+///
+/// With [`destinations`](JetStreamQueueBuilder::destinations) (issue 21) the queue reads
+/// the copies a [`JetStreamSink`](crate::JetStreamSink) with the same destinations
+/// publishes on `<subject>.<destination>`: one durable consumer per destination
+/// (`<consumer>_<destination>`, filtered on its subject), each leased delivery naming its
+/// destination ([`Leased::destination`]). [`lease_except`](Queue::lease_except) does not
+/// pull from the held destinations' consumers at all; [`paused`](Queue::paused) reads
+/// the stream `<stream>_PAUSED` ([`JetStreamPauses`](crate::JetStreamPauses)).
+/// Each destination's dead letters go to `<dead subject>.<destination>` in the one
+/// dead-letter stream (which then captures `<dead subject>.*`). Ordered lanes
+/// (`order_key`) are refused. A delivery the loop gives back because its destination
+/// became held is a redelivery to JetStream, so it counts as an attempt.
 pub struct JetStreamQueue {
     context: Context,
     stream: Stream,
     subject: String,
     consumer_name: String,
+    dead_subject: String,
+    consumer: OnceCell<PullConsumer>,
+    /// One consumer per destination, when the queue has destinations.
+    destinations: Vec<DestinationConsumer>,
+    pauses: Option<JetStreamPauses>,
+}
+
+/// The consumer of one destination's subject.
+struct DestinationConsumer {
+    name: String,
+    durable: String,
+    subject: String,
     dead_subject: String,
     consumer: OnceCell<PullConsumer>,
 }
@@ -127,7 +159,115 @@ impl JetStreamQueue {
             dead_stream: url.param("dead_stream").map(str::to_owned),
             server: url.server,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            destinations: Vec::new(),
         })
+    }
+
+    /// The durable consumer of destination number `at`, created if missing.
+    async fn destination_consumer(
+        &self,
+        at: usize,
+        lease: Duration,
+    ) -> Result<&PullConsumer, Error> {
+        let Some(slot) = self.destinations.get(at) else {
+            return Err(Error::Config(format!("no destination number {at}")));
+        };
+        slot.consumer
+            .get_or_try_init(|| async {
+                self.stream
+                    .get_or_create_consumer(
+                        &slot.durable,
+                        pull::Config {
+                            durable_name: Some(slot.durable.clone()),
+                            filter_subject: slot.subject.clone(),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: lease,
+                            max_deliver: -1,
+                            ..pull::Config::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| Error::nats(format!("consumer {}: {e}", slot.durable)))
+            })
+            .await
+    }
+
+    /// Leases from the consumers of the destinations not `held`: what each has now, or
+    /// else the first message any of them gets within `wait`.
+    async fn lease_destinations(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: &[String],
+    ) -> LeaseResult<Self> {
+        let open: Vec<usize> = (0..self.destinations.len())
+            .filter(|at| {
+                self.destinations
+                    .get(*at)
+                    .is_some_and(|slot| !held.contains(&slot.name))
+            })
+            .collect();
+        if open.is_empty() {
+            // Every destination is held: wait as a pull would, then look again.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let share = max.div_ceil(open.len()).max(1);
+        let mut batch = Vec::new();
+        for at in &open {
+            let consumer = self.destination_consumer(*at, lease).await?;
+            for message in fetch(consumer, share, None).await? {
+                batch.push(self.leased_for(*at, message));
+            }
+        }
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        let waits = open.iter().map(|at| async move {
+            let consumer = self.destination_consumer(*at, lease).await?;
+            fetch(consumer, 1, Some(wait))
+                .await
+                .map(|messages| (*at, messages))
+        });
+        let mut first_error = None;
+        for result in futures_util::future::join_all(waits).await {
+            match result {
+                Ok((at, messages)) => {
+                    for message in messages {
+                        batch.push(self.leased_for(at, message));
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not pull from a destination's consumer");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) if batch.is_empty() => Err(err),
+            _ => Ok(batch),
+        }
+    }
+
+    /// The leased delivery of `message`, from destination number `at`'s consumer.
+    fn leased_for(&self, at: usize, message: Message) -> Leased<Arc<Message>, QueuedEvent> {
+        let leased = leased(message);
+        match self.destinations.get(at) {
+            Some(slot) => leased.with_destination(slot.name.as_str(), None),
+            None => leased,
+        }
+    }
+
+    /// Where a message's dead letter goes: its destination's dead subject, found from
+    /// the subject it was published on.
+    fn dead_subject_of(&self, message: &Message) -> &str {
+        self.destinations
+            .iter()
+            .find(|slot| slot.subject == message.subject.as_str())
+            .map_or(self.dead_subject.as_str(), |slot| {
+                slot.dead_subject.as_str()
+            })
     }
 
     /// The durable consumer, created with `lease` as its `ack_wait` if missing.
@@ -169,9 +309,10 @@ impl JetStreamQueue {
             .message_id(format!("{dedup}:dead:{sequence}").as_str())
             .headers(headers)
             .payload(message.payload.clone());
+        let dead_subject = self.dead_subject_of(message).to_owned();
         let stored = async {
             self.context
-                .send_publish(self.dead_subject.clone(), publish)
+                .send_publish(dead_subject, publish)
                 .await
                 .map_err(Error::nats)?
                 .await
@@ -210,6 +351,7 @@ pub struct JetStreamQueueBuilder {
     dead_subject: Option<String>,
     dead_stream: Option<String>,
     ack_timeout: Duration,
+    destinations: Vec<String>,
 }
 
 impl JetStreamQueueBuilder {
@@ -245,8 +387,22 @@ impl JetStreamQueueBuilder {
         self
     }
 
+    /// Reads the copies of these destinations, one consumer each, instead of the plain
+    /// subject (see [Destinations](JetStreamQueue#destinations)); the worker then runs with
+    /// the same destinations
+    /// ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a destination this backend cannot serve: one with an
+    /// `order_key` (ordered lanes are not supported on JetStream yet) or a `.` in its name.
+    pub fn destinations(mut self, destinations: &[Destination]) -> Result<Self, Error> {
+        check_destinations(destinations)?;
+        self.destinations = destinations.iter().map(|d| d.name().to_owned()).collect();
+        Ok(self)
+    }
+
     /// Connects, and creates the stream and the dead-letter stream if missing (the
-    /// durable consumer is created at the first lease, with the worker's lease).
+    /// durable consumers are created at the first lease, with the worker's lease).
     ///
     /// # Errors
     /// [`Error::Config`] for a stream that does not fit, [`Error::Nats`] if NATS or
@@ -254,11 +410,16 @@ impl JetStreamQueueBuilder {
     pub async fn connect(self) -> Result<JetStreamQueue, Error> {
         let client = connect(&self.server, "hookgate-worker").await?;
         let context = context(client, self.ack_timeout);
+        let routed = !self.destinations.is_empty();
         let stream = ensure_stream(
             &context,
             &StreamSpec {
                 name: self.stream.clone(),
-                subject: self.subject.clone(),
+                subject: if routed {
+                    destinations_wildcard(&self.subject)
+                } else {
+                    self.subject.clone()
+                },
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window: DEFAULT_DUPLICATE_WINDOW,
                 max_age: Duration::ZERO,
@@ -274,13 +435,33 @@ impl JetStreamQueueBuilder {
             name: self
                 .dead_stream
                 .unwrap_or_else(|| format!("{}_DEAD", self.stream)),
-            subject: dead_subject.clone(),
+            subject: if routed {
+                destinations_wildcard(&dead_subject)
+            } else {
+                dead_subject.clone()
+            },
             retention: RetentionPolicy::Limits,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             max_age: Duration::ZERO,
             replicas: 1,
         };
         ensure_stream(&context, &dead_spec, true).await?;
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|name| DestinationConsumer {
+                name: name.clone(),
+                durable: destination_consumer(&self.consumer, name),
+                subject: destination_subject(&self.subject, name),
+                dead_subject: destination_subject(&dead_subject, name),
+                consumer: OnceCell::new(),
+            })
+            .collect();
+        let pauses = if routed {
+            Some(JetStreamPauses::open(&context, &self.stream).await?)
+        } else {
+            None
+        };
         Ok(JetStreamQueue {
             context,
             stream,
@@ -288,6 +469,8 @@ impl JetStreamQueueBuilder {
             consumer_name: self.consumer,
             dead_subject,
             consumer: OnceCell::new(),
+            destinations,
+            pauses,
         })
     }
 }
@@ -304,6 +487,9 @@ impl Queue for JetStreamQueue {
         wait: Duration,
     ) -> BoxFuture<'_, LeaseResult<Self>> {
         Box::pin(async move {
+            if !self.destinations.is_empty() {
+                return self.lease_destinations(max, lease, wait, &[]).await;
+            }
             let consumer = self.consumer(lease).await?;
             // What is there now; else wait for the next message, then take what followed.
             let mut messages = fetch(consumer, max, None).await?;
@@ -317,6 +503,30 @@ impl Queue for JetStreamQueue {
                 }
             }
             Ok(messages.into_iter().map(leased).collect())
+        })
+    }
+
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        Box::pin(async move {
+            if self.destinations.is_empty() {
+                return self.lease(max, lease, wait).await;
+            }
+            self.lease_destinations(max, lease, wait, &held).await
+        })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        Box::pin(async move {
+            match &self.pauses {
+                Some(pauses) => pauses.paused().await,
+                None => Ok(Vec::new()),
+            }
         })
     }
 
