@@ -16,7 +16,8 @@ use crate::{Output, Status};
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeadLettersArgs {
     /// The queue `hookgate work` consumes: redis://HOST:6379/?stream=NAME (dead letters in
-    /// `<stream>:dead`), nats://HOST:4222/?stream=NAME&subject=SUBJ (in `<stream>_DEAD`) or
+    /// `<stream>:dead`, or `<stream>:<destination>:dead`), nats://HOST:4222/?stream=NAME&
+    /// subject=SUBJ (in `<stream>_DEAD`) or
     /// postgres://USER@HOST/DB[?schema=S] (the events whose status is dead).
     #[arg(long, value_name = "URL")]
     queue: String,
@@ -105,19 +106,12 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
         return postgres(&args).await.map_err(failed);
     }
     let redis = kind == QueueKind::Redis;
-    if args.destination.is_some() && kind == QueueKind::Nats {
-        return Err(CliError::new(
-            "--destination: destinations on JetStream are not supported yet",
-        ));
-    }
     if args.replay {
         let moved = if redis {
             let dead = redis_dead_letters(&args).await.map_err(failed)?;
             dead.replay(args.count).await.map_err(|e| e.to_string())
         } else {
-            let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+            let dead = nats_dead_letters(&args).await.map_err(failed)?;
             dead.replay(args.count).await.map_err(|e| e.to_string())
         };
         let moved = moved.map_err(failed)?;
@@ -135,9 +129,7 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
             .map(|l| Listed::new(l.id, l.envelope, l.attempts, l.error, l.failed_at_ms))
             .collect()
     } else {
-        let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let dead = nats_dead_letters(&args).await.map_err(failed)?;
         dead.list(args.count)
             .await
             .map_err(|e| failed(e.to_string()))?
@@ -161,6 +153,19 @@ async fn redis_dead_letters(
     args: &DeadLettersArgs,
 ) -> Result<hookgate_redis::StreamDeadLetters, String> {
     let dead = hookgate_redis::StreamDeadLetters::connect(&args.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    match &args.destination {
+        Some(name) => dead.destination(name).map_err(|e| e.to_string()),
+        None => Ok(dead),
+    }
+}
+
+/// The dead letters of a JetStream stream, or of one destination's subject.
+async fn nats_dead_letters(
+    args: &DeadLettersArgs,
+) -> Result<hookgate_nats::JetStreamDeadLetters, String> {
+    let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
         .await
         .map_err(|e| e.to_string())?;
     match &args.destination {

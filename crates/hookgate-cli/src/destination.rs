@@ -100,6 +100,20 @@ impl Pauses for hookgate_redis::StreamPauses {
     }
 }
 
+impl Pauses for hookgate_nats::JetStreamPauses {
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.pause(name).await.map_err(|e| e.to_string()) })
+    }
+
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.resume(name).await.map_err(|e| e.to_string()) })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.paused().await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Runs `hookgate destination`.
 ///
 /// # Errors
@@ -125,9 +139,12 @@ pub(crate) async fn run(args: DestinationArgs) -> Result<Output, CliError> {
                         .map_err(|e| fail(&e))?;
                     change(&pauses, args.command, &label).await
                 }
-                QueueKind::Nats => Err(CliError::new(format!(
-                    "{label}: destinations on JetStream are not supported yet"
-                ))),
+                QueueKind::Nats => {
+                    let pauses = hookgate_nats::JetStreamPauses::connect(url)
+                        .await
+                        .map_err(|e| fail(&e))?;
+                    change(&pauses, args.command, &label).await
+                }
                 QueueKind::Postgres => Err(CliError::new(format!(
                     "{label}: --queue takes a redis:// or nats:// queue here"
                 ))),

@@ -259,10 +259,16 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
                 .map(Running::Redis)
         }
         QueueKind::Nats => {
-            let queue = hookgate_nats::JetStreamQueue::connect(&args.queue)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            configure(Worker::builder(queue, processor), &args, policy)
+            let mut builder =
+                hookgate_nats::JetStreamQueue::builder(&args.queue).map_err(|e| unreachable(&e))?;
+            if !destinations.is_empty() {
+                builder = builder
+                    .destinations(&destinations)
+                    .map_err(|e| unreachable(&e))?;
+            }
+            let queue = builder.connect().await.map_err(|e| unreachable(&e))?;
+            let worker = configure(Worker::builder(queue, processor), &args, policy);
+            with_destinations(worker, &args.endpoint, &destinations)
                 .start()
                 .map(Running::Nats)
         }

@@ -3,9 +3,9 @@
 //! --destination …` (another process) delivers them with each destination's gates,
 //! retries and dead letters, `hookgate destination pause --queue URL` holds one
 //! destination across processes, and `hookgate dead-letters --destination D --replay`
-//! re-delivers to D alone. On a Redis of the test's own (`hookgate-testkit`; skipped where
-//! the binary is missing, failed under `HOOKGATE_REQUIRE_SERVICES=1`). Every wait is a
-//! bounded poll.
+//! re-delivers to D alone. On a Redis and a NATS JetStream of the test's own
+//! (`hookgate-testkit`; skipped where the binary is missing, failed under
+//! `HOOKGATE_REQUIRE_SERVICES=1`). Every wait is a bounded poll.
 
 #![allow(
     missing_docs,
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use common::{Serve, TestServer, Work, eventually, get, hookgate};
 use hookgate::{SchemeId, SignRequest, Signer};
-use hookgate_testkit::Redis;
+use hookgate_testkit::{Nats, Redis};
 
 /// Generous: a loaded 2-core machine may run several test binaries at once.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -256,6 +256,18 @@ async fn redis_fan_out_dead_letters_replay_and_pause_per_destination() {
         "{}?stream=hgsd:{:012x}",
         server.url(),
         fastrand::u64(..) >> 16
+    );
+    fan_out_on(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_fan_out_dead_letters_replay_and_pause_per_destination() {
+    let Some(server) = Nats::start() else { return };
+    let tag = format!("{:012x}", fastrand::u64(..) >> 16);
+    let queue = format!(
+        "{}/?stream=HGSD_{}&subject=hgsd.{tag}",
+        server.url(),
+        tag.to_uppercase()
     );
     fan_out_on(queue).await;
 }

@@ -270,15 +270,7 @@ pub(super) fn destinations(
     // `hookgate work --queue URL --destination …` delivers them.
     let queue = match action {
         Action::Print => None,
-        Action::Queue(url) => match queue_kind(url)? {
-            QueueKind::Nats => {
-                return Err(format!(
-                    "endpoint {endpoint}: destinations on a JetStream queue are not supported \
-                     yet: use a redis:// queue, or the local inbox"
-                ));
-            }
-            kind => Some(kind),
-        },
+        Action::Queue(url) => Some(queue_kind(url)?),
         _ => {
             return Err(format!(
                 "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
@@ -678,6 +670,40 @@ mod tests {
             bad(&format!("{base}dedup='nats://h/'")).contains("dedup URL nats://h/ must start")
         );
         assert!(bad(&format!("{base}dedup_fail_open=true")).contains("needs dedup"));
+    }
+
+    #[test]
+    fn an_endpoint_queue_holds_its_destinations_but_not_their_lanes() {
+        let text = |extra: &str| {
+            format!(
+                r#"
+                [[endpoint]]
+                path = "/x"
+                scheme = "github"
+                keys = [{{ secret = "s" }}]
+                queue = "redis://127.0.0.1:6379/?stream=s"
+                [[endpoint.destination]]
+                name = "billing"
+                forward = "http://127.0.0.1:3000/b"
+                {extra}
+                [[endpoint.destination]]
+                name = "audit"
+                exec = "./audit.sh"
+                "#
+            )
+        };
+        let file: File = toml::from_str(&text("")).unwrap();
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(matches!(resolved[0].action, Action::Queue(_)));
+        let names: Vec<&str> = resolved[0].destinations.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["billing", "audit"]);
+
+        let file: File = toml::from_str(&text(r#"order_key = "/customer""#)).unwrap();
+        let err = endpoints(&file, retry()).unwrap_err().to_string();
+        assert!(
+            err.contains("destination billing: order_key") && err.contains("not supported"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1224,7 +1224,7 @@ async fn build_gate(
                         .map_err(|e| format!("--queue {shown}: {e}"))?,
                 ),
                 QueueKind::Nats => builder.sink(
-                    JetStreamSink::connect(url)
+                    JetStreamSink::connect_with_destinations(url, router)
                         .await
                         .map_err(|e| format!("--queue {shown}: {e}"))?,
                 ),

@@ -96,10 +96,11 @@
 //!   replay per destination. Still to do: ordered lanes (a partition per lane key hash,
 //!   with a per-partition lease key `SET NX PX` renewed with the delivery lease); refused
 //!   at start until then.
-//! - **JetStream** (`hookgate-nats`): one subject per destination (`<subject>.<name>`),
-//!   one durable consumer per destination; ordered lanes would need a `max_ack_pending =
-//!   1` consumer per partition; pauses in a KV bucket. `serve` refuses destinations with a
-//!   `nats://` queue until then.
+//! - **JetStream** (`hookgate-nats`): done without lanes. One subject per destination
+//!   (`<subject>.<name>`, `Nats-Msg-Id` `<dedup key>@<name>`), one durable consumer per
+//!   destination that `lease_except` skips when held, pauses in a small stream, dead
+//!   letters and replay per destination. Still to do: ordered lanes (a consumer per lane
+//!   partition with `max_ack_pending = 1`); refused at start until then.
 //!
 //! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
 //! a shared store, each limit holds per replica, and an ordered destination needs its lane
