@@ -100,7 +100,10 @@ pub type JetStreamWorkerHandle = hookgate_queue::WorkerHandle<JetStreamQueue>;
 /// Each destination's dead letters go to `<dead subject>.<destination>` in the one
 /// dead-letter stream (which then captures `<dead subject>.*`). Ordered lanes
 /// (`order_key`) are refused. A delivery the loop gives back because its destination
-/// became held is a redelivery to JetStream, so it counts as an attempt.
+/// became held is a redelivery to JetStream, so it counts as an attempt. A lease takes
+/// what each open consumer has now without waiting; [`wait`](Queue::wait) then waits for
+/// the next copy published, seen by a core-NATS subscription to `<subject>.*` (so new
+/// work starts at once on any destination), or the poll interval (retries coming due).
 pub struct JetStreamQueue {
     context: Context,
     stream: Stream,
@@ -111,6 +114,22 @@ pub struct JetStreamQueue {
     /// One consumer per destination, when the queue has destinations.
     destinations: Vec<DestinationConsumer>,
     pauses: Option<JetStreamPauses>,
+    /// With destinations: woken by a core-NATS subscription to the destinations' subjects
+    /// whenever a copy is published (see [`Queue::wait`]).
+    published: Option<Published>,
+}
+
+/// New copies were published: a notification fed by a subscription task, stopped when the
+/// queue is dropped.
+struct Published {
+    notify: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The consumer of one destination's subject.
@@ -221,33 +240,9 @@ impl JetStreamQueue {
                 batch.push(self.leased_for(*at, message));
             }
         }
-        if !batch.is_empty() {
-            return Ok(batch);
-        }
-        let waits = open.iter().map(|at| async move {
-            let consumer = self.destination_consumer(*at, lease).await?;
-            fetch(consumer, 1, Some(wait))
-                .await
-                .map(|messages| (*at, messages))
-        });
-        let mut first_error = None;
-        for result in futures_util::future::join_all(waits).await {
-            match result {
-                Ok((at, messages)) => {
-                    for message in messages {
-                        batch.push(self.leased_for(at, message));
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(error = %err, "could not pull from a destination's consumer");
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match first_error {
-            Some(err) if batch.is_empty() => Err(err),
-            _ => Ok(batch),
-        }
+        // Nothing now: `wait` waits for the next publish (or the poll interval), rather
+        // than a pull with expiry per consumer, whose slowest one would delay the others.
+        Ok(batch)
     }
 
     /// The leased delivery of `message`, from destination number `at`'s consumer.
@@ -457,10 +452,25 @@ impl JetStreamQueueBuilder {
                 consumer: OnceCell::new(),
             })
             .collect();
-        let pauses = if routed {
-            Some(JetStreamPauses::open(&context, &self.stream).await?)
+        let (pauses, published) = if routed {
+            let pauses = JetStreamPauses::open(&context, &self.stream).await?;
+            let mut subscription = context
+                .client()
+                .subscribe(destinations_wildcard(&self.subject))
+                .await
+                .map_err(Error::nats)?;
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn({
+                let notify = Arc::clone(&notify);
+                async move {
+                    while subscription.next().await.is_some() {
+                        notify.notify_one();
+                    }
+                }
+            });
+            (Some(pauses), Some(Published { notify, task }))
         } else {
-            None
+            (None, None)
         };
         Ok(JetStreamQueue {
             context,
@@ -471,6 +481,7 @@ impl JetStreamQueueBuilder {
             consumer: OnceCell::new(),
             destinations,
             pauses,
+            published,
         })
     }
 }
@@ -530,9 +541,19 @@ impl Queue for JetStreamQueue {
         })
     }
 
-    fn wait(&self, _timeout: Duration) -> BoxFuture<'_, ()> {
-        // The pull in `lease` waited already.
-        Box::pin(async {})
+    fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match &self.published {
+                // With destinations `lease` does not wait: wait for the next copy published
+                // (a permit left by one published meanwhile ends it at once), or the poll
+                // interval, which paces finding retries that came due. Cancel-safe.
+                Some(published) => {
+                    let _ = tokio::time::timeout(timeout, published.notify.notified()).await;
+                }
+                // The pull in `lease` waited already.
+                None => {}
+            }
+        })
     }
 
     fn renew(
