@@ -543,15 +543,12 @@ impl Queue for JetStreamQueue {
 
     fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            match &self.published {
-                // With destinations `lease` does not wait: wait for the next copy published
-                // (a permit left by one published meanwhile ends it at once), or the poll
-                // interval, which paces finding retries that came due. Cancel-safe.
-                Some(published) => {
-                    let _ = tokio::time::timeout(timeout, published.notify.notified()).await;
-                }
-                // The pull in `lease` waited already.
-                None => {}
+            // With destinations `lease` does not wait: wait for the next copy published (a
+            // permit left by one published meanwhile ends it at once), or the poll
+            // interval, which paces finding retries that came due. Cancel-safe. Without
+            // them, the pull in `lease` waited already.
+            if let Some(published) = &self.published {
+                let _ = tokio::time::timeout(timeout, published.notify.notified()).await;
             }
         })
     }
