@@ -273,7 +273,7 @@ async fn nats_fan_out_dead_letters_replay_and_pause_per_destination() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_refuses_order_key_on_a_queue() {
+async fn serve_refuses_order_key_on_a_jetstream_queue() {
     let dir = tempfile::tempdir().unwrap();
     let run = hookgate([
         "serve",
@@ -282,7 +282,7 @@ async fn serve_refuses_order_key_on_a_queue() {
         "--secret",
         SECRET,
         "--queue",
-        "redis://127.0.0.1:1/?stream=s",
+        "nats://127.0.0.1:1/?stream=S&subject=s",
         "--destination",
         r#"name = "billing", forward = "http://127.0.0.1:1/", order_key = "/customer""#,
     ])

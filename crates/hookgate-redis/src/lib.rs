@@ -112,9 +112,14 @@
 //! | `<stream>:filtered` | stream, about [`FILTERED_MAX_LEN`] entries | events no destination took: `dedup_key`, `event_type`, `received_at_ms` |
 //! | `<stream>:paused` | set | paused destinations ([`StreamPauses`]) |
 //!
-//! Ordered lanes (`order_key`) are **not supported** on Redis streams: a destination with one
-//! is refused when the sink or queue is built, rather than run unordered. The gates are per
-//! process: with several workers, each holds its own rate and concurrency limits.
+//! **Ordered lanes** (`order_key`): the copy of an event with a lane key goes to one of
+//! the destination's [`LANE_PARTITIONS`] (16) partition streams `<stream>:<destination>:p<n>`
+//! ([`lane_partition`]: FNV-1a of the key), each run one delivery at a time across all
+//! consumers by a lock `…:p<n>:lock` (`SET NX PX`, renewed with the lease); a retrying
+//! head stays pending and keeps its lane (its due time in `…:p<n>:retry_at`), a dead
+//! letter releases it. Keys sharing a partition share its order (16 lanes per
+//! destination at most run at once). The gates are per process: with several workers,
+//! each holds its own rate and concurrency limits.
 //!
 //! ## Requirements
 //!
@@ -142,7 +147,7 @@ pub use hookgate_queue::{
     ShutdownReport, WorkerStats,
 };
 pub use redis;
-pub use routes::{FILTERED_MAX_LEN, StreamPauses};
+pub use routes::{FILTERED_MAX_LEN, LANE_PARTITIONS, StreamPauses, lane_partition};
 pub use sink::{
     ATTEMPTS_FIELD, DEFAULT_STREAM, ENVELOPE_FIELD, RedisStreamSink, RedisStreamSinkBuilder,
 };

@@ -69,7 +69,9 @@ end
 return #due
 ";
 
-/// Moves dead letters back to the stream as new events (attempts reset).
+/// Moves dead letters back to the stream as new events (attempts reset); a dead letter
+/// of an ordered destination's lane partition goes back to its partition (its `source`
+/// field), at the lane's tail.
 ///
 /// KEYS: dead-letter stream, stream. ARGV: most to move. Returns how many moved.
 const REPLAY: &str = r"
@@ -77,11 +79,13 @@ local dead = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))
 for _, entry in ipairs(dead) do
   local fields = entry[2]
   local envelope = nil
+  local target = KEYS[2]
   for i = 1, #fields, 2 do
     if fields[i] == 'envelope' then envelope = fields[i + 1] end
+    if fields[i] == 'source' then target = fields[i + 1] end
   end
   if envelope then
-    redis.call('XADD', KEYS[2], '*', 'envelope', envelope)
+    redis.call('XADD', target, '*', 'envelope', envelope)
   end
   redis.call('XDEL', KEYS[1], entry[1])
 end
@@ -126,7 +130,87 @@ pub(crate) struct Scripts {
     pub(crate) renew: Script,
     pub(crate) promote: Script,
     pub(crate) replay: Script,
+    pub(crate) lease_partition: Script,
+    pub(crate) finish_partition: Script,
+    pub(crate) renew_lock: Script,
 }
+
+/// Leases the head of one lane partition of an ordered destination, if the partition is
+/// free: not held by another consumer (its lock, `SET NX PX` for the lease), not waiting
+/// for its head's retry time. The head is the partition's pending entry if it has one (a
+/// retrying head, or one whose consumer died: taken over, its delivery counted), else
+/// the next new entry. At most one entry of a partition is ever pending, so the lane runs
+/// one delivery at a time, in order, across every consumer.
+///
+/// KEYS: partition stream, lock, retry-at. ARGV: group, consumer, lease (ms), now (ms).
+/// Returns `{id, fields, deliveries}` or nil (the lock is then not held).
+const LEASE_PARTITION: &str = r"
+local due = redis.call('GET', KEYS[3])
+if due and tonumber(due) > tonumber(ARGV[4]) then
+  return false
+end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return false
+end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
+if #p > 0 then
+  local id = p[1][1]
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+  if #claimed > 0 and claimed[1] then
+    return {claimed[1][1], claimed[1][2], p[1][4] + 1}
+  end
+  -- The entry was deleted under its pending record: drop the record.
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if r and r[1] and #r[1][2] > 0 then
+  local e = r[1][2][1]
+  return {e[1], e[2], 1}
+end
+redis.call('DEL', KEYS[2])
+return false
+";
+
+/// Finishes the head of a lane partition (see [`LEASE_PARTITION`]) if it is still this
+/// consumer's: `ack` deletes it, `dead` moves it to the dead letters (with its `source`
+/// partition, for the replay), `retry` keeps it pending (still the lane's head) and sets
+/// the partition's retry-at time, `release` keeps it pending. Every action frees the
+/// partition's lock.
+///
+/// KEYS: partition stream, lock, retry-at, dead-letter stream.
+/// ARGV: group, entry id, consumer, action, then for `retry`: due (ms), retry-at TTL (ms);
+/// for `dead`: envelope, attempts, error, failed-at (ms). Returns 1 when applied.
+const FINISH_PARTITION: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then
+  return 0
+end
+local action = ARGV[4]
+if action == 'retry' then
+  redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
+elseif action == 'dead' then
+  redis.call('XADD', KEYS[4], '*', 'envelope', ARGV[5], 'attempts', ARGV[6], 'error', ARGV[7], 'failed_at_ms', ARGV[8], 'source', KEYS[1])
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+elseif action == 'ack' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+";
+
+/// Extends a lane partition's lock if this consumer holds it.
+///
+/// KEYS: lock. ARGV: consumer, lease (ms). Returns 1 when extended.
+const RENEW_LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
 
 /// The source of the routed enqueue, sent with `EVAL` so that it can share a pipeline
 /// with `WAIT` (a few hundred bytes per event).
@@ -141,6 +225,9 @@ impl Scripts {
             renew: Script::new(RENEW),
             promote: Script::new(PROMOTE),
             replay: Script::new(REPLAY),
+            lease_partition: Script::new(LEASE_PARTITION),
+            finish_partition: Script::new(FINISH_PARTITION),
+            renew_lock: Script::new(RENEW_LOCK),
         }
     }
 }

@@ -12,7 +12,10 @@ use redis::aio::ConnectionManager;
 use redis::{Client, RedisError};
 
 use crate::Error;
-use crate::routes::{FILTERED_MAX_LEN, check_router, destination_stream, filtered_key, seen_key};
+use crate::routes::{
+    FILTERED_MAX_LEN, check_router, destination_stream, filtered_key, lane_partition,
+    partition_stream, seen_key,
+};
 use crate::scripts::enqueue_routed_code;
 use crate::url::{DEFAULT_RESPONSE_TIMEOUT, RedisUrl, connection};
 
@@ -71,7 +74,10 @@ pub const ATTEMPTS_FIELD: &str = "attempts";
 /// sender's retry of the same event (after an answer lost to a timeout) finds the marker
 /// and writes nothing again, so it creates no duplicate copies. An event that matches no
 /// destination is acknowledged and recorded in `<stream>:filtered` (its dedup key, event
-/// type and arrival time; trimmed to about [`FILTERED_MAX_LEN`] entries).
+/// type and arrival time; trimmed to about [`FILTERED_MAX_LEN`] entries). The copy for an
+/// ordered destination (`order_key`) whose event has a lane key goes to the lane's
+/// partition stream `<stream>:<destination>:p<n>` instead (see
+/// [`lane_partition`](crate::lane_partition)).
 ///
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -223,7 +229,13 @@ impl RedisStreamSink {
             ) else {
                 continue;
             };
-            keys.push(stream.clone());
+            // An ordered destination's copy with a lane key goes to its lane's partition.
+            match route.lane() {
+                Some(lane) if destination.order_key().is_some() => {
+                    keys.push(partition_stream(stream, lane_partition(lane.as_str())));
+                }
+                _ => keys.push(stream.clone()),
+            }
             let copy = envelope.clone().with_destination(destination.name());
             copies.push(copy.to_json().map_err(SinkError::unavailable)?);
         }
@@ -341,8 +353,7 @@ impl RedisStreamSinkBuilder {
 
     /// Routes each event to `router`'s destinations, one copy per matching destination in
     /// its own stream (see [Destinations](RedisStreamSink#destinations)). Refused when it
-    /// connects: a destination with an `order_key` (ordered lanes are not supported on
-    /// Redis streams yet) or named `paused`, `filtered` or `seen`.
+    /// connects: a destination named `paused`, `filtered` or `seen`.
     pub fn destinations(mut self, router: Router) -> Self {
         self.router = Some(router);
         self

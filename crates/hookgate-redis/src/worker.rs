@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hookgate::BoxFuture;
 use hookgate_queue::{
-    AttemptRecord, Destination, Envelope, LeaseResult, Leased, Queue, QueuedEvent,
+    AttemptRecord, Destination, Envelope, LaneKey, LeaseResult, Leased, Queue, QueuedEvent,
 };
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
@@ -17,7 +17,9 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, St
 use redis::{Client, RedisError, RedisResult};
 
 use crate::Error;
-use crate::routes::{StreamPauses, check_destinations, destination_stream};
+use crate::routes::{
+    LANE_PARTITIONS, StreamPauses, check_destinations, destination_stream, partition_stream,
+};
 use crate::scripts::Scripts;
 use crate::sink::{ATTEMPTS_FIELD, DEFAULT_STREAM, ENVELOPE_FIELD};
 use crate::url::{DEFAULT_RESPONSE_TIMEOUT, RedisUrl, connection};
@@ -27,6 +29,8 @@ pub const DEFAULT_GROUP: &str = "hookgate";
 
 /// Most retries moved from the delayed set back to the stream per poll.
 const PROMOTE_BATCH: usize = 1000;
+/// How long a lane partition's retry-at time is kept at most.
+const RETRY_AT_TTL_MS: u64 = 86_400_000;
 /// The longest blocking read; a longer poll interval reads again after it.
 const MAX_BLOCK: Duration = Duration::from_secs(30);
 
@@ -97,8 +101,20 @@ pub type StreamWorkerHandle = hookgate_queue::WorkerHandle<StreamQueue>;
 /// no read, no take-over (their due retries are still moved back to their streams,
 /// which delivers nothing). [`paused`](Queue::paused) reads the set `<stream>:paused`
 /// that [`StreamPauses`](crate::StreamPauses) (`hookgate destination pause --queue URL`)
-/// writes. Ordered lanes (`order_key`) are refused: see the
-/// [crate documentation](crate#destinations).
+/// writes.
+///
+/// An **ordered destination** (`order_key`) also has [`LANE_PARTITIONS`](crate::LANE_PARTITIONS)
+/// lane partition streams `<stream>:<destination>:p<n>` (a lane key's partition is
+/// [`lane_partition`](crate::lane_partition)), each leased one head at a time across
+/// every consumer: a lease takes a partition's lock `…:p<n>:lock` (`SET NX PX` for the
+/// lease, renewed with it, freed when the delivery ends), then its pending head (a
+/// retrying head, after its time in `…:p<n>:retry_at`; or one whose consumer died,
+/// taken over and counted) or else its next entry. A retry keeps the head pending, so
+/// it keeps its lane; a dead letter releases it (and remembers its partition, where a
+/// replay puts it back, at the lane's tail). The loop sees the partition as the lane
+/// (`p<n>`). An event without a key value goes to the destination's plain stream,
+/// unordered. A new head in an idle partition is found by the next lease, within the
+/// poll interval.
 pub struct StreamQueue {
     conn: ConnectionManager,
     reader: ConnectionManager,
@@ -188,7 +204,8 @@ pub struct StreamQueueBuilder {
     dead: Option<String>,
     delete_handled: bool,
     response_timeout: Duration,
-    destinations: Vec<String>,
+    /// Each destination's name, and whether it is ordered.
+    destinations: Vec<(String, bool)>,
 }
 
 impl fmt::Debug for StreamQueueBuilder {
@@ -253,12 +270,13 @@ impl StreamQueueBuilder {
     /// destinations ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
     ///
     /// # Errors
-    /// [`Error::Config`] for a destination this backend cannot serve: one with an
-    /// `order_key` (ordered lanes are not supported on Redis streams yet) or named
-    /// `paused`, `filtered` or `seen`.
+    /// [`Error::Config`] for a destination named `paused`, `filtered` or `seen`.
     pub fn destinations(mut self, destinations: &[Destination]) -> Result<Self, Error> {
         check_destinations(destinations)?;
-        self.destinations = destinations.iter().map(|d| d.name().to_owned()).collect();
+        self.destinations = destinations
+            .iter()
+            .map(|d| (d.name().to_owned(), d.order_key().is_some()))
+            .collect();
         Ok(self)
     }
 
@@ -284,23 +302,42 @@ impl StreamQueueBuilder {
         let streams = if self.destinations.is_empty() {
             vec![StreamNames {
                 destination: None,
+                lane: None,
                 delayed: format!("{}:delayed", self.stream),
                 dead: self.dead.unwrap_or_else(|| format!("{}:dead", self.stream)),
                 stream: self.stream.clone(),
             }]
         } else {
-            self.destinations
-                .iter()
-                .map(|name| {
-                    let stream = destination_stream(&self.stream, name);
-                    StreamNames {
-                        destination: Some(name.clone()),
-                        delayed: format!("{stream}:delayed"),
-                        dead: format!("{stream}:dead"),
-                        stream,
+            let mut streams = Vec::new();
+            for (name, ordered) in &self.destinations {
+                let stream = destination_stream(&self.stream, name);
+                let dead = format!("{stream}:dead");
+                if *ordered {
+                    for n in 0..LANE_PARTITIONS {
+                        let partition = partition_stream(&stream, n);
+                        streams.push(StreamNames {
+                            destination: Some(name.clone()),
+                            delayed: format!("{partition}:delayed"),
+                            dead: dead.clone(),
+                            lane: Some(Lane {
+                                key: LaneKey::new(&format!("p{n}")),
+                                lock: format!("{partition}:lock"),
+                                retry_at: format!("{partition}:retry_at"),
+                            }),
+                            stream: partition,
+                        });
                     }
-                })
-                .collect()
+                }
+                // Unkeyed deliveries of an ordered destination run unordered, here.
+                streams.push(StreamNames {
+                    destination: Some(name.clone()),
+                    delayed: format!("{stream}:delayed"),
+                    dead,
+                    lane: None,
+                    stream,
+                });
+            }
+            streams
         };
         let names = Names {
             base: self.stream,
@@ -349,6 +386,19 @@ struct StreamNames {
     stream: String,
     delayed: String,
     dead: String,
+    /// For a lane partition of an ordered destination: leased one head at a time.
+    lane: Option<Lane>,
+}
+
+/// A lane partition's keys.
+#[derive(Debug)]
+struct Lane {
+    /// The loop's lane key for the partition's deliveries (`p<n>`).
+    key: LaneKey,
+    /// Who holds the partition's head (`SET NX PX`, the lease).
+    lock: String,
+    /// When its retrying head is due (Unix ms).
+    retry_at: String,
 }
 
 /// An entry this consumer holds: what it needs to finish it or give it back.
@@ -410,10 +460,22 @@ impl Queue for StreamQueue {
     fn renew(
         &self,
         tickets: Vec<Arc<StreamTicket>>,
-        _lease: Duration,
+        lease: Duration,
     ) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             for (at, names) in self.names.streams.iter().enumerate() {
+                if let Some(lane) = &names.lane {
+                    if tickets.iter().any(|t| t.stream == at) {
+                        self.scripts
+                            .renew_lock
+                            .key(&lane.lock)
+                            .arg(&self.names.consumer)
+                            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+                            .invoke_async::<i64>(&mut self.conn.clone())
+                            .await?;
+                    }
+                    continue;
+                }
                 let ids: Vec<&str> = tickets
                     .iter()
                     .filter(|t| t.stream == at)
@@ -518,17 +580,41 @@ impl StreamQueue {
         wait: Duration,
         held: Vec<String>,
     ) -> LeaseResult<Self> {
+        let not_held = |names: &StreamNames| {
+            names
+                .destination
+                .as_ref()
+                .is_none_or(|name| !held.contains(name))
+        };
         let open: Vec<usize> = (0..self.names.streams.len())
             .filter(|at| {
-                self.names.streams.get(*at).is_some_and(|names| {
-                    names
-                        .destination
-                        .as_ref()
-                        .is_none_or(|name| !held.contains(name))
-                })
+                self.names
+                    .streams
+                    .get(*at)
+                    .is_some_and(|names| names.lane.is_none() && not_held(names))
+            })
+            .collect();
+        let partitions: Vec<usize> = (0..self.names.streams.len())
+            .filter(|at| {
+                self.names
+                    .streams
+                    .get(*at)
+                    .is_some_and(|names| names.lane.is_some() && not_held(names))
             })
             .collect();
         let mut batch = Vec::new();
+        for at in partitions {
+            if batch.len() >= max {
+                break;
+            }
+            match self.lease_partition(at, lease).await {
+                Ok(Some(leased)) => batch.push(leased),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis stream worker could not lease a lane partition");
+                }
+            }
+        }
         if self.maintenance_due(wait) {
             self.promote_due().await;
             for at in &open {
@@ -548,7 +634,8 @@ impl StreamQueue {
         // Block only when nothing was taken over, at most the poll interval.
         let block = batch.is_empty().then(|| wait.min(MAX_BLOCK));
         if open.is_empty() {
-            // Every destination is held: wait as a blocking read would, then look again.
+            // Every unordered stream is held: wait as a blocking read would (a lane
+            // partition's new head is found by the next lease), then look again.
             if let Some(block) = block {
                 tokio::time::sleep(block).await;
             }
@@ -576,6 +663,46 @@ impl StreamQueue {
         Ok(batch)
     }
 
+    /// Leases the head of lane partition `at` if it is free (see the script).
+    async fn lease_partition(
+        &self,
+        at: usize,
+        lease: Duration,
+    ) -> RedisResult<Option<Leased<Arc<StreamTicket>, QueuedEvent>>> {
+        let Some(names) = self.names.streams.get(at) else {
+            return Ok(None);
+        };
+        let Some(lane) = &names.lane else {
+            return Ok(None);
+        };
+        let reply: Option<(String, Vec<String>, u32)> = self
+            .scripts
+            .lease_partition
+            .key(&names.stream)
+            .key(&lane.lock)
+            .key(&lane.retry_at)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(unix_millis(SystemTime::now()))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let Some((id, fields, deliveries)) = reply else {
+            return Ok(None);
+        };
+        let mut map = std::collections::HashMap::new();
+        let mut pairs = fields.into_iter();
+        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+            map.insert(name, redis::Value::BulkString(value.into_bytes()));
+        }
+        let entry = StreamId {
+            id,
+            map,
+            ..StreamId::default()
+        };
+        Ok(Some(self.leased(at, entry, deliveries)))
+    }
+
     /// The leased delivery of `entry` from stream `at`.
     fn leased(
         &self,
@@ -584,14 +711,13 @@ impl StreamQueue {
         deliveries: u32,
     ) -> Leased<Arc<StreamTicket>, QueuedEvent> {
         let leased = leased(at, entry, deliveries);
-        match self
-            .names
-            .streams
-            .get(at)
-            .and_then(|n| n.destination.as_deref())
-        {
-            Some(destination) => leased.with_destination(destination, None),
-            None => leased,
+        match self.names.streams.get(at) {
+            Some(StreamNames {
+                destination: Some(destination),
+                lane,
+                ..
+            }) => leased.with_destination(destination, lane.as_ref().map(|l| l.key.clone())),
+            _ => leased,
         }
     }
 
@@ -605,6 +731,33 @@ impl StreamQueue {
         let Some(names) = self.names.streams.get(ticket.stream) else {
             return Ok(false);
         };
+        if let Some(lane) = &names.lane {
+            let mut invocation = self.scripts.finish_partition.key(&names.stream);
+            invocation
+                .key(&lane.lock)
+                .key(&lane.retry_at)
+                .key(&names.dead)
+                .arg(&self.names.group)
+                .arg(&ticket.id)
+                .arg(&self.names.consumer)
+                .arg(action);
+            match action {
+                // The head stays pending; only its due time is kept (for a day at most).
+                "retry" => {
+                    if let Some(due) = args.first() {
+                        invocation.arg(due).arg(RETRY_AT_TTL_MS);
+                    }
+                }
+                "dead" => {
+                    for arg in args {
+                        invocation.arg(arg);
+                    }
+                }
+                _ => {}
+            }
+            let applied: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+            return Ok(applied == 1);
+        }
         let mut invocation = self.scripts.finish.key(&names.stream);
         invocation
             .key(&names.delayed)

@@ -295,10 +295,10 @@ pub(super) fn destinations(
         let destination = config
             .resolve(retry.policy())
             .map_err(|e| at(e.to_string()))?;
-        if queue.is_some() && destination.order_key().is_some() {
+        if queue == Some(QueueKind::Nats) && destination.order_key().is_some() {
             return Err(at(
-                "order_key: ordered lanes are not supported with a queue (Redis streams, \
-                 JetStream) yet; remove order_key, or keep the endpoint on the local inbox"
+                "order_key: ordered lanes are not supported on a JetStream queue yet; remove \
+                 order_key, or use a redis:// queue or the local inbox"
                     .to_owned(),
             ));
         }
@@ -673,15 +673,15 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_queue_holds_its_destinations_but_not_their_lanes() {
-        let text = |extra: &str| {
+    fn an_endpoint_queue_holds_its_destinations_and_their_lanes_on_redis_only() {
+        let text = |queue: &str, extra: &str| {
             format!(
                 r#"
                 [[endpoint]]
                 path = "/x"
                 scheme = "github"
                 keys = [{{ secret = "s" }}]
-                queue = "redis://127.0.0.1:6379/?stream=s"
+                queue = "{queue}"
                 [[endpoint.destination]]
                 name = "billing"
                 forward = "http://127.0.0.1:3000/b"
@@ -692,13 +692,19 @@ mod tests {
                 "#
             )
         };
-        let file: File = toml::from_str(&text("")).unwrap();
+        let redis = "redis://127.0.0.1:6379/?stream=s";
+        let nats = "nats://127.0.0.1:4222/?stream=S&subject=s";
+        let file: File = toml::from_str(&text(redis, "")).unwrap();
         let resolved = endpoints(&file, retry()).unwrap();
         assert!(matches!(resolved[0].action, Action::Queue(_)));
         let names: Vec<&str> = resolved[0].destinations.iter().map(|d| d.name()).collect();
         assert_eq!(names, ["billing", "audit"]);
 
-        let file: File = toml::from_str(&text(r#"order_key = "/customer""#)).unwrap();
+        let lanes = r#"order_key = "/customer""#;
+        let file: File = toml::from_str(&text(redis, lanes)).unwrap();
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(resolved[0].destinations[0].order_key().is_some());
+        let file: File = toml::from_str(&text(nats, lanes)).unwrap();
         let err = endpoints(&file, retry()).unwrap_err().to_string();
         assert!(
             err.contains("destination billing: order_key") && err.contains("not supported"),

@@ -89,13 +89,13 @@
 //!   `lease_except` with the head-of-lane condition under `FOR UPDATE SKIP LOCKED` (lock
 //!   the lane, e.g. `pg_try_advisory_xact_lock(hashtext(destination || lane))`, so two
 //!   replicas never run one lane at once), `paused`, per-destination replay and log rows.
-//! - **Redis streams** (`hookgate-redis`): done without lanes. One stream per
-//!   destination (`<stream>:<destination>`, the destination also in the envelope), written
-//!   at enqueue by one Lua script with the event's enqueue marker; `lease_except` skips
-//!   held destinations' streams; pauses in the set `<stream>:paused`; dead letters and
-//!   replay per destination. Still to do: ordered lanes (a partition per lane key hash,
-//!   with a per-partition lease key `SET NX PX` renewed with the delivery lease); refused
-//!   at start until then.
+//! - **Redis streams** (`hookgate-redis`): done. One stream per destination
+//!   (`<stream>:<destination>`, the destination also in the envelope), written at enqueue
+//!   by one Lua script with the event's enqueue marker; `lease_except` skips held
+//!   destinations' streams; pauses in the set `<stream>:paused`; dead letters and replay
+//!   per destination; ordered lanes as 16 partition streams per ordered destination, each
+//!   leased one head at a time under a per-partition lock (`SET NX PX`, renewed with the
+//!   delivery lease).
 //! - **JetStream** (`hookgate-nats`): done without lanes. One subject per destination
 //!   (`<subject>.<name>`, `Nats-Msg-Id` `<dedup key>@<name>`), one durable consumer per
 //!   destination that `lease_except` skips when held, pauses in a small stream, dead
