@@ -174,8 +174,8 @@ return false
 /// Finishes the head of a lane partition (see [`LEASE_PARTITION`]) if it is still this
 /// consumer's: `ack` deletes it, `dead` moves it to the dead letters (with its `source`
 /// partition, for the replay), `retry` keeps it pending (still the lane's head) and sets
-/// the partition's retry-at time, `release` keeps it pending. Every action frees the
-/// partition's lock.
+/// the partition's retry-at time, `release` keeps it pending with its delivery count
+/// taken back (its attempt not counted). Every action frees the partition's lock.
 ///
 /// KEYS: partition stream, lock, retry-at, dead-letter stream.
 /// ARGV: group, entry id, consumer, action, then for `retry`: due (ms), retry-at TTL (ms);
@@ -195,6 +195,10 @@ elseif action == 'dead' then
 elseif action == 'ack' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
+elseif action == 'release' then
+  -- Given back uncounted: the next lease's take-over counts this delivery again.
+  local before = math.max(tonumber(p[1][4]) - 1, 0)
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'RETRYCOUNT', before, 'JUSTID')
 end
 if redis.call('GET', KEYS[2]) == ARGV[3] then
   redis.call('DEL', KEYS[2])

@@ -109,7 +109,8 @@ pub type StreamWorkerHandle = hookgate_queue::WorkerHandle<StreamQueue>;
 /// every consumer: a lease takes a partition's lock `…:p<n>:lock` (`SET NX PX` for the
 /// lease, renewed with it, freed when the delivery ends), then its pending head (a
 /// retrying head, after its time in `…:p<n>:retry_at`; or one whose consumer died,
-/// taken over and counted) or else its next entry. A retry keeps the head pending, so
+/// taken over and counted; one given back is not counted) or else its next entry. A
+/// retry keeps the head pending, so
 /// it keeps its lane; a dead letter releases it (and remembers its partition, where a
 /// replay puts it back, at the lane's tail). The loop sees the partition as the lane
 /// (`p<n>`). An event without a key value goes to the destination's plain stream,

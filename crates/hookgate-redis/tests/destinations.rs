@@ -523,3 +523,70 @@ async fn a_dead_letter_releases_its_lane_and_replays_into_it() {
     worker.shutdown().await;
     assert_eq!(calls.lock().unwrap()[3], ("a1".to_owned(), 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_head_given_back_at_shutdown_keeps_its_lane_uncounted() {
+    let Some(server) = Redis::start() else { return };
+    let url = format!("{}?stream={}", server.url(), unique("lanestop"));
+    let sink = routed_sink(&url, ordered()).await;
+    for id in ["a1", "a2"] {
+        sink.enqueue(customer_event(id, "cust-a")).await.unwrap();
+    }
+    let queue = |consumer: &'static str| {
+        let url = url.clone();
+        async move {
+            StreamQueue::builder(&url)
+                .unwrap()
+                .consumer(consumer)
+                .destinations(&ordered())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        }
+    };
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stuck = StreamWorker::builder(queue("w1").await, move |event: QueuedEvent| {
+        let started = started_tx.clone();
+        async move {
+            let _ = started.send(event.delivery_id().unwrap().to_owned());
+            std::future::pending::<()>().await;
+            HandlerResult::Ok
+        }
+    })
+    .destinations("shop", &ordered())
+    .shutdown_grace(Duration::from_millis(100))
+    .start()
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(60), started_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "a1");
+    assert_eq!(stuck.shutdown().await.released, 1);
+
+    // Another worker: a1 again first (still the lane's head), attempt 1; then a2.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
+    let next = StreamWorker::builder(queue("w2").await, move |event: QueuedEvent| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((event.delivery_id().unwrap().to_owned(), event.attempt()));
+            HandlerResult::Ok
+        }
+    })
+    .destinations("shop", &ordered())
+    .poll_interval(Duration::from_millis(20))
+    .start()
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    next.shutdown().await;
+    assert_eq!(seen, [("a1".to_owned(), 1), ("a2".to_owned(), 1)]);
+}
