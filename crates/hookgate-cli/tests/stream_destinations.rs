@@ -272,6 +272,108 @@ async fn nats_fan_out_dead_letters_replay_and_pause_per_destination() {
     fan_out_on(queue).await;
 }
 
+/// An ordered destination on Redis through the processes: the first event of customer A
+/// fails twice; per customer the application sees exactly the received order, and B's
+/// events went through meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_ordered_lanes_through_serve_and_two_workers() {
+    let Some(server) = Redis::start() else { return };
+    let queue = format!(
+        "{}?stream=hgsdl:{:012x}",
+        server.url(),
+        fastrand::u64(..) >> 16
+    );
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let failures = Arc::clone(&failures);
+        TestServer::start(move |_, seen| {
+            let envelope: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+            if envelope["delivery_id"] == "msg_lane_a0"
+                && failures.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                (500, "not yet")
+            } else {
+                (200, "ok")
+            }
+        })
+        .await
+    };
+    let ledger = format!(
+        r#"name = "ledger", forward = "{}", order_key = "/customer", retry = {{ max_attempts = 10, base = "10ms", cap = "20ms" }}"#,
+        app.url("/ledger")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--secret",
+            SECRET,
+            "--queue",
+            &queue,
+            "--destination",
+            &ledger,
+        ],
+    );
+    let work_args = [
+        "--queue",
+        &queue,
+        "--destination",
+        &ledger,
+        "--workers",
+        "4",
+    ];
+    let _first = Work::start(&work_args);
+    let _second = Work::start(&work_args);
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        for customer in ["a", "b"] {
+            let id = format!("msg_lane_{customer}{n}");
+            let body = format!(r#"{{"type":"invoice.paid","customer":"{customer}"}}"#);
+            assert_eq!(post(serve.addr, &id, &body).await, 200);
+            sent.push(id);
+        }
+    }
+    eventually(PATIENCE, "every event delivered", || {
+        let delivered = app.seen().len();
+        async move { (delivered >= 8 + 2).then_some(()) }
+    })
+    .await;
+    let arrivals: Vec<String> = app
+        .seen()
+        .iter()
+        .map(|seen| {
+            let envelope: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+            envelope["delivery_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let lane = |customer: &str| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for id in arrivals
+            .iter()
+            .filter(|id| id.starts_with(&format!("msg_lane_{customer}")))
+        {
+            if out.last() != Some(id) {
+                out.push(id.clone());
+            }
+        }
+        out
+    };
+    let expected = |customer: &str| -> Vec<String> {
+        (0..4).map(|n| format!("msg_lane_{customer}{n}")).collect()
+    };
+    // A's head three times (two 500s), then the rest of A in order; B in order.
+    assert_eq!(lane("a"), expected("a"), "{arrivals:?}");
+    assert_eq!(lane("b"), expected("b"), "{arrivals:?}");
+    assert_eq!(arrivals.len(), 10, "{arrivals:?}");
+    let a_done = arrivals.iter().rposition(|id| id == "msg_lane_a0").unwrap();
+    assert!(
+        arrivals[..a_done]
+            .iter()
+            .all(|id| id == "msg_lane_a0" || id.contains("_b")),
+        "nothing of A's lane before its head succeeded: {arrivals:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_order_key_on_a_jetstream_queue() {
     let dir = tempfile::tempdir().unwrap();

@@ -110,9 +110,8 @@ pub type StreamWorkerHandle = hookgate_queue::WorkerHandle<StreamQueue>;
 /// lease, renewed with it, freed when the delivery ends), then its pending head (a
 /// retrying head, after its time in `…:p<n>:retry_at`; or one whose consumer died,
 /// taken over and counted; one given back is not counted) or else its next entry. A
-/// retry keeps the head pending, so
-/// it keeps its lane; a dead letter releases it (and remembers its partition, where a
-/// replay puts it back, at the lane's tail). The loop sees the partition as the lane
+/// retry keeps the head pending, so it keeps its lane; a dead letter releases it (and
+/// remembers its partition, where a replay puts it back, at the lane's tail). The loop sees the partition as the lane
 /// (`p<n>`). An event without a key value goes to the destination's plain stream,
 /// unordered. A new head in an idle partition is found by the next lease, within the
 /// poll interval.
