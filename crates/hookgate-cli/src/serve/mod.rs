@@ -160,8 +160,9 @@ pub(crate) struct ServeArgs {
     /// `[[endpoint.destination]]` table as an inline TOML table without its braces, e.g.
     /// --destination 'name = "billing", forward = "http://127.0.0.1:3000/b", filter = {
     /// type = "invoice.*" }, concurrency = 4'. Keys: name, forward | exec, filter (type,
-    /// header, body, any, all), rate, concurrency, order_key, circuit, retry. See
-    /// docs/DESTINATIONS.md.
+    /// header, body, any, all), rate, concurrency, order_key, circuit, retry. With --queue
+    /// the queue holds one stream per destination, for `hookgate work --queue URL` given
+    /// the same --destination flags (order_key on Redis only). See docs/DESTINATIONS.md.
     #[arg(
         long = "destination",
         value_name = "KEYS",
