@@ -11,7 +11,7 @@ use hookgate_queue::{Envelope, EnvelopeError};
 
 use crate::Error;
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
-use crate::worker::{ATTEMPTS_HEADER, ERROR_HEADER};
+use crate::worker::{ATTEMPTS_HEADER, ERROR_HEADER, SOURCE_HEADER};
 
 /// The dead letters of a stream handled by a [`JetStreamWorker`](crate::JetStreamWorker):
 /// list them, and put them back on the stream once the cause is fixed.
@@ -200,8 +200,16 @@ impl JetStreamDeadLetters {
                 .message_id(format!("{dedup}:replay:{}:{}", self.dead, letter.sequence).as_str())
                 .headers(HeaderMap::new())
                 .payload(message.payload.clone());
+            // One destination's dead letter goes back where it came from (its lane
+            // partition, for an ordered destination).
+            let target = match (&self.dead_subject, message.headers.get(SOURCE_HEADER)) {
+                (Some(_), Some(source)) if source.as_str().starts_with(&self.subject) => {
+                    source.as_str().to_owned()
+                }
+                _ => self.subject.clone(),
+            };
             self.context
-                .send_publish(self.subject.clone(), publish)
+                .send_publish(target, publish)
                 .await
                 .map_err(Error::nats)?
                 .await

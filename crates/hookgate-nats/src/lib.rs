@@ -83,9 +83,14 @@
 //! stores only the missing copies (the others are duplicates within the window). An event
 //! no destination takes is acknowledged and not stored. [`JetStreamDeadLetters::destination`]
 //! lists and replays one destination's dead letters, back to that destination only.
-//! Destination names are letters, digits, `-` and `_` here (a subject token). Ordered lanes
-//! (`order_key`) are **not supported** on JetStream: refused when the sink or queue is
-//! built. Use a stream and subject of their own for an endpoint with destinations.
+//! Destination names are letters, digits, `-` and `_` here (a subject token). **Ordered
+//! lanes** (`order_key`): the copy of an event with a lane key goes to one of the
+//! destination's [`LANE_PARTITIONS`] (16) partition subjects `<subject>.<destination>~p<n>`
+//! ([`lane_partition`]: FNV-1a of the key, as in `hookgate-redis`), each read by its own
+//! durable consumer with `max_ack_pending = 1`: one delivery out at a time across every
+//! worker; a retrying head (nak with delay) keeps its lane, a dead letter (term) releases
+//! it and carries its partition ([`SOURCE_HEADER`]) for the replay. Use a stream and
+//! subject of their own for an endpoint with destinations.
 //!
 //! Works with nats-server 2.9 and later.
 
@@ -104,11 +109,11 @@ pub use hookgate_queue::{
     ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
     ShutdownReport, WorkerStats,
 };
-pub use routes::JetStreamPauses;
+pub use routes::{JetStreamPauses, LANE_PARTITIONS, lane_partition};
 pub use sink::{DEFAULT_DUPLICATE_WINDOW, JetStreamSink, JetStreamSinkBuilder};
 pub use url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT};
 pub use worker::{
     ATTEMPTS_HEADER, DEFAULT_CONCURRENCY, DEFAULT_CONSUMER, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE, ERROR_HEADER, JetStreamQueue, JetStreamQueueBuilder, JetStreamWorker,
-    JetStreamWorkerBuilder, JetStreamWorkerHandle,
+    JetStreamWorkerBuilder, JetStreamWorkerHandle, SOURCE_HEADER,
 };

@@ -50,23 +50,37 @@ pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses what the JetStream backend does not do for destinations: names with `.`, and
-/// ordered lanes (`order_key`), which would need a consumer per lane partition with
-/// `max_ack_pending = 1`: refused rather than run unordered.
+/// Refuses what the JetStream backend cannot carry: names with `.`.
 pub(crate) fn check_destinations<'a>(
     destinations: impl IntoIterator<Item = &'a Destination>,
 ) -> Result<(), Error> {
     for destination in destinations {
         check_name(destination.name())?;
-        if destination.order_key().is_some() {
-            return Err(Error::Config(format!(
-                "destination {}: order_key (ordered lanes) is not supported on JetStream yet; \
-                 remove it, or use the local inbox or a PostgreSQL store",
-                destination.name()
-            )));
-        }
     }
     Ok(())
+}
+
+/// How many lane partitions an ordered destination has: one subject and one consumer
+/// with `max_ack_pending = 1` each.
+pub const LANE_PARTITIONS: u16 = 16;
+
+/// The lane partition of lane key `key`: FNV-1a (64-bit) of its bytes, modulo
+/// [`LANE_PARTITIONS`] (the same as `hookgate-redis`'s). Fixed: changing it would move
+/// keys between partitions while deliveries wait in them.
+pub fn lane_partition(key: &str) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let partition = hash.checked_rem(u64::from(LANE_PARTITIONS)).unwrap_or(0);
+    u16::try_from(partition).unwrap_or(0)
+}
+
+/// The subject token (and consumer suffix) of lane partition `partition` of destination
+/// `name`: `~` cannot be in a destination name here, so it never meets another's.
+pub(crate) fn partition_token(name: &str, partition: u16) -> String {
+    format!("{name}~p{partition}")
 }
 
 /// The pauses of an endpoint's destinations on JetStream, shared by every process: what
@@ -221,6 +235,10 @@ mod tests {
         );
         assert_eq!(copy_message_id("k:1", "billing"), "k:1@billing");
         assert!(check_name("billing-2_x").is_ok());
+        assert_eq!(partition_token("billing", 3), "billing~p3");
+        // Pinned, and the same as hookgate-redis's: a change would move waiting deliveries.
+        assert_eq!(lane_partition(""), 5);
+        assert!((0..100).all(|n| lane_partition(&format!("c{n}")) < LANE_PARTITIONS));
         for bad in ["a.b", "", "a b", "a*"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }

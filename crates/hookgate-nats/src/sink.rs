@@ -15,6 +15,7 @@ use hookgate_queue::{Envelope, EventView, Router};
 use crate::Error;
 use crate::routes::{
     check_destinations, copy_message_id, destination_subject, destinations_wildcard,
+    lane_partition, partition_token,
 };
 use crate::stream::{StreamSpec, ensure_stream};
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
@@ -77,6 +78,8 @@ struct SinkRoutes {
     router: Router,
     /// Per destination, in the router's order: its subject.
     subjects: Vec<String>,
+    /// The subject events are published under.
+    base: String,
 }
 
 impl JetStreamSink {
@@ -103,7 +106,7 @@ impl JetStreamSink {
     ///
     /// # Errors
     /// As [`connect`](Self::connect), and [`Error::Config`] for a destination this backend
-    /// cannot serve (an `order_key`, a name with `.`).
+    /// cannot serve (a name with `.`).
     pub async fn connect_with_destinations(
         url: &str,
         router: Option<Router>,
@@ -206,9 +209,17 @@ impl JetStreamSink {
             let publish = PublishMessage::build()
                 .message_id(copy_message_id(&envelope.dedup_key, destination.name()).as_str())
                 .payload(payload.into());
+            // An ordered destination's copy with a lane key goes to its lane's partition.
+            let subject = match route.lane() {
+                Some(lane) if destination.order_key().is_some() => destination_subject(
+                    &routes.base,
+                    &partition_token(destination.name(), lane_partition(lane.as_str())),
+                ),
+                _ => subject.clone(),
+            };
             pending.push(
                 self.context
-                    .send_publish(subject.clone(), publish)
+                    .send_publish(subject, publish)
                     .await
                     .map_err(publish_error)?,
             );
@@ -267,9 +278,10 @@ pub struct JetStreamSinkBuilder {
 
 impl JetStreamSinkBuilder {
     /// Routes each event to `router`'s destinations, one copy per matching destination on
-    /// its own subject (see [Destinations](JetStreamSink#destinations)). Refused when it
-    /// connects: a destination with an `order_key` (ordered lanes are not supported on
-    /// JetStream yet) or whose name has a `.`.
+    /// its own subject (see [Destinations](JetStreamSink#destinations)); an ordered
+    /// destination's keyed copy goes to its lane's partition subject
+    /// `<subject>.<destination>~p<n>`. Refused when it connects: a destination whose name
+    /// has a `.`.
     pub fn destinations(mut self, router: Router) -> Self {
         self.router = Some(router);
         self
@@ -349,7 +361,11 @@ impl JetStreamSinkBuilder {
                     .iter()
                     .map(|d| destination_subject(&self.subject, d.name()))
                     .collect();
-                Some(Arc::new(SinkRoutes { router, subjects }))
+                Some(Arc::new(SinkRoutes {
+                    router,
+                    subjects,
+                    base: self.subject.clone(),
+                }))
             }
         };
         let client = connect(&url.server, "hookgate-sink").await?;

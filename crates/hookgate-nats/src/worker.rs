@@ -13,7 +13,7 @@ use async_nats::jetstream::{AckKind, Context, Message};
 use futures_util::StreamExt as _;
 use hookgate::BoxFuture;
 use hookgate_queue::{
-    AttemptRecord, Destination, Envelope, LeaseResult, Leased, Queue, QueuedEvent,
+    AttemptRecord, Destination, Envelope, LaneKey, LeaseResult, Leased, Queue, QueuedEvent,
 };
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
@@ -22,8 +22,8 @@ use tokio::sync::OnceCell;
 
 use crate::Error;
 use crate::routes::{
-    JetStreamPauses, check_destinations, destination_consumer, destination_subject,
-    destinations_wildcard,
+    JetStreamPauses, LANE_PARTITIONS, check_destinations, destination_consumer,
+    destination_subject, destinations_wildcard, partition_token,
 };
 use crate::sink::DEFAULT_DUPLICATE_WINDOW;
 use crate::stream::{StreamSpec, ensure_stream};
@@ -36,6 +36,9 @@ pub const DEFAULT_CONSUMER: &str = "hookgate";
 pub const ERROR_HEADER: &str = "Hookgate-Error";
 /// Header of a dead letter: attempts made.
 pub const ATTEMPTS_HEADER: &str = "Hookgate-Attempts";
+/// Header of a dead letter of a destination: the subject it was consumed from, where a
+/// replay of that destination's dead letters puts it back (its lane partition).
+pub const SOURCE_HEADER: &str = "Hookgate-Source";
 
 /// Runs a [`Handler`](crate::Handler) over a JetStream stream filled by a
 /// [`JetStreamSink`](crate::JetStreamSink), through one durable pull consumer shared by any
@@ -98,8 +101,11 @@ pub type JetStreamWorkerHandle = hookgate_queue::WorkerHandle<JetStreamQueue>;
 /// pull from the held destinations' consumers at all; [`paused`](Queue::paused) reads
 /// the stream `<stream>_PAUSED` ([`JetStreamPauses`](crate::JetStreamPauses)).
 /// Each destination's dead letters go to `<dead subject>.<destination>` in the one
-/// dead-letter stream (which then captures `<dead subject>.*`). Ordered lanes
-/// (`order_key`) are refused. A delivery the loop gives back because its destination
+/// dead-letter stream (which then captures `<dead subject>.*`). An ordered destination
+/// (`order_key`) also has [`LANE_PARTITIONS`](crate::LANE_PARTITIONS) partition consumers
+/// (`<consumer>_<destination>~p<n>` on `<subject>.<destination>~p<n>`) with
+/// `max_ack_pending = 1`, each leased delivery carrying its partition as the lane
+/// (`p<n>`). A delivery the loop gives back because its destination
 /// became held is a redelivery to JetStream, so it counts as an attempt. A lease takes
 /// what each open consumer has now without waiting; [`wait`](Queue::wait) then waits for
 /// the next copy published, seen by a core-NATS subscription to `<subject>.*` (so new
@@ -139,6 +145,9 @@ struct DestinationConsumer {
     subject: String,
     dead_subject: String,
     consumer: OnceCell<PullConsumer>,
+    /// For a lane partition of an ordered destination: the loop's lane key (`p<n>`); its
+    /// consumer has `max_ack_pending = 1`.
+    lane: Option<LaneKey>,
 }
 
 impl JetStreamQueue {
@@ -202,6 +211,13 @@ impl JetStreamQueue {
                             ack_policy: AckPolicy::Explicit,
                             ack_wait: lease,
                             max_deliver: -1,
+                            // A lane partition: one delivery outstanding at a time, across
+                            // every worker; a retrying head (nak with delay) keeps it.
+                            max_ack_pending: if slot.lane.is_some() {
+                                1
+                            } else {
+                                pull::Config::default().max_ack_pending
+                            },
                             ..pull::Config::default()
                         },
                     )
@@ -236,6 +252,20 @@ impl JetStreamQueue {
         let mut batch = Vec::new();
         for at in &open {
             let consumer = self.destination_consumer(*at, lease).await?;
+            let partition = self.destinations.get(*at).is_some_and(|s| s.lane.is_some());
+            if partition {
+                // Its head, if it is free; a partition whose head is out answers nothing
+                // (or refuses the pull): not an error of the queue.
+                match fetch(consumer, 1, None).await {
+                    Ok(messages) => {
+                        for message in messages {
+                            batch.push(self.leased_for(*at, message));
+                        }
+                    }
+                    Err(err) => tracing::debug!(error = %err, "lane partition: nothing to pull"),
+                }
+                continue;
+            }
             for message in fetch(consumer, share, None).await? {
                 batch.push(self.leased_for(*at, message));
             }
@@ -249,7 +279,7 @@ impl JetStreamQueue {
     fn leased_for(&self, at: usize, message: Message) -> Leased<Arc<Message>, QueuedEvent> {
         let leased = leased(message);
         match self.destinations.get(at) {
-            Some(slot) => leased.with_destination(slot.name.as_str(), None),
+            Some(slot) => leased.with_destination(slot.name.as_str(), slot.lane.clone()),
             None => leased,
         }
     }
@@ -299,6 +329,8 @@ impl JetStreamQueue {
         let mut headers = HeaderMap::new();
         headers.insert(ERROR_HEADER, header_safe(reason).as_str());
         headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
+        // Where it came from, so that a replay puts it back there (a lane partition).
+        headers.insert(SOURCE_HEADER, message.subject.as_str());
         let dedup = dedup_of(message).unwrap_or_default();
         let publish = PublishMessage::build()
             .message_id(format!("{dedup}:dead:{sequence}").as_str())
@@ -346,7 +378,8 @@ pub struct JetStreamQueueBuilder {
     dead_subject: Option<String>,
     dead_stream: Option<String>,
     ack_timeout: Duration,
-    destinations: Vec<String>,
+    /// Each destination's name, and whether it is ordered.
+    destinations: Vec<(String, bool)>,
 }
 
 impl JetStreamQueueBuilder {
@@ -388,11 +421,13 @@ impl JetStreamQueueBuilder {
     /// ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
     ///
     /// # Errors
-    /// [`Error::Config`] for a destination this backend cannot serve: one with an
-    /// `order_key` (ordered lanes are not supported on JetStream yet) or a `.` in its name.
+    /// [`Error::Config`] for a destination this backend cannot serve: a `.` in its name.
     pub fn destinations(mut self, destinations: &[Destination]) -> Result<Self, Error> {
         check_destinations(destinations)?;
-        self.destinations = destinations.iter().map(|d| d.name().to_owned()).collect();
+        self.destinations = destinations
+            .iter()
+            .map(|d| (d.name().to_owned(), d.order_key().is_some()))
+            .collect();
         Ok(self)
     }
 
@@ -441,17 +476,32 @@ impl JetStreamQueueBuilder {
             replicas: 1,
         };
         ensure_stream(&context, &dead_spec, true).await?;
-        let destinations = self
-            .destinations
-            .iter()
-            .map(|name| DestinationConsumer {
+        let mut destinations = Vec::new();
+        for (name, ordered) in &self.destinations {
+            let dead = destination_subject(&dead_subject, name);
+            if *ordered {
+                for n in 0..LANE_PARTITIONS {
+                    let token = partition_token(name, n);
+                    destinations.push(DestinationConsumer {
+                        name: name.clone(),
+                        durable: destination_consumer(&self.consumer, &token),
+                        subject: destination_subject(&self.subject, &token),
+                        dead_subject: dead.clone(),
+                        consumer: OnceCell::new(),
+                        lane: Some(LaneKey::new(&format!("p{n}"))),
+                    });
+                }
+            }
+            // Unkeyed deliveries of an ordered destination run unordered, here.
+            destinations.push(DestinationConsumer {
                 name: name.clone(),
                 durable: destination_consumer(&self.consumer, name),
                 subject: destination_subject(&self.subject, name),
-                dead_subject: destination_subject(&dead_subject, name),
+                dead_subject: dead,
                 consumer: OnceCell::new(),
-            })
-            .collect();
+                lane: None,
+            });
+        }
         let (pauses, published) = if routed {
             let pauses = JetStreamPauses::open(&context, &self.stream).await?;
             let mut subscription = context

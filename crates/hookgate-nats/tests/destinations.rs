@@ -22,7 +22,7 @@ use hookgate::sink::Sink;
 use hookgate::{FixedClock, SchemeId, SignRequest, Signer, VerifiedEvent, Verifier};
 use hookgate_nats::{
     HandlerResult, JetStreamDeadLetters, JetStreamPauses, JetStreamQueue, JetStreamSink,
-    JetStreamWorker, QueuedEvent,
+    JetStreamWorker, QueuedEvent, lane_partition,
 };
 use hookgate_queue::{
     Destination, DestinationTarget, EventFilter, FilterSpec, Queue, RetryPolicy, Router,
@@ -288,33 +288,242 @@ async fn each_destination_dead_letters_and_replays_on_its_own() {
     assert_eq!(last, [1, 1, 1, 1], "a replay starts its attempts again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ordered_lanes_and_dotted_names_are_refused_clearly() {
+/// `ledger` delivers each customer's events in order (`order_key = "/customer"`).
+fn ordered() -> Vec<Destination> {
+    vec![
+        Destination::new("ledger", DestinationTarget::Exec("true".into()))
+            .unwrap()
+            .with_order_key("/customer".parse().unwrap())
+            .with_retry(
+                RetryPolicy::new()
+                    .base(Duration::from_millis(10))
+                    .cap(Duration::from_millis(30))
+                    .max_attempts(1000),
+            )
+            .unwrap(),
+    ]
+}
+
+fn customer_event(id: &str, customer: &str) -> VerifiedEvent {
+    let body = format!(r#"{{"type":"invoice.paid","id":"{id}","customer":"{customer}"}}"#);
+    let signed = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
+        .unwrap()
+        .sign(&SignRequest::new(body).id(id).timestamp(NOW as i64))
+        .unwrap();
+    Verifier::builder(SchemeId::StandardWebhooksV1)
+        .secret(SECRET)
+        .clock(FixedClock::from_unix(NOW))
+        .build()
+        .unwrap()
+        .verify(&signed.headers, signed.body)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ordered_lanes_keep_each_key_in_order_across_two_workers() {
     let Some(server) = Nats::start() else { return };
     let url = unique_url(&server);
-    let ordered = vec![
-        Destination::new("billing", DestinationTarget::Exec("true".into()))
-            .unwrap()
-            .with_order_key("/customer".parse().unwrap()),
+    // Two customers in different lane partitions.
+    let a = "cust-a";
+    let b = (0..)
+        .map(|n| format!("cust-b{n}"))
+        .find(|b| lane_partition(b) != lane_partition(a))
+        .unwrap();
+    let sink = routed_sink(&url, ordered()).await;
+    let sent = [
+        ("a1", a),
+        ("b1", &b),
+        ("a2", a),
+        ("b2", &b),
+        ("a3", a),
+        ("b3", &b),
     ];
-    let err = JetStreamQueue::builder(&url)
-        .unwrap()
-        .destinations(&ordered)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("order_key"), "{err}");
-    let err = JetStreamSink::connect_with_destinations(&url, Some(Router::new(ordered).unwrap()))
-        .await
-        .unwrap_err()
-        .to_string();
+    for (id, customer) in sent {
+        sink.enqueue(customer_event(id, customer)).await.unwrap();
+    }
+    // Every call, in order: (delivery id, succeeded). a1 fails until b's lane is done:
+    // it can only succeed if b's lane was not blocked behind a's failing head.
+    type Calls = Arc<Mutex<Vec<(String, bool)>>>;
+    let calls: Calls = Arc::default();
+    let handler = {
+        let calls = calls.clone();
+        move |event: QueuedEvent| {
+            let calls = calls.clone();
+            async move {
+                let id = event.delivery_id().unwrap().to_owned();
+                let ok = id != "a1" || calls.lock().unwrap().iter().any(|(i, ok)| i == "b3" && *ok);
+                calls.lock().unwrap().push((id, ok));
+                // Long enough for the other worker to try the same lane meanwhile.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if ok {
+                    HandlerResult::Ok
+                } else {
+                    HandlerResult::retry_because("not before b3")
+                }
+            }
+        }
+    };
+    let start = |_consumer: &str| {
+        let (url, handler) = (url.clone(), handler.clone());
+        async move {
+            let queue = JetStreamQueue::builder(&url)
+                .unwrap()
+                .destinations(&ordered())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            JetStreamWorker::builder(queue, handler)
+                .destinations("shop", &ordered())
+                .concurrency(4)
+                .poll_interval(Duration::from_millis(20))
+                .start()
+                .unwrap()
+        }
+    };
+    let (first, second) = (start("w1").await, start("w2").await);
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        calls.lock().unwrap().iter().filter(|(_, ok)| *ok).count() == 6
+    })
+    .await;
+    first.shutdown().await;
+    second.shutdown().await;
+
+    let calls = calls.lock().unwrap().clone();
+    let done: Vec<&str> = calls
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let of = |lane: char| -> Vec<&str> {
+        done.iter()
+            .copied()
+            .filter(|id| id.starts_with(lane))
+            .collect()
+    };
+    assert_eq!(of('a'), ["a1", "a2", "a3"], "{calls:?}");
+    assert_eq!(of('b'), ["b1", "b2", "b3"], "{calls:?}");
+    // a's later events were not even tried before its head succeeded.
+    let head_done = calls.iter().position(|(i, ok)| i == "a1" && *ok).unwrap();
     assert!(
-        err.contains("order_key") && err.contains("billing"),
-        "{err}"
+        calls[..head_done]
+            .iter()
+            .all(|(i, _)| i == "a1" || i.starts_with('b')),
+        "{calls:?}"
     );
+    assert!(calls[..head_done].iter().filter(|(i, _)| i == "a1").count() >= 2);
+    // Each event once when it succeeded: no lane ran two deliveries at once.
+    assert_eq!(done.len(), 6, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_releases_its_lane_and_replays_into_it() {
+    let Some(server) = Nats::start() else { return };
+    let url = unique_url(&server);
+    let ledger = vec![
+        Destination::new("ledger", DestinationTarget::Exec("true".into()))
+            .unwrap()
+            .with_order_key("/customer".parse().unwrap())
+            .with_retry(fast())
+            .unwrap(),
+    ];
+    let sink = routed_sink(&url, ledger.clone()).await;
+    for id in ["a1", "a2"] {
+        sink.enqueue(customer_event(id, "cust-a")).await.unwrap();
+    }
+    let calls: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let (calls, fixed) = (calls.clone(), fixed.clone());
+        move |event: QueuedEvent| {
+            let (calls, fixed) = (calls.clone(), fixed.clone());
+            async move {
+                let id = event.delivery_id().unwrap().to_owned();
+                calls.lock().unwrap().push((id.clone(), event.attempt()));
+                if id == "a1" && !fixed.load(Ordering::SeqCst) {
+                    HandlerResult::retry_because("a1 is poison")
+                } else {
+                    HandlerResult::Ok
+                }
+            }
+        }
+    };
+    let queue = JetStreamQueue::builder(&url)
+        .unwrap()
+        .destinations(&ledger)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let worker = JetStreamWorker::builder(queue, handler)
+        .destinations("shop", &ledger)
+        .poll_interval(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    let dead = JetStreamDeadLetters::connect(&url)
+        .await
+        .unwrap()
+        .destination("ledger")
+        .unwrap();
+    eventually(Duration::from_secs(30), "a1 dead, a2 delivered", || async {
+        dead.len().await.unwrap() == 1 && calls.lock().unwrap().iter().any(|(i, _)| i == "a2")
+    })
+    .await;
+    // a1 ran its two attempts as the lane's head, then its dead letter let a2 go.
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        [
+            ("a1".to_owned(), 1),
+            ("a1".to_owned(), 2),
+            ("a2".to_owned(), 1)
+        ]
+    );
+    // The dead letter remembers its lane partition; the replay goes back there.
+    let stream = url
+        .split("stream=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let client = hookgate_nats::async_nats::connect(server.address())
+        .await
+        .unwrap();
+    let dead_stream = hookgate_nats::async_nats::jetstream::new(client)
+        .get_stream(format!("{stream}_DEAD"))
+        .await
+        .unwrap();
+    let letter = dead_stream.get_raw_message(1).await.unwrap();
+    let source = letter.headers.get(hookgate_nats::SOURCE_HEADER).unwrap();
+    assert!(
+        source
+            .as_str()
+            .ends_with(&format!(".ledger~p{}", lane_partition("cust-a"))),
+        "{source:?}"
+    );
+    fixed.store(true, Ordering::SeqCst);
+    assert_eq!(dead.replay(10).await.unwrap(), 1);
+    eventually(Duration::from_secs(30), "a1 replayed", || async {
+        calls.lock().unwrap().len() == 4
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(calls.lock().unwrap()[3], ("a1".to_owned(), 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotted_names_are_refused_clearly() {
+    let Some(server) = Nats::start() else { return };
+    let url = unique_url(&server);
     let dotted = vec![Destination::new("a.b", DestinationTarget::Exec("true".into())).unwrap()];
     let err = JetStreamQueue::builder(&url)
         .unwrap()
         .destinations(&dotted)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no ."), "{err}");
+    let err = JetStreamSink::connect_with_destinations(&url, Some(Router::new(dotted).unwrap()))
+        .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("no ."), "{err}");

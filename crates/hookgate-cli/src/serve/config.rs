@@ -268,16 +268,18 @@ pub(super) fn destinations(
     }
     // An endpoint-level queue holds the destinations' streams (one per destination):
     // `hookgate work --queue URL --destination …` delivers them.
-    let queue = match action {
-        Action::Print => None,
-        Action::Queue(url) => Some(queue_kind(url)?),
+    match action {
+        Action::Print => {}
+        Action::Queue(url) => {
+            queue_kind(url)?;
+        }
         _ => {
             return Err(format!(
                 "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
                  remove its own forward or exec (declare it as one more destination)"
             ));
         }
-    };
+    }
     if store.is_some() {
         return Err(format!(
             "endpoint {endpoint}: destinations need the local inbox for now (not a PostgreSQL \
@@ -295,13 +297,6 @@ pub(super) fn destinations(
         let destination = config
             .resolve(retry.policy())
             .map_err(|e| at(e.to_string()))?;
-        if queue == Some(QueueKind::Nats) && destination.order_key().is_some() {
-            return Err(at(
-                "order_key: ordered lanes are not supported on a JetStream queue yet; remove \
-                 order_key, or use a redis:// queue or the local inbox"
-                    .to_owned(),
-            ));
-        }
         match destination.target() {
             DestinationTarget::Forward(url) => {
                 crate::client::parse_url(url, "forward").map_err(|e| at(e.to_string()))?;
@@ -673,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_queue_holds_its_destinations_and_their_lanes_on_redis_only() {
+    fn an_endpoint_queue_holds_its_destinations_and_their_lanes() {
         let text = |queue: &str, extra: &str| {
             format!(
                 r#"
@@ -705,11 +700,8 @@ mod tests {
         let resolved = endpoints(&file, retry()).unwrap();
         assert!(resolved[0].destinations[0].order_key().is_some());
         let file: File = toml::from_str(&text(nats, lanes)).unwrap();
-        let err = endpoints(&file, retry()).unwrap_err().to_string();
-        assert!(
-            err.contains("destination billing: order_key") && err.contains("not supported"),
-            "{err}"
-        );
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(resolved[0].destinations[0].order_key().is_some());
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub(crate) struct ServeArgs {
     /// type = "invoice.*" }, concurrency = 4'. Keys: name, forward | exec, filter (type,
     /// header, body, any, all), rate, concurrency, order_key, circuit, retry. With --queue
     /// the queue holds one stream per destination, for `hookgate work --queue URL` given
-    /// the same --destination flags (order_key on Redis only). See docs/DESTINATIONS.md.
+    /// the same --destination flags. See docs/DESTINATIONS.md.
     #[arg(
         long = "destination",
         value_name = "KEYS",

@@ -96,11 +96,11 @@
 //!   per destination; ordered lanes as 16 partition streams per ordered destination, each
 //!   leased one head at a time under a per-partition lock (`SET NX PX`, renewed with the
 //!   delivery lease).
-//! - **JetStream** (`hookgate-nats`): done without lanes. One subject per destination
+//! - **JetStream** (`hookgate-nats`): done. One subject per destination
 //!   (`<subject>.<name>`, `Nats-Msg-Id` `<dedup key>@<name>`), one durable consumer per
 //!   destination that `lease_except` skips when held, pauses in a small stream, dead
-//!   letters and replay per destination. Still to do: ordered lanes (a consumer per lane
-//!   partition with `max_ack_pending = 1`); refused at start until then.
+//!   letters and replay per destination; ordered lanes as 16 partition subjects per
+//!   ordered destination, each with a consumer whose `max_ack_pending` is 1.
 //!
 //! **Fleets.** The gates and lanes are in memory, per process: with several replicas over
 //! a shared store, each limit holds per replica, and an ordered destination needs its lane
