@@ -16,7 +16,8 @@ use crate::{Output, Status};
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeadLettersArgs {
     /// The queue `hookgate work` consumes: redis://HOST:6379/?stream=NAME (dead letters in
-    /// `<stream>:dead`), nats://HOST:4222/?stream=NAME&subject=SUBJ (in `<stream>_DEAD`) or
+    /// `<stream>:dead`, or `<stream>:<destination>:dead`), nats://HOST:4222/?stream=NAME&
+    /// subject=SUBJ (in `<stream>_DEAD`) or
     /// postgres://USER@HOST/DB[?schema=S] (the events whose status is dead).
     #[arg(long, value_name = "URL")]
     queue: String,
@@ -33,6 +34,12 @@ pub(crate) struct DeadLettersArgs {
     /// One JSON object per line instead of a table.
     #[arg(long, conflicts_with = "replay")]
     json: bool,
+
+    /// The dead letters of this destination only, for an endpoint with destinations
+    /// (`serve --queue URL --destination …`): each destination has its own, and a replay
+    /// puts them back for that destination alone, never re-delivering to the others.
+    #[arg(long, value_name = "NAME")]
+    destination: Option<String>,
 }
 
 /// One dead letter, as listed.
@@ -90,19 +97,21 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
     let failed = |e: String| CliError::new(format!("--queue {shown}: {e}"));
     let kind = QueueKind::of(&args.queue)?;
     if kind == QueueKind::Postgres {
+        if args.destination.is_some() {
+            return Err(CliError::new(
+                "--destination works with redis:// and nats:// queues, not a PostgreSQL store \
+                 (yet)",
+            ));
+        }
         return postgres(&args).await.map_err(failed);
     }
     let redis = kind == QueueKind::Redis;
     if args.replay {
         let moved = if redis {
-            let dead = hookgate_redis::StreamDeadLetters::connect(&args.queue)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+            let dead = redis_dead_letters(&args).await.map_err(failed)?;
             dead.replay(args.count).await.map_err(|e| e.to_string())
         } else {
-            let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+            let dead = nats_dead_letters(&args).await.map_err(failed)?;
             dead.replay(args.count).await.map_err(|e| e.to_string())
         };
         let moved = moved.map_err(failed)?;
@@ -112,9 +121,7 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
         ));
     }
     let listed: Vec<Listed> = if redis {
-        let dead = hookgate_redis::StreamDeadLetters::connect(&args.queue)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let dead = redis_dead_letters(&args).await.map_err(failed)?;
         dead.list(args.count)
             .await
             .map_err(|e| failed(e.to_string()))?
@@ -122,9 +129,7 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
             .map(|l| Listed::new(l.id, l.envelope, l.attempts, l.error, l.failed_at_ms))
             .collect()
     } else {
-        let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let dead = nats_dead_letters(&args).await.map_err(failed)?;
         dead.list(args.count)
             .await
             .map_err(|e| failed(e.to_string()))?
@@ -141,6 +146,32 @@ pub(crate) async fn run(args: DeadLettersArgs) -> Result<Output, CliError> {
             .collect()
     };
     Ok(Output::new(render(&listed, args.json), Status::Success))
+}
+
+/// The dead letters of a Redis stream, or of one destination's stream.
+async fn redis_dead_letters(
+    args: &DeadLettersArgs,
+) -> Result<hookgate_redis::StreamDeadLetters, String> {
+    let dead = hookgate_redis::StreamDeadLetters::connect(&args.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    match &args.destination {
+        Some(name) => dead.destination(name).map_err(|e| e.to_string()),
+        None => Ok(dead),
+    }
+}
+
+/// The dead letters of a JetStream stream, or of one destination's subject.
+async fn nats_dead_letters(
+    args: &DeadLettersArgs,
+) -> Result<hookgate_nats::JetStreamDeadLetters, String> {
+    let dead = hookgate_nats::JetStreamDeadLetters::connect(&args.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    match &args.destination {
+        Some(name) => dead.destination(name).map_err(|e| e.to_string()),
+        None => Ok(dead),
+    }
 }
 
 /// The dead letters of a PostgreSQL store: its events whose status is `dead`.

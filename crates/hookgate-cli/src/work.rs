@@ -6,6 +6,15 @@
 //! `Idempotency-Key` header, the same retry policy flags. Several `work` processes share a
 //! queue: each event goes to one of them, and the events of one that dies are taken over by
 //! another once their lease has expired.
+//!
+//! **Destinations** (issue 21). For an endpoint that `serve --queue URL` runs with
+//! destinations (`--destination` flags or `[[endpoint.destination]]`), the queue holds one
+//! stream per destination; `work` is given the same destinations with the same
+//! `--destination` flags (the one-endpoint syntax of `serve`), and then consumes every
+//! destination's stream, each delivery going to its destination's forward or exec target
+//! through that destination's gates (pause, circuit, concurrency, rate: the one worker
+//! loop's) and retry policy (default: this command's retry flags). Flags rather than the
+//! config file: a consumer machine needs the destinations, not the endpoint's secrets.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -82,6 +91,19 @@ pub(crate) struct WorkArgs {
     /// Serve /healthz and /metrics (Prometheus) on this address.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+
+    /// One destination of the endpoint whose queue this is (repeatable), exactly as given
+    /// to `serve --queue URL --destination …`: the keys of a `[[endpoint.destination]]`
+    /// table without its braces, e.g. --destination 'name = "billing", forward =
+    /// "http://127.0.0.1:3000/b", filter = { type = "invoice.*" }'. The queue's
+    /// destination streams are consumed, each with its destination's target, gates and
+    /// retries, instead of the plain stream. Redis streams and JetStream only.
+    #[arg(
+        long = "destination",
+        value_name = "KEYS",
+        conflicts_with_all = ["forward", "exec"]
+    )]
+    destinations: Vec<String>,
 }
 
 /// The queue a URL names: one that `serve --queue` fills, or a PostgreSQL store.
@@ -147,6 +169,19 @@ fn configure<Q: Queue>(
         .handler_timeout(args.timeout.saturating_add(Duration::from_secs(5)))
 }
 
+/// The worker with the endpoint's destinations, if it has some.
+fn with_destinations<Q: Queue>(
+    builder: WorkerBuilder<Q>,
+    endpoint: &str,
+    destinations: &[hookgate_queue::Destination],
+) -> WorkerBuilder<Q> {
+    if destinations.is_empty() {
+        builder
+    } else {
+        builder.destinations(endpoint, destinations)
+    }
+}
+
 /// Runs `hookgate work` until SIGTERM or Ctrl-C, then finishes (or gives back) the events
 /// in progress.
 ///
@@ -172,11 +207,31 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
         (None, Some(command)) => Target::Exec(command.clone()),
         (None, None) => Target::Print,
     };
+    let destinations = if args.destinations.is_empty() {
+        Vec::new()
+    } else {
+        if kind == QueueKind::Postgres {
+            return Err(CliError::new(
+                "--destination: a PostgreSQL store keeps its destinations itself; give \
+                 --destination with a redis:// or nats:// queue",
+            ));
+        }
+        crate::serve::queue_destinations(
+            &args.endpoint,
+            &args.destinations,
+            &args.queue,
+            (args.max_attempts, args.retry_base, args.retry_cap),
+        )?
+    };
     let processor = Processor {
         endpoint: Arc::from(args.endpoint.as_str()),
         action: target,
         timeout: args.timeout,
-        destinations: Arc::from(Vec::new()),
+        destinations: Arc::from(crate::serve::destination_targets(
+            &args.endpoint,
+            &destinations,
+            &client,
+        )?),
     };
     let policy = RetryPolicy::new()
         .base(args.retry_base)
@@ -190,18 +245,30 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
     let unreachable = |e: &dyn std::fmt::Display| CliError::new(format!("--queue {shown}: {e}"));
     let started = match kind {
         QueueKind::Redis => {
-            let queue = hookgate_redis::StreamQueue::connect(&args.queue)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            configure(Worker::builder(queue, processor), &args, policy)
+            let mut builder =
+                hookgate_redis::StreamQueue::builder(&args.queue).map_err(|e| unreachable(&e))?;
+            if !destinations.is_empty() {
+                builder = builder
+                    .destinations(&destinations)
+                    .map_err(|e| unreachable(&e))?;
+            }
+            let queue = builder.connect().await.map_err(|e| unreachable(&e))?;
+            let worker = configure(Worker::builder(queue, processor), &args, policy);
+            with_destinations(worker, &args.endpoint, &destinations)
                 .start()
                 .map(Running::Redis)
         }
         QueueKind::Nats => {
-            let queue = hookgate_nats::JetStreamQueue::connect(&args.queue)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            configure(Worker::builder(queue, processor), &args, policy)
+            let mut builder =
+                hookgate_nats::JetStreamQueue::builder(&args.queue).map_err(|e| unreachable(&e))?;
+            if !destinations.is_empty() {
+                builder = builder
+                    .destinations(&destinations)
+                    .map_err(|e| unreachable(&e))?;
+            }
+            let queue = builder.connect().await.map_err(|e| unreachable(&e))?;
+            let worker = configure(Worker::builder(queue, processor), &args, policy);
+            with_destinations(worker, &args.endpoint, &destinations)
                 .start()
                 .map(Running::Nats)
         }

@@ -11,15 +11,20 @@ use hookgate_queue::{Envelope, EnvelopeError};
 
 use crate::Error;
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
-use crate::worker::{ATTEMPTS_HEADER, ERROR_HEADER};
+use crate::worker::{ATTEMPTS_HEADER, ERROR_HEADER, SOURCE_HEADER};
 
 /// The dead letters of a stream handled by a [`JetStreamWorker`](crate::JetStreamWorker):
 /// list them, and put them back on the stream once the cause is fixed.
+///
+/// For an endpoint with destinations, each destination has its own dead letters: pick
+/// them with [`destination`](Self::destination).
 #[derive(Clone)]
 pub struct JetStreamDeadLetters {
     context: Context,
     subject: String,
     dead: String,
+    /// With a destination: the subject of its dead letters (others are skipped).
+    dead_subject: Option<String>,
 }
 
 /// One dead letter.
@@ -57,7 +62,23 @@ impl JetStreamDeadLetters {
             context: context(client, DEFAULT_ACK_TIMEOUT),
             subject,
             dead,
+            dead_subject: None,
         })
+    }
+
+    /// The dead letters of destination `name` only (issue 21): those on
+    /// `<subject>.dead.<name>`, replayed to `<subject>.<name>` only, so a replay never
+    /// re-delivers to the endpoint's other destinations. Assumes the default dead-letter
+    /// subject (`<subject>.dead`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a name that cannot be a destination on JetStream.
+    pub fn destination(mut self, name: &str) -> Result<Self, Error> {
+        crate::routes::check_name(name)?;
+        let dead_base = format!("{}.dead", self.subject);
+        self.dead_subject = Some(crate::routes::destination_subject(&dead_base, name));
+        self.subject = crate::routes::destination_subject(&self.subject, name);
+        Ok(self)
     }
 
     async fn stream(&self) -> Result<Option<Stream>, Error> {
@@ -85,6 +106,11 @@ impl JetStreamDeadLetters {
     /// # Errors
     /// [`Error::Nats`] if JetStream cannot answer.
     pub async fn len(&self) -> Result<u64, Error> {
+        if self.dead_subject.is_some() {
+            // One destination's: counted by reading them (a CLI-sized list).
+            let letters = self.list(usize::MAX).await?;
+            return Ok(u64::try_from(letters.len()).unwrap_or(u64::MAX));
+        }
         let Some(mut stream) = self.stream().await? else {
             return Ok(0);
         };
@@ -114,6 +140,14 @@ impl JetStreamDeadLetters {
         while letters.len() < count && sequence <= state.last_sequence && state.messages > 0 {
             // A sequence whose message was deleted (replayed) has nothing: skip it.
             if let Ok(message) = stream.get_raw_message(sequence).await {
+                if self
+                    .dead_subject
+                    .as_deref()
+                    .is_some_and(|only| message.subject.as_str() != only)
+                {
+                    sequence = sequence.saturating_add(1);
+                    continue;
+                }
                 let header = |name: &str| {
                     message
                         .headers
@@ -166,8 +200,16 @@ impl JetStreamDeadLetters {
                 .message_id(format!("{dedup}:replay:{}:{}", self.dead, letter.sequence).as_str())
                 .headers(HeaderMap::new())
                 .payload(message.payload.clone());
+            // One destination's dead letter goes back where it came from (its lane
+            // partition, for an ordered destination).
+            let target = match (&self.dead_subject, message.headers.get(SOURCE_HEADER)) {
+                (Some(_), Some(source)) if source.as_str().starts_with(&self.subject) => {
+                    source.as_str().to_owned()
+                }
+                _ => self.subject.clone(),
+            };
             self.context
-                .send_publish(self.subject.clone(), publish)
+                .send_publish(target, publish)
                 .await
                 .map_err(Error::nats)?
                 .await

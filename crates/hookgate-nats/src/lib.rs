@@ -65,10 +65,38 @@
 //! | [`JetStreamQueue::connect`] | `stream`, `subject`, `consumer`, `dead_subject`, `dead_stream` |
 //! | [`JetStreamDeadLetters::connect`] | `stream`, `subject`, `dead_stream` (`consumer` ignored) |
 //!
+//! ## Destinations
+//!
+//! An endpoint with destinations (issue 21: `[[endpoint.destination]]` in `hookgate serve`,
+//! [`hookgate_queue::Router`] in Rust) gives the sink
+//! ([`JetStreamSinkBuilder::destinations`]) and the queue
+//! ([`JetStreamQueueBuilder::destinations`]) the same destinations:
+//!
+//! | what | where |
+//! |---|---|
+//! | one copy per matching destination, the envelope naming it | subject `<subject>.<destination>`, `Nats-Msg-Id` `<dedup key>@<destination>`; the stream captures `<subject>.*` |
+//! | one durable consumer per destination | `<consumer>_<destination>`, filtered on its subject |
+//! | its dead letters | subject `<dead subject>.<destination>` in `<stream>_DEAD` (which captures `<dead subject>.*`) |
+//! | paused destinations | one message each on `hookgate.paused.<stream>.<destination>` in the stream `<stream>_PAUSED` ([`JetStreamPauses`]) |
+//!
+//! The 2xx comes once JetStream acked every copy; a sender's retry after a partial failure
+//! stores only the missing copies (the others are duplicates within the window). An event
+//! no destination takes is acknowledged and not stored. [`JetStreamDeadLetters::destination`]
+//! lists and replays one destination's dead letters, back to that destination only.
+//! Destination names are letters, digits, `-` and `_` here (a subject token). **Ordered
+//! lanes** (`order_key`): the copy of an event with a lane key goes to one of the
+//! destination's [`LANE_PARTITIONS`] (16) partition subjects `<subject>.<destination>~p<n>`
+//! ([`lane_partition`]: FNV-1a of the key, as in `hookgate-redis`), each read by its own
+//! durable consumer with `max_ack_pending = 1`: one delivery out at a time across every
+//! worker; a retrying head (nak with delay) keeps its lane, a dead letter (term) releases
+//! it and carries its partition ([`SOURCE_HEADER`]) for the replay. Use a stream and
+//! subject of their own for an endpoint with destinations.
+//!
 //! Works with nats-server 2.9 and later.
 
 mod dead;
 mod error;
+mod routes;
 mod sink;
 mod stream;
 mod url;
@@ -81,10 +109,11 @@ pub use hookgate_queue::{
     ENVELOPE_VERSION, Envelope, EnvelopeError, Handler, HandlerResult, QueuedEvent, RetryPolicy,
     ShutdownReport, WorkerStats,
 };
+pub use routes::{JetStreamPauses, LANE_PARTITIONS, lane_partition};
 pub use sink::{DEFAULT_DUPLICATE_WINDOW, JetStreamSink, JetStreamSinkBuilder};
 pub use url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT};
 pub use worker::{
     ATTEMPTS_HEADER, DEFAULT_CONCURRENCY, DEFAULT_CONSUMER, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE, ERROR_HEADER, JetStreamQueue, JetStreamQueueBuilder, JetStreamWorker,
-    JetStreamWorkerBuilder, JetStreamWorkerHandle,
+    JetStreamWorkerBuilder, JetStreamWorkerHandle, SOURCE_HEADER,
 };

@@ -10,9 +10,13 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::RetentionPolicy;
 use hookgate::sink::{Sink, SinkError};
 use hookgate::{BoxFuture, VerifiedEvent};
-use hookgate_queue::Envelope;
+use hookgate_queue::{Envelope, EventView, Router};
 
 use crate::Error;
+use crate::routes::{
+    check_destinations, copy_message_id, destination_subject, destinations_wildcard,
+    lane_partition, partition_token,
+};
 use crate::stream::{StreamSpec, ensure_stream};
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
 
@@ -43,12 +47,39 @@ pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The client reconnects by itself while NATS is away; events are never buffered into a
 /// 2xx: without an ack, the sender is told to retry.
 ///
+/// # Destinations
+///
+/// With [`destinations`](JetStreamSinkBuilder::destinations) (an endpoint with
+/// `[[endpoint.destination]]`, issue 21), each event is routed once, on receive
+/// ([`Router::route`]), and published as one copy per matching destination on that
+/// destination's subject `<subject>.<destination>`, its envelope naming the destination;
+/// the stream then captures `<subject>.*` (one token per destination). The copies are
+/// published together and the enqueue answers `Ok` only once JetStream acked **every**
+/// copy: the 2xx means all of them are stored. Each copy's `Nats-Msg-Id` is
+/// `<dedup key>@<destination>`, so when one copy fails and the sender retries (the gate
+/// answered 503), the copies already stored are dropped as duplicates by the stream's
+/// duplicate window and only the missing ones are added: no duplicate copies within the
+/// window (2 minutes by default; the gate's dedup store covers a committed event beyond
+/// it). An event that matches no destination is acknowledged and stored nowhere (a
+/// work-queue stream keeps only what some consumer takes); it is counted in the trace
+/// log only.
+///
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct JetStreamSink {
     context: Context,
     subject: Arc<str>,
     stream: Arc<str>,
+    routes: Option<Arc<SinkRoutes>>,
+}
+
+/// What the sink needs to route events to destinations.
+struct SinkRoutes {
+    router: Router,
+    /// Per destination, in the router's order: its subject.
+    subjects: Vec<String>,
+    /// The subject events are published under.
+    base: String,
 }
 
 impl JetStreamSink {
@@ -67,6 +98,19 @@ impl JetStreamSink {
     /// [`Error::Config`] for a bad URL or an existing stream that does not capture the
     /// subject, [`Error::Nats`] if NATS or JetStream cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        JetStreamSink::connect_with_destinations(url, None).await
+    }
+
+    /// [`connect`](Self::connect), routing each event to `router`'s destinations when one
+    /// is given (see [Destinations](Self#destinations)).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), and [`Error::Config`] for a destination this backend
+    /// cannot serve (a name with `.`).
+    pub async fn connect_with_destinations(
+        url: &str,
+        router: Option<Router>,
+    ) -> Result<Self, Error> {
         let url = NatsUrl::parse(
             url,
             &["stream", "subject", "duplicate_window_ms", "ack_timeout_ms"],
@@ -84,6 +128,9 @@ impl JetStreamSink {
         if let Some(timeout) = url.millis("ack_timeout_ms")? {
             builder = builder.ack_timeout(timeout);
         }
+        if let Some(router) = router {
+            builder = builder.destinations(router);
+        }
         builder.connect(&url.server).await
     }
 
@@ -97,6 +144,7 @@ impl JetStreamSink {
             replicas: 1,
             create: true,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            router: None,
         }
     }
 
@@ -129,6 +177,62 @@ impl JetStreamSink {
             .map_err(publish_error)?;
         Ok((ack.sequence, ack.duplicate))
     }
+
+    /// Routes `event` and publishes its copies (see [Destinations](Self#destinations)),
+    /// waiting for every ack; returns how many copies JetStream newly stored.
+    async fn publish_routed(
+        &self,
+        routes: &SinkRoutes,
+        event: &VerifiedEvent,
+    ) -> Result<usize, SinkError> {
+        let envelope = Envelope::from_event(event);
+        let routed = routes.router.route(EventView::new(
+            envelope.event_type.as_deref(),
+            &envelope.headers,
+            &envelope.body,
+        ));
+        if routed.is_empty() {
+            tracing::debug!(dedup_key = %envelope.dedup_key, "filtered: no destination takes the event");
+            return Ok(0);
+        }
+        // Send every copy first, then wait for the acks: one round trip, not one per copy.
+        let mut pending = Vec::with_capacity(routed.len());
+        for route in &routed {
+            let (Some(subject), Some(destination)) = (
+                routes.subjects.get(route.destination()),
+                routes.router.destinations().get(route.destination()),
+            ) else {
+                continue;
+            };
+            let copy = envelope.clone().with_destination(destination.name());
+            let payload = copy.to_json().map_err(SinkError::unavailable)?;
+            let publish = PublishMessage::build()
+                .message_id(copy_message_id(&envelope.dedup_key, destination.name()).as_str())
+                .payload(payload.into());
+            // An ordered destination's copy with a lane key goes to its lane's partition.
+            let subject = match route.lane() {
+                Some(lane) if destination.order_key().is_some() => destination_subject(
+                    &routes.base,
+                    &partition_token(destination.name(), lane_partition(lane.as_str())),
+                ),
+                _ => subject.clone(),
+            };
+            pending.push(
+                self.context
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(publish_error)?,
+            );
+        }
+        let mut stored = 0usize;
+        for ack in pending {
+            let ack = ack.await.map_err(publish_error)?;
+            if !ack.duplicate {
+                stored = stored.saturating_add(1);
+            }
+        }
+        Ok(stored)
+    }
 }
 
 fn publish_error(err: async_nats::jetstream::context::PublishError) -> SinkError {
@@ -140,7 +244,12 @@ fn publish_error(err: async_nats::jetstream::context::PublishError) -> SinkError
 
 impl Sink for JetStreamSink {
     fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move { self.publish(&Envelope::from_event(&event)).await.map(drop) })
+        Box::pin(async move {
+            match &self.routes {
+                Some(routes) => self.publish_routed(routes, &event).await.map(drop),
+                None => self.publish(&Envelope::from_event(&event)).await.map(drop),
+            }
+        })
     }
 }
 
@@ -164,9 +273,20 @@ pub struct JetStreamSinkBuilder {
     replicas: usize,
     create: bool,
     ack_timeout: Duration,
+    router: Option<Router>,
 }
 
 impl JetStreamSinkBuilder {
+    /// Routes each event to `router`'s destinations, one copy per matching destination on
+    /// its own subject (see [Destinations](JetStreamSink#destinations)); an ordered
+    /// destination's keyed copy goes to its lane's partition subject
+    /// `<subject>.<destination>~p<n>`. Refused when it connects: a destination whose name
+    /// has a `.`.
+    pub fn destinations(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
     /// The stream (default [`DEFAULT_STREAM`](crate::DEFAULT_STREAM)).
     pub fn stream(mut self, stream: impl Into<String>) -> Self {
         self.stream = stream.into();
@@ -232,11 +352,31 @@ impl JetStreamSinkBuilder {
                 "the ack timeout and the replicas must not be zero".to_owned(),
             ));
         }
+        let routes = match self.router {
+            None => None,
+            Some(router) => {
+                check_destinations(router.destinations())?;
+                let subjects = router
+                    .destinations()
+                    .iter()
+                    .map(|d| destination_subject(&self.subject, d.name()))
+                    .collect();
+                Some(Arc::new(SinkRoutes {
+                    router,
+                    subjects,
+                    base: self.subject.clone(),
+                }))
+            }
+        };
         let client = connect(&url.server, "hookgate-sink").await?;
         let context = context(client, self.ack_timeout);
         let spec = StreamSpec {
             name: self.stream.clone(),
-            subject: self.subject.clone(),
+            subject: if routes.is_some() {
+                destinations_wildcard(&self.subject)
+            } else {
+                self.subject.clone()
+            },
             retention: RetentionPolicy::WorkQueue,
             duplicate_window: self.duplicate_window,
             max_age: self.max_age,
@@ -247,6 +387,7 @@ impl JetStreamSinkBuilder {
             context,
             subject: Arc::from(self.subject),
             stream: Arc::from(self.stream),
+            routes,
         })
     }
 }

@@ -12,13 +12,19 @@ use async_nats::jetstream::stream::{RetentionPolicy, Stream};
 use async_nats::jetstream::{AckKind, Context, Message};
 use futures_util::StreamExt as _;
 use hookgate::BoxFuture;
-use hookgate_queue::{AttemptRecord, Envelope, LeaseResult, Leased, Queue, QueuedEvent};
+use hookgate_queue::{
+    AttemptRecord, Destination, Envelope, LaneKey, LeaseResult, Leased, Queue, QueuedEvent,
+};
 pub use hookgate_queue::{
     DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::OnceCell;
 
 use crate::Error;
+use crate::routes::{
+    JetStreamPauses, LANE_PARTITIONS, check_destinations, destination_consumer,
+    destination_subject, destinations_wildcard, partition_token,
+};
 use crate::sink::DEFAULT_DUPLICATE_WINDOW;
 use crate::stream::{StreamSpec, ensure_stream};
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
@@ -30,6 +36,9 @@ pub const DEFAULT_CONSUMER: &str = "hookgate";
 pub const ERROR_HEADER: &str = "Hookgate-Error";
 /// Header of a dead letter: attempts made.
 pub const ATTEMPTS_HEADER: &str = "Hookgate-Attempts";
+/// Header of a dead letter of a destination: the subject it was consumed from, where a
+/// replay of that destination's dead letters puts it back (its lane partition).
+pub const SOURCE_HEADER: &str = "Hookgate-Source";
 
 /// Runs a [`Handler`](crate::Handler) over a JetStream stream filled by a
 /// [`JetStreamSink`](crate::JetStreamSink), through one durable pull consumer shared by any
@@ -81,6 +90,26 @@ pub type JetStreamWorkerHandle = hookgate_queue::WorkerHandle<JetStreamQueue>;
 ///   [`connect`](JetStreamQueueBuilder::connect) creates if missing.
 /// - **Release** at shutdown `-NAK`s the unfinished messages so they are redelivered at
 ///   once (JetStream counts that as a delivery).
+///
+/// # Destinations
+///
+/// With [`destinations`](JetStreamQueueBuilder::destinations) (issue 21) the queue reads
+/// the copies a [`JetStreamSink`](crate::JetStreamSink) with the same destinations
+/// publishes on `<subject>.<destination>`: one durable consumer per destination
+/// (`<consumer>_<destination>`, filtered on its subject), each leased delivery naming its
+/// destination ([`Leased::destination`]). [`lease_except`](Queue::lease_except) does not
+/// pull from the held destinations' consumers at all; [`paused`](Queue::paused) reads
+/// the stream `<stream>_PAUSED` ([`JetStreamPauses`](crate::JetStreamPauses)).
+/// Each destination's dead letters go to `<dead subject>.<destination>` in the one
+/// dead-letter stream (which then captures `<dead subject>.*`). An ordered destination
+/// (`order_key`) also has [`LANE_PARTITIONS`](crate::LANE_PARTITIONS) partition consumers
+/// (`<consumer>_<destination>~p<n>` on `<subject>.<destination>~p<n>`) with
+/// `max_ack_pending = 1`, each leased delivery carrying its partition as the lane
+/// (`p<n>`). A delivery the loop gives back because its destination
+/// became held is a redelivery to JetStream, so it counts as an attempt. A lease takes
+/// what each open consumer has now without waiting; [`wait`](Queue::wait) then waits for
+/// the next copy published, seen by a core-NATS subscription to `<subject>.*` (so new
+/// work starts at once on any destination), or the poll interval (retries coming due).
 pub struct JetStreamQueue {
     context: Context,
     stream: Stream,
@@ -88,6 +117,37 @@ pub struct JetStreamQueue {
     consumer_name: String,
     dead_subject: String,
     consumer: OnceCell<PullConsumer>,
+    /// One consumer per destination, when the queue has destinations.
+    destinations: Vec<DestinationConsumer>,
+    pauses: Option<JetStreamPauses>,
+    /// With destinations: woken by a core-NATS subscription to the destinations' subjects
+    /// whenever a copy is published (see [`Queue::wait`]).
+    published: Option<Published>,
+}
+
+/// New copies were published: a notification fed by a subscription task, stopped when the
+/// queue is dropped.
+struct Published {
+    notify: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The consumer of one destination's subject.
+struct DestinationConsumer {
+    name: String,
+    durable: String,
+    subject: String,
+    dead_subject: String,
+    consumer: OnceCell<PullConsumer>,
+    /// For a lane partition of an ordered destination: the loop's lane key (`p<n>`); its
+    /// consumer has `max_ack_pending = 1`.
+    lane: Option<LaneKey>,
 }
 
 impl JetStreamQueue {
@@ -127,7 +187,112 @@ impl JetStreamQueue {
             dead_stream: url.param("dead_stream").map(str::to_owned),
             server: url.server,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            destinations: Vec::new(),
         })
+    }
+
+    /// The durable consumer of destination number `at`, created if missing.
+    async fn destination_consumer(
+        &self,
+        at: usize,
+        lease: Duration,
+    ) -> Result<&PullConsumer, Error> {
+        let Some(slot) = self.destinations.get(at) else {
+            return Err(Error::Config(format!("no destination number {at}")));
+        };
+        slot.consumer
+            .get_or_try_init(|| async {
+                self.stream
+                    .get_or_create_consumer(
+                        &slot.durable,
+                        pull::Config {
+                            durable_name: Some(slot.durable.clone()),
+                            filter_subject: slot.subject.clone(),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: lease,
+                            max_deliver: -1,
+                            // A lane partition: one delivery outstanding at a time, across
+                            // every worker; a retrying head (nak with delay) keeps it.
+                            max_ack_pending: if slot.lane.is_some() {
+                                1
+                            } else {
+                                pull::Config::default().max_ack_pending
+                            },
+                            ..pull::Config::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| Error::nats(format!("consumer {}: {e}", slot.durable)))
+            })
+            .await
+    }
+
+    /// Leases from the consumers of the destinations not `held`: what each has now, or
+    /// else the first message any of them gets within `wait`.
+    async fn lease_destinations(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: &[String],
+    ) -> LeaseResult<Self> {
+        let open: Vec<usize> = (0..self.destinations.len())
+            .filter(|at| {
+                self.destinations
+                    .get(*at)
+                    .is_some_and(|slot| !held.contains(&slot.name))
+            })
+            .collect();
+        if open.is_empty() {
+            // Every destination is held: wait as a pull would, then look again.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let share = max.div_ceil(open.len()).max(1);
+        let mut batch = Vec::new();
+        for at in &open {
+            let consumer = self.destination_consumer(*at, lease).await?;
+            let partition = self.destinations.get(*at).is_some_and(|s| s.lane.is_some());
+            if partition {
+                // Its head, if it is free; a partition whose head is out answers nothing
+                // (or refuses the pull): not an error of the queue.
+                match fetch(consumer, 1, None).await {
+                    Ok(messages) => {
+                        for message in messages {
+                            batch.push(self.leased_for(*at, message));
+                        }
+                    }
+                    Err(err) => tracing::debug!(error = %err, "lane partition: nothing to pull"),
+                }
+                continue;
+            }
+            for message in fetch(consumer, share, None).await? {
+                batch.push(self.leased_for(*at, message));
+            }
+        }
+        // Nothing now: `wait` waits for the next publish (or the poll interval), rather
+        // than a pull with expiry per consumer, whose slowest one would delay the others.
+        Ok(batch)
+    }
+
+    /// The leased delivery of `message`, from destination number `at`'s consumer.
+    fn leased_for(&self, at: usize, message: Message) -> Leased<Arc<Message>, QueuedEvent> {
+        let leased = leased(message);
+        match self.destinations.get(at) {
+            Some(slot) => leased.with_destination(slot.name.as_str(), slot.lane.clone()),
+            None => leased,
+        }
+    }
+
+    /// Where a message's dead letter goes: its destination's dead subject, found from
+    /// the subject it was published on.
+    fn dead_subject_of(&self, message: &Message) -> &str {
+        self.destinations
+            .iter()
+            .find(|slot| slot.subject == message.subject.as_str())
+            .map_or(self.dead_subject.as_str(), |slot| {
+                slot.dead_subject.as_str()
+            })
     }
 
     /// The durable consumer, created with `lease` as its `ack_wait` if missing.
@@ -164,14 +329,17 @@ impl JetStreamQueue {
         let mut headers = HeaderMap::new();
         headers.insert(ERROR_HEADER, header_safe(reason).as_str());
         headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
+        // Where it came from, so that a replay puts it back there (a lane partition).
+        headers.insert(SOURCE_HEADER, message.subject.as_str());
         let dedup = dedup_of(message).unwrap_or_default();
         let publish = PublishMessage::build()
             .message_id(format!("{dedup}:dead:{sequence}").as_str())
             .headers(headers)
             .payload(message.payload.clone());
+        let dead_subject = self.dead_subject_of(message).to_owned();
         let stored = async {
             self.context
-                .send_publish(self.dead_subject.clone(), publish)
+                .send_publish(dead_subject, publish)
                 .await
                 .map_err(Error::nats)?
                 .await
@@ -210,6 +378,8 @@ pub struct JetStreamQueueBuilder {
     dead_subject: Option<String>,
     dead_stream: Option<String>,
     ack_timeout: Duration,
+    /// Each destination's name, and whether it is ordered.
+    destinations: Vec<(String, bool)>,
 }
 
 impl JetStreamQueueBuilder {
@@ -245,8 +415,24 @@ impl JetStreamQueueBuilder {
         self
     }
 
+    /// Reads the copies of these destinations, one consumer each, instead of the plain
+    /// subject (see [Destinations](JetStreamQueue#destinations)); the worker then runs with
+    /// the same destinations
+    /// ([`WorkerBuilder::destinations`](hookgate_queue::WorkerBuilder::destinations)).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a destination this backend cannot serve: a `.` in its name.
+    pub fn destinations(mut self, destinations: &[Destination]) -> Result<Self, Error> {
+        check_destinations(destinations)?;
+        self.destinations = destinations
+            .iter()
+            .map(|d| (d.name().to_owned(), d.order_key().is_some()))
+            .collect();
+        Ok(self)
+    }
+
     /// Connects, and creates the stream and the dead-letter stream if missing (the
-    /// durable consumer is created at the first lease, with the worker's lease).
+    /// durable consumers are created at the first lease, with the worker's lease).
     ///
     /// # Errors
     /// [`Error::Config`] for a stream that does not fit, [`Error::Nats`] if NATS or
@@ -254,11 +440,16 @@ impl JetStreamQueueBuilder {
     pub async fn connect(self) -> Result<JetStreamQueue, Error> {
         let client = connect(&self.server, "hookgate-worker").await?;
         let context = context(client, self.ack_timeout);
+        let routed = !self.destinations.is_empty();
         let stream = ensure_stream(
             &context,
             &StreamSpec {
                 name: self.stream.clone(),
-                subject: self.subject.clone(),
+                subject: if routed {
+                    destinations_wildcard(&self.subject)
+                } else {
+                    self.subject.clone()
+                },
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window: DEFAULT_DUPLICATE_WINDOW,
                 max_age: Duration::ZERO,
@@ -274,13 +465,63 @@ impl JetStreamQueueBuilder {
             name: self
                 .dead_stream
                 .unwrap_or_else(|| format!("{}_DEAD", self.stream)),
-            subject: dead_subject.clone(),
+            subject: if routed {
+                destinations_wildcard(&dead_subject)
+            } else {
+                dead_subject.clone()
+            },
             retention: RetentionPolicy::Limits,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             max_age: Duration::ZERO,
             replicas: 1,
         };
         ensure_stream(&context, &dead_spec, true).await?;
+        let mut destinations = Vec::new();
+        for (name, ordered) in &self.destinations {
+            let dead = destination_subject(&dead_subject, name);
+            if *ordered {
+                for n in 0..LANE_PARTITIONS {
+                    let token = partition_token(name, n);
+                    destinations.push(DestinationConsumer {
+                        name: name.clone(),
+                        durable: destination_consumer(&self.consumer, &token),
+                        subject: destination_subject(&self.subject, &token),
+                        dead_subject: dead.clone(),
+                        consumer: OnceCell::new(),
+                        lane: Some(LaneKey::new(&format!("p{n}"))),
+                    });
+                }
+            }
+            // Unkeyed deliveries of an ordered destination run unordered, here.
+            destinations.push(DestinationConsumer {
+                name: name.clone(),
+                durable: destination_consumer(&self.consumer, name),
+                subject: destination_subject(&self.subject, name),
+                dead_subject: dead,
+                consumer: OnceCell::new(),
+                lane: None,
+            });
+        }
+        let (pauses, published) = if routed {
+            let pauses = JetStreamPauses::open(&context, &self.stream).await?;
+            let mut subscription = context
+                .client()
+                .subscribe(destinations_wildcard(&self.subject))
+                .await
+                .map_err(Error::nats)?;
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn({
+                let notify = Arc::clone(&notify);
+                async move {
+                    while subscription.next().await.is_some() {
+                        notify.notify_one();
+                    }
+                }
+            });
+            (Some(pauses), Some(Published { notify, task }))
+        } else {
+            (None, None)
+        };
         Ok(JetStreamQueue {
             context,
             stream,
@@ -288,6 +529,9 @@ impl JetStreamQueueBuilder {
             consumer_name: self.consumer,
             dead_subject,
             consumer: OnceCell::new(),
+            destinations,
+            pauses,
+            published,
         })
     }
 }
@@ -304,6 +548,9 @@ impl Queue for JetStreamQueue {
         wait: Duration,
     ) -> BoxFuture<'_, LeaseResult<Self>> {
         Box::pin(async move {
+            if !self.destinations.is_empty() {
+                return self.lease_destinations(max, lease, wait, &[]).await;
+            }
             let consumer = self.consumer(lease).await?;
             // What is there now; else wait for the next message, then take what followed.
             let mut messages = fetch(consumer, max, None).await?;
@@ -320,9 +567,40 @@ impl Queue for JetStreamQueue {
         })
     }
 
-    fn wait(&self, _timeout: Duration) -> BoxFuture<'_, ()> {
-        // The pull in `lease` waited already.
-        Box::pin(async {})
+    fn lease_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+        held: Vec<String>,
+    ) -> BoxFuture<'_, LeaseResult<Self>> {
+        Box::pin(async move {
+            if self.destinations.is_empty() {
+                return self.lease(max, lease, wait).await;
+            }
+            self.lease_destinations(max, lease, wait, &held).await
+        })
+    }
+
+    fn paused(&self) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        Box::pin(async move {
+            match &self.pauses {
+                Some(pauses) => pauses.paused().await,
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn wait(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // With destinations `lease` does not wait: wait for the next copy published (a
+            // permit left by one published meanwhile ends it at once), or the poll
+            // interval, which paces finding retries that came due. Cancel-safe. Without
+            // them, the pull in `lease` waited already.
+            if let Some(published) = &self.published {
+                let _ = tokio::time::timeout(timeout, published.notify.notified()).await;
+            }
+        })
     }
 
     fn renew(

@@ -43,6 +43,7 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// | `key_id` | string | the keyring entry that matched |
 /// | `headers` | array of `[name, value]` | the informational headers the scheme documents, as received |
 /// | `body_b64` | string | the raw body, byte for byte as verified, in standard base64 with padding |
+/// | `destination` | string, absent when none | for an endpoint with destinations (issue 21): the one destination this copy is for; the sink writes one copy per matching destination |
 ///
 /// **Stability.** Fields are only ever added to version 1, never renamed, removed or given
 /// another meaning; readers ignore fields they do not know (so an older consumer reads a
@@ -80,6 +81,13 @@ pub struct Envelope {
     /// The raw body, byte for byte as verified.
     #[serde(rename = "body_b64", with = "base64_body")]
     pub body: Bytes,
+    /// The destination this copy of the event goes to, for an endpoint with destinations:
+    /// a stream sink writes one copy per matching destination, each naming its own, so a
+    /// consumer (and a dead letter, and its replay) knows where it goes without the
+    /// stream's name. Absent (and not written) otherwise, so envelopes without
+    /// destinations keep their exact layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 impl Envelope {
@@ -100,7 +108,15 @@ impl Envelope {
                 .map(|(name, value)| ((*name).to_owned(), value.clone()))
                 .collect(),
             body: event.body().clone(),
+            destination: None,
         }
+    }
+
+    /// This envelope as the copy for destination `name`.
+    #[must_use]
+    pub fn with_destination(mut self, name: impl Into<String>) -> Self {
+        self.destination = Some(name.into());
+        self
     }
 
     /// The JSON document described in the [type documentation](Self).
@@ -154,6 +170,7 @@ impl fmt::Debug for Envelope {
             .field("timestamp_ms", &self.timestamp_ms)
             .field("received_at_ms", &self.received_at_ms)
             .field("key_id", &self.key_id)
+            .field("destination", &self.destination)
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
@@ -283,6 +300,16 @@ mod tests {
         assert_eq!(read.delivery_id, None);
         assert!(read.headers.is_empty() && read.body.is_empty());
         assert_eq!(read.received_at(), UNIX_EPOCH + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_destination_is_written_only_when_there_is_one() {
+        let plain = envelope().to_json().unwrap();
+        assert!(!String::from_utf8(plain).unwrap().contains("destination"));
+        let copy = envelope().with_destination("billing");
+        let back = Envelope::from_json(&copy.to_json().unwrap()).unwrap();
+        assert_eq!(back.destination.as_deref(), Some("billing"));
+        assert_eq!(back, copy);
     }
 
     #[test]

@@ -41,11 +41,6 @@ impl QueuedEvent {
         self
     }
 
-    /// The destination this delivery goes to, for a queue with destinations.
-    pub fn destination(&self) -> Option<&str> {
-        self.destination.as_deref()
-    }
-
     /// The queue's id of this copy of the event: a Redis stream entry id
     /// (`1700000000000-0`), a JetStream stream sequence or a PostgreSQL event id. A retried event gets a new one on
     /// Redis; use [`dedup_key`](Self::dedup_key) to recognise an event.
@@ -102,6 +97,16 @@ impl QueuedEvent {
     /// The informational headers the scheme documents, as received.
     pub fn headers(&self) -> &[(String, String)] {
         &self.envelope.headers
+    }
+
+    /// The destination this delivery goes to, for an endpoint with destinations: the one
+    /// the queue said ([`with_destination`](Self::with_destination), the PostgreSQL store's
+    /// delivery row), else the envelope's `destination` (Redis and JetStream write one copy
+    /// per destination). Mirrors `InboxEvent::destination`.
+    pub fn destination(&self) -> Option<&str> {
+        self.destination
+            .as_deref()
+            .or(self.envelope.destination.as_deref())
     }
 
     /// The whole envelope.

@@ -14,9 +14,14 @@ use crate::url::{DEFAULT_RESPONSE_TIMEOUT, RedisUrl, connection};
 
 /// The dead letters of a stream handled by a [`StreamWorker`](crate::StreamWorker): list
 /// them, and put them back on the stream once the cause is fixed.
+///
+/// For an endpoint with destinations, each destination has its own dead letters: pick
+/// them with [`destination`](Self::destination).
 #[derive(Clone)]
 pub struct StreamDeadLetters {
     conn: ConnectionManager,
+    /// The URL's stream name.
+    base: Arc<str>,
     stream: Arc<str>,
     dead: Arc<str>,
     scripts: Arc<Scripts>,
@@ -53,10 +58,25 @@ impl StreamDeadLetters {
         let conn = connection(url.client, DEFAULT_RESPONSE_TIMEOUT).await?;
         Ok(StreamDeadLetters {
             conn,
+            base: Arc::from(stream.as_str()),
             stream: Arc::from(stream),
             dead: Arc::from(dead),
             scripts: Arc::new(Scripts::new()),
         })
+    }
+
+    /// The dead letters of destination `name` instead (issue 21): `<stream>:<name>:dead`,
+    /// replayed to `<stream>:<name>` only, so a replay never re-delivers to the
+    /// endpoint's other destinations. A `dead_stream` given in the URL is ignored.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a name that cannot be a destination on Redis streams.
+    pub fn destination(mut self, name: &str) -> Result<Self, Error> {
+        crate::routes::check_name(name)?;
+        let stream = crate::routes::destination_stream(&self.base, name);
+        self.dead = Arc::from(format!("{stream}:dead"));
+        self.stream = Arc::from(stream);
+        Ok(self)
     }
 
     /// How many dead letters there are.

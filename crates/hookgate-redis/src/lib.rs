@@ -89,6 +89,38 @@
 //! | `<stream>:delayed` | sorted set of retries by due time | [`StreamQueue`] |
 //! | `<stream>:dead` | stream: `envelope`, `attempts`, `error`, `failed_at_ms` | [`StreamQueue`] |
 //!
+//! ## Destinations
+//!
+//! An endpoint with destinations (issue 21: `[[endpoint.destination]]` in `hookgate serve`,
+//! [`hookgate_queue::Router`] in Rust) gives the sink
+//! ([`RedisStreamSinkBuilder::destinations`]) and the queue
+//! ([`StreamQueueBuilder::destinations`]) the same destinations. The sink routes each event
+//! once and writes one copy per matching destination to that destination's own stream, in
+//! one Lua script with the event's enqueue marker (all or nothing; a retry of the same event
+//! writes nothing again); the queue reads every destination's stream in its own consumer
+//! group, and the one worker loop gates each destination (pause, circuit, concurrency,
+//! rate) and skips the held destinations' streams. Each destination retries and
+//! dead-letters on its own; [`StreamDeadLetters::destination`] lists and replays one
+//! destination's dead letters, back to that destination only.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<stream>:<destination>` | stream: `envelope` (naming the destination), `attempts` | the destination's deliveries; one consumer group per destination stream |
+//! | `<stream>:<destination>:delayed` | sorted set | its retries by due time |
+//! | `<stream>:<destination>:dead` | stream | its dead letters |
+//! | `<stream>:seen:<dedup key>` | string, 72 h | the event's enqueue marker |
+//! | `<stream>:filtered` | stream, about [`FILTERED_MAX_LEN`] entries | events no destination took: `dedup_key`, `event_type`, `received_at_ms` |
+//! | `<stream>:paused` | set | paused destinations ([`StreamPauses`]) |
+//!
+//! **Ordered lanes** (`order_key`): the copy of an event with a lane key goes to one of
+//! the destination's [`LANE_PARTITIONS`] (16) partition streams `<stream>:<destination>:p<n>`
+//! ([`lane_partition`]: FNV-1a of the key), each run one delivery at a time across all
+//! consumers by a lock `…:p<n>:lock` (`SET NX PX`, renewed with the lease); a retrying
+//! head stays pending and keeps its lane (its due time in `…:p<n>:retry_at`), a dead
+//! letter releases it. Keys sharing a partition share its order (16 lanes per
+//! destination at most run at once). The gates are per process: with several workers,
+//! each holds its own rate and concurrency limits.
+//!
 //! ## Requirements
 //!
 //! Redis 6.2 or later for the worker (`XAUTOCLAIM`); the dedup store and the sink work
@@ -100,6 +132,7 @@ mod dead;
 mod dedup;
 mod error;
 mod fail_open;
+mod routes;
 mod scripts;
 mod sink;
 mod url;
@@ -114,6 +147,7 @@ pub use hookgate_queue::{
     ShutdownReport, WorkerStats,
 };
 pub use redis;
+pub use routes::{FILTERED_MAX_LEN, LANE_PARTITIONS, StreamPauses, lane_partition};
 pub use sink::{
     ATTEMPTS_FIELD, DEFAULT_STREAM, ENVELOPE_FIELD, RedisStreamSink, RedisStreamSinkBuilder,
 };

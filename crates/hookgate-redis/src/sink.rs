@@ -4,13 +4,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookgate::dedup::DEFAULT_COMMITTED_TTL;
 use hookgate::sink::{Sink, SinkError};
 use hookgate::{BoxFuture, VerifiedEvent};
-use hookgate_queue::Envelope;
+use hookgate_queue::{Envelope, EventView, Router};
 use redis::aio::ConnectionManager;
 use redis::{Client, RedisError};
 
 use crate::Error;
+use crate::routes::{
+    FILTERED_MAX_LEN, check_router, destination_stream, filtered_key, lane_partition,
+    partition_stream, seen_key,
+};
+use crate::scripts::enqueue_routed_code;
 use crate::url::{DEFAULT_RESPONSE_TIMEOUT, RedisUrl, connection};
 
 /// Default stream the events are added to.
@@ -56,6 +62,23 @@ pub const ATTEMPTS_FIELD: &str = "attempts";
 /// consumers fall `n` entries behind. Use it only as a safety net far above your normal
 /// backlog, or when other consumer groups read the stream and entries are not deleted.
 ///
+/// # Destinations
+///
+/// With [`destinations`](RedisStreamSinkBuilder::destinations) (an endpoint with
+/// `[[endpoint.destination]]`, issue 21), each event is routed once, on receive
+/// ([`Router::route`]), and written as one copy per matching destination to that
+/// destination's stream `<stream>:<destination>`, its envelope naming the destination
+/// (see the [key layout](crate#destinations)). The copies are written by one Lua script,
+/// atomically, together with the event's enqueue marker `<stream>:seen:<dedup key>`
+/// (`SET NX PX`, 72 h by default): the 2xx comes only after every copy is in Redis, and a
+/// sender's retry of the same event (after an answer lost to a timeout) finds the marker
+/// and writes nothing again, so it creates no duplicate copies. An event that matches no
+/// destination is acknowledged and recorded in `<stream>:filtered` (its dedup key, event
+/// type and arrival time; trimmed to about [`FILTERED_MAX_LEN`] entries). The copy for an
+/// ordered destination (`order_key`) whose event has a lane key goes to the lane's
+/// partition stream `<stream>:<destination>:p<n>` instead (see
+/// [`lane_partition`](crate::lane_partition)).
+///
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisStreamSink {
@@ -63,6 +86,16 @@ pub struct RedisStreamSink {
     stream: Arc<str>,
     max_len: Option<u64>,
     wait: Option<(u32, u64)>,
+    routes: Option<Arc<SinkRoutes>>,
+}
+
+/// What the sink needs to route events to destinations.
+struct SinkRoutes {
+    router: Router,
+    /// Per destination, in the router's order: its stream.
+    streams: Vec<String>,
+    filtered: String,
+    seen_ttl_ms: u64,
 }
 
 impl RedisStreamSink {
@@ -80,6 +113,19 @@ impl RedisStreamSink {
     /// [`Error::Config`] for a bad URL or setting, [`Error::Redis`] if Redis cannot be
     /// reached now.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        RedisStreamSink::connect_with_destinations(url, None).await
+    }
+
+    /// [`connect`](Self::connect), routing each event to `router`'s destinations when one
+    /// is given (see [Destinations](Self#destinations)).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), and [`Error::Config`] for a destination this backend
+    /// cannot serve (an `order_key`, a reserved name).
+    pub async fn connect_with_destinations(
+        url: &str,
+        router: Option<Router>,
+    ) -> Result<Self, Error> {
         let url = RedisUrl::parse(
             url,
             &["stream", "max_len", "wait_replicas", "wait_timeout_ms"],
@@ -99,6 +145,9 @@ impl RedisStreamSink {
                 .unwrap_or(Duration::from_millis(50));
             builder = builder.wait_for_replicas(replicas, timeout);
         }
+        if let Some(router) = router {
+            builder = builder.destinations(router);
+        }
         builder.connect_client(url.client).await
     }
 
@@ -109,6 +158,8 @@ impl RedisStreamSink {
             max_len: None,
             wait: None,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            router: None,
+            seen_ttl: DEFAULT_COMMITTED_TTL,
         }
     }
 
@@ -152,6 +203,79 @@ impl RedisStreamSink {
     }
 }
 
+impl RedisStreamSink {
+    /// Routes `event` and writes its copies (see [Destinations](Self#destinations)):
+    /// returns how many copies were written, 0 for a filtered event, `None` when the same
+    /// event had been written already.
+    async fn add_routed(
+        &self,
+        routes: &SinkRoutes,
+        event: &VerifiedEvent,
+    ) -> Result<Option<usize>, SinkError> {
+        let envelope = Envelope::from_event(event);
+        let routed = routes.router.route(EventView::new(
+            envelope.event_type.as_deref(),
+            &envelope.headers,
+            &envelope.body,
+        ));
+        let mut keys = Vec::with_capacity(routed.len().saturating_add(2));
+        keys.push(seen_key(&self.stream, &envelope.dedup_key));
+        keys.push(routes.filtered.clone());
+        let mut copies = Vec::with_capacity(routed.len());
+        for route in &routed {
+            let (Some(stream), Some(destination)) = (
+                routes.streams.get(route.destination()),
+                routes.router.destinations().get(route.destination()),
+            ) else {
+                continue;
+            };
+            // An ordered destination's copy with a lane key goes to its lane's partition.
+            match route.lane() {
+                Some(lane) if destination.order_key().is_some() => {
+                    keys.push(partition_stream(stream, lane_partition(lane.as_str())));
+                }
+                _ => keys.push(stream.clone()),
+            }
+            let copy = envelope.clone().with_destination(destination.name());
+            copies.push(copy.to_json().map_err(SinkError::unavailable)?);
+        }
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(enqueue_routed_code())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(routes.seen_ttl_ms)
+            .arg(self.max_len.unwrap_or(0))
+            .arg(FILTERED_MAX_LEN)
+            .arg(&envelope.dedup_key)
+            .arg(envelope.event_type.as_deref().unwrap_or(""))
+            .arg(envelope.received_at_ms);
+        for copy in copies {
+            eval.arg(copy);
+        }
+        let mut conn = self.conn.clone();
+        let written: i64 = match self.wait {
+            None => eval.query_async(&mut conn).await.map_err(sink_error)?,
+            Some((replicas, timeout_ms)) => {
+                let (written, acked): (i64, u32) = redis::pipe()
+                    .add_command(eval)
+                    .cmd("WAIT")
+                    .arg(replicas)
+                    .arg(timeout_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(sink_error)?;
+                if acked < replicas {
+                    return Err(SinkError::unavailable(format!(
+                        "only {acked} of {replicas} replicas confirmed the event in time"
+                    )));
+                }
+                written
+            }
+        };
+        Ok(usize::try_from(written).ok())
+    }
+}
+
 fn sink_error(err: RedisError) -> SinkError {
     if err.code() == Some("OOM") {
         SinkError::full()
@@ -162,7 +286,12 @@ fn sink_error(err: RedisError) -> SinkError {
 
 impl Sink for RedisStreamSink {
     fn enqueue(&self, event: VerifiedEvent) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move { self.add(&Envelope::from_event(&event)).await.map(drop) })
+        Box::pin(async move {
+            match &self.routes {
+                Some(routes) => self.add_routed(routes, &event).await.map(drop),
+                None => self.add(&Envelope::from_event(&event)).await.map(drop),
+            }
+        })
     }
 }
 
@@ -172,6 +301,10 @@ impl fmt::Debug for RedisStreamSink {
             .field("stream", &self.stream)
             .field("max_len", &self.max_len)
             .field("wait", &self.wait)
+            .field(
+                "destinations",
+                &self.routes.as_ref().map(|r| r.streams.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +317,8 @@ pub struct RedisStreamSinkBuilder {
     max_len: Option<u64>,
     wait: Option<(u32, Duration)>,
     response_timeout: Duration,
+    router: Option<Router>,
+    seen_ttl: Duration,
 }
 
 impl RedisStreamSinkBuilder {
@@ -213,6 +348,22 @@ impl RedisStreamSinkBuilder {
     /// exceed the wait timeout.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Routes each event to `router`'s destinations, one copy per matching destination in
+    /// its own stream (see [Destinations](RedisStreamSink#destinations)). Refused when it
+    /// connects: a destination named `paused`, `filtered` or `seen`.
+    pub fn destinations(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// How long an event's enqueue marker lives (default 72 h, the dedup store's
+    /// committed TTL): a retry of the same event within it writes nothing again. Only
+    /// with [`destinations`](Self::destinations).
+    pub fn seen_ttl(mut self, ttl: Duration) -> Self {
+        self.seen_ttl = ttl;
         self
     }
 
@@ -261,11 +412,34 @@ impl RedisStreamSinkBuilder {
                 ))
             }
         };
+        let routes = match self.router {
+            None => None,
+            Some(router) => {
+                check_router(&router)?;
+                if self.seen_ttl < Duration::from_millis(1) {
+                    return Err(Error::Config(
+                        "the enqueue marker TTL must be at least 1 ms".to_owned(),
+                    ));
+                }
+                let streams = router
+                    .destinations()
+                    .iter()
+                    .map(|d| destination_stream(&self.stream, d.name()))
+                    .collect();
+                Some(Arc::new(SinkRoutes {
+                    streams,
+                    filtered: filtered_key(&self.stream),
+                    seen_ttl_ms: u64::try_from(self.seen_ttl.as_millis()).unwrap_or(u64::MAX),
+                    router,
+                }))
+            }
+        };
         Ok(RedisStreamSink {
             conn,
             stream: Arc::from(self.stream),
             max_len: self.max_len,
             wait,
+            routes,
         })
     }
 

@@ -265,11 +265,19 @@ pub(super) fn destinations(
     if configs.is_empty() {
         return Ok(Vec::new());
     }
-    if *action != Action::Print {
-        return Err(format!(
-            "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
-             remove its own forward, exec or queue (declare it as one more destination)"
-        ));
+    // An endpoint-level queue holds the destinations' streams (one per destination):
+    // `hookgate work --queue URL --destination …` delivers them.
+    match action {
+        Action::Print => {}
+        Action::Queue(url) => {
+            queue_kind(url)?;
+        }
+        _ => {
+            return Err(format!(
+                "endpoint {endpoint}: an endpoint with destinations sends each event to them: \
+                 remove its own forward or exec (declare it as one more destination)"
+            ));
+        }
     }
     let mut out = Vec::with_capacity(configs.len());
     for config in configs {
@@ -644,6 +652,43 @@ mod tests {
             bad(&format!("{base}dedup='nats://h/'")).contains("dedup URL nats://h/ must start")
         );
         assert!(bad(&format!("{base}dedup_fail_open=true")).contains("needs dedup"));
+    }
+
+    #[test]
+    fn an_endpoint_queue_holds_its_destinations_and_their_lanes() {
+        let text = |queue: &str, extra: &str| {
+            format!(
+                r#"
+                [[endpoint]]
+                path = "/x"
+                scheme = "github"
+                keys = [{{ secret = "s" }}]
+                queue = "{queue}"
+                [[endpoint.destination]]
+                name = "billing"
+                forward = "http://127.0.0.1:3000/b"
+                {extra}
+                [[endpoint.destination]]
+                name = "audit"
+                exec = "./audit.sh"
+                "#
+            )
+        };
+        let redis = "redis://127.0.0.1:6379/?stream=s";
+        let nats = "nats://127.0.0.1:4222/?stream=S&subject=s";
+        let file: File = toml::from_str(&text(redis, "")).unwrap();
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(matches!(resolved[0].action, Action::Queue(_)));
+        let names: Vec<&str> = resolved[0].destinations.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["billing", "audit"]);
+
+        let lanes = r#"order_key = "/customer""#;
+        let file: File = toml::from_str(&text(redis, lanes)).unwrap();
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(resolved[0].destinations[0].order_key().is_some());
+        let file: File = toml::from_str(&text(nats, lanes)).unwrap();
+        let resolved = endpoints(&file, retry()).unwrap();
+        assert!(resolved[0].destinations[0].order_key().is_some());
     }
 
     #[test]

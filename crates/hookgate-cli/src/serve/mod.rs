@@ -160,12 +160,13 @@ pub(crate) struct ServeArgs {
     /// `[[endpoint.destination]]` table as an inline TOML table without its braces, e.g.
     /// --destination 'name = "billing", forward = "http://127.0.0.1:3000/b", filter = {
     /// type = "invoice.*" }, concurrency = 4'. Keys: name, forward | exec, filter (type,
-    /// header, body, any, all), rate, concurrency, order_key, circuit, retry. See
-    /// docs/DESTINATIONS.md.
+    /// header, body, any, all), rate, concurrency, order_key, circuit, retry. With --queue
+    /// the queue holds one stream per destination, for `hookgate work --queue URL` given
+    /// the same --destination flags. See docs/DESTINATIONS.md.
     #[arg(
         long = "destination",
         value_name = "KEYS",
-        conflicts_with_all = ["forward", "exec", "queue", "config"]
+        conflicts_with_all = ["forward", "exec", "config"]
     )]
     destinations: Vec<String>,
 
@@ -436,8 +437,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<Output, CliError> {
         if matches!(e.action, Action::Queue(_)) {
             crate::note(&format!(
                 "endpoint {}: events go to the queue for consumers elsewhere; this process \
-                 does not process them (no local worker)",
-                e.name
+                 does not process them (no local worker){}",
+                e.name,
+                if e.destinations.is_empty() {
+                    ""
+                } else {
+                    ": one stream per destination, for hookgate work --queue URL with the \
+                     same --destination flags"
+                }
             ));
             if e.dedup.is_none() {
                 crate::note(&format!(
@@ -1064,7 +1071,8 @@ async fn start_endpoint(
     } else {
         let path = inbox_path(data_dir, &endpoint.name);
         let mut builder = Inbox::builder(&path);
-        if !endpoint.destinations.is_empty() {
+        // With a queue the inbox is only the dedup store: the queue holds the deliveries.
+        if !endpoint.destinations.is_empty() && queue.is_none() {
             let router = hookgate_queue::Router::new(endpoint.destinations.clone())
                 .map_err(|e| context(format!("destination {e}")))?;
             builder = builder.destinations(router);
@@ -1244,14 +1252,22 @@ async fn build_gate(
     Ok(match (&endpoint.action, inbox) {
         (Action::Queue(url), _) => {
             let shown = config::redact(url);
+            let router = if endpoint.destinations.is_empty() {
+                None
+            } else {
+                Some(
+                    hookgate_queue::Router::new(endpoint.destinations.clone())
+                        .map_err(|e| format!("destination {e}"))?,
+                )
+            };
             match config::queue_kind(url)? {
                 QueueKind::Redis => builder.sink(
-                    RedisStreamSink::connect(url)
+                    RedisStreamSink::connect_with_destinations(url, router)
                         .await
                         .map_err(|e| format!("--queue {shown}: {e}"))?,
                 ),
                 QueueKind::Nats => builder.sink(
-                    JetStreamSink::connect(url)
+                    JetStreamSink::connect_with_destinations(url, router)
                         .await
                         .map_err(|e| format!("--queue {shown}: {e}"))?,
                 ),
@@ -1268,27 +1284,75 @@ fn processor(
     client: &HttpClient,
     args: &ServeArgs,
 ) -> Result<Processor, CliError> {
-    let mut destinations = Vec::with_capacity(endpoint.destinations.len());
-    for destination in &endpoint.destinations {
+    Ok(Processor {
+        endpoint: Arc::from(endpoint.name.as_str()),
+        action: target(&endpoint.action, client)?,
+        timeout: args.timeout,
+        destinations: Arc::from(destination_targets(
+            &endpoint.name,
+            &endpoint.destinations,
+            client,
+        )?),
+    })
+}
+
+/// What runs for each destination's deliveries, by name (for `serve`'s local worker and
+/// `hookgate work`).
+///
+/// # Errors
+/// A destination whose target does not run in this process (a queue).
+pub(crate) fn destination_targets(
+    endpoint: &str,
+    destinations: &[hookgate_queue::Destination],
+    client: &HttpClient,
+) -> Result<Vec<(String, Target)>, CliError> {
+    let mut out = Vec::with_capacity(destinations.len());
+    for destination in destinations {
         let target = match destination.target() {
             DestinationTarget::Forward(url) => Target::forward(url, client)?,
             DestinationTarget::Exec(command) => Target::Exec(command.clone()),
             _ => {
                 return Err(CliError::new(format!(
-                    "endpoint {}, destination {}: only forward and exec destinations run here",
-                    endpoint.name,
+                    "endpoint {endpoint}, destination {}: only forward and exec destinations \
+                     run here",
                     destination.name()
                 )));
             }
         };
-        destinations.push((destination.name().to_owned(), target));
+        out.push((destination.name().to_owned(), target));
     }
-    Ok(Processor {
-        endpoint: Arc::from(endpoint.name.as_str()),
-        action: target(&endpoint.action, client)?,
-        timeout: args.timeout,
-        destinations: Arc::from(destinations),
-    })
+    Ok(out)
+}
+
+/// The destinations of `hookgate work --queue URL --destination …`: the `--destination`
+/// flags of `serve`, checked as `serve` checks them for an endpoint whose queue is `url`,
+/// with `retry` as their default retry policy.
+///
+/// # Errors
+/// A flag that is not a destination, or one a queue cannot serve (`order_key`).
+pub(crate) fn queue_destinations(
+    endpoint: &str,
+    flags: &[String],
+    url: &str,
+    retry: (u32, Duration, Duration),
+) -> Result<Vec<hookgate_queue::Destination>, CliError> {
+    let configs = flags
+        .iter()
+        .map(|text| config::destination_flag(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::new)?;
+    let (max_attempts, base, cap) = retry;
+    config::destinations(
+        endpoint,
+        &configs,
+        config::Retry {
+            max_attempts,
+            base,
+            cap,
+        },
+        &Action::Queue(url.to_owned()),
+    )
+    .map_err(CliError::new)
 }
 
 /// What the local worker runs for `action`.

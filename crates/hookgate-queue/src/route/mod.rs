@@ -88,20 +88,24 @@
 //! leasing under `FOR UPDATE SKIP LOCKED` whose head row is the lane's lock across
 //! replicas, pauses in `destination_pauses`, per-destination replay); `hookgate serve`
 //! runs both, and both answer the per-destination questions of the event log
-//! ([`EventLog`](crate::event_log::EventLog)). Still to do, per store:
-//! - **Redis streams and JetStream** (`hookgate-redis`, `hookgate-nats`): one message per
-//!   delivery at enqueue (the destination and lane key in the envelope), or one stream or
-//!   subject per destination (`….billing`) so that holding a destination is not reading
-//!   its consumer group / consumer; `lease_except` then skips held destinations' streams.
-//!   Ordered lanes need a partition per lane key (a stream per key hash, or JetStream's
-//!   `max_ack_pending = 1` consumer per partition); pauses in a Redis key / KV bucket.
-//!   `serve` refuses destinations with `queue` until then.
+//! ([`EventLog`](crate::event_log::EventLog)). The queues:
+//! - **Redis streams** (`hookgate-redis`): one stream per destination
+//!   (`<stream>:<destination>`, the destination also in the envelope), written at enqueue
+//!   by one Lua script with the event's enqueue marker; `lease_except` skips held
+//!   destinations' streams; pauses in the set `<stream>:paused`; dead letters and replay
+//!   per destination; ordered lanes as 16 partition streams per ordered destination, each
+//!   leased one head at a time under a per-partition lock (`SET NX PX`, renewed with the
+//!   delivery lease).
+//! - **JetStream** (`hookgate-nats`): one subject per destination
+//!   (`<subject>.<name>`, `Nats-Msg-Id` `<dedup key>@<name>`), one durable consumer per
+//!   destination that `lease_except` skips when held, pauses in a small stream, dead
+//!   letters and replay per destination; ordered lanes as 16 partition subjects per
+//!   ordered destination, each with a consumer whose `max_ack_pending` is 1.
 //!
 //! **Fleets.** The gates are in memory, per process: with several replicas over a shared
 //! store, each limit holds per replica. Lanes are kept by the store (it hands out only the
-//! head of each lane), so on PostgreSQL the order holds across replicas; a queue without
-//! that (Redis, JetStream) needs its lane keys confined to one worker at a time (a
-//! partition per key) for the order to hold.
+//! head of each lane, or one delivery per lane partition), so the order holds across
+//! replicas on PostgreSQL, Redis and JetStream alike.
 
 mod circuit;
 mod clock;
