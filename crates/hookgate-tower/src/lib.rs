@@ -65,8 +65,10 @@
 //! ```
 //!
 //! Put the layer on the webhook route only (axum's `route_layer`, or around the one
-//! service): it treats every request it sees as a delivery, so a `GET` on that route is
-//! answered `400 missing_header`.
+//! service): it treats every request it sees as a webhook request: a `POST` is a delivery,
+//! a `GET` or `OPTIONS` is answered as the scheme's URL handshake where it has one (Meta,
+//! Dropbox, Braintree, Okta; Azure Event Grid's `OPTIONS`) and `405 method_not_allowed`
+//! otherwise.
 //!
 //! ## Quick start: plain tower (or hyper), verify-only mode
 //!

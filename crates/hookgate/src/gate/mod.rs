@@ -69,7 +69,7 @@
 //! | verify-only mode, verified | success | `verified` | the event is in the outcome for the caller to process |
 //! | verified provider URL handshake (Slack, Zoom, Twitch, Discord) | 200 | `handshake` | the body is the provider's required answer ([`Outcome::body`]); nothing stored or sent to the sink (which may [record it](Sink::record_handshake)) |
 //! | unsigned handshake: WooCommerce's ping, Asana's `X-Hook-Secret` equal to a configured key | 200 | `handshake` | empty body (Asana: the header echoed); looked for only after `missing_header` |
-//! | Microsoft Graph's empty `POST ?validationToken=T` | 200 | `handshake` | T URL-decoded, `text/plain`; looked for only after `missing_signature` (the request's query comes in the [`RequestContext`](crate::RequestContext)) |
+//! | Microsoft Graph's empty `POST ?validationToken=T` | 200 | `handshake` | T URL-decoded, `text/plain`; looked for only after `missing_signature` (the request's query comes in the [`RequestContext`]) |
 //! | Braintree's `GET ?bt_challenge=C` | 200 | `handshake` | `public_key\|hex(HMAC-SHA1(SHA-1(private key), C))`; C not 20–32 lowercase hex: 400 `malformed_header` |
 //! | `GET` handshake (Meta, Dropbox), right verify token | 200 | `handshake` | the body is `hub.challenge`; see [`Gate::receive_get`] |
 //! | Okta's verification `GET`, right auth header | 200 | `handshake` | `{"verification":V}`; a wrong auth header gets the delivery's 401; see [`Gate::receive_get_with_headers`] |
@@ -243,7 +243,7 @@ impl Gate {
 
     /// Decides about one delivery: verify, replay window, dedup claim, enqueue, dedup
     /// commit. `headers` and `body` are the request's, the body byte for byte as received;
-    /// `request` is what the request line says ([`RequestContext`](crate::RequestContext),
+    /// `request` is what the request line says ([`RequestContext`],
     /// or an `Option<&str>` holding the public URL alone): the public URL the sender called,
     /// needed only by URL-signing schemes (Twilio, Square, HubSpot v3) when the verifier has
     /// none configured, and the HTTP method, signed by HubSpot v3. Adapters pass both.
