@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Serve, get, inbox_list};
+use common::{Serve, eventually, get, inbox_list};
 use hookgate::{SchemeId, SignRequest, Signer};
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -596,7 +596,17 @@ async fn serve_answers_azure_event_grid_handshakes_and_keeps_no_token() {
     let event = r#"[{"id":"831e1650-001e-001b-66ab-eeb76e069631","eventType":"Microsoft.Storage.BlobCreated","data":{}}]"#;
     let answer = send(addr, "POST", &with_token, &notification, event.as_bytes()).await;
     assert_eq!((answer.0, answer.2.as_str()), (200, "accepted"));
-    let events = inbox_list(dir.path(), &["--endpoint", "eventgrid"]).await;
+    // Another process reads the inbox once serve's applier has moved the event from the
+    // log into the tables: wait for it (bounded), as the other inbox readers do.
+    let events = eventually(
+        Duration::from_secs(60),
+        "the event in the inbox",
+        || async {
+            let events = inbox_list(dir.path(), &["--endpoint", "eventgrid"]).await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(!format!("{events:?}").contains(TOKEN), "{events:?}");
 

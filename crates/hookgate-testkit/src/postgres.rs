@@ -109,10 +109,13 @@ impl Postgres {
         }
     }
 
-    /// SIGKILL of the postmaster: a crash, recovered from the WAL at the next start.
+    /// SIGKILL of the whole server, the postmaster and its backends at once: a crash (as
+    /// when the machine goes down), recovered from the WAL at the next start. Killing the
+    /// postmaster alone left its backends running until they noticed, so a pooled
+    /// connection could still commit a transaction after `kill` returned.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            process::kill(&mut child);
+            process::kill_with_children(&mut child);
         }
     }
 

@@ -152,15 +152,41 @@ pub(crate) fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Sends `signal` (e.g. `INT`) to `child` and waits up to `limit` for it to exit; kills it
-/// if it has not.
-pub(crate) fn stop(child: &mut Child, signal: &str, limit: Duration) {
-    let sent = Command::new("kill")
-        .args(["-s", signal, &child.id().to_string()])
+/// Kills `child` and every process it started (SIGKILL), and reaps it. It is stopped
+/// (SIGSTOP) first, so that it starts no new child while they are being listed.
+pub(crate) fn kill_with_children(child: &mut Child) {
+    let pid = child.id();
+    let _ = signal(pid, "STOP");
+    let mut children = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    kill(child);
+    for pid in children {
+        let _ = signal(pid, "KILL");
+    }
+}
+
+/// `kill -s SIGNAL PID`; whether it was sent.
+fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success());
+        .is_ok_and(|status| status.success())
+}
+
+/// Sends `signal` (e.g. `INT`) to `child` and waits up to `limit` for it to exit; kills it
+/// if it has not.
+pub(crate) fn stop(child: &mut Child, signal: &str, limit: Duration) {
+    let sent = self::signal(child.id(), signal);
     if sent && crate::wait_until(limit, || matches!(child.try_wait(), Ok(Some(_)))) {
         return;
     }
