@@ -15,6 +15,8 @@
 //! through that destination's gates (pause, circuit, concurrency, rate: the one worker
 //! loop's) and retry policy (default: this command's retry flags). Flags rather than the
 //! config file: a consumer machine needs the destinations, not the endpoint's secrets.
+//! A PostgreSQL store (`serve --store URL` with destinations) keeps one delivery row per
+//! event and destination; `work --queue postgres://… --destination …` leases those.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,7 +99,8 @@ pub(crate) struct WorkArgs {
     /// table without its braces, e.g. --destination 'name = "billing", forward =
     /// "http://127.0.0.1:3000/b", filter = { type = "invoice.*" }'. The queue's
     /// destination streams are consumed, each with its destination's target, gates and
-    /// retries, instead of the plain stream. Redis streams and JetStream only.
+    /// retries, instead of the plain stream. On a PostgreSQL store (`serve --store URL
+    /// --destination …`), the store's deliveries of these destinations are consumed.
     #[arg(
         long = "destination",
         value_name = "KEYS",
@@ -210,12 +213,6 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
     let destinations = if args.destinations.is_empty() {
         Vec::new()
     } else {
-        if kind == QueueKind::Postgres {
-            return Err(CliError::new(
-                "--destination: a PostgreSQL store keeps its destinations itself; give \
-                 --destination with a redis:// or nats:// queue",
-            ));
-        }
         crate::serve::queue_destinations(
             &args.endpoint,
             &args.destinations,
@@ -273,16 +270,26 @@ pub(crate) async fn run(args: WorkArgs) -> Result<Output, CliError> {
                 .map(Running::Nats)
         }
         QueueKind::Postgres => {
-            let store = hookgate_postgres::PgStore::connect(&args.queue)
+            // With destinations the store's worker leases deliveries (one per event and
+            // destination, written by `serve --store` on receive), not events.
+            let mut store = hookgate_postgres::PgStore::builder();
+            if !destinations.is_empty() {
+                let router = hookgate_queue::Router::new(destinations.clone())
+                    .map_err(|e| CliError::new(format!("destination {e}")))?;
+                store = store.destinations(router);
+            }
+            let store = store
+                .connect(&args.queue)
                 .await
                 .map_err(|e| unreachable(&e))?;
-            configure(
+            let worker = configure(
                 hookgate_postgres::PgWorker::builder(&store, processor),
                 &args,
                 policy,
-            )
-            .start()
-            .map(Running::Postgres)
+            );
+            with_destinations(worker, &args.endpoint, &destinations)
+                .start()
+                .map(Running::Postgres)
         }
     };
     let worker = started.map_err(|e| CliError::new(format!("--queue {shown}: {e}")))?;

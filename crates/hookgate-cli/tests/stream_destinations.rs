@@ -3,7 +3,8 @@
 //! --destination …` (another process) delivers them with each destination's gates,
 //! retries and dead letters, `hookgate destination pause --queue URL` holds one
 //! destination across processes, and `hookgate dead-letters --destination D --replay`
-//! re-delivers to D alone. On a Redis and a NATS JetStream of the test's own
+//! re-delivers to D alone. `work --queue postgres://… --destination …` delivers what
+//! `serve --store` routed. On a Redis, a NATS JetStream and a PostgreSQL of the test's own
 //! (`hookgate-testkit`; skipped where the binary is missing, failed under
 //! `HOOKGATE_REQUIRE_SERVICES=1`). Every wait is a bounded poll.
 
@@ -275,6 +276,12 @@ async fn nats_fan_out_dead_letters_replay_and_pause_per_destination() {
 /// An ordered destination on a queue through the processes: the first event of customer
 /// A fails twice; per customer the application sees exactly the received order.
 async fn ordered_lanes_on(queue: String) {
+    // serve fills a queue it does not consume.
+    ordered_lanes_through(&["--queue", &queue], queue.clone()).await;
+}
+
+/// serve started with `at` (its queue or store), two `hookgate work --queue queue` deliver.
+async fn ordered_lanes_through(at: &[&str], queue: String) {
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = {
         let failures = Arc::clone(&failures);
@@ -295,17 +302,9 @@ async fn ordered_lanes_on(queue: String) {
         app.url("/ledger")
     );
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(
-        dir.path(),
-        &[
-            "--secret",
-            SECRET,
-            "--queue",
-            &queue,
-            "--destination",
-            &ledger,
-        ],
-    );
+    let mut serve_args = vec!["--secret", SECRET, "--destination", &ledger];
+    serve_args.extend_from_slice(at);
+    let serve = Serve::start(dir.path(), &serve_args);
     let work_args = [
         "--queue",
         &queue,
@@ -387,4 +386,14 @@ async fn nats_ordered_lanes_through_serve_and_two_workers() {
         tag.to_uppercase()
     );
     ordered_lanes_on(queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ordered_lanes_through_serve_store_and_two_workers() {
+    let Some(server) = hookgate_testkit::Postgres::start() else {
+        return;
+    };
+    let url = server.url();
+    // serve stores and routes; with no local workers, only `work` delivers.
+    ordered_lanes_through(&["--store", &url, "--workers", "0"], url.clone()).await;
 }

@@ -1342,6 +1342,13 @@ pub(crate) fn queue_destinations(
         .collect::<Result<Vec<_>, _>>()
         .map_err(CliError::new)?;
     let (max_attempts, base, cap) = retry;
+    // A PostgreSQL store holds its deliveries itself (`serve --store`); a queue URL must
+    // name a queue that can hold one stream per destination.
+    let action = if is_postgres(url) {
+        Action::Print
+    } else {
+        Action::Queue(url.to_owned())
+    };
     config::destinations(
         endpoint,
         &configs,
@@ -1350,7 +1357,7 @@ pub(crate) fn queue_destinations(
             base,
             cap,
         },
-        &Action::Queue(url.to_owned()),
+        &action,
     )
     .map_err(CliError::new)
 }
