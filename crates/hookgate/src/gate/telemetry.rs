@@ -111,6 +111,11 @@ impl Trace {
         }
     }
 
+    /// When the decision started.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
     pub(super) fn verified(&self, event: &VerifiedEvent, took: std::time::Duration) {
         GateMetrics::record(&self.metrics.verify_seconds, took.as_secs_f64());
         // The event type is read from the body: not worth parsing it for a span nobody records.
