@@ -710,6 +710,8 @@ pub(crate) struct KeyValue {
     /// Read the header as Paddle's SDKs do ([`paddle_signature`]) rather than as Stripe's;
     /// `@mux/mux-node`'s `parseHeader` reads `Mux-Signature` the same way.
     pub(crate) paddle: bool,
+    /// Read the header as both of Stripe's official libraries do ([`stripe_signature`]).
+    pub(crate) stripe: bool,
     /// Stripe's libraries say "no signatures found with expected scheme"; Paddle's say the
     /// header is malformed.
     pub(crate) no_signature: Reason,
@@ -727,6 +729,7 @@ impl KeyValue {
         signature_key: "v1",
         joiner: ".",
         paddle: false,
+        stripe: false,
         no_signature: Reason::NoSupportedSignature,
         whitespace_groups: false,
     };
@@ -741,6 +744,7 @@ impl KeyValue {
         signature_key: "h1",
         joiner: ":",
         paddle: true,
+        stripe: false,
         no_signature: Reason::MalformedHeader,
         whitespace_groups: false,
     };
@@ -755,6 +759,9 @@ fn key_value<'a, H: Headers + ?Sized>(
     let value = pre.required(h, kv.header)?;
     if kv.paddle {
         return paddle_signature(value, body, kv);
+    }
+    if kv.stripe {
+        return stripe_signature(value, body, kv);
     }
     let malformed = || reject(Reason::MalformedHeader, kv.header);
     let mut timestamp: Option<&str> = None;
@@ -851,6 +858,68 @@ fn paddle_signature<'a>(
         .ok_or_else(|| reject(Reason::InvalidTimestamp, kv.header))?;
     signed_timestamp_and_body(
         decimal(ts, seconds),
+        (millis, kv.header),
+        signatures,
+        body,
+        kv,
+    )
+}
+
+/// `Stripe-Signature: t=…,v1=…[,v1=…]` read as both official libraries read it
+/// (stripe-node's `parseHeader`, stripe-python's `_get_timestamp_and_signatures`): items
+/// split on `,`, each on `=`, the value running to the next `=` (`v1=<hex>=x` is `<hex>`);
+/// keys compared as they are (` v1=…` is no signature, and no `t`); other items ignored;
+/// the timestamp parsed as an integer after optional spaces and a `+` (`parseInt`, `int`)
+/// and its decimal form signed (`${t}.`, `"%d."`). Where the two disagree the header is
+/// refused: two `t` of different values (Node keeps the last, Python the first), a `t`
+/// with `_` or trailing text (`int` refuses what `parseInt` cuts), an item `t` or `v1`
+/// without `=`, an empty `v1` beside others (Node's compare throws; an empty `v1` is a
+/// signature mismatch).
+fn stripe_signature<'a>(
+    value: &'a str,
+    body: &'a [u8],
+    kv: KeyValue,
+) -> Result<Extracted<'a>, Rejection> {
+    let malformed = || reject(Reason::MalformedHeader, kv.header);
+    let invalid = || reject(Reason::InvalidTimestamp, kv.header);
+    let mut timestamp: Option<(&str, i64)> = None;
+    let mut signatures: SmallVec<[&str; 4]> = SmallVec::new();
+    let mut empty_signature = false;
+    // Whitespace around the whole field value is not part of it (RFC 9110 §5.5): the
+    // libraries get the value from a framework that has already dropped it.
+    for item in value.trim_matches([' ', '\t']).split(kv.separator) {
+        let mut parts = item.split('=');
+        let key = parts.next().unwrap_or_default();
+        let field = parts.next();
+        if key == kv.timestamp_key {
+            let text = field
+                .ok_or_else(malformed)?
+                .trim_matches([' ', '\t', '\r', '\n']);
+            if text.is_empty() {
+                return Err(malformed());
+            }
+            let seconds = standard_timestamp(text).ok_or_else(invalid)?;
+            if timestamp.is_some_and(|(_, earlier)| earlier != seconds) {
+                return Err(malformed());
+            }
+            timestamp = Some((text, seconds));
+        } else if key == kv.signature_key {
+            let signature = field.ok_or_else(malformed)?;
+            if signature.is_empty() {
+                empty_signature = true;
+            }
+            signatures.push(signature);
+        }
+    }
+    // stripe-node's `secureCompare` throws on an empty candidate, failing the header
+    // whatever else it holds: keep only that one, which matches nothing.
+    if empty_signature {
+        signatures.retain(|s| s.is_empty());
+    }
+    let (text, seconds) = timestamp.ok_or_else(malformed)?;
+    let millis = seconds.checked_mul(1000).ok_or_else(invalid)?;
+    signed_timestamp_and_body(
+        decimal(text, seconds),
         (millis, kv.header),
         signatures,
         body,

@@ -443,7 +443,13 @@ const STRIPE: Preset = Preset {
     name: "stripe",
     description: "Stripe: Stripe-Signature t=,v1= HMAC-SHA256 hex over t.body, whsec_ secret used as-is, 300 s",
     window_secs: Some(300),
-    shape: Shape::KeyValue(KeyValue::STRIPE),
+    // Read as stripe-node and stripe-python both read it (`stripe_signature`): keys
+    // untrimmed, the parsed timestamp signed; the presets built on this shape keep the base
+    // reading.
+    shape: Shape::KeyValue(KeyValue {
+        stripe: true,
+        ..KeyValue::STRIPE
+    }),
     key: KeyFormat::Raw(HmacAlgorithm::Sha256),
     key_hint: "Stripe's whsec_ secret is used as-is, prefix included, not base64-decoded; each endpoint, and test and live mode, has its own secret",
     info: Info::TYPE_AND_ID,
