@@ -135,7 +135,8 @@ fn key_value() -> Vec<Seed> {
             &["stripe", "prefinery"],
         ));
         let sig = value.rsplit("v1=").next().unwrap_or_default();
-        let many = format!("t={NOW},v0=00,v1=ff, v1={sig},v1=");
+        // Stripe's libraries ignore other items and compare every `v1` (keys untrimmed).
+        let many = format!("t={NOW},v0=00,v1=ff,v1={sig},junk,");
         out.push(seed(
             "stripe_t_v1",
             "stripe-several",
@@ -151,7 +152,8 @@ fn key_value() -> Vec<Seed> {
         out.push(seed(
             "stripe_t_v1",
             "stripe-two-timestamps",
-            lines(&[&format!("t={NOW},t={NOW},v1={sig}"), BODY]),
+            // Two different `t`: Stripe's two libraries would sign different ones.
+            lines(&[&format!("t={NOW},t={},v1={sig}", NOW + 1), BODY]),
             &[],
         ));
     }
