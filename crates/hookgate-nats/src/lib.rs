@@ -81,7 +81,8 @@
 //!
 //! The 2xx comes once JetStream acked every copy; a sender's retry after a partial failure
 //! stores only the missing copies (the others are duplicates within the window). An event
-//! no destination takes is acknowledged and not stored. [`JetStreamDeadLetters::destination`]
+//! no destination takes is acknowledged and stored once on `<subject>.~filtered`, which no
+//! consumer reads. [`JetStreamDeadLetters::destination`]
 //! lists and replays one destination's dead letters, back to that destination only.
 //! Destination names are letters, digits, `-` and `_` here (a subject token). **Ordered
 //! lanes** (`order_key`): the copy of an event with a lane key goes to one of the

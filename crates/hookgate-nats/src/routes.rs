@@ -15,6 +15,11 @@ pub(crate) fn destination_subject(subject: &str, name: &str) -> String {
     format!("{subject}.{name}")
 }
 
+/// The token of the subject that keeps events no destination took (`<subject>.~filtered`):
+/// `~` is in no destination name ([`check_name`]), so it is no destination's subject, and
+/// no consumer reads it; the stream keeps those events by its limits.
+pub(crate) const FILTERED_TOKEN: &str = "~filtered";
+
 /// The wildcard the stream captures for all destinations: one token after the subject.
 pub(crate) fn destinations_wildcard(subject: &str) -> String {
     format!("{subject}.*")

@@ -14,8 +14,8 @@ use hookgate_queue::{Envelope, EventView, Router};
 
 use crate::Error;
 use crate::routes::{
-    check_destinations, copy_message_id, destination_subject, destinations_wildcard,
-    lane_partition, partition_token,
+    FILTERED_TOKEN, check_destinations, copy_message_id, destination_subject,
+    destinations_wildcard, lane_partition, partition_token,
 };
 use crate::stream::{StreamSpec, ensure_stream};
 use crate::url::{DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM, DEFAULT_SUBJECT, NatsUrl, connect, context};
@@ -192,8 +192,22 @@ impl JetStreamSink {
             &envelope.body,
         ));
         if routed.is_empty() {
+            // Stored and acknowledged all the same (issue 21): on a subject of its own that
+            // no consumer reads, once (its own message id).
             tracing::debug!(dedup_key = %envelope.dedup_key, "filtered: no destination takes the event");
-            return Ok(0);
+            let payload = envelope.to_json().map_err(SinkError::unavailable)?;
+            let publish = PublishMessage::build()
+                .message_id(copy_message_id(&envelope.dedup_key, FILTERED_TOKEN).as_str())
+                .payload(payload.into());
+            let subject = destination_subject(&routes.base, FILTERED_TOKEN);
+            let ack = self
+                .context
+                .send_publish(subject, publish)
+                .await
+                .map_err(publish_error)?
+                .await
+                .map_err(publish_error)?;
+            return Ok(usize::from(!ack.duplicate));
         }
         // Send every copy first, then wait for the acks: one round trip, not one per copy.
         let mut pending = Vec::with_capacity(routed.len());

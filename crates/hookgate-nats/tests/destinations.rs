@@ -528,3 +528,35 @@ async fn dotted_names_are_refused_clearly() {
         .to_string();
     assert!(err.contains("no ."), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_destination_takes_is_stored_on_the_filtered_subject_once() {
+    let Some(server) = Nats::start() else { return };
+    let tag = format!("{:012x}", fastrand::u64(..) >> 16);
+    let url = format!("{}/?stream=HGF_{tag}&subject=hgf.{tag}", server.url());
+    let billing_only: Vec<Destination> = destinations().into_iter().take(1).collect();
+    let sink = routed_sink(&url, billing_only).await;
+    let charge = event("c1", "charge.failed");
+    sink.enqueue(charge.clone()).await.unwrap();
+    // A sender's retry: the same message id, dropped as a duplicate.
+    sink.enqueue(charge).await.unwrap();
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(format!("HGF_{tag}"))
+        .await
+        .unwrap();
+    let kept = stream
+        .get_last_raw_message_by_subject(&format!("hgf.{tag}.~filtered"))
+        .await
+        .unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(&kept.payload).unwrap();
+    assert_eq!(envelope["delivery_id"], "c1");
+    assert_eq!(envelope["event_type"], "charge.failed");
+    let mut stream = stream;
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "stored once"
+    );
+}
