@@ -65,22 +65,8 @@ pub(crate) fn check_destinations<'a>(
     Ok(())
 }
 
-/// How many lane partitions an ordered destination has: one subject and one consumer
-/// with `max_ack_pending = 1` each.
-pub const LANE_PARTITIONS: u16 = 16;
-
-/// The lane partition of lane key `key`: FNV-1a (64-bit) of its bytes, modulo
-/// [`LANE_PARTITIONS`] (the same as `hookgate-redis`'s). Fixed: changing it would move
-/// keys between partitions while deliveries wait in them.
-pub fn lane_partition(key: &str) -> u16 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let partition = hash.checked_rem(u64::from(LANE_PARTITIONS)).unwrap_or(0);
-    u16::try_from(partition).unwrap_or(0)
-}
+/// The lane partitions, shared by every backend (`hookgate-queue`).
+pub use hookgate_queue::{LANE_PARTITIONS, lane_partition};
 
 /// The subject token (and consumer suffix) of lane partition `partition` of destination
 /// `name`: `~` cannot be in a destination name here, so it never meets another's.
@@ -241,9 +227,6 @@ mod tests {
         assert_eq!(copy_message_id("k:1", "billing"), "k:1@billing");
         assert!(check_name("billing-2_x").is_ok());
         assert_eq!(partition_token("billing", 3), "billing~p3");
-        // Pinned, and the same as hookgate-redis's: a change would move waiting deliveries.
-        assert_eq!(lane_partition(""), 5);
-        assert!((0..100).all(|n| lane_partition(&format!("c{n}")) < LANE_PARTITIONS));
         for bad in ["a.b", "", "a b", "a*"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }

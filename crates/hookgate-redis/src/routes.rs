@@ -37,22 +37,8 @@ pub(crate) fn destination_stream(stream: &str, name: &str) -> String {
     format!("{stream}:{name}")
 }
 
-/// How many lane partitions an ordered destination has: its lane keys are spread over
-/// this many streams by hash, each running one delivery at a time.
-pub const LANE_PARTITIONS: u16 = 16;
-
-/// The lane partition of lane key `key`: FNV-1a (64-bit) of its bytes, modulo
-/// [`LANE_PARTITIONS`]. Fixed: changing it would move keys between partitions while
-/// deliveries wait in them.
-pub fn lane_partition(key: &str) -> u16 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let partition = hash.checked_rem(u64::from(LANE_PARTITIONS)).unwrap_or(0);
-    u16::try_from(partition).unwrap_or(0)
-}
+/// The lane partitions, shared by every backend (`hookgate-queue`).
+pub use hookgate_queue::{LANE_PARTITIONS, lane_partition};
 
 /// The stream of lane partition `partition` of destination stream `stream`.
 pub(crate) fn partition_stream(destination_stream: &str, partition: u16) -> String {
@@ -195,9 +181,6 @@ mod tests {
         assert_eq!(paused_key("s"), "s:paused");
         assert_eq!(seen_key("s", "k:1"), "s:seen:k:1");
         assert!(check_name("billing").is_ok());
-        // Pinned: a change would move waiting deliveries between partitions.
-        assert_eq!(lane_partition(""), 5);
-        assert!((0..100).all(|n| lane_partition(&format!("c{n}")) < LANE_PARTITIONS));
         for bad in ["paused", "filtered", "seen", "a:b", ""] {
             assert!(check_name(bad).is_err(), "{bad}");
         }

@@ -359,6 +359,25 @@ impl<D: Clone + Eq + Hash> LaneScheduler<D> {
     }
 }
 
+/// How many lane partitions an ordered destination has on a queue that keeps lanes by
+/// partition (Redis streams, JetStream): its lane keys are spread over this many streams or
+/// subjects by [`lane_partition`], each running one delivery at a time.
+pub const LANE_PARTITIONS: u16 = 16;
+
+/// The lane partition of lane key `key`: FNV-1a (64-bit) of its bytes, modulo
+/// [`LANE_PARTITIONS`]. One definition for every backend, so a key has the same partition
+/// whichever queue carries it. Fixed: changing it would move keys between partitions while
+/// deliveries wait in them.
+pub fn lane_partition(key: &str) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let partition = hash.checked_rem(u64::from(LANE_PARTITIONS)).unwrap_or(0);
+    u16::try_from(partition).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,5 +597,12 @@ mod tests {
         }
         assert_eq!(lanes.backlog(), 0);
         assert_eq!(left, pushed);
+    }
+
+    #[test]
+    fn lane_partitions_are_pinned() {
+        // Pinned: a change would move waiting deliveries between partitions.
+        assert_eq!(super::lane_partition(""), 5);
+        assert!((0..100).all(|n| super::lane_partition(&format!("c{n}")) < super::LANE_PARTITIONS));
     }
 }

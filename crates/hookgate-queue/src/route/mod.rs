@@ -134,7 +134,9 @@ pub use gates::{
     Admission, CIRCUIT_STATE_METRIC, DestinationGates, Hold, IN_FLIGHT_METRIC, LANE_BACKLOG_METRIC,
     LANE_HELD_METRIC,
 };
-pub use lane::{LaneKey, LaneOutcome, LaneRelease, LaneScheduler, OrderKey};
+pub use lane::{
+    LANE_PARTITIONS, LaneKey, LaneOutcome, LaneRelease, LaneScheduler, OrderKey, lane_partition,
+};
 pub use rate::{RateGate, RateLimit};
 
 #[cfg(test)]
