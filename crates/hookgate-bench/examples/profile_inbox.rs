@@ -160,7 +160,7 @@ fn snapshot() -> std::collections::HashMap<String, (String, ThreadCost)> {
 /// Prints every thread's CPU time and context switches per event since `before`: one row
 /// per thread, in the order they were started (thread names are cut to 15 bytes, so the
 /// inbox's threads are told apart by that order: the database writer, then the log's
-/// preallocator, syncer and writer, the applier, the checkpointer), the runtime's threads
+/// preallocator and writer (which also syncs), the applier, the checkpointer), the runtime's threads
 /// summed.
 fn print_threads(before: &std::collections::HashMap<String, (String, ThreadCost)>, events: usize) {
     let mut rows: std::collections::BTreeMap<(u64, String), ThreadCost> = Default::default();

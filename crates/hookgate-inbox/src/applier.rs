@@ -65,13 +65,11 @@ pub(crate) fn apply_records(conn: &Connection, records: &[LogRecord]) -> Result<
              received_at, headers, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    // The dedup key goes in the state row, appended in id order like the rest: no
+    // random-keyed insert per event (schema version 5).
     let mut state = conn.prepare_cached(
-        "INSERT INTO state (id, status, due_at, is_test) VALUES (?1, 'received', ?2, ?3)",
-    )?;
-    let mut dedup = conn.prepare_cached(
-        "INSERT INTO dedup (digest, event_id, expires_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(digest) DO UPDATE SET event_id = excluded.event_id,
-                                           expires_at = excluded.expires_at",
+        "INSERT INTO state (id, status, due_at, is_test, dedup_digest, dedup_expires_at)
+         VALUES (?1, 'received', ?2, ?3, ?4, ?5)",
     )?;
     for record in records.iter().filter(|r| r.id > applied) {
         let e = &record.event;
@@ -86,13 +84,14 @@ pub(crate) fn apply_records(conn: &Connection, records: &[LogRecord]) -> Result<
             e.headers_json,
             &e.body[..],
         ])?;
-        state.execute(params![record.id, record.enqueued_at_ms, e.is_test])?;
-        crate::deliveries::insert_routes(conn, record)?;
-        dedup.execute(params![
-            &e.dedup_digest[..],
+        state.execute(params![
             record.id,
+            record.enqueued_at_ms,
+            e.is_test,
+            &e.dedup_digest[..],
             record.expires_at_ms
         ])?;
+        crate::deliveries::insert_routes(conn, record)?;
         last = record.id;
     }
     if last > applied {

@@ -3,10 +3,11 @@
 //!
 //! A claim is an in-process entry with a short lifetime: it only has to stop concurrent
 //! copies of a delivery while the first one is being stored, and a crash must drop it (a
-//! claim that outlived its process would block the sender's retry). A committed key is the
-//! `dedup` row (keyed by the key's 16-byte digest) that [`Inbox::enqueue`] writes in the event's own transaction, so committing
-//! after an enqueue into this inbox costs nothing. When another sink is used with this
-//! store, [`commit`](Inbox::commit_key) writes the row itself.
+//! claim that outlived its process would block the sender's retry). A committed key is
+//! the 16-byte digest of the key stored with the event itself (in its log record, then in
+//! its `state` row), so committing after an enqueue into this inbox costs nothing. When
+//! another sink is used with this store, [`commit`](Inbox::commit_key) writes a `dedup` row
+//! (keyed by the digest) instead.
 //!
 //! Across processes sharing one database file, claims are not shared; two processes can
 //! then both accept the same delivery at the same moment, but the enqueue transaction checks
@@ -122,7 +123,11 @@ impl Inbox {
     }
 
     /// Whether `key` is durably stored: from memory when this inbox holds the log (every
-    /// live key is there), else from the database.
+    /// live key is there), else from the database. There, the keys of stored events are
+    /// in their `state` rows, which have no index on the digest (an index would put the
+    /// random-keyed insert back on every event): the lookup of an inbox that does not
+    /// hold the log reads `state` through. Only a second process using this file as the
+    /// dedup store of another sink does that.
     async fn is_committed(&self, key: &str) -> Result<bool, InboxError> {
         let digest = key_digest(key);
         if self.holds_log() {
@@ -130,7 +135,12 @@ impl Inbox {
         }
         self.read(move |conn, now| {
             Ok(conn
-                .prepare_cached("SELECT 1 FROM dedup WHERE digest = ?1 AND expires_at > ?2")?
+                .prepare_cached(
+                    "SELECT 1 FROM dedup WHERE digest = ?1 AND expires_at > ?2
+                     UNION ALL
+                     SELECT 1 FROM state WHERE dedup_digest = ?1 AND dedup_expires_at > ?2
+                     LIMIT 1",
+                )?
                 .query_row(params![&digest[..], now], |_| Ok(()))
                 .optional()?
                 .is_some())

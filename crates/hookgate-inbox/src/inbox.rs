@@ -194,7 +194,8 @@ fn ratio(part: u64, whole: u64) -> f64 {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Expired dedup entries.
+    /// Expired dedup entries: the keys swept from memory by the inbox that holds the log
+    /// (every live key is there), the `dedup` rows deleted by any other.
     pub dedup_entries: u64,
     /// Processed events older than the retention (with their attempt history).
     pub processed_events: u64,
@@ -722,7 +723,7 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Closed`] or [`InboxError::Database`].
     pub async fn prune(&self) -> Result<PruneReport, InboxError> {
-        self.inner.keys.sweep(self.now_ms());
+        let swept = self.inner.keys.sweep(self.now_ms());
         let mut total = PruneReport::default();
         loop {
             let config = self.inner.config;
@@ -731,9 +732,15 @@ impl Inbox {
                 .await?;
             total.add(report);
             if !report.is_partial() {
-                return Ok(total);
+                break;
             }
         }
+        // The inbox that holds the log has every live key in memory (those of the `dedup`
+        // table and those of the events' state rows, which expire there without a delete).
+        if self.holds_log() {
+            total.dedup_entries = u64::try_from(swept).unwrap_or(u64::MAX);
+        }
+        Ok(total)
     }
 
     /// Marks an event as a test delivery (or not). Returns whether the event exists.
@@ -881,17 +888,24 @@ fn lock_log(path: &Path) -> Result<Option<(PathBuf, std::fs::File)>, InboxError>
     }
 }
 
-/// Loads every live dedup key from the database into memory.
+/// Loads every live dedup key from the database into memory: the keys in the events'
+/// `state` rows (newest event first, so a key stored twice names its latest event), then
+/// the `dedup` table's (keys without a state row; see `schema.rs`, version 5).
 fn load_keys(conn: &Connection, keys: &Keys, now: i64) -> Result<(), InboxError> {
-    let mut stmt =
-        conn.prepare("SELECT digest, event_id, expires_at FROM dedup WHERE expires_at > ?1")?;
-    let mut rows = stmt.query(params![now])?;
-    while let Some(row) = rows.next()? {
-        let digest: Vec<u8> = row.get(0)?;
-        let Ok(digest) = <[u8; 16]>::try_from(digest.as_slice()) else {
-            continue;
-        };
-        keys.insert_stored(&digest, row.get(1)?, row.get(2)?);
+    for sql in [
+        "SELECT dedup_digest, id, dedup_expires_at FROM state
+          WHERE dedup_expires_at > ?1 ORDER BY id DESC",
+        "SELECT digest, event_id, expires_at FROM dedup WHERE expires_at > ?1",
+    ] {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query(params![now])?;
+        while let Some(row) = rows.next()? {
+            let digest: Vec<u8> = row.get(0)?;
+            let Ok(digest) = <[u8; 16]>::try_from(digest.as_slice()) else {
+                continue;
+            };
+            keys.insert_stored(&digest, row.get(1)?, row.get(2)?);
+        }
     }
     Ok(())
 }
@@ -921,11 +935,11 @@ fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneRepo
         params![now, PRUNE_CHUNK],
     )?;
     let processed_events =
-        delete_finished(conn, "processed", sub(now, config.retention))?.saturating_add(
-            delete_finished(conn, "filtered", sub(now, config.retention))?,
+        delete_finished(conn, "processed", sub(now, config.retention), now)?.saturating_add(
+            delete_finished(conn, "filtered", sub(now, config.retention), now)?,
         );
     let dead_events = match config.dead_retention {
-        Some(retention) => delete_finished(conn, "dead", sub(now, retention))?,
+        Some(retention) => delete_finished(conn, "dead", sub(now, retention), now)?,
         None => 0,
     };
     Ok(PruneReport {
@@ -936,8 +950,14 @@ fn prune_chunk(conn: &Connection, now: i64, config: &Config) -> Result<PruneRepo
 }
 
 /// Deletes up to one chunk of events in `status` that finished before `before`, with their
-/// state, attempts and dead-letter rows.
-fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize, InboxError> {
+/// state, attempts and dead-letter rows. A key that outlives its event (a retention
+/// shorter than the dedup horizon) moves from the state row to the `dedup` table first.
+fn delete_finished(
+    conn: &Connection,
+    status: &str,
+    before: i64,
+    now: i64,
+) -> Result<usize, InboxError> {
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id INTEGER PRIMARY KEY)",
         [],
@@ -947,6 +967,15 @@ fn delete_finished(conn: &Connection, status: &str, before: i64) -> Result<usize
         "INSERT INTO temp.prune_ids (id)
              SELECT id FROM state WHERE status = ?1 AND finished_at <= ?2 LIMIT ?3",
         params![status, before, PRUNE_CHUNK],
+    )?;
+    conn.execute(
+        "INSERT INTO dedup (digest, event_id, expires_at)
+             SELECT dedup_digest, id, dedup_expires_at FROM state
+              WHERE id IN (SELECT id FROM temp.prune_ids)
+                AND dedup_digest IS NOT NULL AND dedup_expires_at > ?1
+         ON CONFLICT(digest) DO UPDATE SET event_id = excluded.event_id,
+                                           expires_at = max(expires_at, excluded.expires_at)",
+        params![now],
     )?;
     for table in ["attempts", "dead_letters", "deliveries"] {
         conn.execute(

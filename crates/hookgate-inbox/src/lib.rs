@@ -98,10 +98,10 @@
 //!   (after a crash, an expired lease or a lost result), so handlers must be idempotent.
 //!
 //! **Group commit.** Enqueues queue for the log's writer thread, which takes every one
-//! waiting (up to [`InboxBuilder::max_batch`]), writes them with one write and hands the
-//! batch to a second thread for its `fdatasync`, then writes the next batch while that one
-//! syncs. Each caller is answered only after the sync that covers its record, so sharing a
-//! sync never weakens the guarantee; it lets throughput grow with concurrency.
+//! waiting (up to [`InboxBuilder::max_batch`]), writes them with one write and one
+//! `fdatasync`; what arrives meanwhile waits for the next batch. Each caller is answered
+//! only after the sync that covers its record, so sharing a sync never weakens the
+//! guarantee; it lets throughput grow with concurrency.
 //! [`Inbox::stats`] shows syncs and batch sizes.
 //!
 //! **Dedup keys in memory.** The inbox that holds the log keeps every live dedup key (a
@@ -122,8 +122,9 @@
 //! **Storage layout.** In the database, what arrived (body, headers, the fields the log
 //! shows) is written once and never rewritten; the small mutable state (status, attempts,
 //! lease, due time, last error) lives in a row of its own, which is all a lease or a completion updates.
-//! Dedup entries are keyed by a 16-byte digest of the dedup key. Checkpoints run on a
-//! thread of their own. Files written by an earlier version are migrated when opened.
+//! Dedup keys are 16-byte digests of the dedup key, kept in the stored event's state row
+//! (no random-keyed write per event); keys without an event have a table of their own.
+//! Checkpoints run on a thread of their own. Files written by an earlier version are migrated when opened.
 //!
 //! ## Status lifecycle
 //!

@@ -31,6 +31,16 @@
 //! pause` (any process); and `attempts.destination`. An inbox without destinations
 //! writes none of it, and a file of version 2 or 3 gains the empty tables.
 //!
+//! Version 5 moves the dedup key of a stored event out of the `dedup` table and into its
+//! `state` row (`dedup_digest`, `dedup_expires_at`, no index): the random-keyed `dedup`
+//! insert was the one write per event that landed on a random page (one 4 KiB WAL page
+//! per event, written again by the checkpoint), and taking it off the applier raised
+//! gate-inbox by a fifth to a third (docs/BENCHMARKS.md). The inbox that holds the log
+//! keeps every live key in memory and rebuilds it at open from both places. `dedup` keeps
+//! the keys that have no `state` row: keys committed for another sink, keys of files
+//! written before version 5, and the live keys of events pruned before their key expired
+//! (moved there by the pruner).
+//!
 //! Version 1 (everything in one `events` row, TEXT dedup keys, the delivery-id index) is
 //! migrated in one transaction when a file is opened: see [`migrate`].
 
@@ -44,7 +54,7 @@ use crate::InboxError;
 use crate::digest::key_digest;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,6 +183,22 @@ fn add_attempt_destination(conn: &Connection) -> Result<(), InboxError> {
     Ok(())
 }
 
+/// Adds the dedup key columns of `state` (version 5) unless they are there.
+fn add_state_dedup_key(conn: &Connection) -> Result<(), InboxError> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('state') WHERE name = 'dedup_digest'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE state ADD COLUMN dedup_digest BLOB;
+             ALTER TABLE state ADD COLUMN dedup_expires_at INTEGER;",
+        )?;
+    }
+    Ok(())
+}
+
 /// Opens the writer connection: WAL, `synchronous=FULL`, and the schema created or migrated.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, InboxError> {
     let conn = Connection::open(path)?;
@@ -264,6 +290,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), InboxError> {
     conn.execute_batch(SCHEMA_V3)?;
     conn.execute_batch(SCHEMA_V4)?;
     add_attempt_destination(conn)?;
+    add_state_dedup_key(conn)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -335,12 +362,12 @@ mod tests {
         drop(conn);
         assert!(matches!(
             open_writer(&path),
-            Err(InboxError::SchemaTooNew { found: 5, .. })
+            Err(InboxError::SchemaTooNew { found: 6, .. })
         ));
     }
 
     #[test]
-    fn a_version_3_file_gains_the_delivery_tables() {
+    fn a_version_3_file_gains_the_delivery_tables_and_the_state_key_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox.db");
         // A version 3 file as the previous release wrote it, with one event and an attempt.
@@ -361,7 +388,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, SCHEMA_VERSION);
         let (status, destination): (String, Option<String>) = conn
             .query_row(
                 "SELECT s.status, a.destination FROM state s JOIN attempts a ON a.event_id = s.id",
@@ -378,6 +405,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 2);
+        // Version 5: the state rows gain the dedup key columns, empty in the old rows.
+        let keys: (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), count(dedup_digest) FROM state",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(keys, (1, 0));
         drop(conn);
         // Opening again changes nothing.
         open_writer(&path).unwrap();

@@ -477,12 +477,40 @@ async fn processed_events_and_old_dead_letters_are_pruned_after_their_retention(
         inbox.enqueue(&event("msg_ok", "ok")).await.unwrap(),
         Enqueued::Duplicate(Some(ok))
     );
+    // The pruner moved the key from the event's state row to the `dedup` table, so it
+    // outlives the event across a restart too.
+    let conn = rusqlite::Connection::open(dir.path().join("inbox.db")).unwrap();
+    let moved: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM dedup WHERE event_id = ?1",
+            [ok.get()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(moved, 1);
+    drop(conn);
 
     clock.advance(hour);
     let report = inbox.prune().await.unwrap();
     assert_eq!((report.processed_events, report.dead_events), (0, 1));
     assert!(inbox.entry(bad).await.unwrap().is_none());
     assert!(inbox.dead_letters(None, 10).await.unwrap().is_empty());
+
+    // Reopened, the keys of both pruned events come back from the `dedup` table.
+    drop(inbox);
+    let inbox = Inbox::builder(dir.path().join("inbox.db"))
+        .clock(clock.clone())
+        .no_scheduled_pruning()
+        .open()
+        .unwrap();
+    assert_eq!(
+        inbox.enqueue(&event("msg_ok", "ok")).await.unwrap(),
+        Enqueued::Duplicate(Some(ok))
+    );
+    assert_eq!(
+        inbox.enqueue(&event("msg_bad", "bad")).await.unwrap(),
+        Enqueued::Duplicate(Some(bad))
+    );
 }
 
 #[tokio::test]
@@ -499,15 +527,18 @@ async fn scheduled_pruning_runs_in_the_background() {
     store(&inbox, "msg_1", "a").await;
     // The event reaches the database once the log's applier wrote it; a query waits for that.
     inbox.status_counts().await.unwrap();
-    let dedup_rows = || {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.query_row("SELECT count(*) FROM dedup", [], |row| row.get::<_, i64>(0))
-            .unwrap()
-    };
-    assert_eq!(dedup_rows(), 1);
+    // Its key is in its state row (schema 5), not in the `dedup` table.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM state WHERE dedup_digest IS NOT NULL"),
+        1
+    );
+    assert_eq!(count("SELECT count(*) FROM dedup"), 0);
+    assert_eq!(inbox.stats().dedup_keys_in_memory, 1);
     clock.advance(Duration::from_secs(61));
-    eventually("the pruner to remove the expired entry", || async {
-        dedup_rows() == 0
+    eventually("the pruner to sweep the expired key", || async {
+        inbox.stats().dedup_keys_in_memory == 0
     })
     .await;
 }
