@@ -151,7 +151,9 @@ fn requeue_dead(
 impl Inbox {
     /// Leases up to `limit` due deliveries for `lease`, skipping the destinations in
     /// `held` and every delivery that has an unfinished one of the same lane before it.
-    pub(crate) async fn lease_deliveries(
+    /// Takes what the applier has applied, without waiting for the rest (see
+    /// [`Inbox::write_applied`]): the worker's lease.
+    pub(crate) async fn lease_applied_deliveries(
         &self,
         limit: usize,
         lease: Duration,
@@ -159,10 +161,24 @@ impl Inbox {
     ) -> Result<Vec<LeasedDelivery>, InboxError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let held = serde_json::to_string(&held).unwrap_or_else(|_| "[]".to_owned());
-        self.write(false, move |conn, now| {
+        self.write_applied(false, move |conn, now| {
             lease_due(conn, now, limit, lease, &held)
         })
         .await
+    }
+
+    /// [`lease_applied_deliveries`](Self::lease_applied_deliveries) once every event
+    /// acknowledged before the call is applied: for tests that lease what they just
+    /// enqueued.
+    #[cfg(test)]
+    pub(crate) async fn lease_deliveries(
+        &self,
+        limit: usize,
+        lease: Duration,
+        held: Vec<String>,
+    ) -> Result<Vec<LeasedDelivery>, InboxError> {
+        self.caught_up().await;
+        self.lease_applied_deliveries(limit, lease, held).await
     }
 
     /// Extends the leases of deliveries still held.

@@ -47,15 +47,28 @@ impl Completion {
 
 impl Inbox {
     /// Leases up to `limit` due events for `lease`, oldest due first, counting an attempt
-    /// for each.
-    pub(crate) async fn lease_events(
+    /// for each. Takes what the applier has applied, without waiting for the rest (see
+    /// [`Inbox::write_applied`]): the worker's lease.
+    pub(crate) async fn lease_applied_events(
         &self,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Leased>, InboxError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.write(false, move |conn, now| lease_due(conn, now, limit, lease))
+        self.write_applied(false, move |conn, now| lease_due(conn, now, limit, lease))
             .await
+    }
+
+    /// [`lease_applied_events`](Self::lease_applied_events) once every event acknowledged
+    /// before the call is applied: for tests that lease what they just enqueued.
+    #[cfg(test)]
+    pub(crate) async fn lease_events(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, InboxError> {
+        self.caught_up().await;
+        self.lease_applied_events(limit, lease).await
     }
 
     /// Extends the leases of events still held; returns how many were extended.

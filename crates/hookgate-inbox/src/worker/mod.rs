@@ -192,7 +192,10 @@ impl Queue for InboxQueue {
             .borrow_and_update();
         Box::pin(async move {
             if self.inbox.has_destinations() {
-                let batch = self.inbox.lease_deliveries(max, lease, held).await?;
+                let batch = self
+                    .inbox
+                    .lease_applied_deliveries(max, lease, held)
+                    .await?;
                 return Ok(batch
                     .into_iter()
                     .map(|leased| {
@@ -206,7 +209,7 @@ impl Queue for InboxQueue {
                     })
                     .collect());
             }
-            let batch = self.inbox.lease_events(max, lease).await?;
+            let batch = self.inbox.lease_applied_events(max, lease).await?;
             Ok(batch
                 .into_iter()
                 .map(|leased| {
