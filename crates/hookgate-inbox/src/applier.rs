@@ -288,10 +288,9 @@ fn apply(writer: &mpsc::Sender<Box<dyn Work>>, records: Arc<Vec<LogRecord>>) -> 
     let mut pause = RETRY_PAUSE;
     loop {
         let batch = records.clone();
-        let (job, reply) = Call::job_with_undo(
+        let (job, reply) = Call::job_with(
             true,
             move |conn: &Connection, _| apply_records(conn, &batch),
-            None,
             Durability::Deferred,
         );
         writer.blocking_send(job).ok()?;

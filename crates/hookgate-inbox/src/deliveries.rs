@@ -12,14 +12,14 @@
 //! (`seq` order): a retrying head keeps its lane, after a restart too. A replayed dead
 //! letter goes to the tail of its lane.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::event::{EventId, InboxEvent, Status};
 use crate::queue::{Completion, EVENT_COLUMNS, event_from_row};
 use crate::segment::LogRecord;
-use crate::time::{add, from_millis, to_millis};
+use crate::time::{add, from_millis};
 use crate::writer::Durability;
 use crate::{Inbox, InboxError, Replay};
 
@@ -197,16 +197,17 @@ impl Inbox {
     }
 
     /// Records the end of an attempt of a delivery; `false` when the lease was lost.
+    #[cfg(test)]
     pub(crate) async fn record_delivery(
         &self,
         (id, token): (i64, i64),
         attempt: u32,
-        started_at: SystemTime,
+        started_at: std::time::SystemTime,
         duration: Duration,
         completion: Completion,
     ) -> Result<bool, InboxError> {
         let wakes = matches!(completion, Completion::Retry { .. });
-        self.write_with_undo(
+        self.write_with(
             wakes,
             move |conn, now| {
                 complete(
@@ -214,12 +215,11 @@ impl Inbox {
                     now,
                     (id, token),
                     attempt,
-                    to_millis(started_at),
+                    crate::time::to_millis(started_at),
                     crate::time::duration_millis(duration),
                     &completion,
                 )
             },
-            None,
             Durability::Deferred,
         )
         .await
@@ -230,7 +230,7 @@ impl Inbox {
         &self,
         held: Vec<(i64, i64)>,
     ) -> Result<usize, InboxError> {
-        self.write_with_undo(
+        self.write_with(
             true,
             move |conn, now| {
                 let mut stmt = conn.prepare_cached(
@@ -251,7 +251,6 @@ impl Inbox {
                 }
                 Ok(released)
             },
-            None,
             Durability::Deferred,
         )
         .await
@@ -566,7 +565,7 @@ fn lease_due(
     Ok(leased)
 }
 
-fn complete(
+pub(crate) fn complete(
     conn: &Connection,
     now: i64,
     (id, token): (i64, i64),
@@ -621,6 +620,7 @@ mod tests {
 
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
 
     use hookgate::{SchemeId, SignRequest, Signer, VerifiedEvent, Verifier};
     use hookgate_queue::{Destination, DestinationTarget, EventFilter, RetryPolicy, Router};

@@ -16,7 +16,7 @@ use crate::journal::{AppendJob, JournalShared, ToApplier};
 use crate::keys::{KeyState, Keys};
 use crate::segment::LogRecord;
 use crate::time::{add, sub, to_millis};
-use crate::writer::{Call, Durability, Undo, Work, WriterShared};
+use crate::writer::{Call, Durability, Work, WriterShared};
 use crate::{InboxError, applier, checkpoint, journal, schema, writer};
 
 /// Default lifetime of an uncommitted claim: 30 seconds (as the core's in-memory store).
@@ -764,17 +764,14 @@ impl Inbox {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        self.write_with_undo(wakes, f, None, Durability::Synced)
-            .await
+        self.write_with(wakes, f, Durability::Synced).await
     }
 
-    /// A write whose closure also changes something outside the database inside the
-    /// transaction; `undo` reverts that when the commit fails (see [`Call::job_with_undo`]).
-    pub(crate) async fn write_with_undo<T, F>(
+    /// A write answered after a commit of the given durability.
+    pub(crate) async fn write_with<T, F>(
         &self,
         wakes: bool,
         f: F,
-        undo: Option<Undo<T>>,
         durability: Durability,
     ) -> Result<T, InboxError>
     where
@@ -785,7 +782,7 @@ impl Inbox {
         if durability == Durability::Synced {
             self.caught_up().await;
         }
-        self.submit(wakes, f, undo, durability).await
+        self.submit(wakes, f, durability).await
     }
 
     /// A synced write without the read barrier: for the worker's leases, which take what
@@ -799,21 +796,27 @@ impl Inbox {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        self.submit(wakes, f, None, Durability::Synced).await
+        self.submit(wakes, f, Durability::Synced).await
     }
 
-    async fn submit<T, F>(
+    /// Sends a job of its own kind to the writer thread (waiting for room in its queue).
+    pub(crate) async fn submit_job(
         &self,
-        wakes: bool,
-        f: F,
-        undo: Option<Undo<T>>,
-        durability: Durability,
-    ) -> Result<T, InboxError>
+        job: Box<dyn crate::writer::Work>,
+    ) -> Result<(), InboxError> {
+        self.inner
+            .tx
+            .send(job)
+            .await
+            .map_err(|_| InboxError::Closed)
+    }
+
+    async fn submit<T, F>(&self, wakes: bool, f: F, durability: Durability) -> Result<T, InboxError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
-        let (job, rx) = Call::job_with_undo(wakes, f, undo, durability);
+        let (job, rx) = Call::job_with(wakes, f, durability);
         self.inner
             .tx
             .send(job)
@@ -1234,12 +1237,7 @@ mod group_commit_tests {
         };
         for _ in 0..3 {
             let deferred = inbox
-                .write_with_undo(
-                    false,
-                    move |conn, _| level(conn),
-                    None,
-                    Durability::Deferred,
-                )
+                .write_with(false, move |conn, _| level(conn), Durability::Deferred)
                 .await
                 .unwrap();
             assert_eq!(deferred, 1, "NORMAL");

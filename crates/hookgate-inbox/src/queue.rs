@@ -6,19 +6,15 @@
 //! lease, so an event whose worker died is taken again once its lease expires. Processed
 //! and dead events have no `due_at`.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::event::{EventId, InboxEvent};
-use crate::time::{add, duration_millis, from_millis};
-use crate::writer::{Durability, Undo};
+use crate::time::{add, from_millis};
+use crate::writer::Durability;
 use crate::{Inbox, InboxError};
-
-/// Counts a recorded attempt (`true`) or takes the count back (`false`).
-pub(crate) type Tally = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// An event a worker holds, with the token that proves its lease.
 #[derive(Debug, Clone)]
@@ -98,7 +94,7 @@ impl Inbox {
         held: Vec<(i64, i64)>,
         lease: Duration,
     ) -> Result<usize, InboxError> {
-        self.write_with_undo(
+        self.write_with(
             false,
             move |conn, now| {
                 let mut stmt = conn.prepare_cached(update)?;
@@ -112,56 +108,40 @@ impl Inbox {
                 }
                 Ok(renewed)
             },
-            None,
             Durability::Deferred,
         )
         .await
     }
 
-    /// Records the end of an attempt. Returns false when the lease was lost meanwhile (it
+    /// Records the end of an attempt alone (the worker records its results in batches:
+    /// `worker/completions.rs`). Returns false when the lease was lost meanwhile (it
     /// expired and another worker took the event, or it was released): then nothing
     /// changes.
-    ///
-    /// `tally(true)` runs inside the transaction once the result is recorded, so whoever
-    /// sees the event's new status also sees the count; `tally(false)` takes the count back
-    /// if that transaction then fails to commit.
-    #[allow(clippy::too_many_arguments)]
+    #[cfg(test)]
     pub(crate) async fn record_attempt(
         &self,
         id: EventId,
         token: i64,
         attempt: u32,
-        started_at: SystemTime,
+        started_at: std::time::SystemTime,
         duration: Duration,
         completion: Completion,
-        tally: Tally,
     ) -> Result<bool, InboxError> {
         let wakes = matches!(completion, Completion::Retry { .. });
-        let untally = tally.clone();
-        let undo: Undo<bool> = Box::new(move |recorded: &bool| {
-            if *recorded {
-                untally(false);
-            }
-        });
-        self.write_with_undo(
+        self.write_with(
             wakes,
             move |conn, now| {
-                let recorded = complete_attempt(
+                complete_attempt(
                     conn,
                     now,
                     id,
                     token,
                     attempt,
                     crate::time::to_millis(started_at),
-                    duration_millis(duration),
+                    crate::time::duration_millis(duration),
                     &completion,
-                )?;
-                if recorded {
-                    tally(true);
-                }
-                Ok(recorded)
+                )
             },
-            Some(undo),
             Durability::Deferred,
         )
         .await
@@ -173,7 +153,7 @@ impl Inbox {
         &self,
         held: Vec<(EventId, i64)>,
     ) -> Result<usize, InboxError> {
-        self.write_with_undo(
+        self.write_with(
             true,
             move |conn, now| {
                 let mut stmt = conn.prepare_cached(
@@ -188,7 +168,6 @@ impl Inbox {
                 }
                 Ok(released)
             },
-            None,
             Durability::Deferred,
         )
         .await
@@ -278,7 +257,7 @@ pub(crate) fn event_from_row(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn complete_attempt(
+pub(crate) fn complete_attempt(
     conn: &Connection,
     now: i64,
     id: EventId,
@@ -337,8 +316,8 @@ fn complete_attempt(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::time::UNIX_EPOCH;
+    use std::sync::{Arc, Mutex};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     use hookgate::{Clock, SchemeId, SignRequest, Signer, Verifier};
 
@@ -347,10 +326,6 @@ mod tests {
 
     #[derive(Debug)]
     struct ManualClock(Mutex<SystemTime>);
-
-    fn no_tally() -> Tally {
-        Arc::new(|_| {})
-    }
 
     impl ManualClock {
         fn advance(&self, by: Duration) {
@@ -420,7 +395,6 @@ mod tests {
                 at,
                 Duration::ZERO,
                 Completion::Processed,
-                no_tally(),
             )
             .await
             .unwrap();
@@ -433,7 +407,6 @@ mod tests {
                 at,
                 Duration::from_millis(5),
                 Completion::Processed,
-                no_tally(),
             )
             .await
             .unwrap();
@@ -492,15 +465,7 @@ mod tests {
         let at = clock.now();
         assert!(
             inbox
-                .record_attempt(
-                    id,
-                    held[0].token,
-                    1,
-                    at,
-                    Duration::ZERO,
-                    completion,
-                    no_tally()
-                )
+                .record_attempt(id, held[0].token, 1, at, Duration::ZERO, completion,)
                 .await
                 .unwrap()
         );

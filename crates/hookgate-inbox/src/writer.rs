@@ -61,16 +61,12 @@ pub(crate) enum Durability {
     Deferred,
 }
 
-/// Undoes, after a failed commit, what a job did outside the database for its result.
-pub(crate) type Undo<T> = Box<dyn FnOnce(&T) + Send>;
-
 /// A closure job whose result is answered through a oneshot channel after the commit.
 pub(crate) struct Call<T, F> {
     f: Option<F>,
     result: Option<Result<T, InboxError>>,
     reply: oneshot::Sender<Result<T, InboxError>>,
     wakes: bool,
-    undo: Option<Undo<T>>,
     durability: Durability,
 }
 
@@ -83,16 +79,13 @@ where
         wakes: bool,
         f: F,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
-        Self::job_with_undo(wakes, f, None, Durability::Synced)
+        Self::job_with(wakes, f, Durability::Synced)
     }
 
-    /// A job whose closure may also change state outside the database (a counter) inside
-    /// the transaction, so the change is seen no later than the committed rows: `undo`
-    /// reverts it when the commit fails.
-    pub(crate) fn job_with_undo(
+    /// A job answered after a commit of the given durability.
+    pub(crate) fn job_with(
         wakes: bool,
         f: F,
-        undo: Option<Undo<T>>,
         durability: Durability,
     ) -> (Box<dyn Work>, oneshot::Receiver<Result<T, InboxError>>) {
         let (reply, rx) = oneshot::channel();
@@ -101,7 +94,6 @@ where
             result: None,
             reply,
             wakes,
-            undo,
             durability,
         };
         (Box::new(call), rx)
@@ -124,9 +116,6 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), InboxError>) {
-        if let (Err(_), Some(Ok(value)), Some(undo)) = (&commit, &self.result, self.undo) {
-            undo(value);
-        }
         let answer = match (commit, self.result) {
             (Err(err), _) => Err(err),
             (Ok(()), Some(result)) => result,

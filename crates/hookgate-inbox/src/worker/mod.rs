@@ -1,7 +1,9 @@
 //! The inbox as a [`Queue`] of the one worker loop of `hookgate-queue`.
 
+mod completions;
+
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use hookgate::BoxFuture;
@@ -15,7 +17,7 @@ pub use hookgate_queue::{
 };
 
 use crate::event::EventId;
-use crate::queue::{Completion, Tally};
+use crate::queue::Completion;
 use crate::time::to_millis;
 use crate::{Inbox, InboxError, InboxEvent};
 
@@ -76,13 +78,19 @@ pub struct InboxQueue {
     inbox: Inbox,
     /// The wake-up generation seen at the last lease.
     seen: Mutex<watch::Receiver<u64>>,
+    /// Results waiting to be recorded together.
+    completions: completions::Completions,
 }
 
 impl InboxQueue {
     /// The queue of `inbox`'s events.
     pub fn new(inbox: Inbox) -> Self {
         let seen = Mutex::new(inbox.subscribe());
-        InboxQueue { inbox, seen }
+        InboxQueue {
+            inbox,
+            seen,
+            completions: completions::Completions::default(),
+        }
     }
 
     /// The inbox.
@@ -144,11 +152,6 @@ fn split(tickets: Vec<InboxTicket>) -> Split {
         }
     }
     (events, deliveries)
-}
-
-/// The recording needs no count of its own: the loop counts.
-fn no_tally() -> Tally {
-    Arc::new(|_| {})
 }
 
 impl Queue for InboxQueue {
@@ -307,23 +310,16 @@ impl InboxQueue {
         attempt: AttemptRecord,
         completion: Completion,
     ) -> BoxFuture<'_, Result<bool, InboxError>> {
-        match lease {
-            Lease::Event(id, token) => Box::pin(self.inbox.record_attempt(
-                id,
-                token,
-                attempt.attempt,
-                attempt.started_at,
-                attempt.duration,
-                completion,
-                no_tally(),
-            )),
-            Lease::Delivery(id, token) => Box::pin(self.inbox.record_delivery(
-                (id, token),
-                attempt.attempt,
-                attempt.started_at,
-                attempt.duration,
-                completion,
-            )),
-        }
+        let pending = completions::Pending {
+            lease: match lease {
+                Lease::Event(id, token) => completions::Leased::Event(id, token),
+                Lease::Delivery(id, token) => completions::Leased::Delivery(id, token),
+            },
+            attempt: attempt.attempt,
+            started_ms: to_millis(attempt.started_at),
+            duration_ms: crate::time::duration_millis(attempt.duration),
+            completion,
+        };
+        Box::pin(self.completions.record(&self.inbox, pending))
     }
 }
