@@ -317,7 +317,7 @@ fn sync(writer: &mpsc::Sender<Box<dyn Work>>) -> bool {
 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
     use std::sync::mpsc as std_mpsc;
 
@@ -330,7 +330,8 @@ mod tests {
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-    fn event(id: &str) -> VerifiedEvent {
+    /// A verified Standard Webhooks delivery with delivery id `id`.
+    pub(crate) fn event(id: &str) -> VerifiedEvent {
         let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
             .unwrap()
             .sign(&SignRequest::new(format!("{{\"id\":\"{id}\"}}")).id(id))

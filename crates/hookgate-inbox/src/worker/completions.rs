@@ -169,25 +169,9 @@ impl Work for Batch {
 mod tests {
     use std::time::Duration;
 
-    use hookgate::{SchemeId, SignRequest, Signer, VerifiedEvent, Verifier};
-
     use super::*;
+    use crate::applier::tests::event;
     use crate::inbox::tests::hold_writer;
-
-    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-    fn event(id: &str) -> VerifiedEvent {
-        let delivery = Signer::new(SchemeId::StandardWebhooksV1, SECRET)
-            .unwrap()
-            .sign(&SignRequest::new(format!("{{\"id\":\"{id}\"}}")).id(id))
-            .unwrap();
-        Verifier::builder(SchemeId::StandardWebhooksV1)
-            .secret(SECRET)
-            .build()
-            .unwrap()
-            .verify(&delivery.headers, delivery.body)
-            .unwrap()
-    }
 
     fn result(id: EventId, token: i64, completion: Completion) -> Pending {
         Pending {
