@@ -18,20 +18,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::Lease;
 use crate::queue::{Completion, complete_attempt};
 use crate::writer::{Durability, Work};
-use crate::{Inbox, InboxError, event::EventId};
-
-/// What a result is recorded on: an event's lease, or one delivery's.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Leased {
-    Event(EventId, i64),
-    Delivery(i64, i64),
-}
+use crate::{Inbox, InboxError};
 
 /// One result waiting to be recorded.
 pub(crate) struct Pending {
-    pub(crate) lease: Leased,
+    /// The event's lease, or one delivery's.
+    pub(crate) lease: Lease,
     pub(crate) attempt: u32,
     pub(crate) started_ms: i64,
     pub(crate) duration_ms: i64,
@@ -101,7 +96,7 @@ impl Batch {
         let mut recorded = Vec::with_capacity(self.taken.len());
         for Waiting { pending, .. } in &self.taken {
             let done = match pending.lease {
-                Leased::Event(id, token) => complete_attempt(
+                Lease::Event(id, token) => complete_attempt(
                     conn,
                     now_ms,
                     id,
@@ -111,7 +106,7 @@ impl Batch {
                     pending.duration_ms,
                     &pending.completion,
                 )?,
-                Leased::Delivery(id, token) => crate::deliveries::complete(
+                Lease::Delivery(id, token) => crate::deliveries::complete(
                     conn,
                     now_ms,
                     (id, token),
@@ -171,11 +166,12 @@ mod tests {
 
     use super::*;
     use crate::applier::tests::event;
+    use crate::event::EventId;
     use crate::inbox::tests::hold_writer;
 
     fn result(id: EventId, token: i64, completion: Completion) -> Pending {
         Pending {
-            lease: Leased::Event(id, token),
+            lease: Lease::Event(id, token),
             attempt: 1,
             started_ms: 0,
             duration_ms: 1,

@@ -311,10 +311,7 @@ impl InboxQueue {
         completion: Completion,
     ) -> BoxFuture<'_, Result<bool, InboxError>> {
         let pending = completions::Pending {
-            lease: match lease {
-                Lease::Event(id, token) => completions::Leased::Event(id, token),
-                Lease::Delivery(id, token) => completions::Leased::Delivery(id, token),
-            },
+            lease,
             attempt: attempt.attempt,
             started_ms: to_millis(attempt.started_at),
             duration_ms: crate::time::duration_millis(attempt.duration),
