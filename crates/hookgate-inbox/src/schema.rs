@@ -170,31 +170,21 @@ CREATE TABLE IF NOT EXISTS destination_pauses (
 ) WITHOUT ROWID;
 ";
 
-/// Adds `attempts.destination` (version 4) unless the column is there.
-fn add_attempt_destination(conn: &Connection) -> Result<(), InboxError> {
+/// Runs `alter` (which adds columns to `table`, `column` among them) unless `table`
+/// has `column` already: the column additions of versions 4 and 5.
+fn add_columns(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    alter: &str,
+) -> Result<(), InboxError> {
     let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('attempts') WHERE name = 'destination'",
-        [],
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
         |row| row.get(0),
     )?;
     if !has {
-        conn.execute_batch("ALTER TABLE attempts ADD COLUMN destination TEXT")?;
-    }
-    Ok(())
-}
-
-/// Adds the dedup key columns of `state` (version 5) unless they are there.
-fn add_state_dedup_key(conn: &Connection) -> Result<(), InboxError> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('state') WHERE name = 'dedup_digest'",
-        [],
-        |row| row.get(0),
-    )?;
-    if !has {
-        conn.execute_batch(
-            "ALTER TABLE state ADD COLUMN dedup_digest BLOB;
-             ALTER TABLE state ADD COLUMN dedup_expires_at INTEGER;",
-        )?;
+        conn.execute_batch(alter)?;
     }
     Ok(())
 }
@@ -289,8 +279,21 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), InboxError> {
     }
     conn.execute_batch(SCHEMA_V3)?;
     conn.execute_batch(SCHEMA_V4)?;
-    add_attempt_destination(conn)?;
-    add_state_dedup_key(conn)?;
+    // Version 4: the destination of an attempt.
+    add_columns(
+        conn,
+        "attempts",
+        "destination",
+        "ALTER TABLE attempts ADD COLUMN destination TEXT",
+    )?;
+    // Version 5: a stored event's dedup key in its state row.
+    add_columns(
+        conn,
+        "state",
+        "dedup_digest",
+        "ALTER TABLE state ADD COLUMN dedup_digest BLOB;
+         ALTER TABLE state ADD COLUMN dedup_expires_at INTEGER;",
+    )?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
