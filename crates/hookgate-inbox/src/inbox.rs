@@ -817,11 +817,7 @@ impl Inbox {
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
         let (job, rx) = Call::job_with(wakes, f, durability);
-        self.inner
-            .tx
-            .send(job)
-            .await
-            .map_err(|_| InboxError::Closed)?;
+        self.submit_job(job).await?;
         rx.await.map_err(|_| InboxError::Closed)?
     }
 
