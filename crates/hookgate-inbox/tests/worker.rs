@@ -536,9 +536,15 @@ async fn scheduled_pruning_runs_in_the_background() {
     );
     assert_eq!(count("SELECT count(*) FROM dedup"), 0);
     assert_eq!(inbox.stats().dedup_keys_in_memory, 1);
+    // An expired row of the `dedup` table (a key committed for another sink) is deleted.
+    conn.execute(
+        "INSERT INTO dedup (digest, event_id, expires_at) VALUES (zeroblob(16), NULL, 1)",
+        [],
+    )
+    .unwrap();
     clock.advance(Duration::from_secs(61));
-    eventually("the pruner to sweep the expired key", || async {
-        inbox.stats().dedup_keys_in_memory == 0
+    eventually("the pruner to sweep the expired key and row", || async {
+        inbox.stats().dedup_keys_in_memory == 0 && count("SELECT count(*) FROM dedup") == 0
     })
     .await;
 }
