@@ -44,7 +44,14 @@ const APPLY_MIN: usize = 1024;
 /// to SQLite's log and copied again by the checkpoint) is shared by the records in it. A
 /// reader that needs the records sooner (a query, a lease: see
 /// [`JournalShared::wanted`]) has them applied at once.
-const APPLY_DELAY: Duration = Duration::from_millis(10);
+///
+/// Short, because each apply writes its pages in one burst, and a flush of the disk
+/// carries everything written before it: the log's next `fdatasync`, which every waiting
+/// enqueue is behind, waits for that burst. At 10 ms the bursts (and the checkpoints
+/// copying them) held the request p99 at 3.2–3.7 ms at 16 connections; at 2 ms, with the
+/// checkpointer's 10 ms, 2.1–2.2 ms, for the same CPU per event and throughput (four
+/// times the commits; see docs/BENCHMARKS.md).
+const APPLY_DELAY: Duration = Duration::from_millis(2);
 /// First pause before retrying a failed apply; doubles up to [`MAX_RETRY_PAUSE`].
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);

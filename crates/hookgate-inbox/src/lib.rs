@@ -81,7 +81,7 @@
 //! is in the database the log is its durable copy, and after a crash the applier replays
 //! from its checkpoint (stored in the same transactions). Segments are reused or deleted
 //! once what they hold is applied and fsynced. Workers and queries see an event once it is
-//! applied, normally within milliseconds (the applier collects for up to 10 ms); a query
+//! applied, normally within milliseconds (the applier collects for up to 2 ms); a query
 //! or a replay made after an enqueue returned waits for that enqueue's event (up to 5 s,
 //! if the database is stuck). A worker's lease does not wait: it takes what is applied,
 //! and the applier wakes the worker after each of its commits.
