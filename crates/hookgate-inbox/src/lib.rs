@@ -112,14 +112,16 @@
 //! record. A retry after a restart, or after a crash between the append and the apply, is
 //! still answered `duplicate`.
 //!
-//! **Worker bookkeeping is durable a little later.** A worker's lease is fsynced before
-//! its handler runs (so an attempt cut short by a crash counts, and an event that crashes
-//! the process every time still reaches its dead letter). Its completions, lease renewals
-//! and releases are committed without an fsync of their own: the next fsynced commit (a
-//! lease, a replay) or the checkpoint thread's next checkpoint (normally within a second)
-//! makes them durable. A crash before that loses only the newest of them, which leaves those
-//! events leased: they are handled again once the lease expires, as at-least-once
-//! processing allows anyway.
+//! **Worker bookkeeping is durable a little later.** A worker's leases, completions, lease
+//! renewals and releases are committed without an fsync of their own. A commit is in the
+//! file once it returns, so it survives a crash of the process: an attempt cut short by a
+//! crash counts, and an event that crashes the process every time still reaches its dead
+//! letter. The next fsynced commit (a replay, an apply that frees a log segment) or the
+//! checkpoint thread's next checkpoint (within 10 ms while the inbox is busy, a second
+//! when idle) makes them durable against a power loss; a power loss before that loses
+//! only the newest of them, which leaves those events due or leased: they are handled
+//! again, as at-least-once processing allows anyway (an attempt in progress at the power
+//! loss may then go uncounted).
 //!
 //! **Storage layout.** In the database, what arrived (body, headers, the fields the log
 //! shows) is written once and never rewritten; the small mutable state (status, attempts,

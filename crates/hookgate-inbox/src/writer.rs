@@ -10,8 +10,8 @@
 //! While one commit is syncing, new jobs queue up, so the batch grows with the load: one
 //! sender gets one fsync per event, 64 concurrent senders share them.
 //!
-//! A batch holding only worker bookkeeping ([`Durability::Deferred`]: completions, lease
-//! renewals and releases) commits without an fsync of its own; the next synced commit or
+//! A batch holding only worker bookkeeping ([`Durability::Deferred`]: leases, completions,
+//! lease renewals and releases) commits without an fsync of its own; the next synced commit or
 //! checkpoint makes it durable. Everything else waits for its fsync.
 
 use std::fmt;
@@ -50,14 +50,15 @@ pub(crate) trait Work: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Durability {
     /// The caller is answered once the commit holding the write is fsynced
-    /// (`synchronous=FULL`): enqueues, leases, dead-letter replays, everything a user
-    /// relies on surviving a crash.
+    /// (`synchronous=FULL`): dead-letter replays, pruning, everything a user relies on
+    /// surviving a power loss.
     Synced,
-    /// The caller is answered once the write is committed; it is fsynced by the next
-    /// synced commit or the next checkpoint, whichever comes first. Only for worker
-    /// bookkeeping whose loss in a crash is already covered by at-least-once processing:
-    /// a completion, lease renewal or release that is lost leaves the event leased, and it
-    /// is handled again once the lease expires.
+    /// The caller is answered once the write is committed (`synchronous=NORMAL`: in the
+    /// file, so it survives a crash of the process); it is fsynced by the next synced
+    /// commit or the next checkpoint, whichever comes first. Only for worker bookkeeping
+    /// whose loss in a power failure is already covered by at-least-once processing: a
+    /// lease, completion, lease renewal or release that is lost leaves the event due or
+    /// leased, and it is handled again.
     Deferred,
 }
 

@@ -161,7 +161,8 @@ impl Queue for InboxQueue {
 
     fn defaults(&self) -> Defaults {
         let mut defaults = Defaults::new();
-        // Each lease is a commit waiting for an fsync: one serves a round of handlers.
+        // Each lease is a round trip through the writer thread: one serves a round of
+        // handlers.
         defaults.lease_ahead = true;
         defaults
     }
