@@ -1,12 +1,13 @@
 //! Drives the inbox's write path (the segment log, its applier) without HTTP, for profiling
 //! its per-event cost:
-//! `target/release/examples/profile_inbox [N] [CONCURRENCY] [worker]`, under
+//! `target/release/examples/profile_inbox [N] [CONCURRENCY] [worker|fanout1]`, under
 //! `perf record -g` or `valgrind --tool=callgrind`.
 //!
 //! N distinct 1 KiB deliveries (random delivery ids) are verified before the clock starts; then CONCURRENCY tasks
 //! enqueue them (like that many connections through the gate), and with `worker` an inbox
 //! worker (concurrency 8, a handler that returns at once) leases and completes every event
-//! at the same time. It prints the rate and how many events shared each commit, then the
+//! at the same time; with `fanout1` the inbox routes every event to one destination and the
+//! worker leases and completes deliveries (`hookgate-load`'s `gate-inbox-fanout1`). It prints the rate and how many events shared each commit, then the
 //! CPU time (from `/proc/self/task/*/schedstat`, nanoseconds on the CPU) and the context
 //! switches (`voluntary_ctxt_switches`, `nonvoluntary_ctxt_switches`) of every thread, per
 //! event: counts that depend little on what else runs on the machine.
@@ -19,12 +20,15 @@ use std::time::{Duration, Instant};
 use hookgate::{SchemeId, Verifier};
 use hookgate_bench::{SW_SECRET, payload, signed_headers};
 use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, Worker};
+use hookgate_queue::{Destination, DestinationTarget, Router};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let concurrency: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(16);
-    let with_worker = args.next().is_some_and(|s| s == "worker");
+    let mode = args.next();
+    let fanout = mode.as_deref() == Some("fanout1");
+    let with_worker = fanout || mode.as_deref() == Some("worker");
     let body = bytes::Bytes::from(payload(1024));
     let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
         .secret(SW_SECRET)
@@ -53,14 +57,25 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let inbox = Inbox::builder(dir.path().join("inbox.db"))
-            .no_scheduled_pruning()
-            .open()
-            .unwrap();
+        // As `hookgate-load`'s fan-out setups: the target is never run, the handler answers.
+        let destinations: Vec<Destination> = if fanout {
+            let target = DestinationTarget::Exec("destination 1".to_owned());
+            vec![Destination::new("d1", target).unwrap()]
+        } else {
+            Vec::new()
+        };
+        let mut inbox = Inbox::builder(dir.path().join("inbox.db")).no_scheduled_pruning();
+        if fanout {
+            inbox = inbox.destinations(Router::new(destinations.clone()).unwrap());
+        }
+        let inbox = inbox.open().unwrap();
         let worker = with_worker.then(|| {
-            Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
-                .start()
-                .unwrap()
+            let mut worker =
+                Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok });
+            if fanout {
+                worker = worker.destinations("load", &destinations);
+            }
+            worker.start().unwrap()
         });
         let before = snapshot();
         let started = Instant::now();
