@@ -134,17 +134,13 @@ impl VerifiedEvent {
     /// unsigned header (GitHub's `X-GitHub-Delivery`): use [`dedup_key`](Self::dedup_key) for
     /// deduplication, not this.
     pub fn delivery_id(&self) -> Option<&str> {
-        self.delivery_id_cell
-            .get_or_init(|| resolve(&self.delivery_id, &self.body))
-            .as_deref()
+        resolve(&self.delivery_id, &self.delivery_id_cell, &self.body)
     }
 
     /// The event type where the scheme carries one (a header such as `X-GitHub-Event`, or
     /// the body's `type` field).
     pub fn event_type(&self) -> Option<&str> {
-        self.event_type_cell
-            .get_or_init(|| resolve(&self.event_type, &self.body))
-            .as_deref()
+        resolve(&self.event_type, &self.event_type_cell, &self.body)
     }
 
     /// The authenticated deduplication key: the signed delivery id where the scheme signs one,
@@ -225,10 +221,19 @@ pub(crate) fn url_digest(url: &str, content: &[u8]) -> String {
     hex(&hasher.finalize())
 }
 
-fn resolve(field: &Field, body: &[u8]) -> Option<String> {
+/// A field's value: read where it was kept at verification, or parsed from the body once
+/// (into `cell`) on first use. A known value is not copied into the cell: the gate, the
+/// sinks and the log all read these on every event.
+fn resolve<'a>(
+    field: &'a Field,
+    cell: &'a OnceLock<Option<String>>,
+    body: &[u8],
+) -> Option<&'a str> {
     match field {
-        Field::Known(value) => value.clone(),
-        Field::Json(paths) => json::first_field(body, paths),
+        Field::Known(value) => value.as_deref(),
+        Field::Json(paths) => cell
+            .get_or_init(|| json::first_field(body, paths))
+            .as_deref(),
     }
 }
 
