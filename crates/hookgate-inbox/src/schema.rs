@@ -62,9 +62,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size of new files. Existing files keep theirs (changing it needs a `VACUUM`).
 const PAGE_SIZE: i64 = 4096;
 
-/// WAL frames after which the writer checkpoints by itself: a safety net only, as the
-/// checkpoint thread normally keeps the log far shorter (see `checkpoint.rs`).
-pub(crate) const WRITER_AUTOCHECKPOINT: i64 = 20_000;
+/// WAL frames after which the writer checkpoints by itself, right after a commit: the
+/// point where the log restarts from its beginning, which the checkpoint thread's own
+/// checkpoints cannot bring about under steady writes (see `checkpoint.rs`). Most frames
+/// are copied by then, so this checkpoint is short. At 20 000 frames (80 MB) it came once
+/// a second and stalled the writer for up to 90 ms while the checkpoint thread waited
+/// (request p99.9 at 64 connections up to 28–52 ms); at 2 000, 6.6–11 ms, for the same
+/// CPU per event and throughput (docs/BENCHMARKS.md).
+pub(crate) const WRITER_AUTOCHECKPOINT: i64 = 2_000;
 
 const SCHEMA_V2: &str = "
 CREATE TABLE IF NOT EXISTS events (
