@@ -74,7 +74,7 @@ pub(crate) struct DeliverySql {
     replay_all: String,
     replay_id: String,
     replay_ids: String,
-    replay_type: String,
+    pub(crate) replay_type: String,
     prune: String,
 }
 
@@ -226,7 +226,8 @@ impl DeliverySql {
             replay_id: replay("d.event_id = $2::bigint"),
             replay_ids: replay("d.event_id = ANY($2::bigint[])"),
             replay_type: replay(&format!(
-                "d.event_id IN (SELECT id FROM {s}.events WHERE event_type = $2::text)"
+                "d.event_id IN (SELECT id FROM {s}.events WHERE {})",
+                crate::schema::outside_received("", "event_type", "$2::text")
             )),
             // The deliveries of events pruned (processed, then deleted), and the filtered
             // events past the retention.
@@ -1101,6 +1102,63 @@ mod tests {
         }
         let counts = one.status_counts().await.unwrap();
         assert_eq!(counts.get(Status::Processed), 30, "{counts:?}");
+    }
+
+    /// A routed event waits as `received` without a due time of its own (its deliveries
+    /// have it): the log still finds it by that status, by its delivery id and by its type,
+    /// before its lease and after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_finds_routed_events_waiting_and_leased() {
+        let Some(pg) = Postgres::start() else { return };
+        let url = pg.url();
+        let routed = store(&url, vec![destination("billing")]).await;
+        let id = enqueue(&routed, "msg_1", "{}").await;
+        let ids = |entries: Vec<crate::LogEntry>| -> Vec<i64> {
+            entries.iter().map(|entry| entry.id.get()).collect()
+        };
+        let find = |query: crate::LogQuery| {
+            let routed = routed.clone();
+            async move { ids(routed.query(query.include_test(true)).await.unwrap()) }
+        };
+        let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
+        assert_eq!(entry.status, Status::Received);
+        let event_type = entry.event_type.clone();
+        assert_eq!(
+            find(crate::LogQuery::new().status(Status::Received)).await,
+            [id]
+        );
+        assert_eq!(
+            find(crate::LogQuery::new().delivery_id("msg_1")).await,
+            [id]
+        );
+        if let Some(event_type) = &event_type {
+            assert_eq!(
+                find(crate::LogQuery::new().event_type(event_type)).await,
+                [id]
+            );
+        }
+        let leased = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+        assert_eq!(summary(&leased), [(id, "billing".to_owned(), None)]);
+        assert!(
+            find(crate::LogQuery::new().status(Status::Received))
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            find(crate::LogQuery::new().delivery_id("msg_1")).await,
+            [id]
+        );
+        if let Some(event_type) = &event_type {
+            assert_eq!(
+                find(crate::LogQuery::new().event_type(event_type)).await,
+                [id]
+            );
+        }
+        assert!(
+            find(crate::LogQuery::new().delivery_id("msg_2"))
+                .await
+                .is_empty()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

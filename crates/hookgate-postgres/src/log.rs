@@ -18,6 +18,7 @@ pub use hookgate_queue::event_log::{
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use crate::schema::outside_received;
 use crate::store::{millis, queued_event};
 use crate::{Error, PgStore};
 
@@ -45,10 +46,10 @@ enum Order {
 /// use the partial indexes: `events_dead`, and `events_status`, which holds every status
 /// but `received`.
 ///
-/// `received` is looked for with `due_at IS NOT NULL` beside it, which every received
-/// event has (the enqueue sets it; only the lease moves an event out of `received`): the
-/// planner can then read the queue's index `events_due` instead of the whole log when
-/// few events are waiting.
+/// `received` events are in `events_waiting` alone, which holds only them, and the
+/// filters on an event type and a delivery id are written with
+/// [`outside_received`](crate::schema::outside_received), so that each reads an index:
+/// the indexes of those two columns leave `received` events out.
 fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values) {
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Values = Vec::new();
@@ -66,10 +67,16 @@ fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values
         push("e.received_at < ?", Box::new(at));
     }
     if let Some(event_type) = filter.event_type {
-        push("e.event_type = ?", Box::new(event_type.to_owned()));
+        push(
+            &outside_received("e.", "event_type", "?"),
+            Box::new(event_type.to_owned()),
+        );
     }
     if let Some(delivery_id) = filter.delivery_id {
-        push("e.delivery_id = ?", Box::new(delivery_id.to_owned()));
+        push(
+            &outside_received("e.", "delivery_id", "?"),
+            Box::new(delivery_id.to_owned()),
+        );
     }
     if let Some(scheme) = filter.scheme {
         push("e.scheme = ?", Box::new(scheme.to_owned()));
@@ -118,7 +125,7 @@ fn to_sql(filter: &LogFilter<'_>, order: Order, schema: &str) -> (String, Values
 
 /// The condition on the status of a filter for `statuses` (`None`: any status).
 fn status_condition(statuses: &[Status]) -> Option<String> {
-    let received = "e.status = 'received' AND e.due_at IS NOT NULL";
+    let received = "e.status = 'received'";
     let others: Vec<String> = statuses
         .iter()
         .filter(|s| **s != Status::Received)
@@ -646,8 +653,20 @@ mod tests {
             .limit(5);
         let (sql, values) = statement(&query, Order::Id);
         assert!(sql.contains("e.status IN ('dead', 'failed')"), "{sql}");
-        assert!(sql.contains("e.event_type = $1"), "{sql}");
-        assert!(sql.contains("e.delivery_id = $2"), "{sql}");
+        assert!(
+            sql.contains(
+                "((e.status <> 'received' AND e.event_type = $1) \
+                 OR (e.status = 'received' AND e.event_type = $1))"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "((e.status <> 'received' AND e.delivery_id = $2) \
+                 OR (e.status = 'received' AND e.delivery_id = $2))"
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("NOT e.is_test"), "{sql}");
         assert!(sql.ends_with("ORDER BY e.id DESC LIMIT $3"), "{sql}");
         assert_eq!(values, 3);
@@ -818,7 +837,7 @@ mod tests {
         .unwrap();
         conn.execute("ANALYZE hookgate.events", &[]).await.unwrap();
         for (statuses, index) in [
-            (&[Status::Received][..], "events_due"),
+            (&[Status::Received][..], "events_waiting"),
             (&[Status::Received, Status::Failed][..], "events_status"),
             (&[Status::Failed][..], "events_status"),
             (&[Status::Queued, Status::Processing][..], "events_status"),
@@ -869,8 +888,99 @@ mod tests {
         assert_eq!(mixed.len(), 2 + 40, "two waiting, one dead letter in 5 000");
     }
 
+    /// The filters on an event type and on a delivery id read the indexes of those
+    /// columns, which leave `received` events out (schema version 5), and `events_waiting`
+    /// for the received ones: never the whole log. They find events in every status.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn type_and_delivery_filters_read_indexes_without_received_events() {
+        let Some((_postgres, store)) = filled(200_000).await else {
+            return;
+        };
+        let mut conn = store.conn().await.unwrap();
+        // A scarce type, on one processed event and one waiting as the enqueue leaves it.
+        conn.execute(
+            "UPDATE hookgate.events SET event_type = 'scarce' WHERE id IN (1500, 2500)",
+            &[],
+        )
+        .await
+        .unwrap();
+        conn.execute(
+            "UPDATE hookgate.events SET status = 'received', due_at = now(), finished_at = NULL
+             WHERE id IN (2500, 3500)",
+            &[],
+        )
+        .await
+        .unwrap();
+        conn.execute("ANALYZE hookgate.events", &[]).await.unwrap();
+        // (query, the indexes that may serve it, whether received events are looked for,
+        // the events)
+        let cases = [
+            (
+                LogQuery::new().event_type("scarce"),
+                &["events_type"][..],
+                true,
+                vec![2500, 1500],
+            ),
+            (
+                LogQuery::new().delivery_id("d1500"),
+                &["events_delivery"],
+                true,
+                vec![1500],
+            ),
+            (
+                LogQuery::new().delivery_id("d3500"),
+                &["events_delivery"],
+                true,
+                vec![3500],
+            ),
+            // The planner drops the received half, which contradicts the status filter, and
+            // reads the type's index or the dead letters' (40 here).
+            (
+                LogQuery::new().status(Status::Dead).event_type("scarce"),
+                &["events_type", "events_dead"],
+                false,
+                vec![],
+            ),
+        ];
+        for (query, indexes, waiting, expected) in cases {
+            let query = query.include_test(true).limit(50);
+            let (sql, values) = to_sql(&query.filter().unwrap(), Order::Id, "\"hookgate\"");
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|value| &**value as &(dyn ToSql + Sync))
+                .collect();
+            let plan = explain(&mut conn, &sql, &params).await;
+            assert!(!plan.contains("Seq Scan"), "{sql}: {plan}");
+            assert!(
+                indexes.iter().any(|index| plan.contains(index)),
+                "{sql}: {plan}"
+            );
+            assert_eq!(plan.contains("events_waiting"), waiting, "{sql}: {plan}");
+            let found: Vec<i64> = store
+                .query(query)
+                .await
+                .unwrap()
+                .iter()
+                .map(|entry| entry.id.get())
+                .collect();
+            assert_eq!(found, expected, "{sql}");
+        }
+        // Replays by type read an index too: of dead events, and of destinations' dead
+        // deliveries.
+        let plan = explain(&mut conn, &store.inner.sql.replay_dead_type, &[&"scarce"]).await;
+        assert!(!plan.contains("Seq Scan on events"), "{plan}");
+        let destination: Option<String> = None;
+        let plan = explain(
+            &mut conn,
+            &store.inner.delivery_sql.replay_type,
+            &[&destination, &"scarce"],
+        )
+        .await;
+        assert!(!plan.contains("Seq Scan on events"), "{plan}");
+    }
+
     #[test]
-    fn received_is_looked_for_with_its_due_time() {
+    fn received_is_looked_for_apart_from_the_other_statuses() {
         assert_eq!(status_condition(&[]), None);
         assert_eq!(
             status_condition(&[Status::Dead, Status::Failed]).as_deref(),
@@ -878,11 +988,11 @@ mod tests {
         );
         assert_eq!(
             status_condition(&[Status::Received]).as_deref(),
-            Some("e.status = 'received' AND e.due_at IS NOT NULL")
+            Some("e.status = 'received'")
         );
         assert_eq!(
             status_condition(&[Status::Failed, Status::Received]).as_deref(),
-            Some("(e.status IN ('failed') OR (e.status = 'received' AND e.due_at IS NOT NULL))")
+            Some("(e.status IN ('failed') OR (e.status = 'received'))")
         );
     }
 

@@ -372,7 +372,10 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
          DROP TABLE hookgate.deliveries, hookgate.destination_pauses;
          DROP INDEX hookgate.events_status;
          CREATE INDEX events_finished ON hookgate.events (status, finished_at);
-         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 3, 4);",
+         DROP INDEX hookgate.events_waiting, hookgate.events_type, hookgate.events_delivery;
+         CREATE INDEX events_type ON hookgate.events (event_type);
+         CREATE INDEX events_delivery ON hookgate.events (delivery_id);
+         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 3, 4, 5);",
     )
     .await
     .unwrap();
@@ -387,7 +390,7 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let indexes: Vec<String> = db
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'hookgate'
@@ -414,8 +417,9 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
 }
 
 /// Schema version 3 replaces `events_finished (status, finished_at)` by the same index
-/// without `received` events: a version-2 store keeps its events, whatever their status,
-/// and every query over them answers as before.
+/// without `received` events, and version 5 does the same to the type and delivery id
+/// indexes: a version-2 store keeps its events, whatever their status, and every query
+/// over them answers as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_schema_store_is_migrated_with_its_events() {
     let Some(pg) = Postgres::start() else { return };
@@ -431,7 +435,10 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
         "DROP INDEX hookgate.events_status;
          CREATE INDEX events_finished ON hookgate.events (status, finished_at);
          DROP TABLE hookgate.deliveries, hookgate.destination_pauses;
-         DELETE FROM hookgate.schema_migrations WHERE version IN (3, 4);",
+         DROP INDEX hookgate.events_waiting, hookgate.events_type, hookgate.events_delivery;
+         CREATE INDEX events_type ON hookgate.events (event_type);
+         CREATE INDEX events_delivery ON hookgate.events (delivery_id);
+         DELETE FROM hookgate.schema_migrations WHERE version IN (3, 4, 5);",
     )
     .await
     .unwrap();
@@ -466,7 +473,7 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let indexes: Vec<(String, String)> = db
         .query(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'hookgate'
@@ -490,6 +497,27 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
     assert!(
         status_index.contains("(status, finished_at) WHERE (status <> 'received'::text)"),
         "{status_index}"
+    );
+    // Version 5: the type and delivery id indexes leave received events out, which
+    // `events_waiting` holds.
+    let def = |name: &str| {
+        indexes
+            .iter()
+            .find(|(index, _)| index == name)
+            .map(|(_, def)| def.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        def("events_type").contains("(event_type) WHERE (status <> 'received'::text)"),
+        "{indexes:?}"
+    );
+    assert!(
+        def("events_delivery").contains("(delivery_id) WHERE (status <> 'received'::text)"),
+        "{indexes:?}"
+    );
+    assert!(
+        def("events_waiting").contains("(id) WHERE (status = 'received'::text)"),
+        "{indexes:?}"
     );
     let after = db
         .query(
@@ -527,6 +555,25 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
     assert_eq!(processed, count("processed"));
     assert_eq!(failed, count("dead"));
     assert_eq!(ids.len(), 10);
+    // Every event is found by its type and by its delivery id, whatever its status.
+    for kind in ["push", "issues"] {
+        let found = store
+            .query(LogQuery::new().event_type(kind).include_test(true))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 5, "{kind}");
+    }
+    for n in 0..10 {
+        let found = store
+            .query(
+                LogQuery::new()
+                    .delivery_id(format!("delivery-{n}"))
+                    .include_test(true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "delivery-{n}");
+    }
     // A new event is stored and waits, as before.
     let id = stored(&store, &github(99, "push", SystemTime::now())).await;
     assert_eq!(
