@@ -157,7 +157,7 @@ fn unknown_setups_and_frameworks_are_usage_errors() {
 }
 
 #[test]
-fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
+fn the_gate_postgres_setups_run_on_a_database_of_their_own() {
     let Some(postgres) = hookgate_testkit::Postgres::start() else {
         return;
     };
@@ -171,7 +171,7 @@ fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
             "--frameworks",
             "axum",
             "--setups",
-            "baseline,gate-postgres",
+            "baseline,gate-postgres,gate-postgres-worker",
             "--postgres",
             // The store's settings in the URL reach the store, not the driver.
             &format!("{}?pool_size=4&max_batch=8", postgres.url()),
@@ -184,9 +184,10 @@ fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
         String::from_utf8_lossy(&output.stderr)
     );
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 3);
     let run = &runs[1];
     assert_eq!(run["setup"], "gate-postgres");
+    assert!(run["processed_share"].is_null(), "{run}");
     assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
     assert_eq!(run["errors"].as_u64().unwrap(), 0, "requests failed: {run}");
     assert!(run["ratio_to_baseline"].is_number(), "{run}");
@@ -195,6 +196,13 @@ fn the_gate_postgres_setup_runs_on_a_database_of_its_own() {
     assert!((1.0..=8.0).contains(&per_batch), "{run}");
     let commits = run["commits_per_event"].as_f64().unwrap();
     assert!(commits > 0.0, "{run}");
+    // With a worker in the same database, which processes what is stored.
+    let run = &runs[2];
+    assert_eq!(run["setup"], "gate-postgres-worker");
+    assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(run["errors"].as_u64().unwrap(), 0, "requests failed: {run}");
+    let processed = run["processed_share"].as_f64().unwrap();
+    assert!(processed > 0.0 && processed <= 1.0, "{run}");
 
     // A schema in the URL is refused: each run makes and drops its own.
     let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))

@@ -49,7 +49,7 @@ use hookgate_queue::{EventView, LaneKey, LeaseResult, Leased, QueuedEvent};
 use tokio_postgres::Row;
 
 use crate::pool::Conn;
-use crate::schema::EVENT_COLUMNS;
+use crate::schema::{DEFERRED_COMMIT, EVENT_COLUMNS};
 use crate::store::{millis, queued_event};
 use crate::{Error, EventId, PgQueue, PgStore, Replay, Status};
 
@@ -182,7 +182,9 @@ impl DeliverySql {
                  SELECT event_id FROM u"
             ),
             renew: format!(
-                "UPDATE {s}.deliveries SET due_at = now() + $3::bigint {ms}
+                "WITH {DEFERRED_COMMIT}
+                 UPDATE {s}.deliveries SET due_at = now() + $3::bigint {ms}
+                 FROM deferred
                  WHERE status = 'processing'
                    AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
             ),
@@ -347,14 +349,21 @@ impl PgStore {
     }
 
     /// Runs `sql` with `params` (returning event ids) and sums the events up, in one
-    /// transaction; returns the event ids.
+    /// transaction; returns the event ids. `bookkeeping`: the worker's own change (a
+    /// result, a give-back), committed without waiting for the WAL flush
+    /// ([`DEFERRED_COMMIT`](crate::schema::DEFERRED_COMMIT)); a replay waits for it.
     async fn change_and_summarize(
         &self,
         conn: &mut Conn,
+        bookkeeping: bool,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<i64>, Error> {
-        conn.begin().await?;
+        if bookkeeping {
+            conn.begin_deferred().await?;
+        } else {
+            conn.begin().await?;
+        }
         let rows = conn.query(sql, params).await?;
         let events = rows
             .iter()
@@ -377,7 +386,7 @@ impl PgStore {
         let token = fastrand::i64(..);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
-        conn.begin().await?;
+        conn.begin_deferred().await?;
         let taken = conn
             .query(&sql.lease, &[&token, &millis(lease), &limit, &held])
             .await?;
@@ -454,6 +463,7 @@ impl PgStore {
         let events = self
             .change_and_summarize(
                 &mut conn,
+                true,
                 &self.inner.delivery_sql.finish,
                 &[&id, &token, &status, &delay, &error, &outcome],
             )
@@ -472,6 +482,7 @@ impl PgStore {
         let events = self
             .change_and_summarize(
                 &mut conn,
+                true,
                 &self.inner.delivery_sql.give_back,
                 &[&ids, &tokens],
             )
@@ -624,21 +635,31 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let events = match which {
             Replay::All => {
-                self.change_and_summarize(&mut conn, &sql.replay_all, &[&destination])
+                self.change_and_summarize(&mut conn, false, &sql.replay_all, &[&destination])
                     .await?
             }
             Replay::Id(id) => {
-                self.change_and_summarize(&mut conn, &sql.replay_id, &[&destination, &id.get()])
-                    .await?
+                self.change_and_summarize(
+                    &mut conn,
+                    false,
+                    &sql.replay_id,
+                    &[&destination, &id.get()],
+                )
+                .await?
             }
             Replay::Ids(ids) => {
                 let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-                self.change_and_summarize(&mut conn, &sql.replay_ids, &[&destination, &ids])
+                self.change_and_summarize(&mut conn, false, &sql.replay_ids, &[&destination, &ids])
                     .await?
             }
             Replay::EventType(event_type) => {
-                self.change_and_summarize(&mut conn, &sql.replay_type, &[&destination, event_type])
-                    .await?
+                self.change_and_summarize(
+                    &mut conn,
+                    false,
+                    &sql.replay_type,
+                    &[&destination, event_type],
+                )
+                .await?
             }
             // A kind of replay this build does not know selects nothing.
             _ => Vec::new(),

@@ -156,6 +156,14 @@
 //! - **Durability** is PostgreSQL's: with the default `synchronous_commit = on`, a
 //!   committed event is in the server's fsynced WAL. With synchronous replication it is
 //!   also on the standbys you configured.
+//! - **The worker's bookkeeping is durable a little later.** A lease, a result, a lease
+//!   renewal and a give-back commit with `synchronous_commit = off` for their own
+//!   transaction: they do not wait for the WAL flush, which PostgreSQL's WAL writer does
+//!   within about three `wal_writer_delay`s (600 ms by default). Only a crash or power
+//!   loss of the *server* in that window can undo one, and then the event is due or
+//!   leased again and handled again, as at-least-once processing already allows (an
+//!   attempt may go uncounted). The enqueue, replays, pruning and a [`TxHandler`]'s
+//!   transaction (the handler's writes and the event's result) wait for the flush.
 //!
 //! ## Group commit
 //!

@@ -210,6 +210,15 @@ impl Conn {
         self.batch("BEGIN").await
     }
 
+    /// Opens a transaction for the worker's bookkeeping, whose commit does not wait for
+    /// the WAL flush (see [`DEFERRED_COMMIT`](crate::schema::DEFERRED_COMMIT)); one round
+    /// trip, as [`begin`](Self::begin).
+    pub(crate) async fn begin_deferred(&mut self) -> Result<(), Error> {
+        self.in_transaction = true;
+        self.batch("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+    }
+
     /// Commits the open transaction.
     pub(crate) async fn commit(&mut self) -> Result<(), Error> {
         self.batch("COMMIT").await?;

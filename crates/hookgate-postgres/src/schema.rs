@@ -276,6 +276,9 @@ pub(crate) struct Sql {
     pub(crate) lookup: String,
     pub(crate) lease: String,
     pub(crate) finish: String,
+    /// As `finish`, in a [`TxHandler`](crate::TxHandler)'s transaction: committed with
+    /// the handler's writes, synchronously.
+    pub(crate) finish_in_transaction: String,
     pub(crate) renew: String,
     pub(crate) give_back: String,
     pub(crate) next_due: String,
@@ -301,6 +304,17 @@ pub(crate) struct Sql {
     pub(crate) schema: String,
 }
 
+/// A `WITH` item that makes the statement's transaction commit without waiting for the
+/// WAL flush (`synchronous_commit = off` for this transaction alone), for the worker's
+/// bookkeeping: a lease, a result, a renewal or a give-back. Such a commit is lost only
+/// if the server crashes (or loses power) within about three `wal_writer_delay`s after
+/// it, and then the event is leased again or handled again: the at-least-once processing
+/// covers it, as the SQLite inbox's deferred commits (`hookgate-inbox`). A statement
+/// names it in its `FROM` so that it is evaluated; the enqueue, replays, pruning and a
+/// [`TxHandler`](crate::TxHandler)'s transaction keep the synchronous commit.
+pub(crate) const DEFERRED_COMMIT: &str =
+    "deferred AS (SELECT set_config('synchronous_commit', 'off', true))";
+
 /// The columns of a leased or shown event, in the order [`crate::store`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type, \
      e.signed_at, e.received_at, e.key_id, e.headers::text, e.body, e.attempts";
@@ -314,6 +328,24 @@ impl Sql {
         let replay = format!(
             "UPDATE {s}.events
              SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()"
+        );
+        // A result: the event's new state and its attempt, for `finish` and
+        // `finish_in_transaction` to end with their `FROM`.
+        let finish = format!(
+            "u AS (
+                UPDATE {s}.events
+                SET status = $3::text,
+                    due_at = CASE WHEN $3::text = 'failed' THEN now() + $4::bigint {ms} END,
+                    lease_token = NULL, finished_at = now(),
+                    duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
+                    last_error = $5::text,
+                    dead_at = CASE WHEN $3::text = 'dead' THEN now() END,
+                    updated_at = now()
+                WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+                RETURNING id, attempts, started_at
+             )
+             INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
+             SELECT id, attempts, started_at, now(), $6::text, $5::text"
         );
         Sql {
             // A batch of enqueues (see `batch.rs`): the dedup rows and the events of every
@@ -372,39 +404,30 @@ impl Sql {
                 "SELECT claim IS NULL FROM {s}.dedup WHERE key = $1 AND expires_at > now()"
             ),
             lease: format!(
-                "UPDATE {s}.events e
+                "WITH {DEFERRED_COMMIT}
+                 UPDATE {s}.events e
                  SET status = 'processing', attempts = e.attempts + 1, lease_token = $1,
                      due_at = now() + $2::bigint {ms}, started_at = now(), updated_at = now()
                  FROM (SELECT id FROM {s}.events WHERE due_at <= now()
-                       ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c
+                       ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c, deferred
                  WHERE e.id = c.id
                  RETURNING {EVENT_COLUMNS}"
             ),
-            finish: format!(
-                "WITH u AS (
-                    UPDATE {s}.events
-                    SET status = $3::text,
-                        due_at = CASE WHEN $3::text = 'failed' THEN now() + $4::bigint {ms} END,
-                        lease_token = NULL, finished_at = now(),
-                        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-                        last_error = $5::text,
-                        dead_at = CASE WHEN $3::text = 'dead' THEN now() END,
-                        updated_at = now()
-                    WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-                    RETURNING id, attempts, started_at
-                 )
-                 INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
-                 SELECT id, attempts, started_at, now(), $6::text, $5::text FROM u"
-            ),
+            finish: format!("WITH {DEFERRED_COMMIT}, {finish} FROM u, deferred"),
+            finish_in_transaction: format!("WITH {finish} FROM u"),
             renew: format!(
-                "UPDATE {s}.events SET due_at = now() + $3::bigint {ms}
+                "WITH {DEFERRED_COMMIT}
+                 UPDATE {s}.events SET due_at = now() + $3::bigint {ms}
+                 FROM deferred
                  WHERE status = 'processing'
                    AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
             ),
             give_back: format!(
-                "UPDATE {s}.events
+                "WITH {DEFERRED_COMMIT}
+                 UPDATE {s}.events
                  SET status = 'queued', attempts = greatest(attempts - 1, 0), due_at = now(),
                      lease_token = NULL, updated_at = now()
+                 FROM deferred
                  WHERE status = 'processing'
                    AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
             ),

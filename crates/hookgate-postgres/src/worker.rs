@@ -292,14 +292,17 @@ impl PgQueue {
                 .await;
         }
         let outcome = crate::deliveries::outcome(status);
-        let sql = &self.store.inner.sql.finish;
+        let sql = &self.store.inner.sql;
         let open = self
             .open_transactions()
             .and_then(|mut open| open.remove(&id));
         if let Some(mut conn) = open {
             if status == "processed" {
                 let applied = conn
-                    .execute(sql, &[&id, &token, &status, &delay, &error, &outcome])
+                    .execute(
+                        &sql.finish_in_transaction,
+                        &[&id, &token, &status, &delay, &error, &outcome],
+                    )
                     .await?;
                 if applied == 0 {
                     // Someone else holds the lease now: the handler's writes go too.
@@ -315,7 +318,10 @@ impl PgQueue {
             .store
             .conn()
             .await?
-            .execute(sql, &[&id, &token, &status, &delay, &error, &outcome])
+            .execute(
+                &sql.finish,
+                &[&id, &token, &status, &delay, &error, &outcome],
+            )
             .await?;
         Ok(applied > 0)
     }

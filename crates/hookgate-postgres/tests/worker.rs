@@ -524,3 +524,70 @@ async fn bad_worker_settings_are_refused() {
             .is_err()
     );
 }
+
+/// Sessions of the database other than `db`'s own, hookgate's among them.
+async fn other_sessions(db: &tokio_postgres::Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// WAL flushes of the whole server so far. A session's counts reach the view when it
+/// exits (or when idle, at most once a second), so the test reads it with no other
+/// session left.
+async fn wal_flushes(db: &tokio_postgres::Client) -> i64 {
+    eventually(LIMIT, "every other session gone", || async {
+        other_sessions(db).await == 0
+    })
+    .await;
+    db.query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The worker's bookkeeping (leases and results) commits without waiting for the WAL
+/// flush: processing 40 events one at a time, each result a commit of its own, flushes
+/// the WAL far fewer than 40 times (a synchronous commit flushes every time). The
+/// enqueues before it flushed as ever, and every event is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let db = client(&url).await;
+    let before_enqueues = wal_flushes(&db).await;
+    let store = PgStore::connect(&url).await.unwrap();
+    for n in 0..40 {
+        stored(&store, &format!("evt_{n}")).await;
+    }
+    drop(store);
+    let before = wal_flushes(&db).await;
+    assert!(
+        before - before_enqueues >= 40,
+        "each enqueue alone waits for its flush: {before_enqueues} -> {before}"
+    );
+
+    let store = PgStore::connect(&url).await.unwrap();
+    let queue = PgQueue::new(&store).prune_interval(None);
+    let worker = PgWorker::builder(queue, |_event: QueuedEvent| async { HandlerResult::Ok })
+        .concurrency(1)
+        .start()
+        .unwrap();
+    eventually(LIMIT, "every event processed", || async {
+        store.status_counts().await.unwrap().get(Status::Processed) == 40
+    })
+    .await;
+    worker.shutdown().await;
+    drop(store);
+    let after = wal_flushes(&db).await;
+    assert!(
+        after - before < 20,
+        "40 results and their leases flushed the WAL {} times",
+        after - before
+    );
+}

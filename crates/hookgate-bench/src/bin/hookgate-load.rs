@@ -4,7 +4,7 @@
 //! cargo run --release -p hookgate-bench --bin hookgate-load -- [--quick] [--json]
 //!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
 //!     [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,
-//!               gate-inbox-fanout3,gate-postgres]
+//!               gate-inbox-fanout3,gate-postgres,gate-postgres-worker]
 //!     [--postgres URL] [--dedup-keys N]
 //! ```
 //!
@@ -14,7 +14,8 @@
 //! measured in the same run. `gate-postgres` (not run unless named in `--setups`) measures
 //! the Gate with the PostgreSQL store: on the database at `--postgres URL`, or else on a
 //! throwaway cluster it starts from the PostgreSQL binaries on the machine (default
-//! settings, so `fsync` and `synchronous_commit` on). The URL may carry the store's settings
+//! settings, so `fsync` and `synchronous_commit` on); `gate-postgres-worker` adds a worker
+//! processing every event in the same database. The URL may carry the store's settings
 //! (`pool_size`, default 32; `max_batch`, `batch_writers`), but not `schema`: each run makes
 //! and drops a schema of its own. `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
@@ -37,7 +38,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
-[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,gate-inbox-fanout3,gate-postgres] \
+[--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,gate-inbox-fanout3,gate-postgres,gate-postgres-worker] \
 [--postgres URL] [--dedup-keys N]";
 
 /// A comma-separated list of names, each looked up in `known`.
@@ -106,6 +107,7 @@ fn parse() -> Result<Options, String> {
                     ("gate-memory", Setup::GateMemory),
                     ("gate-inbox", Setup::GateInbox),
                     ("gate-postgres", Setup::GatePostgres),
+                    ("gate-postgres-worker", Setup::GatePostgresWorker),
                     ("gate-inbox-worker", Setup::GateInboxWorker),
                     ("gate-inbox-fanout1", Setup::GateInboxFanout1),
                     ("gate-inbox-fanout3", Setup::GateInboxFanout3),
@@ -151,7 +153,9 @@ fn main() {
     // A throwaway cluster for gate-postgres when no database was named; it lives until the
     // end of main.
     let mut options = options;
-    let _cluster = if options.setups.contains(&Setup::GatePostgres) && options.postgres.is_none() {
+    let _cluster = if options.setups.iter().any(|s| s.needs_postgres())
+        && options.postgres.is_none()
+    {
         match hookgate_testkit::Postgres::start() {
             Some(cluster) => {
                 options.postgres = Some(cluster.url());
@@ -223,10 +227,13 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                 let events_per_commit = stats.map(|s| s.average_log_batch());
                 // Of the events stored during the run (warm-up included), the share the
                 // worker had finished when the load stopped.
-                let processed_share = match (stats, worker) {
-                    (Some(stats), Some(worker)) if stats.events_stored > 0 => {
+                let stored = stats
+                    .map(|s| s.events_stored)
+                    .or(postgres.map(|pg| pg.events));
+                let processed_share = match (stored, worker) {
+                    (Some(stored), Some(worker)) if stored > 0 => {
                         #[allow(clippy::cast_precision_loss, reason = "a ratio of counts")]
-                        let share = worker.processed as f64 / stats.events_stored as f64;
+                        let share = worker.processed as f64 / stored as f64;
                         Some(share)
                     }
                     _ => None,

@@ -22,7 +22,8 @@ pub const BODY_BYTES: usize = 1024;
 pub struct RunResult {
     /// `axum` or `actix`.
     pub framework: &'static str,
-    /// `baseline`, `gate-memory`, `gate-inbox`, `gate-inbox-worker` or `gate-postgres`.
+    /// `baseline`, `gate-memory`, `gate-inbox`, `gate-inbox-worker`, `gate-inbox-fanout1`,
+    /// `gate-inbox-fanout3`, `gate-postgres` or `gate-postgres-worker`.
     pub setup: &'static str,
     /// Concurrent keep-alive connections.
     pub connections: usize,
@@ -41,10 +42,10 @@ pub struct RunResult {
     /// With the inbox: jobs (enqueues, and with a worker its leases and completions) per
     /// group commit (fsync) during the run, on average.
     pub events_per_commit: Option<f64>,
-    /// With `gate-postgres`: enqueues per batch (one statement, one commit) of the store,
+    /// With `gate-postgres(-worker)`: enqueues per batch (one statement, one commit) of the store,
     /// warm-up included.
     pub events_per_batch: Option<f64>,
-    /// With `gate-postgres`: transactions the database committed per enqueue, warm-up
+    /// With `gate-postgres(-worker)`: transactions the database committed per enqueue, warm-up
     /// included (batches, the workers' wake-up notifications, the run's few reads of the
     /// statistics).
     pub commits_per_event: Option<f64>,

@@ -8,8 +8,8 @@ use axum::routing::post;
 use bytes::Bytes;
 use hookgate::{ChannelSink, Gate, SchemeId, Verifier};
 use hookgate_inbox::{HandlerResult, Inbox, InboxEvent, Worker, WorkerHandle};
-use hookgate_postgres::PgStore;
-use hookgate_queue::{Destination, DestinationTarget, Router as DestinationRouter};
+use hookgate_postgres::{PgStore, PgWorker, PgWorkerHandle, QueuedEvent};
+use hookgate_queue::{Destination, DestinationTarget, Router as DestinationRouter, WorkerStats};
 use hookgate_tower::GateLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +63,10 @@ pub enum Setup {
     /// leased and completed by the worker. The bound: at most 10 % below
     /// `gate-inbox-fanout1`'s rate.
     GateInboxFanout3,
+    /// As [`Setup::GatePostgres`], with a worker processing every event at the same time
+    /// (a handler that returns at once): `hookgate serve --store postgres://`, where each
+    /// event is enqueued, leased and completed in the database.
+    GatePostgresWorker,
 }
 
 /// Connections of the `gate-postgres` setup's pool.
@@ -79,7 +83,13 @@ impl Setup {
             Setup::GateInboxWorker => "gate-inbox-worker",
             Setup::GateInboxFanout1 => "gate-inbox-fanout1",
             Setup::GateInboxFanout3 => "gate-inbox-fanout3",
+            Setup::GatePostgresWorker => "gate-postgres-worker",
         }
+    }
+
+    /// Whether the setup needs a PostgreSQL database.
+    pub fn needs_postgres(self) -> bool {
+        matches!(self, Setup::GatePostgres | Setup::GatePostgresWorker)
     }
 
     /// Whether the setup stores events in an inbox.
@@ -117,8 +127,31 @@ pub struct RunningServer {
     running: Running,
     inbox: Option<Inbox>,
     postgres: Option<Postgres>,
-    worker: Option<WorkerHandle>,
+    worker: Option<BenchWorker>,
     _data: Option<tempfile::TempDir>,
+}
+
+/// The worker of a setup that has one, on the inbox or on the PostgreSQL store.
+#[derive(Debug)]
+enum BenchWorker {
+    Inbox(WorkerHandle),
+    Postgres(PgWorkerHandle),
+}
+
+impl BenchWorker {
+    fn stats(&self) -> WorkerStats {
+        match self {
+            BenchWorker::Inbox(worker) => worker.stats(),
+            BenchWorker::Postgres(worker) => worker.stats(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            BenchWorker::Inbox(worker) => drop(worker.shutdown().await),
+            BenchWorker::Postgres(worker) => drop(worker.shutdown().await),
+        }
+    }
 }
 
 /// The `gate-postgres` setup's database: the URL without hookgate's settings (for a
@@ -169,8 +202,8 @@ impl RunningServer {
     }
 
     /// The worker's counters, for the setup that has one.
-    pub fn worker_stats(&self) -> Option<hookgate_inbox::WorkerStats> {
-        self.worker.as_ref().map(WorkerHandle::stats)
+    pub fn worker_stats(&self) -> Option<WorkerStats> {
+        self.worker.as_ref().map(BenchWorker::stats)
     }
 
     /// Stops accepting, lets open requests finish and waits for the server (and the
@@ -361,7 +394,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                 receiver: None,
             }
         }
-        Setup::GatePostgres => {
+        Setup::GatePostgres | Setup::GatePostgresWorker => {
             static RUNS: AtomicU64 = AtomicU64::new(0);
             let url = postgres.ok_or("the gate-postgres setup needs a PostgreSQL URL")?;
             // Each run has a schema of its own, dropped at its end: never one of the URL.
@@ -397,7 +430,7 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                     store,
                     commits_at_start,
                 }),
-                with_worker: false,
+                with_worker: setup == Setup::GatePostgresWorker,
                 destinations: Vec::new(),
                 data: None,
                 receiver: None,
@@ -423,15 +456,28 @@ async fn drain(mut receiver: hookgate::sink::ChannelReceiver) {
     }
 }
 
-/// The worker of [`Setup::GateInboxWorker`]: `hookgate serve`'s default concurrency, and a
-/// handler that succeeds at once, so what is measured is the inbox's queue work.
-fn start_worker(inbox: &Inbox, destinations: &[Destination]) -> Result<WorkerHandle, BoxError> {
+/// The worker of the setups that have one: `hookgate serve`'s default concurrency, and a
+/// handler that succeeds at once, so what is measured is the queue's work (the inbox's,
+/// or the PostgreSQL store's).
+fn start_worker(
+    inbox: Option<&Inbox>,
+    postgres: Option<&Postgres>,
+    destinations: &[Destination],
+) -> Result<BenchWorker, BoxError> {
+    if let Some(postgres) = postgres {
+        let builder = PgWorker::builder(&postgres.store, |_: QueuedEvent| async {
+            HandlerResult::Ok
+        })
+        .concurrency(WORKER_CONCURRENCY);
+        return Ok(BenchWorker::Postgres(builder.start()?));
+    }
+    let inbox = inbox.ok_or("a worker needs an inbox or a PostgreSQL store")?;
     let mut builder = Worker::builder(inbox.clone(), |_: InboxEvent| async { HandlerResult::Ok })
         .concurrency(WORKER_CONCURRENCY);
     if !destinations.is_empty() {
         builder = builder.destinations("load", destinations);
     }
-    Ok(builder.start()?)
+    Ok(BenchWorker::Inbox(builder.start()?))
 }
 
 /// Handlers the worker of [`Setup::GateInboxWorker`] runs at once (`hookgate serve`'s
@@ -452,9 +498,14 @@ fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
         receiver,
     } = parts;
     // On the caller's Tokio runtime, as the axum setups' worker.
-    let worker = match (&inbox, with_worker) {
-        (Some(inbox), true) => Some(start_worker(inbox, &destinations)?),
-        _ => None,
+    let worker = if with_worker {
+        Some(start_worker(
+            inbox.as_ref(),
+            postgres.as_ref(),
+            &destinations,
+        )?)
+    } else {
+        None
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -515,9 +566,14 @@ async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
         data,
         receiver,
     } = parts;
-    let worker = match (&inbox, with_worker) {
-        (Some(inbox), true) => Some(start_worker(inbox, &destinations)?),
-        _ => None,
+    let worker = if with_worker {
+        Some(start_worker(
+            inbox.as_ref(),
+            postgres.as_ref(),
+            &destinations,
+        )?)
+    } else {
+        None
     };
     if let Some(receiver) = receiver {
         tokio::spawn(drain(receiver));
