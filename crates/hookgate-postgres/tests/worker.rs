@@ -553,8 +553,8 @@ async fn wal_flushes(db: &tokio_postgres::Client) -> i64 {
 
 /// The worker's bookkeeping (leases and results) commits without waiting for the WAL
 /// flush: processing 40 events one at a time, each result a commit of its own, flushes
-/// the WAL far fewer than 40 times (a synchronous commit flushes every time). The
-/// enqueues before it flushed as ever, and every event is processed.
+/// the WAL fewer than 40 times (a synchronous commit flushes every time). The enqueues
+/// before it flushed as ever, and every event is processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
     let Some(pg) = Postgres::start() else { return };
@@ -567,8 +567,9 @@ async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
     }
     drop(store);
     let before = wal_flushes(&db).await;
+    // (Not exactly 40: the WAL writer may flush a commit before its session does.)
     assert!(
-        before - before_enqueues >= 40,
+        before - before_enqueues >= 30,
         "each enqueue alone waits for its flush: {before_enqueues} -> {before}"
     );
 
@@ -585,8 +586,11 @@ async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
     worker.shutdown().await;
     drop(store);
     let after = wal_flushes(&db).await;
+    // Synchronous, the 40 results flush at least 40 times (79 with their leases, when
+    // this was measured); deferred, only the WAL writer flushes, at most five times a
+    // second (`wal_writer_delay` 200 ms), so only a worker slower than 8 s would reach 40.
     assert!(
-        after - before < 20,
+        after - before < 40,
         "40 results and their leases flushed the WAL {} times",
         after - before
     );
