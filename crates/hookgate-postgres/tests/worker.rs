@@ -554,14 +554,34 @@ async fn wal_flushes(db: &tokio_postgres::Client) -> i64 {
 /// The worker's bookkeeping (leases and results) commits without waiting for the WAL
 /// flush: processing 40 events one at a time, each result a commit of its own, flushes
 /// the WAL fewer than 40 times (a synchronous commit flushes every time). The enqueues
-/// before it flushed as ever, and every event is processed.
+/// before it flushed as ever, and every event is processed. With destinations as without:
+/// their leases and results are explicit transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.url();
-    let db = client(&url).await;
+    bookkeeping_flushes(&pg.url(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_workers_bookkeeping_does_not_wait_for_wal_flushes() {
+    let Some(pg) = Postgres::start() else { return };
+    let target = hookgate_queue::DestinationTarget::Exec("true".into());
+    let destination = hookgate_queue::Destination::new("billing", target).unwrap();
+    bookkeeping_flushes(&pg.url(), &[destination]).await;
+}
+
+async fn bookkeeping_flushes(url: &str, destinations: &[hookgate_queue::Destination]) {
+    let connect = || async {
+        let mut builder = PgStore::builder();
+        if !destinations.is_empty() {
+            builder =
+                builder.destinations(hookgate_queue::Router::new(destinations.to_vec()).unwrap());
+        }
+        builder.connect(url).await.unwrap()
+    };
+    let db = client(url).await;
     let before_enqueues = wal_flushes(&db).await;
-    let store = PgStore::connect(&url).await.unwrap();
+    let store = connect().await;
     for n in 0..40 {
         stored(&store, &format!("evt_{n}")).await;
     }
@@ -573,12 +593,14 @@ async fn the_workers_bookkeeping_does_not_wait_for_wal_flushes() {
         "each enqueue alone waits for its flush: {before_enqueues} -> {before}"
     );
 
-    let store = PgStore::connect(&url).await.unwrap();
+    let store = connect().await;
     let queue = PgQueue::new(&store).prune_interval(None);
-    let worker = PgWorker::builder(queue, |_event: QueuedEvent| async { HandlerResult::Ok })
-        .concurrency(1)
-        .start()
-        .unwrap();
+    let mut worker =
+        PgWorker::builder(queue, |_event: QueuedEvent| async { HandlerResult::Ok }).concurrency(1);
+    if !destinations.is_empty() {
+        worker = worker.destinations("flushes", destinations);
+    }
+    let worker = worker.start().unwrap();
     eventually(LIMIT, "every event processed", || async {
         store.status_counts().await.unwrap().get(Status::Processed) == 40
     })
