@@ -1133,47 +1133,31 @@ mod tests {
         let Some(pg) = Postgres::start() else { return };
         let url = pg.url();
         let routed = store(&url, vec![destination("billing")]).await;
-        let id = enqueue(&routed, "msg_1", "{}").await;
-        let ids = |entries: Vec<crate::LogEntry>| -> Vec<i64> {
-            entries.iter().map(|entry| entry.id.get()).collect()
-        };
+        let id = enqueue(&routed, "msg_1", r#"{"type":"invoice.paid"}"#).await;
         let find = |query: crate::LogQuery| {
             let routed = routed.clone();
-            async move { ids(routed.query(query.include_test(true)).await.unwrap()) }
+            async move {
+                let entries = routed.query(query.include_test(true)).await.unwrap();
+                entries
+                    .iter()
+                    .map(|entry| entry.id.get())
+                    .collect::<Vec<i64>>()
+            }
         };
         let entry = routed.entry(EventId::new(id)).await.unwrap().unwrap();
         assert_eq!(entry.status, Status::Received);
-        let event_type = entry.event_type.clone();
-        assert_eq!(
-            find(crate::LogQuery::new().status(Status::Received)).await,
-            [id]
-        );
-        assert_eq!(
-            find(crate::LogQuery::new().delivery_id("msg_1")).await,
-            [id]
-        );
-        if let Some(event_type) = &event_type {
-            assert_eq!(
-                find(crate::LogQuery::new().event_type(event_type)).await,
-                [id]
-            );
-        }
-        let leased = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
-        assert_eq!(summary(&leased), [(id, "billing".to_owned(), None)]);
-        assert!(
-            find(crate::LogQuery::new().status(Status::Received))
-                .await
-                .is_empty()
-        );
-        assert_eq!(
-            find(crate::LogQuery::new().delivery_id("msg_1")).await,
-            [id]
-        );
-        if let Some(event_type) = &event_type {
-            assert_eq!(
-                find(crate::LogQuery::new().event_type(event_type)).await,
-                [id]
-            );
+        assert_eq!(entry.event_type.as_deref(), Some("invoice.paid"));
+        for leased in [false, true] {
+            if leased {
+                let taken = routed.lease_deliveries(10, LEASE, &[]).await.unwrap();
+                assert_eq!(summary(&taken), [(id, "billing".to_owned(), None)]);
+            }
+            let waiting = find(crate::LogQuery::new().status(Status::Received)).await;
+            assert_eq!(waiting, if leased { vec![] } else { vec![id] });
+            let by_delivery = find(crate::LogQuery::new().delivery_id("msg_1")).await;
+            assert_eq!(by_delivery, [id], "leased: {leased}");
+            let by_type = find(crate::LogQuery::new().event_type("invoice.paid")).await;
+            assert_eq!(by_type, [id], "leased: {leased}");
         }
         assert!(
             find(crate::LogQuery::new().delivery_id("msg_2"))

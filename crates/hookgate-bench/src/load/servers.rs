@@ -498,15 +498,9 @@ fn start_actix(parts: Parts) -> Result<RunningServer, BoxError> {
         receiver,
     } = parts;
     // On the caller's Tokio runtime, as the axum setups' worker.
-    let worker = if with_worker {
-        Some(start_worker(
-            inbox.as_ref(),
-            postgres.as_ref(),
-            &destinations,
-        )?)
-    } else {
-        None
-    };
+    let worker = with_worker
+        .then(|| start_worker(inbox.as_ref(), postgres.as_ref(), &destinations))
+        .transpose()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (ready, started) = std::sync::mpsc::channel();
@@ -566,15 +560,9 @@ async fn start_axum(parts: Parts) -> Result<RunningServer, BoxError> {
         data,
         receiver,
     } = parts;
-    let worker = if with_worker {
-        Some(start_worker(
-            inbox.as_ref(),
-            postgres.as_ref(),
-            &destinations,
-        )?)
-    } else {
-        None
-    };
+    let worker = with_worker
+        .then(|| start_worker(inbox.as_ref(), postgres.as_ref(), &destinations))
+        .transpose()?;
     if let Some(receiver) = receiver {
         tokio::spawn(drain(receiver));
     }
