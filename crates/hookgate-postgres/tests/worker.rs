@@ -617,3 +617,58 @@ async fn bookkeeping_flushes(url: &str, destinations: &[hookgate_queue::Destinat
         after - before
     );
 }
+
+/// A lease is renewed and given back through the queue, with and without destinations:
+/// the bookkeeping statements that commit without waiting for the flush still change
+/// exactly what they did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_and_given_back_with_and_without_destinations() {
+    use hookgate_queue::Queue as _;
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let db = client(&url).await;
+    let target = hookgate_queue::DestinationTarget::Exec("true".into());
+    let billing = hookgate_queue::Destination::new("billing", target).unwrap();
+    for (schema, table, destinations) in [
+        ("plain", "events", Vec::new()),
+        ("routed", "deliveries", vec![billing]),
+    ] {
+        let mut builder = PgStore::builder().schema(schema);
+        if !destinations.is_empty() {
+            builder = builder.destinations(hookgate_queue::Router::new(destinations).unwrap());
+        }
+        let store = builder.connect(&url).await.unwrap();
+        let id = stored(&store, "evt_1").await;
+        let queue = PgQueue::new(&store).prune_interval(None);
+        let minute = Duration::from_secs(60);
+        let leased = queue.lease(1, minute, Duration::ZERO).await.unwrap();
+        assert_eq!(leased.len(), 1, "{schema}");
+        let ticket = leased[0].ticket;
+        queue
+            .renew(vec![ticket], Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let renewed: bool = db
+            .query_one(
+                &format!("SELECT due_at > now() + interval '30 minutes' FROM {schema}.{table}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(renewed, "{schema}: the lease runs for an hour now");
+        assert_eq!(queue.release(vec![ticket]).await.unwrap(), 1, "{schema}");
+        let entry = store.entry(id).await.unwrap().unwrap();
+        assert_eq!(
+            (entry.status, entry.attempts),
+            (Status::Queued, 0),
+            "{schema}"
+        );
+        let again = queue.lease(1, minute, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1, "{schema}: due again at once");
+        assert_eq!(
+            again[0].attempt, 1,
+            "{schema}: the given-back attempt is not counted"
+        );
+    }
+}
