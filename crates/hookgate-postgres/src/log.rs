@@ -755,22 +755,13 @@ mod tests {
         ];
         let mut plans = Vec::new();
         for (name, query, order) in cases {
-            let (sql, values) = to_sql(&query.limit(50).filter().unwrap(), order, "\"hookgate\"");
-            let params: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|value| &**value as &(dyn ToSql + Sync))
-                .collect();
             let explain = if analyze {
                 "EXPLAIN ANALYZE"
             } else {
                 "EXPLAIN"
             };
-            let rows = conn
-                .query(&format!("{explain} {sql}"), &params)
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
-            plans.push((name.to_owned(), plan.join("\n")));
+            let (_, plan) = plan_of(&mut conn, explain, &query.limit(50), order).await;
+            plans.push((name.to_owned(), plan));
         }
         Some(plans)
     }
@@ -818,9 +809,39 @@ mod tests {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> String {
-        let rows = conn.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
+        explain_as(conn, "EXPLAIN", sql, params).await
+    }
+
+    /// `explain` (`EXPLAIN` or `EXPLAIN ANALYZE`) of `sql` with `params`, as text.
+    async fn explain_as(
+        conn: &mut crate::pool::Conn,
+        explain: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> String {
+        let rows = conn
+            .query(&format!("{explain} {sql}"), params)
+            .await
+            .unwrap();
         let plan: Vec<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
         plan.join("\n")
+    }
+
+    /// The log's statement for `query` in `order`, and its plan (`explain`: `EXPLAIN` or
+    /// `EXPLAIN ANALYZE`).
+    async fn plan_of(
+        conn: &mut crate::pool::Conn,
+        explain: &str,
+        query: &LogQuery,
+        order: Order,
+    ) -> (String, String) {
+        let (sql, values) = to_sql(&query.filter().unwrap(), order, "\"hookgate\"");
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|value| &**value as &(dyn ToSql + Sync))
+            .collect();
+        let plan = explain_as(conn, explain, &sql, &params).await;
+        (sql, plan)
     }
 
     /// What used `(status, finished_at)` before it left `received` out (schema version 3)
@@ -852,12 +873,7 @@ mod tests {
             for status in statuses {
                 query = query.status(*status);
             }
-            let (sql, values) = to_sql(&query.filter().unwrap(), Order::Id, "\"hookgate\"");
-            let params: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|value| &**value as &(dyn ToSql + Sync))
-                .collect();
-            let plan = explain(&mut conn, &sql, &params).await;
+            let (_, plan) = plan_of(&mut conn, "EXPLAIN", &query, Order::Id).await;
             assert!(!plan.contains("Seq Scan"), "{statuses:?}: {plan}");
             assert!(plan.contains(index), "{statuses:?}: {plan}");
         }
@@ -943,12 +959,7 @@ mod tests {
         ];
         for (query, indexes, waiting, expected) in cases {
             let query = query.include_test(true).limit(50);
-            let (sql, values) = to_sql(&query.filter().unwrap(), Order::Id, "\"hookgate\"");
-            let params: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|value| &**value as &(dyn ToSql + Sync))
-                .collect();
-            let plan = explain(&mut conn, &sql, &params).await;
+            let (sql, plan) = plan_of(&mut conn, "EXPLAIN", &query, Order::Id).await;
             assert!(!plan.contains("Seq Scan"), "{sql}: {plan}");
             assert!(
                 indexes.iter().any(|index| plan.contains(index)),
