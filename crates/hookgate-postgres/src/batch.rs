@@ -348,7 +348,7 @@ fn answer(store: &PgStore, batch: Vec<Waiter>, result: Result<Vec<Option<EventId
 /// One error for each of `count` waiters of a failed batch: the error itself for a lone
 /// waiter, otherwise copies of it (a database error, which cannot be copied, becomes an
 /// [`Error::Batch`] they share).
-fn share(err: Error, count: usize) -> Vec<Error> {
+pub(crate) fn share(err: Error, count: usize) -> Vec<Error> {
     if count <= 1 {
         return vec![err];
     }

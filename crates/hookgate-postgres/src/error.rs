@@ -10,14 +10,15 @@ pub enum Error {
     /// PostgreSQL refused a statement or the connection failed.
     #[error("postgres: {0}")]
     Database(#[from] tokio_postgres::Error),
-    /// The enqueue was written in one transaction with others (concurrent enqueues are
-    /// batched: see [`PgStore::enqueue`](crate::PgStore::enqueue)) and PostgreSQL refused
-    /// that transaction or the connection failed: none of them was stored (if the
-    /// connection broke during the `COMMIT`, the outcome is unknown for all of them).
-    /// Each enqueue of the batch gets this error, sharing the database's.
-    #[error("postgres (a batch of {events} enqueues): {source}")]
+    /// The write was made in one transaction with others (concurrent enqueues are
+    /// batched, see [`PgStore::enqueue`](crate::PgStore::enqueue), and so are a worker's
+    /// concurrent results) and PostgreSQL refused that transaction or the connection
+    /// failed: none of them was written (if the connection broke during the `COMMIT`, the
+    /// outcome is unknown for all of them). Each write of the batch gets this error,
+    /// sharing the database's.
+    #[error("postgres (a batch of {events} writes): {source}")]
     Batch {
-        /// How many enqueues the failed batch answered.
+        /// How many writes (enqueues, or a worker's results) the failed batch answered.
         events: usize,
         /// The database's error.
         source: std::sync::Arc<tokio_postgres::Error>,

@@ -220,6 +220,7 @@ mod deliveries;
 mod error;
 mod log;
 mod pool;
+mod results;
 mod schema;
 mod store;
 mod url;

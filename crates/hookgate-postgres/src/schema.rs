@@ -275,9 +275,10 @@ pub(crate) struct Sql {
     pub(crate) release: String,
     pub(crate) lookup: String,
     pub(crate) lease: String,
-    pub(crate) finish: String,
-    /// As `finish`, in a [`TxHandler`](crate::TxHandler)'s transaction: committed with
-    /// the handler's writes, synchronously.
+    /// A worker's results (`results.rs`).
+    pub(crate) finish_batch: String,
+    /// As `finish_batch`, in a [`TxHandler`](crate::TxHandler)'s transaction: committed
+    /// with the handler's writes, synchronously.
     pub(crate) finish_in_transaction: String,
     pub(crate) renew: String,
     pub(crate) give_back: String,
@@ -333,8 +334,9 @@ impl Sql {
             "UPDATE {s}.events
              SET status = 'queued', attempts = 0, due_at = now(), dead_at = NULL, updated_at = now()"
         );
-        // A result: the event's new state and its attempt, for `finish` and
-        // `finish_in_transaction` to end with their `FROM`.
+        // Results: each event's new state and its attempt, for `finish_batch` (a worker's
+        // concurrent results, see `results.rs`) and `finish_in_transaction` (one result, in
+        // a `TxHandler`'s transaction). Returns the id and token of each that applied.
         //
         // The worker's statements name a leased event by its id and lease token alone: only
         // a lease sets a token (with `processing`), and every way out of `processing`
@@ -342,24 +344,34 @@ impl Sql {
         // lets the planner read a partial index of the events outside `received` instead
         // of the primary key, and with statistics taken while the events still waited such
         // an index looks empty: each result then read all of it (the test
-        // `statements_about_one_event_find_it_by_its_primary_key`). Renewals and
-        // give-backs name their ids with `= ANY` too, which reads the primary key.
-        let finish = format!(
-            "u AS (
-                UPDATE {s}.events
-                SET status = $3::text,
-                    due_at = CASE WHEN $3::text = 'failed' THEN now() + $4::bigint {ms} END,
-                    lease_token = NULL, finished_at = now(),
-                    duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-                    last_error = $5::text,
-                    dead_at = CASE WHEN $3::text = 'dead' THEN now() END,
-                    updated_at = now()
-                WHERE id = $1 AND lease_token = $2
-                RETURNING id, attempts, started_at
-             )
-             INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
-             SELECT id, attempts, started_at, now(), $6::text, $5::text"
-        );
+        // `statements_about_one_event_find_it_by_its_primary_key`). The ids are named with
+        // `= ANY` too, which reads the primary key in id order, as renewals and give-backs
+        // do, so that statements on the same events lock them in the same order.
+        let finish = |deferred: &str, from_deferred: &str| {
+            format!(
+                "WITH {deferred} r AS (
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                                         $5::text[], $6::text[])
+                        AS r(id, token, status, delay_ms, error, outcome)
+                 ), u AS (
+                    UPDATE {s}.events e
+                    SET status = r.status,
+                        due_at = CASE WHEN r.status = 'failed' THEN now() + r.delay_ms {ms} END,
+                        lease_token = NULL, finished_at = now(),
+                        duration_ms = (extract(epoch FROM now() - e.started_at) * 1000)::bigint,
+                        last_error = r.error,
+                        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
+                        updated_at = now()
+                    FROM r{from_deferred}
+                    WHERE e.id = ANY($1::bigint[]) AND e.id = r.id AND e.lease_token = r.token
+                    RETURNING e.id, r.token, e.attempts, e.started_at, r.error, r.outcome
+                 ), history AS (
+                    INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
+                    SELECT id, attempts, started_at, now(), outcome, error FROM u
+                 )
+                 SELECT id, token FROM u"
+            )
+        };
         Sql {
             // A batch of enqueues (see `batch.rs`): the dedup rows and the events of every
             // event in the arrays, in one statement, hence one transaction. Each event gets
@@ -426,8 +438,8 @@ impl Sql {
                  WHERE e.id = c.id
                  RETURNING {EVENT_COLUMNS}"
             ),
-            finish: format!("WITH {DEFERRED_COMMIT}, {finish} FROM u, deferred"),
-            finish_in_transaction: format!("WITH {finish} FROM u"),
+            finish_batch: finish(&format!("{DEFERRED_COMMIT},"), ", deferred"),
+            finish_in_transaction: finish("", ""),
             renew: format!(
                 "WITH {DEFERRED_COMMIT}
                  UPDATE {s}.events SET due_at = now() + $3::bigint {ms}
@@ -580,16 +592,17 @@ mod tests {
         // the values) and the one it may keep (one for any value).
         let statements = [
             (
-                "finish",
-                &sql.finish,
-                "bigint, bigint, text, bigint, text, text",
-                "20001, 7, 'processed', 0, NULL, 'processed'",
+                "finish_batch",
+                &sql.finish_batch,
+                "bigint[], bigint[], text[], bigint[], text[], text[]",
+                "'{20001,20002}', '{7,7}', '{processed,dead}', '{0,0}', '{NULL,gone}', \
+                 '{processed,dead}'",
             ),
             (
                 "finish_in_transaction",
                 &sql.finish_in_transaction,
-                "bigint, bigint, text, bigint, text, text",
-                "20001, 7, 'processed', 0, NULL, 'processed'",
+                "bigint[], bigint[], text[], bigint[], text[], text[]",
+                "'{20001}', '{7}', '{processed}', '{0}', '{NULL}', '{processed}'",
             ),
             (
                 "renew",

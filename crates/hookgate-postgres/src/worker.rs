@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::pool::Conn;
+use crate::results::{self, Results};
 use crate::store::{millis, queued_event};
 use crate::{Error, PgStore, schema};
 
@@ -208,6 +209,8 @@ pub struct PgQueue {
     /// The destinations the last lease skipped: an idle worker's wait leaves them out of
     /// the next due time too.
     held: Mutex<Vec<String>>,
+    /// The results waiting to be written together.
+    results: Arc<Results>,
 }
 
 /// The listening task and the switch that stops it.
@@ -228,6 +231,7 @@ impl PgQueue {
             last_prune: Mutex::new(None),
             pruning: Arc::new(AtomicBool::new(false)),
             held: Mutex::new(Vec::new()),
+            results: Arc::default(),
         }
     }
 
@@ -291,20 +295,23 @@ impl PgQueue {
                 .finish_delivery((id, token), status, delay, error)
                 .await;
         }
-        let outcome = crate::deliveries::outcome(status);
-        let sql = &self.store.inner.sql;
         let open = self
             .open_transactions()
             .and_then(|mut open| open.remove(&id));
         if let Some(mut conn) = open {
             if status == "processed" {
+                let outcome = crate::deliveries::outcome(status);
+                let (ids, tokens, statuses): (&[i64], &[i64], &[&str]) =
+                    (&[id], &[token], &[status]);
+                let (delays, errors, outcomes): (&[i64], &[Option<String>], &[&str]) =
+                    (&[delay], &[error], &[outcome]);
                 let applied = conn
-                    .execute(
-                        &sql.finish_in_transaction,
-                        &[&id, &token, &status, &delay, &error, &outcome],
+                    .query(
+                        &self.store.inner.sql.finish_in_transaction,
+                        &[&ids, &tokens, &statuses, &delays, &errors, &outcomes],
                     )
                     .await?;
-                if applied == 0 {
+                if applied.is_empty() {
                     // Someone else holds the lease now: the handler's writes go too.
                     conn.rollback().await?;
                     return Ok(false);
@@ -314,16 +321,14 @@ impl PgQueue {
             }
             conn.rollback().await?;
         }
-        let applied = self
-            .store
-            .conn()
-            .await?
-            .execute(
-                &sql.finish,
-                &[&id, &token, &status, &delay, &error, &outcome],
-            )
-            .await?;
-        Ok(applied > 0)
+        let outcome = results::Outcome {
+            id,
+            token,
+            status,
+            delay_ms: delay,
+            error,
+        };
+        self.results.record(&self.store, outcome).await
     }
 
     /// How long until the next event is due (`None`: nothing is scheduled).
