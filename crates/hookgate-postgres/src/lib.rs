@@ -181,6 +181,13 @@
 //! deliveries of its batch. [`PgStore::enqueue_stats`] counts batches and events. It
 //! needs no server setting (such as `commit_delay`).
 //!
+//! A worker's results are written the same way: the results of the handlers that finish
+//! while one round of results is being written share the next statement and transaction
+//! (each handler's result still answered on its own, `false` if its lease was taken
+//! over). A failed round fails all its results, and their events are handled again once
+//! their leases expire. In a store with destinations, each delivery's result is a
+//! statement of its own.
+//!
 //! ## Schema
 //!
 //! hookgate creates and migrates its tables itself, in one schema (default `hookgate`,
