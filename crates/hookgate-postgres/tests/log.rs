@@ -375,7 +375,7 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
          DROP INDEX hookgate.events_waiting, hookgate.events_type, hookgate.events_delivery;
          CREATE INDEX events_type ON hookgate.events (event_type);
          CREATE INDEX events_delivery ON hookgate.events (delivery_id);
-         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 3, 4, 5);",
+         DELETE FROM hookgate.schema_migrations WHERE version IN (2, 3, 4, 5, 6);",
     )
     .await
     .unwrap();
@@ -390,7 +390,7 @@ async fn a_first_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     let indexes: Vec<String> = db
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'hookgate'
@@ -438,7 +438,7 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
          DROP INDEX hookgate.events_waiting, hookgate.events_type, hookgate.events_delivery;
          CREATE INDEX events_type ON hookgate.events (event_type);
          CREATE INDEX events_delivery ON hookgate.events (delivery_id);
-         DELETE FROM hookgate.schema_migrations WHERE version IN (3, 4, 5);",
+         DELETE FROM hookgate.schema_migrations WHERE version IN (3, 4, 5, 6);",
     )
     .await
     .unwrap();
@@ -473,7 +473,7 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     let indexes: Vec<(String, String)> = db
         .query(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'hookgate'
@@ -498,8 +498,8 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
         status_index.contains("(status, finished_at) WHERE (status <> 'received'::text)"),
         "{status_index}"
     );
-    // Version 5: the type and delivery id indexes leave received events out, which
-    // `events_waiting` holds.
+    // Versions 5 and 6: the type and delivery id indexes leave received events out, which
+    // `events_waiting` holds, and events without a type or delivery id.
     let def = |name: &str| {
         indexes
             .iter()
@@ -508,11 +508,15 @@ async fn a_second_schema_store_is_migrated_with_its_events() {
             .unwrap_or_default()
     };
     assert!(
-        def("events_type").contains("(event_type) WHERE (status <> 'received'::text)"),
+        def("events_type").contains(
+            "(event_type) WHERE ((event_type IS NOT NULL) AND (status <> 'received'::text))"
+        ),
         "{indexes:?}"
     );
     assert!(
-        def("events_delivery").contains("(delivery_id) WHERE (status <> 'received'::text)"),
+        def("events_delivery").contains(
+            "(delivery_id) WHERE ((delivery_id IS NOT NULL) AND (status <> 'received'::text))"
+        ),
         "{indexes:?}"
     );
     assert!(
