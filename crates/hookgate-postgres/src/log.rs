@@ -1139,15 +1139,7 @@ mod tests {
         // Every status page of the log, and pruning: the status index, or the dead
         // letters' or the waiting events' own, never the type or delivery id index (which
         // any status test offered the planner before schema version 6).
-        let statuses = [
-            Status::Received,
-            Status::Queued,
-            Status::Processing,
-            Status::Processed,
-            Status::Failed,
-            Status::Dead,
-        ];
-        for status in statuses {
+        for status in Status::ALL {
             let query = LogQuery::new().status(status).include_test(true).limit(50);
             let (_, plan) = plan_of(&mut conn, "EXPLAIN", &query, Order::Id).await;
             for index in ["events_type", "events_delivery"] {
