@@ -1,10 +1,12 @@
 //! Drains a backlog with the PostgreSQL worker, without HTTP, for its events per second:
-//! `target/release/examples/profile_pg_worker [N] [CONCURRENCY] --postgres URL`.
+//! `target/release/examples/profile_pg_worker [N] [CONCURRENCY] [fanout1] --postgres URL`.
 //!
 //! N distinct 1 KiB deliveries are verified and enqueued (32 at a time) into a schema of
 //! their own; then a `PgWorker` (CONCURRENCY handlers at once, `hookgate serve`'s 8 by
 //! default, each returning at once) leases and completes every one of them, timed from its
-//! start until the log counts N processed. The schema is dropped at the end. Run it under
+//! start until the log counts N processed. With `fanout1` the store routes every event to
+//! one destination and the worker leases and completes deliveries (as `hookgate-load`'s
+//! `gate-inbox-fanout1` does with the inbox). The schema is dropped at the end. Run it under
 //! `crates/hookgate-bench/scripts/pg_cost.sh DATADIR URL target/release/examples/profile_pg_worker N C`
 //! for PostgreSQL's CPU time (the script adds `--postgres URL`).
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use hookgate::{SchemeId, Verifier};
 use hookgate_bench::{SW_SECRET, payload, signed_headers};
 use hookgate_postgres::{HandlerResult, PgStore, PgWorker, QueuedEvent};
+use hookgate_queue::{Destination, DestinationTarget, Router};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +37,7 @@ fn main() {
     let mut numbers = args.iter().filter_map(|a| a.parse::<usize>().ok());
     let n = numbers.next().unwrap_or(20_000);
     let concurrency = numbers.next().unwrap_or(8);
+    let fanout = args.iter().any(|a| a == "fanout1");
     let body = bytes::Bytes::from(payload(1024));
     let verifier = Verifier::builder(SchemeId::StandardWebhooksV1)
         .secret(SW_SECRET)
@@ -56,11 +60,18 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let schema = format!("profile_pg_worker_{}", std::process::id());
-        let store = PgStore::builder()
-            .schema(schema.clone())
-            .connect(&url)
-            .await
-            .unwrap();
+        // The target is never run: the handler answers.
+        let destinations: Vec<Destination> = if fanout {
+            let target = DestinationTarget::Exec("destination 1".to_owned());
+            vec![Destination::new("d1", target).unwrap()]
+        } else {
+            Vec::new()
+        };
+        let mut store = PgStore::builder().schema(schema.clone());
+        if fanout {
+            store = store.destinations(Router::new(destinations.clone()).unwrap());
+        }
+        let store = store.connect(&url).await.unwrap();
         let next = Arc::new(AtomicUsize::new(0));
         let enqueues: Vec<_> = (0..32)
             .map(|_| {
@@ -78,13 +89,15 @@ fn main() {
         let handled = Arc::new(AtomicUsize::new(0));
         let counter = handled.clone();
         let started = Instant::now();
-        let worker = PgWorker::builder(&store, move |_: QueuedEvent| {
+        let mut worker = PgWorker::builder(&store, move |_: QueuedEvent| {
             counter.fetch_add(1, Ordering::Relaxed);
             async { HandlerResult::Ok }
         })
-        .concurrency(concurrency)
-        .start()
-        .unwrap();
+        .concurrency(concurrency);
+        if fanout {
+            worker = worker.destinations("load", &destinations);
+        }
+        let worker = worker.start().unwrap();
         while handled.load(Ordering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -95,7 +108,8 @@ fn main() {
         let done = started.elapsed();
         worker.shutdown().await;
         println!(
-            "processed {n} events with {concurrency} handlers in {:.2} s ({:.0}/s)",
+            "processed {n} events{} with {concurrency} handlers in {:.2} s ({:.0}/s)",
+            if fanout { " (one destination)" } else { "" },
             done.as_secs_f64(),
             n as f64 / done.as_secs_f64()
         );
