@@ -39,7 +39,7 @@
 //! the rows of the events to sum up, in id order (`summarize`), so that two of them never
 //! wait for each other in a cycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use hookgate::VerifiedEvent;
@@ -163,23 +163,33 @@ impl DeliverySql {
                      due_at = NULL, lease_token = NULL, updated_at = now()
                  FROM sums WHERE e.id = sums.event_id"
             ),
+            // A worker's results (`results.rs`), as the events' `finish_batch`: each
+            // delivery named by id and token (`id = ANY`: the primary key, in id order).
+            // Returns the event, the id and the token of each that applied.
             finish: format!(
-                "WITH u AS (
-                    UPDATE {s}.deliveries
-                    SET status = $3::text,
-                        due_at = CASE WHEN $3::text = 'failed' THEN now() + $4::bigint {ms} END,
+                "WITH r AS (
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                                         $5::text[], $6::text[])
+                        AS r(id, token, status, delay_ms, error, outcome)
+                 ), u AS (
+                    UPDATE {s}.deliveries d
+                    SET status = r.status,
+                        due_at = CASE WHEN r.status = 'failed' THEN now() + r.delay_ms {ms} END,
                         lease_token = NULL, finished_at = now(),
-                        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-                        last_error = $5::text,
-                        dead_at = CASE WHEN $3::text = 'dead' THEN now() END,
+                        duration_ms = (extract(epoch FROM now() - d.started_at) * 1000)::bigint,
+                        last_error = r.error,
+                        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
                         updated_at = now()
-                    WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-                    RETURNING event_id, attempts, started_at
+                    FROM r
+                    WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
+                      AND d.status = 'processing'
+                    RETURNING d.event_id, d.id, r.token, d.attempts, d.started_at, r.error,
+                              r.outcome
                  ), history AS (
                     INSERT INTO {s}.attempts (event_id, attempt, started_at, finished_at, outcome, error)
-                    SELECT event_id, attempts, started_at, now(), $6::text, $5::text FROM u
+                    SELECT event_id, attempts, started_at, now(), outcome, error FROM u
                  )
-                 SELECT event_id FROM u"
+                 SELECT event_id, id, token FROM u"
             ),
             renew: format!(
                 "WITH {DEFERRED_COMMIT}
@@ -348,8 +358,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Runs `sql` with `params` (returning event ids) and sums the events up, in one
-    /// transaction; returns the event ids. `bookkeeping`: the worker's own change (a
+    /// Runs `sql` with `params` (returning event ids first) and sums the events up, in
+    /// one transaction; returns the statement's rows. `bookkeeping`: the worker's own change (a
     /// result, a give-back), committed without waiting for the WAL flush
     /// ([`DEFERRED_COMMIT`](crate::schema::DEFERRED_COMMIT)); a replay waits for it.
     async fn change_and_summarize(
@@ -358,7 +368,7 @@ impl PgStore {
         bookkeeping: bool,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<i64>, Error> {
+    ) -> Result<Vec<Row>, Error> {
         if bookkeeping {
             conn.begin_deferred().await?;
         } else {
@@ -369,9 +379,9 @@ impl PgStore {
             .iter()
             .map(|row| row.try_get::<_, i64>(0))
             .collect::<Result<Vec<i64>, _>>()?;
-        self.summarize(conn, events.clone()).await?;
+        self.summarize(conn, events).await?;
         conn.commit().await?;
-        Ok(events)
+        Ok(rows)
     }
 
     /// Leases up to `limit` due deliveries for `lease`, skipping the destinations in
@@ -449,26 +459,21 @@ impl PgStore {
         Ok(())
     }
 
-    /// Records the end of an attempt of a delivery under its lease, with the summary of
-    /// its event; `false` when the lease was lost (nothing changed).
-    pub(crate) async fn finish_delivery(
+    /// Records the ends of attempts of deliveries under their leases (a worker's results,
+    /// written together by `results.rs`), with the summary of their events, in one
+    /// transaction; returns the `(id, token)` of each that applied (a lost lease changes
+    /// nothing).
+    pub(crate) async fn finish_deliveries(
         &self,
-        (id, token): (i64, i64),
-        status: &'static str,
-        delay: i64,
-        error: Option<String>,
-    ) -> Result<bool, Error> {
-        let outcome = outcome(status);
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<HashSet<(i64, i64)>, Error> {
         let mut conn = self.conn().await?;
-        let events = self
-            .change_and_summarize(
-                &mut conn,
-                true,
-                &self.inner.delivery_sql.finish,
-                &[&id, &token, &status, &delay, &error, &outcome],
-            )
+        let rows = self
+            .change_and_summarize(&mut conn, true, &self.inner.delivery_sql.finish, params)
             .await?;
-        Ok(!events.is_empty())
+        rows.iter()
+            .map(|row| Ok((row.try_get(1)?, row.try_get(2)?)))
+            .collect()
     }
 
     /// Gives deliveries back uncounted, due now (held by their destination, or at
@@ -724,7 +729,25 @@ mod tests {
     use hookgate_testkit::Postgres;
 
     use super::*;
+
     use crate::{Enqueued, PgQueue};
+
+    /// One result, as a worker's results writer records a round of one.
+    async fn finish_one(
+        store: &PgStore,
+        (id, token): (i64, i64),
+        status: &'static str,
+        delay: i64,
+        error: Option<String>,
+    ) -> Result<bool, Error> {
+        let (ids, tokens, statuses): (&[i64], &[i64], &[&str]) = (&[id], &[token], &[status]);
+        let (delays, errors, kinds): (&[i64], &[Option<String>], &[&str]) =
+            (&[delay], &[error], &[outcome(status)]);
+        let applied = store
+            .finish_deliveries(&[&ids, &tokens, &statuses, &delays, &errors, &kinds])
+            .await?;
+        Ok(applied.contains(&(id, token)))
+    }
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const LEASE: Duration = Duration::from_secs(30);
@@ -875,8 +898,7 @@ mod tests {
                 if l.destination.as_deref() == Some("free") {
                     free += 1;
                     assert!(
-                        replica
-                            .finish_delivery(l.ticket, "processed", 0, None)
+                        finish_one(&replica, l.ticket, "processed", 0, None)
                             .await
                             .unwrap()
                     );
@@ -887,8 +909,7 @@ mod tests {
                     failed_once.push(event_id);
                     let error = Some("500".to_owned());
                     assert!(
-                        replica
-                            .finish_delivery(l.ticket, "failed", 0, error)
+                        finish_one(&replica, l.ticket, "failed", 0, error)
                             .await
                             .unwrap()
                     );
@@ -899,8 +920,7 @@ mod tests {
                     .or_default()
                     .push(event_id);
                 assert!(
-                    replica
-                        .finish_delivery(l.ticket, "processed", 0, None)
+                    finish_one(&replica, l.ticket, "processed", 0, None)
                         .await
                         .unwrap()
                 );
@@ -946,8 +966,7 @@ mod tests {
             .unwrap();
         let error = Some("500".to_owned());
         assert!(
-            routed
-                .finish_delivery(head.ticket, "failed", 60_000, error)
+            finish_one(&routed, head.ticket, "failed", 60_000, error)
                 .await
                 .unwrap()
         );
@@ -956,8 +975,7 @@ mod tests {
             .find(|l| l.lane.as_ref().unwrap().as_str() == "c2")
             .unwrap();
         assert!(
-            routed
-                .finish_delivery(c2.ticket, "processed", 0, None)
+            finish_one(&routed, c2.ticket, "processed", 0, None)
                 .await
                 .unwrap()
         );
@@ -989,8 +1007,7 @@ mod tests {
         );
         let gone = Some("gave up".to_owned());
         assert!(
-            routed
-                .finish_delivery(again[0].ticket, "dead", 0, gone)
+            finish_one(&routed, again[0].ticket, "dead", 0, gone)
                 .await
                 .unwrap()
         );
@@ -1006,8 +1023,7 @@ mod tests {
         );
         // A lost lease changes nothing.
         assert!(
-            !routed
-                .finish_delivery(again[0].ticket, "processed", 0, None)
+            !finish_one(&routed, again[0].ticket, "processed", 0, None)
                 .await
                 .unwrap()
         );
@@ -1026,8 +1042,7 @@ mod tests {
                 _ => ("processed", None),
             };
             assert!(
-                routed
-                    .finish_delivery(leased.ticket, status, 0, error)
+                finish_one(&routed, leased.ticket, status, 0, error)
                     .await
                     .unwrap()
             );
@@ -1074,8 +1089,7 @@ mod tests {
         assert_eq!(summary(&again), [(id, "billing".to_owned(), None)]);
         assert_eq!(again[0].attempt, 1, "attempts count from zero again");
         assert!(
-            routed
-                .finish_delivery(again[0].ticket, "processed", 0, None)
+            finish_one(&routed, again[0].ticket, "processed", 0, None)
                 .await
                 .unwrap()
         );
@@ -1116,8 +1130,8 @@ mod tests {
         }
         for tickets in by_event.values() {
             let (x, y) = tokio::join!(
-                one.finish_delivery(tickets[0], "processed", 0, None),
-                two.finish_delivery(tickets[1], "processed", 0, None)
+                finish_one(&one, tickets[0], "processed", 0, None),
+                finish_one(&two, tickets[1], "processed", 0, None)
             );
             assert!(x.unwrap() && y.unwrap());
         }

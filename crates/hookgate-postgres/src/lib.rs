@@ -185,8 +185,8 @@
 //! while one round of results is being written share the next statement and transaction
 //! (each handler's result still answered on its own, `false` if its lease was taken
 //! over). A failed round fails all its results, and their events are handled again once
-//! their leases expire. In a store with destinations, each delivery's result is a
-//! statement of its own.
+//! their leases expire. In a store with destinations, the round's deliveries and the
+//! summaries of their events share the transaction.
 //!
 //! ## Schema
 //!

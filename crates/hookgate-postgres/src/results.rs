@@ -20,8 +20,8 @@
 //! worker shares its CPU with, fewer and larger statements are worth more than a second
 //! one in flight.
 //!
-//! A store with destinations records its deliveries' results one statement each
-//! (`deliveries.rs`: each also sums its event's deliveries up).
+//! In a store with destinations the results are its deliveries', and the round's
+//! transaction also sums their events up once (`deliveries.rs`).
 //!
 //! The statement reads its events through the primary key in id order (`id = ANY`), as
 //! renewals and give-backs do, so two of these statements touching the same events (a
@@ -147,13 +147,15 @@ async fn write(store: &PgStore, batch: &[Pending]) -> Result<HashSet<(i64, i64)>
     let kinds: Vec<&str> = outcomes()
         .map(|o| crate::deliveries::outcome(o.status))
         .collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&ids, &tokens, &statuses, &delays, &errors, &kinds];
+    if store.has_destinations() {
+        return store.finish_deliveries(&params).await;
+    }
     let rows = store
         .conn()
         .await?
-        .query(
-            &store.inner.sql.finish_batch,
-            &[&ids, &tokens, &statuses, &delays, &errors, &kinds],
-        )
+        .query(&store.inner.sql.finish_batch, &params)
         .await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))

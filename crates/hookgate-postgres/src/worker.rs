@@ -289,12 +289,6 @@ impl PgQueue {
         delay: i64,
         error: Option<String>,
     ) -> Result<bool, Error> {
-        if self.store.has_destinations() {
-            return self
-                .store
-                .finish_delivery((id, token), status, delay, error)
-                .await;
-        }
         let open = self
             .open_transactions()
             .and_then(|mut open| open.remove(&id));
