@@ -1111,6 +1111,61 @@ mod tests {
         );
     }
 
+    /// A round of a fan-out worker's results: every delivery of the round in one
+    /// transaction (their attempts share its `now()`), each event summed up once from both
+    /// of its deliveries, and a result under a taken-over lease answered `false`.
+    #[tokio::test]
+    async fn a_round_of_delivery_results_is_one_transaction() {
+        let Some(pg) = Postgres::start() else { return };
+        let routed = store(&pg.url(), vec![destination("a"), destination("b")]).await;
+        for n in 0..4 {
+            enqueue(&routed, &format!("msg_{n}"), "{}").await;
+        }
+        let leased = routed.lease_deliveries(8, LEASE, &[]).await.unwrap();
+        assert_eq!(leased.len(), 8);
+        let results = std::sync::Arc::new(crate::results::Results::default());
+        // Spawned before any of them runs (one thread): the first one's writer finds all.
+        let calls: Vec<_> = leased
+            .iter()
+            .enumerate()
+            .map(|(n, l)| {
+                let (results, routed) = (results.clone(), routed.clone());
+                let (id, token) = l.ticket;
+                // The last one's lease was taken over: its result carries another token.
+                let token = if n == 7 { token.wrapping_add(1) } else { token };
+                let outcome = crate::results::Outcome {
+                    id,
+                    token,
+                    status: "processed",
+                    delay_ms: 0,
+                    error: None,
+                };
+                tokio::spawn(async move { results.record(&routed, outcome).await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        assert_eq!(answers, [true, true, true, true, true, true, true, false]);
+        // Three events with both deliveries done; the fourth still has one running.
+        let counts = routed.status_counts().await.unwrap();
+        assert_eq!(counts.get(Status::Processed), 3, "{counts:?}");
+        assert_eq!(counts.get(Status::Processing), 1, "{counts:?}");
+        let history = routed
+            .conn()
+            .await
+            .unwrap()
+            .query(
+                "SELECT count(*), count(DISTINCT finished_at) FROM hookgate.attempts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (attempts, transactions): (i64, i64) = (history[0].get(0), history[0].get(1));
+        assert_eq!((attempts, transactions), (7, 1));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_deliveries_of_one_event_ending_at_once_both_count_in_its_status() {
         let Some(pg) = Postgres::start() else { return };
