@@ -21,7 +21,9 @@
 //! one in flight.
 //!
 //! In a store with destinations the results are its deliveries', and the round's
-//! transaction also sums their events up once (`deliveries.rs`).
+//! transaction also sums their events up once (`deliveries.rs`): with one destination,
+//! 1 514–1 775 and 4 470–4 798 events/s (8 and 32 handlers) against 901–974 and
+//! 1 190–1 310 with a transaction per delivery.
 //!
 //! The statement reads its events through the primary key in id order (`id = ANY`), as
 //! renewals and give-backs do, so two of these statements touching the same events (a
