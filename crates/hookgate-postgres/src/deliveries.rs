@@ -49,7 +49,7 @@ use hookgate_queue::{EventView, LaneKey, LeaseResult, Leased, QueuedEvent};
 use tokio_postgres::Row;
 
 use crate::pool::Conn;
-use crate::schema::{DEFERRED_COMMIT, EVENT_COLUMNS};
+use crate::schema::{DEFERRED_COMMIT, EVENT_COLUMNS, RESULTS, result_assignments};
 use crate::store::{millis, queued_event};
 use crate::{Error, EventId, PgQueue, PgStore, Replay, Status};
 
@@ -82,6 +82,7 @@ impl DeliverySql {
     pub(crate) fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
         let ms = "* interval '1 millisecond'";
+        let set = result_assignments("d");
         // An unfinished delivery of the same lane before `d`: `d` is not its lane's head.
         let behind = format!(
             "d.lane IS NOT NULL AND EXISTS (
@@ -167,19 +168,8 @@ impl DeliverySql {
             // delivery named by id and token (`id = ANY`: the primary key, in id order).
             // Returns the event, the id and the token of each that applied.
             finish: format!(
-                "WITH r AS (
-                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
-                                         $5::text[], $6::text[])
-                        AS r(id, token, status, delay_ms, error, outcome)
-                 ), u AS (
-                    UPDATE {s}.deliveries d
-                    SET status = r.status,
-                        due_at = CASE WHEN r.status = 'failed' THEN now() + r.delay_ms {ms} END,
-                        lease_token = NULL, finished_at = now(),
-                        duration_ms = (extract(epoch FROM now() - d.started_at) * 1000)::bigint,
-                        last_error = r.error,
-                        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
-                        updated_at = now()
+                "WITH {RESULTS}, u AS (
+                    UPDATE {s}.deliveries d SET {set}
                     FROM r
                     WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
                       AND d.status = 'processing'

@@ -334,6 +334,30 @@ pub(crate) struct Sql {
 pub(crate) const DEFERRED_COMMIT: &str =
     "deferred AS (SELECT set_config('synchronous_commit', 'off', true))";
 
+/// A round of a worker's results (`results.rs`) as rows `r(id, token, status, delay_ms,
+/// error, outcome)`, from the statement's six arrays: a `WITH` item of the events'
+/// `finish_batch` and the deliveries' `finish`.
+pub(crate) const RESULTS: &str = "r AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+                         $6::text[])
+        AS r(id, token, status, delay_ms, error, outcome))";
+
+/// What a result from [`RESULTS`] sets on the row it ends, an event's or a delivery's
+/// (`alias`): the new status, the retry's due time, the lease let go, the attempt's end
+/// and duration, the error, the time of death.
+pub(crate) fn result_assignments(alias: &str) -> String {
+    format!(
+        "status = r.status,
+         due_at = CASE WHEN r.status = 'failed'
+                       THEN now() + r.delay_ms * interval '1 millisecond' END,
+         lease_token = NULL, finished_at = now(),
+         duration_ms = (extract(epoch FROM now() - {alias}.started_at) * 1000)::bigint,
+         last_error = r.error,
+         dead_at = CASE WHEN r.status = 'dead' THEN now() END,
+         updated_at = now()"
+    )
+}
+
 /// The columns of a leased or shown event, in the order [`crate::store`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "e.id, e.dedup_key, e.scheme, e.delivery_id, e.event_type, \
      e.signed_at, e.received_at, e.key_id, e.headers::text, e.body, e.attempts";
@@ -367,21 +391,11 @@ impl Sql {
         // The ids are named with `= ANY` too, which reads the primary key in id order, as
         // renewals and give-backs do, so that statements on the same events lock them in
         // the same order.
+        let set = result_assignments("e");
         let finish = |deferred: &str, from_deferred: &str| {
             format!(
-                "WITH {deferred} r AS (
-                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
-                                         $5::text[], $6::text[])
-                        AS r(id, token, status, delay_ms, error, outcome)
-                 ), u AS (
-                    UPDATE {s}.events e
-                    SET status = r.status,
-                        due_at = CASE WHEN r.status = 'failed' THEN now() + r.delay_ms {ms} END,
-                        lease_token = NULL, finished_at = now(),
-                        duration_ms = (extract(epoch FROM now() - e.started_at) * 1000)::bigint,
-                        last_error = r.error,
-                        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
-                        updated_at = now()
+                "WITH {deferred} {RESULTS}, u AS (
+                    UPDATE {s}.events e SET {set}
                     FROM r{from_deferred}
                     WHERE e.id = ANY($1::bigint[]) AND e.id = r.id AND e.lease_token = r.token
                     RETURNING e.id, r.token, e.attempts, e.started_at, r.error, r.outcome
