@@ -185,14 +185,14 @@ impl DeliverySql {
                 "WITH {DEFERRED_COMMIT}
                  UPDATE {s}.deliveries SET due_at = now() + $3::bigint {ms}
                  FROM deferred
-                 WHERE status = 'processing'
+                 WHERE id = ANY($1::bigint[]) AND status = 'processing'
                    AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
             ),
             give_back: format!(
                 "UPDATE {s}.deliveries
                  SET status = 'queued', attempts = greatest(attempts - 1, 0), due_at = now(),
                      lease_token = NULL, updated_at = now()
-                 WHERE status = 'processing'
+                 WHERE id = ANY($1::bigint[]) AND status = 'processing'
                    AND (id, lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
                  RETURNING event_id"
             ),
