@@ -222,4 +222,66 @@ fn the_gate_postgres_setups_run_on_a_database_of_their_own() {
         .expect("the load binary runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("schema"));
+
+    // With the database on CPUs of its own (CPU 0 for both here, which every machine has:
+    // `load::pin`'s tests check the masks).
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+            "--frameworks",
+            "axum",
+            "--setups",
+            "baseline,gate-postgres",
+            "--cpus",
+            "0",
+            "--postgres-cpus",
+            "0",
+            "--postgres",
+            &postgres.url(),
+        ])
+        .output()
+        .expect("the load binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("this process on CPUs 0, PostgreSQL (") && stderr.contains("on CPUs 0"),
+        "{stderr}"
+    );
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["errors"].as_u64().unwrap(), 0, "{}", runs[1]);
+}
+
+#[test]
+fn postgres_cpus_need_cpus_and_a_postgres_setup() {
+    for (args, expected) in [
+        (
+            &["--postgres-cpus", "1", "--setups", "gate-postgres"][..],
+            "needs --cpus",
+        ),
+        (
+            &[
+                "--cpus",
+                "0",
+                "--postgres-cpus",
+                "1",
+                "--setups",
+                "baseline",
+            ][..],
+            "needs a gate-postgres setup",
+        ),
+        (&["--cpus", "4095", "--setups", "baseline"][..], "--cpus"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .args(args)
+            .output()
+            .expect("the load binary runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

@@ -5,7 +5,7 @@
 //!     [--duration SECS] [--connections 1,16,64] [--frameworks axum,actix]
 //!     [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,
 //!               gate-inbox-fanout3,gate-postgres,gate-postgres-worker]
-//!     [--postgres URL] [--dedup-keys N]
+//!     [--postgres URL] [--cpus LIST --postgres-cpus LIST] [--dedup-keys N]
 //! ```
 //!
 //! For each framework it measures the bare baseline, then the Gate with the in-memory sink,
@@ -17,7 +17,11 @@
 //! settings, so `fsync` and `synchronous_commit` on); `gate-postgres-worker` adds a worker
 //! processing every event in the same database. The URL may carry the store's settings
 //! (`pool_size`, default 32; `max_batch`, `batch_writers`), but not `schema`: each run makes
-//! and drops a schema of its own. `--dedup-keys N` instead measures
+//! and drops a schema of its own. `--cpus LIST` pins this process (load generator and
+//! receiver) to those CPUs and `--postgres-cpus LIST` the PostgreSQL server (which must run
+//! on this machine) to others, as `taskset -c` lists: the database then has cores of its
+//! own, as a fleet's database server does, instead of taking the receiver's (see
+//! `load::pin`). `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
 
 use std::time::Duration;
@@ -34,12 +38,14 @@ struct Options {
     frameworks: Vec<Framework>,
     setups: Vec<Setup>,
     postgres: Option<String>,
+    cpus: Option<String>,
+    postgres_cpus: Option<String>,
     dedup_keys: Option<u64>,
 }
 
 const USAGE: &str = "usage: hookgate-load [--quick] [--json] [--duration SECS] [--connections 1,16,64] \
 [--frameworks axum,actix] [--setups baseline,gate-memory,gate-inbox,gate-inbox-worker,gate-inbox-fanout1,gate-inbox-fanout3,gate-postgres,gate-postgres-worker] \
-[--postgres URL] [--dedup-keys N]";
+[--postgres URL] [--cpus LIST --postgres-cpus LIST] [--dedup-keys N]";
 
 /// A comma-separated list of names, each looked up in `known`.
 fn names<T: Copy>(list: &str, known: &[(&str, T)], what: &str) -> Result<Vec<T>, String> {
@@ -68,6 +74,8 @@ fn parse() -> Result<Options, String> {
             Setup::GateInboxWorker,
         ],
         postgres: None,
+        cpus: None,
+        postgres_cpus: None,
         dedup_keys: None,
     };
     let mut args = std::env::args().skip(1);
@@ -115,6 +123,8 @@ fn parse() -> Result<Options, String> {
                 options.setups = names(&value("--setups")?, &known, "setup")?;
             }
             "--postgres" => options.postgres = Some(value("--postgres")?),
+            "--cpus" => options.cpus = Some(value("--cpus")?),
+            "--postgres-cpus" => options.postgres_cpus = Some(value("--postgres-cpus")?),
             "--dedup-keys" => {
                 options.dedup_keys = Some(
                     value("--dedup-keys")?
@@ -129,6 +139,14 @@ fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
+    if options.postgres_cpus.is_some() {
+        if options.cpus.is_none() {
+            return Err("--postgres-cpus needs --cpus: the database's CPUs apart from ours".into());
+        }
+        if !options.setups.iter().any(|s| s.needs_postgres()) {
+            return Err("--postgres-cpus needs a gate-postgres setup in --setups".into());
+        }
+    }
     Ok(options)
 }
 
@@ -140,6 +158,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Before the runtime's threads start: they inherit it.
+    if let Some(cpus) = &options.cpus {
+        if let Err(error) = load::pin::pin_self(cpus) {
+            eprintln!("hookgate-load: --cpus: {error}");
+            std::process::exit(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,10 +196,31 @@ fn main() {
     } else {
         None
     };
+    // The server's processes get their CPUs back when this is dropped, before any exit.
+    let pinned = match (&options.postgres_cpus, &options.postgres) {
+        (Some(cpus), Some(url)) => {
+            match runtime.block_on(load::pin::pin_postgres(&load::driver_url(url), cpus)) {
+                Ok(pinned) => {
+                    eprintln!(
+                        "hookgate-load: this process on CPUs {}, PostgreSQL ({} processes) on CPUs {cpus}",
+                        options.cpus.as_deref().unwrap_or("all"),
+                        pinned.processes()
+                    );
+                    Some(pinned)
+                }
+                Err(error) => {
+                    eprintln!("hookgate-load: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        _ => None,
+    };
     let result = match options.dedup_keys {
         Some(keys) => runtime.block_on(dedup_memory(keys, options.json)),
         None => runtime.block_on(run_all(&options)),
     };
+    drop(pinned);
     if let Err(error) = result {
         eprintln!("hookgate-load: {error}");
         std::process::exit(1);

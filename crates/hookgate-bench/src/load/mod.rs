@@ -3,6 +3,7 @@
 //! deliveries, and compared with its framework's bare baseline measured in the same run.
 
 mod client;
+pub mod pin;
 mod servers;
 
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use client::{LoadConfig, drive};
-pub use servers::{Framework, POSTGRES_POOL, RunningServer, Setup, Stopped, start};
+pub use servers::{Framework, POSTGRES_POOL, RunningServer, Setup, Stopped, driver_url, start};
 
 /// The Standard Webhooks secret every setup verifies with.
 pub const SECRET: &str = crate::SW_SECRET;

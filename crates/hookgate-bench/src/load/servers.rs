@@ -294,7 +294,7 @@ async fn others_connected(client: &hookgate_postgres::tokio_postgres::Client) ->
 }
 
 /// `url` without hookgate's settings (`pool_size`, `max_batch`, …), for `tokio-postgres`.
-fn driver_url(url: &str) -> String {
+pub fn driver_url(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else {
         return url.to_owned();
     };
