@@ -10,7 +10,27 @@
     clippy::arithmetic_side_effects
 )]
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// A one-second JSON run of `setups` on `framework` with two connections, and `more`
+/// arguments.
+fn one_second(framework: &str, setups: &str, more: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args([
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+            "--frameworks",
+            framework,
+            "--setups",
+            setups,
+        ])
+        .args(more)
+        .output()
+        .expect("the load binary runs")
+}
 
 #[test]
 fn quick_json_run_reports_every_setup() {
@@ -94,20 +114,7 @@ fn quick_json_run_reports_every_setup() {
 
 #[test]
 fn a_run_without_its_baseline_reports_no_ratio() {
-    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
-        .args([
-            "--json",
-            "--duration",
-            "1",
-            "--connections",
-            "2",
-            "--frameworks",
-            "actix",
-            "--setups",
-            "gate-memory",
-        ])
-        .output()
-        .expect("the load binary runs");
+    let output = one_second("actix", "gate-memory", &[]);
     assert!(output.status.success());
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(runs.len(), 1);
@@ -225,26 +232,9 @@ fn the_gate_postgres_setups_run_on_a_database_of_their_own() {
 
     // With the database on CPUs of its own (CPU 0 for both here, which every machine has:
     // `load::pin`'s tests check the masks).
-    let output = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
-        .args([
-            "--json",
-            "--duration",
-            "1",
-            "--connections",
-            "2",
-            "--frameworks",
-            "axum",
-            "--setups",
-            "baseline,gate-postgres",
-            "--cpus",
-            "0",
-            "--postgres-cpus",
-            "0",
-            "--postgres",
-            &postgres.url(),
-        ])
-        .output()
-        .expect("the load binary runs");
+    let url = postgres.url();
+    let pinned = ["--cpus", "0", "--postgres-cpus", "0", "--postgres", &url];
+    let output = one_second("axum", "baseline,gate-postgres", &pinned);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");
     assert!(
