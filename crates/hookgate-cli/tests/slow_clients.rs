@@ -194,15 +194,16 @@ async fn requests_over_the_in_flight_cap_get_503_with_retry_after() {
         dir.path(),
         &["--max-in-flight", "1", "--body-timeout", "30s"],
     );
-    // A request whose body never completes holds the only in-flight permit.
-    let mut holder = connect(serve.addr).await;
-    holder.write_all(head(Some(10)).as_bytes()).await.unwrap();
-    holder.write_all(b"{").await.unwrap();
-
-    // Until the holder's request is being answered, another request may still pass; once
-    // it is, the next gets 503 over_capacity.
+    // A request whose body never completes holds the only in-flight permit. Until it is
+    // being answered, another request may still pass; and if another request reaches the
+    // cap first, the holder itself is refused (it is then answered), and a new holder
+    // takes its place. Once the holder is in flight, the next request gets 503.
+    let mut holder = start_holding(serve.addr).await;
     let mut refused = None;
     for _ in 0..200 {
+        if was_answered(&holder) {
+            holder = start_holding(serve.addr).await;
+        }
         let mut other = connect(serve.addr).await;
         other.write_all(head(Some(2)).as_bytes()).await.unwrap();
         other.write_all(b"{}").await.unwrap();
@@ -221,6 +222,20 @@ async fn requests_over_the_in_flight_cap_get_503_with_retry_after() {
     assert!(answer.contains("over_capacity"), "{answer}");
     drop(holder);
     nothing_stored(dir.path()).await;
+}
+
+/// A connection whose request declares ten bytes of body and sends one.
+async fn start_holding(addr: SocketAddr) -> TcpStream {
+    let mut holder = connect(addr).await;
+    holder.write_all(head(Some(10)).as_bytes()).await.unwrap();
+    holder.write_all(b"{").await.unwrap();
+    holder
+}
+
+/// Whether the server has answered (or closed) `stream`, without waiting.
+fn was_answered(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    !matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Reads one answer's head and body start (up to what arrives in one read).
