@@ -67,6 +67,11 @@ fn quick_json_run_reports_every_setup() {
         ] {
             assert!(run[field].is_number(), "{field} missing in {run}");
         }
+        // Not pinned: the report says so.
+        assert!(
+            run["cpus"].is_null() && run["postgres_cpus"].is_null(),
+            "{run}"
+        );
         let framework = run["framework"].as_str().unwrap();
         let setup = run["setup"].as_str().unwrap();
         assert!(["axum", "actix"].contains(&framework), "{run}");
@@ -244,6 +249,11 @@ fn the_gate_postgres_setups_run_on_a_database_of_their_own() {
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[1]["errors"].as_u64().unwrap(), 0, "{}", runs[1]);
+    // The report says how it was measured.
+    for run in &runs {
+        assert_eq!(run["cpus"], "0", "{run}");
+        assert_eq!(run["postgres_cpus"], "0", "{run}");
+    }
 }
 
 #[test]

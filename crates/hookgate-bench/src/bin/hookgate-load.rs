@@ -21,7 +21,8 @@
 //! receiver) to those CPUs and `--postgres-cpus LIST` the PostgreSQL server (which must run
 //! on this machine) to others, as `taskset -c` lists: the database then has cores of its
 //! own, as a fleet's database server does, instead of taking the receiver's (see
-//! `load::pin`). `--dedup-keys N` instead measures
+//! `load::pin`); `--json` records both lists in every run (`cpus`, `postgres_cpus`, `null`
+//! when not pinned). `--dedup-keys N` instead measures
 //! the resident memory of the in-memory dedup store holding N committed keys.
 
 use std::time::Duration;
@@ -304,6 +305,8 @@ async fn run_all(options: &Options) -> Result<(), BoxError> {
                     commits_per_event,
                     processed_share,
                     ratio_to_baseline: baseline_rps.filter(|b| *b > 0.0).map(|b| rps / b),
+                    cpus: options.cpus.clone(),
+                    postgres_cpus: options.postgres_cpus.clone(),
                 };
                 if !options.json {
                     println!(

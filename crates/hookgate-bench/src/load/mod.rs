@@ -56,6 +56,12 @@ pub struct RunResult {
     /// `rps` divided by the same framework's baseline at the same connection count (`null`
     /// when `--setups` left the baseline out).
     pub ratio_to_baseline: Option<f64>,
+    /// The CPUs this process (load generator and receiver) was pinned to with `--cpus`
+    /// (`null`: not pinned).
+    pub cpus: Option<String>,
+    /// The CPUs the PostgreSQL server was pinned to with `--postgres-cpus` (`null`: not
+    /// pinned; it shared the machine's CPUs).
+    pub postgres_cpus: Option<String>,
 }
 
 /// Latency percentiles over recorded samples (microseconds), nearest-rank.
