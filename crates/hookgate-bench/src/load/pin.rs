@@ -17,6 +17,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use hookgate_postgres::tokio_postgres::Client;
+
 /// Pins this process, and every thread it starts afterwards, to `cpus` (a `taskset` list
 /// such as `0` or `0,2-3`).
 ///
@@ -64,12 +66,16 @@ pub async fn pin_postgres(url: &str, cpus: &str) -> Result<PinnedServer, String>
     pids.extend(children(postmaster));
     let mut pinned = PinnedServer { before: Vec::new() };
     for pid in pids {
+        // A backend whose connection closed may end at any point here (the one that named
+        // the postmaster does now): it has nothing to pin.
         let Some(mask) = mask(pid) else {
-            // Ended since the listing (a backend's connection closed).
             continue;
         };
-        taskset_list(pid, cpus)?;
-        pinned.before.push((pid, mask));
+        match taskset_list(pid, cpus) {
+            Ok(()) => pinned.before.push((pid, mask)),
+            Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(pinned)
 }
@@ -80,7 +86,9 @@ pub async fn pin_postgres(url: &str, cpus: &str) -> Result<PinnedServer, String>
 /// # Errors
 /// When the server cannot be reached or does not run on this machine.
 pub async fn postmaster(url: &str) -> Result<u32, String> {
-    let backend = backend(url).await?;
+    // The session is held until its backend's parent is read: a backend whose connection
+    // closed may already have exited, and then it would have no parent to find.
+    let (_session, backend) = backend(url).await?;
     parent(backend).ok_or_else(|| {
         format!(
             "--postgres-cpus: PostgreSQL's process {backend} is not on this machine: \
@@ -89,21 +97,18 @@ pub async fn postmaster(url: &str) -> Result<u32, String> {
     })
 }
 
-/// The process id of a new connection's backend.
-async fn backend(url: &str) -> Result<u32, String> {
-    let tls = hookgate_postgres::tokio_postgres::NoTls;
-    let (client, connection) = hookgate_postgres::tokio_postgres::connect(url, tls)
+/// A new session (it lasts while the client is held) and its backend's process id.
+async fn backend(url: &str) -> Result<(Client, u32), String> {
+    let client = super::servers::direct(url)
         .await
         .map_err(|err| format!("--postgres-cpus: cannot connect to PostgreSQL: {err}"))?;
-    let driver = tokio::spawn(connection);
     let row = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
-        .map_err(|err| format!("--postgres-cpus: {err}"));
-    drop(client);
-    driver.abort();
-    u32::try_from(row?.get::<_, i32>(0))
-        .map_err(|_| "--postgres-cpus: the server named no process".to_owned())
+        .map_err(|err| format!("--postgres-cpus: {err}"))?;
+    let pid = u32::try_from(row.get::<_, i32>(0))
+        .map_err(|_| "--postgres-cpus: the server named no process".to_owned())?;
+    Ok((client, pid))
 }
 
 /// The parent of `pid`, from `/proc`.
@@ -195,7 +200,7 @@ mod tests {
         let pinned = pin_postgres(&url, "0").await.expect("the server is pinned");
         assert!(pinned.processes() >= 2, "{pinned:?}");
         assert_eq!(mask(postmaster).as_deref(), Some("1"));
-        let later = backend(&url).await.expect("a new backend");
+        let (_later_session, later) = backend(&url).await.expect("a new backend");
         assert_eq!(mask(later).as_deref(), Some("1"), "backend {later}");
         drop(pinned);
         assert_eq!(mask(postmaster), Some(before));

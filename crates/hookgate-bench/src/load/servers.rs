@@ -233,7 +233,7 @@ impl RunningServer {
             } = postgres;
             // The store's sessions end with it; their statistics are flushed as they exit.
             drop(store);
-            if let Some(client) = direct(&driver_url).await {
+            if let Ok(client) = direct(&driver_url).await {
                 // Wait (at most 10 s) for the store's sessions to be gone: a session's
                 // statistics are flushed when it exits. This session's own few reads are
                 // counted too (under 0.1 % of a run's commits).
@@ -255,14 +255,14 @@ impl RunningServer {
     }
 }
 
-/// A direct connection, outside the store.
-async fn direct(url: &str) -> Option<hookgate_postgres::tokio_postgres::Client> {
+/// A direct connection, outside the store; its session lasts while the client is held.
+pub(super) async fn direct(
+    url: &str,
+) -> Result<hookgate_postgres::tokio_postgres::Client, hookgate_postgres::tokio_postgres::Error> {
     let tls = hookgate_postgres::tokio_postgres::NoTls;
-    let (client, connection) = hookgate_postgres::tokio_postgres::connect(url, tls)
-        .await
-        .ok()?;
+    let (client, connection) = hookgate_postgres::tokio_postgres::connect(url, tls).await?;
     tokio::spawn(connection);
-    Some(client)
+    Ok(client)
 }
 
 /// The database's committed transactions so far, read afresh.
@@ -418,8 +418,8 @@ async fn parts(setup: Setup, postgres: Option<&str>) -> Result<Parts, BoxError> 
                 .await?;
             let driver_url = driver_url(url);
             let commits_at_start = match direct(&driver_url).await {
-                Some(client) => commits(&client).await,
-                None => None,
+                Ok(client) => commits(&client).await,
+                Err(_) => None,
             };
             Parts {
                 gate: Some(store.gate(verifier()?).build()?),
