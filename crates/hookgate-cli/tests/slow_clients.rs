@@ -198,15 +198,13 @@ async fn requests_over_the_in_flight_cap_get_503_with_retry_after() {
     // being answered, another request may still pass; and if another request reaches the
     // cap first, the holder itself is refused (it is then answered), and a new holder
     // takes its place. Once the holder is in flight, the next request gets 503.
-    let mut holder = start_holding(serve.addr).await;
+    let mut holder = start_request(serve.addr, 10, b"{").await;
     let mut refused = None;
     for _ in 0..200 {
         if was_answered(&holder) {
-            holder = start_holding(serve.addr).await;
+            holder = start_request(serve.addr, 10, b"{").await;
         }
-        let mut other = connect(serve.addr).await;
-        other.write_all(head(Some(2)).as_bytes()).await.unwrap();
-        other.write_all(b"{}").await.unwrap();
+        let mut other = start_request(serve.addr, 2, b"{}").await;
         let answer = read_first_answer(&mut other).await;
         if status_of(&answer) == Some(503) {
             refused = Some(answer);
@@ -224,12 +222,15 @@ async fn requests_over_the_in_flight_cap_get_503_with_retry_after() {
     nothing_stored(dir.path()).await;
 }
 
-/// A connection whose request declares ten bytes of body and sends one.
-async fn start_holding(addr: SocketAddr) -> TcpStream {
-    let mut holder = connect(addr).await;
-    holder.write_all(head(Some(10)).as_bytes()).await.unwrap();
-    holder.write_all(b"{").await.unwrap();
-    holder
+/// A connection whose request declares `declared` bytes of body and sends `sent`.
+async fn start_request(addr: SocketAddr, declared: usize, sent: &[u8]) -> TcpStream {
+    let mut stream = connect(addr).await;
+    stream
+        .write_all(head(Some(declared)).as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream
 }
 
 /// Whether the server has answered (or closed) `stream`, without waiting.
